@@ -1,0 +1,832 @@
+"""Building blocks of the TIC / TransTIC transforms.
+
+Swin-transformer blocks that work on channel-last feature maps ``(B, H, W, C)`` of any
+size, residual Swin-transformer blocks (RSTB) that plug between convolutions, and the
+prompt generator of TransTIC.
+
+Performance notes (the transforms spend most of their time here):
+
+* attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` with
+  the relative position bias and the shifted-window mask folded into one additive
+  bias; that bias is built once per feature-map size and cached (the cache follows
+  in-place updates of the bias table through the tensor's version counter);
+* the cyclic shift and the window partition are a single gather with a cached index,
+  not ``roll`` + ``permute`` + ``reshape`` copies;
+* convolutions hand channels-last tensors to the blocks, so the NCHW <-> NHWC
+  conversions around every RSTB are free views.
+
+:func:`reference_attention` switches every block to a plain (unfused, uncached)
+implementation, used by the tests to check the fast path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, trunc_normal_
+from torch import Tensor
+
+__all__ = [
+    "SHIFT_MASK_VALUE",
+    "PAD_MASK_VALUE",
+    "conv",
+    "deconv",
+    "Mlp",
+    "WindowAttention",
+    "SwinBlock",
+    "BasicLayer",
+    "RSTB",
+    "WindowPrompts",
+    "PromptGenerator",
+    "reference_attention",
+    "window_partition_index",
+    "shifted_window_mask",
+]
+
+#: additive attention mask for pairs of tokens from different shifted-window regions;
+#: the released weights were trained with -100 (not -inf).
+SHIFT_MASK_VALUE = -100.0
+#: additive mask for keys that lie in the padding added to reach a multiple of the
+#: window; finite so that fully padded windows never produce NaN.
+PAD_MASK_VALUE = -1.0e4
+
+_state = threading.local()
+
+
+def _use_reference() -> bool:
+    return getattr(_state, "reference", False)
+
+
+@contextlib.contextmanager
+def reference_attention(enabled: bool = True) -> Iterator[None]:
+    """Run window attention through the plain reference path inside the context.
+
+    The reference path computes ``softmax(q k^T * scale + bias + mask) v`` explicitly,
+    rebuilds masks and biases on every call and partitions windows with
+    ``roll``/``view``/``permute``. It exists to test the fused path against.
+    """
+    previous = _use_reference()
+    _state.reference = enabled
+    try:
+        yield
+    finally:
+        _state.reference = previous
+
+
+def conv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2) -> nn.Conv2d:
+    """Convolution with ``padding = kernel_size // 2``."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2)
+
+
+def deconv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
+    """Transposed convolution that multiplies the spatial size by ``stride`` exactly."""
+    return nn.ConvTranspose2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=kernel_size // 2,
+        output_padding=stride - 1,
+    )
+
+
+class Mlp(nn.Module):
+    """Two-layer GELU MLP (``fc1`` -> GELU -> ``fc2``)."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+# ----------------------------------------------------------------------------------------
+# window geometry (cached)
+# ----------------------------------------------------------------------------------------
+
+class _LRU(OrderedDict):
+    """Small least-recently-used cache for per-size geometry (indices, masks)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get(self, key, default=None):  # type: ignore[override]
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
+
+    def put(self, key, value) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+_INDEX_CACHE = _LRU(256)
+_MASK_CACHE = _LRU(64)
+
+
+def _relative_position_index(window: int) -> Tensor:
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij"))
+    coords = coords.flatten(1)  # 2, N
+    rel = coords[:, :, None] - coords[:, None, :]  # 2, N, N
+    rel = rel.permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+def window_partition_index(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
+    """Index that gathers a flattened ``height x width`` map into shifted windows.
+
+    ``tokens.index_select(1, idx)`` equals ``roll(map, (-shift, -shift))`` followed by the
+    usual window partition, windows in raster order and tokens in raster order inside
+    each window. ``idx.argsort()`` undoes it.
+    """
+    key = ("part", height, width, window, shift, str(device))
+    idx = _INDEX_CACHE.get(key)
+    if idx is None:
+        grid = torch.arange(height * width, dtype=torch.long).view(height, width)
+        if shift:
+            grid = torch.roll(grid, shifts=(-shift, -shift), dims=(0, 1))
+        grid = grid.view(height // window, window, width // window, window).permute(0, 2, 1, 3)
+        idx = grid.reshape(-1).to(device)
+        _INDEX_CACHE.put(key, idx)
+    return idx
+
+
+def _inverse_index(idx: Tensor, key: Tuple) -> Tensor:
+    inv_key = ("inv",) + key
+    inv = _INDEX_CACHE.get(inv_key)
+    if inv is None:
+        inv = torch.argsort(idx)
+        _INDEX_CACHE.put(inv_key, inv)
+    return inv
+
+
+def _partition_labels(labels: Tensor, window: int, shift: int) -> Tensor:
+    """(H, W) labels -> (num_windows, window*window) after the cyclic shift."""
+    height, width = labels.shape
+    if shift:
+        labels = torch.roll(labels, shifts=(-shift, -shift), dims=(0, 1))
+    labels = labels.view(height // window, window, width // window, window).permute(0, 2, 1, 3)
+    return labels.reshape(-1, window * window)
+
+
+def _region_labels(height: int, width: int, window: int, shift: int) -> Tensor:
+    """(num_windows, window^2) labels of the shifted-window regions of every token.
+
+    Regions are those of the un-shifted map that the cyclic shift brings together:
+    tokens with different labels may not attend to each other.
+    """
+    labels = torch.zeros(height, width)
+    if shift:
+        cnt = 0
+        for hs in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+            for ws in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+                labels[hs, ws] = cnt
+                cnt += 1
+    return _partition_labels(labels, window, shift)
+
+
+def _label_mask(query_labels: Tensor, key_labels: Tensor) -> Tensor:
+    """(nW, Nq, Nk) additive mask: 0 for equal labels, :data:`SHIFT_MASK_VALUE` otherwise."""
+    diff = key_labels[:, None, :] - query_labels[:, :, None]
+    return torch.zeros_like(diff).masked_fill(diff != 0, SHIFT_MASK_VALUE)
+
+
+def shifted_window_mask(height: int, width: int, window: int, shift: int) -> Tensor:
+    """Shifted-window attention mask ``(num_windows, N, N)`` with 0 / :data:`SHIFT_MASK_VALUE`.
+
+    Tokens of one window that came from different regions of the un-shifted map (the
+    cyclic shift wraps the last ``shift`` rows/columns around) may not attend to each
+    other. ``height`` and ``width`` must be multiples of ``window``.
+    """
+    labels = _region_labels(height, width, window, shift)
+    return _label_mask(labels, labels)
+
+
+def _padding_key_mask(height: int, width: int, valid_h: int, valid_w: int, window: int, shift: int) -> Tensor:
+    """(num_windows, N) additive mask that hides keys lying in the bottom/right padding."""
+    valid = torch.zeros(height, width)
+    valid[:valid_h, :valid_w] = 1.0
+    windows = _partition_labels(valid, window, shift)
+    return torch.where(windows > 0, 0.0, PAD_MASK_VALUE)
+
+
+def _legacy_prompt_mask(image_mask: Tensor, num_prompts: int) -> Tensor:
+    """The encoder mask layout of the released TransTIC weights (see ``transtic-facts``).
+
+    The authors build a mask for keys ordered ``[image, prompts]``: the image mask
+    followed by a prompt part obtained by nearest-neighbour resampling of image-mask
+    columns ``P .. N-P`` to ``P`` columns. The keys are then ordered ``[prompts, image]``,
+    so column ``k`` of that mask lands on stored key ``k``. This returns the
+    ``(num_windows, N, P + N)`` mask as it is applied.
+    """
+    n = image_mask.shape[-1]
+    middle = image_mask[:, :, num_prompts : n - num_prompts]
+    src = (torch.arange(num_prompts) * middle.shape[-1]) // num_prompts  # floor(j * in / out)
+    prompt_part = middle[:, :, src]
+    return torch.cat([image_mask, prompt_part], dim=-1)
+
+
+# ----------------------------------------------------------------------------------------
+# attention and blocks
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class WindowPrompts:
+    """Prompt tokens offered to one Swin block as extra keys and values.
+
+    Exactly one of ``tokens`` / ``prompt_map`` is set.
+
+    Attributes:
+        tokens: ``(P, C)`` prompts shared by every window (TransTIC's task-specific,
+            "TP-type" decoder prompts).
+        prompt_map: ``(B, H / d, W / d, C)`` map whose co-located ``(w / d)^2`` tokens
+            are given to each ``w x w`` window (instance-specific "IP-type" prompts).
+        downsample: ``d``, the prompt map's stride relative to the block's feature map.
+        legacy_mask: apply the released weights' encoder mask layout (see
+            :func:`_legacy_prompt_mask`) instead of the aligned one.
+        full_tokens: VPT-shallow style: the prompts are full tokens of the window
+            (queries too, LayerNorm, attention and MLP update them) and the block
+            returns the updated prompt map so that the next block can carry it. Shared
+            ``tokens`` are first tiled over the windows.
+    """
+
+    tokens: Optional[Tensor] = None
+    prompt_map: Optional[Tensor] = None
+    downsample: int = 1
+    legacy_mask: bool = False
+    full_tokens: bool = False
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside windows with a relative position bias.
+
+    Args:
+        dim: number of channels.
+        window_size: side of the square window.
+        num_heads: number of attention heads.
+        qkv_bias: add a learnable bias to the query/key/value projection.
+    """
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", _relative_position_index(window_size), persistent=True)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def relative_position_bias(self) -> Tensor:
+        """``(num_heads, N, N)`` bias, ``N = window_size ** 2``."""
+        n = self.window_size**2
+        bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
+        return bias.view(n, n, self.num_heads).permute(2, 0, 1)
+
+    def project_kv(self, tokens: Tensor) -> Tuple[Tensor, Tensor]:
+        """Keys and values of prompt tokens ``(..., P, C)`` -> two ``(..., heads, P, d)``."""
+        weight = self.qkv.weight[self.dim :]
+        bias = self.qkv.bias[self.dim :] if self.qkv.bias is not None else None
+        kv = F.linear(tokens, weight, bias)
+        kv = kv.unflatten(-1, (2, self.num_heads, self.head_dim)).movedim(-4, -2)  # ..., 2, heads, P, d
+        return kv.select(-4, 0), kv.select(-4, 1)
+
+    def forward(
+        self,
+        x: Tensor,
+        num_windows: int,
+        attn_bias: Optional[Tensor],
+        prompt_kv: Optional[Tuple[Tensor, Tensor]] = None,
+    ) -> Tensor:
+        """Attend inside windows.
+
+        Args:
+            x: ``(B * num_windows, N, C)`` window tokens.
+            num_windows: windows per image.
+            attn_bias: additive bias broadcastable to ``(B, num_windows, heads, N, K)``
+                where ``K`` counts prompt keys (first) and image keys.
+            prompt_kv: prompt keys and values, each ``(heads, P, d)`` (shared by all
+                windows) or ``(B, num_windows, heads, P, d)``.
+        """
+        bw, n, c = x.shape
+        b = bw // num_windows
+        qkv = self.qkv(x).view(b, num_windows, n, 3, self.num_heads, self.head_dim)
+        qkv = qkv.permute(3, 0, 1, 4, 2, 5)  # 3, B, nW, heads, N, d
+        q, k, v = qkv.unbind(0)
+        if prompt_kv is not None:
+            pk, pv = prompt_kv
+            if pk.dim() == 3:
+                pk = pk.expand(b, num_windows, -1, -1, -1)
+                pv = pv.expand(b, num_windows, -1, -1, -1)
+            k = torch.cat([pk, k], dim=-2)
+            v = torch.cat([pv, v], dim=-2)
+        if _use_reference():
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            if attn_bias is not None:
+                attn = attn + attn_bias
+            out = attn.softmax(dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
+        out = out.permute(0, 1, 3, 2, 4).reshape(bw, n, c)
+        return self.proj(out)
+
+
+class SwinBlock(nn.Module):
+    """Swin-transformer block on a channel-last map ``(B, H, W, C)`` of any size.
+
+    The map is padded at the bottom/right to a multiple of the window (padded keys are
+    masked out), cyclically shifted by ``shift_size`` when that is non-zero, split into
+    windows, and restored after attention.
+
+    Args:
+        dim: channels.
+        num_heads: attention heads.
+        window_size: window side.
+        shift_size: cyclic shift (0 or ``window_size // 2``).
+        mlp_ratio: hidden size of the MLP relative to ``dim``.
+        drop_path: stochastic depth rate.
+        mask_resolution: when ``shift_size > 0``, the feature-map size at which the
+            persistent ``attn_mask`` buffer is stored (the released checkpoints hold it
+            for a 256 x 256 input). The mask actually used is rebuilt for the real size.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int = 8,
+        shift_size: int = 0,
+        mlp_ratio: float = 2.0,
+        drop_path: float = 0.0,
+        mask_resolution: Optional[Tuple[int, int]] = None,
+    ) -> None:
+        super().__init__()
+        if not 0 <= shift_size < window_size:
+            raise ValueError(f"shift_size={shift_size} must be in [0, window_size={window_size})")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.shift_size = shift_size
+        if shift_size > 0:
+            h, w = mask_resolution if mask_resolution is not None else (window_size, window_size)
+            self.register_buffer("attn_mask", shifted_window_mask(h, w, window_size, shift_size), persistent=True)
+        else:
+            self.attn_mask = None
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    # -- geometry -----------------------------------------------------------------------
+    def _padded(self, h: int, w: int) -> Tuple[int, int]:
+        ws = self.window_size
+        return -(-h // ws) * ws, -(-w // ws) * ws
+
+    def _image_mask(self, hp: int, wp: int, h: int, w: int) -> Optional[Tensor]:
+        """(nW, N, N) shift mask + padded-key mask, or None when nothing is masked."""
+        mask = None
+        if self.shift_size:
+            mask = shifted_window_mask(hp, wp, self.window_size, self.shift_size)
+        if (hp, wp) != (h, w):
+            pad = _padding_key_mask(hp, wp, h, w, self.window_size, self.shift_size)[:, None, :]
+            mask = pad.expand(-1, self.window_size**2, -1) if mask is None else mask + pad
+        return mask
+
+    def _attn_bias(
+        self, hp: int, wp: int, h: int, w: int, prompts: Optional[WindowPrompts], x: Tensor
+    ) -> Tensor:
+        """Additive bias ``(nW, heads, N, P + N)`` or ``(1, heads, N, P + N)``."""
+        num_prompts, mode = 0, "none"
+        if prompts is not None:
+            if prompts.tokens is not None:
+                num_prompts, mode = prompts.tokens.shape[-2], "shared"
+            else:
+                num_prompts = (self.window_size // prompts.downsample) ** 2
+                mode = "legacy" if (prompts.legacy_mask and self.shift_size) else "window"
+        bias = self._bias(num_prompts, x)
+        mask = self._mask(hp, wp, h, w, num_prompts, mode, x)
+        return bias[None] if mask is None else mask + bias
+
+    def _bias(self, num_prompts: int, x: Tensor) -> Tensor:
+        """Relative position bias ``(heads, N, P + N)``, zero for the prompt keys."""
+        table = self.attn.relative_position_bias_table
+        cacheable = not (torch.is_grad_enabled() and table.requires_grad) and not _use_reference()
+        key = (num_prompts, table._version, table.data_ptr(), x.dtype, str(x.device))
+        cache = self.__dict__.setdefault("_bias_cache", {})
+        if cacheable and key in cache:
+            return cache[key]
+        bias = self.attn.relative_position_bias()
+        if num_prompts:
+            n = self.window_size**2
+            bias = torch.cat([bias.new_zeros(self.num_heads, n, num_prompts), bias], dim=-1)
+        bias = bias.to(device=x.device, dtype=x.dtype)
+        if cacheable:
+            cache.clear()
+            cache[key] = bias
+        return bias
+
+    def _mask(
+        self, hp: int, wp: int, h: int, w: int, num_prompts: int, mode: str, x: Tensor
+    ) -> Optional[Tensor]:
+        """Shift/padding/prompt mask ``(nW, 1, N, P + N)`` or None; shared LRU cache."""
+        key = (self.window_size, self.shift_size, hp, wp, h, w, num_prompts, mode, x.dtype, str(x.device))
+        if not _use_reference() and key in _MASK_CACHE:
+            return _MASK_CACHE.get(key)
+        n = self.window_size**2
+        image_mask = self._image_mask(hp, wp, h, w)  # nW, N, N or None
+        padded = (hp, wp) != (h, w)
+        if mode in ("legacy", "window") and padded:
+            raise RuntimeError(
+                f"per-window prompts need a feature map that is a multiple of the window "
+                f"({self.window_size}); got {h}x{w}"
+            )
+        if mode == "legacy":
+            mask = _legacy_prompt_mask(image_mask, num_prompts)
+        elif num_prompts and image_mask is not None:
+            if mode == "window":  # aligned layout: a prompt is in the region of its own position
+                d = int(round(math.sqrt(n // num_prompts)))
+                prompt_part = _label_mask(
+                    _region_labels(hp, wp, self.window_size, self.shift_size),
+                    _region_labels(hp // d, wp // d, self.window_size // d, self.shift_size // d),
+                )
+            else:  # shared prompts are visible from every query
+                prompt_part = image_mask.new_zeros(image_mask.shape[0], n, num_prompts)
+            mask = torch.cat([prompt_part, image_mask], dim=-1)
+        else:
+            mask = image_mask
+        if mask is not None:
+            mask = mask.to(device=x.device, dtype=x.dtype)[:, None]
+        if not _use_reference():
+            _MASK_CACHE.put(key, mask)
+        return mask
+
+    # -- forward ------------------------------------------------------------------------
+    def forward(self, x: Tensor, prompts: Optional[WindowPrompts] = None) -> Tensor:
+        """Args:
+        x: ``(B, H, W, C)`` channel-last map.
+        prompts: optional prompts given to this block as extra keys/values.
+        """
+        if prompts is not None and prompts.full_tokens:
+            return self._forward_full_tokens(x, prompts)
+        b, h, w, c = x.shape
+        hp, wp = self._padded(h, w)
+        ws, ss = self.window_size, self.shift_size
+        n = ws * ws
+        nw = (hp // ws) * (wp // ws)
+
+        shortcut = x
+        x = self.norm1(x)
+        if (hp, wp) != (h, w):
+            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+
+        if _use_reference():
+            xs = torch.roll(x, shifts=(-ss, -ss), dims=(1, 2)) if ss else x
+            windows = xs.view(b, hp // ws, ws, wp // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nw, n, c)
+        else:
+            idx = window_partition_index(hp, wp, ws, ss, x.device)
+            windows = x.reshape(b, hp * wp, c).index_select(1, idx).view(b * nw, n, c)
+
+        prompt_kv = None
+        if prompts is not None:
+            prompt_kv = self._prompt_kv(prompts, b, nw)
+
+        attn_bias = self._attn_bias(hp, wp, h, w, prompts, x)
+        out = self.attn(windows, nw, attn_bias, prompt_kv)
+
+        if _use_reference():
+            out = out.view(b, hp // ws, wp // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
+            if ss:
+                out = torch.roll(out, shifts=(ss, ss), dims=(1, 2))
+        else:
+            inv = _inverse_index(idx, ("part", hp, wp, ws, ss, str(x.device)))
+            out = out.view(b, hp * wp, c).index_select(1, inv).view(b, hp, wp, c)
+        if (hp, wp) != (h, w):
+            out = out[:, :h, :w, :]
+
+        x = shortcut + self.drop_path(out)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x
+
+    def _partition(self, x: Tensor, window: int, shift: int) -> Tensor:
+        """(B, H, W, C) -> (B, nW, window^2, C) after the cyclic shift."""
+        b, h, w, c = x.shape
+        nw = (h // window) * (w // window)
+        if _use_reference():
+            xs = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2)) if shift else x
+            out = xs.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)
+            return out.reshape(b, nw, window * window, c)
+        idx = window_partition_index(h, w, window, shift, x.device)
+        return x.reshape(b, h * w, c).index_select(1, idx).view(b, nw, window * window, c)
+
+    def _unpartition(self, t: Tensor, h: int, w: int, window: int, shift: int) -> Tensor:
+        """Inverse of :meth:`_partition`: (B, nW, window^2, C) -> (B, H, W, C)."""
+        b, c = t.shape[0], t.shape[-1]
+        if _use_reference():
+            out = t.reshape(b, h // window, w // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
+            out = out.reshape(b, h, w, c)
+            return torch.roll(out, shifts=(shift, shift), dims=(1, 2)) if shift else out
+        idx = window_partition_index(h, w, window, shift, t.device)
+        inv = _inverse_index(idx, ("part", h, w, window, shift, str(t.device)))
+        return t.reshape(b, h * w, c).index_select(1, inv).view(b, h, w, c)
+
+    def _full_token_mask(self, hp: int, wp: int, h: int, w: int, d: int, x: Tensor) -> Optional[Tensor]:
+        """(nW, 1, P + N, P + N) mask for prompts-as-tokens; prompts take the shift
+        region of their position on the prompt grid."""
+        ws, ss = self.window_size, self.shift_size
+        pw, ps = ws // d, ss // d
+        key = ("full", ws, ss, hp, wp, h, w, d, x.dtype, str(x.device))
+        if not _use_reference() and key in _MASK_CACHE:
+            return _MASK_CACHE.get(key)
+        mask = None
+        if ss:
+            lab = torch.cat([_region_labels(hp // d, wp // d, pw, ps), _region_labels(hp, wp, ws, ss)], dim=1)
+            mask = _label_mask(lab, lab)  # nW, P + N, P + N
+        if (hp, wp) != (h, w):
+            pad = _padding_key_mask(hp, wp, h, w, ws, ss)
+            pad = torch.cat([pad.new_zeros(pad.shape[0], pw * pw), pad], dim=1)[:, None, :]
+            mask = pad.expand(-1, pw * pw + ws * ws, -1) if mask is None else mask + pad
+        if mask is not None:
+            mask = mask.to(device=x.device, dtype=x.dtype)[:, None]
+        if not _use_reference():
+            _MASK_CACHE.put(key, mask)
+        return mask
+
+    def _forward_full_tokens(self, x: Tensor, prompts: WindowPrompts) -> Tuple[Tensor, Tensor]:
+        """VPT-shallow block: prompts are tokens of every window; returns (x, prompt_map)."""
+        b, h, w, c = x.shape
+        hp, wp = self._padded(h, w)
+        ws, ss = self.window_size, self.shift_size
+        n = ws * ws
+        nw = (hp // ws) * (wp // ws)
+        if prompts.tokens is not None:
+            p = prompts.tokens.shape[-2]
+            side = int(round(math.sqrt(p)))
+            if side * side != p or ws % side:
+                raise ValueError(f"{p} shared prompts cannot be tiled over {ws}x{ws} windows")
+            d = ws // side
+            tile = prompts.tokens.reshape(side, side, c)
+            pmap = tile.repeat(hp // ws, wp // ws, 1).unsqueeze(0).expand(b, -1, -1, -1)
+        else:
+            pmap, d = prompts.prompt_map, prompts.downsample
+        pw, ps = ws // d, ss // d
+        if pmap.shape[1:3] != (hp // d, wp // d):
+            raise ValueError(f"prompt map {tuple(pmap.shape[1:3])} does not cover the padded map {hp}x{wp} at 1/{d}")
+        p = pw * pw
+
+        shortcut, p_shortcut = x, pmap
+        xn = self.norm1(x)
+        if (hp, wp) != (h, w):
+            xn = F.pad(xn, (0, 0, 0, wp - w, 0, hp - h))
+        tokens = torch.cat([self._partition(self.norm1(pmap), pw, ps), self._partition(xn, ws, ss)], dim=2)
+        tokens = tokens.view(b * nw, p + n, c)
+
+        bias = self._full_token_bias(p, x)
+        mask = self._full_token_mask(hp, wp, h, w, d, x)
+        attn_bias = bias[None] if mask is None else mask + bias
+        out = self.attn(tokens, nw, attn_bias).view(b, nw, p + n, c)
+
+        p_out = self._unpartition(out[:, :, :p], hp // d, wp // d, pw, ps)
+        x_out = self._unpartition(out[:, :, p:], hp, wp, ws, ss)
+        if (hp, wp) != (h, w):
+            x_out = x_out[:, :h, :w, :]
+        x = shortcut + self.drop_path(x_out)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        pmap = p_shortcut + self.drop_path(p_out)
+        pmap = pmap + self.drop_path(self.mlp(self.norm2(pmap)))
+        return x, pmap
+
+    def _full_token_bias(self, p: int, x: Tensor) -> Tensor:
+        """(heads, P + N, P + N) relative bias, zero for every pair involving a prompt."""
+        n = self.window_size**2
+        bias = self.attn.relative_position_bias()
+        full = bias.new_zeros(self.num_heads, p + n, p + n)
+        full[:, p:, p:] = bias
+        return full.to(device=x.device, dtype=x.dtype)
+
+    def _prompt_kv(self, prompts: WindowPrompts, b: int, nw: int) -> Tuple[Tensor, Tensor]:
+        if prompts.tokens is not None:
+            return self.attn.project_kv(prompts.tokens)
+        pmap = prompts.prompt_map
+        d = prompts.downsample
+        pw, ps = self.window_size // d, self.shift_size // d
+        if self.window_size % d or (self.shift_size and self.shift_size % d):
+            raise ValueError(f"prompt downsample {d} does not divide window {self.window_size} / shift {self.shift_size}")
+        _, ph, pwid, c = pmap.shape
+        if ph % pw or pwid % pw or (ph // pw) * (pwid // pw) != nw:
+            raise ValueError(
+                f"prompt map of {ph}x{pwid} does not tile the {nw} windows of this block with {pw}x{pw} windows"
+            )
+        if _use_reference():
+            ps_map = torch.roll(pmap, shifts=(-ps, -ps), dims=(1, 2)) if ps else pmap
+            tokens = ps_map.view(b, ph // pw, pw, pwid // pw, pw, c).permute(0, 1, 3, 2, 4, 5)
+            tokens = tokens.reshape(b, nw, pw * pw, c)
+        else:
+            idx = window_partition_index(ph, pwid, pw, ps, pmap.device)
+            tokens = pmap.reshape(b, ph * pwid, c).index_select(1, idx).view(b, nw, pw * pw, c)
+        return self.attn.project_kv(tokens)
+
+
+class BasicLayer(nn.Module):
+    """A sequence of Swin blocks (``blocks``), alternating unshifted and shifted windows.
+
+    Args:
+        dim: channels.
+        depth: number of blocks.
+        num_heads: attention heads.
+        window_size: window side.
+        shift: whether odd blocks are shifted by ``window_size // 2``.
+        mlp_ratio: MLP expansion.
+        drop_path: per-block stochastic depth rates (length ``depth``).
+        mask_resolution: feature-map size at which persistent masks are stored.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        shift: bool = True,
+        mlp_ratio: float = 2.0,
+        drop_path: Sequence[float] = (),
+        mask_resolution: Optional[Tuple[int, int]] = None,
+    ) -> None:
+        super().__init__()
+        rates = list(drop_path) or [0.0] * depth
+        self.blocks = nn.ModuleList(
+            [
+                SwinBlock(
+                    dim,
+                    num_heads,
+                    window_size,
+                    shift_size=(window_size // 2) if (shift and i % 2 == 1) else 0,
+                    mlp_ratio=mlp_ratio,
+                    drop_path=rates[i],
+                    mask_resolution=mask_resolution,
+                )
+                for i in range(depth)
+            ]
+        )
+
+    def forward(self, x: Tensor, prompts: Optional[List[Optional[WindowPrompts]]] = None) -> Tensor:
+        """Run the blocks; ``prompts[i]`` goes to block ``i``. A full-token prompt map
+        returned by a block is carried into the following blocks that get no prompts."""
+        carried: Optional[WindowPrompts] = None
+        for i, block in enumerate(self.blocks):
+            given = prompts[i] if prompts is not None and i < len(prompts) else None
+            current = given if given is not None else carried
+            if current is not None and current.full_tokens:
+                x, pmap = block(x, current)
+                if current.tokens is not None:
+                    side = int(round(math.sqrt(current.tokens.shape[-2])))
+                    d = block.window_size // side
+                else:
+                    d = current.downsample
+                carried = WindowPrompts(prompt_map=pmap, downsample=d, full_tokens=True)
+            else:
+                x = block(x, current)
+        return x
+
+
+class RSTB(nn.Module):
+    """Residual Swin-transformer block: ``x + blocks(x)`` on an NCHW tensor.
+
+    The input is expected in channels-last memory format (so the NHWC view is free);
+    the output is an NCHW tensor in channels-last memory format.
+
+    Args:
+        dim: channels.
+        depth: number of Swin blocks.
+        num_heads: attention heads.
+        window_size: window side.
+        reference_resolution: feature-map size of this stage for the 256 x 256 input
+            that the released weights were built for. A stage whose resolution there
+            is not larger than the window uses window = that resolution and no shift
+            (exactly as the released checkpoints).
+        mlp_ratio: MLP expansion.
+        drop_path: per-block stochastic depth rates.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        reference_resolution: Tuple[int, int],
+        mlp_ratio: float = 2.0,
+        drop_path: Sequence[float] = (),
+    ) -> None:
+        super().__init__()
+        shift = True
+        if min(reference_resolution) <= window_size:
+            window_size = min(reference_resolution)
+            shift = False
+        self.dim = dim
+        self.window_size = window_size
+        self.residual_group = BasicLayer(
+            dim,
+            depth,
+            num_heads,
+            window_size,
+            shift=shift,
+            mlp_ratio=mlp_ratio,
+            drop_path=drop_path,
+            mask_resolution=reference_resolution,
+        )
+
+    def forward(self, x: Tensor, prompts: Optional[List[Optional[WindowPrompts]]] = None) -> Tensor:
+        t = x.permute(0, 2, 3, 1)
+        if not t.is_contiguous():
+            t = t.contiguous()
+        out = self.residual_group(t, prompts) + t
+        return out.permute(0, 3, 1, 2)
+
+
+class _ConvBNReLU(nn.Sequential):
+    """``repeats`` x (conv3x3, BatchNorm, ReLU); indices 0/1/2, 3/4/5, ..."""
+
+    def __init__(self, in_channels: int, out_channels: int, repeats: int) -> None:
+        layers: List[nn.Module] = []
+        for i in range(repeats):
+            layers += [
+                nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+            ]
+        super().__init__(*layers)
+
+
+class PromptGenerator(nn.Module):
+    """TransTIC's instance-specific prompt generator (U-Net-like, output at 1/2).
+
+    ``down1`` (2 x conv-BN-ReLU at ``width``), max-pool, ``down2`` (at 2 x width),
+    max-pool, ``down3`` (at 4 x width), bilinear x2 up (align_corners) + skip -> ``up2``
+    (3 x conv-BN-ReLU), up + skip -> ``up1`` (3 x), then ``classifier`` (conv3x3,
+    stride 2, to ``out_channels``, no activation).
+
+    Args:
+        out_channels: channels of the prompt features (N of the codec).
+        width: channels of the first level.
+        in_channels: image channels.
+    """
+
+    def __init__(self, out_channels: int, width: int = 32, in_channels: int = 3) -> None:
+        super().__init__()
+        self.down1 = _ConvBNReLU(in_channels, width, 2)
+        self.down2 = _ConvBNReLU(width, 2 * width, 2)
+        self.down3 = _ConvBNReLU(2 * width, 4 * width, 2)
+        self.maxpool = nn.MaxPool2d(2)
+        self.up2 = _ConvBNReLU(4 * width + 2 * width, 2 * width, 3)
+        self.up1 = _ConvBNReLU(2 * width + width, width, 3)
+        self.classifier = nn.Sequential(nn.Conv2d(width, out_channels, 3, stride=2, padding=1))
+
+    @staticmethod
+    def _up(x: Tensor, like: Tensor) -> Tensor:
+        return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        d1 = self.down1(x)
+        d2 = self.down2(self.maxpool(d1))
+        d3 = self.down3(self.maxpool(d2))
+        u2 = self.up2(torch.cat([self._up(d3, d2), d2], dim=1))
+        u1 = self.up1(torch.cat([self._up(u2, d1), d1], dim=1))
+        return self.classifier(u1)
+
+
+def drop_path_rates(depths: Sequence[int], max_rate: float = 0.1) -> List[List[float]]:
+    """Stochastic-depth rates spread linearly over all blocks, split per stage."""
+    total = sum(depths)
+    rates = torch.linspace(0, max_rate, total).tolist() if total > 1 else [0.0] * total
+    out, start = [], 0
+    for d in depths:
+        out.append(rates[start : start + d])
+        start += d
+    return out
+
+
+def ceil_to(value: int, multiple: int) -> int:
+    """Smallest multiple of ``multiple`` that is >= ``value``."""
+    return int(math.ceil(value / multiple) * multiple)

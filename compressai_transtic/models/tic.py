@@ -1,0 +1,315 @@
+"""TIC: the Swin-transformer hyperprior codec that TransTIC freezes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models.utils import update_registered_buffers
+from compressai.models import CompressionModel
+from torch import Tensor
+
+from ..entropy_models import LegacyEntropyBottleneck
+from ..bitstream import BitstreamError, checksum, pack_header, unpack_header
+from ..layers import RSTB, ceil_to, conv, deconv, drop_path_rates
+
+__all__ = ["TIC", "PAD_MULTIPLE"]
+
+logger = logging.getLogger(__name__)
+
+#: inputs are padded (bottom/right, replicate) to a multiple of this; it is the total
+#: downsampling of the hyper-analysis, so every latent grid has an integer size.
+PAD_MULTIPLE = 64
+#: the released checkpoints were built for this input size (persistent masks, and the
+#: windows of the 1/64 stages)
+REFERENCE_SIZE = 256
+
+ENCODER_DEPTHS = (2, 4, 6, 2, 2, 2)
+ENCODER_HEADS = (8, 8, 8, 16, 16, 16)
+
+
+class TIC(CompressionModel):
+    r"""Transformer-based image codec with a hyperprior (the TransTIC base codec).
+
+    Lu, Guo, Ma, Wang, "Transformer-based Image Compression", DCC 2022, in the
+    hyperprior-only form used as the base codec of Chen, Weng, Liu, Peng, "TransTIC:
+    Transferring Transformer-based Image Compression from Human Perception to Machine
+    Perception", ICCV 2023.
+
+    Analysis ``g_a``: conv 5x5/2, RSTB(2), conv 3x3/2, RSTB(4), conv 3x3/2, RSTB(6),
+    conv 3x3/2 to ``M``, RSTB(2); hyper-analysis ``h_a``: two (conv 3x3/2, RSTB(2)) with
+    4x4 windows; the synthesis transforms mirror them with transposed convolutions.
+    ``z`` is coded with a factorized entropy bottleneck, ``y`` with a mean-scale
+    Gaussian conditional whose parameters come from ``h_s`` (scales first, then means).
+
+    Unlike the authors' code, any input size is accepted: the image is padded at the
+    bottom/right (replicate) to a multiple of 64, Swin stages pad their maps to a
+    multiple of the window with the padded keys masked out, and the output is cropped
+    back. Rates are meant to be counted over the original pixels.
+
+    Args:
+        N: channels of the transforms.
+        M: channels of the latent ``y``.
+        drop_path_rate: stochastic depth, spread linearly over the 18 blocks of each side.
+        mlp_ratio: MLP expansion of the Swin blocks.
+    """
+
+    def __init__(self, N: int = 128, M: int = 192, drop_path_rate: float = 0.1, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        self.N = int(N)
+        self.M = int(M)
+        depths = ENCODER_DEPTHS
+        heads = ENCODER_HEADS
+        enc_dpr = drop_path_rates(depths, drop_path_rate)
+        dec_dpr = drop_path_rates(depths[::-1], drop_path_rate)
+        r = REFERENCE_SIZE
+
+        def rstb(dim: int, i: int, window: int, scale: int, dpr: List[float]) -> RSTB:
+            return RSTB(
+                dim,
+                depths[i],
+                heads[i],
+                window,
+                reference_resolution=(r // scale, r // scale),
+                mlp_ratio=mlp_ratio,
+                drop_path=dpr,
+            )
+
+        self.g_a0 = conv(3, N, 5, 2)
+        self.g_a1 = rstb(N, 0, 8, 2, enc_dpr[0])
+        self.g_a2 = conv(N, N, 3, 2)
+        self.g_a3 = rstb(N, 1, 8, 4, enc_dpr[1])
+        self.g_a4 = conv(N, N, 3, 2)
+        self.g_a5 = rstb(N, 2, 8, 8, enc_dpr[2])
+        self.g_a6 = conv(N, M, 3, 2)
+        self.g_a7 = rstb(M, 3, 8, 16, enc_dpr[3])
+
+        self.h_a0 = conv(M, N, 3, 2)
+        self.h_a1 = rstb(N, 4, 4, 32, enc_dpr[4])
+        self.h_a2 = conv(N, N, 3, 2)
+        self.h_a3 = rstb(N, 5, 4, 64, enc_dpr[5])
+
+        # decoder side: same settings, stages in reverse order
+        self.h_s0 = rstb(N, 5, 4, 64, dec_dpr[0])
+        self.h_s1 = deconv(N, N, 3, 2)
+        self.h_s2 = rstb(N, 4, 4, 32, dec_dpr[1])
+        self.h_s3 = deconv(N, 2 * M, 3, 2)
+
+        self.g_s0 = rstb(M, 3, 8, 16, dec_dpr[2])
+        self.g_s1 = deconv(M, N, 3, 2)
+        self.g_s2 = rstb(N, 2, 8, 8, dec_dpr[3])
+        self.g_s3 = deconv(N, N, 3, 2)
+        self.g_s4 = rstb(N, 1, 8, 4, dec_dpr[4])
+        self.g_s5 = deconv(N, N, 3, 2)
+        self.g_s6 = rstb(N, 0, 8, 2, dec_dpr[5])
+        self.g_s7 = deconv(N, 3, 5, 2)
+
+        self.entropy_bottleneck = LegacyEntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------------------------
+    # transforms
+    # ------------------------------------------------------------------------------
+    @property
+    def downsampling_factor(self) -> int:
+        return PAD_MULTIPLE
+
+    def g_a(self, x: Tensor) -> Tensor:
+        """Analysis transform: padded image -> ``y`` (1/16)."""
+        x = self.g_a0(x)
+        x = self.g_a1(x)
+        x = self.g_a2(x)
+        x = self.g_a3(x)
+        x = self.g_a4(x)
+        x = self.g_a5(x)
+        x = self.g_a6(x)
+        return self.g_a7(x)
+
+    def h_a(self, y: Tensor) -> Tensor:
+        """Hyper-analysis: ``y`` -> ``z`` (1/64)."""
+        return self.h_a3(self.h_a2(self.h_a1(self.h_a0(y))))
+
+    def h_s(self, z_hat: Tensor) -> Tuple[Tensor, Tensor]:
+        """Hyper-synthesis: ``z_hat`` -> (scales, means) of ``y``."""
+        params = self.h_s3(self.h_s2(self.h_s1(self.h_s0(z_hat))))
+        scales, means = params.chunk(2, dim=1)
+        return scales, means
+
+    def g_s(self, y_hat: Tensor) -> Tensor:
+        """Synthesis transform: ``y_hat`` -> padded reconstruction (not clamped)."""
+        x = self.g_s0(y_hat)
+        x = self.g_s1(x)
+        x = self.g_s2(x)
+        x = self.g_s3(x)
+        x = self.g_s4(x)
+        x = self.g_s5(x)
+        x = self.g_s6(x)
+        return self.g_s7(x)
+
+    # ------------------------------------------------------------------------------
+    # padding
+    # ------------------------------------------------------------------------------
+    @staticmethod
+    def _check_input(x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"expected an image batch of shape (B, 3, H, W), got {shape}")
+        if x.shape[-1] < 1 or x.shape[-2] < 1 or x.shape[0] < 1:
+            raise ValueError(f"empty image batch of shape {tuple(x.shape)}")
+
+    def _pad(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        hp, wp = ceil_to(h, PAD_MULTIPLE), ceil_to(w, PAD_MULTIPLE)
+        if (hp, wp) != (h, w):
+            x = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate")
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _crop(x: Tensor, size: Sequence[int]) -> Tensor:
+        return x[..., : size[0], : size[1]].contiguous()
+
+    # ------------------------------------------------------------------------------
+    # CompressAI API
+    # ------------------------------------------------------------------------------
+    def analysis(self, x: Tensor) -> Tensor:
+        """Padded input -> ``y``. Overridden by TransTIC to add encoder prompts."""
+        return self.g_a(x)
+
+    def synthesis(self, y_hat: Tensor) -> Tensor:
+        """``y_hat`` -> padded reconstruction. Overridden by TransTIC (decoder prompts)."""
+        return self.g_s(y_hat)
+
+    def forward(self, x: Tensor) -> Dict[str, Any]:
+        """Code ``x`` with quantization noise (train) or rounding (eval).
+
+        Returns ``{"x_hat", "likelihoods": {"y", "z"}}``; ``x_hat`` has the size of ``x``,
+        the likelihoods cover the padded latents, so ``-sum(log2 p) / (H * W)`` is the
+        rate per original pixel.
+        """
+        self._check_input(x)
+        size = x.shape[-2:]
+        y = self.analysis(self._pad(x))
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        scales, means = self.h_s(z_hat)
+        y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        x_hat = self._crop(self.synthesis(y_hat), size)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    def compress(self, x: Tensor) -> Dict[str, Any]:
+        """Entropy-code ``x``.
+
+        Returns ``{"strings": [y_strings, z_strings, header_strings], "shape": z_size}``;
+        every list has one ``bytes`` per image.
+        """
+        self._check_input(x)
+        height, width = x.shape[-2:]
+        y = self.analysis(self._pad(x))
+        z = self.h_a(y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        scales, means = self.h_s(z_hat)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
+        headers = [pack_header(height, width, zs, ys) for zs, ys in zip(z_strings, y_strings)]
+        return {"strings": [y_strings, z_strings, headers], "shape": z.size()[-2:]}
+
+    def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> Dict[str, Tensor]:
+        """Decode the output of :meth:`compress` to ``{"x_hat": (B, 3, H, W)}``.
+
+        Raises:
+            BitstreamError: truncated, modified or foreign bitstreams (checked through the
+                header's CRC-32 before any entropy decoding).
+        """
+        y_strings, z_strings, size = self._check_strings(strings, shape)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(shape))
+        scales, means = self.h_s(z_hat)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_hat = self.gaussian_conditional.decompress(y_strings, indexes, means=means)
+        x_hat = self._crop(self.synthesis(y_hat), size)
+        return {"x_hat": x_hat}
+
+    def _check_strings(
+        self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]
+    ) -> Tuple[List[bytes], List[bytes], Tuple[int, int]]:
+        if not isinstance(strings, (list, tuple)) or len(strings) != 3:
+            raise BitstreamError(
+                "expected strings = [y_strings, z_strings, header_strings] as returned by "
+                f"{type(self).__name__}.compress(); got {type(strings).__name__} of length "
+                f"{len(strings) if hasattr(strings, '__len__') else '?'}"
+            )
+        y_strings, z_strings, headers = (list(s) for s in strings)
+        if not (len(y_strings) == len(z_strings) == len(headers)) or not headers:
+            raise BitstreamError("y, z and header string lists have different lengths (or are empty)")
+        if len(shape) != 2 or min(int(s) for s in shape) < 1:
+            raise BitstreamError(f"invalid latent shape {tuple(shape)}; expected the (h, w) of z")
+        sizes = set()
+        for i, (ys, zs, hs) in enumerate(zip(y_strings, z_strings, headers)):
+            if not isinstance(ys, (bytes, bytearray)) or not isinstance(zs, (bytes, bytearray)):
+                raise BitstreamError(f"image {i}: y/z strings must be bytes")
+            header = unpack_header(hs)
+            if checksum(zs, ys) != header.crc:
+                raise BitstreamError(
+                    f"image {i}: bitstream checksum mismatch: the data is truncated or was modified"
+                )
+            sizes.add((header.height, header.width))
+        if len(sizes) != 1:
+            raise BitstreamError(f"images of one batch must share one size, headers give {sorted(sizes)}")
+        (height, width) = sizes.pop()
+        expected = (ceil_to(height, PAD_MULTIPLE) // PAD_MULTIPLE, ceil_to(width, PAD_MULTIPLE) // PAD_MULTIPLE)
+        if tuple(int(s) for s in shape) != expected:
+            raise BitstreamError(
+                f"latent shape {tuple(shape)} does not match the image size {height}x{width} "
+                f"in the header (expected {expected})"
+            )
+        return y_strings, z_strings, (height, width)
+
+    # ------------------------------------------------------------------------------
+    # loading
+    # ------------------------------------------------------------------------------
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Tensor], **kwargs: Any) -> "TIC":
+        """Build the model that ``state_dict`` belongs to and load it (strict).
+
+        ``N`` and ``M`` are read from the weights. Foreign layouts (``module.``
+        prefixes, wrapped dicts, missing entropy tables) are converted by
+        :func:`compressai_transtic.checkpoint.checkpoint_filter_fn`.
+        """
+        from ..checkpoint import checkpoint_filter_fn
+
+        N = state_dict["g_a0.weight"].size(0)
+        M = state_dict["g_a6.weight"].size(0)
+        net = cls(N=N, M=M, **kwargs)
+        net.load_state_dict(checkpoint_filter_fn(dict(state_dict), net))
+        return net
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
+        """Load weights in the released layout (entropy tables of any size).
+
+        Unlike :meth:`CompressionModel.load_state_dict`, entropy-bottleneck keys are not
+        renamed to CompressAI's newer ``matrices.i`` layout: ours are ``_matrix{i}``.
+        Use :func:`compressai_transtic.checkpoint.checkpoint_filter_fn` for foreign layouts.
+        """
+        for name, module in self.named_modules():
+            if isinstance(module, EntropyBottleneck):
+                update_registered_buffers(module, name, ["_quantized_cdf", "_offset", "_cdf_length"], state_dict)
+            elif isinstance(module, GaussianConditional):
+                update_registered_buffers(
+                    module, name, ["_quantized_cdf", "_offset", "_cdf_length", "scale_table"], state_dict
+                )
+        return nn.Module.load_state_dict(self, state_dict, strict=strict, assign=assign)

@@ -1,0 +1,373 @@
+"""TransTIC prompt configurations (every variant of the paper) and prompt adapters.
+
+A :class:`PromptConfig` says where prompts go and how many there are; the named
+presets of :data:`VARIANTS` are the rows of the paper's Table A1. An *adapter* is the
+set of trainable prompt parameters of one task, saved on its own with its config and
+the hash of the base codec it was trained on, so that one loaded base codec can serve
+several tasks by switching adapters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models.transtic import TransTIC
+
+__all__ = [
+    "PromptConfig",
+    "VARIANTS",
+    "TABLE_A1_ROWS",
+    "AdapterError",
+    "AdapterMismatchError",
+    "ADAPTER_FORMAT",
+    "base_codec_hash",
+    "save_adapter",
+    "load_adapter",
+    "read_adapter",
+]
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_FORMAT = 1
+
+#: encoder prompt-map stride d relative to the prompted stage, per prompt count:
+#: (8 / d)^2 prompt tokens per 8 x 8 window.
+ENCODER_DOWNSAMPLE = {4: 4, 16: 2, 64: 1}
+
+#: decoder STB numbering of the paper: STB-1 is g_s6 (nearest the image), STB-4 is g_s0
+DECODER_STB_MODULES = {1: "g_s6", 2: "g_s4", 3: "g_s2", 4: "g_s0"}
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Where TransTIC puts prompts.
+
+    The defaults are the released model ("Deep", "Enc IP + Dec TP", 16 prompts,
+    STB-1234).
+
+    Args:
+        encoder_prompts: instance-specific (IP-type) prompts, made from the image by a
+            prompt generator, in the encoder stages g_a1 and g_a3.
+        decoder_tp_stbs: decoder STBs (1 = g_s6 ... 4 = g_s0) with task-specific
+            (TP-type) learned prompts.
+        decoder_ip_stbs: decoder STBs with IP-type prompts made from the decoded
+            latent; they must be consecutive. The first one gets a 3x3 convolution of
+            its own input, each later one a stride-2 transposed convolution of the
+            previous prompt map, and every block a 3x3 convolution of stride ``d``.
+        num_prompts: prompts per 8 x 8 window: 4, 16 or 64 (encoder prompt-map stride
+            4, 2, 1; decoder 4, 16, 64 learned tokens per block).
+        depth: ``"deep"``: prompts given to every block as extra keys/values;
+            ``"shallow"``: prompts enter the first block of an STB as full tokens and
+            are carried (updated by attention and MLP) through the following blocks.
+        encoder_mask: ``"legacy"`` reproduces the attention-mask layout that the
+            released weights were trained with (mask columns misaligned with the
+            prompt/image key order in shifted encoder blocks); ``"aligned"`` is the
+            corrected layout, for new training. Legacy is undefined for 64 prompts.
+        generator_width: channels of the first level of the prompt generator.
+    """
+
+    encoder_prompts: bool = True
+    decoder_tp_stbs: Tuple[int, ...] = (1, 2, 3, 4)
+    decoder_ip_stbs: Tuple[int, ...] = ()
+    num_prompts: int = 16
+    depth: str = "deep"
+    encoder_mask: str = "legacy"
+    generator_width: int = 32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decoder_tp_stbs", tuple(sorted(int(s) for s in self.decoder_tp_stbs)))
+        object.__setattr__(self, "decoder_ip_stbs", tuple(sorted(int(s) for s in self.decoder_ip_stbs)))
+        self.validate()
+
+    # -- validation ------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the offending option for invalid combinations."""
+        if self.num_prompts not in ENCODER_DOWNSAMPLE:
+            raise ValueError(f"num_prompts must be one of 4, 16, 64 (got {self.num_prompts})")
+        if self.depth not in ("deep", "shallow"):
+            raise ValueError(f"depth must be 'deep' or 'shallow' (got {self.depth!r})")
+        if self.encoder_mask not in ("legacy", "aligned"):
+            raise ValueError(f"encoder_mask must be 'legacy' or 'aligned' (got {self.encoder_mask!r})")
+        for name in ("decoder_tp_stbs", "decoder_ip_stbs"):
+            stbs = getattr(self, name)
+            bad = [s for s in stbs if s not in DECODER_STB_MODULES]
+            if bad or len(set(stbs)) != len(stbs):
+                raise ValueError(f"{name} must list distinct decoder STBs from 1 (g_s6) to 4 (g_s0), got {stbs}")
+        both = set(self.decoder_tp_stbs) & set(self.decoder_ip_stbs)
+        if both:
+            raise ValueError(f"decoder STBs {sorted(both)} cannot take both TP- and IP-type prompts")
+        ip = self.decoder_ip_stbs
+        if ip and list(ip) != list(range(ip[0], ip[0] + len(ip))):
+            raise ValueError(f"decoder_ip_stbs must be consecutive STBs (the prompt map is upsampled stage by stage), got {ip}")
+        if ip and self.depth == "shallow":
+            raise ValueError("decoder IP-type prompts are only defined for depth='deep'")
+        if not self.encoder_prompts and not self.decoder_tp_stbs and not self.decoder_ip_stbs:
+            raise ValueError("this configuration has no prompts at all: use the 'tic' model instead")
+        if self.encoder_prompts and self.encoder_mask == "legacy" and self.num_prompts == 64:
+            raise ValueError(
+                "the legacy encoder mask layout is undefined for 64 prompts (the released code's "
+                "construction fails there); use encoder_mask='aligned'"
+            )
+        if self.generator_width < 1:
+            raise ValueError(f"generator_width must be positive (got {self.generator_width})")
+
+    # -- derived ---------------------------------------------------------------------
+    @property
+    def encoder_downsample(self) -> int:
+        """Stride ``d`` of the encoder prompt maps relative to the prompted stage."""
+        return ENCODER_DOWNSAMPLE[self.num_prompts]
+
+    @property
+    def decoder_tp_modules(self) -> Tuple[str, ...]:
+        return tuple(DECODER_STB_MODULES[s] for s in self.decoder_tp_stbs)
+
+    @property
+    def decoder_ip_modules(self) -> Tuple[str, ...]:
+        """IP-prompted decoder stages in decoding order (g_s0 first)."""
+        return tuple(DECODER_STB_MODULES[s] for s in sorted(self.decoder_ip_stbs, reverse=True))
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["decoder_tp_stbs"] = list(self.decoder_tp_stbs)
+        d["decoder_ip_stbs"] = list(self.decoder_ip_stbs)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PromptConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown PromptConfig options {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**dict(data))
+
+    @classmethod
+    def variant(cls, name: str) -> "PromptConfig":
+        """The configuration of a named variant (see :data:`VARIANTS`)."""
+        try:
+            return VARIANTS[name]
+        except KeyError:
+            raise ValueError(f"unknown TransTIC variant {name!r}; choose from {sorted(VARIANTS)}") from None
+
+    def replace(self, **changes: Any) -> "PromptConfig":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Tensor], num_prompts: Optional[int] = None) -> "PromptConfig":
+        """Infer the configuration of TransTIC weights from their keys and shapes.
+
+        The encoder prompt stride is not visible in the weights: without decoder
+        prompt embeddings to read it from, ``num_prompts`` (default 16) is assumed.
+        """
+        keys = list(state_dict)
+        encoder = any(k.startswith("g_a0_prompt.") for k in keys)
+        tp, ip, counts = [], [], set()
+        for stb, mod in DECODER_STB_MODULES.items():
+            emb = state_dict.get(f"{mod}.residual_group.prompt_embeddings")
+            if emb is not None:
+                tp.append(stb)
+                counts.add(int(emb.shape[1]))
+            if any(k.startswith(f"{mod}_prompt_layers.") for k in keys):
+                ip.append(stb)
+        if len(counts) > 1:
+            raise ValueError(f"decoder prompt embeddings disagree on the prompt count: {sorted(counts)}")
+        if counts:
+            inferred = counts.pop()
+            if num_prompts is not None and num_prompts != inferred:
+                raise ValueError(f"weights hold {inferred} decoder prompts, not {num_prompts}")
+            num_prompts = inferred
+        n_layers = len({k.split(".")[1] for k in keys if k.startswith("g_a0_prompt_layers.")})
+        shallow = encoder and n_layers == 1
+        if not encoder and tp:  # every decoder stage has more than one block
+            shallow = state_dict[f"{DECODER_STB_MODULES[tp[0]]}.residual_group.prompt_embeddings"].shape[0] == 1
+        return cls(
+            encoder_prompts=encoder,
+            decoder_tp_stbs=tuple(tp),
+            decoder_ip_stbs=tuple(ip),
+            num_prompts=num_prompts or 16,
+            depth="shallow" if shallow else "deep",
+            encoder_mask="aligned" if (num_prompts == 64) else "legacy",
+        )
+
+
+#: Table A1 variants of the supplementary material, by name.
+VARIANTS: Dict[str, PromptConfig] = {
+    "deep": PromptConfig(),
+    "shallow": PromptConfig(depth="shallow"),
+    "enc-ip-dec-ip": PromptConfig(decoder_tp_stbs=(3, 4), decoder_ip_stbs=(1, 2)),
+    "prompts-4": PromptConfig(num_prompts=4),
+    "prompts-64": PromptConfig(num_prompts=64, encoder_mask="aligned"),
+    "stb-12": PromptConfig(decoder_tp_stbs=(1, 2)),
+    "stb-34": PromptConfig(decoder_tp_stbs=(3, 4)),
+    "enc-only": PromptConfig(decoder_tp_stbs=()),
+    "dec-only": PromptConfig(encoder_prompts=False),
+}
+
+#: (section, Table A1 row label) -> variant name ("TIC" is the base codec)
+TABLE_A1_ROWS: Dict[Tuple[str, str], Optional[str]] = {
+    ("base", "TIC"): None,
+    ("A3.1", "Shallow"): "shallow",
+    ("A3.1", "Deep"): "deep",
+    ("A3.2", "Enc IP + Dec IP"): "enc-ip-dec-ip",
+    ("A3.2", "Enc IP + Dec TP"): "deep",
+    ("A3.3", "4 prompts"): "prompts-4",
+    ("A3.3", "16 prompts"): "deep",
+    ("A3.3", "64 prompts"): "prompts-64",
+    ("A3.4", "STB-1234"): "deep",
+    ("A3.4", "STB-12"): "stb-12",
+    ("A3.4", "STB-34"): "stb-34",
+    ("A3.5", "Enc IP + Dec none"): "enc-only",
+    ("A3.5", "Enc none + Dec TP"): "dec-only",
+}
+
+
+# ----------------------------------------------------------------------------------------
+# adapters
+# ----------------------------------------------------------------------------------------
+
+
+class AdapterError(ValueError):
+    """An adapter file that cannot be read or used."""
+
+
+class AdapterMismatchError(AdapterError):
+    """An adapter made for another base codec or another prompt configuration."""
+
+
+def base_codec_hash(state: Union["TransTIC", Mapping[str, Tensor]]) -> str:
+    """SHA-256 over the base codec's parameters (names, shapes, dtypes and values).
+
+    Entropy-coder tables and masks are left out: they are derived from the parameters.
+    Accepts a model (its :meth:`base_state_dict`) or a TIC state dict.
+    """
+    sd = state.base_state_dict() if hasattr(state, "base_state_dict") else state
+    digest = hashlib.sha256()
+    for key in sorted(sd):
+        if key.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table", "attn_mask")):
+            continue
+        if key.endswith(("relative_position_index", "target", ".bound", "scale_bound")):
+            continue
+        t = sd[key].detach().to("cpu").contiguous()
+        digest.update(key.encode())
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(str(t.dtype).encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_adapter(
+    model: "TransTIC",
+    path: Union[str, os.PathLike],
+    task: Optional[str] = None,
+    metadata: Optional[Dict[str, Any]] = None,
+) -> Path:
+    """Write the prompt parameters (and prompt BatchNorm statistics) of ``model``.
+
+    The file (a torch pickle readable with ``weights_only=True``) holds
+    ``adapter_format``, ``config``, ``task``, ``base_sha256`` (see
+    :func:`base_codec_hash`), ``state_dict`` and ``metadata``. It is written atomically.
+
+    Args:
+        model: a :class:`~compressai_transtic.models.TransTIC`.
+        path: destination file.
+        task: name of the task the prompts were trained for.
+        metadata: JSON-like extra information (training settings, metrics, ...).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    payload = {
+        "adapter_format": ADAPTER_FORMAT,
+        "arch": "transtic",
+        "config": model.config.to_dict(),
+        "task": task,
+        "base_sha256": base_codec_hash(model),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.prompt_state_dict().items()},
+        "metadata": dict(metadata or {}),
+    }
+    _atomic_save(payload, path)
+    logger.info("saved %s adapter (%d tensors) to %s", task or "prompt", len(payload["state_dict"]), path)
+    return path
+
+
+def read_adapter(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """Read and check an adapter file without applying it."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdapterError(f"adapter file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for bad pickles
+        raise AdapterError(f"{path} is not a readable adapter file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("adapter_format") is None:
+        raise AdapterError(
+            f"{path} is not a TransTIC adapter (no 'adapter_format' entry); "
+            "for a full checkpoint use compressai_transtic.checkpoint.load_model"
+        )
+    if payload["adapter_format"] != ADAPTER_FORMAT:
+        raise AdapterError(f"{path}: adapter format {payload['adapter_format']} is not supported (expected {ADAPTER_FORMAT})")
+    for key in ("config", "base_sha256", "state_dict"):
+        if key not in payload:
+            raise AdapterError(f"{path}: adapter is missing its {key!r} entry")
+    return payload
+
+
+def load_adapter(model: "TransTIC", path: Union[str, os.PathLike], check_base: bool = True) -> Dict[str, Any]:
+    """Load an adapter into ``model`` in place (the base codec is not touched).
+
+    Args:
+        model: the TransTIC whose prompts are replaced.
+        path: adapter file written by :func:`save_adapter`.
+        check_base: refuse adapters trained on another base codec (hash mismatch).
+
+    Returns:
+        The adapter's header (``task``, ``config``, ``metadata``, ...).
+
+    Raises:
+        AdapterMismatchError: the adapter was made for another prompt configuration
+            or another base codec.
+    """
+    payload = read_adapter(path)
+    config = PromptConfig.from_dict(payload["config"])
+    if config != model.config:
+        raise AdapterMismatchError(
+            f"adapter {path} was made for the prompt configuration {config}, but the model uses "
+            f"{model.config}; build the model with that configuration"
+        )
+    if check_base:
+        expected = base_codec_hash(model)
+        if payload["base_sha256"] != expected:
+            raise AdapterMismatchError(
+                f"adapter {path} was trained on another base codec (base sha256 "
+                f"{payload['base_sha256'][:12]}..., this model's base is {expected[:12]}...); "
+                "load the matching base weights first"
+            )
+    model.load_prompt_state_dict(payload["state_dict"])
+    header = {k: v for k, v in payload.items() if k != "state_dict"}
+    logger.info("loaded %s adapter from %s", payload.get("task") or "prompt", path)
+    return header
