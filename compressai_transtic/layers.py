@@ -261,9 +261,10 @@ class WindowPrompts:
         legacy_mask: apply the released weights' encoder mask layout (see
             :func:`_legacy_prompt_mask`) instead of the aligned one.
         full_tokens: VPT-shallow style: the prompts are full tokens of the window
-            (queries too, LayerNorm, attention and MLP update them) and the block
-            returns the updated prompt map so that the next block can carry it. Shared
-            ``tokens`` are first tiled over the windows.
+            (normalised, and queries too) that the attention sub-layer updates (with
+            its residual connection; the MLP is not applied to them), and the block
+            returns the updated prompt map so that the next block can carry it.
+            Shared ``tokens`` are first tiled over the windows.
     """
 
     tokens: Optional[Tensor] = None
@@ -613,8 +614,7 @@ class SwinBlock(nn.Module):
             x_out = x_out[:, :h, :w, :]
         x = shortcut + self.drop_path(x_out)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
-        pmap = p_shortcut + self.drop_path(p_out)
-        pmap = pmap + self.drop_path(self.mlp(self.norm2(pmap)))
+        pmap = p_shortcut + self.drop_path(p_out)  # prompts are updated by attention only
         return x, pmap
 
     def _full_token_bias(self, p: int, x: Tensor) -> Tensor:

@@ -1,0 +1,320 @@
+"""Complexity of TIC / TransTIC variants: MACs per pixel and parameters (Table A1).
+
+Run ``python -m compressai_transtic.complexity`` to print, for every row of the
+paper's Table A1, encoder/decoder kMACs per input pixel under the paper's counting
+convention and under true counting, and encoder/decoder parameters (millions), next
+to the paper's figures.
+
+Counting uses PyTorch's own :class:`torch.utils.flop_counter.FlopCounterMode`,
+extended with formulas for the operations the paper counts:
+
+* matrix products (linear layers, attention ``q k^T`` and ``attn v``, including the
+  CPU scaled-dot-product-attention kernel) and convolutions, with their bias adds;
+* LayerNorm (1 per element), BatchNorm (2 per element), ReLU and max-pool (1 per input
+  element), bilinear upsampling (1 per output element);
+* transposed convolutions: the paper's convention (that of ptflops/thop) counts them on
+  their *output* grid, 4x the true count at stride 2; ``convention="true"`` counts the
+  multiply-accumulates actually performed. That is the only difference between the two.
+
+Encoder = g_a + h_a (+ prompt generator and encoder prompts); decoder = h_s + g_s
+(+ decoder prompts). Encoder parameters include the entropy bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .models import TIC, TransTIC
+from .prompts import TABLE_A1_ROWS, PromptConfig
+
+__all__ = ["count_macs", "ComplexityRow", "measure", "table_a1", "main", "TABLE_A1"]
+
+logger = logging.getLogger(__name__)
+aten = torch.ops.aten
+
+CONVENTIONS = ("paper", "true")
+
+
+def _prod(shape: Sequence[int]) -> int:
+    return int(math.prod(int(s) for s in shape))
+
+
+def _formulas(convention: str) -> Dict[Any, Callable[..., int]]:
+    """FLOP formulas (2 per multiply-accumulate) for FlopCounterMode's custom_mapping."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+
+    def addmm(bias_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+        m, k = a_shape
+        _, n = b_shape
+        # the paper's counter (ptflops) adds a linear layer's bias once per layer, not per token
+        return 2 * (m * n * k + (n if convention == "paper" else m * n))
+
+    def convolution(x_shape, w_shape, bias, stride, padding, dilation, transposed, *args, out_shape=None, **kw) -> int:
+        kernel = _prod(w_shape[2:])
+        if not transposed:  # weight (Cout, Cin / groups, k, k)
+            macs = _prod(out_shape) * w_shape[1] * kernel
+        elif convention == "paper":  # weight (Cin, Cout / groups, k, k), counted on the output grid
+            macs = _prod(out_shape) * w_shape[0] * kernel
+        else:
+            macs = _prod(x_shape) * w_shape[1] * kernel
+        if bias is not None:
+            macs += _prod(out_shape)
+        return 2 * macs
+
+    def sdpa(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+        *batch, l, e = q_shape
+        s = k_shape[-2]
+        ev = v_shape[-1]
+        b = _prod(batch)
+        return 2 * (b * l * s * e + b * l * s * ev)
+
+    def per_input(factor: int) -> Callable[..., int]:
+        def formula(x_shape, *args, out_shape=None, **kwargs) -> int:
+            return 2 * factor * _prod(x_shape)
+
+        return formula
+
+    def per_output(x_shape, *args, out_shape=None, **kwargs) -> int:
+        shape = out_shape[0] if isinstance(out_shape, (tuple, list)) and isinstance(out_shape[0], (tuple, list, torch.Size)) else out_shape
+        return 2 * _prod(shape)
+
+    mapping: Dict[Any, Callable[..., int]] = {
+        aten.addmm: addmm,
+        aten.convolution: convolution,
+        aten._convolution: convolution,
+        aten.native_layer_norm: per_input(1),
+        aten.native_batch_norm: per_input(2),
+        aten._native_batch_norm_legit: per_input(2),
+        aten._native_batch_norm_legit_no_training: per_input(2),
+        aten.relu: per_input(1),
+        aten.relu_: per_input(1),
+        aten.max_pool2d_with_indices: per_input(1),
+        aten.upsample_bilinear2d: per_output,
+    }
+    cpu_sdpa = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_sdpa is not None:
+        mapping[cpu_sdpa] = sdpa
+    return mapping
+
+
+def _prompt_projection_adjustment(model: nn.Module) -> Tuple[List[Any], Callable[[], int]]:
+    """Hooks that account for how the authors' code projects prompts.
+
+    It concatenates the prompts to the tokens of every window before the q/k/v
+    projection, so Table A1 counts ``3 C^2`` MACs per prompt token and window. This
+    implementation projects only keys and values, and shared (TP-type) prompts once
+    per block rather than once per window. Returns the hook handles and a function
+    giving the MACs to add for the paper's convention.
+    """
+    from .layers import SwinBlock
+
+    extra = [0]
+
+    def hook(block: SwinBlock, args: Tuple[Any, ...]) -> None:
+        x = args[0]
+        prompts = args[1] if len(args) > 1 else None
+        if prompts is None or prompts.full_tokens:  # full tokens: q/k/v computed for them already
+            return
+        b, h, w, c = x.shape
+        hp, wp = block._padded(h, w)
+        nw = (hp // block.window_size) * (wp // block.window_size)
+        if prompts.tokens is not None:
+            p = prompts.tokens.shape[-2]
+            ours = p * 2 * c * c
+        else:
+            p = (block.window_size // prompts.downsample) ** 2
+            ours = b * nw * p * 2 * c * c
+        extra[0] += b * nw * p * 3 * c * c - ours
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, SwinBlock)]
+    return handles, lambda: extra[0]
+
+
+def count_macs(fn: Callable[[], Any], convention: str = "paper", model: Optional[nn.Module] = None) -> int:
+    """Multiply-accumulates of ``fn()`` under ``convention``.
+
+    Args:
+        fn: the computation to count (run once, without gradients).
+        convention: ``"true"``: what this implementation computes; ``"paper"``: Table
+            A1's convention (transposed convolutions on their output grid, linear
+            biases once per layer, prompts projected as the authors' code does; the
+            latter needs ``model``).
+        model: the model ``fn`` runs, to find its Swin blocks.
+    """
+    counter = FlopCounterMode(display=False, custom_mapping=_formulas(convention))
+    handles: List[Any] = []
+    adjustment: Callable[[], int] = lambda: 0
+    if convention == "paper" and model is not None:
+        handles, adjustment = _prompt_projection_adjustment(model)
+    try:
+        with torch.no_grad(), counter:
+            fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return counter.get_total_flops() // 2 + adjustment()
+
+
+@dataclass
+class ComplexityRow:
+    """Complexity of one model configuration at one input size."""
+
+    section: str
+    variant: str
+    enc_kmacs_per_px: float
+    dec_kmacs_per_px: float
+    enc_kmacs_per_px_true: float
+    dec_kmacs_per_px_true: float
+    enc_params_m: float
+    dec_params_m: float
+    paper: Optional[Dict[str, float]] = None
+
+    def differences(self) -> Dict[str, float]:
+        """Relative differences (ours / paper - 1) for each paper figure."""
+        if not self.paper:
+            return {}
+        return {k: getattr(self, k) / v - 1.0 for k, v in self.paper.items() if v}
+
+
+def _parameters(model: nn.Module, prefixes: Iterable[str]) -> int:
+    prefixes = tuple(prefixes)
+    return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefixes))
+
+
+def measure(model: TIC, height: int = 256, width: int = 256) -> Dict[str, float]:
+    """kMACs per pixel (both conventions) and parameters (M) of encoder and decoder."""
+    model = model.eval()
+    x = torch.rand(1, 3, height, width)
+    with torch.no_grad():
+        xp = model._pad(x)
+        y = model.analysis(xp)
+        z = model.h_a(y)
+        z_hat = torch.round(z)
+        y_hat = torch.round(y)
+
+    def encoder() -> None:
+        model.h_a(model.analysis(xp))
+
+    def decoder() -> None:
+        model.h_s(z_hat)
+        model.synthesis(y_hat)
+
+    pixels = height * width
+    out: Dict[str, float] = {}
+    for convention, suffix in (("paper", ""), ("true", "_true")):
+        out[f"enc_kmacs_per_px{suffix}"] = count_macs(encoder, convention, model) / pixels / 1e3
+        out[f"dec_kmacs_per_px{suffix}"] = count_macs(decoder, convention, model) / pixels / 1e3
+    out["enc_params_m"] = _parameters(model, ("g_a", "h_a", "entropy_bottleneck")) / 1e6
+    out["dec_params_m"] = _parameters(model, ("g_s", "h_s")) / 1e6
+    return out
+
+
+def _read_table_a1() -> List[Dict[str, Any]]:
+    """The paper's Table A1 (figures reproduced from the supplementary material)."""
+    rows = [
+        ("base", "TIC", 142.54, 188.52, 3.65, 3.86),
+        ("A3.1", "Shallow", 322.80, 209.51, 4.65, 3.88),
+        ("A3.1", "Deep", 332.03, 202.60, 5.24, 3.89),
+        ("A3.2", "Enc IP + Dec IP", 332.03, 276.39, 5.24, 5.06),
+        ("A3.2", "Enc IP + Dec TP", 332.03, 202.60, 5.24, 3.89),
+        ("A3.3", "4 prompts", 302.06, 192.04, 5.24, 3.87),
+        ("A3.3", "16 prompts", 332.03, 202.60, 5.24, 3.89),
+        ("A3.3", "64 prompts", 451.91, 244.87, 5.24, 3.98),
+        ("A3.4", "STB-1234", 332.03, 202.60, 5.24, 3.89),
+        ("A3.4", "STB-12", 332.03, 200.80, 5.24, 3.87),
+        ("A3.4", "STB-34", 332.03, 190.32, 5.24, 3.88),
+        ("A3.5", "Enc IP + Dec none", 332.03, 188.52, 5.24, 3.86),
+        ("A3.5", "Enc none + Dec TP", 142.54, 202.60, 3.65, 3.89),
+    ]
+    keys = ("section", "variant", "enc_kmacs_per_px", "dec_kmacs_per_px", "enc_params_m", "dec_params_m")
+    return [dict(zip(keys, r)) for r in rows]
+
+
+#: the paper's Table A1 as a list of dicts
+TABLE_A1: List[Dict[str, Any]] = _read_table_a1()
+
+
+def table_a1(height: int = 256, width: int = 256, N: int = 128, M: int = 192) -> List[ComplexityRow]:
+    """Measure every Table A1 row (models with random weights; counts do not depend on them)."""
+    base = TIC(N=N, M=M)
+    cache: Dict[Optional[str], Dict[str, float]] = {}
+    rows: List[ComplexityRow] = []
+    for paper in TABLE_A1:
+        name = TABLE_A1_ROWS[(paper["section"], paper["variant"])]
+        if name not in cache:
+            model = base if name is None else TransTIC(PromptConfig.variant(name), N=N, M=M)
+            cache[name] = measure(model, height, width)
+            logger.info("measured %s", name or "tic")
+        figures = {k: paper[k] for k in ("enc_kmacs_per_px", "dec_kmacs_per_px", "enc_params_m", "dec_params_m")}
+        rows.append(ComplexityRow(paper["section"], paper["variant"], paper=figures, **cache[name]))
+    return rows
+
+
+def format_table(rows: Sequence[ComplexityRow]) -> str:
+    """Plain-text table: ours (paper) [difference] per figure."""
+    header = (
+        f"{'section':<7} {'variant':<18} {'enc kMACs/px':>26} {'dec kMACs/px':>26} "
+        f"{'enc true':>9} {'dec true':>9} {'enc params (M)':>22} {'dec params (M)':>22}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        diff = r.differences()
+
+        def cell(key: str, digits: int) -> str:
+            ours = getattr(r, key)
+            paper = (r.paper or {}).get(key)
+            if paper is None:
+                return f"{ours:.{digits}f}"
+            return f"{ours:.{digits}f} ({paper:.{digits}f}) {100 * diff[key]:+.2f}%"
+
+        lines.append(
+            f"{r.section:<7} {r.variant:<18} {cell('enc_kmacs_per_px', 2):>26} {cell('dec_kmacs_per_px', 2):>26} "
+            f"{r.enc_kmacs_per_px_true:>9.2f} {r.dec_kmacs_per_px_true:>9.2f} "
+            f"{cell('enc_params_m', 3):>22} {cell('dec_params_m', 3):>22}"
+        )
+    lines.append("")
+    lines.append(
+        "ours (paper) difference. 'true': what this implementation computes (transposed convolutions on "
+        "their input grid, every bias add, prompts projected once)."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m compressai_transtic.complexity",
+        description="Table A1 of TransTIC: kMACs per pixel and parameters of every variant.",
+    )
+    parser.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"), help="input size (default: 256 256, the paper's)")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
+    parser.add_argument("--csv", type=Path, help="also write the rows as CSV to this file")
+    args = parser.parse_args(argv)
+    rows = table_a1(*args.size)
+    print(f"Table A1 at {args.size[0]}x{args.size[1]} (kMACs per input pixel, parameters in millions)")
+    print(format_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    if args.csv:
+        with args.csv.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=[k for k in asdict(rows[0]) if k != "paper"])
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: v for k, v in asdict(r).items() if k != "paper"})
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
