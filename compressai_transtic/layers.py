@@ -26,7 +26,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -136,7 +136,6 @@ class _LRU(OrderedDict):
 
 
 _INDEX_CACHE = _LRU(256)
-_MASK_CACHE = _LRU(64)
 
 
 def _relative_position_index(window: int) -> Tensor:
@@ -147,12 +146,31 @@ def _relative_position_index(window: int) -> Tensor:
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
 
+def window_order(windows_h: int, windows_w: int) -> Tensor:
+    """Permutation of raster window ids that puts the last window row and column last.
+
+    Only windows of the last row/column can hold shifted-window or padding masks, so
+    with this order every window before ``(windows_h - 1) * (windows_w - 1)`` shares
+    one broadcast bias and only the few boundary windows need a mask of their own.
+    """
+    ids = torch.arange(windows_h * windows_w).view(windows_h, windows_w)
+    boundary = torch.zeros(windows_h, windows_w, dtype=torch.bool)
+    boundary[-1, :] = True
+    boundary[:, -1] = True
+    return torch.cat([ids[~boundary], ids[boundary]])
+
+
+def interior_windows(windows_h: int, windows_w: int) -> int:
+    """How many windows come before the boundary ones in :func:`window_order`."""
+    return (windows_h - 1) * (windows_w - 1)
+
+
 def window_partition_index(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
     """Index that gathers a flattened ``height x width`` map into shifted windows.
 
     ``tokens.index_select(1, idx)`` equals ``roll(map, (-shift, -shift))`` followed by the
-    usual window partition, windows in raster order and tokens in raster order inside
-    each window. ``idx.argsort()`` undoes it.
+    usual window partition, with windows in :func:`window_order` and tokens in raster
+    order inside each window. :func:`_inverse_index` undoes it.
     """
     key = ("part", height, width, window, shift, str(device))
     idx = _INDEX_CACHE.get(key)
@@ -161,6 +179,7 @@ def window_partition_index(height: int, width: int, window: int, shift: int, dev
         if shift:
             grid = torch.roll(grid, shifts=(-shift, -shift), dims=(0, 1))
         grid = grid.view(height // window, window, width // window, window).permute(0, 2, 1, 3)
+        grid = grid.reshape(-1, window * window)[window_order(height // window, width // window)]
         idx = grid.reshape(-1).to(device)
         _INDEX_CACHE.put(key, idx)
     return idx
@@ -187,8 +206,10 @@ def _partition_labels(labels: Tensor, window: int, shift: int) -> Tensor:
 def _region_labels(height: int, width: int, window: int, shift: int) -> Tensor:
     """(num_windows, window^2) labels of the shifted-window regions of every token.
 
-    Regions are those of the un-shifted map that the cyclic shift brings together:
-    tokens with different labels may not attend to each other.
+    Labels are laid out in the frame of the cyclically shifted map (as in Swin): its
+    last ``window`` rows/columns hold tokens from up to three regions of the original
+    map (the last ``shift`` ones wrapped around from the start). Tokens with different
+    labels may not attend to each other.
     """
     labels = torch.zeros(height, width)
     if shift:
@@ -197,7 +218,7 @@ def _region_labels(height: int, width: int, window: int, shift: int) -> Tensor:
             for ws in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
                 labels[hs, ws] = cnt
                 cnt += 1
-    return _partition_labels(labels, window, shift)
+    return _partition_labels(labels, window, 0)
 
 
 def _label_mask(query_labels: Tensor, key_labels: Tensor) -> Tensor:
@@ -316,41 +337,61 @@ class WindowAttention(nn.Module):
     def forward(
         self,
         x: Tensor,
-        num_windows: int,
-        attn_bias: Optional[Tensor],
+        bias_parts: Sequence[Tuple[int, int, Tensor]],
         prompt_kv: Optional[Tuple[Tensor, Tensor]] = None,
     ) -> Tensor:
         """Attend inside windows.
 
         Args:
-            x: ``(B * num_windows, N, C)`` window tokens.
-            num_windows: windows per image.
-            attn_bias: additive bias broadcastable to ``(B, num_windows, heads, N, K)``
-                where ``K`` counts prompt keys (first) and image keys.
-            prompt_kv: prompt keys and values, each ``(heads, P, d)`` (shared by all
-                windows) or ``(B, num_windows, heads, P, d)``.
+            x: ``(B, nW, Nq, C)`` window tokens (queries, keys and values).
+            bias_parts: ``(start, end, bias)`` covering the windows: windows
+                ``start:end`` use the additive ``bias``, broadcastable to
+                ``(end - start, heads, Nq, K)``; ``K`` counts prompt keys (first), then
+                the tokens of ``x``.
+            prompt_kv: extra keys and values, each ``(heads, P, d)`` (shared by every
+                window) or ``(B, nW, heads, P, d)``.
+
+        Returns:
+            ``(B, nW, Nq, C)``.
         """
-        bw, n, c = x.shape
-        b = bw // num_windows
-        qkv = self.qkv(x).view(b, num_windows, n, 3, self.num_heads, self.head_dim)
-        qkv = qkv.permute(3, 0, 1, 4, 2, 5)  # 3, B, nW, heads, N, d
+        b, nw, nq, c = x.shape
+        heads, hd = self.num_heads, self.head_dim
+        qkv = self.qkv(x).view(b, nw, nq, 3, heads, hd).permute(3, 0, 1, 4, 2, 5)  # 3, B, nW, h, Nq, d
         q, k, v = qkv.unbind(0)
         if prompt_kv is not None:
             pk, pv = prompt_kv
             if pk.dim() == 3:
-                pk = pk.expand(b, num_windows, -1, -1, -1)
-                pv = pv.expand(b, num_windows, -1, -1, -1)
+                pk = pk.expand(b, nw, -1, -1, -1)
+                pv = pv.expand(b, nw, -1, -1, -1)
             k = torch.cat([pk, k], dim=-2)
             v = torch.cat([pv, v], dim=-2)
+
         if _use_reference():
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            if attn_bias is not None:
-                attn = attn + attn_bias
-            out = attn.softmax(dim=-1) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
-        out = out.permute(0, 1, 3, 2, 4).reshape(bw, n, c)
-        return self.proj(out)
+            (_, _, bias), = bias_parts
+            attn = (q * self.scale) @ k.transpose(-2, -1) + bias
+            out = (attn.softmax(dim=-1) @ v).permute(0, 1, 3, 2, 4).reshape(b, nw, nq, c)
+            return self.proj(out)
+
+        out = x.new_empty(b, nw, nq, heads, hd)
+        for start, end, bias in bias_parts:
+            m = end - start
+            if m == 0:
+                continue
+            if b == 1 or (m == nw and bias.shape[0] == 1):  # merge batch and windows: views
+                res = F.scaled_dot_product_attention(
+                    q[:, start:end].reshape(b * m, heads, nq, hd),
+                    k[:, start:end].reshape(b * m, heads, -1, hd),
+                    v[:, start:end].reshape(b * m, heads, -1, hd),
+                    attn_mask=bias,
+                )
+                out[:, start:end] = res.view(b, m, heads, nq, hd).transpose(2, 3)
+            else:
+                for i in range(b):
+                    res = F.scaled_dot_product_attention(
+                        q[i, start:end], k[i, start:end], v[i, start:end], attn_mask=bias
+                    )
+                    out[i, start:end] = res.transpose(1, 2)
+        return self.proj(out.view(b, nw, nq, c))
 
 
 class SwinBlock(nn.Module):
@@ -358,7 +399,8 @@ class SwinBlock(nn.Module):
 
     The map is padded at the bottom/right to a multiple of the window (padded keys are
     masked out), cyclically shifted by ``shift_size`` when that is non-zero, split into
-    windows, and restored after attention.
+    windows, and restored after attention. Prompts (:class:`WindowPrompts`) may join
+    the windows as extra keys/values or as full tokens.
 
     Args:
         dim: channels.
@@ -405,133 +447,12 @@ class SwinBlock(nn.Module):
         ws = self.window_size
         return -(-h // ws) * ws, -(-w // ws) * ws
 
-    def _image_mask(self, hp: int, wp: int, h: int, w: int) -> Optional[Tensor]:
-        """(nW, N, N) shift mask + padded-key mask, or None when nothing is masked."""
-        mask = None
-        if self.shift_size:
-            mask = shifted_window_mask(hp, wp, self.window_size, self.shift_size)
-        if (hp, wp) != (h, w):
-            pad = _padding_key_mask(hp, wp, h, w, self.window_size, self.shift_size)[:, None, :]
-            mask = pad.expand(-1, self.window_size**2, -1) if mask is None else mask + pad
-        return mask
-
-    def _attn_bias(
-        self, hp: int, wp: int, h: int, w: int, prompts: Optional[WindowPrompts], x: Tensor
-    ) -> Tensor:
-        """Additive bias ``(nW, heads, N, P + N)`` or ``(1, heads, N, P + N)``."""
-        num_prompts, mode = 0, "none"
-        if prompts is not None:
-            if prompts.tokens is not None:
-                num_prompts, mode = prompts.tokens.shape[-2], "shared"
-            else:
-                num_prompts = (self.window_size // prompts.downsample) ** 2
-                mode = "legacy" if (prompts.legacy_mask and self.shift_size) else "window"
-        bias = self._bias(num_prompts, x)
-        mask = self._mask(hp, wp, h, w, num_prompts, mode, x)
-        return bias[None] if mask is None else mask + bias
-
-    def _bias(self, num_prompts: int, x: Tensor) -> Tensor:
-        """Relative position bias ``(heads, N, P + N)``, zero for the prompt keys."""
-        table = self.attn.relative_position_bias_table
-        cacheable = not (torch.is_grad_enabled() and table.requires_grad) and not _use_reference()
-        key = (num_prompts, table._version, table.data_ptr(), x.dtype, str(x.device))
-        cache = self.__dict__.setdefault("_bias_cache", {})
-        if cacheable and key in cache:
-            return cache[key]
-        bias = self.attn.relative_position_bias()
-        if num_prompts:
-            n = self.window_size**2
-            bias = torch.cat([bias.new_zeros(self.num_heads, n, num_prompts), bias], dim=-1)
-        bias = bias.to(device=x.device, dtype=x.dtype)
-        if cacheable:
-            cache.clear()
-            cache[key] = bias
-        return bias
-
-    def _mask(
-        self, hp: int, wp: int, h: int, w: int, num_prompts: int, mode: str, x: Tensor
-    ) -> Optional[Tensor]:
-        """Shift/padding/prompt mask ``(nW, 1, N, P + N)`` or None; shared LRU cache."""
-        key = (self.window_size, self.shift_size, hp, wp, h, w, num_prompts, mode, x.dtype, str(x.device))
-        if not _use_reference() and key in _MASK_CACHE:
-            return _MASK_CACHE.get(key)
-        n = self.window_size**2
-        image_mask = self._image_mask(hp, wp, h, w)  # nW, N, N or None
-        padded = (hp, wp) != (h, w)
-        if mode in ("legacy", "window") and padded:
-            raise RuntimeError(
-                f"per-window prompts need a feature map that is a multiple of the window "
-                f"({self.window_size}); got {h}x{w}"
-            )
-        if mode == "legacy":
-            mask = _legacy_prompt_mask(image_mask, num_prompts)
-        elif num_prompts and image_mask is not None:
-            if mode == "window":  # aligned layout: a prompt is in the region of its own position
-                d = int(round(math.sqrt(n // num_prompts)))
-                prompt_part = _label_mask(
-                    _region_labels(hp, wp, self.window_size, self.shift_size),
-                    _region_labels(hp // d, wp // d, self.window_size // d, self.shift_size // d),
-                )
-            else:  # shared prompts are visible from every query
-                prompt_part = image_mask.new_zeros(image_mask.shape[0], n, num_prompts)
-            mask = torch.cat([prompt_part, image_mask], dim=-1)
-        else:
-            mask = image_mask
-        if mask is not None:
-            mask = mask.to(device=x.device, dtype=x.dtype)[:, None]
-        if not _use_reference():
-            _MASK_CACHE.put(key, mask)
-        return mask
-
-    # -- forward ------------------------------------------------------------------------
-    def forward(self, x: Tensor, prompts: Optional[WindowPrompts] = None) -> Tensor:
-        """Args:
-        x: ``(B, H, W, C)`` channel-last map.
-        prompts: optional prompts given to this block as extra keys/values.
-        """
-        if prompts is not None and prompts.full_tokens:
-            return self._forward_full_tokens(x, prompts)
-        b, h, w, c = x.shape
-        hp, wp = self._padded(h, w)
-        ws, ss = self.window_size, self.shift_size
-        n = ws * ws
-        nw = (hp // ws) * (wp // ws)
-
-        shortcut = x
-        x = self.norm1(x)
-        if (hp, wp) != (h, w):
-            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
-
-        if _use_reference():
-            xs = torch.roll(x, shifts=(-ss, -ss), dims=(1, 2)) if ss else x
-            windows = xs.view(b, hp // ws, ws, wp // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nw, n, c)
-        else:
-            idx = window_partition_index(hp, wp, ws, ss, x.device)
-            windows = x.reshape(b, hp * wp, c).index_select(1, idx).view(b * nw, n, c)
-
-        prompt_kv = None
-        if prompts is not None:
-            prompt_kv = self._prompt_kv(prompts, b, nw)
-
-        attn_bias = self._attn_bias(hp, wp, h, w, prompts, x)
-        out = self.attn(windows, nw, attn_bias, prompt_kv)
-
-        if _use_reference():
-            out = out.view(b, hp // ws, wp // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
-            if ss:
-                out = torch.roll(out, shifts=(ss, ss), dims=(1, 2))
-        else:
-            inv = _inverse_index(idx, ("part", hp, wp, ws, ss, str(x.device)))
-            out = out.view(b, hp * wp, c).index_select(1, inv).view(b, hp, wp, c)
-        if (hp, wp) != (h, w):
-            out = out[:, :h, :w, :]
-
-        x = shortcut + self.drop_path(out)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x
-
     def _partition(self, x: Tensor, window: int, shift: int) -> Tensor:
-        """(B, H, W, C) -> (B, nW, window^2, C) after the cyclic shift."""
+        """(B, H, W, C) -> (B, nW, window^2, C) after the cyclic shift.
+
+        Windows are in raster order on the reference path, in :func:`window_order` on
+        the fast path.
+        """
         b, h, w, c = x.shape
         nw = (h // window) * (w // window)
         if _use_reference():
@@ -552,37 +473,145 @@ class SwinBlock(nn.Module):
         inv = _inverse_index(idx, ("part", h, w, window, shift, str(t.device)))
         return t.reshape(b, h * w, c).index_select(1, inv).view(b, h, w, c)
 
-    def _full_token_mask(self, hp: int, wp: int, h: int, w: int, d: int, x: Tensor) -> Optional[Tensor]:
-        """(nW, 1, P + N, P + N) mask for prompts-as-tokens; prompts take the shift
-        region of their position on the prompt grid."""
+    # -- masks and biases ---------------------------------------------------------------
+    def _raster_mask(self, hp: int, wp: int, h: int, w: int, mode: str, p: int, d: int) -> Optional[Tensor]:
+        """Additive mask ``(nW, Nq, K)`` in raster window order, or None if nothing is masked.
+
+        ``mode``: "none" (no prompts), "shared" (shared prompt keys), "window" (aligned
+        per-window prompt keys), "legacy" (released encoder layout), "full" (prompts as
+        full tokens).
+        """
         ws, ss = self.window_size, self.shift_size
-        pw, ps = ws // d, ss // d
-        key = ("full", ws, ss, hp, wp, h, w, d, x.dtype, str(x.device))
-        if not _use_reference() and key in _MASK_CACHE:
-            return _MASK_CACHE.get(key)
-        mask = None
-        if ss:
-            lab = torch.cat([_region_labels(hp // d, wp // d, pw, ps), _region_labels(hp, wp, ws, ss)], dim=1)
-            mask = _label_mask(lab, lab)  # nW, P + N, P + N
-        if (hp, wp) != (h, w):
-            pad = _padding_key_mask(hp, wp, h, w, ws, ss)
-            pad = torch.cat([pad.new_zeros(pad.shape[0], pw * pw), pad], dim=1)[:, None, :]
-            mask = pad.expand(-1, pw * pw + ws * ws, -1) if mask is None else mask + pad
-        if mask is not None:
-            mask = mask.to(device=x.device, dtype=x.dtype)[:, None]
-        if not _use_reference():
-            _MASK_CACHE.put(key, mask)
+        padded = (hp, wp) != (h, w)
+        if padded and mode in ("window", "legacy"):
+            raise RuntimeError(
+                f"per-window prompts need a feature map that is a multiple of the window ({ws}); got {h}x{w}"
+            )
+        image_labels = _region_labels(hp, wp, ws, ss)
+        pad = _padding_key_mask(hp, wp, h, w, ws, ss)[:, None, :] if padded else None  # nW, 1, N
+        if mode in ("none", "shared"):
+            mask = _label_mask(image_labels, image_labels) if ss else None
+            if pad is not None:
+                mask = pad.expand(-1, ws * ws, -1) if mask is None else mask + pad
+            if mask is not None and mode == "shared":
+                mask = torch.cat([mask.new_zeros(mask.shape[0], ws * ws, p), mask], dim=-1)
+            return mask
+        if not ss and not padded:
+            return None
+        prompt_labels = _region_labels(hp // d, wp // d, ws // d, ss // d)
+        if mode == "legacy":
+            return _legacy_prompt_mask(_label_mask(image_labels, image_labels), p)
+        if mode == "window":
+            return torch.cat([_label_mask(image_labels, prompt_labels), _label_mask(image_labels, image_labels)], dim=-1)
+        labels = torch.cat([prompt_labels, image_labels], dim=1)  # full tokens
+        mask = _label_mask(labels, labels)
+        if pad is not None:
+            mask = mask + torch.cat([pad.new_zeros(pad.shape[0], 1, p), pad], dim=-1)
         return mask
 
-    def _forward_full_tokens(self, x: Tensor, prompts: WindowPrompts) -> Tuple[Tensor, Tensor]:
-        """VPT-shallow block: prompts are tokens of every window; returns (x, prompt_map)."""
+    def _bias(self, mode: str, p: int) -> Tensor:
+        """Relative position bias ``(heads, Nq, K)``, zero for every pair with a prompt."""
+        rel = self.attn.relative_position_bias()
+        if mode == "none":
+            return rel
+        n = self.window_size**2
+        if mode == "full":
+            full = rel.new_zeros(self.num_heads, p + n, p + n)
+            full[:, p:, p:] = rel
+            return full
+        return torch.cat([rel.new_zeros(self.num_heads, n, p), rel], dim=-1)
+
+    def _bias_parts(
+        self, hp: int, wp: int, h: int, w: int, mode: str, p: int, d: int, x: Tensor
+    ) -> List[Tuple[int, int, Tensor]]:
+        ws = self.window_size
+        nwh, nww = hp // ws, wp // ws
+        nw = nwh * nww
+        if _use_reference():
+            bias = self._bias(mode, p)
+            mask = self._raster_mask(hp, wp, h, w, mode, p, d)
+            full = bias[None] if mask is None else mask[:, None] + bias
+            return [(0, nw, full.to(dtype=x.dtype))]
+
+        table = self.attn.relative_position_bias_table
+        cacheable = not (torch.is_grad_enabled() and table.requires_grad)
+        key = (hp, wp, h, w, mode, p, d, table._version, table.data_ptr(), x.dtype, str(x.device))
+        cache: Dict[Tuple, List[Tuple[int, int, Tensor]]] = self.__dict__.setdefault("_bias_cache", {})
+        if cacheable and key in cache:
+            return cache[key]
+        bias = self._bias(mode, p).to(dtype=x.dtype)
+        mask = self._raster_mask(hp, wp, h, w, mode, p, d)
+        if mask is None:
+            parts = [(0, nw, bias[None])]
+        else:
+            n_int = interior_windows(nwh, nww)
+            boundary = mask[window_order(nwh, nww)[n_int:]].to(device=x.device, dtype=x.dtype)
+            parts = [(0, n_int, bias[None]), (n_int, nw, boundary[:, None] + bias)]
+        if cacheable:
+            if len(cache) >= 4:
+                cache.clear()
+            cache[key] = parts
+        return parts
+
+    # -- forward ------------------------------------------------------------------------
+    def forward(self, x: Tensor, prompts: Optional[WindowPrompts] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Args:
+        x: ``(B, H, W, C)`` channel-last map.
+        prompts: optional prompts for this block.
+
+        Returns:
+            the updated map, and for full-token prompts also the updated prompt map.
+        """
         b, h, w, c = x.shape
         hp, wp = self._padded(h, w)
         ws, ss = self.window_size, self.shift_size
         n = ws * ws
         nw = (hp // ws) * (wp // ws)
+
+        shortcut = x
+        xn = self.norm1(x)
+        if (hp, wp) != (h, w):
+            xn = F.pad(xn, (0, 0, 0, wp - w, 0, hp - h))
+        tokens = self._partition(xn, ws, ss)  # B, nW, N, C
+
+        mode, p, d = "none", 0, 1
+        prompt_kv = None
+        pmap = None
+        if prompts is not None:
+            if prompts.full_tokens:
+                mode = "full"
+                pmap, d = self._tile_prompts(prompts, b, hp, wp)
+                p = (ws // d) ** 2
+                tokens = torch.cat([self._partition(self.norm1(pmap), ws // d, ss // d), tokens], dim=2)
+            elif prompts.tokens is not None:
+                mode, p = "shared", prompts.tokens.shape[-2]
+                prompt_kv = self.attn.project_kv(prompts.tokens)
+            else:
+                d = prompts.downsample
+                mode = "legacy" if (prompts.legacy_mask and ss) else "window"
+                p = (ws // d) ** 2
+                prompt_kv = self.attn.project_kv(self._window_prompt_tokens(prompts, b, nw))
+
+        parts = self._bias_parts(hp, wp, h, w, mode, p, d, x)
+        out = self.attn(tokens, parts, prompt_kv)  # B, nW, Nq, C
+
+        if mode == "full":
+            p_out = self._unpartition(out[:, :, :p], hp // d, wp // d, ws // d, ss // d)
+            out = out[:, :, p:]
+        out = self._unpartition(out, hp, wp, ws, ss)
+        if (hp, wp) != (h, w):
+            out = out[:, :h, :w, :]
+        x = shortcut + self.drop_path(out)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        if mode == "full":
+            return x, pmap + self.drop_path(p_out)  # prompts are updated by attention only
+        return x
+
+    def _tile_prompts(self, prompts: WindowPrompts, b: int, hp: int, wp: int) -> Tuple[Tensor, int]:
+        """Prompt map covering the padded map, and its stride ``d`` (full-token mode)."""
+        ws = self.window_size
         if prompts.tokens is not None:
-            p = prompts.tokens.shape[-2]
+            p, c = prompts.tokens.shape[-2:]
             side = int(round(math.sqrt(p)))
             if side * side != p or ws % side:
                 raise ValueError(f"{p} shared prompts cannot be tiled over {ws}x{ws} windows")
@@ -591,61 +620,20 @@ class SwinBlock(nn.Module):
             pmap = tile.repeat(hp // ws, wp // ws, 1).unsqueeze(0).expand(b, -1, -1, -1)
         else:
             pmap, d = prompts.prompt_map, prompts.downsample
-        pw, ps = ws // d, ss // d
-        if pmap.shape[1:3] != (hp // d, wp // d):
+        if tuple(pmap.shape[1:3]) != (hp // d, wp // d):
             raise ValueError(f"prompt map {tuple(pmap.shape[1:3])} does not cover the padded map {hp}x{wp} at 1/{d}")
-        p = pw * pw
+        return pmap, d
 
-        shortcut, p_shortcut = x, pmap
-        xn = self.norm1(x)
-        if (hp, wp) != (h, w):
-            xn = F.pad(xn, (0, 0, 0, wp - w, 0, hp - h))
-        tokens = torch.cat([self._partition(self.norm1(pmap), pw, ps), self._partition(xn, ws, ss)], dim=2)
-        tokens = tokens.view(b * nw, p + n, c)
-
-        bias = self._full_token_bias(p, x)
-        mask = self._full_token_mask(hp, wp, h, w, d, x)
-        attn_bias = bias[None] if mask is None else mask + bias
-        out = self.attn(tokens, nw, attn_bias).view(b, nw, p + n, c)
-
-        p_out = self._unpartition(out[:, :, :p], hp // d, wp // d, pw, ps)
-        x_out = self._unpartition(out[:, :, p:], hp, wp, ws, ss)
-        if (hp, wp) != (h, w):
-            x_out = x_out[:, :h, :w, :]
-        x = shortcut + self.drop_path(x_out)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        pmap = p_shortcut + self.drop_path(p_out)  # prompts are updated by attention only
-        return x, pmap
-
-    def _full_token_bias(self, p: int, x: Tensor) -> Tensor:
-        """(heads, P + N, P + N) relative bias, zero for every pair involving a prompt."""
-        n = self.window_size**2
-        bias = self.attn.relative_position_bias()
-        full = bias.new_zeros(self.num_heads, p + n, p + n)
-        full[:, p:, p:] = bias
-        return full.to(device=x.device, dtype=x.dtype)
-
-    def _prompt_kv(self, prompts: WindowPrompts, b: int, nw: int) -> Tuple[Tensor, Tensor]:
-        if prompts.tokens is not None:
-            return self.attn.project_kv(prompts.tokens)
-        pmap = prompts.prompt_map
-        d = prompts.downsample
-        pw, ps = self.window_size // d, self.shift_size // d
-        if self.window_size % d or (self.shift_size and self.shift_size % d):
+    def _window_prompt_tokens(self, prompts: WindowPrompts, b: int, nw: int) -> Tensor:
+        """Co-located prompt tokens of every window: ``(B, nW, (w / d)^2, C)``."""
+        pmap, d = prompts.prompt_map, prompts.downsample
+        if self.window_size % d or self.shift_size % d:
             raise ValueError(f"prompt downsample {d} does not divide window {self.window_size} / shift {self.shift_size}")
-        _, ph, pwid, c = pmap.shape
+        pw, ps = self.window_size // d, self.shift_size // d
+        ph, pwid = pmap.shape[1:3]
         if ph % pw or pwid % pw or (ph // pw) * (pwid // pw) != nw:
-            raise ValueError(
-                f"prompt map of {ph}x{pwid} does not tile the {nw} windows of this block with {pw}x{pw} windows"
-            )
-        if _use_reference():
-            ps_map = torch.roll(pmap, shifts=(-ps, -ps), dims=(1, 2)) if ps else pmap
-            tokens = ps_map.view(b, ph // pw, pw, pwid // pw, pw, c).permute(0, 1, 3, 2, 4, 5)
-            tokens = tokens.reshape(b, nw, pw * pw, c)
-        else:
-            idx = window_partition_index(ph, pwid, pw, ps, pmap.device)
-            tokens = pmap.reshape(b, ph * pwid, c).index_select(1, idx).view(b, nw, pw * pw, c)
-        return self.attn.project_kv(tokens)
+            raise ValueError(f"prompt map of {ph}x{pwid} does not tile the {nw} windows of this block with {pw}x{pw} windows")
+        return self._partition(pmap, pw, ps)
 
 
 class BasicLayer(nn.Module):
