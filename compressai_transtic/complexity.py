@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .models import TIC, TransTIC
 from .prompts import TABLE_A1_ROWS, PromptConfig
 
-__all__ = ["count_macs", "ComplexityRow", "measure", "table_a1", "main", "TABLE_A1"]
+__all__ = ["count_macs", "count_macs_both", "ComplexityRow", "measure", "table_a1", "main", "TABLE_A1"]
 
 logger = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -51,28 +51,30 @@ def _prod(shape: Sequence[int]) -> int:
     return int(math.prod(int(s) for s in shape))
 
 
-def _formulas(convention: str) -> Dict[Any, Callable[..., int]]:
-    """FLOP formulas (2 per multiply-accumulate) for FlopCounterMode's custom_mapping."""
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+def _formulas(delta: List[int]) -> Dict[Any, Callable[..., int]]:
+    """FLOP formulas (2 per multiply-accumulate) for FlopCounterMode's custom_mapping.
+
+    They return the paper's convention and add ``true - paper`` to ``delta[0]``, so one
+    pass yields both conventions.
+    """
 
     def addmm(bias_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
         m, k = a_shape
         _, n = b_shape
         # the paper's counter (ptflops) adds a linear layer's bias once per layer, not per token
-        return 2 * (m * n * k + (n if convention == "paper" else m * n))
+        delta[0] += 2 * (m * n - n)
+        return 2 * (m * n * k + n)
 
     def convolution(x_shape, w_shape, bias, stride, padding, dilation, transposed, *args, out_shape=None, **kw) -> int:
         kernel = _prod(w_shape[2:])
+        bias_macs = _prod(out_shape) if bias is not None else 0
         if not transposed:  # weight (Cout, Cin / groups, k, k)
-            macs = _prod(out_shape) * w_shape[1] * kernel
-        elif convention == "paper":  # weight (Cin, Cout / groups, k, k), counted on the output grid
-            macs = _prod(out_shape) * w_shape[0] * kernel
-        else:
-            macs = _prod(x_shape) * w_shape[1] * kernel
-        if bias is not None:
-            macs += _prod(out_shape)
-        return 2 * macs
+            return 2 * (_prod(out_shape) * w_shape[1] * kernel + bias_macs)
+        # weight (Cin, Cout / groups, k, k); the paper counts it on the output grid
+        paper = _prod(out_shape) * w_shape[0] * kernel
+        true = _prod(x_shape) * w_shape[1] * kernel
+        delta[0] += 2 * (true - paper)
+        return 2 * (paper + bias_macs)
 
     def sdpa(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
         *batch, l, e = q_shape
@@ -88,8 +90,7 @@ def _formulas(convention: str) -> Dict[Any, Callable[..., int]]:
         return formula
 
     def per_output(x_shape, *args, out_shape=None, **kwargs) -> int:
-        shape = out_shape[0] if isinstance(out_shape, (tuple, list)) and isinstance(out_shape[0], (tuple, list, torch.Size)) else out_shape
-        return 2 * _prod(shape)
+        return 2 * _prod(out_shape)
 
     mapping: Dict[Any, Callable[..., int]] = {
         aten.addmm: addmm,
@@ -143,6 +144,24 @@ def _prompt_projection_adjustment(model: nn.Module) -> Tuple[List[Any], Callable
     return handles, lambda: extra[0]
 
 
+def count_macs_both(fn: Callable[[], Any], model: Optional[nn.Module] = None) -> Tuple[int, int]:
+    """``(paper, true)`` multiply-accumulates of ``fn()`` in one pass (see :func:`count_macs`)."""
+    delta = [0]
+    counter = FlopCounterMode(display=False, custom_mapping=_formulas(delta))
+    handles: List[Any] = []
+    adjustment: Callable[[], int] = lambda: 0
+    if model is not None:
+        handles, adjustment = _prompt_projection_adjustment(model)
+    try:
+        with torch.no_grad(), counter:
+            fn()
+    finally:
+        for h in handles:
+            h.remove()
+    flops = counter.get_total_flops()
+    return flops // 2 + adjustment(), (flops + delta[0]) // 2
+
+
 def count_macs(fn: Callable[[], Any], convention: str = "paper", model: Optional[nn.Module] = None) -> int:
     """Multiply-accumulates of ``fn()`` under ``convention``.
 
@@ -154,18 +173,10 @@ def count_macs(fn: Callable[[], Any], convention: str = "paper", model: Optional
             latter needs ``model``).
         model: the model ``fn`` runs, to find its Swin blocks.
     """
-    counter = FlopCounterMode(display=False, custom_mapping=_formulas(convention))
-    handles: List[Any] = []
-    adjustment: Callable[[], int] = lambda: 0
-    if convention == "paper" and model is not None:
-        handles, adjustment = _prompt_projection_adjustment(model)
-    try:
-        with torch.no_grad(), counter:
-            fn()
-    finally:
-        for h in handles:
-            h.remove()
-    return counter.get_total_flops() // 2 + adjustment()
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    paper, true = count_macs_both(fn, model if convention == "paper" else None)
+    return paper if convention == "paper" else true
 
 
 @dataclass
@@ -214,9 +225,10 @@ def measure(model: TIC, height: int = 256, width: int = 256) -> Dict[str, float]
 
     pixels = height * width
     out: Dict[str, float] = {}
-    for convention, suffix in (("paper", ""), ("true", "_true")):
-        out[f"enc_kmacs_per_px{suffix}"] = count_macs(encoder, convention, model) / pixels / 1e3
-        out[f"dec_kmacs_per_px{suffix}"] = count_macs(decoder, convention, model) / pixels / 1e3
+    for part, fn in (("enc", encoder), ("dec", decoder)):
+        paper, true = count_macs_both(fn, model)
+        out[f"{part}_kmacs_per_px"] = paper / pixels / 1e3
+        out[f"{part}_kmacs_per_px_true"] = true / pixels / 1e3
     out["enc_params_m"] = _parameters(model, ("g_a", "h_a", "entropy_bottleneck")) / 1e6
     out["dec_params_m"] = _parameters(model, ("g_s", "h_s")) / 1e6
     return out

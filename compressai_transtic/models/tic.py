@@ -290,12 +290,16 @@ class TIC(CompressionModel):
         prefixes, wrapped dicts, missing entropy tables) are converted by
         :func:`compressai_transtic.checkpoint.checkpoint_filter_fn`.
         """
-        from ..checkpoint import checkpoint_filter_fn
+        from ..checkpoint import check_architecture, checkpoint_filter_fn, needs_entropy_update
 
+        state_dict = checkpoint_filter_fn(state_dict)
+        check_architecture(state_dict, "tic")
         N = state_dict["g_a0.weight"].size(0)
         M = state_dict["g_a6.weight"].size(0)
         net = cls(N=N, M=M, **kwargs)
-        net.load_state_dict(checkpoint_filter_fn(dict(state_dict), net))
+        net.load_state_dict(checkpoint_filter_fn(state_dict, net))
+        if needs_entropy_update(state_dict):  # e.g. the released base_codec_4 lacks its tables
+            net.update()
         return net
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]

@@ -204,13 +204,17 @@ class TransTIC(TIC):
     ) -> "TransTIC":
         """Build the TransTIC that ``state_dict`` belongs to (config inferred from the
         keys unless given) and load it strictly."""
-        from ..checkpoint import checkpoint_filter_fn
+        from ..checkpoint import check_architecture, checkpoint_filter_fn, needs_entropy_update
 
+        state_dict = checkpoint_filter_fn(state_dict)
+        check_architecture(state_dict, "transtic")
         N = state_dict["g_a0.weight"].size(0)
         M = state_dict["g_a6.weight"].size(0)
         config = config if config is not None else PromptConfig.from_state_dict(state_dict)
         net = cls(config=config, N=N, M=M, **kwargs)
-        net.load_state_dict(checkpoint_filter_fn(dict(state_dict), net))
+        net.load_state_dict(checkpoint_filter_fn(state_dict, net))
+        if needs_entropy_update(state_dict):  # e.g. the released base_codec_4 lacks its tables
+            net.update()
         return net
 
     @classmethod

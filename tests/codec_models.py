@@ -1,0 +1,89 @@
+"""Small builders of codec models for the tests (no downloads)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from compressai.models.base import get_scale_table
+
+from compressai_transtic.models import TIC
+
+DATA = Path(__file__).parent / "data"
+
+
+def read_tsv(name: str) -> Dict[str, Tuple[Tuple[int, ...], str]]:
+    """``{key: (shape, "param" | "buffer")}`` from a reference state-dict listing."""
+    out = {}
+    for line in (DATA / "state-dict" / name).read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, shape, kind = line.split("\t")
+        dims = tuple(int(d) for d in shape.strip("()").split(",") if d.strip())
+        out[key] = (dims, kind)
+    return out
+
+
+def describe(model: torch.nn.Module) -> Dict[str, Tuple[Tuple[int, ...], str]]:
+    """The model's state dict in the same form as :func:`read_tsv`."""
+    params = dict(model.named_parameters())
+    return {k: (tuple(v.shape), "param" if k in params else "buffer") for k, v in model.state_dict().items()}
+
+
+def sample_image(height: int, width: int, which: str = "astronaut") -> torch.Tensor:
+    """A CC0 photo shipped with scikit-image, resized to ``height x width``, in [0, 1]."""
+    from skimage import data
+
+    array = getattr(data, which)()
+    t = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float()[None] / 255
+    return F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+@functools.lru_cache(maxsize=1)
+def calibrated_tic_state() -> Dict[str, torch.Tensor]:
+    """Weights of a random TIC whose entropy models fit its latents.
+
+    ``y`` is scaled to a standard deviation of 4, ``h_s`` predicts a constant scale that
+    is an entry of the entropy coder's scale table (so coding and likelihood use the
+    same Gaussian) and zero means, and the factorized prior of ``z`` is fitted to the
+    ``z`` of a sample image. Real bitstream rates of such a model must match its
+    likelihoods closely: what is left over is entropy-coder overhead.
+    """
+    torch.manual_seed(0)
+    model = TIC().eval()
+    x = sample_image(256, 256)
+    with torch.no_grad():
+        y = model.g_a(model._pad(x))
+        gain = 4.0 / y.std()
+        model.g_a6.weight.mul_(gain)
+        model.g_a6.bias.mul_(gain)
+        z = model.h_a(model.g_a(model._pad(x)))
+        model.h_s3.weight.zero_()
+        model.h_s3.bias[: model.M] = get_scale_table()[40]
+        model.h_s3.bias[model.M :] = 0.0
+    eb = model.entropy_bottleneck.train()
+    density = [p for n, p in eb.named_parameters() if n != "quantiles"]
+    opt = torch.optim.Adam(density, lr=1e-2)
+    aux = torch.optim.Adam([eb.quantiles], lr=1e-1)
+    for _ in range(300):
+        _, likelihood = eb(z)
+        loss = -likelihood.log2().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        aux.zero_grad()
+        eb.loss().backward()
+        aux.step()
+    model.eval()
+    model.update(force=True)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def calibrated_tic() -> TIC:
+    model = TIC()
+    model.load_state_dict(calibrated_tic_state())
+    return model.eval()

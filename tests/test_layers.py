@@ -1,0 +1,166 @@
+"""Swin layers: masks follow the published constructions; the fast path equals the reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from compressai_transtic.layers import (
+    SHIFT_MASK_VALUE,
+    SwinBlock,
+    WindowPrompts,
+    _legacy_prompt_mask,
+    reference_attention,
+    shifted_window_mask,
+    window_order,
+    window_partition_index,
+)
+
+
+def swin_reference_mask(h: int, w: int, window: int, shift: int) -> torch.Tensor:
+    """The shifted-window mask exactly as the Swin paper's code builds it."""
+    img_mask = torch.zeros(1, h, w, 1)
+    cnt = 0
+    for hs in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+        for ws in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+            img_mask[:, hs, ws, :] = cnt
+            cnt += 1
+    windows = img_mask.view(1, h // window, window, w // window, window, 1).permute(0, 1, 3, 2, 4, 5)
+    windows = windows.reshape(-1, window * window)
+    attn_mask = windows.unsqueeze(1) - windows.unsqueeze(2)
+    return attn_mask.masked_fill(attn_mask != 0, -100.0).masked_fill(attn_mask == 0, 0.0)
+
+
+@pytest.mark.parametrize("h,w,window,shift", [(16, 16, 8, 4), (128, 128, 8, 4), (8, 8, 4, 2), (24, 40, 8, 4)])
+def test_shifted_window_mask_matches_swin_construction(h, w, window, shift):
+    assert torch.equal(shifted_window_mask(h, w, window, shift), swin_reference_mask(h, w, window, shift))
+
+
+def test_shifted_window_mask_uses_minus_100_not_minus_inf():
+    mask = shifted_window_mask(16, 16, 8, 4)
+    assert set(mask.unique().tolist()) == {SHIFT_MASK_VALUE, 0.0}
+    assert SHIFT_MASK_VALUE == -100.0
+
+
+def test_persistent_attn_mask_buffer_is_the_256x256_reference_mask():
+    block = SwinBlock(32, 4, 8, 4, mask_resolution=(128, 128))
+    assert block.attn_mask.shape == (256, 64, 64)
+    assert torch.equal(block.attn_mask, swin_reference_mask(128, 128, 8, 4))
+
+
+@pytest.mark.parametrize("num_prompts", [4, 16])
+def test_legacy_prompt_mask_follows_the_released_construction(num_prompts):
+    """[image mask, nearest-resampled columns P..N-P] applied to keys [prompts, image]."""
+    image_mask = shifted_window_mask(32, 32, 8, 4)
+    n = image_mask.shape[-1]
+    middle = image_mask[:, :, num_prompts : n - num_prompts].unsqueeze(1)
+    prompt_part = F.interpolate(middle, size=(n, num_prompts), mode="nearest").squeeze(1)
+    expected = torch.cat([image_mask, prompt_part], dim=-1)
+    assert torch.equal(_legacy_prompt_mask(image_mask, num_prompts), expected)
+
+
+@pytest.mark.parametrize("h,w,window,shift", [(16, 24, 8, 4), (8, 8, 4, 2), (16, 16, 8, 0)])
+def test_partition_index_is_roll_then_window_partition(h, w, window, shift):
+    x = torch.arange(h * w).view(1, h, w, 1).float()
+    rolled = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+    windows = rolled.view(1, h // window, window, w // window, window, 1).permute(0, 1, 3, 2, 4, 5)
+    windows = windows.reshape(-1, window * window)[window_order(h // window, w // window)]
+    idx = window_partition_index(h, w, window, shift, torch.device("cpu"))
+    assert torch.equal(x.view(-1)[idx].view_as(windows), windows)
+
+
+def test_window_order_puts_last_row_and_column_last():
+    order = window_order(3, 4).tolist()
+    assert order[:6] == [0, 1, 2, 4, 5, 6]
+    assert sorted(order[6:]) == [3, 7, 8, 9, 10, 11]
+
+
+def _block_and_input(shift: int, b: int, h: int, w: int, dim: int = 32):
+    torch.manual_seed(0)
+    block = SwinBlock(dim, 4, 8, shift, mask_resolution=(16, 16)).eval()
+    with torch.no_grad():
+        block.attn.relative_position_bias_table.normal_(0, 1)
+    return block, torch.randn(b, h, w, dim)
+
+
+def _fast_and_reference(block, x, prompts=None):
+    with torch.no_grad():
+        fast = block(x, prompts)
+        with reference_attention():
+            ref = block(x, prompts)
+    return fast, ref
+
+
+@pytest.mark.parametrize("shift", [0, 4])
+@pytest.mark.parametrize("b,h,w", [(1, 16, 16), (2, 24, 32), (2, 12, 20), (1, 4, 4)])
+def test_fast_path_equals_reference_without_prompts(shift, b, h, w):
+    block, x = _block_and_input(shift, b, h, w)
+    fast, ref = _fast_and_reference(block, x)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["shared", "legacy", "aligned", "full-map", "full-shared"])
+@pytest.mark.parametrize("b", [1, 2])
+def test_fast_path_equals_reference_with_prompts(kind, b):
+    block, x = _block_and_input(4, b, 16, 32)
+    g = torch.Generator().manual_seed(1)
+    if kind == "shared":
+        prompts = WindowPrompts(tokens=torch.randn(16, 32, generator=g))
+    elif kind in ("legacy", "aligned"):
+        prompts = WindowPrompts(prompt_map=torch.randn(b, 8, 16, 32, generator=g), downsample=2, legacy_mask=kind == "legacy")
+    elif kind == "full-map":
+        prompts = WindowPrompts(prompt_map=torch.randn(b, 8, 16, 32, generator=g), downsample=2, full_tokens=True)
+    else:
+        prompts = WindowPrompts(tokens=torch.randn(16, 32, generator=g), full_tokens=True)
+    fast, ref = _fast_and_reference(block, x, prompts)
+    if isinstance(fast, tuple):
+        for a, r in zip(fast, ref):
+            torch.testing.assert_close(a, r, rtol=0, atol=1e-5)
+    else:
+        torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+
+
+def test_legacy_and_aligned_prompt_masks_give_different_results_in_shifted_blocks():
+    block, x = _block_and_input(4, 1, 16, 16)
+    pmap = torch.randn(1, 8, 8, 32)
+    with torch.no_grad():
+        legacy = block(x, WindowPrompts(prompt_map=pmap, downsample=2, legacy_mask=True))
+        aligned = block(x, WindowPrompts(prompt_map=pmap, downsample=2, legacy_mask=False))
+    assert (legacy - aligned).abs().max() > 1e-3
+
+
+def test_padded_keys_are_masked_out():
+    """A 4x8 map in an 8x8 window attends over its 32 real tokens only."""
+    block, x = _block_and_input(0, 1, 4, 8)
+    with torch.no_grad():
+        out = block(x)
+        t = x.reshape(1, 32, 32)
+        qkv = block.attn.qkv(block.norm1(t)).view(1, 32, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        bias = block.attn.relative_position_bias()[:, :32, :32]
+        attn = (q * block.attn.scale @ k.transpose(-2, -1) + bias).softmax(-1)
+        y = t + block.attn.proj((attn @ v).transpose(1, 2).reshape(1, 32, 32))
+        expected = (y + block.mlp(block.norm2(y))).view(1, 4, 8, 32)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+
+def test_cached_bias_follows_in_place_updates_of_the_bias_table():
+    block, x = _block_and_input(4, 1, 16, 16)
+    with torch.no_grad():
+        before = block(x)
+        block.attn.relative_position_bias_table.add_(1.0 * torch.randn_like(block.attn.relative_position_bias_table))
+        after = block(x)
+        with reference_attention():
+            ref = block(x)
+    assert (before - after).abs().max() > 1e-4
+    torch.testing.assert_close(after, ref, rtol=0, atol=1e-5)
+
+
+def test_gradients_flow_through_the_fast_path():
+    block, x = _block_and_input(4, 2, 16, 16)
+    block.train()
+    x.requires_grad_(True)
+    block(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert block.attn.relative_position_bias_table.grad.abs().sum() > 0

@@ -1,0 +1,186 @@
+"""TIC base codec: released weight layout, any input size, real bitstreams, determinism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from codec_models import calibrated_tic, describe, read_tsv, sample_image
+
+from compressai_transtic.bitstream import BitstreamError
+from compressai_transtic.layers import reference_attention
+from compressai_transtic.models import TIC
+
+
+@pytest.fixture(scope="module")
+def tic() -> TIC:
+    return calibrated_tic()
+
+
+def test_state_dict_has_the_keys_shapes_and_kinds_of_the_released_checkpoints():
+    assert describe(TIC()) == read_tsv("tic.tsv")
+
+
+def test_a_state_dict_in_the_released_layout_loads_strictly():
+    reference = read_tsv("tic.tsv")
+    generator = torch.Generator().manual_seed(0)
+    fresh = TIC().state_dict()
+    state = {}
+    for key, (shape, _) in reference.items():
+        if key.endswith(("_quantized_cdf", "_offset", "_cdf_length")):
+            state[key] = torch.zeros(shape, dtype=torch.int32)
+        elif key.endswith("relative_position_index") or key.endswith("attn_mask"):
+            state[key] = fresh[key]
+        else:
+            state[key] = torch.randn(shape, generator=generator)
+    model = TIC()
+    model.load_state_dict(state, strict=True)
+    assert torch.equal(model.state_dict()["g_a0.weight"], state["g_a0.weight"])
+    rebuilt = TIC.from_state_dict(state)
+    assert torch.equal(rebuilt.state_dict()["h_s3.weight"], state["h_s3.weight"])
+
+
+def test_every_parameter_is_trainable_for_compressai_training():
+    model = TIC()
+    assert all(p.requires_grad for p in model.parameters())
+    assert any(n.endswith("quantiles") for n, _ in model.named_parameters())
+    assert model.aux_loss().requires_grad
+
+
+def _latents(model: TIC):
+    """Capture the y_hat fed to the synthesis transform."""
+    captured = []
+    handle = model.g_s0.register_forward_pre_hook(lambda m, args: captured.append(args[0].detach().clone()))
+    return captured, handle
+
+
+def _round_trip(model: TIC, x: torch.Tensor):
+    captured, handle = _latents(model)
+    try:
+        with torch.no_grad():
+            out = model(x)
+            enc = model.compress(x)
+            dec = model.decompress(enc["strings"], enc["shape"])
+    finally:
+        handle.remove()
+    return out, enc, dec, captured
+
+
+def _check_round_trip(model: TIC, height: int, width: int, check_rate: bool) -> None:
+    x = sample_image(height, width, "coffee")
+    out, enc, dec, (y_forward, y_decoded) = _round_trip(model, x)
+    assert out["x_hat"].shape == x.shape
+    assert dec["x_hat"].shape == x.shape
+    assert torch.equal(y_forward, y_decoded), "decoded latents differ from forward()'s"
+    torch.testing.assert_close(dec["x_hat"], out["x_hat"], rtol=0, atol=1e-4)
+    if check_rate:
+        pixels = height * width
+        likelihood_bpp = sum(-l.log2().sum().item() for l in out["likelihoods"].values()) / pixels
+        real_bpp = sum(len(s[0]) for s in enc["strings"]) * 8 / pixels
+        assert abs(real_bpp / likelihood_bpp - 1) < 0.02, (real_bpp, likelihood_bpp)
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (17, 23), (64, 64), (100, 37), (256, 256)])
+def test_round_trip_any_size(tic, height, width):
+    _check_round_trip(tic, height, width, check_rate=height * width >= 256 * 256)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("height,width", [(512, 768), (1000, 667)])
+def test_round_trip_large_sizes_and_real_rate_matches_likelihood(tic, height, width):
+    _check_round_trip(tic, height, width, check_rate=True)
+
+
+def test_rate_counts_the_original_pixels(tic):
+    """Padding adds latents but the rate is per original pixel: a 1x1 image costs its whole bitstream."""
+    x = sample_image(1, 1)
+    with torch.no_grad():
+        enc = tic.compress(x)
+    assert len(enc["strings"]) == 3 and all(len(s) == 1 for s in enc["strings"])
+    assert enc["shape"] == torch.Size([1, 1])
+
+
+def test_batches_are_coded_per_image(tic):
+    x = torch.cat([sample_image(48, 80, "coffee"), sample_image(48, 80, "chelsea")])
+    with torch.no_grad():
+        enc = tic.compress(x)
+        dec = tic.decompress(enc["strings"], enc["shape"])
+        single = tic.decompress([[s[1]] for s in enc["strings"]], enc["shape"])
+    assert len(enc["strings"][0]) == 2
+    torch.testing.assert_close(dec["x_hat"][1:], single["x_hat"], rtol=0, atol=1e-4)
+
+
+def test_compress_is_deterministic_and_independent_of_thread_count(tic):
+    x = sample_image(128, 192)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            first = tic.compress(x)
+            second = tic.compress(x)
+            dec_two = tic.decompress(first["strings"], first["shape"])["x_hat"]
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            one_thread = tic.compress(x)
+            dec_one = tic.decompress(first["strings"], first["shape"])["x_hat"]
+    finally:
+        torch.set_num_threads(threads)
+    assert first["strings"] == second["strings"]
+    assert first["strings"] == one_thread["strings"]
+    torch.testing.assert_close(dec_one, dec_two, rtol=0, atol=1e-5)
+
+
+def test_fast_path_equals_reference_path(tic):
+    x = sample_image(96, 160)
+    with torch.no_grad():
+        fast = tic(x)["x_hat"]
+        with reference_attention():
+            ref = tic(x)["x_hat"]
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-4)
+
+
+def test_eval_forward_rounds_around_the_predicted_means(tic):
+    x = sample_image(64, 64)
+    captured, handle = _latents(tic)
+    try:
+        with torch.no_grad():
+            tic(x)
+            y = tic.g_a(tic._pad(x))
+            scales, means = tic.h_s(tic.entropy_bottleneck(tic.h_a(y))[0])
+    finally:
+        handle.remove()
+    torch.testing.assert_close(captured[0], torch.round(y - means) + means)
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        pytest.param(lambda s: [[s[0][0][:-5]], s[1], s[2]], id="truncated-y"),
+        pytest.param(lambda s: [s[0], [s[1][0][:1]], s[2]], id="truncated-z"),
+        pytest.param(lambda s: [[bytes([s[0][0][0] ^ 0x10]) + s[0][0][1:]], s[1], s[2]], id="bit-flip-y"),
+        pytest.param(lambda s: [s[0], [s[1][0][:-1] + bytes([s[1][0][-1] ^ 1])], s[2]], id="bit-flip-z"),
+        pytest.param(lambda s: [s[0], s[1], [b"\x00" + s[2][0][1:]]], id="bad-magic"),
+        pytest.param(lambda s: [s[0], s[1], [s[2][0][:3]]], id="truncated-header"),
+        pytest.param(lambda s: [s[0], s[1]], id="missing-header"),
+        pytest.param(lambda s: [s[0], [b""], s[2]], id="empty-z"),
+    ],
+)
+def test_corrupted_bitstreams_raise_a_clear_error(tic, corrupt):
+    x = sample_image(64, 96)
+    with torch.no_grad():
+        enc = tic.compress(x)
+        with pytest.raises(BitstreamError):
+            tic.decompress(corrupt(enc["strings"]), enc["shape"])
+
+
+def test_a_wrong_latent_shape_is_refused(tic):
+    x = sample_image(64, 96)
+    with torch.no_grad():
+        enc = tic.compress(x)
+        with pytest.raises(BitstreamError, match="does not match the image size"):
+            tic.decompress(enc["strings"], (2, 2))
+
+
+@pytest.mark.parametrize("bad", [torch.rand(3, 32, 32), torch.rand(1, 1, 32, 32), torch.rand(1, 3, 0, 5)])
+def test_bad_input_tensors_are_refused(bad):
+    with pytest.raises(ValueError, match="expected an image batch|empty image batch"):
+        TIC()(bad)
