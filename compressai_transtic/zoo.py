@@ -1,0 +1,436 @@
+"""Model zoo: CompressAI-style tables and entry functions for TIC and TransTIC.
+
+Tables (plain dicts, same shapes as CompressAI's ``compressai.zoo.image``):
+
+- ``cfgs[arch][quality]``: constructor arguments ``(N, M)``;
+- ``model_urls[arch][metric][quality]``: released weights, from the manifest
+  ``zoo/weights.json`` (installed as ``compressai_transtic/_zoo/weights.json``);
+- ``weights``: every manifest row as a :class:`Weights` record.
+
+Entry functions follow CompressAI's signature (``quality, metric, pretrained,
+progress, **kwargs``): :func:`tic`, :func:`transtic` and the per-task
+:func:`transtic_cls`, :func:`transtic_det`, :func:`transtic_seg`. They are
+registered into CompressAI's own tables under ``tic``, ``transtic``,
+``transtic-cls``, ``transtic-det`` and ``transtic-seg`` (see
+:mod:`compressai_transtic.registration`), so ``python -m
+compressai.utils.eval_model pretrained -a transtic-cls -q 1 ...`` works.
+
+Pretrained weights are looked up in the torch hub cache
+(``$TORCH_HOME/hub/checkpoints/<file name>``, see :func:`torch.hub.get_dir`)
+and downloaded there when missing. Nothing is printed to stdout: progress bars
+go to stderr, messages to :mod:`logging`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch.hub
+from torch import nn
+
+from .checkpoint import load_state_dict, model_from_state_dict
+from .models import TIC, TransTIC
+from .registration import ModelEntry
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ChecksumMismatchError",
+    "Weights",
+    "WeightsUnavailableError",
+    "cfgs",
+    "fetch_url",
+    "fetch_weights",
+    "get_weights",
+    "load_pretrained",
+    "model_urls",
+    "tic",
+    "transtic",
+    "transtic_cls",
+    "transtic_det",
+    "transtic_seg",
+    "weights",
+]
+
+QUALITIES = (1, 2, 3, 4)
+TASKS = ("cls", "det", "seg")
+METRICS = ("mse",)
+
+#: Architecture names registered into CompressAI (``transtic`` = ``transtic-cls`` by default).
+ARCHITECTURES = ("tic", "transtic", "transtic-cls", "transtic-det", "transtic-seg")
+
+#: Constructor arguments ``(N, M)`` per architecture and quality.
+cfgs: Dict[str, Dict[int, Tuple[int, int]]] = {
+    arch: {q: (128, 192) for q in QUALITIES} for arch in ARCHITECTURES
+}
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights are neither in the cache nor downloadable.
+
+    Args:
+        url: where the weights are published.
+        path: where the file is expected (the torch hub cache).
+        reason: why the download failed.
+    """
+
+    def __init__(self, url: str, path: Path, reason: str = "") -> None:
+        self.url = url
+        self.path = Path(path)
+        because = f" ({reason})" if reason else ""
+        super().__init__(
+            f"pretrained weights {self.path.name} are not in the cache and could not be "
+            f"downloaded from {url}{because}. Download that file on a machine with network "
+            f"access and put it at {self.path} (the torch hub cache: $TORCH_HOME/hub/checkpoints)."
+        )
+
+
+class ChecksumMismatchError(RuntimeError):
+    """A weights file does not have the sha256 recorded in the manifest.
+
+    Args:
+        path: the file checked.
+        expected: sha256 from the manifest.
+        actual: sha256 of the file.
+        url: where the file comes from.
+    """
+
+    def __init__(self, path: Path, expected: str, actual: str, url: str = "") -> None:
+        self.path = Path(path)
+        self.expected = expected
+        self.actual = actual
+        origin = f" (from {url})" if url else ""
+        super().__init__(
+            f"{self.path}{origin} has sha256 {actual}, but the manifest expects {expected}. "
+            "The file is corrupted or not the released one: delete it and load again to "
+            "download a fresh copy."
+        )
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One row of the weights manifest (``zoo/weights.json``).
+
+    Args:
+        url: download URL.
+        filename: file name in the cache (the URL's basename).
+        sha256: hex digest of the file; empty when none is published (not verified).
+        task: ``"cls"``, ``"det"``, ``"seg"`` or None for the base codec.
+        quality: 1..4.
+        lmbda: rate-distortion trade-off used in training (None if unknown).
+        arch: ``"tic"`` or ``"transtic"``.
+        metric: distortion metric of the base codec (``"mse"``).
+        metadata: free-form facts (loss, recognition network, variant ...).
+    """
+
+    url: str
+    filename: str
+    sha256: str
+    task: Optional[str]
+    quality: int
+    lmbda: Optional[float]
+    arch: str
+    metric: str = "mse"
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """Zoo name this row is registered under (``tic`` or ``transtic-<task>``)."""
+        return self.arch if self.task is None else f"{self.arch}-{self.task}"
+
+    @property
+    def cache_path(self) -> Path:
+        """Where the file is looked up and downloaded: ``<torch hub dir>/checkpoints/<filename>``."""
+        return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
+
+
+def _manifest_path() -> Path:
+    here = Path(__file__).resolve().parent
+    candidates = (
+        here / "_zoo" / "weights.json",  # installed wheel (pyproject force-include)
+        here.parent / "zoo" / "weights.json",  # source checkout
+    )
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        "weights manifest not found; looked at " + ", ".join(map(str, candidates))
+    )
+
+
+def _read_manifest(path: Path) -> Tuple[Weights, ...]:
+    with path.open(encoding="utf-8") as f:
+        doc = json.load(f)
+    if doc.get("format_version") != 1:
+        raise ValueError(f"{path}: unsupported format_version {doc.get('format_version')!r} (expected 1)")
+    rows = []
+    for row in doc["weights"]:
+        rows.append(
+            Weights(
+                url=row["url"],
+                filename=row.get("filename") or row["url"].rsplit("/", 1)[-1],
+                sha256=(row.get("sha256") or "").lower(),
+                task=row.get("task"),
+                quality=int(row["quality"]),
+                lmbda=row.get("lambda"),
+                arch=row["arch"],
+                metric=row.get("metric", "mse"),
+                metadata=dict(row.get("metadata") or {}),
+            )
+        )
+    return tuple(rows)
+
+
+#: Every released weights file.
+weights: Tuple[Weights, ...] = _read_manifest(_manifest_path())
+
+
+def _build_model_urls() -> Dict[str, Dict[str, Dict[int, str]]]:
+    urls: Dict[str, Dict[str, Dict[int, str]]] = {}
+    for w in weights:
+        urls.setdefault(w.name, {}).setdefault(w.metric, {})[w.quality] = w.url
+    # ``transtic`` without a task is the default task (cls).
+    if "transtic-cls" in urls:
+        urls["transtic"] = {m: dict(q) for m, q in urls["transtic-cls"].items()}
+    return urls
+
+
+#: ``model_urls[arch][metric][quality]`` -> URL of the released weights.
+model_urls: Dict[str, Dict[str, Dict[int, str]]] = _build_model_urls()
+
+
+def get_weights(arch: str, quality: int, task: Optional[str] = None, metric: str = "mse") -> Weights:
+    """Find the manifest row of released weights.
+
+    Args:
+        arch: ``"tic"`` or ``"transtic"``.
+        quality: 1..4.
+        task: for ``transtic``: ``"cls"``, ``"det"`` or ``"seg"``; None for ``tic``.
+        metric: ``"mse"``.
+
+    Raises:
+        ValueError: no such weights (the message lists what exists).
+    """
+    for w in weights:
+        if (w.arch, w.quality, w.task, w.metric) == (arch, quality, task, metric):
+            return w
+    available = sorted(f"{w.arch}/{w.task or '-'}/{w.metric}/q{w.quality}" for w in weights)
+    raise ValueError(
+        f"no released weights for arch={arch!r} task={task!r} metric={metric!r} "
+        f"quality={quality!r}; available: {', '.join(available)}"
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, sha256: str, url: str) -> None:
+    if not sha256:
+        logger.debug("no sha256 recorded for %s: not verified", path.name)
+        return
+    actual = _sha256(path)
+    if actual != sha256:
+        raise ChecksumMismatchError(path, sha256, actual, url)
+
+
+def fetch_url(url: str, filename: Optional[str] = None, sha256: str = "", progress: bool = True) -> Path:
+    """Return the cached copy of ``url``, downloading it into the torch hub cache if needed.
+
+    The file is ``<torch.hub.get_dir()>/checkpoints/<filename>``. A download
+    goes to a temporary name in that folder and is renamed only once complete
+    (and verified when ``sha256`` is given), so no partial file is left behind.
+
+    Args:
+        url: file URL.
+        filename: cache file name (default: the URL's basename).
+        sha256: expected hex digest; empty to skip verification.
+        progress: show a progress bar on stderr while downloading.
+
+    Raises:
+        WeightsUnavailableError: not cached and the download failed (offline ...).
+        ChecksumMismatchError: the cached or downloaded file has another sha256.
+    """
+    filename = filename or url.rsplit("/", 1)[-1]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if path.is_file():
+        logger.debug("using cached %s", path)
+        _verify(path, sha256, url)
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsUnavailableError(url, path, f"cannot create {path.parent}: {exc}") from exc
+    tmp = path.with_name(f".{filename}.{uuid.uuid4().hex}.download")
+    logger.info("downloading %s to %s", url, path)
+    try:
+        torch.hub.download_url_to_file(url, str(tmp), hash_prefix=None, progress=progress)
+        _verify(tmp, sha256, url)
+        os.replace(tmp, path)
+    except (OSError, http.client.HTTPException) as exc:
+        raise WeightsUnavailableError(url, path, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def fetch_weights(w: Weights, progress: bool = True) -> Path:
+    """Return the local path of released weights, downloading them if needed.
+
+    Args:
+        w: manifest row (see :func:`get_weights`).
+        progress: show a progress bar on stderr while downloading.
+
+    Raises:
+        WeightsUnavailableError: not cached and not downloadable.
+        ChecksumMismatchError: the file's sha256 differs from the manifest's.
+    """
+    return fetch_url(w.url, filename=w.filename, sha256=w.sha256, progress=progress)
+
+
+def load_pretrained(
+    arch: str, quality: int, task: Optional[str] = None, progress: bool = True, metric: str = "mse"
+) -> nn.Module:
+    """Build a model holding released weights (the one loader behind ``pretrained=True``).
+
+    The file is taken from the torch hub cache or downloaded there, its
+    architecture is checked, and the entropy-coder tables are rebuilt with
+    ``update(force=True)`` when the file lacks them, so the model can
+    ``compress()`` right away.
+
+    Args:
+        arch: ``"tic"`` or ``"transtic"``.
+        quality: 1..4.
+        task: ``"cls"``, ``"det"``, ``"seg"`` for ``transtic``; None for ``tic``.
+        progress: show a progress bar on stderr while downloading.
+        metric: ``"mse"``.
+
+    Raises:
+        WeightsUnavailableError, ChecksumMismatchError: see :func:`fetch_weights`.
+        ArchitectureMismatchError: the file holds another architecture.
+    """
+    w = get_weights(arch, quality, task, metric)
+    path = fetch_weights(w, progress=progress)
+    return model_from_state_dict(load_state_dict(path), arch, source=str(path))
+
+
+def _check_args(quality: int, metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"invalid metric {metric!r}: the released base codecs are trained for {METRICS}")
+    if quality not in QUALITIES:
+        raise ValueError(f"invalid quality {quality!r}: choose one of {QUALITIES}")
+
+
+def _no_kwargs_with_pretrained(kwargs: Mapping[str, Any]) -> None:
+    if kwargs:
+        raise TypeError(
+            f"arguments {sorted(kwargs)} cannot be combined with pretrained=True: "
+            "the released weights fix the architecture"
+        )
+
+
+def tic(
+    quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
+) -> nn.Module:
+    """TIC base codec (Swin-transformer hyperprior codec, the authors' ``TIC_hp``).
+
+    Args:
+        quality: 1 (lowest rate) .. 4; every quality uses N=128, M=192.
+        metric: ``"mse"`` (the only metric released).
+        pretrained: load the released ``base_codec_<quality>`` weights
+            (entropy tables are rebuilt when the file lacks them).
+        progress: show a download progress bar on stderr.
+        **kwargs: extra arguments of :class:`compressai_transtic.models.TIC`
+            (only without ``pretrained``).
+    """
+    _check_args(quality, metric)
+    if pretrained:
+        _no_kwargs_with_pretrained(kwargs)
+        return load_pretrained("tic", quality, None, progress, metric)
+    N, M = cfgs["tic"][quality]
+    return TIC(N=N, M=M, **kwargs)
+
+
+def transtic(
+    quality: int,
+    task: str = "cls",
+    metric: str = "mse",
+    pretrained: bool = False,
+    progress: bool = True,
+    **kwargs: Any,
+) -> nn.Module:
+    """TransTIC: the TIC base codec with prompts for a machine task.
+
+    Args:
+        quality: 1..4 (the base codec ``base_codec_<quality>`` underneath).
+        task: ``"cls"`` (ImageNet classification), ``"det"`` (COCO detection)
+            or ``"seg"`` (COCO instance segmentation): which released weights
+            ``pretrained`` loads.
+        metric: ``"mse"``, the base codec's training metric.
+        pretrained: load the released ``<task>_<quality>`` weights (base codec
+            and prompts).
+        progress: show a download progress bar on stderr.
+        **kwargs: extra arguments of :class:`compressai_transtic.models.TransTIC`
+            (e.g. ``config``; only without ``pretrained``).
+    """
+    _check_args(quality, metric)
+    if task not in TASKS:
+        raise ValueError(f"invalid task {task!r}: choose one of {TASKS}")
+    if pretrained:
+        _no_kwargs_with_pretrained(kwargs)
+        return load_pretrained("transtic", quality, task, progress, metric)
+    N, M = cfgs[f"transtic-{task}"][quality]
+    return TransTIC(N=N, M=M, **kwargs)
+
+
+def transtic_cls(
+    quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
+) -> nn.Module:
+    """TransTIC for ImageNet classification (ResNet50); see :func:`transtic`."""
+    return transtic(quality, "cls", metric, pretrained, progress, **kwargs)
+
+
+def transtic_det(
+    quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
+) -> nn.Module:
+    """TransTIC for COCO object detection (Faster R-CNN R50-FPN); see :func:`transtic`."""
+    return transtic(quality, "det", metric, pretrained, progress, **kwargs)
+
+
+def transtic_seg(
+    quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
+) -> nn.Module:
+    """TransTIC for COCO instance segmentation (Mask R-CNN R50-FPN); see :func:`transtic`."""
+    return transtic(quality, "seg", metric, pretrained, progress, **kwargs)
+
+
+def _entry(name: str, zoo_function: Any, architecture: type) -> ModelEntry:
+    return ModelEntry(
+        name=name,
+        zoo_function=zoo_function,
+        architecture=architecture,
+        cfgs=cfgs[name],
+        model_urls=model_urls.get(name, {}),
+    )
+
+
+# Registered into CompressAI through the entry-point group "compressai_transtic.models"
+# (pyproject.toml), the same way as third-party models.
+TIC_ENTRY = _entry("tic", tic, TIC)
+TRANSTIC_ENTRY = _entry("transtic", transtic, TransTIC)
+TRANSTIC_CLS_ENTRY = _entry("transtic-cls", transtic_cls, TransTIC)
+TRANSTIC_DET_ENTRY = _entry("transtic-det", transtic_det, TransTIC)
+TRANSTIC_SEG_ENTRY = _entry("transtic-seg", transtic_seg, TransTIC)

@@ -1,0 +1,252 @@
+"""compressai_transtic.checkpoint: reading checkpoints of every layout, naming their architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+
+from compressai_transtic.checkpoint import (
+    ArchitectureMismatchError,
+    CheckpointError,
+    architecture_hints,
+    check_architecture,
+    checkpoint_filter_fn,
+    detect_architecture,
+    load_model,
+    load_state_dict,
+    needs_entropy_update,
+)
+
+DATA = Path(__file__).parent / "data" / "state-dict"
+ENTROPY_TABLES = (
+    "entropy_bottleneck._quantized_cdf",
+    "entropy_bottleneck._offset",
+    "entropy_bottleneck._cdf_length",
+)
+
+
+def reference_keys(name: str) -> Dict[str, tuple]:
+    """Keys and shapes of the released checkpoints (tests/data/state-dict/<name>.tsv)."""
+    shapes = {}
+    for line in (DATA / f"{name}.tsv").read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, shape, _kind = line.split("\t")
+        shapes[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    return shapes
+
+
+def reference_state_dict(name: str) -> Dict[str, torch.Tensor]:
+    return {k: torch.zeros(shape) for k, shape in reference_keys(name).items()}
+
+
+@pytest.fixture(scope="module")
+def tic_state_dict() -> Dict[str, torch.Tensor]:
+    from compressai_transtic.models import TIC
+
+    torch.manual_seed(0)
+    return TIC().state_dict()
+
+
+# Executed only if unpickling ran arbitrary code, which it must not.
+SIDE_EFFECTS: List[str] = []
+
+
+def _record(tag: str) -> str:
+    SIDE_EFFECTS.append(tag)
+    return tag
+
+
+class PickledPayload:
+    """An object whose unpickling calls a function: what weights_only must refuse."""
+
+    def __reduce__(self):
+        return (_record, ("unpickled",))
+
+
+def test_bare_state_dict_is_read_as_is(tmp_path):
+    sd = {"a.weight": torch.ones(2, 3), "b": torch.arange(4)}
+    torch.save(sd, tmp_path / "bare.pth")
+    loaded = load_state_dict(tmp_path / "bare.pth")
+    assert set(loaded) == set(sd)
+    assert torch.equal(loaded["a.weight"], sd["a.weight"])
+
+
+@pytest.mark.parametrize("wrapper", ["state_dict", "network", "model_state_dict"])
+def test_wrapped_state_dict_is_unwrapped(tmp_path, wrapper):
+    sd = {"g_a0.weight": torch.ones(1)}
+    torch.save({wrapper: sd, "epoch": 3, "loss": torch.tensor(1.5)}, tmp_path / "ckpt.pth.tar")
+    assert list(load_state_dict(tmp_path / "ckpt.pth.tar")) == ["g_a0.weight"]
+
+
+def test_training_checkpoint_of_compressai_script_is_unwrapped(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    torch.save(
+        {"epoch": 0, "state_dict": model.state_dict(), "loss": 1.0, "optimizer": optimizer.state_dict()},
+        tmp_path / "checkpoint.pth.tar",
+    )
+    assert set(load_state_dict(tmp_path / "checkpoint.pth.tar")) == {"weight", "bias"}
+
+
+def test_dataparallel_module_prefix_is_stripped(tmp_path):
+    torch.save({"state_dict": {"module.g_a0.weight": torch.ones(1), "module.h_a0.bias": torch.ones(1)}}, tmp_path / "dp.pth")
+    assert sorted(load_state_dict(tmp_path / "dp.pth")) == ["g_a0.weight", "h_a0.bias"]
+
+
+def test_arbitrary_pickled_objects_are_refused_without_running_them(tmp_path):
+    path = tmp_path / "payload.pth"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "extra": PickledPayload()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "_record" in message  # names the refused global
+    assert "weights_only" in message
+    assert SIDE_EFFECTS == []
+
+
+def test_truncated_checkpoint_is_reported_as_truncated(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save({"state_dict": {"w": torch.zeros(4096)}}, good)
+    data = good.read_bytes()
+    bad = tmp_path / "truncated.pth"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated") as info:
+        load_state_dict(bad)
+    assert str(bad) in str(info.value)
+
+
+def test_text_file_is_reported_as_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("this is a text file\n")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint") as info:
+        load_state_dict(path)
+    assert str(path) in str(info.value)
+
+
+def test_empty_file_is_reported_as_empty(tmp_path):
+    path = tmp_path / "empty.pth"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_state_dict(path)
+
+
+def test_missing_file_raises_file_not_found_naming_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        load_state_dict(tmp_path / "nothing.pth")
+
+
+def test_dict_without_weights_is_not_a_state_dict(tmp_path):
+    torch.save({"epoch": 3, "note": "no weights here"}, tmp_path / "meta.pth")
+    with pytest.raises(CheckpointError, match="not a state dict"):
+        load_state_dict(tmp_path / "meta.pth")
+
+
+def test_adapter_file_is_returned_whole_and_detected(tmp_path):
+    adapter = {"adapter_format": 1, "task": "cls", "state_dict": {"g_a0_prompt.x": torch.ones(1)}}
+    torch.save(adapter, tmp_path / "adapter.pth")
+    loaded = load_state_dict(tmp_path / "adapter.pth")
+    assert loaded["adapter_format"] == 1
+    assert detect_architecture(loaded) == "adapter"
+
+
+def test_released_base_codec_keys_are_detected_as_tic():
+    assert detect_architecture(reference_keys("tic")) == "tic"
+
+
+def test_released_transtic_keys_are_detected_as_transtic():
+    assert detect_architecture(reference_keys("transtic")) == "transtic"
+
+
+def test_detection_ignores_module_prefix():
+    keys = {f"module.{k}": v for k, v in reference_keys("transtic").items()}
+    assert detect_architecture(keys) == "transtic"
+
+
+def test_other_compressai_models_are_unknown():
+    from compressai.models import FactorizedPrior
+
+    assert detect_architecture(FactorizedPrior(8, 8).state_dict()) == "unknown"
+
+
+def test_hints_describe_the_released_transtic_variant():
+    hints = architecture_hints(reference_state_dict("transtic"))
+    assert hints == {
+        "architecture": "transtic",
+        "N": 128,
+        "M": 192,
+        "encoder_prompt_stages": ["g_a1", "g_a3"],
+        "decoder_prompt_stages": ["g_s0", "g_s2", "g_s4", "g_s6"],
+        "decoder_prompt_tokens": 16,
+        "decoder_prompt_mode": "deep",
+        "decoder_instance_prompts": False,
+    }
+
+
+def test_hints_of_base_codec_give_widths_only():
+    assert architecture_hints(reference_state_dict("tic")) == {"architecture": "tic", "N": 128, "M": 192}
+
+
+def test_mismatch_message_says_what_the_checkpoint_is():
+    with pytest.raises(ArchitectureMismatchError, match="this checkpoint is transtic, not tic"):
+        check_architecture(reference_keys("transtic"), "tic", source="cls_1.pth.tar")
+
+
+def test_unknown_checkpoint_message_lists_some_keys():
+    with pytest.raises(CheckpointError, match="conv1.weight"):
+        check_architecture({"conv1.weight": torch.ones(1)}, "tic")
+
+
+def test_missing_entropy_tables_are_filled_and_flag_an_update():
+    sd = {k: v for k, v in reference_state_dict("tic").items() if k not in ENTROPY_TABLES}
+    assert needs_entropy_update(sd)
+    filtered = checkpoint_filter_fn(sd)
+    for key in ENTROPY_TABLES:
+        assert filtered[key].numel() == 0 and filtered[key].dtype == torch.int32
+    assert needs_entropy_update(filtered)
+
+
+def test_filled_entropy_tables_need_no_update():
+    sd = reference_state_dict("tic")
+    sd["entropy_bottleneck._quantized_cdf"] = torch.ones(128, 10, dtype=torch.int32)
+    sd["gaussian_conditional._quantized_cdf"] = torch.ones(64, 10, dtype=torch.int32)
+    assert not needs_entropy_update(checkpoint_filter_fn(sd))
+
+
+def test_wrapper_prefix_is_stripped_when_the_model_is_known(tic_state_dict):
+    from compressai_transtic.models import TIC
+
+    wrapped = {f"codec.{k}": v for k, v in tic_state_dict.items()}
+    assert set(checkpoint_filter_fn(wrapped, TIC())) == set(tic_state_dict)
+
+
+def test_base_codec_4_layout_loads_and_gets_entropy_tables(tmp_path, tic_state_dict):
+    """The released base_codec_4 lacks the bottleneck tables and carries module. prefixes."""
+    sd = {f"module.{k}": v for k, v in tic_state_dict.items() if k not in ENTROPY_TABLES}
+    torch.save({"epoch": 10, "state_dict": sd}, tmp_path / "base_codec_4.pth.tar")
+    model = load_model(None, tmp_path / "base_codec_4.pth.tar")
+    assert type(model).__name__ == "TIC"
+    assert model.entropy_bottleneck._quantized_cdf.numel() > 0
+    assert model.gaussian_conditional._quantized_cdf.numel() > 0
+    assert torch.equal(model.state_dict()["g_a0.weight"], tic_state_dict["g_a0.weight"])
+    model.eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out = model.compress(x)
+        assert model.decompress(out["strings"], out["shape"])["x_hat"].shape == x.shape
+
+
+def test_load_model_refuses_the_wrong_architecture(tmp_path, tic_state_dict):
+    torch.save({"state_dict": tic_state_dict}, tmp_path / "tic.pth.tar")
+    with pytest.raises(ArchitectureMismatchError, match="this checkpoint is tic, not transtic"):
+        load_model("transtic", tmp_path / "tic.pth.tar")
+
+
+def test_load_model_names_the_file_of_an_unknown_checkpoint(tmp_path):
+    torch.save({"conv.weight": torch.ones(1)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="other.pth.*conv.weight"):
+        load_model(None, tmp_path / "other.pth")

@@ -1,0 +1,235 @@
+"""compressai_transtic.zoo: tables, manifest, and the cached / offline / verified loading of weights."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from compressai_transtic import zoo
+from compressai_transtic.checkpoint import ArchitectureMismatchError
+
+RELEASE = "https://github.com/NYCU-MAPL/TransTIC/releases/download/v1.0/"
+
+
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch) -> Path:
+    """An empty torch hub cache: TORCH_HOME points to a temporary folder."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    return tmp_path / "torch" / "hub"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any download attempt fails as it does without network."""
+    calls = []
+
+    def no_network(url, dst, hash_prefix=None, progress=True):
+        calls.append(url)
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def tic_state_dict():
+    from compressai_transtic.models import TIC
+
+    torch.manual_seed(0)
+    return TIC().state_dict()
+
+
+def fake_downloader(monkeypatch, payload: bytes):
+    """Serve ``payload`` for every URL, writing it where torch.hub would."""
+    targets = []
+
+    def download(url, dst, hash_prefix=None, progress=True):
+        targets.append(Path(dst))
+        Path(dst).write_bytes(payload)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    return targets
+
+
+def test_every_architecture_and_quality_uses_n128_m192():
+    assert set(zoo.cfgs) == {"tic", "transtic", "transtic-cls", "transtic-det", "transtic-seg"}
+    for arch, by_quality in zoo.cfgs.items():
+        assert by_quality == {q: (128, 192) for q in (1, 2, 3, 4)}, arch
+
+
+def test_model_urls_point_at_the_release_assets():
+    for q in (1, 2, 3, 4):
+        assert zoo.model_urls["tic"]["mse"][q] == f"{RELEASE}base_codec_{q}.pth.tar"
+        for task in ("cls", "det", "seg"):
+            assert zoo.model_urls[f"transtic-{task}"]["mse"][q] == f"{RELEASE}{task}_{q}.pth.tar"
+    assert zoo.model_urls["transtic"] == zoo.model_urls["transtic-cls"]
+
+
+def test_manifest_records_the_training_lambdas():
+    lambdas = {(w.task, w.quality): w.lmbda for w in zoo.weights}
+    assert [lambdas[(None, q)] for q in (1, 2, 3, 4)] == [0.0018, 0.0035, 0.0067, 0.013]
+    for task in ("det", "seg"):
+        assert [lambdas[(task, q)] for q in (1, 2, 3, 4)] == [2, 1, 0.5, 0.2]
+    assert len(zoo.weights) == 16
+
+
+def test_manifest_rows_are_complete_weights_records():
+    for w in zoo.weights:
+        assert w.url == RELEASE + w.filename
+        assert w.arch in ("tic", "transtic") and w.metric == "mse"
+        assert (w.task is None) == (w.arch == "tic")
+        assert w.sha256 == "" or len(w.sha256) == 64
+
+
+def test_unknown_weights_error_lists_what_exists():
+    with pytest.raises(ValueError, match="available: .*transtic/seg/mse/q4"):
+        zoo.get_weights("transtic", 5, "seg")
+
+
+def test_cache_path_follows_torch_home(hub_dir):
+    w = zoo.get_weights("tic", 2)
+    assert w.cache_path == hub_dir / "checkpoints" / "base_codec_2.pth.tar"
+
+
+def test_untrained_tic_has_the_zoo_widths():
+    model = zoo.tic(1)
+    assert (model.N, model.M) == (128, 192)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [({"quality": 5}, "quality"), ({"quality": 0}, "quality"), ({"quality": 1, "metric": "ms-ssim"}, "metric")],
+)
+def test_tic_rejects_invalid_quality_and_metric(kwargs, error):
+    with pytest.raises(ValueError, match=error):
+        zoo.tic(**kwargs)
+
+
+def test_transtic_rejects_unknown_task():
+    with pytest.raises(ValueError, match="task"):
+        zoo.transtic(1, task="depth")
+
+
+def test_constructor_arguments_cannot_change_pretrained_models():
+    with pytest.raises(TypeError, match="pretrained=True"):
+        zoo.tic(1, pretrained=True, N=64)
+
+
+def test_offline_without_cache_names_url_and_cache_path(hub_dir, offline, capsys):
+    with pytest.raises(zoo.WeightsUnavailableError) as info:
+        zoo.tic(1, pretrained=True)
+    error = info.value
+    expected_path = hub_dir / "checkpoints" / "base_codec_1.pth.tar"
+    assert error.url == RELEASE + "base_codec_1.pth.tar"
+    assert error.path == expected_path
+    assert error.url in str(error) and str(expected_path) in str(error)
+    assert offline == [error.url]
+    assert list((hub_dir / "checkpoints").iterdir()) == []  # nothing partial left behind
+    assert capsys.readouterr().out == ""
+
+
+def test_cached_weights_load_without_network_and_can_code(hub_dir, offline, tic_state_dict, capsys):
+    cache = hub_dir / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save({"state_dict": tic_state_dict}, cache / "base_codec_3.pth.tar")
+    model = zoo.tic(3, pretrained=True)
+    assert offline == []
+    assert torch.equal(model.state_dict()["g_s7.weight"], tic_state_dict["g_s7.weight"])
+    # The file had no entropy tables (never updated): they were built on loading.
+    assert model.entropy_bottleneck._quantized_cdf.numel() > 0
+    model.eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out = model.compress(x)
+        assert model.decompress(out["strings"], out["shape"])["x_hat"].shape == x.shape
+    assert capsys.readouterr().out == ""
+
+
+def test_download_is_renamed_into_the_cache_only_when_complete(hub_dir, monkeypatch):
+    targets = fake_downloader(monkeypatch, b"weights")
+    path = zoo.fetch_url(RELEASE + "det_2.pth.tar", progress=False)
+    assert path == hub_dir / "checkpoints" / "det_2.pth.tar"
+    assert path.read_bytes() == b"weights"
+    assert targets[0].parent == path.parent and targets[0] != path
+    assert [p.name for p in path.parent.iterdir()] == ["det_2.pth.tar"]
+
+
+def test_real_download_reports_progress_on_stderr_only(hub_dir, tmp_path, capsys):
+    source = tmp_path / "served" / "base_codec_9.pth.tar"
+    source.parent.mkdir()
+    source.write_bytes(b"x" * 50_000)
+    path = zoo.fetch_url(source.as_uri(), sha256=hashlib.sha256(source.read_bytes()).hexdigest(), progress=True)
+    assert path.read_bytes() == source.read_bytes()
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err != ""  # torch.hub's progress bar
+
+
+def test_download_with_wrong_sha256_is_discarded(hub_dir, monkeypatch):
+    fake_downloader(monkeypatch, b"tampered")
+    w = zoo.Weights(
+        url=RELEASE + "seg_1.pth.tar",
+        filename="seg_1.pth.tar",
+        sha256=hashlib.sha256(b"released").hexdigest(),
+        task="seg",
+        quality=1,
+        lmbda=2.0,
+        arch="transtic",
+    )
+    with pytest.raises(zoo.ChecksumMismatchError) as info:
+        zoo.fetch_weights(w, progress=False)
+    assert info.value.actual == hashlib.sha256(b"tampered").hexdigest()
+    assert list((hub_dir / "checkpoints").iterdir()) == []
+
+
+def test_cached_file_with_wrong_sha256_is_refused(hub_dir, offline):
+    cache = hub_dir / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / "cls_1.pth.tar").write_bytes(b"corrupted")
+    w = zoo.Weights(RELEASE + "cls_1.pth.tar", "cls_1.pth.tar", hashlib.sha256(b"ok").hexdigest(), "cls", 1, None, "transtic")
+    with pytest.raises(zoo.ChecksumMismatchError, match="cls_1.pth.tar"):
+        zoo.fetch_weights(w)
+
+
+def test_cached_file_with_matching_sha256_is_used(hub_dir, offline):
+    cache = hub_dir / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / "cls_1.pth.tar").write_bytes(b"ok")
+    w = zoo.Weights(RELEASE + "cls_1.pth.tar", "cls_1.pth.tar", hashlib.sha256(b"ok").hexdigest(), "cls", 1, None, "transtic")
+    assert zoo.fetch_weights(w) == cache / "cls_1.pth.tar"
+
+
+def test_pretrained_transtic_refuses_a_base_codec_file(hub_dir, offline, tic_state_dict):
+    cache = hub_dir / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save({"state_dict": tic_state_dict}, cache / "det_1.pth.tar")
+    with pytest.raises(ArchitectureMismatchError, match="this checkpoint is tic, not transtic"):
+        zoo.transtic(1, task="det", pretrained=True)
+
+
+def test_untrained_transtic_is_the_released_variant():
+    from compressai_transtic.checkpoint import architecture_hints
+
+    model = zoo.transtic(2, task="det")
+    assert type(model).__name__ == "TransTIC"
+    hints = architecture_hints(model.state_dict())
+    assert (hints["N"], hints["M"], hints["decoder_prompt_tokens"]) == (128, 192, 16)
+    assert hints["encoder_prompt_stages"] == ["g_a1", "g_a3"]
+
+
+@pytest.mark.parametrize("function, task", [(zoo.transtic_cls, "cls"), (zoo.transtic_seg, "seg")])
+def test_per_task_functions_load_that_tasks_weights(hub_dir, offline, function, task):
+    source = zoo.transtic(2)
+    cache = hub_dir / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save({"state_dict": source.state_dict()}, cache / f"{task}_2.pth.tar")
+    model = function(2, pretrained=True)
+    key = "g_s0.residual_group.prompt_embeddings"
+    assert torch.equal(model.state_dict()[key], source.state_dict()[key])
+    assert model.gaussian_conditional._quantized_cdf.numel() > 0
+    assert offline == []
