@@ -23,6 +23,10 @@ _LAZY_SUBMODULES = (
     "training",
     "registration",
     "checkpoint",
+    "complexity",
+    "bitstream",
+    "data",
+    "cli",
 )
 
 

@@ -1,0 +1,89 @@
+"""The ``compressai-transtic`` command.
+
+Subcommands:
+
+- ``eval``: rate-accuracy evaluation of codecs on ImageNet-style or COCO-format data
+  (also ``python -m compressai_transtic.eval``);
+- ``compare``: BD-rate / BD-metric of result files against an anchor;
+- ``plot``: rate vs metric plot (PNG) of result files;
+- ``demo``: TIC and TransTIC on bundled sample photos, judged by ResNet50;
+- ``train``: prompt training, provided by :mod:`compressai_transtic.training.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import List, Optional, Sequence
+
+__all__ = ["build_parser", "main"]
+
+PROG = "compressai-transtic"
+
+
+def _quiet_dependency_warnings() -> None:
+    # CompressAI 1.2.8 scripts functions with torch.jit.script at import, which recent
+    # torch versions deprecate with a FutureWarning on every run.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand except ``train`` (see :func:`main`)."""
+    from .evaluation.cli import add_compare_arguments, add_eval_arguments, add_plot_arguments
+    from .evaluation.demo import add_demo_arguments
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="TIC and TransTIC rate-accuracy tools: demo, eval, compare, plot, train."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    add_demo_arguments(sub.add_parser("demo", help="TIC/TransTIC on sample photos, judged by ResNet50"))
+    add_eval_arguments(sub.add_parser("eval", help="rate-accuracy evaluation (bpp, PSNR, top-1, COCO AP)"))
+    add_compare_arguments(sub.add_parser("compare", help="BD-rate and BD-metric between result files"))
+    add_plot_arguments(sub.add_parser("plot", help="plot rate vs metric of result files (PNG)"))
+    sub.add_parser("train", help="train prompts (compressai-transtic train --help)", add_help=False)
+    return parser
+
+
+def _run_train(argv: Sequence[str]) -> int:
+    try:
+        from .training import cli as training_cli
+    except ImportError as err:
+        print(
+            f"error: the 'train' subcommand needs compressai_transtic.training.cli, which cannot be "
+            f"imported ({err}); reinstall compressai-transtic",
+            file=sys.stderr,
+        )
+        return 2
+    parser = argparse.ArgumentParser(prog=f"{PROG} train")
+    training_cli.add_arguments(parser)
+    return int(training_cli.run(parser.parse_args(list(argv))) or 0)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``compressai-transtic``; returns the exit status."""
+    _quiet_dependency_warnings()
+    args_list: List[str] = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "train":
+        return _run_train(args_list[1:])
+    args = build_parser().parse_args(args_list)
+    if args.command == "eval":
+        from .evaluation.cli import run_eval
+
+        return run_eval(args)
+    if args.command == "compare":
+        from .evaluation.cli import run_compare
+
+        return run_compare(args)
+    if args.command == "plot":
+        from .evaluation.cli import run_plot
+
+        return run_plot(args)
+    from .evaluation.demo import run_demo
+
+    return run_demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

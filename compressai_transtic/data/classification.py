@@ -1,0 +1,162 @@
+"""Labelled image sets for classification: ImageFolder-style trees or image lists."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union, overload
+
+if TYPE_CHECKING:  # pragma: no cover
+    import PIL.Image
+
+__all__ = ["IMAGE_EXTENSIONS", "ClassificationImages", "LabelledImage"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One image of a classification set.
+
+    Args:
+        image_id: the path relative to the set's root (POSIX separators): a stable key.
+        path: the file.
+        label: the class index, or a tuple of accepted class indices.
+    """
+
+    image_id: str
+    path: Path
+    label: Union[int, Tuple[int, ...]]
+
+    def load(self) -> "PIL.Image.Image":
+        """The image as PIL RGB."""
+        from PIL import Image
+
+        with Image.open(self.path) as img:
+            return img.convert("RGB")
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+class ClassificationImages(Sequence[LabelledImage]):
+    """A classification set; build it with :meth:`from_folder` or :meth:`from_list`.
+
+    Args:
+        root: the set's root directory.
+        items: its images, in evaluation order.
+        classes: class names by index (folder trees), or ``None``.
+    """
+
+    def __init__(self, root: Path, items: Sequence[LabelledImage], classes: Optional[List[str]] = None) -> None:
+        if not items:
+            raise ValueError(f"no labelled images found under {root}")
+        self.root = Path(root)
+        self.items = list(items)
+        self.classes = classes
+
+    @classmethod
+    def from_folder(cls, root: Union[str, Path]) -> "ClassificationImages":
+        """An ImageFolder-style tree ``root/<class>/<image>``.
+
+        Class indices: if every class folder name is an integer (``0/``, ``281/``), that
+        integer; otherwise the position of the folder name in sorted order, which is
+        ImageNet's class index for the standard ``n01440764/ ...`` tree of all 1000
+        classes (a tree with fewer class folders does not map to ImageNet indices: use
+        an image list instead).
+
+        Args:
+            root: the tree's root.
+        """
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"classification dataset directory {root} does not exist")
+        class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not class_dirs:
+            raise ValueError(
+                f"{root} has no class sub-directories; expected an ImageFolder tree root/<class>/<image> "
+                f"or an image list (--labels FILE)"
+            )
+        names = [p.name for p in class_dirs]
+        numeric = all(n.isdigit() for n in names)
+        indices = [int(n) for n in names] if numeric else list(range(len(names)))
+        if not numeric and len(names) != 1000:
+            logger.warning(
+                "%s has %d class folders: labels are their positions in sorted order, which are "
+                "ImageNet class indices only for the full 1000-class tree", root, len(names)
+            )
+        items = []
+        for index, class_dir in zip(indices, class_dirs):
+            for path in sorted(p for p in class_dir.rglob("*") if _is_image(p)):
+                items.append(LabelledImage(path.relative_to(root).as_posix(), path, index))
+        return cls(root, items, classes=None if numeric else names)
+
+    @classmethod
+    def from_list(cls, root: Union[str, Path], list_file: Union[str, Path]) -> "ClassificationImages":
+        """Images listed in a text file, one ``relative/path.jpg LABEL`` per line.
+
+        ``LABEL`` is an integer class index, or several separated by commas (accepted
+        alternatives, e.g. ``281,282,285``). Blank lines and lines starting with ``#``
+        are ignored. Paths are relative to ``root``.
+
+        Args:
+            root: directory the paths are relative to.
+            list_file: the list.
+        """
+        root, list_file = Path(root), Path(list_file)
+        if not list_file.is_file():
+            raise FileNotFoundError(f"image list {list_file} does not exist")
+        items = []
+        for lineno, line in enumerate(list_file.read_text().splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.rsplit(None, 1)
+            if len(parts) != 2:
+                raise ValueError(f"{list_file}:{lineno}: expected 'relative/path LABEL', got {line!r}")
+            rel, label_text = parts
+            try:
+                labels = tuple(int(v) for v in label_text.split(","))
+            except ValueError:
+                raise ValueError(f"{list_file}:{lineno}: label {label_text!r} is not an integer class index") from None
+            path = root / rel
+            if not path.is_file():
+                raise FileNotFoundError(f"{list_file}:{lineno}: image {path} does not exist")
+            items.append(LabelledImage(Path(rel).as_posix(), path, labels[0] if len(labels) == 1 else labels))
+        return cls(root, items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> LabelledImage: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> List[LabelledImage]: ...
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        return self.items[index]
+
+    def __iter__(self) -> Iterator[LabelledImage]:
+        return iter(self.items)
+
+    def subset(self, limit: Optional[int]) -> "ClassificationImages":
+        """A copy holding ``limit`` images spread evenly over this set (all if ``None``).
+
+        Args:
+            limit: number of images to keep (``--limit``).
+        """
+        from .subset import evenly_spaced
+
+        new = copy.copy(self)
+        new.items = evenly_spaced(self.items, limit)
+        return new
+
+    def describe(self) -> str:
+        """One line naming the set (for result descriptions)."""
+        return f"{len(self)} images from {self.root}"

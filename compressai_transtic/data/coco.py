@@ -1,0 +1,119 @@
+"""Images with a COCO-format annotation file (``instances_val2017.json`` or your own)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence, Union, overload
+
+if TYPE_CHECKING:  # pragma: no cover
+    import PIL.Image
+
+__all__ = ["CocoImage", "CocoImages"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    """One image of a COCO-format set.
+
+    Args:
+        image_id: the ``id`` of the image in the annotation file.
+        path: the image file.
+        height: its height as annotated (detections are reported at this size).
+        width: its width as annotated.
+    """
+
+    image_id: int
+    path: Path
+    height: int
+    width: int
+
+    def load(self) -> "PIL.Image.Image":
+        """The image as PIL RGB (checked against the annotated size)."""
+        from PIL import Image
+
+        with Image.open(self.path) as img:
+            image = img.convert("RGB")
+        if (image.height, image.width) != (self.height, self.width):
+            raise ValueError(
+                f"{self.path} is {image.height}x{image.width} but the annotation file says "
+                f"{self.height}x{self.width}: wrong image directory or annotation file?"
+            )
+        return image
+
+
+class CocoImages(Sequence[CocoImage]):
+    """The images of a COCO-format annotation file, sorted by image id.
+
+    Args:
+        image_root: directory holding the images (``file_name`` is relative to it).
+        annotation_file: the COCO-format JSON file (``images``, ``annotations``,
+            ``categories``; masks as polygons or RLE for mask AP).
+    """
+
+    def __init__(self, image_root: Union[str, Path], annotation_file: Union[str, Path]) -> None:
+        from pycocotools.coco import COCO
+
+        self.root = Path(image_root)
+        self.annotation_file = Path(annotation_file)
+        if not self.annotation_file.is_file():
+            raise FileNotFoundError(f"COCO annotation file {self.annotation_file} does not exist")
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"COCO image directory {self.root} does not exist")
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            self.coco: Any = COCO(str(self.annotation_file))
+        images = sorted(self.coco.dataset.get("images", []), key=lambda im: im["id"])
+        if not images:
+            raise ValueError(f"{self.annotation_file} lists no images")
+        self.items: List[CocoImage] = [
+            CocoImage(int(im["id"]), self.root / im["file_name"], int(im["height"]), int(im["width"])) for im in images
+        ]
+        missing = [str(item.path) for item in self.items[:1000] if not item.path.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} image(s) of {self.annotation_file} are missing under {self.root}, "
+                f"e.g. {missing[0]}"
+            )
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the annotations carry segmentations (needed for mask AP)."""
+        anns = self.coco.dataset.get("annotations", [])
+        return bool(anns) and all(ann.get("segmentation") for ann in anns)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> CocoImage: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> List[CocoImage]: ...
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        return self.items[index]
+
+    def __iter__(self) -> Iterator[CocoImage]:
+        return iter(self.items)
+
+    def subset(self, limit: Optional[int]) -> "CocoImages":
+        """A copy holding ``limit`` images spread evenly over this set (all if ``None``).
+
+        Args:
+            limit: number of images to keep (``--limit``).
+        """
+        from .subset import evenly_spaced
+
+        new = copy.copy(self)
+        new.items = evenly_spaced(self.items, limit)
+        return new
+
+    def describe(self) -> str:
+        """One line naming the set (for result descriptions)."""
+        return f"{len(self)} images of {self.annotation_file.name} from {self.root}"

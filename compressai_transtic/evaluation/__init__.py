@@ -1,0 +1,25 @@
+"""Rate-accuracy evaluation: protocols, metrics, BD-rate, the evaluator and plots.
+
+Modules (imported on demand, so that ``import compressai_transtic.evaluation`` is cheap):
+
+- :mod:`.protocol`: the paper's test protocols (how images are prepared and coded);
+- :mod:`.metrics`: PSNR, top-k accuracy, COCO AP (pycocotools);
+- :mod:`.bd`: BD-rate and BD-metric;
+- :mod:`.codecs`: rate points (:class:`~.codecs.CodecSpec`) and real-bitstream coding;
+- :mod:`.runner`: the resumable evaluator (:class:`~.runner.Evaluation`);
+- :mod:`.results`, :mod:`.records`, :mod:`.plot`: output files;
+- :mod:`.cli`, :mod:`.demo`: the ``eval``, ``compare``, ``plot`` and ``demo`` commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["bd", "cli", "codecs", "demo", "metrics", "plot", "protocol", "records", "results", "runner"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

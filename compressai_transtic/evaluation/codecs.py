@@ -1,0 +1,217 @@
+"""Codec rate points of an evaluation: which model, which weights, and how to code.
+
+A :class:`CodecSpec` names one rate point (a model at one quality with one source of
+weights); :meth:`CodecSpec.load` builds it and :func:`code_image` codes an image with
+real bitstreams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Optional, Union
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .metrics import psnr
+from .protocol import CodingProtocol
+
+__all__ = ["ARCHITECTURES", "CodecSpec", "CodingResult", "code_image", "fingerprint", "count_bytes"]
+
+logger = logging.getLogger(__name__)
+
+#: architectures the evaluator builds from the zoo
+ARCHITECTURES = ("tic", "transtic")
+#: where a rate point's weights come from
+SOURCES = ("pretrained", "random", "checkpoint", "adapter")
+
+
+def fingerprint(obj: Any) -> str:
+    """Short stable hash of a JSON-serialisable description."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """One rate point of a curve.
+
+    Args:
+        label: the curve's name (``tic``, ``transtic``, or a user name).
+        architecture: ``"tic"`` or ``"transtic"`` (``None`` for a checkpoint whose
+            architecture is read from its keys).
+        quality: quality level, or ``None`` when unknown (checkpoints).
+        task: for ``transtic`` from the zoo, the task whose prompts to load; ``None``:
+            the point serves every evaluated task (a task-agnostic codec).
+        source: ``"pretrained"`` (released weights from the zoo), ``"random"``
+            (seeded random initialisation; results are meaningless),
+            ``"checkpoint"`` (a model file) or ``"adapter"`` (prompt adapter on a base
+            codec).
+        path: the checkpoint or adapter file.
+        base_path: for adapters, a base codec checkpoint (default: the released
+            ``base_codec_<quality>`` or, with ``random`` bases, a seeded random TIC).
+        random_base: for adapters, use a seeded random base codec.
+        seed: seed of random initialisation.
+    """
+
+    label: str
+    architecture: Optional[str]
+    quality: Optional[int]
+    task: Optional[str] = None
+    source: str = "pretrained"
+    path: Optional[str] = None
+    base_path: Optional[str] = None
+    random_base: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown weights source {self.source!r}; expected one of {SOURCES}")
+        if self.source in ("pretrained", "random") and self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}; expected one of {ARCHITECTURES}")
+        if self.source in ("pretrained", "random") and self.quality is None:
+            raise ValueError("zoo models need a quality")
+        if self.source in ("checkpoint", "adapter") and not self.path:
+            raise ValueError(f"source {self.source!r} needs a path")
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether any part of the codec is randomly initialised."""
+        return self.source == "random" or (self.source == "adapter" and self.random_base)
+
+    def key(self) -> str:
+        """Fingerprint of everything that determines the codec's output."""
+        return fingerprint(asdict(self))
+
+    def describe(self) -> str:
+        """One line for humans."""
+        arch = self.architecture or "checkpoint"
+        what = f"{arch}" + (f" ({self.task} prompts)" if self.task and arch == "transtic" else "")
+        q = f" q{self.quality}" if self.quality is not None else ""
+        if self.source == "pretrained":
+            return f"{what}{q}, released weights"
+        if self.source == "random":
+            return f"{what}{q}, RANDOM WEIGHTS (seed {self.seed})"
+        if self.source == "checkpoint":
+            return f"{what}{q} from {self.path}"
+        base = "RANDOM base codec" if self.random_base else (self.base_path or "released base codec")
+        return f"transtic{q}, adapter {self.path} on {base}"
+
+    def load(self, device: Union[str, torch.device] = "cpu", progress: bool = True) -> nn.Module:
+        """Build the codec in eval mode with its entropy tables ready.
+
+        Raises:
+            compressai_transtic.zoo.WeightsUnavailableError: released weights that are
+                neither cached nor downloadable.
+        """
+        from .. import zoo
+
+        if self.source == "pretrained":
+            if self.architecture == "tic":
+                model = zoo.tic(self.quality, pretrained=True, progress=progress)
+            else:
+                model = zoo.transtic(self.quality, task=self.task or "cls", pretrained=True, progress=progress)
+        elif self.source == "random":
+            model = self._random(self.architecture or "tic")
+        elif self.source == "checkpoint":
+            from ..checkpoint import load_model
+
+            model = load_model(self.architecture, self.path, progress=progress)
+        else:
+            model = self._adapter_model(progress)
+        return model.to(device).eval()
+
+    def _random(self, architecture: str) -> nn.Module:
+        from .. import zoo
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1000 + (self.quality or 0))
+            if architecture == "tic":
+                model = zoo.tic(self.quality or 1)
+            else:
+                model = zoo.transtic(self.quality or 1, task=self.task or "cls")
+        model.update(force=True)
+        return model
+
+    def _adapter_model(self, progress: bool) -> nn.Module:
+        from .. import zoo
+        from ..checkpoint import load_model
+        from ..models import TransTIC
+        from ..prompts import PromptConfig, load_adapter, read_adapter
+
+        if self.base_path:
+            base = load_model("tic", self.base_path, progress=progress)
+        elif self.random_base:
+            base = self._random("tic")
+        else:
+            base = zoo.tic(self.quality, pretrained=True, progress=progress)
+        header = read_adapter(self.path)
+        model = TransTIC.from_base(base, config=PromptConfig.from_dict(header["config"]))
+        load_adapter(model, self.path)
+        model.update(force=True)
+        return model
+
+
+def count_bytes(strings: Any) -> int:
+    """Total length of the (nested lists of) byte strings returned by ``compress()``."""
+    if isinstance(strings, (bytes, bytearray)):
+        return len(strings)
+    if isinstance(strings, Iterable):
+        return sum(count_bytes(s) for s in strings)
+    raise TypeError(f"unexpected {type(strings).__name__} in compress() strings")
+
+
+@dataclass
+class CodingResult:
+    """Outcome of coding one image.
+
+    Args:
+        bpp: real bitstream size (bits) per pixel of the prepared image.
+        bpp_likelihood: ``-sum(log2 p) / pixels`` from ``forward()`` in eval mode (NaN
+            when not computed).
+        psnr: PSNR (dB) of the decoded image (resized back, clamped) vs the prepared one.
+        x_hat: the decoded image, (1, 3, H, W) in [0, 1].
+    """
+
+    bpp: float
+    bpp_likelihood: float
+    psnr: float
+    x_hat: Tensor
+
+
+@torch.no_grad()
+def code_image(model: nn.Module, x: Tensor, protocol: CodingProtocol, likelihood: bool = True) -> CodingResult:
+    """Code one prepared image with real bitstreams and decode it.
+
+    The image is resized to the protocol's coding size, compressed, decompressed,
+    resized back and clamped. Rates are normalised by the pixels of ``x`` (the image
+    given to the pipeline), as in the authors' evaluation.
+
+    Args:
+        model: a CompressAI-style codec in eval mode (``forward``, ``compress``,
+            ``decompress``) accepting any input size.
+        x: (1, 3, H, W) in [0, 1].
+        protocol: the task's coding protocol.
+        likelihood: also run ``forward()`` for the likelihood rate (otherwise
+            ``bpp_likelihood`` is NaN); it costs one more pass through the codec.
+    """
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    num_pixels = x.shape[0] * height * width
+    device = next(model.parameters()).device
+    x = x.to(device)
+    x_code = protocol.to_codec(x)
+    bpp_likelihood = math.nan
+    if likelihood:
+        out = model(x_code)
+        bpp_likelihood = float(sum(torch.log2(lik).sum() for lik in out["likelihoods"].values()) / (-num_pixels))
+    enc = model.compress(x_code)
+    bpp = 8.0 * count_bytes(enc["strings"]) / num_pixels
+    dec = model.decompress(enc["strings"], enc["shape"])
+    x_hat = protocol.from_codec(dec["x_hat"], (height, width))
+    return CodingResult(bpp=bpp, bpp_likelihood=bpp_likelihood, psnr=psnr(x_hat, x), x_hat=x_hat)
+

@@ -1,0 +1,309 @@
+"""The rate-accuracy evaluator: codecs x qualities x tasks over a dataset.
+
+For every rate point (:class:`~.codecs.CodecSpec`) and every image, the image is
+prepared by the task's protocol, coded with real bitstreams, decoded, and given to each
+task network; per-image results go to ``records.jsonl`` (so a crashed run continues
+where it stopped), then every curve is aggregated into a JSON file per (curve, task),
+one CSV table and one PNG plot per task. The uncompressed reference accuracy of each
+task is evaluated the same way without coding.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple, Union
+
+import torch
+from tqdm import tqdm
+
+from ..tasks.base import Task
+from .codecs import CodecSpec, code_image, fingerprint
+from .records import RecordStore
+from .results import write_csv, write_json
+
+__all__ = ["Curve", "Evaluation", "REFERENCE_KEY", "RANDOM_LABEL"]
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_KEY = "reference"
+RANDOM_LABEL = "RANDOM WEIGHTS"
+
+
+@dataclass
+class Curve:
+    """One aggregated curve: a codec label on one task.
+
+    Args:
+        name: the codec label.
+        task: the task.
+        specs: its rate points.
+        points: per point, ``quality``, ``bpp``, ``bpp-likelihood``, ``psnr-rgb`` and the
+            task metrics (percent).
+        reference: task metrics on the uncompressed images (empty if not evaluated).
+        num_images: images per point.
+        description: human description.
+    """
+
+    name: str
+    task: Task
+    specs: List[CodecSpec]
+    points: List[Dict[str, Any]] = field(default_factory=list)
+    reference: Dict[str, float] = field(default_factory=dict)
+    num_images: int = 0
+    description: str = ""
+
+    @property
+    def random_weights(self) -> bool:
+        return self.task.random_weights or any(s.random_weights for s in self.specs)
+
+    def to_json(self) -> Dict[str, Any]:
+        """The curve in CompressAI's result format (plus ``task``, ``reference``...)."""
+        keys = ["quality", "bpp", "bpp-likelihood", "psnr-rgb", *self.task.metric_names]
+        units = {"bpp": "bits per pixel", "bpp-likelihood": "bits per pixel", "psnr-rgb": "dB"}
+        units.update({m: "%" for m in self.task.metric_names})
+        return {
+            "name": self.name,
+            "description": self.description,
+            "task": self.task.name,
+            "primary_metric": self.task.primary_metric,
+            "metric_names": list(self.task.metric_names),
+            "units": units,
+            "random_weights": self.random_weights,
+            "num_images": self.num_images,
+            "reference": dict(self.reference),
+            "results": {k: [p.get(k) for p in self.points] for k in keys},
+        }
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+class Evaluation:
+    """Evaluate codecs on machine tasks over a dataset, resumably.
+
+    Args:
+        dataset: the images: a :class:`~compressai_transtic.data.ClassificationImages` or
+            :class:`~compressai_transtic.data.CocoImages` (or a ``subset()`` of one).
+        tasks: the tasks to evaluate (all must share one coding protocol).
+        codecs: the rate points. A point with ``task`` set (TransTIC prompts) is
+            evaluated on that task only; others on every task.
+        output_dir: where records, JSON, CSV and PNG files go.
+        reference: also evaluate the uncompressed images.
+        device: where codecs and task networks run.
+        progress: show tqdm progress bars (stderr).
+        dataset_description: one line naming the dataset (for the JSON description).
+    """
+
+    def __init__(
+        self,
+        dataset: Sequence[Any],
+        tasks: Sequence[Task],
+        codecs: Sequence[CodecSpec],
+        output_dir: Union[str, Path],
+        reference: bool = True,
+        device: Union[str, torch.device] = "cpu",
+        progress: bool = True,
+        dataset_description: str = "",
+    ) -> None:
+        if not tasks:
+            raise ValueError("no task to evaluate")
+        protocols = {t.protocol() for t in tasks}
+        if len(protocols) != 1:
+            raise ValueError(
+                f"tasks {[t.name for t in tasks]} use different test protocols; evaluate them separately"
+            )
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task listed twice: {names}")
+        for spec in codecs:
+            if spec.task is not None and spec.task not in names:
+                raise ValueError(f"rate point {spec.describe()} is for task {spec.task!r}, which is not evaluated")
+        self.dataset = dataset
+        if not len(self.dataset):
+            raise ValueError("the dataset is empty")
+        self.tasks = list(tasks)
+        self.codecs = list(codecs)
+        self.protocol = protocols.pop()
+        self.output_dir = Path(output_dir)
+        self.reference = reference
+        self.device = torch.device(device)
+        self.progress = progress
+        self.dataset_description = dataset_description or f"{len(self.dataset)} images"
+        self.records_path = self.output_dir / "records.jsonl"
+        self._task_keys: Dict[int, str] = {}
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def random_weights(self) -> bool:
+        """Whether any codec or task network has random weights."""
+        return any(t.random_weights for t in self.tasks) or any(s.random_weights for s in self.codecs)
+
+    def _tag(self) -> str:
+        return f"[{RANDOM_LABEL}] " if self.random_weights else ""
+
+    def task_key(self, task: Task) -> str:
+        """Fingerprint of a task network and its protocol."""
+        key = self._task_keys.get(id(task))
+        if key is None:
+            key = self._task_keys[id(task)] = fingerprint(
+                {"task": task.name, "backend": task.backend, "weights": task.describe_weights(),
+                 "seed": task.seed if task.random_weights else None, "protocol": task.protocol().as_dict()}
+            )
+        return key
+
+    def codec_key(self, spec: CodecSpec) -> str:
+        """Fingerprint of a rate point under this protocol."""
+        return fingerprint({"codec": spec.key(), "protocol": self.protocol.as_dict()})
+
+    def tasks_of(self, spec: CodecSpec) -> List[Task]:
+        return [t for t in self.tasks if spec.task is None or spec.task == t.name]
+
+    def _prepare(self, item: Any) -> torch.Tensor:
+        return self.protocol.prepare(item.load())[None].to(self.device)
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> List[Curve]:
+        """Run (or continue) the evaluation and write all outputs; returns the curves."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with RecordStore(self.records_path) as store:
+            if len(store):
+                logger.info("%sresuming from %s (%d finished records)", self._tag(), self.records_path, len(store))
+            if self.reference:
+                self._run_reference(store)
+            for spec in self.codecs:
+                self._run_codec(spec, store)
+            curves = self._aggregate(store)
+        self._write_outputs(curves)
+        return curves
+
+    def _todo(self, store: RecordStore, codec_key: str, tasks: Sequence[Task]) -> List[Tuple[Any, List[Task]]]:
+        todo = []
+        for item in self.dataset:
+            missing = [t for t in tasks if store.key(codec_key, self.task_key(t), item.image_id) not in store]
+            if missing:
+                todo.append((item, missing))
+        return todo
+
+    def _run_reference(self, store: RecordStore) -> None:
+        todo = self._todo(store, REFERENCE_KEY, self.tasks)
+        if not todo:
+            return
+        bar = tqdm(todo, desc=f"{self._tag()}uncompressed reference", disable=not self.progress, unit="img")
+        for item, tasks in bar:
+            x = self._prepare(item)
+            for task in tasks:
+                store.append({
+                    "codec": REFERENCE_KEY, "task": self.task_key(task), "image": item.image_id,
+                    "label": REFERENCE_KEY, "task_name": task.name, "prediction": task.predict(x, item),
+                })
+
+    def _run_codec(self, spec: CodecSpec, store: RecordStore) -> None:
+        key = self.codec_key(spec)
+        todo = self._todo(store, key, self.tasks_of(spec))
+        if not todo:
+            logger.info("%s%s: all %d images done", self._tag(), spec.describe(), len(self.dataset))
+            return
+        logger.info("%s%s: %d images to code", self._tag(), spec.describe(), len(todo))
+        model = spec.load(self.device, progress=self.progress)
+        desc = f"{self._tag()}{spec.label}" + (f" q{spec.quality}" if spec.quality is not None else "")
+        for item, tasks in tqdm(todo, desc=desc, disable=not self.progress, unit="img"):
+            x = self._prepare(item)
+            coded = code_image(model, x, self.protocol)
+            for task in tasks:
+                store.append({
+                    "codec": key, "task": self.task_key(task), "image": item.image_id,
+                    "label": spec.label, "quality": spec.quality, "task_name": task.name,
+                    "bpp": coded.bpp, "bpp_likelihood": coded.bpp_likelihood, "psnr": coded.psnr,
+                    "prediction": task.predict(coded.x_hat, item),
+                })
+        del model
+
+    # ------------------------------------------------------------------ aggregation
+    def _collect(self, store: RecordStore, codec_key: str, task: Task) -> Dict[str, Dict[str, Any]]:
+        tkey = self.task_key(task)
+        return {str(item.image_id): store.get(store.key(codec_key, tkey, item.image_id)) for item in self.dataset}
+
+    def _metrics(self, task: Task, records: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
+        predictions = {item.image_id: records[str(item.image_id)]["prediction"] for item in self.dataset}
+        return task.compute_metrics(predictions, self.dataset)
+
+    def _aggregate(self, store: RecordStore) -> List[Curve]:
+        curves: Dict[Tuple[str, str], Curve] = {}
+        for spec in self.codecs:
+            for task in self.tasks_of(spec):
+                curve = curves.get((spec.label, task.name))
+                if curve is None:
+                    curve = curves[(spec.label, task.name)] = Curve(spec.label, task, [], num_images=len(self.dataset))
+                records = self._collect(store, self.codec_key(spec), task)
+                point: Dict[str, Any] = {
+                    "quality": spec.quality,
+                    "bpp": _mean([r["bpp"] for r in records.values()]),
+                    "bpp-likelihood": _mean([r["bpp_likelihood"] for r in records.values()]),
+                    "psnr-rgb": _mean([r["psnr"] for r in records.values()]),
+                }
+                point.update(self._metrics(task, records))
+                curve.specs.append(spec)
+                curve.points.append(point)
+        references = {}
+        if self.reference:
+            for task in self.tasks:
+                references[task.name] = self._metrics(task, self._collect(store, REFERENCE_KEY, task))
+        for curve in curves.values():
+            order = sorted(range(len(curve.points)), key=lambda i: (
+                curve.points[i]["quality"] is None, curve.points[i]["quality"] or 0, curve.points[i]["bpp"]))
+            curve.points = [curve.points[i] for i in order]
+            curve.specs = [curve.specs[i] for i in order]
+            curve.reference = references.get(curve.task.name, {})
+            curve.description = self._describe(curve)
+        return list(curves.values())
+
+    def _describe(self, curve: Curve) -> str:
+        protocol = self.protocol.as_dict()
+        parts = [
+            f"{RANDOM_LABEL}: results are not meaningful" if curve.random_weights else "",
+            "Rate-accuracy evaluation of " + "; ".join(s.describe() for s in curve.specs),
+            f"task {curve.task.name}: {curve.task.title}, network weights: {curve.task.describe_weights()}",
+            "protocol: " + ", ".join(f"{k}={v}" for k, v in protocol.items() if v not in (None, "none")),
+            f"dataset: {self.dataset_description}",
+            "bpp from the real bitstream (bpp-likelihood from forward()), per pixel of the prepared image; "
+            "metrics in percent",
+        ]
+        return ". ".join(p for p in parts if p)
+
+    # ------------------------------------------------------------------ outputs
+    def curve_path(self, curve: Curve) -> Path:
+        """``<output_dir>/<curve name>-<task>.json`` (unsafe characters of the name as ``_``)."""
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", curve.name)
+        return self.output_dir / f"{name}-{curve.task.name}.json"
+
+    def _write_outputs(self, curves: Sequence[Curve]) -> None:
+        from .plot import plot_curves
+
+        for curve in curves:
+            write_json(self.curve_path(curve), curve.to_json())
+        metric_columns: List[str] = []
+        for task in self.tasks:
+            metric_columns += [m for m in task.metric_names if m not in metric_columns]
+        columns = ["curve", "task", "quality", "weights", "random_weights", "num_images",
+                   "bpp", "bpp-likelihood", "psnr-rgb", *metric_columns]
+        rows = []
+        for task in self.tasks:
+            task_curves = [c for c in curves if c.task is task]
+            if self.reference and task_curves:
+                ref = task_curves[0].reference
+                rows.append({"curve": "uncompressed", "task": task.name, "weights": "",
+                             "random_weights": task.random_weights, "num_images": len(self.dataset), **ref})
+            for curve in task_curves:
+                for spec, point in zip(curve.specs, curve.points):
+                    rows.append({"curve": curve.name, "task": task.name, "weights": spec.describe(),
+                                 "random_weights": curve.random_weights, "num_images": curve.num_images, **point})
+        write_csv(self.output_dir / "results.csv", rows, columns)
+        for task in self.tasks:
+            task_curves = [c.to_json() for c in curves if c.task is task]
+            if task_curves:
+                plot_curves(task_curves, self.output_dir / f"{task.name}-{task.primary_metric}.png")

@@ -1,0 +1,210 @@
+"""Perceptual rate-distortion losses of TransTIC, registered in ``compressai.registry``.
+
+Importing this module registers (idempotently) three criteria in
+``compressai.registry.CRITERIONS``:
+
+- ``transtic-cls-perceptual`` (:class:`ClassificationPerceptualLoss`):
+  ``d = mean over l = 1..4 of MSE(F_l(x), F_l(clamp(x_hat, 0, 1)))`` with ``F_l`` the
+  output of ResNet50's ``layer{l}`` on ImageNet-normalised inputs;
+  ``loss = 1000 * lambda * d + bpp``.
+- ``transtic-det-perceptual`` / ``transtic-seg-perceptual``
+  (:class:`DetectionPerceptualLoss` / :class:`SegmentationPerceptualLoss`):
+  ``d = 0.2 * sum over P2..P6 of MSE(P_l(x), P_l(clamp(x_hat, 0, 1)))`` on the FPN of
+  Faster R-CNN / Mask R-CNN; ``loss = d + lambda * bpp``.
+
+``bpp = -sum(log2 likelihoods) / (B * H * W)`` over the input's pixels. Each MSE is the
+mean over all elements of a feature map. The recognition network is frozen and in eval
+mode; the loss is differentiable w.r.t. ``x_hat`` and the likelihoods. The target's
+features are computed without gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "CRITERION_NAMES",
+    "ClassificationPerceptualLoss",
+    "DetectionPerceptualLoss",
+    "SegmentationPerceptualLoss",
+    "TaskPerceptualLoss",
+    "bpp_from_likelihoods",
+    "register_criteria",
+]
+
+
+def bpp_from_likelihoods(likelihoods: Mapping[str, Tensor], num_pixels: int) -> Tensor:
+    """Rate estimate ``-sum(log2 p) / num_pixels`` over all likelihood tensors.
+
+    Args:
+        likelihoods: the ``"likelihoods"`` dict of a codec's forward output.
+        num_pixels: ``B * H * W`` of the input batch.
+    """
+    if not likelihoods:
+        raise ValueError("the codec output has no likelihoods")
+    return sum(torch.log(lik).sum() for lik in likelihoods.values()) / (-math.log(2) * num_pixels)
+
+
+class TaskPerceptualLoss(nn.Module):
+    """Base of the perceptual losses: rate term plus a feature distortion.
+
+    Args:
+        lmbda: the trade-off weight; default: the paper's value for ``quality``.
+        quality: quality level (1..4) whose default lambda to use when ``lmbda`` is None.
+        features: a frozen feature extractor (from ``Task.feature_extractor()``); built
+            from the task with ``weights`` and ``backend`` when omitted.
+        weights: weights of the recognition network when ``features`` is omitted
+            (``"default"``: torchvision's file from the hub cache or downloaded; a path;
+            ``"random"``).
+        backend: ``"torchvision"`` or ``"detectron2"`` when ``features`` is omitted.
+    """
+
+    #: name of the task the loss belongs to
+    task_name = ""
+
+    def __init__(
+        self,
+        lmbda: Optional[float] = None,
+        quality: Optional[int] = None,
+        features: Optional[nn.Module] = None,
+        weights: Any = "default",
+        backend: str = "torchvision",
+    ) -> None:
+        super().__init__()
+        from .tasks import get_task_class
+
+        task_cls = get_task_class(self.task_name)
+        if lmbda is None:
+            if quality is None:
+                raise ValueError(
+                    f"{type(self).__name__} needs lmbda or quality (the paper's lambdas: "
+                    f"{task_cls.default_lambdas})"
+                )
+            if quality not in task_cls.default_lambdas:
+                raise ValueError(f"no default lambda for quality {quality}; known: {task_cls.default_lambdas}")
+            lmbda = task_cls.default_lambdas[quality]
+        self.lmbda = float(lmbda)
+        if features is None:
+            features = task_cls(weights=weights, backend=backend).feature_extractor()
+        self.features = features
+        for p in self.features.parameters():
+            p.requires_grad_(False)
+        self.features.eval()
+
+    def train(self, mode: bool = True) -> "TaskPerceptualLoss":
+        """Switch the module's mode; the recognition network always stays in eval mode."""
+        super().train(mode)
+        self.features.eval()
+        return self
+
+    def feature_mse(self, x_hat: Tensor, target: Tensor) -> Dict[str, Tensor]:
+        """Per-level MSE between the features of ``clamp(x_hat)`` and of ``target``."""
+        with torch.no_grad():
+            ref = self.features(target)
+        out = self.features(x_hat.clamp(0.0, 1.0))
+        return {name: F.mse_loss(out[name], ref[name]) for name in ref}
+
+    def distortion(self, mse: Dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def combine(self, distortion: Tensor, bpp: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, output: Mapping[str, Any], target: Tensor) -> Dict[str, Tensor]:
+        """Loss of a codec output against its input.
+
+        Args:
+            output: the codec's forward dict (``x_hat``, ``likelihoods``).
+            target: the input batch in [0, 1].
+
+        Returns:
+            ``loss``, ``bpp_loss``, ``task_loss`` (the perceptual distortion ``d``), one
+            ``task_loss_<level>`` per feature level, and ``mse_loss`` (pixel MSE,
+            detached, for monitoring).
+        """
+        n, _, h, w = target.shape
+        bpp = bpp_from_likelihoods(output["likelihoods"], n * h * w)
+        mse = self.feature_mse(output["x_hat"], target)
+        d = self.distortion(mse)
+        out = {"loss": self.combine(d, bpp), "bpp_loss": bpp, "task_loss": d}
+        out.update({f"task_loss_{name}": v.detach() for name, v in mse.items()})
+        out["mse_loss"] = F.mse_loss(output["x_hat"].detach(), target)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"lmbda={self.lmbda}"
+
+
+class ClassificationPerceptualLoss(TaskPerceptualLoss):
+    """``1000 * lambda * mean_l MSE(F_l(x), F_l(x_hat)) + bpp`` on ResNet50 layer1..4.
+
+    See :class:`TaskPerceptualLoss` for the arguments and
+    :class:`compressai_transtic.tasks.classification.ClassificationTask` for how the
+    default lambdas were derived.
+    """
+
+    task_name = "cls"
+
+    def distortion(self, mse: Dict[str, Tensor]) -> Tensor:
+        return torch.stack(list(mse.values())).mean()
+
+    def combine(self, distortion: Tensor, bpp: Tensor) -> Tensor:
+        return 1000.0 * self.lmbda * distortion + bpp
+
+
+class DetectionPerceptualLoss(TaskPerceptualLoss):
+    """``0.2 * sum_l MSE(P_l(x), P_l(x_hat)) + lambda * bpp`` on Faster R-CNN's P2..P6.
+
+    See :class:`TaskPerceptualLoss` for the arguments.
+    """
+
+    task_name = "det"
+
+    def distortion(self, mse: Dict[str, Tensor]) -> Tensor:
+        return 0.2 * torch.stack(list(mse.values())).sum()
+
+    def combine(self, distortion: Tensor, bpp: Tensor) -> Tensor:
+        return distortion + self.lmbda * bpp
+
+
+class SegmentationPerceptualLoss(DetectionPerceptualLoss):
+    """As :class:`DetectionPerceptualLoss` on Mask R-CNN's P2..P6."""
+
+    task_name = "seg"
+
+
+#: registry name -> class
+CRITERION_NAMES = {
+    "transtic-cls-perceptual": ClassificationPerceptualLoss,
+    "transtic-det-perceptual": DetectionPerceptualLoss,
+    "transtic-seg-perceptual": SegmentationPerceptualLoss,
+}
+
+
+def register_criteria() -> None:
+    """Register the criteria in ``compressai.registry`` (idempotent).
+
+    Re-registering the same class (or a reloaded copy of this module) is a no-op
+    replacement; a name taken by another class raises.
+    """
+    from compressai.registry import CRITERIONS, register_criterion
+
+    for name, cls in CRITERION_NAMES.items():
+        existing = CRITERIONS.get(name)
+        if existing is not None and existing is not cls:
+            same = (existing.__module__, existing.__qualname__) == (cls.__module__, cls.__qualname__)
+            if not same:
+                raise RuntimeError(
+                    f"the criterion name {name!r} is already registered in compressai.registry by "
+                    f"{existing.__module__}.{existing.__qualname__}"
+                )
+        register_criterion(name)(cls)
+
+
+register_criteria()

@@ -1,0 +1,194 @@
+"""The :class:`Task` interface: a machine task's network, loss, protocol and metric."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..evaluation.protocol import CodingProtocol
+from .features import FrozenFeatureExtractor
+from .weights import WeightsOption, is_random, normalize_weights_option
+
+__all__ = ["Task"]
+
+logger = logging.getLogger(__name__)
+
+
+class Task:
+    """A machine task: recognition network, perceptual loss, test protocol and metric.
+
+    Tasks are plugins: the entry-point group ``compressai_transtic.tasks`` maps a name
+    to a :class:`Task` subclass and :func:`compressai_transtic.tasks.get_task` builds one.
+    A subclass sets the class attributes below and implements :meth:`build_network`,
+    :meth:`feature_extractor`, :meth:`predict` and :meth:`compute_metrics`.
+
+    Class attributes:
+        name: the registry name (``cls``, ``det``, ``seg``).
+        title: one line for humans.
+        metric_names: what :meth:`compute_metrics` reports (percentages).
+        primary_metric: the metric of the paper's rate-accuracy curves.
+        default_lambdas: quality (1..4) -> the paper's trade-off weight for the loss.
+        training_defaults: ``patch_size``, ``batch_size``, ``epochs``, ``lr``, ``crop``
+            (``"center"``: Resize + CenterCrop; ``"random"``: RandomCrop + horizontal flip)
+            and further settings of the authors' configuration.
+        backends: supported backends (``"torchvision"``, ``"detectron2"``).
+        dataset_kind: ``"classification"`` or ``"coco"``.
+        criterion_name: the ``compressai.registry`` name of the task's loss.
+
+    Args:
+        weights: the network's weights: ``"default"`` (torchvision's standard file from
+            the torch hub cache, downloaded if missing), a path to a state-dict file, or
+            ``"random"`` / ``None`` for random initialisation without any download
+            (tests, offline demos; results are meaningless).
+        backend: ``"torchvision"`` (default) or ``"detectron2"``.
+        device: where the network is built.
+        progress: show download progress (stderr).
+        seed: seed of the random initialisation (``weights="random"``), so that two
+            runs build the same random network.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    metric_names: ClassVar[Tuple[str, ...]] = ()
+    primary_metric: ClassVar[str] = ""
+    default_lambdas: ClassVar[Dict[int, float]] = {}
+    training_defaults: ClassVar[Dict[str, Any]] = {}
+    backends: ClassVar[Tuple[str, ...]] = ("torchvision",)
+    dataset_kind: ClassVar[str] = ""
+    criterion_name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        weights: WeightsOption = "default",
+        backend: str = "torchvision",
+        device: Union[str, torch.device] = "cpu",
+        progress: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if backend not in self.backends:
+            raise ValueError(
+                f"task {self.name!r} supports the backends {', '.join(self.backends)}, not {backend!r}"
+            )
+        self.weights = normalize_weights_option(weights)
+        self.backend = backend
+        self.device = torch.device(device)
+        self.progress = progress
+        self.seed = int(seed)
+        self._network: Optional[nn.Module] = None
+        if backend == "detectron2":
+            from .detectron2_backend import require_detectron2
+
+            require_detectron2()
+
+    # ------------------------------------------------------------------ network
+    @property
+    def random_weights(self) -> bool:
+        """Whether the network is randomly initialised (results are meaningless)."""
+        return is_random(self.weights)
+
+    def describe_weights(self) -> str:
+        """Where the network's weights come from, for result descriptions."""
+        if self.random_weights:
+            return "RANDOM WEIGHTS"
+        if self.weights == "default":
+            return f"{self.backend} default weights"
+        return str(self.weights)
+
+    def build_network(self, weights: WeightsOption = None, device: Union[str, torch.device, None] = None) -> nn.Module:
+        """Build the recognition network, frozen and in eval mode.
+
+        Args:
+            weights: as the constructor's ``weights``; ``None`` here means "the task's
+                own setting" (use ``"random"`` for random initialisation).
+            device: where to build it (default: the task's device).
+        """
+        option = self.weights if weights is None else normalize_weights_option(weights)
+        target = self.device if device is None else torch.device(device)
+        if is_random(option):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                net = self._build(option)
+        else:
+            net = self._build(option)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net.to(target).eval()
+
+    def _build(self, weights: Union[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def network(self) -> nn.Module:
+        """The task's network (built on first use, then cached)."""
+        if self._network is None:
+            self._network = self.build_network()
+        return self._network
+
+    def feature_extractor(self, network: Optional[nn.Module] = None) -> FrozenFeatureExtractor:
+        """The frozen feature extractor of the perceptual loss.
+
+        Args:
+            network: a network from :meth:`build_network` (default: :attr:`network`).
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ loss
+    def lmbda(self, quality: int) -> float:
+        """The paper's trade-off weight for a quality level (1..4)."""
+        if quality not in self.default_lambdas:
+            raise ValueError(
+                f"task {self.name!r} has default lambdas for qualities {sorted(self.default_lambdas)}, "
+                f"not {quality}; pass lmbda explicitly"
+            )
+        return float(self.default_lambdas[quality])
+
+    def criterion(self, lmbda: Optional[float] = None, quality: Optional[int] = None) -> nn.Module:
+        """The task's perceptual rate-distortion loss.
+
+        ``forward(output, x)`` takes the codec's forward dict and the input in [0, 1]
+        and returns ``loss``, ``bpp_loss``, ``task_loss`` (and ``mse_loss``, detached).
+
+        Args:
+            lmbda: trade-off weight; default: the paper's value for ``quality``.
+            quality: quality level (1..4) whose default lambda to use.
+        """
+        from compressai.registry import CRITERIONS
+
+        from .. import losses  # noqa: F401  (registers the criteria)
+
+        return CRITERIONS[self.criterion_name](lmbda=lmbda, quality=quality, features=self.feature_extractor())
+
+    # ------------------------------------------------------------------ evaluation
+    def protocol(self) -> CodingProtocol:
+        """How a dataset image is prepared and coded for this task (the paper's protocol)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, image: Any) -> Any:
+        """Run the network on one prepared or decoded image.
+
+        Args:
+            x: (1, 3, H, W) in [0, 1], the image after :meth:`protocol` preparation (or its
+                decoded version).
+            image: the dataset item (original size, id).
+
+        Returns:
+            A JSON-serialisable prediction (stored per image in the evaluation records).
+        """
+        raise NotImplementedError
+
+    def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
+        """Task metrics (percentages) of per-image predictions over ``dataset`` items.
+
+        Args:
+            predictions: image id -> what :meth:`predict` returned.
+            dataset: the items the predictions belong to (labels, COCO ground truth).
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(weights={self.describe_weights()!r}, backend={self.backend!r})"

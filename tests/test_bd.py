@@ -1,0 +1,101 @@
+"""Known-answer tests of BD-rate / BD-metric and the ``compare`` command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from compressai_transtic.evaluation.bd import METHODS, bd_metric, bd_rate
+
+RATES = [0.12, 0.21, 0.37, 0.66]
+ACCURACY = [61.0, 67.5, 71.2, 73.4]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bd_rate_of_a_curve_against_itself_is_zero(method):
+    assert bd_rate(RATES, ACCURACY, RATES, ACCURACY, method) == 0.0
+    assert bd_metric(RATES, ACCURACY, RATES, ACCURACY, method) == 0.0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bd_rate_of_a_curve_at_0_8_times_the_rate_is_minus_20_percent(method):
+    test_rates = [0.8 * r for r in RATES]
+    assert bd_rate(RATES, ACCURACY, test_rates, ACCURACY, method) == pytest.approx(-20.0, abs=1e-9)
+    # and the anchor against the test curve costs 25 % more
+    assert bd_rate(test_rates, ACCURACY, RATES, ACCURACY, method) == pytest.approx(25.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bd_on_a_logarithmic_curve_has_closed_form_answers(method):
+    # metric = a + b ln(rate): a shift of c in metric is exp(-c / b) - 1 in rate
+    a, b, c = 70.0, 4.0, 1.5
+    anchor = [a + b * math.log(r) for r in RATES]
+    better = [m + c for m in anchor]
+    assert bd_metric(RATES, anchor, RATES, better, method) == pytest.approx(c, abs=1e-9)
+    assert bd_rate(RATES, anchor, RATES, better, method) == pytest.approx((math.exp(-c / b) - 1) * 100, abs=1e-9)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bd_does_not_depend_on_point_order(method):
+    order = [2, 0, 3, 1]
+    shuffled_r = [RATES[i] for i in order]
+    shuffled_m = [ACCURACY[i] for i in order]
+    test_r = [0.9 * r for r in RATES]
+    assert bd_rate(shuffled_r, shuffled_m, test_r, ACCURACY, method) == pytest.approx(
+        bd_rate(RATES, ACCURACY, test_r, ACCURACY, method), abs=1e-9)
+
+
+def test_pchip_and_cubic_agree_on_a_smooth_curve():
+    rates = np.geomspace(0.1, 1.0, 6)
+    anchor = 75 - 12 * np.exp(-3 * rates)
+    test = 75 - 12 * np.exp(-3.6 * rates)
+    r1 = bd_rate(rates, anchor, rates, test, "pchip")
+    r2 = bd_rate(rates, anchor, rates, test, "cubic")
+    assert r1 < 0 and r2 < 0
+    assert r1 == pytest.approx(r2, abs=1.0)
+
+
+def test_bd_rejects_curves_it_cannot_compare():
+    with pytest.raises(ValueError, match="do not overlap"):
+        bd_rate(RATES, ACCURACY, RATES, [m + 50 for m in ACCURACY])
+    with pytest.raises(ValueError, match="at least 4 points"):
+        bd_rate(RATES[:3], ACCURACY[:3], RATES[:3], ACCURACY[:3], method="cubic")
+    with pytest.raises(ValueError, match="non-positive"):
+        bd_rate([0.0, 0.1], [1.0, 2.0], [0.1, 0.2], [1.0, 2.0])
+    with pytest.raises(ValueError, match="unknown BD method"):
+        bd_rate(RATES, ACCURACY, RATES, ACCURACY, method="linear")
+
+
+def write_curve(path, name, rates, values, metric="top1", random_weights=False):
+    path.write_text(json.dumps({"name": name, "description": "test", "primary_metric": metric,
+                                "random_weights": random_weights,
+                                "results": {"bpp": list(rates), metric: list(values)}}))
+    return path
+
+
+def test_compare_command_prints_and_writes_the_deltas(tmp_path, capsys):
+    from compressai_transtic.cli import main
+
+    a = write_curve(tmp_path / "a.json", "tic", RATES, ACCURACY)
+    b = write_curve(tmp_path / "b.json", "transtic", [0.8 * r for r in RATES], ACCURACY)
+    assert main(["compare", str(a), str(b), "--json", str(tmp_path / "bd.json")]) == 0
+    out = capsys.readouterr().out
+    assert "transtic vs tic (top1, pchip): BD-rate -20.00 %" in out
+    rows = json.loads((tmp_path / "bd.json").read_text())["comparisons"]
+    assert rows[0]["bd_rate"] == pytest.approx(-20.0, abs=1e-9)
+    assert rows[0]["bd_metric"] > 0
+
+
+def test_compare_labels_random_weight_curves_and_reports_bad_metrics(tmp_path, capsys):
+    from compressai_transtic.cli import main
+
+    a = write_curve(tmp_path / "a.json", "tic", RATES, ACCURACY, random_weights=True)
+    b = write_curve(tmp_path / "b.json", "transtic", RATES, ACCURACY)
+    assert main(["compare", str(a), str(b)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines and all(line.startswith("[RANDOM WEIGHTS]") for line in lines)
+    assert main(["compare", str(a), str(b), "--metric", "bbox-AP"]) == 2
+    assert "no metric 'bbox-AP'" in capsys.readouterr().err

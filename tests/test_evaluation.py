@@ -1,0 +1,223 @@
+"""The evaluator's parts: protocols, coding, records, result files, plots and CLI plumbing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from compressai_transtic.data import ClassificationImages, CocoImages, evenly_spaced, labelled_samples, load_sample
+from compressai_transtic.evaluation.protocol import (
+    CodingProtocol,
+    classification_protocol,
+    detection_protocol,
+    shortest_edge_size,
+)
+from compressai_transtic.evaluation.records import RecordStore
+from compressai_transtic.evaluation.results import load_curve, write_csv, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------- protocols
+def test_shortest_edge_rule_of_the_coco_protocol():
+    assert shortest_edge_size(480, 640, 800, 1333) == (800, 1067)
+    assert shortest_edge_size(640, 480, 800, 1333) == (1067, 800)
+    assert shortest_edge_size(500, 2000, 800, 1333) == (333, 1333)  # longest edge bound
+    assert shortest_edge_size(800, 1000, 800, 1333) == (800, 1000)
+
+
+def test_coco_protocol_codes_at_the_next_multiple_of_256_and_resizes_back():
+    p = detection_protocol()
+    assert p.prepared_size(480, 640) == (800, 1067)
+    assert p.codec_size(800, 1067) == (1024, 1280)
+    assert p.codec_size(768, 1024) == (768, 1024)
+    x = torch.rand(1, 3, 50, 70)
+    small = CodingProtocol(resize="shortest-edge", short_edge=50, max_size=None, code_multiple=32)
+    coded = small.to_codec(x)
+    assert coded.shape[-2:] == (64, 96)
+    back = small.from_codec(coded * 3 - 1, (50, 70))
+    assert back.shape[-2:] == (50, 70) and back.min() >= 0 and back.max() <= 1
+
+
+def test_classification_protocol_is_resize_then_center_crop():
+    p = classification_protocol(256)
+    chelsea = load_sample(labelled_samples()[0])  # 451 x 300
+    assert p.prepared_size(chelsea.height, chelsea.width) == (256, 256)
+    x = p.prepare(chelsea)
+    assert x.shape == (3, 256, 256) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert p.codec_size(256, 256) == (256, 256)
+
+
+def test_prepare_follows_the_shortest_edge_rule_on_images():
+    p = detection_protocol(short_edge=40, max_size=60, code_multiple=None)
+    image = Image.new("RGB", (80, 32), (10, 200, 30))  # width 80, height 32 -> 40 x 100 -> bound 24 x 60
+    assert tuple(p.prepare(image).shape) == (3, *p.prepared_size(32, 80)) == (3, 24, 60)
+
+
+def test_limit_spreads_images_evenly():
+    assert evenly_spaced(list(range(10)), 3) == [0, 3, 6]
+    assert evenly_spaced(list(range(4)), None) == [0, 1, 2, 3]
+    assert evenly_spaced(list(range(4)), 9) == [0, 1, 2, 3]
+
+
+# ---------------------------------------------------------------------------- datasets
+def test_imagefolder_with_numeric_class_folders_uses_the_numbers_as_labels(classification_set):
+    ds = ClassificationImages.from_folder(classification_set)
+    assert [(i.image_id, i.label) for i in ds] == [
+        ("281/chelsea.png", 281), ("967/coffee.png", 967), ("967/coffee_crop.png", 967)]
+
+
+def test_image_list_with_accepted_label_sets(classification_set, tmp_path):
+    listing = tmp_path / "labels.txt"
+    listing.write_text("# path label\n281/chelsea.png 281,282,285\n967/coffee.png 967\n")
+    ds = ClassificationImages.from_list(classification_set, listing)
+    assert [i.label for i in ds] == [(281, 282, 285), 967]
+    listing.write_text("281/chelsea.png tabby\n")
+    with pytest.raises(ValueError, match="not an integer class index"):
+        ClassificationImages.from_list(classification_set, listing)
+
+
+def test_coco_images_are_read_in_id_order_with_their_annotated_size(coco_set):
+    ds = CocoImages(coco_set.image_dir, coco_set.annotation_file)
+    assert [(i.image_id, i.height, i.width) for i in ds] == [(11, 64, 80), (42, 72, 64)]
+    assert ds.has_masks and ds[0].load().size == (80, 64)
+
+
+def test_sample_photos_ship_with_scikit_image_and_have_imagenet_labels():
+    samples = labelled_samples()
+    assert [s.name for s in samples] == ["chelsea", "coffee", "rocket"]
+    assert all(s.path.is_file() and s.labels for s in samples)
+    assert 281 in samples[0].labels and 967 in samples[1].labels
+
+
+# ---------------------------------------------------------------------------- coding
+@pytest.fixture(scope="module")
+def random_tic():
+    from compressai_transtic.evaluation.codecs import CodecSpec
+
+    return CodecSpec("tic", "tic", 1, None, "random").load()
+
+
+def test_code_image_counts_real_bitstream_bits_per_original_pixel(random_tic):
+    from compressai_transtic.evaluation.codecs import code_image, count_bytes
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 40, 56)
+    protocol = CodingProtocol()
+    result = code_image(random_tic, x, protocol)
+    with torch.no_grad():
+        enc = random_tic.compress(x)
+        fwd = random_tic(x)
+    assert result.bpp == pytest.approx(8 * count_bytes(enc["strings"]) / (40 * 56))
+    lik_bits = sum(float(-torch.log2(v).sum()) for v in fwd["likelihoods"].values())
+    assert result.bpp_likelihood == pytest.approx(lik_bits / (40 * 56), rel=1e-5)
+    assert result.x_hat.shape == x.shape
+    # the decoded image is the eval-mode forward reconstruction, clamped
+    assert torch.allclose(result.x_hat, fwd["x_hat"].clamp(0, 1), atol=1e-3)
+
+
+def test_random_codecs_are_reproducible_and_labelled():
+    from compressai_transtic.evaluation.codecs import CodecSpec
+
+    spec = CodecSpec("tic", "tic", 2, None, "random", seed=5)
+    assert spec.random_weights and "RANDOM WEIGHTS" in spec.describe()
+    a, b = spec.load(), spec.load()
+    assert torch.equal(a.g_a0.weight, b.g_a0.weight)
+    assert spec.key() != CodecSpec("tic", "tic", 2, None, "random", seed=6).key()
+
+
+# ---------------------------------------------------------------------------- records and results
+def test_records_survive_an_interrupted_write(tmp_path):
+    path = tmp_path / "records.jsonl"
+    with RecordStore(path) as store:
+        store.append({"codec": "c", "task": "t", "image": 1, "bpp": 0.5})
+        store.append({"codec": "c", "task": "t", "image": "a/b.png", "bpp": 0.7})
+    with open(path, "a") as f:
+        f.write('{"codec": "c", "task": "t", "ima')  # killed mid-line
+    store = RecordStore(path)
+    assert len(store) == 2 and RecordStore.key("c", "t", 1) in store
+    store.append({"codec": "c", "task": "t", "image": 3, "bpp": 0.9})
+    store.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(line) for line in lines)
+
+
+def test_result_files_are_written_atomically_as_strict_json(tmp_path):
+    path = write_json(tmp_path / "r.json", {"name": "x", "results": {"bpp": [0.1], "AP": [float("nan")]}})
+    assert json.loads(path.read_text())["results"]["AP"] == [None]
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left
+    csv_path = write_csv(tmp_path / "t.csv", [{"a": 1, "b": float("nan")}], ["a", "b"])
+    assert csv_path.read_text() == "a,b\n1,\n"
+    with pytest.raises(ValueError, match="not a results file"):
+        (tmp_path / "bad.json").write_text("{}")
+        load_curve(tmp_path / "bad.json")
+
+
+def test_plot_writes_a_png_with_reference_lines(tmp_path):
+    from compressai_transtic.evaluation.plot import plot_curves
+
+    curves = [
+        {"name": "tic", "task": "cls", "primary_metric": "top1", "reference": {"top1": 76.1},
+         "results": {"bpp": [0.1, 0.2, 0.4], "top1": [55.0, 65.0, 71.0]}},
+        {"name": "transtic", "task": "cls", "primary_metric": "top1", "reference": {"top1": 76.1},
+         "results": {"bpp": [0.08, 0.17, 0.35], "top1": [62.0, 69.0, 73.0]}},
+    ]
+    files = []
+    for c in curves:
+        files.append(tmp_path / f"{c['name']}.json")
+        files[-1].write_text(json.dumps(c))
+    out = plot_curves(files, tmp_path / "plot.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no metric 'bbox-AP'"):
+        plot_curves(files, tmp_path / "other.png", metric="bbox-AP")
+
+
+# ---------------------------------------------------------------------------- CLI plumbing
+def test_python_m_compressai_transtic_eval_is_the_eval_command():
+    out = subprocess.run([sys.executable, "-m", "compressai_transtic.eval", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith("usage: compressai-transtic eval")
+    out = subprocess.run([sys.executable, "-m", "compressai_transtic", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    for command in ("demo", "eval", "compare", "plot", "train"):
+        assert command in out
+
+
+def test_train_subcommand_without_the_training_module_says_so(monkeypatch, capsys):
+    from compressai_transtic.cli import main
+
+    monkeypatch.setitem(sys.modules, "compressai_transtic.training.cli", None)  # import fails
+    assert main(["train", "--help"]) == 2
+    assert "needs compressai_transtic.training.cli" in capsys.readouterr().err
+
+
+def test_eval_reports_missing_weights_in_one_message(classification_set, tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    from compressai_transtic.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    status = main(["eval", str(classification_set), "-a", "tic", "-q", "1", "-o", str(tmp_path / "out"),
+                   "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "resnet50-0676ba61.pth" in err and str(tmp_path / "torch" / "hub" / "checkpoints") in err
+    assert "--random-weights" in err
+
+
+def test_eval_rejects_tasks_that_do_not_fit_the_dataset(classification_set, tmp_path, capsys):
+    from compressai_transtic.cli import main
+
+    assert main(["eval", str(classification_set), "--task", "det", "--random-weights", "-o", str(tmp_path)]) == 2
+    assert "task 'det' needs --annotations" in capsys.readouterr().err

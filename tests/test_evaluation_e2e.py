@@ -1,0 +1,175 @@
+"""End-to-end evaluations of TIC and TransTIC (random weights) on generated datasets.
+
+These run the real pipeline (coding with real bitstreams, task networks, COCO/top-k
+metrics, JSON/CSV/PNG outputs) on tiny images; the numbers are meaningless and every
+output says RANDOM WEIGHTS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from compressai_transtic.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = pytest.mark.slow
+
+
+def record_keys(path: Path):
+    return [(r["codec"], r["task"], str(r["image"])) for r in map(json.loads, path.read_text().splitlines())]
+
+
+def test_coco_evaluation_of_tic_and_transtic_writes_json_csv_and_png(coco_set, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["eval", str(coco_set.image_dir), "--annotations", str(coco_set.annotation_file), "--task", "det",
+            "-a", "tic", "transtic", "-q", "1", "--random-weights", "--short-edge", "32", "--max-size", "48",
+            "--code-multiple", "64", "-o", str(out), "--no-progress"]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    lines = stdout.strip().splitlines()
+    assert lines and all(line.startswith("[RANDOM WEIGHTS]") for line in lines)
+    assert {p.name for p in out.iterdir()} == {
+        "records.jsonl", "results.csv", "tic-det.json", "transtic-det.json", "det-bbox-AP.png"}
+
+    for name in ("tic", "transtic"):
+        curve = json.loads((out / f"{name}-det.json").read_text())
+        assert curve["name"] == name and curve["task"] == "det" and curve["random_weights"] is True
+        assert "RANDOM WEIGHTS" in curve["description"]
+        results = curve["results"]
+        assert results["quality"] == [1]
+        assert {"bpp", "bpp-likelihood", "psnr-rgb", "bbox-AP", "bbox-AP50", "bbox-APl"} <= set(results)
+        assert all(isinstance(v, list) and len(v) == 1 for v in results.values())
+        assert results["bpp"][0] > 0 and results["psnr-rgb"][0] > 0
+        assert 0 <= results["bbox-AP"][0] <= 100
+        assert set(curve["reference"]) == set(curve["metric_names"])
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("curve,task,quality,weights,random_weights,num_images,bpp,bpp-likelihood,psnr-rgb,bbox-AP")
+    assert [r.split(",")[0] for r in rows[1:]] == ["uncompressed", "tic", "transtic"]
+    assert (out / "det-bbox-AP.png").read_bytes()[:8] == PNG
+
+    # one record per (rate point or reference, image); running again recomputes nothing
+    keys = record_keys(out / "records.jsonl")
+    assert len(keys) == 3 * 2 and len(set(keys)) == len(keys)
+    before = (out / "records.jsonl").read_bytes()
+    assert main(argv) == 0
+    assert (out / "records.jsonl").read_bytes() == before
+    assert capsys.readouterr().out == stdout
+
+
+def test_segmentation_evaluation_reports_mask_and_box_ap(coco_set, tmp_path):
+    from compressai_transtic.data import CocoImages
+    from compressai_transtic.evaluation.codecs import CodecSpec
+    from compressai_transtic.evaluation.runner import Evaluation
+    from compressai_transtic.tasks import get_task
+
+    task = get_task("seg", weights="random", short_edge=32, max_size=48, code_multiple=64)
+    # a random Mask R-CNN keeps 1000 proposals and 100 masks per image: trim them to stay fast
+    task.network.rpn._post_nms_top_n["testing"] = 50
+    task.network.roi_heads.detections_per_img = 5
+    dataset = CocoImages(coco_set.image_dir, coco_set.annotation_file)
+    evaluation = Evaluation(dataset, [task], [CodecSpec("tic", "tic", 1, None, "random")], tmp_path, progress=False)
+    (curve,) = evaluation.run()
+    data = curve.to_json()
+    assert data["primary_metric"] == "segm-AP"
+    assert {"segm-AP", "segm-AP50", "bbox-AP"} <= set(data["results"]) and "segm-AP" in data["reference"]
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    detections = [d for r in records for d in r["prediction"]]
+    assert detections and all(set(d["segmentation"]) == {"size", "counts"} for d in detections)
+    # masks are reported at the annotated image size
+    sizes = {r["image"]: r["prediction"][0]["segmentation"]["size"] for r in records if r["prediction"]}
+    assert sizes.get(11, [64, 80]) == [64, 80] and sizes.get(42, [72, 64]) == [72, 64]
+    assert (tmp_path / "seg-segm-AP.png").read_bytes()[:8] == PNG
+
+
+def test_a_killed_classification_run_resumes_without_recomputing(classification_set, tmp_path):
+    out = tmp_path / "out"
+    argv = ["eval", str(classification_set), "-a", "tic", "transtic", "-q", "1", "--random-weights",
+            "--crop", "64", "-o", str(out), "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "compressai_transtic", *argv], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    records = out / "records.jsonl"
+    deadline = time.monotonic() + 240
+    try:
+        # 3 reference records, then wait for the first coded image
+        while not (records.exists() and len(records.read_text().splitlines()) >= 4):
+            if proc.poll() is not None:
+                pytest.fail(f"the evaluation ended before it could be killed:\n{proc.stderr.read().decode()}")
+            if time.monotonic() > deadline:
+                pytest.fail("no coded image after 240 s")
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed = records.read_bytes()
+    assert not (out / "tic-cls.json").exists()  # it really stopped midway
+    done_before = len(killed.splitlines())
+
+    assert main(argv) == 0
+    final = records.read_bytes()
+    assert final.startswith(killed)  # finished images were kept, not recomputed
+    keys = record_keys(records)
+    assert len(keys) == 3 * 3 and len(set(keys)) == len(keys)  # reference + 2 codecs, 3 images each
+    assert done_before < len(keys)
+    for name in ("tic", "transtic"):
+        curve = json.loads((out / f"{name}-cls.json").read_text())
+        assert curve["num_images"] == 3 and curve["results"]["quality"] == [1]
+        assert {"top1", "top5"} <= set(curve["results"]) and "RANDOM WEIGHTS" in curve["description"]
+    assert (out / "cls-top1.png").read_bytes()[:8] == PNG
+    assert (out / "results.csv").read_text().count("\n") == 1 + 3
+
+
+def test_demo_offline_lists_the_missing_files_and_labels_every_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    assert main(["demo", "--qualities", "1", "--crop", "64"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines and all(line.startswith("[RANDOM WEIGHTS] ") for line in lines)
+    text = "\n".join(lines)
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    for filename in ("resnet50-0676ba61.pth", "base_codec_1.pth.tar", "cls_1.pth.tar"):
+        assert filename in text and str(cache / filename) in text
+    for row in ("uncompressed", "tic q1", "transtic q1"):
+        assert any(line.split("] ", 1)[1].startswith(row) and "top-1" in line for line in lines), row
+
+
+def test_checkpoint_and_adapter_files_are_evaluated(classification_set, tmp_path, capsys):
+    from compressai_transtic.evaluation.codecs import CodecSpec
+    from compressai_transtic.models import TransTIC
+    from compressai_transtic.prompts import save_adapter
+
+    base = CodecSpec("tic", "tic", 1, None, "random", seed=7).load()
+    checkpoint = tmp_path / "my_tic.pth.tar"
+    torch.save({"state_dict": base.state_dict()}, checkpoint)
+    adapter = save_adapter(TransTIC.from_base(base), tmp_path / "cls_adapter.pt", task="cls")
+    common = [str(classification_set), "-q", "1", "--limit", "1", "--no-reference", "--crop", "64",
+              "--no-progress", "--seed", "7"]
+
+    assert main(["eval", *common, "--checkpoint", str(checkpoint), "--task-weights", "random",
+                 "-o", str(tmp_path / "ckpt")]) == 0
+    curve = json.loads((tmp_path / "ckpt" / "my_tic-cls.json").read_text())
+    assert curve["results"]["quality"] == [1] and str(checkpoint) in curve["description"]
+
+    # the adapter sits on the seeded random base codec it was made for
+    assert main(["eval", *common, "--adapter", str(adapter), "--random-weights", "--name", "mine",
+                 "-o", str(tmp_path / "adapter")]) == 0
+    curve = json.loads((tmp_path / "adapter" / "mine-cls.json").read_text())
+    assert str(adapter) in curve["description"] and curve["random_weights"] is True
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert all(line.startswith("[RANDOM WEIGHTS]") for line in lines)
