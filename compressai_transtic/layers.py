@@ -601,8 +601,10 @@ class SwinBlock(nn.Module):
         out = self._unpartition(out, hp, wp, ws, ss)
         if (hp, wp) != (h, w):
             out = out[:, :h, :w, :]
-        x = shortcut + self.drop_path(out)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        out = self.drop_path(out)
+        # residual adds in place into fresh tensors (none of them is saved for backward)
+        x = shortcut + out if (hp, wp) != (h, w) else out.add_(shortcut)
+        x = self.drop_path(self.mlp(self.norm2(x))).add_(x)
         if mode == "full":
             return x, pmap + self.drop_path(p_out)  # prompts are updated by attention only
         return x
@@ -749,7 +751,7 @@ class RSTB(nn.Module):
         t = x.permute(0, 2, 3, 1)
         if not t.is_contiguous():
             t = t.contiguous()
-        out = self.residual_group(t, prompts) + t
+        out = self.residual_group(t, prompts).add_(t)
         return out.permute(0, 3, 1, 2)
 
 

@@ -189,7 +189,9 @@ class PromptConfig:
         shallow = encoder and n_layers == 1
         if not encoder and tp:  # every decoder stage has more than one block
             shallow = state_dict[f"{DECODER_STB_MODULES[tp[0]]}.residual_group.prompt_embeddings"].shape[0] == 1
+        width = state_dict.get("g_a0_prompt.down1.0.weight")
         return cls(
+            generator_width=int(width.shape[0]) if width is not None else 32,
             encoder_prompts=encoder,
             decoder_tp_stbs=tuple(tp),
             decoder_ip_stbs=tuple(ip),
