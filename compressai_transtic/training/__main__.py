@@ -1,0 +1,14 @@
+"""``python -m compressai_transtic.training``: same as ``compressai-transtic train``.
+
+Under ``torchrun`` use the module form: ``torchrun --nproc_per_node 2 -m
+compressai_transtic.training --task det ...``.
+"""
+
+import sys
+import warnings
+
+from .cli import main
+
+if __name__ == "__main__":
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""Training and validation images: discovery, up-front checks, crops, batch order.
+
+Any folder of images serves: it is searched recursively, so an ImageNet-style tree
+(``train/<class>/<image>``), COCO's ``train2017/`` (annotations are not needed: the
+perceptual losses compare features of the input and of its reconstruction) or your
+own images all work. Labels are not used.
+
+Crops follow the paper (see :data:`~compressai_transtic.training.config.CROP_MODES`):
+
+- ``center``: resize the shorter side to the patch size (bilinear, antialiased),
+  then take the central square (ImageNet training);
+- ``random``: a random square of the patch size, flipped horizontally with
+  probability 1/2 (COCO training). Images whose shorter side is smaller than the
+  patch are first resized so that it equals the patch size.
+
+Every random choice (which images an epoch uses, their order, crop offsets, flips) is
+a function of ``(seed, epoch, index)``, so the data a run sees does not depend on the
+number of processes or data-loading workers, nor on interruptions.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from ..data.classification import IMAGE_EXTENSIONS
+from ..data.subset import evenly_spaced
+from .randomness import mix_seed, sample_key, uniform01
+
+__all__ = [
+    "DatasetError",
+    "GlobalBatchSampler",
+    "TrainingImages",
+    "UnreadableImageError",
+    "ValidationImages",
+    "check_images",
+    "collate_training",
+    "find_images",
+    "load_rgb",
+    "split_holdout",
+]
+
+logger = logging.getLogger(__name__)
+
+# salts that separate the random streams derived from the same (seed, epoch, index)
+_SALT_ORDER = 0x0D
+_SALT_TOP, _SALT_LEFT, _SALT_FLIP = 0x70, 0x1E, 0xF1
+_SALT_HOLDOUT = 0x4D
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used (missing, empty, too small, unreadable files)."""
+
+
+class UnreadableImageError(DatasetError):
+    """Image files that cannot be read.
+
+    Attributes:
+        paths: the unreadable files (all of them found by the check).
+    """
+
+    def __init__(self, message: str, paths: Sequence[Path]) -> None:
+        super().__init__(message)
+        self.paths = list(paths)
+
+
+# ----------------------------------------------------------------------------------------
+# discovery and checks
+# ----------------------------------------------------------------------------------------
+
+
+def find_images(root: Union[str, os.PathLike], what: str = "training") -> List[Path]:
+    """Every image file under ``root`` (recursively, hidden folders skipped), sorted.
+
+    Args:
+        root: the folder.
+        what: what the images are for (used in messages).
+
+    Raises:
+        DatasetError: ``root`` is not a folder or holds no image files.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(f"{what} dataset folder {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{what} dataset {root} is not a folder; pass the folder that holds the images")
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                paths.append(Path(dirpath) / name)
+    if not paths:
+        raise DatasetError(
+            f"{what} dataset folder {root} holds no images (looked recursively for files ending in "
+            f"{', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return sorted(paths)
+
+
+def _check_one(path: Path, mode: str) -> Optional[str]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if mode == "full":
+                img.convert("RGB").load()
+            else:
+                img.verify()
+    except Exception as exc:  # PIL raises many types for damaged files
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def check_images(
+    paths: Sequence[Path], mode: str = "header", threads: int = 8, progress: bool = False
+) -> List[Tuple[Path, str]]:
+    """Find the files among ``paths`` that PIL cannot read.
+
+    Args:
+        paths: image files.
+        mode: ``header`` (open and ``verify()``: identifies non-images, truncated PNGs and
+            damaged headers quickly) or ``full`` (decode every image).
+        threads: parallel readers.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(path, reason)`` of every unreadable file, in ``paths`` order.
+    """
+    if mode == "off" or not paths:
+        return []
+    from tqdm.auto import tqdm
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        results = pool.map(lambda p: _check_one(p, mode), paths, chunksize=64)
+        reasons = list(tqdm(results, total=len(paths), desc=f"checking images ({mode})", disable=not progress, leave=False))
+    return [(p, r) for p, r in zip(paths, reasons) if r is not None]
+
+
+def unreadable_error(failures: Sequence[Tuple[Path, str]], what: str = "training") -> UnreadableImageError:
+    """The error that reports unreadable files (first few named with their reasons)."""
+    shown = "; ".join(f"{p}: {r}" for p, r in failures[:5])
+    more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+    return UnreadableImageError(
+        f"{len(failures)} {what} image file(s) cannot be read: {shown}{more}. Remove or replace them "
+        "(or move them out of the dataset folder) and start again.",
+        [p for p, _ in failures],
+    )
+
+
+def load_rgb(path: Path) -> "PIL.Image.Image":  # noqa: F821
+    """The image at ``path`` as PIL RGB.
+
+    Raises:
+        UnreadableImageError: naming the file.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as exc:
+        raise UnreadableImageError(f"cannot read image {path}: {type(exc).__name__}: {exc}", [path]) from exc
+
+
+def split_holdout(paths: Sequence[Path], fraction: float, seed: int) -> Tuple[List[Path], List[Path]]:
+    """Split ``paths`` into (training, validation) with ``fraction`` held out, by ``seed``.
+
+    Raises:
+        DatasetError: the split would leave one side empty.
+    """
+    n = len(paths)
+    count = int(round(fraction * n))
+    if count < 1 or count >= n:
+        raise DatasetError(
+            f"val_fraction={fraction} of {n} images leaves {'no validation' if count < 1 else 'no training'} "
+            "images; change --val-fraction or pass --val-dataset"
+        )
+    g = torch.Generator().manual_seed(mix_seed(seed, _SALT_HOLDOUT))
+    held = set(torch.randperm(n, generator=g)[:count].tolist())
+    train = [p for i, p in enumerate(paths) if i not in held]
+    val = [p for i, p in enumerate(paths) if i in held]
+    return train, val
+
+
+# ----------------------------------------------------------------------------------------
+# datasets
+# ----------------------------------------------------------------------------------------
+
+
+def _to_tensor(img: "PIL.Image.Image") -> Tensor:  # noqa: F821
+    from torchvision.transforms import functional as TF
+
+    return TF.to_tensor(img)
+
+
+def _resize_center_crop(img: "PIL.Image.Image", size: int) -> "PIL.Image.Image":  # noqa: F821
+    from torchvision.transforms import functional as TF
+
+    img = TF.resize(img, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    return TF.center_crop(img, [size, size])
+
+
+class TrainingImages(Dataset):
+    """Training crops, indexed by ``(index, epoch)`` pairs (see :class:`GlobalBatchSampler`).
+
+    Args:
+        paths: image files.
+        patch_size: side of the square crops.
+        crop: ``center`` or ``random``.
+        seed: seed of the crop positions and flips.
+
+    Returns (per item):
+        ``(image (3, patch, patch) in [0, 1], sample key)``; the key seeds every random
+        draw made for this sample (see :func:`~.randomness.sample_key`).
+    """
+
+    def __init__(self, paths: Sequence[Path], patch_size: int, crop: str, seed: int) -> None:
+        self.paths = list(paths)
+        self.patch_size = int(patch_size)
+        self.crop = crop
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item: Tuple[int, int]) -> Tuple[Tensor, int]:
+        index, epoch = item
+        key = sample_key(self.seed, epoch, index)
+        img = load_rgb(self.paths[index])
+        p = self.patch_size
+        if self.crop == "center":
+            img = _resize_center_crop(img, p)
+        else:
+            if min(img.size) < p:
+                from torchvision.transforms import functional as TF
+
+                img = TF.resize(img, p, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+            w, h = img.size
+            top = int(uniform01(key, _SALT_TOP) * (h - p + 1))
+            left = int(uniform01(key, _SALT_LEFT) * (w - p + 1))
+            img = img.crop((left, top, left + p, top + p))
+            if uniform01(key, _SALT_FLIP) < 0.5:
+                from PIL import Image
+
+                img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return _to_tensor(img), key
+
+
+class ValidationImages(Dataset):
+    """Validation images: central crops of ``patch_size`` (``crop="center"``) or whole images.
+
+    Args:
+        paths: image files.
+        patch_size: crop side for ``center``.
+        crop: ``center`` or ``full``.
+    """
+
+    def __init__(self, paths: Sequence[Path], patch_size: int, crop: str = "center") -> None:
+        self.paths = list(paths)
+        self.patch_size = int(patch_size)
+        self.crop = crop
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Tensor:
+        img = load_rgb(self.paths[index])
+        if self.crop == "center":
+            img = _resize_center_crop(img, self.patch_size)
+        return _to_tensor(img)
+
+
+def collate_training(batch: Sequence[Tuple[Tensor, int]]) -> Tuple[Tensor, Tensor]:
+    """Stack crops; keys become an int64 tensor."""
+    images = torch.stack([b[0] for b in batch])
+    keys = torch.tensor([b[1] for b in batch], dtype=torch.int64)
+    return images, keys
+
+
+class GlobalBatchSampler(Sampler[List[Tuple[int, int]]]):
+    """Batches of ``(index, epoch)`` for one process of a (possibly distributed) run.
+
+    Epoch ``e`` draws a permutation of the dataset from ``(seed, e)``, keeps its first
+    ``samples_per_epoch`` entries, and cuts them into global batches of ``global_batch``
+    (the incomplete last one is dropped). Process ``rank`` of ``world_size`` gets the
+    ``rank``-th contiguous slice of every global batch, so the union over processes is
+    exactly the batch a single process would use.
+
+    Args:
+        num_items: dataset size.
+        global_batch: images per optimisation step over all processes.
+        rank: this process.
+        world_size: number of processes (must divide ``global_batch``).
+        seed: seed of the order.
+        samples_per_epoch: images per epoch (default: all).
+
+    Raises:
+        DatasetError: fewer images than one global batch.
+        ValueError: ``global_batch`` not divisible by ``world_size``.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        global_batch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        samples_per_epoch: Optional[int] = None,
+    ) -> None:
+        if global_batch % world_size:
+            raise ValueError(
+                f"the global batch size {global_batch} must be divisible by the number of processes "
+                f"{world_size} (every process takes an equal share)"
+            )
+        self.num_items = int(num_items)
+        self.samples = min(self.num_items, samples_per_epoch or self.num_items)
+        if self.samples < global_batch:
+            raise DatasetError(
+                f"the training set has {self.num_items} images"
+                + (f" ({self.samples} per epoch)" if self.samples != self.num_items else "")
+                + f", fewer than one batch of {global_batch}; add images or lower --batch-size"
+            )
+        self.global_batch = int(global_batch)
+        self.local_batch = self.global_batch // world_size
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.start_step = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.samples // self.global_batch
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Select the epoch to iterate, starting after ``start_step`` completed steps."""
+        self.epoch = int(epoch)
+        self.start_step = int(start_step)
+
+    def epoch_order(self, epoch: int) -> List[int]:
+        """The dataset indices of an epoch, in global order."""
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, _SALT_ORDER))
+        return torch.randperm(self.num_items, generator=g)[: self.samples].tolist()
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+        order = self.epoch_order(self.epoch)
+        b, lb = self.global_batch, self.local_batch
+        for step in range(self.start_step, self.steps_per_epoch):
+            chunk = order[step * b : (step + 1) * b]
+            yield [(i, self.epoch) for i in chunk[self.rank * lb : (self.rank + 1) * lb]]
+
+    def __len__(self) -> int:
+        return max(0, self.steps_per_epoch - self.start_step)
+
+
+def validation_subset(paths: Sequence[Path], limit: Optional[int]) -> List[Path]:
+    """At most ``limit`` images, evenly spaced over ``paths``."""
+    return evenly_spaced(list(paths), limit)
+
+
+def shard(items: Sequence[int], rank: int, world_size: int) -> List[int]:
+    """The items of one process: every ``world_size``-th, starting at ``rank``."""
+    return list(items[rank::world_size])

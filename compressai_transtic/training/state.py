@@ -1,0 +1,190 @@
+"""Training checkpoints: everything needed to continue a run exactly, written atomically.
+
+A checkpoint (``<output>/checkpoint.pth``) holds the adapter weights (prompt
+parameters and BatchNorm statistics), the adapter's signature (architecture, prompt
+configuration) and base-codec hash, the optimizer, scheduler and loss-scaler states,
+the position in training (completed epochs, steps into the current epoch, global
+step), the partial sums of the current epoch's metrics, the best validation value so
+far, the random-number generator states, the digest of the training image list and
+the run's settings. It is a torch file readable with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Sequence, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "RESUME_KEYS",
+    "ResumeError",
+    "atomic_save",
+    "dataset_digest",
+    "read_checkpoint",
+    "restore_rng_state",
+    "rng_state",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "compressai-transtic-training"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pth"
+
+#: settings a resumed run must share with its checkpoint (anything else may change,
+#: e.g. ``epochs`` to train longer, ``workers``, validation and logging options)
+RESUME_KEYS = (
+    "task",
+    "arch",
+    "quality",
+    "lmbda",
+    "variant",
+    "prompt_options",
+    "task_weights",
+    "task_options",
+    "batch_size",
+    "patch_size",
+    "crop",
+    "lr",
+    "lr_milestones",
+    "lr_gamma",
+    "clip_max_norm",
+    "samples_per_epoch",
+    "seed",
+)
+
+
+class ResumeError(ValueError):
+    """A checkpoint that cannot continue this run (the message says why)."""
+
+
+def atomic_save(obj: Any, path: Union[str, os.PathLike]) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def dataset_digest(paths: Sequence[Path], root: Union[str, os.PathLike]) -> str:
+    """SHA-256 of the training image list (paths relative to ``root``, in order)."""
+    digest = hashlib.sha256()
+    root = Path(root)
+    for p in paths:
+        try:
+            rel = Path(p).relative_to(root).as_posix()
+        except ValueError:
+            rel = Path(p).as_posix()
+        digest.update(rel.encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def rng_state() -> Dict[str, Any]:
+    """States of Python's, NumPy's and torch's (CPU and CUDA) global generators."""
+    np_state = np.random.get_state()
+    state: Dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    random.setstate(_as_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        states = state["cuda"]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+
+
+def _as_tuple(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_as_tuple(v) for v in value)
+    return value
+
+
+def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """Read a training checkpoint written by the trainer.
+
+    Raises:
+        ResumeError: missing file, unreadable file, an adapter or model file instead of
+            a training checkpoint, or an unsupported format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ResumeError(f"cannot resume: checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # damaged or foreign files raise many types
+        raise ResumeError(f"cannot resume: {path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        hint = ""
+        if isinstance(payload, dict) and "adapter_format" in payload:
+            hint = " It is an adapter file: start a new run from it with --init-adapter."
+        elif isinstance(payload, dict) and ("state_dict" in payload or "network" in payload):
+            hint = " It holds model weights only (no optimizer state): pass it as --base or --init-adapter."
+        raise ResumeError(f"cannot resume: {path} is not a training checkpoint of compressai-transtic.{hint}")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ResumeError(f"cannot resume: {path} has checkpoint version {payload.get('version')}, expected {CHECKPOINT_VERSION}")
+    return payload
+
+
+def check_resume_settings(saved: Mapping[str, Any], current: Mapping[str, Any], source: str) -> None:
+    """Refuse to continue a run whose result-defining settings changed.
+
+    Raises:
+        ResumeError: listing every differing setting with both values.
+    """
+    diffs = []
+    for key in RESUME_KEYS:
+        a, b = _canon(saved.get(key)), _canon(current.get(key))
+        if a != b:
+            diffs.append(f"{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}")
+    if diffs:
+        raise ResumeError(
+            f"cannot resume from {source}: settings differ from the checkpoint's ({'; '.join(diffs)}). "
+            "Use the checkpoint's settings, or start a new run in another --output directory."
+        )
+
+
+def _canon(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_canon(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _canon(v)) for k, v in value.items()))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value

@@ -1,0 +1,671 @@
+"""Prompt training on a frozen base codec: single process or distributed (torchrun).
+
+What a run does (the paper's recipe, every setting overridable):
+
+1. load the base codec (a TIC checkpoint, or the released ``base_codec_<quality>``)
+   and wrap it in the adapted architecture (TransTIC prompts by default); only the
+   adapter's parameters train, the base codec is frozen (its tensors are checked to be
+   bit-identical at the end);
+2. the task plugin gives the loss (e.g. ``1000 * lambda * d + bpp`` for
+   classification, ``d + lambda * bpp`` for detection/segmentation, ``d`` the
+   perceptual feature distortion of the frozen recognition network);
+3. Adam (lr 1e-4), ``MultiStepLR`` stepped per epoch, gradient-norm clipping,
+   mixed precision on GPU;
+4. every epoch: validation (when a validation set is given) and selection of the
+   best adapter by the validation loss, a training checkpoint (``--resume``
+   continues bit-exactly on the CPU), optional per-epoch adapters;
+5. at the end: ``adapter_final.pth`` (adapter file, loadable with
+   :func:`compressai_transtic.prompts.load_adapter`) and ``model_final.pth.tar``
+   (the full model as ``{"state_dict": ...}``, the layout of the released weights).
+
+Everything random is keyed by ``(seed, epoch, sample index)`` (see
+:mod:`.randomness` and :mod:`.data`), so a run gives the same adapter whether it runs
+in one process or several with the same global batch (up to floating-point
+summation order) and whether or not it was interrupted and resumed.
+
+Training the base codec itself for human perception is CompressAI's job: see
+:mod:`compressai_transtic.training` for the command.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Subset
+
+from .adapters import AdapterKind, get_adapter_kind
+from .config import ConfigError, TrainConfig
+from .data import (
+    GlobalBatchSampler,
+    TrainingImages,
+    ValidationImages,
+    check_images,
+    collate_training,
+    find_images,
+    shard,
+    split_holdout,
+    unreadable_error,
+    validation_subset,
+)
+from .distributed import DistributedContext, convert_batchnorm, init_distributed
+from .metrics_log import MetricsLog
+from .precision import entropy_models_in_float32, resolve_precision
+from .randomness import SampleKeyedRandomness
+from .state import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    CHECKPOINT_VERSION,
+    ResumeError,
+    atomic_save,
+    check_resume_settings,
+    dataset_digest,
+    read_checkpoint,
+    restore_rng_state,
+    rng_state,
+)
+
+__all__ = ["TrainResult", "Trainer", "train"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: image-weighted metrics; accumulators hold (metric x images for each, images,
+#: sum of finite gradient norms, number of steps with a finite gradient norm)
+_METRICS = ("loss", "bpp_loss", "task_loss", "mse_loss")
+_N_SUMS = len(_METRICS) + 3
+
+FINAL_ADAPTER = "adapter_final.pth"
+FINAL_MODEL = "model_final.pth.tar"
+BEST_ADAPTER = "adapter_best.pth"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced.
+
+    Args:
+        output: the output directory.
+        final_adapter: adapter file of the last epoch.
+        final_model: full model checkpoint of the last epoch (``{"state_dict": ...}``).
+        best_adapter: adapter with the best validation value (None without validation).
+        best_value: that value (``select_by`` metric).
+        best_epoch: its epoch (0: the initial prompts).
+        epochs: epochs completed.
+        global_step: optimisation steps completed.
+        history: the epoch-level metric rows (``train`` and ``val``) of this process's run.
+    """
+
+    output: Path
+    final_adapter: Path
+    final_model: Path
+    best_adapter: Optional[Path]
+    best_value: Optional[float]
+    best_epoch: Optional[int]
+    epochs: int
+    global_step: int
+    history: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train an adapter as ``config`` says (joins a ``torchrun`` job when launched by one).
+
+    Every check (settings, images, base checkpoint, adapters, resume checkpoint, task
+    weights) happens before the first training step.
+
+    Raises:
+        ConfigError, DatasetError, CheckpointError, ArchitectureMismatchError,
+        AdapterMismatchError, ResumeError: invalid input, before any training.
+    """
+    ctx = init_distributed(config.device)
+    try:
+        return Trainer(config, ctx).fit()
+    finally:
+        ctx.shutdown()
+
+
+class Trainer:
+    """One training run; the constructor does every check and builds everything.
+
+    Args:
+        config: the run's settings (unresolved: task defaults are filled in here).
+        ctx: this process's place in a distributed job (default: single process).
+    """
+
+    def __init__(self, config: TrainConfig, ctx: Optional[DistributedContext] = None) -> None:
+        self.ctx = ctx if ctx is not None else DistributedContext()
+        self.device = self.ctx.device
+        self._setup(config)
+
+    # ==================================================================== setup
+    def _collective(self, fn: Callable[[], T], main_first: bool = False) -> T:
+        """Run a setup step on every process; if any fails, all raise (no hang)."""
+        result: Any = None
+        error: Optional[Exception] = None
+        if main_first and self.ctx.distributed:
+            if self.ctx.is_main:
+                try:
+                    result = fn()
+                except Exception as exc:
+                    error = exc
+            self.ctx.raise_if_any(error)
+            if not self.ctx.is_main:
+                try:
+                    result = fn()
+                except Exception as exc:
+                    error = exc
+            self.ctx.raise_if_any(error)
+            return result
+        try:
+            result = fn()
+        except Exception as exc:
+            error = exc
+        self.ctx.raise_if_any(error)
+        return result
+
+    def _on_main(self, fn: Callable[[], T]) -> T:
+        """Run a setup step on rank 0 only and hand its result to every process."""
+        result: Any = None
+        error: Optional[Exception] = None
+        if self.ctx.is_main:
+            try:
+                result = fn()
+            except Exception as exc:
+                error = exc
+        self.ctx.raise_if_any(error)
+        return self.ctx.broadcast_object(result)
+
+    def _setup(self, config: TrainConfig) -> None:
+        from ..tasks import get_task_class
+
+        ctx = self.ctx
+        try:
+            task_cls = get_task_class(config.task) if config.task else None
+        except KeyError as exc:
+            raise ConfigError(exc.args[0]) from None
+        cfg = config.resolve(
+            getattr(task_cls, "training_defaults", {}) or {}, getattr(task_cls, "default_lambdas", {}) or {}
+        )
+        self.config = cfg
+        self.kind: AdapterKind = get_adapter_kind(cfg.arch)
+        self.output = Path(cfg.output).expanduser()
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        self.precision = resolve_precision(cfg.amp, self.device)
+
+        # -- resume checkpoint / output folder (rank 0 reads, everyone gets it)
+        def read_resume() -> Optional[Dict[str, Any]]:
+            path = self._resume_path(cfg)
+            return None if path is None else {"path": str(path), "payload": read_checkpoint(path)}
+
+        resume = self._on_main(read_resume)
+        self.resume_source = None if resume is None else resume["path"]
+        ckpt = None if resume is None else resume["payload"]
+
+        # -- images
+        self._collective(lambda: self._find_data(cfg))
+        self._verify_data(cfg)
+        self._collective(lambda: self._build_datasets(cfg))
+        if ckpt is not None:
+            self._collective(lambda: self._check_resume(ckpt))
+
+        # -- base codec and adapted model
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % (2**32))
+        torch.manual_seed(cfg.seed)
+        self.model = self._collective(lambda: self._build_model(cfg), main_first=True)
+        self._collective(lambda: self._load_adapter_state(cfg, ckpt))
+        self.model.to(self.device)
+        self.base_hash = self.kind.base_hash(self.model)
+        self.named_trainable = self.kind.trainable_parameters(self.model)
+        self._check_frozen_base()
+
+        # -- task and loss (rank 0 first: it may download the recognition network)
+        def build_criterion() -> nn.Module:
+            from ..tasks import get_task
+
+            task = get_task(cfg.task, weights=cfg.task_weights, device=self.device, seed=cfg.seed, **cfg.task_options)
+            return task.criterion(lmbda=cfg.lmbda, quality=cfg.quality).to(self.device)
+
+        self.criterion = self._collective(build_criterion, main_first=True)
+
+        # -- optimisation
+        params = [p for _, p in self.named_trainable]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(cfg.lr_milestones or ()), gamma=cfg.lr_gamma
+        )
+        self.scaler = self.precision.grad_scaler()
+        self.start_epoch, self.start_step, self.global_step = 0, 0, 0
+        self.best_value: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.resumed_sums: Optional[torch.Tensor] = None
+        if ckpt is not None:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self.start_epoch = int(ckpt["epoch"])
+            self.start_step = int(ckpt["step_in_epoch"])
+            self.global_step = int(ckpt["global_step"])
+            self.best_value = ckpt["best"]["value"]
+            self.best_epoch = ckpt["best"]["epoch"]
+            if ckpt.get("epoch_sums") is not None:
+                self.resumed_sums = ckpt["epoch_sums"].to(torch.float64)
+            restore_rng_state(ckpt["rng"])
+            logger.info(
+                "resuming from %s: epoch %d, step %d of the epoch (global step %d)",
+                self.resume_source, self.start_epoch + 1, self.start_step, self.global_step,
+            )
+
+        # -- process-count independence, precision
+        self.randomness = SampleKeyedRandomness(self.model)
+        if self.precision.mode != "off":
+            entropy_models_in_float32(self.model, self.precision.device_type)
+        self.train_model: nn.Module = self.model
+        if ctx.distributed:
+            convert_batchnorm(self.model)
+            import inspect
+
+            from torch.nn.parallel import DistributedDataParallel
+
+            # buffers (base codec tables, synced BatchNorm statistics) are equal on every
+            # process: no need to broadcast them before each forward
+            no_sync = (
+                {"forward_sync_buffers": False}
+                if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+                else {"broadcast_buffers": False}
+            )
+            self.train_model = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=False,
+                **no_sync,
+            )
+
+        self.log = MetricsLog(
+            self.output,
+            enabled=ctx.is_main,
+            tensorboard=cfg.tensorboard,
+            resume_step=self.global_step if ckpt is not None else None,
+        )
+        if ctx.is_main:
+            self._write_config()
+
+    def _resume_path(self, cfg: TrainConfig) -> Optional[Path]:
+        own = self.output / CHECKPOINT_NAME
+        if cfg.resume is None:
+            if own.exists():
+                raise ResumeError(
+                    f"{self.output} already holds a training checkpoint ({own}); pass --resume to "
+                    "continue that run, or choose another --output directory"
+                )
+            return None
+        if cfg.resume == "auto":
+            return own if own.exists() else None
+        if cfg.resume == "last":
+            if not own.exists():
+                raise ResumeError(f"cannot resume: {own} does not exist (nothing to resume in {self.output})")
+            return own
+        path = Path(cfg.resume).expanduser()
+        return path / CHECKPOINT_NAME if path.is_dir() else path
+
+    def _find_data(self, cfg: TrainConfig) -> None:
+        paths = find_images(cfg.dataset, "training")
+        val_paths: List[Path] = []
+        if cfg.val_dataset:
+            val_paths = find_images(cfg.val_dataset, "validation")
+        elif cfg.val_fraction:
+            paths, val_paths = split_holdout(paths, cfg.val_fraction, cfg.seed)
+        self.train_paths = paths
+        self.val_paths = validation_subset(val_paths, cfg.val_limit) if val_paths else []
+
+    def _verify_data(self, cfg: TrainConfig) -> None:
+        """Every process checks its share of the images; all learn about every failure."""
+        ctx = self.ctx
+        everything = self.train_paths + self.val_paths
+        mine = [everything[i] for i in shard(list(range(len(everything))), ctx.rank, ctx.world_size)]
+        failures = check_images(mine, cfg.verify_images, progress=cfg.progress and ctx.is_main and len(mine) > 1000)
+        if ctx.distributed:
+            import torch.distributed as dist
+
+            gathered: List[Any] = [None] * ctx.world_size
+            dist.all_gather_object(gathered, [(str(p), r) for p, r in failures])
+            failures = sorted((Path(p), r) for part in gathered for p, r in part)
+        if failures:
+            raise unreadable_error(failures)
+
+    def _build_datasets(self, cfg: TrainConfig) -> None:
+        ctx = self.ctx
+        self.dataset_digest = dataset_digest(self.train_paths, cfg.dataset)
+        self.train_set = TrainingImages(self.train_paths, cfg.patch_size, cfg.crop, cfg.seed)
+        self.sampler = GlobalBatchSampler(
+            len(self.train_paths), cfg.batch_size, ctx.rank, ctx.world_size, cfg.seed, cfg.samples_per_epoch
+        )
+        self.val_set = ValidationImages(self.val_paths, cfg.patch_size, cfg.val_crop) if self.val_paths else None
+        logger.info(
+            "%d training images (%d per epoch, %d steps of %d), %d validation images",
+            len(self.train_paths), self.sampler.samples, self.sampler.steps_per_epoch, cfg.batch_size,
+            len(self.val_paths),
+        )
+
+    def _check_resume(self, ckpt: Dict[str, Any]) -> None:
+        check_resume_settings(ckpt["config"], self.config.to_dict(), str(self.resume_source))
+        if ckpt.get("dataset_digest") != self.dataset_digest:
+            raise ResumeError(
+                f"cannot resume from {self.resume_source}: the training images differ from the "
+                f"checkpoint's ({ckpt.get('num_train_images')} images then, {len(self.train_paths)} now)"
+            )
+
+    def _build_model(self, cfg: TrainConfig) -> nn.Module:
+        from ..checkpoint import load_state_dict, model_from_state_dict
+
+        if cfg.base is None:
+            from ..zoo import load_pretrained
+
+            base = load_pretrained("tic", cfg.quality)
+            source = f"released base_codec_{cfg.quality}"
+        else:
+            state_dict = load_state_dict(cfg.base)
+            base = model_from_state_dict(state_dict, "tic", source=str(cfg.base))
+            source = str(cfg.base)
+        model = self.kind.build(base, {"variant": cfg.variant, "prompt_options": cfg.prompt_options})
+        n_train = sum(p.numel() for _, p in self.kind.trainable_parameters(model))
+        n_all = sum(p.numel() for p in model.parameters())
+        logger.info("base codec from %s; %s: %d trainable of %d parameters", source, cfg.arch, n_train, n_all)
+        return model
+
+    def _load_adapter_state(self, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]]) -> None:
+        """Prompts from the resume checkpoint, else from ``init_adapter``, else fresh."""
+        if ckpt is not None:
+            if cfg.init_adapter:
+                logger.info("resuming: the prompts come from the checkpoint, not from %s", cfg.init_adapter)
+            adapter = ckpt["adapter"]
+            self.kind.check_compatible(self.model, adapter["signature"], adapter["base_sha256"], self.resume_source)
+            self.kind.load_state_dict(self.model, adapter["state_dict"])
+        elif cfg.init_adapter:
+            header = self.kind.load(self.model, cfg.init_adapter)
+            logger.info("adapter initialised from %s (trained for task %s)", cfg.init_adapter, header.get("task"))
+
+    def _check_frozen_base(self) -> None:
+        trainable = {name for name, _ in self.named_trainable}
+        if not trainable:
+            raise ConfigError(f"the {self.config.arch} model has no trainable parameters")
+        wrong = [n for n, p in self.model.named_parameters() if p.requires_grad and n not in trainable]
+        frozen = [n for n, p in self.named_trainable if not p.requires_grad]
+        if wrong or frozen:
+            raise RuntimeError(
+                f"parameter groups are inconsistent: base parameters requiring gradients {wrong[:5]}, "
+                f"adapter parameters not requiring them {frozen[:5]}"
+            )
+
+    def _write_config(self) -> None:
+        import json
+
+        self.output.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "config": self.config.to_dict(),
+            "world_size": self.ctx.world_size,
+            "device": str(self.device),
+            "precision": self.precision.mode,
+            "base_sha256": self.base_hash,
+            "num_train_images": len(self.train_paths),
+            "num_val_images": len(self.val_paths),
+            "steps_per_epoch": self.sampler.steps_per_epoch,
+            "resumed_from": self.resume_source,
+        }
+        tmp = self.output / ".config.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, self.output / "config.json")
+
+    # ==================================================================== training
+    def fit(self) -> TrainResult:
+        """Train until ``epochs`` are complete; returns what was written."""
+        cfg = self.config
+        history: List[Dict[str, Any]] = []
+        try:
+            if self.val_set is not None and self.resume_source is None:
+                started = time.perf_counter()
+                metrics = self.validate()
+                history.append(self._row("val", 0, metrics))
+                self._log("val", 0, metrics, time.perf_counter() - started)
+                self._consider_best(metrics, 0)
+            for epoch in range(self.start_epoch, cfg.epochs):
+                start_step = self.start_step if epoch == self.start_epoch else 0
+                metrics, seconds = self._train_epoch(epoch, start_step)
+                history.append(self._row("train", epoch + 1, metrics))
+                self._log("train", epoch + 1, metrics, seconds)
+                self.scheduler.step()
+                if self.val_set is not None:
+                    started = time.perf_counter()
+                    vmetrics = self.validate()
+                    history.append(self._row("val", epoch + 1, vmetrics))
+                    self._log("val", epoch + 1, vmetrics, time.perf_counter() - started)
+                    self._consider_best(vmetrics, epoch + 1)
+                self._save_checkpoint(epoch + 1, 0, None)
+                if cfg.save_every and (epoch + 1) % cfg.save_every == 0 and self.ctx.is_main:
+                    self._save_adapter(self.output / f"adapter_epoch{epoch + 1:04d}.pth", epoch + 1)
+            return self._finish(history)
+        finally:
+            self.log.close()
+
+    def _log(self, split: str, epoch: int, metrics: Dict[str, float], seconds: float) -> None:
+        values = {k: v for k, v in metrics.items() if k != "images"}
+        self.log.write(split, epoch, self.global_step, values, self._lr(), int(metrics["images"]), seconds)
+
+    def _row(self, split: str, epoch: int, metrics: Dict[str, float]) -> Dict[str, Any]:
+        return {"split": split, "epoch": epoch, "step": self.global_step, **metrics}
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _train_epoch(self, epoch: int, start_step: int) -> Tuple[Dict[str, float], float]:
+        from tqdm.auto import tqdm
+
+        cfg, ctx = self.config, self.ctx
+        self.model.train()
+        self.sampler.set_epoch(epoch, start_step)
+        loader = DataLoader(
+            self.train_set,
+            batch_sampler=self.sampler,
+            num_workers=cfg.workers,
+            collate_fn=collate_training,
+            pin_memory=self.device.type == "cuda",
+        )
+        steps = self.sampler.steps_per_epoch
+        epoch_sums = torch.zeros(_N_SUMS, dtype=torch.float64, device=self.device)
+        if self.resumed_sums is not None and start_step > 0 and ctx.is_main:
+            epoch_sums += self.resumed_sums.to(self.device)
+        self.resumed_sums = None
+        window = torch.zeros_like(epoch_sums)
+        params = [p for _, p in self.named_trainable]
+        started = time.perf_counter()
+        bar = tqdm(
+            total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+            disable=not (cfg.progress and ctx.is_main), dynamic_ncols=True,
+        )
+        try:
+            for i, (x, keys) in enumerate(loader):
+                step = start_step + i + 1  # steps completed in this epoch after this one
+                x = x.to(self.device, non_blocking=True)
+                with self.randomness.batch(keys.tolist()), self.precision.autocast():
+                    out = self.train_model(x)
+                    losses = self.criterion(out, x)
+                loss = losses["loss"]
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_max_norm or math.inf)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.global_step += 1
+
+                n = x.shape[0]
+                with torch.no_grad():
+                    mse = torch.nn.functional.mse_loss(out["x_hat"].detach().float().clamp(0, 1), x.float())
+                    row = torch.stack(
+                        [losses["loss"].detach().double(), losses["bpp_loss"].detach().double(),
+                         losses["task_loss"].detach().double(), mse.double()]
+                    ) * n
+                    finite = torch.isfinite(grad_norm).double()
+                    gnorm = torch.nan_to_num(grad_norm.double(), nan=0.0, posinf=0.0, neginf=0.0) * finite
+                    row = torch.cat([row, row.new_tensor([n]), gnorm.view(1).to(row), finite.view(1).to(row)])
+                epoch_sums += row
+                window += row
+                bar.update(1)
+                if self.global_step % cfg.log_every == 0:
+                    metrics = self._reduce(window, f"steps up to {self.global_step}")
+                    window.zero_()
+                    bar.set_postfix(loss=f"{metrics['loss']:.4g}", bpp=f"{metrics['bpp_loss']:.4g}")
+                    self._log("train_step", epoch + 1, metrics, time.perf_counter() - started)
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
+                    sums = ctx.all_reduce_sum(epoch_sums.clone())
+                    self._check_finite(sums[: len(_METRICS) + 1], f"epoch {epoch + 1}")
+                    self._save_checkpoint(epoch, step, sums)
+        finally:
+            bar.close()
+        metrics = self._reduce(epoch_sums, f"epoch {epoch + 1}")
+        return metrics, time.perf_counter() - started
+
+    def _reduce(self, sums: torch.Tensor, what: str) -> Dict[str, float]:
+        """Means over all processes; ``images`` is the number of images they cover."""
+        total = self.ctx.all_reduce_sum(sums.clone())
+        k = len(_METRICS)
+        self._check_finite(total[: k + 1], what)
+        count = float(total[k])
+        out = {name: float(total[i]) / max(count, 1.0) for i, name in enumerate(_METRICS)}
+        out["images"] = count
+        if float(total[k + 2]) > 0:
+            out["grad_norm"] = float(total[k + 1]) / float(total[k + 2])
+        return out
+
+    def _check_finite(self, sums: torch.Tensor, what: str) -> None:
+        if not bool(torch.isfinite(sums).all()):
+            raise FloatingPointError(
+                f"the training loss became non-finite ({what}); the last checkpoint in {self.output} is "
+                "intact. Lower --lr, use --amp off, or check the data."
+            )
+
+    @torch.no_grad()
+    def validate(self) -> Dict[str, float]:
+        """Mean loss terms over the validation set (eval mode: rounding, no noise)."""
+        if self.val_set is None:
+            raise RuntimeError("no validation images: pass val_dataset or val_fraction")
+        cfg, ctx = self.config, self.ctx
+        self.model.eval()
+        indices = shard(list(range(len(self.val_set))), ctx.rank, ctx.world_size)
+        batch = self.sampler.local_batch if cfg.val_crop == "center" else 1
+        loader = DataLoader(
+            Subset(self.val_set, indices), batch_size=batch, num_workers=cfg.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        sums = torch.zeros(_N_SUMS, dtype=torch.float64, device=self.device)
+        try:
+            for x in loader:
+                x = x.to(self.device, non_blocking=True)
+                with self.precision.autocast():
+                    out = self.model(x)
+                    losses = self.criterion(out, x)
+                mse = torch.nn.functional.mse_loss(out["x_hat"].float().clamp(0, 1), x.float())
+                n = x.shape[0]
+                values = [losses["loss"], losses["bpp_loss"], losses["task_loss"], mse]
+                sums[: len(_METRICS)] += torch.stack([v.detach().double() for v in values]) * n
+                sums[len(_METRICS)] += n
+        finally:
+            self.model.train()
+        return self._reduce(sums, "validation")
+
+    def _consider_best(self, metrics: Dict[str, float], epoch: int) -> None:
+        value = metrics[self.config.select_by]
+        if self.best_value is None or value < self.best_value:
+            self.best_value, self.best_epoch = value, epoch
+            if self.ctx.is_main:
+                self._save_adapter(self.output / BEST_ADAPTER, epoch, {"val": metrics, "selected_by": self.config.select_by})
+                logger.info("new best adapter (validation %s %.6g) at epoch %d", self.config.select_by, value, epoch)
+
+    # ==================================================================== outputs
+    def _metadata(self, epoch: int, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        cfg = self.config
+        meta = {
+            "trained_with": "compressai-transtic train",
+            "quality": cfg.quality,
+            "lmbda": cfg.lmbda,
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "config": cfg.to_dict(),
+        }
+        meta.update(extra or {})
+        return meta
+
+    def _save_adapter(self, path: Path, epoch: int, extra: Optional[Dict[str, Any]] = None) -> Path:
+        return self.kind.save(self.model, path, self.config.task, self._metadata(epoch, extra))
+
+    def _save_checkpoint(self, epoch: int, step_in_epoch: int, epoch_sums: Optional[torch.Tensor]) -> None:
+        if not self.ctx.is_main:
+            return
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(),
+            "adapter": {
+                "signature": self.kind.signature(self.model),
+                "base_sha256": self.base_hash,
+                "state_dict": self.kind.state_dict(self.model),
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "global_step": self.global_step,
+            "epoch_sums": None if epoch_sums is None else epoch_sums.detach().cpu(),
+            "best": {"value": self.best_value, "epoch": self.best_epoch},
+            "rng": rng_state(),
+            "dataset_digest": self.dataset_digest,
+            "num_train_images": len(self.train_paths),
+        }
+        path = atomic_save(payload, self.output / CHECKPOINT_NAME)
+        self.log.flush()
+        logger.info("checkpoint: epoch %d, step %d of the epoch -> %s", epoch, step_in_epoch, path)
+
+    def _finish(self, history: List[Dict[str, Any]]) -> TrainResult:
+        cfg = self.config
+        if self.kind.base_hash(self.model) != self.base_hash:
+            raise RuntimeError("the base codec's weights changed during training; this is a bug, please report it")
+        final_adapter = self.output / FINAL_ADAPTER
+        final_model = self.output / FINAL_MODEL
+        if self.ctx.is_main:
+            self._save_adapter(final_adapter, cfg.epochs)
+            # the released weights' layout; the extra entry is ignored by checkpoint readers
+            atomic_save(
+                {
+                    "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                    "adapter_signature": self.kind.signature(self.model),
+                },
+                final_model,
+            )
+            logger.info("final adapter: %s; full model: %s", final_adapter, final_model)
+        self.ctx.barrier()
+        best = self.output / BEST_ADAPTER if self.best_value is not None else None
+        return TrainResult(
+            output=self.output,
+            final_adapter=final_adapter,
+            final_model=final_model,
+            best_adapter=best,
+            best_value=self.best_value,
+            best_epoch=self.best_epoch,
+            epochs=cfg.epochs,
+            global_step=self.global_step,
+            history=history,
+        )
