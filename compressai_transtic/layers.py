@@ -136,6 +136,8 @@ class _LRU(OrderedDict):
 
 
 _INDEX_CACHE = _LRU(256)
+#: tokens (batch x windows x tokens per window) processed at once by a Swin block
+_CHUNK_TOKENS = 2048
 
 
 def _relative_position_index(window: int) -> Tensor:
@@ -192,6 +194,18 @@ def _inverse_index(idx: Tensor, key: Tuple) -> Tensor:
         inv = torch.argsort(idx)
         _INDEX_CACHE.put(inv_key, inv)
     return inv
+
+
+def _composed_index(height: int, width: int, window: int, shift_from: int, shift_to: int, device: torch.device) -> Tensor:
+    """Index taking tokens from the window order of ``shift_from`` to that of ``shift_to``."""
+    key = ("comp", height, width, window, shift_from, shift_to, str(device))
+    idx = _INDEX_CACHE.get(key)
+    if idx is None:
+        src = window_partition_index(height, width, window, shift_from, device)
+        inv = _inverse_index(src, ("part", height, width, window, shift_from, str(device)))
+        idx = inv[window_partition_index(height, width, window, shift_to, device)]
+        _INDEX_CACHE.put(key, idx)
+    return idx
 
 
 def _partition_labels(labels: Tensor, window: int, shift: int) -> Tensor:
@@ -337,17 +351,15 @@ class WindowAttention(nn.Module):
     def forward(
         self,
         x: Tensor,
-        bias_parts: Sequence[Tuple[int, int, Tensor]],
+        bias: Tensor,
         prompt_kv: Optional[Tuple[Tensor, Tensor]] = None,
     ) -> Tensor:
         """Attend inside windows.
 
         Args:
             x: ``(B, nW, Nq, C)`` window tokens (queries, keys and values).
-            bias_parts: ``(start, end, bias)`` covering the windows: windows
-                ``start:end`` use the additive ``bias``, broadcastable to
-                ``(end - start, heads, Nq, K)``; ``K`` counts prompt keys (first), then
-                the tokens of ``x``.
+            bias: additive bias ``(1 or nW, heads, Nq, K)``; ``K`` counts prompt keys
+                (first), then the tokens of ``x``.
             prompt_kv: extra keys and values, each ``(heads, P, d)`` (shared by every
                 window) or ``(B, nW, heads, P, d)``.
 
@@ -356,42 +368,26 @@ class WindowAttention(nn.Module):
         """
         b, nw, nq, c = x.shape
         heads, hd = self.num_heads, self.head_dim
-        qkv = self.qkv(x).view(b, nw, nq, 3, heads, hd).permute(3, 0, 1, 4, 2, 5)  # 3, B, nW, h, Nq, d
+        qkv = self.qkv(x).view(b * nw, nq, 3, heads, hd).permute(2, 0, 3, 1, 4)  # 3, B*nW, h, Nq, d
         q, k, v = qkv.unbind(0)
         if prompt_kv is not None:
             pk, pv = prompt_kv
             if pk.dim() == 3:
-                pk = pk.expand(b, nw, -1, -1, -1)
-                pv = pv.expand(b, nw, -1, -1, -1)
+                pk = pk.expand(b * nw, -1, -1, -1)
+                pv = pv.expand(b * nw, -1, -1, -1)
+            else:
+                pk = pk.reshape(b * nw, *pk.shape[2:])
+                pv = pv.reshape(b * nw, *pv.shape[2:])
             k = torch.cat([pk, k], dim=-2)
             v = torch.cat([pv, v], dim=-2)
-
+        if b > 1 and bias.shape[0] > 1:
+            bias = bias.expand(b, -1, -1, -1, -1).reshape(b * nw, *bias.shape[1:])
         if _use_reference():
-            (_, _, bias), = bias_parts
             attn = (q * self.scale) @ k.transpose(-2, -1) + bias
-            out = (attn.softmax(dim=-1) @ v).permute(0, 1, 3, 2, 4).reshape(b, nw, nq, c)
-            return self.proj(out)
-
-        out = x.new_empty(b, nw, nq, heads, hd)
-        for start, end, bias in bias_parts:
-            m = end - start
-            if m == 0:
-                continue
-            if b == 1 or (m == nw and bias.shape[0] == 1):  # merge batch and windows: views
-                res = F.scaled_dot_product_attention(
-                    q[:, start:end].reshape(b * m, heads, nq, hd),
-                    k[:, start:end].reshape(b * m, heads, -1, hd),
-                    v[:, start:end].reshape(b * m, heads, -1, hd),
-                    attn_mask=bias,
-                )
-                out[:, start:end] = res.view(b, m, heads, nq, hd).transpose(2, 3)
-            else:
-                for i in range(b):
-                    res = F.scaled_dot_product_attention(
-                        q[i, start:end], k[i, start:end], v[i, start:end], attn_mask=bias
-                    )
-                    out[i, start:end] = res.transpose(1, 2)
-        return self.proj(out.view(b, nw, nq, c))
+            out = attn.softmax(dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(b, nw, nq, c))
 
 
 class SwinBlock(nn.Module):
@@ -458,7 +454,7 @@ class SwinBlock(nn.Module):
         if _use_reference():
             xs = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2)) if shift else x
             out = xs.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)
-            return out.reshape(b, nw, window * window, c)
+            return out.reshape(b, nw, window * window, c).clone()  # always a fresh tensor
         idx = window_partition_index(h, w, window, shift, x.device)
         return x.reshape(b, h * w, c).index_select(1, idx).view(b, nw, window * window, c)
 
@@ -561,53 +557,95 @@ class SwinBlock(nn.Module):
 
         Returns:
             the updated map, and for full-token prompts also the updated prompt map.
+
+        The block runs in window order: one gather in, then attention, residuals and
+        MLP chunk by chunk of windows (small temporaries that stay in cache and are
+        reused by the allocator), then one gather out.
         """
         b, h, w, c = x.shape
         hp, wp = self._padded(h, w)
         ws, ss = self.window_size, self.shift_size
-        n = ws * ws
-        nw = (hp // ws) * (wp // ws)
+        padded = (hp, wp) != (h, w)
+        xp = F.pad(x, (0, 0, 0, wp - w, 0, hp - h)) if padded else x
+        tokens = self._partition(xp, ws, ss)  # B, nW, N, C (a fresh tensor)
+        tokens, prompt_tokens, d = self.forward_windows(tokens, (hp, wp, h, w), prompts)
+        out = self._unpartition(tokens, hp, wp, ws, ss)
+        if padded:
+            out = out[:, :h, :w, :].contiguous()
+        if prompt_tokens is not None:
+            return out, self._unpartition(prompt_tokens, hp // d, wp // d, ws // d, ss // d)
+        return out
 
-        shortcut = x
-        xn = self.norm1(x)
-        if (hp, wp) != (h, w):
-            xn = F.pad(xn, (0, 0, 0, wp - w, 0, hp - h))
-        tokens = self._partition(xn, ws, ss)  # B, nW, N, C
+    def forward_windows(
+        self, tokens: Tensor, geometry: Tuple[int, int, int, int], prompts: Optional[WindowPrompts] = None
+    ) -> Tuple[Tensor, Optional[Tensor], int]:
+        """The block on tokens already in this block's window order.
+
+        Args:
+            tokens: ``(B, nW, N, C)`` from :meth:`_partition` of the padded map; updated
+                in place when gradients are off.
+            geometry: ``(padded H, padded W, H, W)`` of the map.
+            prompts: optional prompts for this block.
+
+        Returns:
+            the updated tokens, the updated prompt tokens (full-token prompts only,
+            else None) and the prompt stride ``d``.
+        """
+        hp, wp, h, w = geometry
+        b, nw, n, c = tokens.shape
+        ws, ss = self.window_size, self.shift_size
 
         mode, p, d = "none", 0, 1
-        prompt_kv = None
-        pmap = None
+        shared_kv: Optional[Tuple[Tensor, Tensor]] = None
+        prompt_tokens: Optional[Tensor] = None  # B, nW, P, C
         if prompts is not None:
             if prompts.full_tokens:
                 mode = "full"
                 pmap, d = self._tile_prompts(prompts, b, hp, wp)
                 p = (ws // d) ** 2
-                tokens = torch.cat([self._partition(self.norm1(pmap), ws // d, ss // d), tokens], dim=2)
+                prompt_tokens = self._partition(pmap, ws // d, ss // d)
             elif prompts.tokens is not None:
                 mode, p = "shared", prompts.tokens.shape[-2]
-                prompt_kv = self.attn.project_kv(prompts.tokens)
+                shared_kv = self.attn.project_kv(prompts.tokens)
             else:
                 d = prompts.downsample
                 mode = "legacy" if (prompts.legacy_mask and ss) else "window"
                 p = (ws // d) ** 2
-                prompt_kv = self.attn.project_kv(self._window_prompt_tokens(prompts, b, nw))
+                prompt_tokens = self._window_prompt_tokens(prompts, b, nw)
 
-        parts = self._bias_parts(hp, wp, h, w, mode, p, d, x)
-        out = self.attn(tokens, parts, prompt_kv)  # B, nW, Nq, C
-
+        in_place = not torch.is_grad_enabled()
+        step = nw if _use_reference() else max(1, _CHUNK_TOKENS // (b * (n + p)))
+        outs: List[Tensor] = []
+        prompt_outs: List[Tensor] = []
+        for start, end, bias in self._bias_parts(hp, wp, h, w, mode, p, d, tokens):
+            for cs in range(start, end, step):
+                ce = min(end, cs + step)
+                t = tokens[:, cs:ce]
+                chunk_bias = bias if bias.shape[0] == 1 else bias[cs - start : ce - start]
+                if mode == "full":
+                    pt = prompt_tokens[:, cs:ce]
+                    a = self.attn(self.norm1(torch.cat([pt, t], dim=2)), chunk_bias)
+                    new_p = self.drop_path(a[:, :, :p])
+                    a = a[:, :, p:]
+                    if in_place:
+                        pt.add_(new_p)
+                    else:
+                        prompt_outs.append(pt + new_p)
+                else:
+                    kv = shared_kv
+                    if prompt_tokens is not None:
+                        kv = self.attn.project_kv(prompt_tokens[:, cs:ce])
+                    a = self.attn(self.norm1(t), chunk_bias, kv)
+                if in_place:  # inference: residuals accumulate into the gathered tokens
+                    t.add_(a)
+                    t.add_(self.mlp(self.norm2(t)))
+                else:
+                    y = t + self.drop_path(a)
+                    outs.append(y + self.drop_path(self.mlp(self.norm2(y))))
+        out_tokens = tokens if in_place else torch.cat(outs, dim=1)
         if mode == "full":
-            p_out = self._unpartition(out[:, :, :p], hp // d, wp // d, ws // d, ss // d)
-            out = out[:, :, p:]
-        out = self._unpartition(out, hp, wp, ws, ss)
-        if (hp, wp) != (h, w):
-            out = out[:, :h, :w, :]
-        out = self.drop_path(out)
-        # residual adds in place into fresh tensors (none of them is saved for backward)
-        x = shortcut + out if (hp, wp) != (h, w) else out.add_(shortcut)
-        x = self.drop_path(self.mlp(self.norm2(x))).add_(x)
-        if mode == "full":
-            return x, pmap + self.drop_path(p_out)  # prompts are updated by attention only
-        return x
+            return out_tokens, (prompt_tokens if in_place else torch.cat(prompt_outs, dim=1)), d
+        return out_tokens, None, d
 
     def _tile_prompts(self, prompts: WindowPrompts, b: int, hp: int, wp: int) -> Tuple[Tensor, int]:
         """Prompt map covering the padded map, and its stride ``d`` (full-token mode)."""
@@ -683,6 +721,8 @@ class BasicLayer(nn.Module):
     def forward(self, x: Tensor, prompts: Optional[List[Optional[WindowPrompts]]] = None) -> Tensor:
         """Run the blocks; ``prompts[i]`` goes to block ``i``. A full-token prompt map
         returned by a block is carried into the following blocks that get no prompts."""
+        if self._can_fuse(prompts):
+            return self._forward_fused(x, prompts)
         carried: Optional[WindowPrompts] = None
         for i, block in enumerate(self.blocks):
             given = prompts[i] if prompts is not None and i < len(prompts) else None
@@ -698,6 +738,48 @@ class BasicLayer(nn.Module):
             else:
                 x = block(x, current)
         return x
+
+
+    def _can_fuse(self, prompts: Optional[List[Optional[WindowPrompts]]]) -> bool:
+        if torch.is_grad_enabled() or _use_reference():
+            return False
+        if prompts is not None and any(p is not None and p.full_tokens for p in prompts):
+            return False
+        return len({blk.window_size for blk in self.blocks}) == 1
+
+    def _forward_fused(self, x: Tensor, prompts: Optional[List[Optional[WindowPrompts]]]) -> Tensor:
+        """Inference path: tokens stay in window order from block to block.
+
+        Between two blocks one gather (the composition of the first block's inverse
+        partition and the next block's partition) moves the tokens into a reused
+        buffer, instead of scattering to a fresh map and gathering again.
+        """
+        first = self.blocks[0]
+        b, h, w, c = x.shape
+        hp, wp = first._padded(h, w)
+        ws = first.window_size
+        nw, n = (hp // ws) * (wp // ws), ws * ws
+        if (hp, wp) != (h, w):
+            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+        device = x.device
+        current = x.reshape(b, hp * wp, c).index_select(1, window_partition_index(hp, wp, ws, first.shift_size, device))
+        spare: Optional[Tensor] = None
+        previous_shift = first.shift_size
+        for i, block in enumerate(self.blocks):
+            if i > 0:
+                index = _composed_index(hp, wp, ws, previous_shift, block.shift_size, device)
+                if spare is None:
+                    spare = torch.empty_like(current)
+                torch.index_select(current, 1, index, out=spare)
+                current, spare = spare, current
+            given = prompts[i] if prompts is not None and i < len(prompts) else None
+            block.forward_windows(current.view(b, nw, n, c), (hp, wp, h, w), given)
+            previous_shift = block.shift_size
+        inverse = _inverse_index(
+            window_partition_index(hp, wp, ws, previous_shift, device), ("part", hp, wp, ws, previous_shift, str(device))
+        )
+        out = current.index_select(1, inverse).view(b, hp, wp, c)
+        return out[:, :h, :w, :].contiguous() if (hp, wp) != (h, w) else out
 
 
 class RSTB(nn.Module):
