@@ -47,15 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_train(argv: Sequence[str]) -> int:
-    try:
-        from .training import cli as training_cli
-    except ImportError as err:
-        print(
-            f"error: the 'train' subcommand needs compressai_transtic.training.cli, which cannot be "
-            f"imported ({err}); reinstall compressai-transtic",
-            file=sys.stderr,
-        )
-        return 2
+    from .training import cli as training_cli
+
     parser = argparse.ArgumentParser(prog=f"{PROG} train")
     training_cli.add_arguments(parser)
     return int(training_cli.run(parser.parse_args(list(argv))) or 0)

@@ -123,25 +123,34 @@ def _prompt_projection_adjustment(model: nn.Module) -> Tuple[List[Any], Callable
     from .layers import SwinBlock
 
     extra = [0]
+    blocks = [m for m in model.modules() if isinstance(m, SwinBlock)]
 
-    def hook(block: SwinBlock, args: Tuple[Any, ...]) -> None:
-        x = args[0]
-        prompts = args[1] if len(args) > 1 else None
-        if prompts is None or prompts.full_tokens:  # full tokens: q/k/v computed for them already
-            return
-        b, h, w, c = x.shape
-        hp, wp = block._padded(h, w)
-        nw = (hp // block.window_size) * (wp // block.window_size)
-        if prompts.tokens is not None:
-            p = prompts.tokens.shape[-2]
-            ours = p * 2 * c * c
-        else:
-            p = (block.window_size // prompts.downsample) ** 2
-            ours = b * nw * p * 2 * c * c
-        extra[0] += b * nw * p * 3 * c * c - ours
+    def counting(block: SwinBlock) -> Callable[..., Any]:
+        original = block.forward_windows
 
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, SwinBlock)]
-    return handles, lambda: extra[0]
+        def forward_windows(tokens: Tensor, geometry: Tuple[int, int, int, int], prompts: Any = None) -> Any:
+            if prompts is not None and not prompts.full_tokens:  # full tokens: q/k/v computed already
+                b, nw, _, c = tokens.shape
+                if prompts.tokens is not None:
+                    p = prompts.tokens.shape[-2]
+                    ours = p * 2 * c * c
+                else:
+                    p = (block.window_size // prompts.downsample) ** 2
+                    ours = b * nw * p * 2 * c * c
+                extra[0] += b * nw * p * 3 * c * c - ours
+            return original(tokens, geometry, prompts)
+
+        return forward_windows
+
+    for block in blocks:
+        block.forward_windows = counting(block)  # instance attribute shadows the method
+
+    class _Restore:
+        def remove(self) -> None:
+            for block in blocks:
+                block.__dict__.pop("forward_windows", None)
+
+    return [_Restore()], lambda: extra[0]
 
 
 def count_macs_both(fn: Callable[[], Any], model: Optional[nn.Module] = None) -> Tuple[int, int]:

@@ -260,6 +260,10 @@ def _padding_key_mask(height: int, width: int, valid_h: int, valid_w: int, windo
     return torch.where(windows > 0, 0.0, PAD_MASK_VALUE)
 
 
+def _scaled(x: Tensor, keep: Optional[Tensor]) -> Tensor:
+    return x if keep is None else x * keep
+
+
 def _legacy_prompt_mask(image_mask: Tensor, num_prompts: int) -> Tensor:
     """The encoder mask layout of the released TransTIC weights (see ``transtic-facts``).
 
@@ -615,6 +619,14 @@ class SwinBlock(nn.Module):
 
         in_place = not torch.is_grad_enabled()
         step = nw if _use_reference() else max(1, _CHUNK_TOKENS // (b * (n + p)))
+        # stochastic depth: one per-sample draw per branch for the whole block, shared
+        # by all chunks (None when inactive)
+        keep_attn = keep_mlp = keep_prompt = None
+        if self.training and not isinstance(self.drop_path, nn.Identity):
+            keep_attn = self._keep_scale(b, tokens)
+            keep_mlp = self._keep_scale(b, tokens)
+            if mode == "full":
+                keep_prompt = self._keep_scale(b, tokens)
         outs: List[Tensor] = []
         prompt_outs: List[Tensor] = []
         for start, end, bias in self._bias_parts(hp, wp, h, w, mode, p, d, tokens):
@@ -625,7 +637,7 @@ class SwinBlock(nn.Module):
                 if mode == "full":
                     pt = prompt_tokens[:, cs:ce]
                     a = self.attn(self.norm1(torch.cat([pt, t], dim=2)), chunk_bias)
-                    new_p = self.drop_path(a[:, :, :p])
+                    new_p = _scaled(a[:, :, :p], keep_prompt)
                     a = a[:, :, p:]
                     if in_place:
                         pt.add_(new_p)
@@ -637,15 +649,19 @@ class SwinBlock(nn.Module):
                         kv = self.attn.project_kv(prompt_tokens[:, cs:ce])
                     a = self.attn(self.norm1(t), chunk_bias, kv)
                 if in_place:  # inference: residuals accumulate into the gathered tokens
-                    t.add_(a)
-                    t.add_(self.mlp(self.norm2(t)))
+                    t.add_(_scaled(a, keep_attn))
+                    t.add_(_scaled(self.mlp(self.norm2(t)), keep_mlp))
                 else:
-                    y = t + self.drop_path(a)
-                    outs.append(y + self.drop_path(self.mlp(self.norm2(y))))
+                    y = t + _scaled(a, keep_attn)
+                    outs.append(y + _scaled(self.mlp(self.norm2(y)), keep_mlp))
         out_tokens = tokens if in_place else torch.cat(outs, dim=1)
         if mode == "full":
             return out_tokens, (prompt_tokens if in_place else torch.cat(prompt_outs, dim=1)), d
         return out_tokens, None, d
+
+    def _keep_scale(self, b: int, like: Tensor) -> Tensor:
+        """Per-sample stochastic-depth factor (0 or 1 / keep probability), ``(B, 1, 1, 1)``."""
+        return self.drop_path(like.new_ones(b, 1, 1, 1))
 
     def _tile_prompts(self, prompts: WindowPrompts, b: int, hp: int, wp: int) -> Tuple[Tensor, int]:
         """Prompt map covering the padded map, and its stride ``d`` (full-token mode)."""

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
+
+from .fileio import atomic_torch_save
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models.transtic import TransTIC
@@ -266,21 +267,6 @@ def base_codec_hash(state: Union["TransTIC", Mapping[str, Tensor]]) -> str:
     return digest.hexdigest()
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_adapter(
     model: "TransTIC",
     path: Union[str, os.PathLike],
@@ -312,7 +298,7 @@ def save_adapter(
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.prompt_state_dict().items()},
         "metadata": dict(metadata or {}),
     }
-    _atomic_save(payload, path)
+    atomic_torch_save(payload, path)
     logger.info("saved %s adapter (%d tensors) to %s", task or "prompt", len(payload["state_dict"]), path)
     return path
 

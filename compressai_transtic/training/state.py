@@ -15,12 +15,13 @@ import hashlib
 import logging
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Sequence, Union
 
 import numpy as np
 import torch
+
+from ..fileio import atomic_torch_save
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -69,20 +70,7 @@ class ResumeError(ValueError):
 
 def atomic_save(obj: Any, path: Union[str, os.PathLike]) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_torch_save(obj, path)
 
 
 def dataset_digest(paths: Sequence[Path], root: Union[str, os.PathLike]) -> str:
