@@ -164,3 +164,18 @@ def test_gradients_flow_through_the_fast_path():
     block(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert block.attn.relative_position_bias_table.grad.abs().sum() > 0
+
+
+def test_stochastic_depth_drops_whole_samples_whatever_the_chunking(monkeypatch):
+    """One draw per residual branch and sample for the whole block, not per chunk."""
+    import compressai_transtic.layers as layers
+
+    torch.manual_seed(0)
+    block = SwinBlock(32, 4, 8, 4, drop_path=0.5, mask_resolution=(16, 16)).train()
+    x = torch.randn(4, 16, 32, 32)
+    outputs = []
+    for chunk in (64, 100_000):
+        monkeypatch.setattr(layers, "_CHUNK_TOKENS", chunk)
+        torch.manual_seed(1)
+        outputs.append(block(x))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-5)
