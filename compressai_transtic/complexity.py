@@ -9,7 +9,8 @@ Counting uses PyTorch's own :class:`torch.utils.flop_counter.FlopCounterMode`,
 extended with formulas for the operations the paper counts:
 
 * matrix products (linear layers, attention ``q k^T`` and ``attn v``, including the
-  CPU scaled-dot-product-attention kernel) and convolutions, with their bias adds;
+  CPU scaled-dot-product-attention kernel) and convolutions with their bias adds (the
+  paper's convention leaves out the bias adds of linear layers);
 * LayerNorm (1 per element), BatchNorm (2 per element), ReLU and max-pool (1 per input
   element), bilinear upsampling (1 per output element);
 * transposed convolutions: the paper's convention (that of ptflops/thop) counts them on
@@ -61,9 +62,9 @@ def _formulas(delta: List[int]) -> Dict[Any, Callable[..., int]]:
     def addmm(bias_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
         m, k = a_shape
         _, n = b_shape
-        # the paper's counter (ptflops) adds a linear layer's bias once per layer, not per token
-        delta[0] += 2 * (m * n - n)
-        return 2 * (m * n * k + n)
+        # the paper's figures leave out the bias adds of linear layers (conv biases are in)
+        delta[0] += 2 * m * n
+        return 2 * m * n * k
 
     def convolution(x_shape, w_shape, bias, stride, padding, dilation, transposed, *args, out_shape=None, **kw) -> int:
         kernel = _prod(w_shape[2:])
@@ -178,7 +179,7 @@ def count_macs(fn: Callable[[], Any], convention: str = "paper", model: Optional
         fn: the computation to count (run once, without gradients).
         convention: ``"true"``: what this implementation computes; ``"paper"``: Table
             A1's convention (transposed convolutions on their output grid, linear
-            biases once per layer, prompts projected as the authors' code does; the
+            without bias adds, prompts projected as the authors' code does; the
             latter needs ``model``).
         model: the model ``fn`` runs, to find its Swin blocks.
     """

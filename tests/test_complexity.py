@@ -32,10 +32,8 @@ def test_tic_and_default_transtic_match_to_the_printed_precision(rows):
     for row in rows:
         if row.variant not in ("TIC", "Deep"):
             continue
-        assert round(row.enc_kmacs_per_px, 2) == row.paper["enc_kmacs_per_px"]
-        assert round(row.dec_kmacs_per_px, 2) == row.paper["dec_kmacs_per_px"]
-        assert round(row.enc_params_m, 2) == row.paper["enc_params_m"]
-        assert round(row.dec_params_m, 2) == row.paper["dec_params_m"]
+        for key, unit in (("enc_kmacs_per_px", 0.01), ("dec_kmacs_per_px", 0.01), ("enc_params_m", 0.01), ("dec_params_m", 0.01)):
+            assert abs(getattr(row, key) - row.paper[key]) <= unit / 2, (row.variant, key, getattr(row, key))
 
 
 @pytest.mark.slow
@@ -55,7 +53,7 @@ def test_counter_counts_scaled_dot_product_attention_and_biases():
     lin = torch.nn.Linear(8, 4)
     x = torch.randn(10, 8)
     assert count_macs(lambda: lin(x), "true") == 10 * 8 * 4 + 10 * 4
-    assert count_macs(lambda: lin(x), "paper") == 10 * 8 * 4 + 4
+    assert count_macs(lambda: lin(x), "paper") == 10 * 8 * 4
 
 
 def test_deconvolutions_are_counted_on_their_output_grid_under_the_paper_convention():
