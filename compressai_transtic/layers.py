@@ -794,7 +794,9 @@ class BasicLayer(nn.Module):
         inverse = _inverse_index(
             window_partition_index(hp, wp, ws, previous_shift, device), ("part", hp, wp, ws, previous_shift, str(device))
         )
-        out = current.index_select(1, inverse).view(b, hp, wp, c)
+        # the spare buffer (if any) is free now: the output goes there, one allocation less
+        out = torch.index_select(current, 1, inverse, out=spare) if spare is not None else current.index_select(1, inverse)
+        out = out.view(b, hp, wp, c)
         return out[:, :h, :w, :].contiguous() if (hp, wp) != (h, w) else out
 
 
