@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union, overload
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+
+from .subset import ImageList
 
 if TYPE_CHECKING:  # pragma: no cover
     import PIL.Image
@@ -44,7 +45,7 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-class ClassificationImages(Sequence[LabelledImage]):
+class ClassificationImages(ImageList[LabelledImage]):
     """A classification set; build it with :meth:`from_folder` or :meth:`from_list`.
 
     Args:
@@ -129,33 +130,6 @@ class ClassificationImages(Sequence[LabelledImage]):
                 raise FileNotFoundError(f"{list_file}:{lineno}: image {path} does not exist")
             items.append(LabelledImage(Path(rel).as_posix(), path, labels[0] if len(labels) == 1 else labels))
         return cls(root, items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    @overload
-    def __getitem__(self, index: int) -> LabelledImage: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> List[LabelledImage]: ...
-
-    def __getitem__(self, index):  # type: ignore[no-untyped-def]
-        return self.items[index]
-
-    def __iter__(self) -> Iterator[LabelledImage]:
-        return iter(self.items)
-
-    def subset(self, limit: Optional[int]) -> "ClassificationImages":
-        """A copy holding ``limit`` images spread evenly over this set (all if ``None``).
-
-        Args:
-            limit: number of images to keep (``--limit``).
-        """
-        from .subset import evenly_spaced
-
-        new = copy.copy(self)
-        new.items = evenly_spaced(self.items, limit)
-        return new
 
     def describe(self) -> str:
         """One line naming the set (for result descriptions)."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence, Union, overload
+from typing import TYPE_CHECKING, Any, List, Union
+
+from .subset import ImageList
 
 if TYPE_CHECKING:  # pragma: no cover
     import PIL.Image
@@ -48,7 +49,7 @@ class CocoImage:
         return image
 
 
-class CocoImages(Sequence[CocoImage]):
+class CocoImages(ImageList[CocoImage]):
     """The images of a COCO-format annotation file, sorted by image id.
 
     Args:
@@ -86,33 +87,6 @@ class CocoImages(Sequence[CocoImage]):
         """Whether the annotations carry segmentations (needed for mask AP)."""
         anns = self.coco.dataset.get("annotations", [])
         return bool(anns) and all(ann.get("segmentation") for ann in anns)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    @overload
-    def __getitem__(self, index: int) -> CocoImage: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> List[CocoImage]: ...
-
-    def __getitem__(self, index):  # type: ignore[no-untyped-def]
-        return self.items[index]
-
-    def __iter__(self) -> Iterator[CocoImage]:
-        return iter(self.items)
-
-    def subset(self, limit: Optional[int]) -> "CocoImages":
-        """A copy holding ``limit`` images spread evenly over this set (all if ``None``).
-
-        Args:
-            limit: number of images to keep (``--limit``).
-        """
-        from .subset import evenly_spaced
-
-        new = copy.copy(self)
-        new.items = evenly_spaced(self.items, limit)
-        return new
 
     def describe(self) -> str:
         """One line naming the set (for result descriptions)."""

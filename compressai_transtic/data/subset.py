@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, TypeVar
+import copy
+from typing import Iterator, List, Optional, Sequence, TypeVar
 
-__all__ = ["evenly_spaced"]
+__all__ = ["evenly_spaced", "ImageList"]
 
 T = TypeVar("T")
+S = TypeVar("S", bound="ImageList")
 
 
 def evenly_spaced(items: Sequence[T], limit: Optional[int]) -> List[T]:
@@ -25,3 +27,31 @@ def evenly_spaced(items: Sequence[T], limit: Optional[int]) -> List[T]:
     if limit < 1:
         raise ValueError(f"limit must be positive, got {limit}")
     return [items[(i * n) // limit] for i in range(limit)]
+
+
+class ImageList(Sequence[T]):
+    """A read-only list of dataset items (``self.items``) with :meth:`subset`.
+
+    Subclasses fill ``self.items`` and add what their format needs.
+    """
+
+    items: List[T]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+        return self.items[index]
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def subset(self: S, limit: Optional[int]) -> S:
+        """A copy holding ``limit`` items spread evenly over this set (all if ``None``).
+
+        Args:
+            limit: number of items to keep (``--limit``).
+        """
+        new = copy.copy(self)
+        new.items = evenly_spaced(self.items, limit)
+        return new
