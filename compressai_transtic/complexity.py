@@ -24,6 +24,7 @@ Encoder = g_a + h_a (+ prompt generator and encoder prompts); decoder = h_s + g_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -31,7 +32,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -112,19 +113,20 @@ def _formulas(delta: List[int]) -> Dict[Any, Callable[..., int]]:
     return mapping
 
 
-def _prompt_projection_adjustment(model: nn.Module) -> Tuple[List[Any], Callable[[], int]]:
-    """Hooks that account for how the authors' code projects prompts.
+@contextlib.contextmanager
+def _prompt_projection_adjustment(model: Optional[nn.Module]) -> Iterator[Callable[[], int]]:
+    """Account for how the authors' code projects prompts, while the context is open.
 
     It concatenates the prompts to the tokens of every window before the q/k/v
     projection, so Table A1 counts ``3 C^2`` MACs per prompt token and window. This
     implementation projects only keys and values, and shared (TP-type) prompts once
-    per block rather than once per window. Returns the hook handles and a function
-    giving the MACs to add for the paper's convention.
+    per block rather than once per window. Yields a function giving the MACs to add
+    for the paper's convention (always 0 without a model).
     """
     from .layers import SwinBlock
 
     extra = [0]
-    blocks = [m for m in model.modules() if isinstance(m, SwinBlock)]
+    blocks = [m for m in model.modules() if isinstance(m, SwinBlock)] if model is not None else []
 
     def counting(block: SwinBlock) -> Callable[..., Any]:
         original = block.forward_windows
@@ -145,29 +147,19 @@ def _prompt_projection_adjustment(model: nn.Module) -> Tuple[List[Any], Callable
 
     for block in blocks:
         block.forward_windows = counting(block)  # instance attribute shadows the method
-
-    class _Restore:
-        def remove(self) -> None:
-            for block in blocks:
-                block.__dict__.pop("forward_windows", None)
-
-    return [_Restore()], lambda: extra[0]
+    try:
+        yield lambda: extra[0]
+    finally:
+        for block in blocks:
+            block.__dict__.pop("forward_windows", None)
 
 
 def count_macs_both(fn: Callable[[], Any], model: Optional[nn.Module] = None) -> Tuple[int, int]:
     """``(paper, true)`` multiply-accumulates of ``fn()`` in one pass (see :func:`count_macs`)."""
     delta = [0]
     counter = FlopCounterMode(display=False, custom_mapping=_formulas(delta))
-    handles: List[Any] = []
-    adjustment: Callable[[], int] = lambda: 0
-    if model is not None:
-        handles, adjustment = _prompt_projection_adjustment(model)
-    try:
-        with torch.no_grad(), counter:
-            fn()
-    finally:
-        for h in handles:
-            h.remove()
+    with _prompt_projection_adjustment(model) as adjustment, torch.no_grad(), counter:
+        fn()
     flops = counter.get_total_flops()
     return flops // 2 + adjustment(), (flops + delta[0]) // 2
 

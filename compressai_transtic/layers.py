@@ -48,6 +48,7 @@ __all__ = [
     "PromptGenerator",
     "reference_attention",
     "window_partition_index",
+    "window_unpartition_index",
     "shifted_window_mask",
 ]
 
@@ -172,7 +173,7 @@ def window_partition_index(height: int, width: int, window: int, shift: int, dev
 
     ``tokens.index_select(1, idx)`` equals ``roll(map, (-shift, -shift))`` followed by the
     usual window partition, with windows in :func:`window_order` and tokens in raster
-    order inside each window. :func:`_inverse_index` undoes it.
+    order inside each window. :func:`window_unpartition_index` undoes it.
     """
     key = ("part", height, width, window, shift, str(device))
     idx = _INDEX_CACHE.get(key)
@@ -187,12 +188,13 @@ def window_partition_index(height: int, width: int, window: int, shift: int, dev
     return idx
 
 
-def _inverse_index(idx: Tensor, key: Tuple) -> Tensor:
-    inv_key = ("inv",) + key
-    inv = _INDEX_CACHE.get(inv_key)
+def window_unpartition_index(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
+    """Inverse of :func:`window_partition_index`: window order back to the map."""
+    key = ("inv", height, width, window, shift, str(device))
+    inv = _INDEX_CACHE.get(key)
     if inv is None:
-        inv = torch.argsort(idx)
-        _INDEX_CACHE.put(inv_key, inv)
+        inv = torch.argsort(window_partition_index(height, width, window, shift, device))
+        _INDEX_CACHE.put(key, inv)
     return inv
 
 
@@ -201,8 +203,7 @@ def _composed_index(height: int, width: int, window: int, shift_from: int, shift
     key = ("comp", height, width, window, shift_from, shift_to, str(device))
     idx = _INDEX_CACHE.get(key)
     if idx is None:
-        src = window_partition_index(height, width, window, shift_from, device)
-        inv = _inverse_index(src, ("part", height, width, window, shift_from, str(device)))
+        inv = window_unpartition_index(height, width, window, shift_from, device)
         idx = inv[window_partition_index(height, width, window, shift_to, device)]
         _INDEX_CACHE.put(key, idx)
     return idx
@@ -469,8 +470,7 @@ class SwinBlock(nn.Module):
             out = t.reshape(b, h // window, w // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
             out = out.reshape(b, h, w, c)
             return torch.roll(out, shifts=(shift, shift), dims=(1, 2)) if shift else out
-        idx = window_partition_index(h, w, window, shift, t.device)
-        inv = _inverse_index(idx, ("part", h, w, window, shift, str(t.device)))
+        inv = window_unpartition_index(h, w, window, shift, t.device)
         return t.reshape(b, h * w, c).index_select(1, inv).view(b, h, w, c)
 
     # -- masks and biases ---------------------------------------------------------------
@@ -791,9 +791,7 @@ class BasicLayer(nn.Module):
             given = prompts[i] if prompts is not None and i < len(prompts) else None
             block.forward_windows(current.view(b, nw, n, c), (hp, wp, h, w), given)
             previous_shift = block.shift_size
-        inverse = _inverse_index(
-            window_partition_index(hp, wp, ws, previous_shift, device), ("part", hp, wp, ws, previous_shift, str(device))
-        )
+        inverse = window_unpartition_index(hp, wp, ws, previous_shift, device)
         # the spare buffer (if any) is free now: the output goes there, one allocation less
         out = torch.index_select(current, 1, inverse, out=spare) if spare is not None else current.index_select(1, inverse)
         out = out.view(b, hp, wp, c)

@@ -111,8 +111,6 @@ class TransTIC(TIC):
         for _, p in self.named_prompt_parameters():
             yield p
 
-    trainable_parameters = prompt_parameters
-
     def prompt_state_dict(self) -> Dict[str, Tensor]:
         """Prompt parameters and buffers (BatchNorm statistics of the generator)."""
         return {k: v for k, v in self.state_dict().items() if self.is_prompt_key(k)}

@@ -148,40 +148,29 @@ class Trainer:
         self._setup(config)
 
     # ==================================================================== setup
+    @staticmethod
+    def _attempt(fn: Callable[[], T]) -> Tuple[Optional[T], Optional[Exception]]:
+        """``(fn(), None)``, or ``(None, error)`` when ``fn`` raises."""
+        try:
+            return fn(), None
+        except Exception as exc:
+            return None, exc
+
     def _collective(self, fn: Callable[[], T], main_first: bool = False) -> T:
         """Run a setup step on every process; if any fails, all raise (no hang)."""
-        result: Any = None
-        error: Optional[Exception] = None
         if main_first and self.ctx.distributed:
-            if self.ctx.is_main:
-                try:
-                    result = fn()
-                except Exception as exc:
-                    error = exc
+            result, error = self._attempt(fn) if self.ctx.is_main else (None, None)
             self.ctx.raise_if_any(error)
             if not self.ctx.is_main:
-                try:
-                    result = fn()
-                except Exception as exc:
-                    error = exc
-            self.ctx.raise_if_any(error)
-            return result
-        try:
-            result = fn()
-        except Exception as exc:
-            error = exc
+                result, error = self._attempt(fn)
+        else:
+            result, error = self._attempt(fn)
         self.ctx.raise_if_any(error)
-        return result
+        return result  # type: ignore[return-value]
 
     def _on_main(self, fn: Callable[[], T]) -> T:
         """Run a setup step on rank 0 only and hand its result to every process."""
-        result: Any = None
-        error: Optional[Exception] = None
-        if self.ctx.is_main:
-            try:
-                result = fn()
-            except Exception as exc:
-                error = exc
+        result, error = self._attempt(fn) if self.ctx.is_main else (None, None)
         self.ctx.raise_if_any(error)
         return self.ctx.broadcast_object(result)
 
