@@ -152,20 +152,16 @@ def _relative_position_index(window: int) -> Tensor:
 def window_order(windows_h: int, windows_w: int) -> Tensor:
     """Permutation of raster window ids that puts the last window row and column last.
 
-    Only windows of the last row/column can hold shifted-window or padding masks, so
-    with this order every window before ``(windows_h - 1) * (windows_w - 1)`` shares
-    one broadcast bias and only the few boundary windows need a mask of their own.
+    Shifted-window masks only fall on the last row/column, and so do padding masks
+    unless padding and shift together reach past one window; with this order the
+    unmasked windows come first and share one broadcast bias, and only the few
+    boundary windows need a mask of their own.
     """
     ids = torch.arange(windows_h * windows_w).view(windows_h, windows_w)
     boundary = torch.zeros(windows_h, windows_w, dtype=torch.bool)
     boundary[-1, :] = True
     boundary[:, -1] = True
     return torch.cat([ids[~boundary], ids[boundary]])
-
-
-def interior_windows(windows_h: int, windows_w: int) -> int:
-    """How many windows come before the boundary ones in :func:`window_order`."""
-    return (windows_h - 1) * (windows_w - 1)
 
 
 def window_partition_index(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
@@ -530,7 +526,7 @@ class SwinBlock(nn.Module):
         if _use_reference():
             bias = self._bias(mode, p)
             mask = self._raster_mask(hp, wp, h, w, mode, p, d)
-            full = bias[None] if mask is None else mask[:, None] + bias
+            full = bias[None] if mask is None else mask.to(bias.device)[:, None] + bias
             return [(0, nw, full.to(dtype=x.dtype))]
 
         table = self.attn.relative_position_bias_table
@@ -544,9 +540,14 @@ class SwinBlock(nn.Module):
         if mask is None:
             parts = [(0, nw, bias[None])]
         else:
-            n_int = interior_windows(nwh, nww)
-            boundary = mask[window_order(nwh, nww)[n_int:]].to(device=x.device, dtype=x.dtype)
-            parts = [(0, n_int, bias[None]), (n_int, nw, boundary[:, None] + bias)]
+            # windows before the first one that carries a mask share the broadcast bias.
+            # That is every interior window, except when padding and shift together
+            # push padded keys into the second-to-last window row or column.
+            ordered = mask[window_order(nwh, nww)]
+            masked = ordered.flatten(1).ne(0).any(1).tolist()
+            first = masked.index(True) if True in masked else nw
+            boundary = ordered[first:].to(device=x.device, dtype=x.dtype)
+            parts = [(0, first, bias[None]), (first, nw, boundary[:, None] + bias)]
         if cacheable:
             if len(cache) >= 4:
                 cache.clear()
