@@ -67,6 +67,12 @@ def _formulas(delta: List[int]) -> Dict[Any, Callable[..., int]]:
         delta[0] += 2 * m * n
         return 2 * m * n * k
 
+    def baddbmm(bias_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+        b, m, k = a_shape
+        n = b_shape[-1]
+        delta[0] += 2 * b * m * n  # the added input is a linear layer's bias (or residual)
+        return 2 * b * m * n * k
+
     def convolution(x_shape, w_shape, bias, stride, padding, dilation, transposed, *args, out_shape=None, **kw) -> int:
         kernel = _prod(w_shape[2:])
         bias_macs = _prod(out_shape) if bias is not None else 0
@@ -95,7 +101,12 @@ def _formulas(delta: List[int]) -> Dict[Any, Callable[..., int]]:
         return 2 * _prod(out_shape)
 
     mapping: Dict[Any, Callable[..., int]] = {
+        # the CPU inference path runs linear layers as batched products and
+        # accumulates their outputs in place (aten.addmm_ / baddbmm_)
         aten.addmm: addmm,
+        aten.addmm_: addmm,
+        aten.baddbmm: baddbmm,
+        aten.baddbmm_: baddbmm,
         aten.convolution: convolution,
         aten._convolution: convolution,
         aten.native_layer_norm: per_input(1),

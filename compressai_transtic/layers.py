@@ -13,7 +13,12 @@ Performance notes (the transforms spend most of their time here):
 * the cyclic shift and the window partition are a single gather with a cached index,
   not ``roll`` + ``permute`` + ``reshape`` copies;
 * convolutions hand channels-last tensors to the blocks, so the NCHW <-> NHWC
-  conversions around every RSTB are free views.
+  conversions around every RSTB are free views;
+* blocks run chunk by chunk of windows in an order that puts the few windows that
+  need masks last; at inference the residuals accumulate in place;
+* on AVX2 CPUs, blocks without prompts replace the fused kernel by batched matrix
+  products over compact per-window, per-head matrices (head dimension 16 is too
+  small for the fused kernel there); see :func:`set_cpu_attention`.
 
 :func:`reference_attention` switches every block to a plain (unfused, uncached)
 implementation, used by the tests to check the fast path.
@@ -47,6 +52,7 @@ __all__ = [
     "WindowPrompts",
     "PromptGenerator",
     "reference_attention",
+    "set_cpu_attention",
     "window_partition_index",
     "window_unpartition_index",
     "shifted_window_mask",
@@ -111,6 +117,15 @@ class Mlp(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
+    def accumulate(self, x: Tensor, residual: Tensor) -> None:
+        """Inference: ``residual += mlp(x)`` for 2-D ``(T, C)`` tensors, with the GELU
+        applied in place and ``fc2`` accumulated straight into ``residual``."""
+        hidden = F.linear(x, self.fc1.weight, self.fc1.bias)
+        torch._C._nn.gelu_(hidden)
+        residual.addmm_(hidden, self.fc2.weight.t())
+        if self.fc2.bias is not None:
+            residual.add_(self.fc2.bias)
+
 
 # ----------------------------------------------------------------------------------------
 # window geometry (cached)
@@ -139,6 +154,36 @@ class _LRU(OrderedDict):
 _INDEX_CACHE = _LRU(256)
 #: tokens (batch x windows x tokens per window) processed at once by a Swin block
 _CHUNK_TOKENS = 2048
+
+CPU_ATTENTION_CHOICES = ("auto", "packed", "sdpa")
+_cpu_attention = "auto"
+
+
+def set_cpu_attention(kind: str) -> None:
+    """Choose how Swin blocks without prompts attend on the CPU at inference.
+
+    Args:
+        kind: ``"packed"``: batched matrix products over per-window, per-head matrices
+            with in-place residual updates (:meth:`WindowAttention.attend_windows`);
+            ``"sdpa"``: PyTorch's fused scaled-dot-product attention; ``"auto"``
+            (default): ``packed`` where PyTorch's CPU kernels run with AVX2, ``sdpa``
+            elsewhere. Measured at 768x512 with 2 threads, TIC forward: on an AVX2
+            CPU (AMD EPYC) the fused kernel spends 3.6 ms per 32 windows of 64
+            tokens and 8 heads of 16 channels where the packed products spend
+            1.4 ms; on an AVX-512 CPU (Intel Xeon) the fused kernel is faster.
+
+    Both compute the same function; results differ by float rounding only.
+    """
+    global _cpu_attention
+    if kind not in CPU_ATTENTION_CHOICES:
+        raise ValueError(f"cpu attention must be one of {CPU_ATTENTION_CHOICES}, got {kind!r}")
+    _cpu_attention = kind
+
+
+def _packed_cpu_attention() -> bool:
+    if _cpu_attention == "auto":
+        return torch.backends.cpu.get_cpu_capability() == "AVX2"
+    return _cpu_attention == "packed"
 
 
 def _relative_position_index(window: int) -> Tensor:
@@ -390,6 +435,59 @@ class WindowAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(b, nw, nq, c))
 
+    def _packed_weights(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Projection weights laid out for :meth:`attend_windows` (cached per version).
+
+        Returns ``(qkv weight, qkv bias, proj weight^T, proj bias)``: the qkv rows are
+        reordered from ``(3, heads, d)`` to ``(heads, 3, d)`` and the query rows carry
+        the softmax scale, so one batched product per window yields every head's
+        ``q^T, k^T, v^T`` as compact ``(d, N)`` matrices.
+        """
+        w, bq, pw, pb = self.qkv.weight, self.qkv.bias, self.proj.weight, self.proj.bias
+        key = tuple((t._version, t.data_ptr()) for t in (w, pw) + tuple(t for t in (bq, pb) if t is not None))
+        cached = self.__dict__.get("_packed")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        c, heads, hd = self.dim, self.num_heads, self.head_dim
+        with torch.no_grad():
+            weight = w.detach().view(3, heads, hd, c).clone()
+            bias = bq.detach().view(3, heads, hd).clone() if bq is not None else weight.new_zeros(3, heads, hd)
+            weight[0] *= self.scale
+            bias[0] *= self.scale
+            packed = (
+                weight.transpose(0, 1).reshape(3 * c, c).contiguous(),
+                bias.transpose(0, 1).reshape(3 * c, 1).contiguous(),
+                pw.detach().t().contiguous(),
+                pb.detach() if pb is not None else pw.new_zeros(c),
+            )
+        self.__dict__["_packed"] = (key, packed)
+        return packed
+
+    def attend_windows(self, x: Tensor, bias: Tensor, residual: Tensor) -> None:
+        """Inference on CPU: ``residual += proj(attention(x))`` without copies.
+
+        Window attention as four batched matrix products over compact per-window,
+        per-head matrices (head dimension 16 is far too small for the fused kernel to
+        reach the machine's matmul speed): ``qkv^T = W x^T`` per window, ``s = q k^T``,
+        ``softmax(s + bias)`` in place, ``o^T = v^T p^T``, and the output projection
+        accumulated straight into ``residual``.
+
+        Args:
+            x: ``(nW, N, C)`` normalised window tokens (contiguous).
+            bias: additive bias ``(1 or nW, heads, N, N)``.
+            residual: ``(nW, N, C)`` contiguous tokens, updated in place.
+        """
+        nw, n, c = x.shape
+        heads, hd = self.num_heads, self.head_dim
+        w_qkv, b_qkv, w_proj_t, b_proj = self._packed_weights()
+        qkv = torch.baddbmm(b_qkv.expand(nw, -1, 1), w_qkv.expand(nw, -1, -1), x.transpose(1, 2))
+        qkv = qkv.view(nw * heads, 3, hd, n)
+        scores = torch.bmm(qkv[:, 0].transpose(1, 2), qkv[:, 1])
+        scores.view(nw, heads, n, n).add_(bias)
+        torch.softmax(scores, -1, out=scores)
+        out_t = torch.bmm(qkv[:, 2], scores.transpose(1, 2)).view(nw, c, n)
+        residual.baddbmm_(out_t.transpose(1, 2), w_proj_t.expand(nw, -1, -1)).add_(b_proj)
+
 
 class SwinBlock(nn.Module):
     """Swin-transformer block on a channel-last map ``(B, H, W, C)`` of any size.
@@ -628,6 +726,17 @@ class SwinBlock(nn.Module):
             keep_mlp = self._keep_scale(b, tokens)
             if mode == "full":
                 keep_prompt = self._keep_scale(b, tokens)
+        if (
+            mode == "none"
+            and in_place
+            and keep_attn is None
+            and keep_mlp is None
+            and tokens.device.type == "cpu"
+            and not _use_reference()
+            and _packed_cpu_attention()
+        ):
+            self._forward_windows_packed(tokens, geometry, step)
+            return tokens, None, d
         outs: List[Tensor] = []
         prompt_outs: List[Tensor] = []
         for start, end, bias in self._bias_parts(hp, wp, h, w, mode, p, d, tokens):
@@ -659,6 +768,22 @@ class SwinBlock(nn.Module):
         if mode == "full":
             return out_tokens, (prompt_tokens if in_place else torch.cat(prompt_outs, dim=1)), d
         return out_tokens, None, d
+
+    def _forward_windows_packed(self, tokens: Tensor, geometry: Tuple[int, int, int, int], step: int) -> None:
+        """CPU inference without prompts: every chunk of windows is updated in place by
+        :meth:`WindowAttention.attend_windows` and :meth:`Mlp.accumulate`."""
+        hp, wp, h, w = geometry
+        b, _, n, c = tokens.shape
+        step = max(1, step * b)  # chunks are taken per image, so each one is contiguous
+        for start, end, bias in self._bias_parts(hp, wp, h, w, "none", 0, 1, tokens):
+            for cs in range(start, end, step):
+                ce = min(end, cs + step)
+                chunk_bias = bias if bias.shape[0] == 1 else bias[cs - start : ce - start]
+                for i in range(b):
+                    t = tokens[i, cs:ce]
+                    self.attn.attend_windows(self.norm1(t), chunk_bias, t)
+                    flat = t.view(-1, c)
+                    self.mlp.accumulate(self.norm2(flat), flat)
 
     def _keep_scale(self, b: int, like: Tensor) -> Tensor:
         """Per-sample stochastic-depth factor (0 or 1 / keep probability), ``(B, 1, 1, 1)``."""

@@ -12,6 +12,7 @@ from compressai_transtic.layers import (
     WindowPrompts,
     _legacy_prompt_mask,
     reference_attention,
+    set_cpu_attention,
     shifted_window_mask,
     window_order,
     window_partition_index,
@@ -92,14 +93,26 @@ def _fast_and_reference(block, x, prompts=None):
     return fast, ref
 
 
+@pytest.fixture(params=["packed", "sdpa"])
+def cpu_attention(request):
+    """Run the test with each CPU attention implementation, then restore the default."""
+    set_cpu_attention(request.param)
+    yield request.param
+    set_cpu_attention("auto")
+
+
 @pytest.mark.parametrize("shift", [0, 4])
 # 25x41 and 30x29: padding plus shift puts padded keys into the second-to-last window
 # row/column, which then needs its own mask
 @pytest.mark.parametrize("b,h,w", [(1, 16, 16), (2, 24, 32), (2, 12, 20), (1, 4, 4), (1, 25, 41), (2, 30, 29)])
-def test_fast_path_equals_reference_without_prompts(shift, b, h, w):
+def test_fast_path_equals_reference_without_prompts(shift, b, h, w, cpu_attention, monkeypatch):
     block, x = _block_and_input(shift, b, h, w)
+    calls = []
+    attend = type(block.attn).attend_windows
+    monkeypatch.setattr(type(block.attn), "attend_windows", lambda *a: calls.append(1) or attend(*a))
     fast, ref = _fast_and_reference(block, x)
     torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+    assert bool(calls) == (cpu_attention == "packed")
 
 
 @pytest.mark.parametrize("kind", ["shared", "legacy", "aligned", "full-map", "full-shared"])
@@ -181,3 +194,8 @@ def test_stochastic_depth_drops_whole_samples_whatever_the_chunking(monkeypatch)
         torch.manual_seed(1)
         outputs.append(block(x))
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-5)
+
+
+def test_cpu_attention_choice_is_validated():
+    with pytest.raises(ValueError, match="cpu attention must be one of"):
+        set_cpu_attention("fast")
