@@ -57,7 +57,7 @@ from .data import (
     unreadable_error,
     validation_subset,
 )
-from .distributed import DistributedContext, convert_batchnorm, init_distributed
+from .distributed import DistributedContext, convert_batchnorm, init_distributed, resolve_device
 from .metrics_log import MetricsLog
 from .precision import entropy_models_in_float32, resolve_precision
 from .randomness import SampleKeyedRandomness
@@ -139,11 +139,12 @@ class Trainer:
 
     Args:
         config: the run's settings (unresolved: task defaults are filled in here).
-        ctx: this process's place in a distributed job (default: single process).
+        ctx: this process's place in a distributed job (default: a single process on
+            ``config.device``).
     """
 
     def __init__(self, config: TrainConfig, ctx: Optional[DistributedContext] = None) -> None:
-        self.ctx = ctx if ctx is not None else DistributedContext()
+        self.ctx = ctx if ctx is not None else DistributedContext(device=resolve_device(config.device))
         self.device = self.ctx.device
         self._setup(config)
 
