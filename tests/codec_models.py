@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 import torch
@@ -87,3 +88,37 @@ def calibrated_tic() -> TIC:
     model = TIC()
     model.load_state_dict(calibrated_tic_state())
     return model.eval()
+
+
+def save_tiny_base(path: Path) -> Path:
+    """Write a random TIC with N=16, M=16 (entropy tables built) as a checkpoint."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        base = TIC(N=16, M=16)
+    base.update(force=True)
+    torch.save({"state_dict": base.state_dict()}, path)
+    return path
+
+
+@contextlib.contextmanager
+def synthesis_inputs(model: torch.nn.Module) -> Iterator[List[torch.Tensor]]:
+    """Collect, while the context is open, every latent fed to the model's ``g_s``."""
+    captured: List[torch.Tensor] = []
+    handle = model.g_s0.register_forward_pre_hook(lambda m, args: captured.append(args[0].detach().clone()))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def round_trip(model: torch.nn.Module, x: torch.Tensor):
+    """``forward``, ``compress`` and ``decompress`` of ``x``, without gradients.
+
+    Returns ``(out, enc, dec, (y_forward, y_decoded))``: the latents that ``g_s`` got
+    from ``forward`` and from ``decompress``.
+    """
+    with synthesis_inputs(model) as captured, torch.no_grad():
+        out = model(x)
+        enc = model.compress(x)
+        dec = model.decompress(enc["strings"], enc["shape"])
+    return out, enc, dec, tuple(captured)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from codec_models import calibrated_tic, describe, read_tsv, sample_image
+from codec_models import calibrated_tic, describe, read_tsv, round_trip, sample_image, synthesis_inputs
 
 from compressai_transtic.bitstream import BitstreamError
 from compressai_transtic.layers import reference_attention
@@ -46,28 +46,9 @@ def test_every_parameter_is_trainable_for_compressai_training():
     assert model.aux_loss().requires_grad
 
 
-def _latents(model: TIC):
-    """Capture the y_hat fed to the synthesis transform."""
-    captured = []
-    handle = model.g_s0.register_forward_pre_hook(lambda m, args: captured.append(args[0].detach().clone()))
-    return captured, handle
-
-
-def _round_trip(model: TIC, x: torch.Tensor):
-    captured, handle = _latents(model)
-    try:
-        with torch.no_grad():
-            out = model(x)
-            enc = model.compress(x)
-            dec = model.decompress(enc["strings"], enc["shape"])
-    finally:
-        handle.remove()
-    return out, enc, dec, captured
-
-
 def _check_round_trip(model: TIC, height: int, width: int, check_rate: bool) -> None:
     x = sample_image(height, width, "coffee")
-    out, enc, dec, (y_forward, y_decoded) = _round_trip(model, x)
+    out, enc, dec, (y_forward, y_decoded) = round_trip(model, x)
     assert out["x_hat"].shape == x.shape
     assert dec["x_hat"].shape == x.shape
     assert torch.equal(y_forward, y_decoded), "decoded latents differ from forward()'s"
@@ -140,14 +121,10 @@ def test_fast_path_equals_reference_path(tic):
 
 def test_eval_forward_rounds_around_the_predicted_means(tic):
     x = sample_image(64, 64)
-    captured, handle = _latents(tic)
-    try:
-        with torch.no_grad():
-            tic(x)
-            y = tic.g_a(tic._pad(x))
-            scales, means = tic.h_s(tic.entropy_bottleneck(tic.h_a(y))[0])
-    finally:
-        handle.remove()
+    with synthesis_inputs(tic) as captured, torch.no_grad():
+        tic(x)
+        y = tic.g_a(tic._pad(x))
+        scales, means = tic.h_s(tic.entropy_bottleneck(tic.h_a(y))[0])
     torch.testing.assert_close(captured[0], torch.round(y - means) + means)
 
 

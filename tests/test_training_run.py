@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from codec_models import save_tiny_base
 from PIL import Image
 
 from compressai_transtic.checkpoint import (
@@ -35,7 +36,7 @@ from compressai_transtic.checkpoint import (
     detect_architecture,
     load_state_dict,
 )
-from compressai_transtic.models import TIC, TransTIC
+from compressai_transtic.models import TransTIC
 from compressai_transtic.prompts import AdapterMismatchError, PromptConfig, load_adapter, save_adapter
 from compressai_transtic.training import cli as training_cli
 from compressai_transtic.training.config import TrainConfig
@@ -63,13 +64,7 @@ def files(tmp_path_factory):
             folder.mkdir(parents=True, exist_ok=True)
             picture.crop((8 * j, 4 * j, 8 * j + 80, 4 * j + 72)).save(folder / f"{name}{j}.png")
             k += 1
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        base = TIC(N=16, M=16)
-    base.update(force=True)
-    base_path = root / "base.pth.tar"
-    torch.save({"state_dict": base.state_dict()}, base_path)
-    return {"root": root, "images": images, "base": base_path}
+    return {"root": root, "images": images, "base": save_tiny_base(root / "base.pth.tar")}
 
 
 def tiny_config(files, output: Path, **changes) -> TrainConfig:
