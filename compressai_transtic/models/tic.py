@@ -13,7 +13,7 @@ from compressai.models.utils import update_registered_buffers
 from compressai.models import CompressionModel
 from torch import Tensor
 
-from ..entropy_models import LegacyEntropyBottleneck
+from ..entropy_models import BucketizedGaussianConditional, LegacyEntropyBottleneck
 from ..bitstream import BitstreamError, checksum, pack_header, unpack_header
 from ..layers import RSTB, ceil_to, conv, deconv, drop_path_rates
 
@@ -109,7 +109,7 @@ class TIC(CompressionModel):
         self.g_s7 = deconv(N, 3, 5, 2)
 
         self.entropy_bottleneck = LegacyEntropyBottleneck(N)
-        self.gaussian_conditional = GaussianConditional(None)
+        self.gaussian_conditional = BucketizedGaussianConditional(None)
         self.apply(self._init_weights)
 
     @staticmethod
