@@ -438,10 +438,14 @@ class WindowAttention(nn.Module):
     def _packed_weights(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Projection weights laid out for :meth:`attend_windows` (cached per version).
 
-        Returns ``(qkv weight, qkv bias, proj weight^T, proj bias)``: the qkv rows are
+        Returns ``(qkv weight, query bias, proj weight^T, proj bias)``. The qkv rows are
         reordered from ``(3, heads, d)`` to ``(heads, 3, d)`` and the query rows carry
         the softmax scale, so one batched product per window yields every head's
-        ``q^T, k^T, v^T`` as compact ``(d, N)`` matrices.
+        ``q^T, k^T, v^T`` as compact ``(d, N)`` matrices. Only the query bias is
+        added to them: the key bias adds ``q . b_k`` to a whole row of scores, which
+        the softmax ignores, and since every row of attention weights sums to one the
+        value bias comes out unchanged, so it joins the projection bias
+        (``b_proj + W_proj b_v``).
         """
         w, bq, pw, pb = self.qkv.weight, self.qkv.bias, self.proj.weight, self.proj.bias
         key = tuple((t._version, t.data_ptr()) for t in (w, pw) + tuple(t for t in (bq, pb) if t is not None))
@@ -451,14 +455,14 @@ class WindowAttention(nn.Module):
         c, heads, hd = self.dim, self.num_heads, self.head_dim
         with torch.no_grad():
             weight = w.detach().view(3, heads, hd, c).clone()
-            bias = bq.detach().view(3, heads, hd).clone() if bq is not None else weight.new_zeros(3, heads, hd)
+            bias = bq.detach().view(3, heads, hd) if bq is not None else weight.new_zeros(3, heads, hd)
             weight[0] *= self.scale
-            bias[0] *= self.scale
+            proj_bias = pb.detach() if pb is not None else pw.new_zeros(c)
             packed = (
                 weight.transpose(0, 1).reshape(3 * c, c).contiguous(),
-                bias.transpose(0, 1).reshape(3 * c, 1).contiguous(),
+                (bias[0] * self.scale).reshape(heads, hd, 1).contiguous(),
                 pw.detach().t().contiguous(),
-                pb.detach() if pb is not None else pw.new_zeros(c),
+                proj_bias + pw.detach() @ bias[2].reshape(c),
             )
         self.__dict__["_packed"] = (key, packed)
         return packed
@@ -479,8 +483,9 @@ class WindowAttention(nn.Module):
         """
         nw, n, c = x.shape
         heads, hd = self.num_heads, self.head_dim
-        w_qkv, b_qkv, w_proj_t, b_proj = self._packed_weights()
-        qkv = torch.baddbmm(b_qkv.expand(nw, -1, 1), w_qkv.expand(nw, -1, -1), x.transpose(1, 2))
+        w_qkv, b_q, w_proj_t, b_proj = self._packed_weights()
+        qkv = torch.bmm(w_qkv.expand(nw, -1, -1), x.transpose(1, 2)).view(nw, heads, 3, hd, n)
+        qkv[:, :, 0].add_(b_q)
         qkv = qkv.view(nw * heads, 3, hd, n)
         scores = torch.bmm(qkv[:, 0].transpose(1, 2), qkv[:, 1])
         scores.view(nw, heads, n, n).add_(bias)
