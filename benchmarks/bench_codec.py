@@ -3,9 +3,9 @@
 Measures, in one run:
 
 * this machine's fp32 matrix-multiply peak with the chosen thread count: the median
-  of a few 2048^3 products, measured right before every timed repetition (shared
-  machines drift by tens of percent within minutes, so every timing is set against
-  the peak of its own moment);
+  of a few 2048^3 products, measured right before and right after every timed
+  repetition (shared machines drift by tens of percent within minutes, so every
+  timing is set against the mean of the two peaks around it);
 * for each model: median wall time of ``forward`` / ``compress`` / ``decompress`` at the
   chosen size (random weights, entropy tables built), the multiply-accumulates each
   performs (true counting, see :mod:`compressai_transtic.complexity`), the achieved
@@ -42,7 +42,7 @@ def matmul_peak(threads: int, n: int = 2048, repeat: int = 7) -> float:
     """Median fp32 GFLOP/s of an n x n x n matrix product (the machine's practical peak).
 
     The median, not the best run: shared machines drift, and every model timing is
-    set against the peak measured right before it in the same process.
+    set against the peaks measured right before and after it in the same process.
     """
     import torch
 
@@ -87,13 +87,14 @@ def worker(model_name: str, op: str, height: int, width: int, threads: int, repe
             fn = lambda: model(x)  # noqa: E731
         fn()  # warm-up: builds masks and indices for this size
         times: List[float] = []
-        peaks: List[float] = []
+        samples = [matmul_peak(threads)]
         for _ in range(repeat):
-            peaks.append(matmul_peak(threads))
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
+            samples.append(matmul_peak(threads))
     macs = count_macs(fn, "true")
+    peaks = [(a + b) / 2 for a, b in zip(samples, samples[1:])]  # right before and right after
     shares = [2 * macs / t / 1e9 / p for t, p in zip(times, peaks)]
     return {
         "matmul_peak_gflops": statistics.median(peaks),
@@ -150,7 +151,7 @@ def main() -> int:
         f"{'model':<9} {'op':<10} {'seconds':>8} {'GMACs':>7} {'GFLOP/s':>8} {'peak':>6} {'% peak':>7} {'peak RSS MB':>12}"
     )
     print(f"input {h}x{w}, {args.threads} threads, CPU attention {args.cpu_attention}; peak = median fp32 "
-          "2048^3 matmul GFLOP/s before each repetition; % peak = median of each repetition's share of its peak")
+          "2048^3 matmul GFLOP/s around each repetition; % peak = median of each repetition's share of its peak")
     print(header)
     print("-" * len(header))
     for r in rows:
