@@ -58,6 +58,6 @@ class BucketizedGaussianConditional(GaussianConditional):
     """
 
     def build_indexes(self, scales: Tensor) -> Tensor:
-        scales = self.lower_bound_scale(scales)
-        boundaries = self.scale_table[:-1].to(dtype=scales.dtype)
+        scales = self.lower_bound_scale(scales).contiguous()
+        boundaries = self.scale_table[:-1].to(dtype=scales.dtype).contiguous()
         return torch.bucketize(scales, boundaries, right=False).int()

@@ -152,7 +152,8 @@ class _LRU(OrderedDict):
 
 
 _INDEX_CACHE = _LRU(256)
-#: tokens (batch x windows x tokens per window) processed at once by a Swin block
+#: tokens (batch x windows x tokens per window) processed at once by a Swin block on
+#: the CPU (GPUs take whole maps)
 _CHUNK_TOKENS = 2048
 
 CPU_ATTENTION_CHOICES = ("auto", "packed", "sdpa")
@@ -722,7 +723,9 @@ class SwinBlock(nn.Module):
                 prompt_tokens = self._window_prompt_tokens(prompts, b, nw)
 
         in_place = not torch.is_grad_enabled()
-        step = nw if _use_reference() else max(1, _CHUNK_TOKENS // (b * (n + p)))
+        # chunks keep a block's temporaries in the CPU's caches; a GPU wants whole maps
+        chunked = tokens.device.type == "cpu" and not _use_reference()
+        step = max(1, _CHUNK_TOKENS // (b * (n + p))) if chunked else nw
         # stochastic depth: one per-sample draw per branch for the whole block, shared
         # by all chunks (None when inactive)
         keep_attn = keep_mlp = keep_prompt = None
