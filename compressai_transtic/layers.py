@@ -468,7 +468,19 @@ class WindowAttention(nn.Module):
         self.__dict__["_packed"] = (key, packed)
         return packed
 
-    def attend_windows(self, x: Tensor, bias: Tensor, residual: Tensor) -> None:
+    def packed_prompt_kv(self, tokens: Tensor) -> Tuple[Tensor, Tensor]:
+        """Keys and values of shared prompt tokens ``(P, C)`` for :meth:`attend_windows`:
+        two ``(heads, d, P)`` tensors, without the key and value biases (which the
+        packed path leaves out for every key, see :meth:`_packed_weights`)."""
+        c, heads, hd = self.dim, self.num_heads, self.head_dim
+        weight = self.qkv.weight.view(3, heads, hd, c)
+        k_t = torch.matmul(weight[1], tokens.t())
+        v_t = torch.matmul(weight[2], tokens.t())
+        return k_t, v_t
+
+    def attend_windows(
+        self, x: Tensor, bias: Tensor, residual: Tensor, prompt_kv: Optional[Tuple[Tensor, Tensor]] = None
+    ) -> None:
         """Inference on CPU: ``residual += proj(attention(x))`` without copies.
 
         Window attention as four batched matrix products over compact per-window,
@@ -479,19 +491,28 @@ class WindowAttention(nn.Module):
 
         Args:
             x: ``(nW, N, C)`` normalised window tokens (contiguous).
-            bias: additive bias ``(1 or nW, heads, N, N)``.
+            bias: additive bias ``(1 or nW, heads, N, K)``; ``K`` counts the prompt
+                keys (first), then the ``N`` tokens.
             residual: ``(nW, N, C)`` contiguous tokens, updated in place.
+            prompt_kv: keys and values of shared prompts from :meth:`packed_prompt_kv`.
         """
         nw, n, c = x.shape
         heads, hd = self.num_heads, self.head_dim
         w_qkv, b_q, w_proj_t, b_proj = self._packed_weights()
         qkv = torch.bmm(w_qkv.expand(nw, -1, -1), x.transpose(1, 2)).view(nw, heads, 3, hd, n)
         qkv[:, :, 0].add_(b_q)
-        qkv = qkv.view(nw * heads, 3, hd, n)
-        scores = torch.bmm(qkv[:, 0].transpose(1, 2), qkv[:, 1])
-        scores.view(nw, heads, n, n).add_(bias)
+        q_t = qkv[:, :, 0].reshape(nw * heads, hd, n)
+        if prompt_kv is None:
+            k_t, v_t = (qkv[:, :, i].reshape(nw * heads, hd, n) for i in (1, 2))
+        else:
+            k_t, v_t = (
+                torch.cat([pt.expand(nw, -1, -1, -1), qkv[:, :, i]], dim=3).view(nw * heads, hd, -1)
+                for i, pt in ((1, prompt_kv[0]), (2, prompt_kv[1]))
+            )
+        scores = torch.bmm(q_t.transpose(1, 2), k_t)
+        scores.view(nw, heads, n, -1).add_(bias)
         torch.softmax(scores, -1, out=scores)
-        out_t = torch.bmm(qkv[:, 2], scores.transpose(1, 2)).view(nw, c, n)
+        out_t = torch.bmm(v_t, scores.transpose(1, 2)).view(nw, c, n)
         residual.baddbmm_(out_t.transpose(1, 2), w_proj_t.expand(nw, -1, -1)).add_(b_proj)
 
 
@@ -715,7 +736,6 @@ class SwinBlock(nn.Module):
                 prompt_tokens = self._partition(pmap, ws // d, ss // d)
             elif prompts.tokens is not None:
                 mode, p = "shared", prompts.tokens.shape[-2]
-                shared_kv = self.attn.project_kv(prompts.tokens)
             else:
                 d = prompts.downsample
                 mode = "legacy" if (prompts.legacy_mask and ss) else "window"
@@ -735,7 +755,7 @@ class SwinBlock(nn.Module):
             if mode == "full":
                 keep_prompt = self._keep_scale(b, tokens)
         if (
-            mode == "none"
+            (mode == "none" or (mode == "shared" and prompts.tokens.dim() == 2))
             and in_place
             and keep_attn is None
             and keep_mlp is None
@@ -743,8 +763,10 @@ class SwinBlock(nn.Module):
             and not _use_reference()
             and _packed_cpu_attention()
         ):
-            self._forward_windows_packed(tokens, geometry, step)
+            self._forward_windows_packed(tokens, geometry, step, prompts.tokens if mode == "shared" else None)
             return tokens, None, d
+        if mode == "shared":
+            shared_kv = self.attn.project_kv(prompts.tokens)
         outs: List[Tensor] = []
         prompt_outs: List[Tensor] = []
         for start, end, bias in self._bias_parts(hp, wp, h, w, mode, p, d, tokens):
@@ -777,19 +799,26 @@ class SwinBlock(nn.Module):
             return out_tokens, (prompt_tokens if in_place else torch.cat(prompt_outs, dim=1)), d
         return out_tokens, None, d
 
-    def _forward_windows_packed(self, tokens: Tensor, geometry: Tuple[int, int, int, int], step: int) -> None:
-        """CPU inference without prompts: every chunk of windows is updated in place by
-        :meth:`WindowAttention.attend_windows` and :meth:`Mlp.accumulate`."""
+    def _forward_windows_packed(
+        self, tokens: Tensor, geometry: Tuple[int, int, int, int], step: int, shared_prompts: Optional[Tensor] = None
+    ) -> None:
+        """CPU inference without prompts or with shared prompts ``(P, C)``: every chunk
+        of windows is updated in place by :meth:`WindowAttention.attend_windows` and
+        :meth:`Mlp.accumulate`."""
         hp, wp, h, w = geometry
         b, _, n, c = tokens.shape
         step = max(1, step * b)  # chunks are taken per image, so each one is contiguous
-        for start, end, bias in self._bias_parts(hp, wp, h, w, "none", 0, 1, tokens):
+        if shared_prompts is None:
+            mode, p, kv = "none", 0, None
+        else:
+            mode, p, kv = "shared", shared_prompts.shape[0], self.attn.packed_prompt_kv(shared_prompts)
+        for start, end, bias in self._bias_parts(hp, wp, h, w, mode, p, 1, tokens):
             for cs in range(start, end, step):
                 ce = min(end, cs + step)
                 chunk_bias = bias if bias.shape[0] == 1 else bias[cs - start : ce - start]
                 for i in range(b):
                     t = tokens[i, cs:ce]
-                    self.attn.attend_windows(self.norm1(t), chunk_bias, t)
+                    self.attn.attend_windows(self.norm1(t), chunk_bias, t, kv)
                     flat = t.view(-1, c)
                     self.mlp.accumulate(self.norm2(flat), flat)
 

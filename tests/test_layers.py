@@ -117,8 +117,11 @@ def test_fast_path_equals_reference_without_prompts(shift, b, h, w, cpu_attentio
 
 @pytest.mark.parametrize("kind", ["shared", "legacy", "aligned", "full-map", "full-shared"])
 @pytest.mark.parametrize("b", [1, 2])
-def test_fast_path_equals_reference_with_prompts(kind, b):
+def test_fast_path_equals_reference_with_prompts(kind, b, cpu_attention, monkeypatch):
     block, x = _block_and_input(4, b, 16, 32)
+    calls = []
+    attend = type(block.attn).attend_windows
+    monkeypatch.setattr(type(block.attn), "attend_windows", lambda *a: calls.append(1) or attend(*a))
     g = torch.Generator().manual_seed(1)
     if kind == "shared":
         prompts = WindowPrompts(tokens=torch.randn(16, 32, generator=g))
@@ -134,6 +137,8 @@ def test_fast_path_equals_reference_with_prompts(kind, b):
             torch.testing.assert_close(a, r, rtol=0, atol=1e-5)
     else:
         torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+    # shared prompts join the packed CPU path as extra keys/values; the others use SDPA
+    assert bool(calls) == (cpu_attention == "packed" and kind == "shared")
 
 
 def test_legacy_and_aligned_prompt_masks_give_different_results_in_shifted_blocks():
