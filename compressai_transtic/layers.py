@@ -161,7 +161,8 @@ _cpu_attention = "auto"
 
 
 def set_cpu_attention(kind: str) -> None:
-    """Choose how Swin blocks without prompts attend on the CPU at inference.
+    """Choose how Swin blocks without prompts (or with shared prompts) attend on the
+    CPU at inference.
 
     Args:
         kind: ``"packed"``: batched matrix products over per-window, per-head matrices
