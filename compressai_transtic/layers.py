@@ -183,6 +183,12 @@ def set_cpu_attention(kind: str) -> None:
 
 
 def _packed_cpu_attention() -> bool:
+    try:
+        autocast = torch.is_autocast_enabled("cpu")
+    except TypeError:  # PyTorch < 2.4
+        autocast = torch.is_autocast_cpu_enabled()
+    if autocast:  # the in-place accumulations need one dtype throughout
+        return False
     if _cpu_attention == "auto":
         return torch.backends.cpu.get_cpu_capability() == "AVX2"
     return _cpu_attention == "packed"

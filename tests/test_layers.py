@@ -204,3 +204,13 @@ def test_stochastic_depth_drops_whole_samples_whatever_the_chunking(monkeypatch)
 def test_cpu_attention_choice_is_validated():
     with pytest.raises(ValueError, match="cpu attention must be one of"):
         set_cpu_attention("fast")
+
+
+def test_cpu_autocast_inference_runs_and_stays_close(cpu_attention):
+    """Under CPU autocast the packed path steps aside (its in-place sums need one dtype)."""
+    block, x = _block_and_input(4, 1, 16, 24)
+    with torch.no_grad():
+        full = block(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = block(x)
+    torch.testing.assert_close(low.float(), full, rtol=0.05, atol=0.1)
