@@ -394,10 +394,11 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
         return bias.view(n, n, self.num_heads).permute(2, 0, 1)
 
-    def project_kv(self, tokens: Tensor) -> Tuple[Tensor, Tensor]:
-        """Keys and values of prompt tokens ``(..., P, C)`` -> two ``(..., heads, P, d)``."""
+    def project_kv(self, tokens: Tensor, with_bias: bool = True) -> Tuple[Tensor, Tensor]:
+        """Keys and values of prompt tokens ``(..., P, C)`` -> two ``(..., heads, P, d)``
+        (without the key and value biases when ``with_bias`` is false)."""
         weight = self.qkv.weight[self.dim :]
-        bias = self.qkv.bias[self.dim :] if self.qkv.bias is not None else None
+        bias = self.qkv.bias[self.dim :] if self.qkv.bias is not None and with_bias else None
         kv = F.linear(tokens, weight, bias)
         kv = kv.unflatten(-1, (2, self.num_heads, self.head_dim)).movedim(-4, -2)  # ..., 2, heads, P, d
         return kv.select(-4, 0), kv.select(-4, 1)
@@ -479,11 +480,8 @@ class WindowAttention(nn.Module):
         """Keys and values of shared prompt tokens ``(P, C)`` for :meth:`attend_windows`:
         two ``(heads, d, P)`` tensors, without the key and value biases (which the
         packed path leaves out for every key, see :meth:`_packed_weights`)."""
-        c, heads, hd = self.dim, self.num_heads, self.head_dim
-        weight = self.qkv.weight.view(3, heads, hd, c)
-        k_t = torch.matmul(weight[1], tokens.t())
-        v_t = torch.matmul(weight[2], tokens.t())
-        return k_t, v_t
+        k, v = self.project_kv(tokens, with_bias=False)
+        return k.transpose(-2, -1), v.transpose(-2, -1)
 
     def attend_windows(
         self, x: Tensor, bias: Tensor, residual: Tensor, prompt_kv: Optional[Tuple[Tensor, Tensor]] = None
@@ -764,10 +762,9 @@ class SwinBlock(nn.Module):
         if (
             (mode == "none" or (mode == "shared" and prompts.tokens.dim() == 2))
             and in_place
+            and chunked
             and keep_attn is None
             and keep_mlp is None
-            and tokens.device.type == "cpu"
-            and not _use_reference()
             and _packed_cpu_attention()
         ):
             self._forward_windows_packed(tokens, geometry, step, prompts.tokens if mode == "shared" else None)
