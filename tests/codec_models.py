@@ -101,6 +101,17 @@ def save_tiny_base(path: Path) -> Path:
 
 
 @contextlib.contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
 def synthesis_inputs(model: torch.nn.Module) -> Iterator[List[torch.Tensor]]:
     """Collect, while the context is open, every latent fed to the model's ``g_s``."""
     captured: List[torch.Tensor] = []

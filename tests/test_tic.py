@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from codec_models import calibrated_tic, describe, read_tsv, round_trip, sample_image, synthesis_inputs
+from codec_models import calibrated_tic, describe, num_threads, read_tsv, round_trip, sample_image, synthesis_inputs
 
 from compressai_transtic.bitstream import BitstreamError
 from compressai_transtic.layers import reference_attention
@@ -92,19 +92,13 @@ def test_batches_are_coded_per_image(tic):
 
 def test_compress_is_deterministic_and_independent_of_thread_count(tic):
     x = sample_image(128, 192)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        with torch.no_grad():
-            first = tic.compress(x)
-            second = tic.compress(x)
-            dec_two = tic.decompress(first["strings"], first["shape"])["x_hat"]
-        torch.set_num_threads(1)
-        with torch.no_grad():
-            one_thread = tic.compress(x)
-            dec_one = tic.decompress(first["strings"], first["shape"])["x_hat"]
-    finally:
-        torch.set_num_threads(threads)
+    with num_threads(2), torch.no_grad():
+        first = tic.compress(x)
+        second = tic.compress(x)
+        dec_two = tic.decompress(first["strings"], first["shape"])["x_hat"]
+    with num_threads(1), torch.no_grad():
+        one_thread = tic.compress(x)
+        dec_one = tic.decompress(first["strings"], first["shape"])["x_hat"]
     assert first["strings"] == second["strings"]
     assert first["strings"] == one_thread["strings"]
     torch.testing.assert_close(dec_one, dec_two, rtol=0, atol=1e-5)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from codec_models import calibrated_tic, calibrated_tic_state, describe, read_tsv, sample_image
+from codec_models import calibrated_tic, calibrated_tic_state, describe, num_threads, read_tsv, sample_image
 
 from compressai_transtic.layers import reference_attention
 from compressai_transtic.models import TIC, TransTIC
@@ -121,18 +121,12 @@ def test_round_trip_any_size(transtic, height, width):
 
 def test_decoding_is_independent_of_thread_count(transtic):
     x = sample_image(128, 128)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        with torch.no_grad():
-            enc = transtic.compress(x)
-            two = transtic.decompress(enc["strings"], enc["shape"])["x_hat"]
-        torch.set_num_threads(1)
-        with torch.no_grad():
-            one = transtic.decompress(enc["strings"], enc["shape"])["x_hat"]
-            assert transtic.compress(x)["strings"] == enc["strings"]
-    finally:
-        torch.set_num_threads(threads)
+    with num_threads(2), torch.no_grad():
+        enc = transtic.compress(x)
+        two = transtic.decompress(enc["strings"], enc["shape"])["x_hat"]
+    with num_threads(1), torch.no_grad():
+        one = transtic.decompress(enc["strings"], enc["shape"])["x_hat"]
+        assert transtic.compress(x)["strings"] == enc["strings"]
     torch.testing.assert_close(one, two, rtol=0, atol=1e-5)
 
 
