@@ -53,6 +53,7 @@ __all__ = [
     "PromptGenerator",
     "reference_attention",
     "set_cpu_attention",
+    "release_workspace",
     "window_partition_index",
     "window_unpartition_index",
     "shifted_window_mask",
@@ -180,6 +181,55 @@ def set_cpu_attention(kind: str) -> None:
     if kind not in CPU_ATTENTION_CHOICES:
         raise ValueError(f"cpu attention must be one of {CPU_ATTENTION_CHOICES}, got {kind!r}")
     _cpu_attention = kind
+
+
+class _Workspace(threading.local):
+    """Per-thread scratch buffers of the fused inference path on the CPU.
+
+    PyTorch does not cache CPU allocations, and a fresh buffer of a full-resolution
+    token map (48 MB for TIC at 768x512) costs about as much in page faults as four
+    copies of it, so the two token buffers of :meth:`BasicLayer._forward_fused` are
+    kept from call to call. Each grows to the largest map seen; they never leave the
+    layer (its output is always a caller-owned tensor).
+    """
+
+    def __init__(self) -> None:
+        self.buffers: Dict[Tuple[torch.device, torch.dtype], List[Tensor]] = {}
+        self.busy = False
+
+
+_workspace = _Workspace()
+
+
+def release_workspace() -> None:
+    """Free this thread's scratch buffers of the CPU inference path.
+
+    Inference on the CPU keeps two buffers per thread, each the size of the largest
+    token map coded so far (2 x 48 MB for TIC at 768x512), so that repeated calls
+    need no fresh memory for them. They are rebuilt on the next call.
+    """
+    _workspace.buffers.clear()
+
+
+@contextlib.contextmanager
+def _scratch(like: Tensor, shape: Tuple[int, ...]) -> Iterator[Tuple[Tensor, Tensor]]:
+    """Two uninitialised tensors of ``shape`` (``like``'s dtype and device): views of
+    this thread's workspace on the CPU, fresh tensors elsewhere (GPU allocators cache
+    on their own) and in nested use."""
+    if like.device.type != "cpu" or _workspace.busy:
+        yield like.new_empty(shape), like.new_empty(shape)
+        return
+    numel = math.prod(shape)
+    key = (like.device, like.dtype)
+    buffers = _workspace.buffers.get(key)
+    if buffers is None or buffers[0].numel() < numel:
+        _workspace.buffers.pop(key, None)  # the old pair goes before the new one comes
+        buffers = _workspace.buffers[key] = [like.new_empty(numel), like.new_empty(numel)]
+    _workspace.busy = True
+    try:
+        yield buffers[0][:numel].view(shape), buffers[1][:numel].view(shape)
+    finally:
+        _workspace.busy = False
 
 
 def _packed_cpu_attention() -> bool:
@@ -901,11 +951,21 @@ class BasicLayer(nn.Module):
             ]
         )
 
-    def forward(self, x: Tensor, prompts: Optional[List[Optional[WindowPrompts]]] = None) -> Tensor:
+    def forward(
+        self, x: Tensor, prompts: Optional[List[Optional[WindowPrompts]]] = None, add_to: Optional[Tensor] = None
+    ) -> Tensor:
         """Run the blocks; ``prompts[i]`` goes to block ``i``. A full-token prompt map
-        returned by a block is carried into the following blocks that get no prompts."""
+        returned by a block is carried into the following blocks that get no prompts.
+
+        Args:
+            x: ``(B, H, W, C)`` map.
+            prompts: optional per-block prompts.
+            add_to: optional ``(B, H, W, C)`` tensor (``x`` itself is allowed) that the
+                output is added into, in place; it is then returned. At inference this
+                saves allocating a full-size output.
+        """
         if self._can_fuse(prompts):
-            return self._forward_fused(x, prompts)
+            return self._forward_fused(x, prompts, add_to)
         carried: Optional[WindowPrompts] = None
         for i, block in enumerate(self.blocks):
             given = prompts[i] if prompts is not None and i < len(prompts) else None
@@ -920,8 +980,7 @@ class BasicLayer(nn.Module):
                 carried = WindowPrompts(prompt_map=pmap, downsample=d, full_tokens=True)
             else:
                 x = block(x, current)
-        return x
-
+        return x if add_to is None else add_to.add_(x)
 
     def _can_fuse(self, prompts: Optional[List[Optional[WindowPrompts]]]) -> bool:
         if torch.is_grad_enabled() or _use_reference():
@@ -930,39 +989,46 @@ class BasicLayer(nn.Module):
             return False
         return len({blk.window_size for blk in self.blocks}) == 1
 
-    def _forward_fused(self, x: Tensor, prompts: Optional[List[Optional[WindowPrompts]]]) -> Tensor:
+    def _forward_fused(
+        self, x: Tensor, prompts: Optional[List[Optional[WindowPrompts]]], add_to: Optional[Tensor] = None
+    ) -> Tensor:
         """Inference path: tokens stay in window order from block to block.
 
-        Between two blocks one gather (the composition of the first block's inverse
-        partition and the next block's partition) moves the tokens into a reused
-        buffer, instead of scattering to a fresh map and gathering again.
+        The tokens live in two scratch buffers (see :class:`_Workspace`): between two
+        blocks one gather (the composition of the first block's inverse partition
+        and the next block's partition) moves them from one buffer to the other,
+        instead of scattering to a fresh map and gathering again.
         """
         first = self.blocks[0]
         b, h, w, c = x.shape
         hp, wp = first._padded(h, w)
         ws = first.window_size
         nw, n = (hp // ws) * (wp // ws), ws * ws
-        if (hp, wp) != (h, w):
+        padded = (hp, wp) != (h, w)
+        if padded:
             x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
         device = x.device
-        current = x.reshape(b, hp * wp, c).index_select(1, window_partition_index(hp, wp, ws, first.shift_size, device))
-        spare: Optional[Tensor] = None
-        previous_shift = first.shift_size
-        for i, block in enumerate(self.blocks):
-            if i > 0:
-                index = _composed_index(hp, wp, ws, previous_shift, block.shift_size, device)
-                if spare is None:
-                    spare = torch.empty_like(current)
-                torch.index_select(current, 1, index, out=spare)
-                current, spare = spare, current
-            given = prompts[i] if prompts is not None and i < len(prompts) else None
-            block.forward_windows(current.view(b, nw, n, c), (hp, wp, h, w), given)
-            previous_shift = block.shift_size
-        inverse = window_unpartition_index(hp, wp, ws, previous_shift, device)
-        # the spare buffer (if any) is free now: the output goes there, one allocation less
-        out = torch.index_select(current, 1, inverse, out=spare) if spare is not None else current.index_select(1, inverse)
-        out = out.view(b, hp, wp, c)
-        return out[:, :h, :w, :].contiguous() if (hp, wp) != (h, w) else out
+        with _scratch(x, (b, hp * wp, c)) as (current, spare):
+            torch.index_select(
+                x.reshape(b, hp * wp, c), 1, window_partition_index(hp, wp, ws, first.shift_size, device), out=current
+            )
+            previous_shift = first.shift_size
+            for i, block in enumerate(self.blocks):
+                if i > 0:
+                    index = _composed_index(hp, wp, ws, previous_shift, block.shift_size, device)
+                    torch.index_select(current, 1, index, out=spare)
+                    current, spare = spare, current
+                given = prompts[i] if prompts is not None and i < len(prompts) else None
+                block.forward_windows(current.view(b, nw, n, c), (hp, wp, h, w), given)
+                previous_shift = block.shift_size
+            inverse = window_unpartition_index(hp, wp, ws, previous_shift, device)
+            if add_to is not None:
+                out = torch.index_select(current, 1, inverse, out=spare).view(b, hp, wp, c)
+                return add_to.add_(out[:, :h, :w] if padded else out)
+            if not padded:  # the output leaves the scratch buffers: a fresh tensor
+                return current.index_select(1, inverse).view(b, hp, wp, c)
+            out = torch.index_select(current, 1, inverse, out=spare).view(b, hp, wp, c)
+            return out[:, :h, :w, :].contiguous()
 
 
 class RSTB(nn.Module):
@@ -982,6 +1048,10 @@ class RSTB(nn.Module):
             (exactly as the released checkpoints).
         mlp_ratio: MLP expansion.
         drop_path: per-block stochastic depth rates.
+        inplace: without autograd, add the blocks' output into the input tensor and
+            return it (as ``nn.ReLU(inplace=True)`` does) instead of allocating a new
+            map; for inputs that nothing else reads afterwards, such as the output of
+            the convolution before this block.
     """
 
     def __init__(
@@ -993,8 +1063,10 @@ class RSTB(nn.Module):
         reference_resolution: Tuple[int, int],
         mlp_ratio: float = 2.0,
         drop_path: Sequence[float] = (),
+        inplace: bool = False,
     ) -> None:
         super().__init__()
+        self.inplace = inplace
         shift = True
         if min(reference_resolution) <= window_size:
             window_size = min(reference_resolution)
@@ -1014,9 +1086,13 @@ class RSTB(nn.Module):
 
     def forward(self, x: Tensor, prompts: Optional[List[Optional[WindowPrompts]]] = None) -> Tensor:
         t = x.permute(0, 2, 3, 1)
+        own = False
         if not t.is_contiguous():
-            t = t.contiguous()
-        out = self.residual_group(t, prompts).add_(t)
+            t, own = t.contiguous(), True
+        if (own or self.inplace) and not torch.is_grad_enabled():
+            out = self.residual_group(t, prompts, add_to=t)
+        else:
+            out = self.residual_group(t, prompts).add_(t)
         return out.permute(0, 3, 1, 2)
 
 

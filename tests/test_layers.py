@@ -6,12 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import threading
+
 from compressai_transtic.layers import (
+    RSTB,
     SHIFT_MASK_VALUE,
     SwinBlock,
     WindowPrompts,
     _legacy_prompt_mask,
+    _scratch,
+    _workspace,
     reference_attention,
+    release_workspace,
     set_cpu_attention,
     shifted_window_mask,
     window_order,
@@ -214,3 +220,91 @@ def test_cpu_autocast_inference_runs_and_stays_close(cpu_attention):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = block(x)
     torch.testing.assert_close(low.float(), full, rtol=0.05, atol=0.1)
+
+
+def _rstb(inplace: bool = False, window: int = 8) -> RSTB:
+    torch.manual_seed(0)
+    rstb = RSTB(32, 3, 4, window, reference_resolution=(32, 32), inplace=inplace).eval()
+    with torch.no_grad():
+        for block in rstb.residual_group.blocks:
+            block.attn.relative_position_bias_table.normal_(0, 1)
+    return rstb
+
+
+def _map(h: int, w: int, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return torch.randn(2, 32, h, w).contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("h,w", [(16, 24), (19, 13)])
+def test_rstb_inference_equals_the_reference_path(h, w, cpu_attention):
+    rstb, x = _rstb(), _map(h, w, 0)
+    with torch.no_grad():
+        fast = rstb(x)
+        with reference_attention():
+            ref = rstb(x)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+
+
+def test_outputs_never_share_the_reused_scratch_buffers():
+    """Inference reuses per-thread scratch buffers from call to call; an output stays
+    what it was when later calls (of any size) run."""
+    release_workspace()
+    rstb = _rstb()
+    first_in, second_in = _map(16, 24, 1), _map(24, 16, 2)
+    with torch.no_grad():
+        first = rstb(first_in)
+        kept = first.clone()
+        reused = [b.data_ptr() for b in _workspace.buffers[(first.device, first.dtype)]]
+        rstb(second_in)
+        rstb(_map(8, 8, 3))
+        assert [b.data_ptr() for b in _workspace.buffers[(first.device, first.dtype)]] == reused
+    assert torch.equal(first, kept)
+    assert torch.equal(first_in, _map(16, 24, 1)), "a plain RSTB must not modify its input"
+    release_workspace()
+    assert not _workspace.buffers
+
+
+def test_nested_scratch_use_gets_its_own_buffers():
+    like = torch.empty(0)
+    with _scratch(like, (4, 5)) as outer:
+        with _scratch(like, (4, 5)) as inner:
+            pointers = {t.data_ptr() for t in outer + inner}
+    assert len(pointers) == 4
+
+
+def test_threads_running_one_layer_at_once_get_their_own_results():
+    rstb = _rstb()
+    inputs = [_map(24, 24, seed) for seed in range(4)]
+    with torch.no_grad():
+        expected = [rstb(x) for x in inputs]
+    results = {}
+
+    def work(i: int) -> None:
+        with torch.no_grad():
+            for _ in range(3):
+                results[i] = rstb(inputs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        torch.testing.assert_close(results[i], expected[i], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("h,w", [(16, 24), (19, 13)])
+def test_inplace_rstb_adds_into_its_input_at_inference_only(h, w):
+    plain, inplace = _rstb(), _rstb(inplace=True)
+    x = _map(h, w, 4)
+    with torch.no_grad():
+        expected = plain(x)
+        given = x.clone()
+        out = inplace(given)
+    assert out.data_ptr() == given.data_ptr()
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    trained = x.clone().requires_grad_()
+    out = inplace(trained)
+    assert torch.equal(trained.detach(), x), "with autograd the input must stay as it was"
+    torch.testing.assert_close(out.detach(), expected, rtol=0, atol=1e-5)

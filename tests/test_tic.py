@@ -113,6 +113,22 @@ def test_fast_path_equals_reference_path(tic):
     torch.testing.assert_close(fast, ref, rtol=0, atol=1e-4)
 
 
+def test_transforms_leave_their_inputs_untouched(tic):
+    """Stages that add into a convolution's output in place never touch the caller's tensors."""
+    x = sample_image(64, 96)
+    with torch.no_grad():
+        y = tic.g_a(tic._pad(x))
+        z_hat = torch.round(tic.h_a(y))
+        y_hat = torch.round(y)
+        inputs = [t.clone() for t in (x, y_hat, z_hat)]
+        tic.g_a(tic._pad(x))
+        tic.h_a(y_hat)
+        tic.h_s(z_hat)
+        tic.g_s(y_hat)
+    for before, after in zip(inputs, (x, y_hat, z_hat)):
+        assert torch.equal(before, after)
+
+
 def test_eval_forward_rounds_around_the_predicted_means(tic):
     x = sample_image(64, 64)
     with synthesis_inputs(tic) as captured, torch.no_grad():

@@ -51,6 +51,11 @@ class TIC(CompressionModel):
     multiple of the window with the padded keys masked out, and the output is cropped
     back. Rates are meant to be counted over the original pixels.
 
+    At inference, the RSTBs that follow a convolution add their output into that
+    convolution's output (``RSTB(inplace=True)``, like ``nn.ReLU(inplace=True)`` in
+    torchvision's models): a forward hook that keeps such a convolution's output
+    sees it updated.
+
     Args:
         N: channels of the transforms.
         M: channels of the latent ``y``.
@@ -68,7 +73,8 @@ class TIC(CompressionModel):
         dec_dpr = drop_path_rates(depths[::-1], drop_path_rate)
         r = REFERENCE_SIZE
 
-        def rstb(dim: int, i: int, window: int, scale: int, dpr: List[float]) -> RSTB:
+        def rstb(dim: int, i: int, window: int, scale: int, dpr: List[float], inplace: bool = True) -> RSTB:
+            # in place (at inference) where the input is the preceding convolution's output
             return RSTB(
                 dim,
                 depths[i],
@@ -77,6 +83,7 @@ class TIC(CompressionModel):
                 reference_resolution=(r // scale, r // scale),
                 mlp_ratio=mlp_ratio,
                 drop_path=dpr,
+                inplace=inplace,
             )
 
         self.g_a0 = conv(3, N, 5, 2)
@@ -94,12 +101,12 @@ class TIC(CompressionModel):
         self.h_a3 = rstb(N, 5, 4, 64, enc_dpr[5])
 
         # decoder side: same settings, stages in reverse order
-        self.h_s0 = rstb(N, 5, 4, 64, dec_dpr[0])
+        self.h_s0 = rstb(N, 5, 4, 64, dec_dpr[0], inplace=False)  # input: z_hat
         self.h_s1 = deconv(N, N, 3, 2)
         self.h_s2 = rstb(N, 4, 4, 32, dec_dpr[1])
         self.h_s3 = deconv(N, 2 * M, 3, 2)
 
-        self.g_s0 = rstb(M, 3, 8, 16, dec_dpr[2])
+        self.g_s0 = rstb(M, 3, 8, 16, dec_dpr[2], inplace=False)  # input: y_hat
         self.g_s1 = deconv(M, N, 3, 2)
         self.g_s2 = rstb(N, 2, 8, 8, dec_dpr[3])
         self.g_s3 = deconv(N, N, 3, 2)
