@@ -19,6 +19,10 @@ Performance notes (the transforms spend most of their time here):
 * on AVX2 CPUs, blocks without prompts replace the fused kernel by batched matrix
   products over compact per-window, per-head matrices (head dimension 16 is too
   small for the fused kernel there); see :func:`set_cpu_attention`.
+* on the CPU, the tokens of a layer live in two per-thread scratch buffers that are
+  reused from call to call (:func:`release_workspace` frees them), and ``RSTB(inplace=True)``
+  adds into its input: fresh full-size maps cost more in page faults than the
+  copies they would hold.
 
 :func:`reference_attention` switches every block to a plain (unfused, uncached)
 implementation, used by the tests to check the fast path.
