@@ -1026,13 +1026,12 @@ class BasicLayer(nn.Module):
                 block.forward_windows(current.view(b, nw, n, c), (hp, wp, h, w), given)
                 previous_shift = block.shift_size
             inverse = window_unpartition_index(hp, wp, ws, previous_shift, device)
-            if add_to is not None:
-                out = torch.index_select(current, 1, inverse, out=spare).view(b, hp, wp, c)
-                return add_to.add_(out[:, :h, :w] if padded else out)
-            if not padded:  # the output leaves the scratch buffers: a fresh tensor
+            if add_to is None and not padded:  # the output leaves the scratch buffers: a fresh tensor
                 return current.index_select(1, inverse).view(b, hp, wp, c)
             out = torch.index_select(current, 1, inverse, out=spare).view(b, hp, wp, c)
-            return out[:, :h, :w, :].contiguous()
+            if padded:
+                out = out[:, :h, :w]
+            return out.contiguous() if add_to is None else add_to.add_(out)
 
 
 class RSTB(nn.Module):
