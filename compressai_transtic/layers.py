@@ -1121,6 +1121,13 @@ class PromptGenerator(nn.Module):
     (3 x conv-BN-ReLU), up + skip -> ``up1`` (3 x), then ``classifier`` (conv3x3,
     stride 2, to ``out_channels``, no activation).
 
+    Both concatenations put the skip connection first and the upsampled map second:
+    ``up2`` sees ``[down2 (2w), up(down3) (4w)]`` and ``up1`` sees ``[down1 (w),
+    up(up2) (2w)]``. That is the channel order the released weights expect; the other
+    order loads with ``strict=True`` as well (the shapes agree) but gives other
+    prompts, so ``tests/test_prompt_generator.py`` checks it against an independent
+    functional implementation.
+
     Args:
         out_channels: channels of the prompt features (N of the codec).
         width: channels of the first level.
@@ -1145,8 +1152,8 @@ class PromptGenerator(nn.Module):
         d1 = self.down1(x)
         d2 = self.down2(self.maxpool(d1))
         d3 = self.down3(self.maxpool(d2))
-        u2 = self.up2(torch.cat([self._up(d3, d2), d2], dim=1))
-        u1 = self.up1(torch.cat([self._up(u2, d1), d1], dim=1))
+        u2 = self.up2(torch.cat([d2, self._up(d3, d2)], dim=1))  # skip first, then upsampled
+        u1 = self.up1(torch.cat([d1, self._up(u2, d1)], dim=1))
         return self.classifier(u1)
 
 

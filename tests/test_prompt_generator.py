@@ -1,0 +1,106 @@
+"""TransTIC's prompt generator, checked against the facts page alone.
+
+The oracle below is written from ``transtic-facts.md`` (prompt generator section) with
+plain functional calls on the state dict; it shares no code with
+:class:`compressai_transtic.layers.PromptGenerator`. Its two concatenations put the skip
+connection first and the upsampled map second, as the released weights expect. The
+other order loads with ``strict=True`` too, so only a test of values can catch it.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from compressai_transtic.layers import PromptGenerator
+from compressai_transtic.models import TransTIC
+
+BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, as in the released model
+
+
+def _stage(x: Tensor, sd: Dict[str, Tensor], name: str, repeats: int) -> Tensor:
+    """``repeats`` x (conv3x3, BatchNorm in eval mode, ReLU); indices 0/1/2, 3/4/5, ..."""
+    for i in range(repeats):
+        conv, bn = f"{name}.{3 * i}", f"{name}.{3 * i + 1}"
+        x = F.conv2d(x, sd[f"{conv}.weight"], sd[f"{conv}.bias"], padding=1)
+        x = F.batch_norm(
+            x, sd[f"{bn}.running_mean"], sd[f"{bn}.running_var"], sd[f"{bn}.weight"], sd[f"{bn}.bias"],
+            training=False, eps=BN_EPS,
+        )
+        x = F.relu(x)
+    return x
+
+
+def _upsample(x: Tensor) -> Tensor:
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+
+
+def oracle(sd: Dict[str, Tensor], image: Tensor) -> Tensor:
+    """The prompt generator as the facts page states it (input: a multiple of 4)."""
+    down1 = _stage(image, sd, "down1", 2)
+    down2 = _stage(F.max_pool2d(down1, 2), sd, "down2", 2)
+    down3 = _stage(F.max_pool2d(down2, 2), sd, "down3", 2)
+    up2 = _stage(torch.cat([down2, _upsample(down3)], dim=1), sd, "up2", 3)  # skip FIRST
+    up1 = _stage(torch.cat([down1, _upsample(up2)], dim=1), sd, "up1", 3)  # skip FIRST
+    return F.conv2d(up1, sd["classifier.0.weight"], sd["classifier.0.bias"], stride=2, padding=1)
+
+
+def _generator_with_random_statistics(seed: int = 0) -> PromptGenerator:
+    """A float64 generator whose BatchNorms are far from the identity (as trained ones are)."""
+    g = torch.Generator().manual_seed(seed)
+    gen = PromptGenerator(128).double().eval()
+    with torch.no_grad():
+        for module in gen.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                c = module.num_features
+                module.running_mean.copy_(torch.randn(c, generator=g, dtype=torch.float64) * 0.1)
+                module.running_var.copy_(torch.rand(c, generator=g, dtype=torch.float64) + 0.5)
+                module.weight.copy_(torch.rand(c, generator=g, dtype=torch.float64) + 0.5)
+                module.bias.copy_(torch.randn(c, generator=g, dtype=torch.float64) * 0.1)
+    return gen
+
+
+@pytest.mark.parametrize("height,width", [(64, 64), (128, 192), (36, 20)])
+def test_prompt_generator_matches_the_facts_page_in_float64(height, width):
+    gen = _generator_with_random_statistics()
+    x = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        got = gen(x)
+        expected = oracle(gen.state_dict(), x)
+    assert got.shape == (2, 128, height // 2, width // 2)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def test_skip_connections_come_first_in_both_concatenations():
+    gen = _generator_with_random_statistics()
+    seen: Dict[str, Tensor] = {}
+
+    def keep(name):
+        return lambda module, args, *out: seen.__setitem__(name, (out[0] if out else args[0]).clone())
+
+    gen.down1.register_forward_hook(keep("down1"))
+    gen.down2.register_forward_hook(keep("down2"))
+    gen.up2[0].register_forward_pre_hook(keep("up2_input"))
+    gen.up1[0].register_forward_pre_hook(keep("up1_input"))
+    with torch.no_grad():
+        gen(torch.rand(1, 3, 32, 32, dtype=torch.float64))
+    assert seen["up2_input"].shape[1] == 64 + 128
+    assert seen["up1_input"].shape[1] == 32 + 64
+    assert torch.equal(seen["up2_input"][:, :64], seen["down2"])
+    assert torch.equal(seen["up1_input"][:, :32], seen["down1"])
+
+
+def test_transtic_encoder_uses_the_generator_on_the_padded_image():
+    torch.manual_seed(0)
+    model = TransTIC().double().eval()
+    captured = []
+    model.g_a0_prompt.register_forward_hook(lambda m, args, out: captured.append((args[0], out)))
+    with torch.no_grad():
+        model.analysis(model._pad(torch.rand(1, 3, 64, 64, dtype=torch.float64)))
+    (inputs, output), = captured
+    sd = {k: v for k, v in model.g_a0_prompt.state_dict().items()}
+    torch.testing.assert_close(output, oracle(sd, inputs), rtol=0, atol=1e-12)
