@@ -15,11 +15,20 @@ __all__ = ["LegacyEntropyBottleneck", "BucketizedGaussianConditional"]
 
 class LegacyEntropyBottleneck(EntropyBottleneck):
     """CompressAI's :class:`~compressai.entropy_models.EntropyBottleneck` whose
-    parameters are stored as ``_matrix{i}``, ``_bias{i}``, ``_factor{i}``.
+    parameters are stored as ``_matrix{i}``, ``_bias{i}``, ``_factor{i}``, and whose
+    likelihood is computed as in the CompressAI version the released weights were
+    trained with.
 
-    That is the layout of the released TIC/TransTIC checkpoints (CompressAI < 1.2
-    naming); the density model itself is unchanged. ``matrices``, ``biases`` and
-    ``factors`` remain readable as lists, as CompressAI's code expects.
+    * Layout: that of the released TIC/TransTIC checkpoints (CompressAI < 1.2 naming).
+      ``matrices``, ``biases`` and ``factors`` remain readable as lists, as
+      CompressAI's code expects.
+    * Likelihood (:meth:`_likelihood`, used by ``forward`` and by the pmf that
+      :meth:`update` turns into CDF tables): the difference of the two sigmoids is
+      taken on the side of the density where it does not cancel. With
+      ``s = -sign(lower + upper)`` it is ``|sigmoid(s * upper) - sigmoid(s * lower)|``.
+      CompressAI 1.2.8 computes ``sigmoid(upper) - sigmoid(lower)``, which in float32
+      loses the upper tail (both terms round to 1): more z bits than the authors'
+      model counts, and a few different entries in rebuilt CDF tables.
 
     Args:
         channels: number of channels.
@@ -32,6 +41,14 @@ class LegacyEntropyBottleneck(EntropyBottleneck):
             params = self._modules.pop(list_name)
             for i, p in enumerate(params):
                 self.register_parameter(f"{prefix}{i}", nn.Parameter(p.data))
+
+    def _likelihood(self, inputs: Tensor, stop_gradient: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+        lower = self._logits_cumulative(inputs - 0.5, stop_gradient=stop_gradient)
+        upper = self._logits_cumulative(inputs + 0.5, stop_gradient=stop_gradient)
+        # mirror the upper half of the density onto the lower one, where sigmoid is exact
+        sign = -torch.sign(lower + upper).detach()
+        likelihood = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+        return likelihood, lower, upper
 
     def _collect(self, prefix: str, count: int) -> List[Tensor]:
         return [getattr(self, f"{prefix}{i}") for i in range(count)]

@@ -1,13 +1,16 @@
-"""Entropy models: our variants code exactly as CompressAI's."""
+"""Entropy models: our variants code exactly as CompressAI's; the bottleneck's likelihood
+is the one the released weights were trained with."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
-from compressai.entropy_models import GaussianConditional
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models.base import get_scale_table
 
-from compressai_transtic.entropy_models import BucketizedGaussianConditional
+from compressai_transtic.entropy_models import BucketizedGaussianConditional, LegacyEntropyBottleneck
 
 
 def test_bucketized_indexes_equal_compressais_for_every_kind_of_scale():
@@ -78,3 +81,57 @@ def test_mismatched_coding_arguments_are_refused():
         ours.decompress(strings, indexes[:1])
     with pytest.raises(ValueError, match="do not broadcast"):
         ours.decompress(strings, indexes, means=means[:, :, :2])
+
+
+class _CompressAIFormula(LegacyEntropyBottleneck):
+    """The same density with CompressAI 1.2.8's likelihood, sigmoid(upper) - sigmoid(lower)."""
+
+    _likelihood = EntropyBottleneck._likelihood
+
+
+def _bottleneck_pair(quantile_range: float):
+    """Ours and one with CompressAI's formula, on identical parameters whose quantiles
+    span +-``quantile_range`` (so that update() tabulates the tails)."""
+    torch.manual_seed(0)
+    ours = LegacyEntropyBottleneck(4).eval()
+    with torch.no_grad():
+        ours.quantiles.copy_(torch.tensor([-quantile_range, 0.0, quantile_range]).expand_as(ours.quantiles))
+    theirs = _CompressAIFormula(4).eval()
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+def test_bottleneck_likelihood_keeps_the_upper_tail_in_float32():
+    ours, theirs = _bottleneck_pair(10.0)
+    x = torch.arange(-150.0, 151.0).repeat(4, 1)[:, None, :]
+    with torch.no_grad():
+        exact = copy.deepcopy(theirs).double()._likelihood(x.double())[0]  # float64: no cancellation
+        ours32 = ours._likelihood(x)[0]
+        theirs32 = theirs._likelihood(x)[0]
+    tail = x[0, 0] >= 60  # sigmoid(upper) and sigmoid(lower) both round to 1 in float32
+    assert exact[..., tail].min() > 1e-8
+    relative = lambda v: ((v.double() - exact) / exact).abs()  # noqa: E731
+    assert relative(ours32).max() < 1e-4
+    assert relative(theirs32)[..., tail].max() > 0.5  # CompressAI 1.2.8 in float32: cancelled
+    assert relative(theirs32)[..., ~tail].max() < 1e-3
+
+
+def test_bottleneck_forward_rates_the_upper_tail_as_float64_does():
+    ours, theirs = _bottleneck_pair(10.0)
+    z = torch.tensor([-40.0, -3.0, 0.0, 3.0, 40.0, 90.0]).view(1, 1, 6, 1).expand(1, 4, 6, 1).contiguous()
+    with torch.no_grad():
+        _, got = ours(z, training=False)
+        _, exact = copy.deepcopy(theirs).double()(z.double(), training=False)
+        _, cancelled = theirs(z, training=False)
+    torch.testing.assert_close(got.double(), exact, rtol=1e-4, atol=0)
+    assert not torch.allclose(cancelled.double(), exact, rtol=1e-2, atol=0)
+
+
+def test_bottleneck_tables_rebuilt_in_float32_equal_the_float64_ones():
+    ours, theirs = _bottleneck_pair(150.0)
+    exact = copy.deepcopy(theirs).double()
+    for model in (ours, theirs, exact):
+        model.update(force=True)
+    assert torch.equal(ours._quantized_cdf, exact._quantized_cdf)
+    assert torch.equal(ours._cdf_length, exact._cdf_length) and torch.equal(ours._offset, exact._offset)
+    assert not torch.equal(theirs._quantized_cdf, exact._quantized_cdf)  # CompressAI 1.2.8 in float32
