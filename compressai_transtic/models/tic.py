@@ -237,7 +237,9 @@ class TIC(CompressionModel):
         return {"strings": [y_strings, z_strings, headers], "shape": z.size()[-2:]}
 
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> Dict[str, Tensor]:
-        """Decode the output of :meth:`compress` to ``{"x_hat": (B, 3, H, W)}``.
+        """Decode the output of :meth:`compress` to ``{"x_hat": (B, 3, H, W)}``, clamped
+        to [0, 1] as in every CompressAI model (``forward`` leaves it unclamped, as
+        released), so that it can be saved as an image directly.
 
         Raises:
             BitstreamError: truncated, modified or foreign bitstreams (checked through the
@@ -248,7 +250,7 @@ class TIC(CompressionModel):
         scales, means = self.h_s(z_hat)
         indexes = self.gaussian_conditional.build_indexes(scales)
         y_hat = self.gaussian_conditional.decompress(y_strings, indexes, means=means)
-        x_hat = self._crop(self.synthesis(y_hat), size)
+        x_hat = self._crop(self.synthesis(y_hat), size).clamp_(0, 1)
         return {"x_hat": x_hat}
 
     def _check_strings(
