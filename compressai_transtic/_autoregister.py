@@ -17,6 +17,12 @@ registration waits until the last of them has finished, because the entry
 points it loads live in those modules. The finder removes itself once
 registration has run.
 
+While CompressAI's package executes, one warning is silenced: the FutureWarning
+that torch raises for every ``torch.jit.script`` call made by CompressAI 1.2.8's
+import chain (it would otherwise reach the stderr of every CompressAI tool). The
+filter is scoped to that import and to that message; the warning filters are as
+before once ``import compressai`` returns.
+
 If CompressAI is already imported when this module is imported, registration
 runs at once. Interpreters that skip ``.pth`` files (``python -S``) can call
 :func:`compressai_transtic.registration.register_models` themselves, or use
@@ -27,6 +33,8 @@ import sys
 
 _TARGET = "compressai"
 _OWN_PACKAGE = "compressai_transtic"
+#: the one warning silenced while CompressAI's package executes (see the module docstring)
+JIT_SCRIPT_WARNING = r"`torch\.jit\.script` is deprecated"
 
 
 class _State:
@@ -63,6 +71,15 @@ def _maybe_register() -> None:
         _register()
 
 
+def _exec_quietly(loader, module) -> None:
+    """Execute CompressAI's package with :data:`JIT_SCRIPT_WARNING` ignored."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=JIT_SCRIPT_WARNING, category=FutureWarning)
+        loader.exec_module(module)
+
+
 class _ExecTracker:
     """Loader wrapper calling back when a module has finished executing."""
 
@@ -82,7 +99,10 @@ class _ExecTracker:
             _State.own_modules_executing += 1
         executed = False
         try:
-            self._loader.exec_module(module)
+            if own:
+                self._loader.exec_module(module)
+            else:
+                _exec_quietly(self._loader, module)
             executed = True
         finally:
             # Give the module its real loader back: the wrapper was only needed for this call.

@@ -158,6 +158,21 @@ print(json.dumps({
     assert found["transtic_cls_is_transtic_task"]
 
 
+def test_importing_compressai_is_quiet_and_leaves_the_warning_filters_alone(tmp_path):
+    code = """
+import warnings
+before = list(warnings.filters)
+import compressai.zoo
+assert list(warnings.filters) == before, "warning filters changed"
+assert 'tic' in compressai.zoo.image_models
+warnings.warn("`torch.jit.script` is deprecated (raised by the user)", FutureWarning)
+"""
+    result = run_python(["-W", "default", "-c", code], tmp_path, tmp_path / "torch")
+    lines = [line for line in result.stderr.splitlines() if "Warning" in line]
+    # CompressAI's import chain calls torch.jit.script; only the user's own warning is shown
+    assert len(lines) == 1 and "raised by the user" in lines[0], result.stderr
+
+
 def test_registration_waits_when_our_module_imports_compressai_first(tmp_path):
     code = "import compressai_transtic.zoo as ours, compressai.zoo as z; print(z.image_models['tic'] is ours.tic)"
     assert run_python(["-c", code], tmp_path, tmp_path / "torch").stdout.strip() == "True"
@@ -173,6 +188,7 @@ def test_eval_model_checkpoint_codes_images_from_a_released_layout_file(workspac
     )
     output = eval_json(result)
     assert (output["name"], output["description"]) == ("tic-mse", "Inference (ans)")
+    assert "Warning" not in result.stderr, result.stderr
 
 
 @pytest.mark.slow
