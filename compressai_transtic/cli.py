@@ -28,6 +28,21 @@ def _quiet_dependency_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
 
 
+def _version_line() -> str:
+    """``compressai-transtic X (compressai Y, torch Z)``, read from the installed metadata."""
+    from importlib import metadata
+
+    from . import __version__
+
+    def installed(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"{PROG} {__version__} (compressai {installed('compressai')}, torch {installed('torch')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand except ``train`` (see :func:`main`)."""
     from .evaluation.cli import add_compare_arguments, add_eval_arguments, add_plot_arguments
@@ -36,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="TIC and TransTIC rate-accuracy tools: demo, eval, compare, plot, train."
     )
+    parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     add_demo_arguments(sub.add_parser("demo", help="TIC/TransTIC on sample photos, judged by ResNet50"))

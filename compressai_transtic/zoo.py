@@ -51,6 +51,7 @@ __all__ = [
     "fetch_weights",
     "get_weights",
     "load_pretrained",
+    "model_card",
     "model_urls",
     "tic",
     "transtic",
@@ -66,6 +67,9 @@ METRICS = ("mse",)
 
 #: Architecture names registered into CompressAI (``transtic`` = ``transtic-cls`` by default).
 ARCHITECTURES = ("tic", "transtic", "transtic-cls", "transtic-det", "transtic-seg")
+
+#: Model card (a file of ``zoo/``) per architecture name.
+MODEL_CARDS = {name: "tic.md" if name == "tic" else "transtic.md" for name in ARCHITECTURES}
 
 #: Constructor arguments ``(N, M)`` per architecture and quality.
 cfgs: Dict[str, Dict[int, Tuple[int, int]]] = {
@@ -152,18 +156,22 @@ class Weights:
         return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
 
 
-def _manifest_path() -> Path:
+def _zoo_file(filename: str) -> Path:
+    """A file of the top-level ``zoo/`` folder: installed under ``compressai_transtic/_zoo``
+    by the wheel (pyproject force-include), or next to the package in a checkout."""
     here = Path(__file__).resolve().parent
-    candidates = (
-        here / "_zoo" / "weights.json",  # installed wheel (pyproject force-include)
-        here.parent / "zoo" / "weights.json",  # source checkout
-    )
+    candidates = (here / "_zoo" / filename, here.parent / "zoo" / filename)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
-        "weights manifest not found; looked at " + ", ".join(map(str, candidates))
-    )
+    raise FileNotFoundError(f"zoo file {filename} not found; looked at " + ", ".join(map(str, candidates)))
+
+
+def model_card(name: str) -> str:
+    """The model card (Markdown) of a zoo name, e.g. ``model_card("transtic-det")``."""
+    if name not in MODEL_CARDS:
+        raise ValueError(f"no model card for {name!r}; zoo names: {sorted(MODEL_CARDS)}")
+    return _zoo_file(MODEL_CARDS[name]).read_text(encoding="utf-8")
 
 
 def _read_manifest(path: Path) -> Tuple[Weights, ...]:
@@ -190,7 +198,7 @@ def _read_manifest(path: Path) -> Tuple[Weights, ...]:
 
 
 #: Every released weights file.
-weights: Tuple[Weights, ...] = _read_manifest(_manifest_path())
+weights: Tuple[Weights, ...] = _read_manifest(_zoo_file("weights.json"))
 
 
 def _build_model_urls() -> Dict[str, Dict[str, Dict[int, str]]]:

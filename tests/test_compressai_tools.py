@@ -122,9 +122,21 @@ def eval_json(result: subprocess.CompletedProcess) -> dict:
     return output
 
 
-def test_wheel_installs_the_startup_hook_and_the_manifest():
+def test_wheel_installs_the_startup_hook_the_manifest_the_model_cards_and_the_license():
     assert "compressai_transtic_autoregister.pth" in INSTALLED_FILES
-    assert "compressai_transtic/_zoo/weights.json" in INSTALLED_FILES
+    for name in ("weights.json", "README.md", "tic.md", "transtic.md"):
+        assert f"compressai_transtic/_zoo/{name}" in INSTALLED_FILES
+    assert any(f.endswith(".dist-info/licenses/LICENSE") for f in INSTALLED_FILES)
+    meta = metadata.metadata("compressai-transtic")
+    assert meta["License-Expression"] == "Apache-2.0"
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
+    assert urls["Paper"] == "https://arxiv.org/abs/2306.05085"
+
+
+def test_command_line_prints_its_version(tmp_path):
+    result = run_python(["-m", "compressai_transtic.cli", "--version"], tmp_path, tmp_path / "torch")
+    version = metadata.version("compressai-transtic")
+    assert result.stdout.startswith(f"compressai-transtic {version} (compressai {metadata.version('compressai')}")
 
 
 def test_interpreter_start_imports_neither_torch_nor_compressai(tmp_path):

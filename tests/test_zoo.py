@@ -233,3 +233,14 @@ def test_per_task_functions_load_that_tasks_weights(hub_dir, offline, function, 
     assert torch.equal(model.state_dict()[key], source.state_dict()[key])
     assert model.gaussian_conditional._quantized_cdf.numel() > 0
     assert offline == []
+
+
+@pytest.mark.parametrize("name", zoo.ARCHITECTURES)
+def test_every_zoo_name_has_a_model_card(name):
+    card = zoo.model_card(name)
+    assert card.startswith("# Model card") and f"`{name}`" in card
+
+
+def test_unknown_model_card_names_the_known_ones():
+    with pytest.raises(ValueError, match="zoo names"):
+        zoo.model_card("tic-hyper")
