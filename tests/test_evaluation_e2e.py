@@ -139,8 +139,11 @@ def test_demo_offline_lists_the_missing_files_and_labels_every_line(tmp_path, mo
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     assert main(["demo", "--qualities", "1", "--crop", "64"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
     assert lines and all(line.startswith("[RANDOM WEIGHTS] ") for line in lines)
+    for bar in ("loading codecs", "tic q1", "transtic q1"):  # progress goes to stderr
+        assert bar in captured.err, bar
     text = "\n".join(lines)
     cache = tmp_path / "torch" / "hub" / "checkpoints"
     for filename in ("resnet50-0676ba61.pth", "base_codec_1.pth.tar", "cls_1.pth.tar"):
@@ -173,3 +176,11 @@ def test_checkpoint_and_adapter_files_are_evaluated(classification_set, tmp_path
     assert str(adapter) in curve["description"] and curve["random_weights"] is True
     lines = capsys.readouterr().out.strip().splitlines()
     assert all(line.startswith("[RANDOM WEIGHTS]") for line in lines)
+
+
+def test_demo_refuses_an_unknown_quality_before_loading_anything(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--qualities", "1", "7"])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "invalid choice: 7" in captured.err and captured.out == ""

@@ -9,6 +9,7 @@ reference.
 Weights come from the torch hub cache or the network. When some cannot be had, the demo
 prints which files to fetch (URL and cache path) and runs the same pipeline on randomly
 initialised weights, with every printed line labelled ``[RANDOM WEIGHTS]``.
+Results go to stdout; progress bars (tqdm) and log messages to stderr.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import logging
 import time
 from dataclasses import replace
 from typing import Any, Callable, List, Sequence, Tuple
+
+from tqdm import tqdm
 
 __all__ = ["add_demo_arguments", "run_demo"]
 
@@ -31,7 +34,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "and report rate, PSNR and ResNet50 top-1/top-5. Uses the released weights (torch hub "
         "cache or download); without them, runs on random weights and says so on every line."
     )
-    parser.add_argument("--qualities", type=int, nargs="+", default=[1, 4], help="quality levels (default: 1 4)")
+    parser.add_argument(
+        "--qualities", type=int, nargs="+", default=[1, 4], choices=(1, 2, 3, 4), metavar="Q",
+        help="quality levels 1..4 (default: 1 4)",
+    )
     parser.add_argument("--crop", type=int, default=256, help="Resize + CenterCrop size (default 256)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda ...")
     parser.add_argument("--random-weights", action="store_true", help="do not look for weights: random networks")
@@ -59,16 +65,16 @@ def _load_codecs(qualities: Sequence[int], device: str, random_weights: bool, mi
     from .codecs import CodecSpec
 
     out = []
-    for arch in ("tic", "transtic"):
-        for q in qualities:
-            spec = CodecSpec(arch, arch, q, "cls" if arch == "transtic" else None, "random" if random_weights else "pretrained")
-            try:
-                model = spec.load(device)
-            except WeightsUnavailableError as err:
-                missing.append(f"{arch} q{q}: {err.url} -> {err.path}")
-                spec = replace(spec, source="random")
-                model = spec.load(device)
-            out.append((spec, model))
+    points = [(arch, q) for arch in ("tic", "transtic") for q in qualities]
+    for arch, q in tqdm(points, desc="loading codecs", unit="codec", leave=False):
+        spec = CodecSpec(arch, arch, q, "cls" if arch == "transtic" else None, "random" if random_weights else "pretrained")
+        try:
+            model = spec.load(device)
+        except WeightsUnavailableError as err:
+            missing.append(f"{arch} q{q}: {err.url} -> {err.path}")
+            spec = replace(spec, source="random")
+            model = spec.load(device)
+        out.append((spec, model))
     return out
 
 
@@ -84,10 +90,6 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
 
     setup_logging(args.verbose, args.random_weights)
     start = time.time()
-    bad = [q for q in args.qualities if q not in (1, 2, 3, 4)]
-    if bad:
-        out(f"error: qualities must be in 1..4, got {bad}")
-        return 2
     missing: List[str] = []
     classifier = _load_classifier(args.device, args.random_weights, missing)
     codecs = _load_codecs(args.qualities, args.device, args.random_weights, missing)
@@ -128,7 +130,8 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
 
     say(f"{'uncompressed':<22} {'':>20}  " + summary(classify(images)))
     for spec, model in codecs:
-        coded = [code_image(model, x, protocol, likelihood=False) for x in images]
+        bar = tqdm(images, desc=f"{spec.label} q{spec.quality}", unit="img", leave=False)
+        coded = [code_image(model, x, protocol, likelihood=False) for x in bar]
         bpp = sum(c.bpp for c in coded) / len(coded)
         psnr = sum(c.psnr for c in coded) / len(coded)
         name = f"{spec.label} q{spec.quality}" + (" (random)" if spec.random_weights else "")
