@@ -8,7 +8,7 @@ bitstream self-describing and tamper-evident:
 bytes   content
 ======  =====================================================
 1       magic ``0xA7``
-1       format version (1)
+1       format version (2: y and z coded by :mod:`compressai_transtic.entropy_coder`)
 varint  original image height
 varint  original image width
 4       CRC-32 of the z string followed by the y string (big endian)
@@ -27,7 +27,7 @@ from typing import Tuple
 __all__ = ["BitstreamError", "Header", "pack_header", "unpack_header", "checksum"]
 
 MAGIC = 0xA7
-VERSION = 1
+VERSION = 2
 
 
 class BitstreamError(ValueError):

@@ -2,18 +2,95 @@
 
 from __future__ import annotations
 
-import array
 from typing import Any, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
 from torch import Tensor
 
-__all__ = ["LegacyEntropyBottleneck", "BucketizedGaussianConditional"]
+from .entropy_coder import SYMBOL_LIMIT, CodingTables, decode, encode
+
+__all__ = ["LegacyEntropyBottleneck", "BucketizedGaussianConditional", "SafeEntropyCoding"]
 
 
-class LegacyEntropyBottleneck(EntropyBottleneck):
+class SafeEntropyCoding(EntropyModel):
+    """``compress`` / ``decompress`` of CompressAI's entropy models through the
+    memory-safe coder of :mod:`compressai_transtic.entropy_coder`, with the same CDF
+    tables (``_quantized_cdf``, ``_cdf_length``, ``_offset``).
+
+    The tables are checked and turned into coder models once per change of the buffers
+    (``update``, ``load_state_dict``); invalid stored tables raise a ``ValueError``
+    that says what is wrong instead of crashing the coder. Used as the second base of
+    our entropy models, so that CompressAI's own ``compress(x)`` / ``decompress(strings,
+    size)`` of :class:`EntropyBottleneck` reach it through ``super()``.
+    """
+
+    def coding_tables(self) -> CodingTables:
+        """The validated tables, rebuilt whenever one of the buffers changes."""
+        buffers = (self._quantized_cdf, self._cdf_length, self._offset)
+        if any(t.numel() == 0 for t in buffers):
+            raise ValueError(f"{type(self).__name__} has no coding tables: call update() (or update(force=True))")
+        key = tuple((t._version, t.data_ptr(), tuple(t.shape)) for t in buffers)
+        cached = self.__dict__.get("_tables")
+        if cached is None or cached[0] != key:
+            tables = CodingTables.from_cdfs(*(t.detach().cpu().numpy() for t in buffers))
+            cached = self.__dict__["_tables"] = (key, tables)
+        return cached[1]
+
+    def compress(self, inputs: Tensor, indexes: Tensor, means: Optional[Tensor] = None) -> List[bytes]:
+        """Entropy-code ``inputs`` (``(B, C, ...)``) with the tables picked by ``indexes``;
+        one string per batch item."""
+        if inputs.dim() < 2:
+            raise ValueError(f"expected inputs with at least 2 dimensions, got shape {tuple(inputs.shape)}")
+        if inputs.shape != indexes.shape:
+            raise ValueError(f"inputs {tuple(inputs.shape)} and indexes {tuple(indexes.shape)} differ in shape")
+        if not torch.isfinite(inputs).all() or (means is not None and not torch.isfinite(means).all()):
+            raise ValueError("cannot entropy-code non-finite values (NaN or Inf in the latent or its means)")
+        tables = self.coding_tables()
+        values = torch.round(inputs - means) if means is not None else torch.round(inputs)
+        if values.numel() and values.abs().max() >= SYMBOL_LIMIT:
+            raise ValueError(
+                f"latent values reach {values.abs().max().item():.3g}, beyond the entropy coder's range "
+                f"(+-{SYMBOL_LIMIT}); the input, weights or prompts are out of their usual range"
+            )
+        symbols = values.to(torch.int64).cpu().numpy()
+        index_array = indexes.detach().cpu().numpy()
+        return [encode(symbols[i], index_array[i], tables) for i in range(symbols.shape[0])]
+
+    def decompress(
+        self,
+        strings: List[bytes],
+        indexes: Tensor,
+        dtype: torch.dtype = torch.float,
+        means: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Decode what :meth:`compress` wrote: ``strings`` (one per batch item) with the
+        same ``indexes`` (and ``means``).
+
+        Raises:
+            EntropyCodingError: a string that is not a complete stream for these indexes.
+        """
+        if not isinstance(strings, (tuple, list)):
+            raise ValueError(f"expected a list of strings, got {type(strings).__name__}")
+        if indexes.dim() < 2:
+            raise ValueError(f"expected indexes with at least 2 dimensions, got shape {tuple(indexes.shape)}")
+        if len(strings) != indexes.shape[0]:
+            raise ValueError(f"{len(strings)} strings for a batch of {indexes.shape[0]} indexes")
+        if means is not None and (
+            means.shape[:2] != indexes.shape[:2]
+            or any(m not in (1, i) for m, i in zip(means.shape[2:], indexes.shape[2:]))
+        ):
+            raise ValueError(f"means {tuple(means.shape)} do not broadcast to indexes {tuple(indexes.shape)}")
+        tables = self.coding_tables()
+        index_array = indexes.detach().cpu().numpy()
+        decoded = np.stack([decode(s, index_array[i], tables) for i, s in enumerate(strings)])
+        outputs = torch.from_numpy(decoded).view(indexes.shape).to(indexes.device)
+        return self.dequantize(outputs, means, dtype)
+
+
+class LegacyEntropyBottleneck(EntropyBottleneck, SafeEntropyCoding):
     """CompressAI's :class:`~compressai.entropy_models.EntropyBottleneck` whose
     parameters are stored as ``_matrix{i}``, ``_bias{i}``, ``_factor{i}``, and whose
     likelihood is computed as in the CompressAI version the released weights were
@@ -29,6 +106,7 @@ class LegacyEntropyBottleneck(EntropyBottleneck):
       CompressAI 1.2.8 computes ``sigmoid(upper) - sigmoid(lower)``, which in float32
       loses the upper tail (both terms round to 1): more z bits than the authors'
       model counts, and a few different entries in rebuilt CDF tables.
+    * Coding: through :class:`SafeEntropyCoding` (memory-safe on any input).
 
     Args:
         channels: number of channels.
@@ -66,81 +144,13 @@ class LegacyEntropyBottleneck(EntropyBottleneck):
         return self._collect("_factor", len(self.filters))
 
 
-class BucketizedGaussianConditional(GaussianConditional):
-    """CompressAI's :class:`~compressai.entropy_models.GaussianConditional` with
-    faster bookkeeping around the same entropy coder; bitstreams and decoded values
-    are identical.
-
-    * :meth:`build_indexes` is one :func:`torch.bucketize`. CompressAI compares the
-      scales with every entry of the scale table in turn (64 passes over the latent);
-      each scale gets the number of table entries (the last one left out) that are
-      smaller than it, as there.
-    * :meth:`compress` / :meth:`decompress` convert the coding tables to Python
-      lists once per table update, not per call, and :meth:`decompress` turns the
-      decoded symbols into a tensor through a buffer (a ``torch.tensor`` of a list of
-      300k Python ints takes about 20 ms, the buffer about 8 ms).
+class BucketizedGaussianConditional(GaussianConditional, SafeEntropyCoding):
+    """CompressAI's :class:`~compressai.entropy_models.GaussianConditional` coded through
+    :class:`SafeEntropyCoding`, with :meth:`build_indexes` as one
+    :func:`torch.bucketize`: CompressAI compares the scales with every entry of the
+    scale table in turn (64 passes over the latent); each scale gets the number of
+    table entries (the last one left out) that are smaller than it, as there.
     """
-
-    def _coding_tables(self) -> Tuple[List[List[int]], List[int], List[int]]:
-        """``(quantized CDFs, CDF lengths, offsets)`` as the lists the coder takes,
-        rebuilt whenever one of the buffers changes (``update``, ``load_state_dict``)."""
-        self._check_cdf_size()
-        self._check_cdf_length()
-        self._check_offsets_size()
-        buffers = (self._quantized_cdf, self._cdf_length, self._offset)
-        key = tuple((t._version, t.data_ptr(), tuple(t.shape)) for t in buffers)
-        cached = self.__dict__.get("_tables")
-        if cached is None or cached[0] != key:
-            cdf, lengths, offsets = buffers
-            tables = (cdf.tolist(), lengths.reshape(-1).int().tolist(), offsets.reshape(-1).int().tolist())
-            cached = self.__dict__["_tables"] = (key, tables)
-        return cached[1]
-
-    def compress(self, inputs: Tensor, indexes: Tensor, means: Optional[Tensor] = None) -> List[bytes]:
-        """Entropy-code ``inputs`` (``(B, C, ...)``) with the CDFs picked by ``indexes``;
-        one string per batch item."""
-        if inputs.dim() < 2:
-            raise ValueError(f"expected inputs with at least 2 dimensions, got shape {tuple(inputs.shape)}")
-        if inputs.shape != indexes.shape:
-            raise ValueError(f"inputs {tuple(inputs.shape)} and indexes {tuple(indexes.shape)} differ in shape")
-        cdf, lengths, offsets = self._coding_tables()
-        symbols = self.quantize(inputs, "symbols", means)
-        return [
-            self.entropy_coder.encode_with_indexes(
-                symbols[i].reshape(-1).tolist(), indexes[i].reshape(-1).int().tolist(), cdf, lengths, offsets
-            )
-            for i in range(symbols.shape[0])
-        ]
-
-    def decompress(
-        self,
-        strings: List[bytes],
-        indexes: Tensor,
-        dtype: torch.dtype = torch.float,
-        means: Optional[Tensor] = None,
-    ) -> Tensor:
-        """Decode what :meth:`compress` wrote: ``strings`` (one per batch item) with the
-        same ``indexes`` (and ``means``)."""
-        if not isinstance(strings, (tuple, list)):
-            raise ValueError(f"expected a list of strings, got {type(strings).__name__}")
-        if indexes.dim() < 2:
-            raise ValueError(f"expected indexes with at least 2 dimensions, got shape {tuple(indexes.shape)}")
-        if len(strings) != indexes.shape[0]:
-            raise ValueError(f"{len(strings)} strings for a batch of {indexes.shape[0]} indexes")
-        if means is not None and (
-            means.shape[:2] != indexes.shape[:2]
-            or any(m not in (1, i) for m, i in zip(means.shape[2:], indexes.shape[2:]))
-        ):
-            raise ValueError(f"means {tuple(means.shape)} do not broadcast to indexes {tuple(indexes.shape)}")
-        cdf, lengths, offsets = self._coding_tables()
-        outputs = self._quantized_cdf.new_empty(indexes.shape)
-        for i, string in enumerate(strings):
-            values = self.entropy_coder.decode_with_indexes(
-                string, indexes[i].reshape(-1).int().tolist(), cdf, lengths, offsets
-            )
-            if values:  # (frombuffer refuses an empty buffer)
-                outputs[i] = torch.frombuffer(array.array("i", values), dtype=torch.int32).view(outputs[i].shape)
-        return self.dequantize(outputs, means, dtype)
 
     def build_indexes(self, scales: Tensor) -> Tensor:
         scales = self.lower_bound_scale(scales).contiguous()
