@@ -6,7 +6,7 @@ import pytest
 import torch
 from codec_models import calibrated_tic, describe, num_threads, read_tsv, round_trip, sample_image, synthesis_inputs
 
-from compressai_transtic.bitstream import BitstreamError
+from compressai_transtic.bitstream import BitstreamError, pack_header
 from compressai_transtic.layers import reference_attention
 from compressai_transtic.models import TIC
 
@@ -172,3 +172,49 @@ def test_a_wrong_latent_shape_is_refused(tic):
 def test_bad_input_tensors_are_refused(bad):
     with pytest.raises(ValueError, match="expected an image batch|empty image batch"):
         TIC()(bad)
+
+
+@pytest.mark.parametrize(
+    "strings, shape, message",
+    [
+        (lambda s: [s[0], None, s[2]], (1, 2), "must each be a list"),
+        (lambda s: s, (float("nan"), 2), "invalid latent shape"),
+        (lambda s: s, ("1", "x"), "invalid latent shape"),
+        (lambda s: [s[0], s[1], [pack_header(100000, 100000, s[1][0], s[0][0])]], (1563, 1563), "decoder's limit"),
+        (lambda s: [[bytes(64)], s[1], [pack_header(64, 96, s[1][0], bytes(64))]], (1, 2), "y string"),
+        (lambda s: [s[0], [bytes(8)], [pack_header(64, 96, bytes(8), s[0][0])]], (1, 2), "z string"),
+    ],
+    ids=["none-strings", "nan-shape", "text-shape", "huge-header", "forged-y", "forged-z"],
+)
+def test_forged_inputs_to_decompress_fail_cleanly_before_any_large_allocation(tic, strings, shape, message):
+    x = sample_image(64, 96)
+    with torch.no_grad():
+        enc = tic.compress(x)
+        with pytest.raises(BitstreamError, match=message):
+            tic.decompress(strings(enc["strings"]), shape)
+
+
+def test_the_pixel_limit_is_a_setting_of_the_model(tic, monkeypatch):
+    x = sample_image(64, 96)
+    with torch.no_grad():
+        enc = tic.compress(x)
+        monkeypatch.setattr(tic, "max_decode_pixels", 64 * 96 - 1)
+        with pytest.raises(BitstreamError, match="limit of 6143"):
+            tic.decompress(enc["strings"], enc["shape"])
+        monkeypatch.setattr(tic, "max_decode_pixels", 64 * 96)
+        assert tic.decompress(enc["strings"], enc["shape"])["x_hat"].shape == x.shape
+
+
+@pytest.mark.parametrize("where", ["image", "weights"])
+def test_non_finite_values_are_refused_by_compress_instead_of_hanging(where):
+    torch.manual_seed(0)
+    model = TIC(N=16, M=16).eval()
+    model.update(force=True)
+    x = sample_image(64, 64)
+    if where == "image":
+        x[0, 0, 5, 5] = float("nan")
+    else:
+        with torch.no_grad():
+            model.g_a2.weight[0, 0, 0, 0] = float("inf")
+    with torch.no_grad(), pytest.raises(ValueError, match="non-finite"):
+        model.compress(x)

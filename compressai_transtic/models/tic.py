@@ -17,7 +17,7 @@ from ..entropy_models import BucketizedGaussianConditional, LegacyEntropyBottlen
 from ..bitstream import BitstreamError, checksum, pack_header, unpack_header
 from ..layers import RSTB, ceil_to, conv, deconv, drop_path_rates
 
-__all__ = ["TIC", "PAD_MULTIPLE"]
+__all__ = ["TIC", "PAD_MULTIPLE", "MAX_DECODE_PIXELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,9 @@ PAD_MULTIPLE = 64
 #: the released checkpoints were built for this input size (persistent masks, and the
 #: windows of the 1/64 stages)
 REFERENCE_SIZE = 256
+#: default largest image (in pixels) that ``decompress`` accepts from a header: twice
+#: 3840 x 2160; set ``model.max_decode_pixels`` to change it
+MAX_DECODE_PIXELS = 2**24
 
 ENCODER_DEPTHS = (2, 4, 6, 2, 2, 2)
 ENCODER_HEADS = (8, 8, 8, 16, 16, 16)
@@ -56,12 +59,19 @@ class TIC(CompressionModel):
     torchvision's models): a forward hook that keeps such a convolution's output
     sees it updated.
 
+    ``decompress`` takes everything from the bitstream and checks it before decoding:
+    a header that declares more than ``max_decode_pixels`` pixels (default
+    :data:`MAX_DECODE_PIXELS`, an instance attribute) is refused, so that no stream can
+    make the decoder allocate without bound.
+
     Args:
         N: channels of the transforms.
         M: channels of the latent ``y``.
         drop_path_rate: stochastic depth, spread linearly over the 18 blocks of each side.
         mlp_ratio: MLP expansion of the Swin blocks.
     """
+
+    max_decode_pixels: int = MAX_DECODE_PIXELS
 
     def __init__(self, N: int = 128, M: int = 192, drop_path_rate: float = 0.1, mlp_ratio: float = 2.0) -> None:
         super().__init__()
@@ -246,10 +256,16 @@ class TIC(CompressionModel):
                 header's CRC-32 before any entropy decoding).
         """
         y_strings, z_strings, size = self._check_strings(strings, shape)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(shape))
+        try:
+            z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(int(s) for s in shape))
+        except BitstreamError as exc:
+            raise BitstreamError(f"z string: {exc}") from exc
         scales, means = self.h_s(z_hat)
         indexes = self.gaussian_conditional.build_indexes(scales)
-        y_hat = self.gaussian_conditional.decompress(y_strings, indexes, means=means)
+        try:
+            y_hat = self.gaussian_conditional.decompress(y_strings, indexes, means=means)
+        except BitstreamError as exc:
+            raise BitstreamError(f"y string: {exc}") from exc
         x_hat = self._crop(self.synthesis(y_hat), size).clamp_(0, 1)
         return {"x_hat": x_hat}
 
@@ -262,16 +278,27 @@ class TIC(CompressionModel):
                 f"{type(self).__name__}.compress(); got {type(strings).__name__} of length "
                 f"{len(strings) if hasattr(strings, '__len__') else '?'}"
             )
+        if not all(isinstance(s, (list, tuple)) for s in strings):
+            raise BitstreamError("y, z and header strings must each be a list of bytes (one per image)")
         y_strings, z_strings, headers = (list(s) for s in strings)
         if not (len(y_strings) == len(z_strings) == len(headers)) or not headers:
             raise BitstreamError("y, z and header string lists have different lengths (or are empty)")
-        if len(shape) != 2 or min(int(s) for s in shape) < 1:
-            raise BitstreamError(f"invalid latent shape {tuple(shape)}; expected the (h, w) of z")
+        try:
+            shape = tuple(int(s) for s in shape)
+        except (TypeError, ValueError, OverflowError):
+            raise BitstreamError(f"invalid latent shape {shape!r}; expected the (h, w) of z as integers") from None
+        if len(shape) != 2 or min(shape) < 1:
+            raise BitstreamError(f"invalid latent shape {shape}; expected the (h, w) of z")
         sizes = set()
         for i, (ys, zs, hs) in enumerate(zip(y_strings, z_strings, headers)):
             if not isinstance(ys, (bytes, bytearray)) or not isinstance(zs, (bytes, bytearray)):
                 raise BitstreamError(f"image {i}: y/z strings must be bytes")
             header = unpack_header(hs)
+            if header.height * header.width > self.max_decode_pixels:
+                raise BitstreamError(
+                    f"image {i}: the header declares {header.height}x{header.width} pixels, more than this "
+                    f"decoder's limit of {self.max_decode_pixels}; raise model.max_decode_pixels to decode it"
+                )
             if checksum(zs, ys) != header.crc:
                 raise BitstreamError(
                     f"image {i}: bitstream checksum mismatch: the data is truncated or was modified"
@@ -281,7 +308,7 @@ class TIC(CompressionModel):
             raise BitstreamError(f"images of one batch must share one size, headers give {sorted(sizes)}")
         (height, width) = sizes.pop()
         expected = (ceil_to(height, PAD_MULTIPLE) // PAD_MULTIPLE, ceil_to(width, PAD_MULTIPLE) // PAD_MULTIPLE)
-        if tuple(int(s) for s in shape) != expected:
+        if shape != expected:
             raise BitstreamError(
                 f"latent shape {tuple(shape)} does not match the image size {height}x{width} "
                 f"in the header (expected {expected})"
