@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -33,6 +34,24 @@ MAX_DECODE_PIXELS = 2**24
 
 ENCODER_DEPTHS = (2, 4, 6, 2, 2, 2)
 ENCODER_HEADS = (8, 8, 8, 16, 16, 16)
+
+
+def _channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(x: Tensor) -> Iterator[None]:
+    """Run the body with one intra-op thread when ``x`` is on the CPU."""
+    threads = torch.get_num_threads()
+    if x.device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class TIC(CompressionModel):
@@ -162,14 +181,22 @@ class TIC(CompressionModel):
         return self.h_a3(self.h_a2(self.h_a1(self.h_a0(y))))
 
     def h_s(self, z_hat: Tensor) -> Tuple[Tensor, Tensor]:
-        """Hyper-synthesis: ``z_hat`` -> (scales, means) of ``y``."""
-        params = self.h_s3(self.h_s2(self.h_s1(self.h_s0(z_hat))))
+        """Hyper-synthesis: ``z_hat`` -> (scales, means) of ``y``.
+
+        The decoder must pick exactly the scale-table entries the encoder picked,
+        whatever the thread counts of the two, and PyTorch's CPU transposed
+        convolutions on the smallest maps (a few pixels at 1/64) give results that
+        depend on the thread count. So on the CPU this small transform runs on one
+        intra-op thread (the thread count is restored afterwards).
+        """
+        with _one_cpu_thread(z_hat):
+            params = self.h_s3(self.h_s2(self.h_s1(self.h_s0(_channels_last(z_hat)))))
         scales, means = params.chunk(2, dim=1)
         return scales, means
 
     def g_s(self, y_hat: Tensor) -> Tensor:
         """Synthesis transform: ``y_hat`` -> padded reconstruction (not clamped)."""
-        x = self.g_s0(y_hat)
+        x = self.g_s0(_channels_last(y_hat))
         x = self.g_s1(x)
         x = self.g_s2(x)
         x = self.g_s3(x)

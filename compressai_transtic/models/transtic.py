@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..layers import PromptGenerator, WindowPrompts, conv, deconv
 from ..prompts import PromptConfig
-from .tic import TIC
+from .tic import TIC, _channels_last
 
 __all__ = ["TransTIC", "PROMPT_KEYWORD"]
 
@@ -172,7 +172,7 @@ class TransTIC(TIC):
 
     def synthesis(self, y_hat: Tensor) -> Tensor:
         cfg = self.config
-        x = y_hat
+        x = _channels_last(y_hat)
         ip_map: Optional[Tensor] = None
         stages = (("g_s0", self.g_s1), ("g_s2", self.g_s3), ("g_s4", self.g_s5), ("g_s6", self.g_s7))
         for name, upsample in stages:
