@@ -1,8 +1,9 @@
 """Atomic file writes: a reader never sees a partially written file.
 
 Every writer goes to a temporary file in the destination folder, is flushed and
-fsynced, then renamed over the destination; on any error the temporary file is removed
-and the destination is left as it was.
+fsynced, given the permissions the user's umask asks for, then renamed over the
+destination; on any error the temporary file is removed and the destination is left
+as it was.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_to
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any]) -> Path:
     """Call ``write(file)`` on a temporary binary file, then move it to ``path``."""
     path = Path(path)
@@ -27,6 +34,7 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
