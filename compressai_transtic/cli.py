@@ -7,6 +7,7 @@ Subcommands:
 - ``compare``: BD-rate / BD-metric of result files against an anchor;
 - ``plot``: rate vs metric plot (PNG) of result files;
 - ``demo``: TIC and TransTIC on bundled sample photos, judged by ResNet50;
+- ``encode`` / ``decode``: images to ``.ttic`` files and back (:mod:`compressai_transtic.filecodec`);
 - ``train``: prompt training, provided by :mod:`compressai_transtic.training.cli`.
 """
 
@@ -47,14 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand except ``train`` (see :func:`main`)."""
     from .evaluation.cli import add_compare_arguments, add_eval_arguments, add_plot_arguments
     from .evaluation.demo import add_demo_arguments
+    from .filecodec import add_decode_arguments, add_encode_arguments
 
     parser = argparse.ArgumentParser(
-        prog=PROG, description="TIC and TransTIC rate-accuracy tools: demo, eval, compare, plot, train."
+        prog=PROG, description="TIC and TransTIC tools: demo, encode, decode, eval, compare, plot, train."
     )
     parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     add_demo_arguments(sub.add_parser("demo", help="TIC/TransTIC on sample photos, judged by ResNet50"))
+    add_encode_arguments(sub.add_parser("encode", help="code images into .ttic files"))
+    add_decode_arguments(sub.add_parser("decode", help="decode .ttic files into PNG images"))
     add_eval_arguments(sub.add_parser("eval", help="rate-accuracy evaluation (bpp, PSNR, top-1, COCO AP)"))
     add_compare_arguments(sub.add_parser("compare", help="BD-rate and BD-metric between result files"))
     add_plot_arguments(sub.add_parser("plot", help="plot rate vs metric of result files (PNG)"))
@@ -81,6 +85,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .evaluation.cli import run_eval
 
         return run_eval(args)
+    if args.command in ("encode", "decode"):
+        from .filecodec import run_decode, run_encode
+
+        return (run_encode if args.command == "encode" else run_decode)(args)
     if args.command == "compare":
         from .evaluation.cli import run_compare
 

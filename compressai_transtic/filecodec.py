@@ -1,0 +1,275 @@
+"""``compressai-transtic encode`` and ``decode``: images to ``.ttic`` files and back.
+
+``encode IMAGE|FOLDER... -o OUT`` codes every image with one codec (``--model``,
+``--task``, ``--quality``, ``--adapter``) into ``OUT/<name>.ttic``; ``decode
+FILE|FOLDER... -o OUT`` writes ``OUT/<name>.png``, taking the codec, its weights and
+the image size from each file (:mod:`compressai_transtic.container`). Folders are read
+recursively and their layout is kept below ``OUT``.
+
+Everything that can be checked is checked before a model is built: unreadable images
+and damaged files are reported one line each, outputs that exist are refused without
+``--force``, and two inputs that would write the same output are refused. Outputs are
+written atomically, so a failed run leaves no partial file. Results go to stdout,
+progress and errors to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from tqdm import tqdm
+
+from .container import SUFFIX, CodedFile, ContainerError, pack, unpack, weights_fingerprint
+from .fileio import atomic_write_bytes
+from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_image, write_png
+
+__all__ = ["add_encode_arguments", "add_decode_arguments", "run_encode", "run_decode"]
+
+logger = logging.getLogger(__name__)
+RANDOM_TAG = "[RANDOM WEIGHTS] "
+
+
+class CodecCommandError(Exception):
+    """A user error: printed on stderr, exit status 2."""
+
+
+# ----------------------------------------------------------------------------------------
+# arguments
+# ----------------------------------------------------------------------------------------
+
+
+def _common_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="PATH", help=f"{what} or folders of them")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    parser.add_argument("--adapter", type=Path, help="prompt adapter file (TransTIC trained with `train`)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"largest image accepted (default {DEFAULT_MAX_PIXELS})"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``compressai-transtic encode``."""
+    parser.description = "Code images into .ttic files (one per image)."
+    _common_arguments(parser, "images (PNG, JPEG, WebP, TIFF, BMP, PPM)")
+    parser.add_argument("--model", choices=("tic", "transtic"), default="transtic", help="codec (default transtic)")
+    parser.add_argument("--task", choices=("cls", "det", "seg"), help="task of the released prompts (default cls)")
+    parser.add_argument("-q", "--quality", type=int, choices=(1, 2, 3, 4), default=1, help="quality 1..4 (default 1)")
+    parser.add_argument("--random-weights", action="store_true", help="seeded random weights (tests; results mean nothing)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights")
+
+
+def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``compressai-transtic decode``."""
+    parser.description = "Decode .ttic files into PNG images; the codec and its weights come from each file."
+    _common_arguments(parser, ".ttic files")
+
+
+# ----------------------------------------------------------------------------------------
+# inputs and outputs
+# ----------------------------------------------------------------------------------------
+
+
+def _collect(inputs: Sequence[Path], suffixes: Tuple[str, ...], what: str) -> List[Tuple[Path, Path]]:
+    """``(file, path relative to the output folder without suffix)`` of every input."""
+    found: List[Tuple[Path, Path]] = []
+    for item in inputs:
+        if item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            if not files:
+                raise CodecCommandError(f"{item}: the folder holds no {what} (looked for {', '.join(suffixes)})")
+            found += [(p, p.relative_to(item).with_suffix("")) for p in files]
+        elif item.is_file():
+            found.append((item, Path(item.stem)))
+        else:
+            raise CodecCommandError(f"{item}: no such file or folder")
+    return found
+
+
+def _plan_outputs(found: List[Tuple[Path, Path]], out: Path, suffix: str, force: bool) -> List[Tuple[Path, Path]]:
+    if out.exists() and not out.is_dir():
+        raise CodecCommandError(f"{out}: the output must be a folder")
+    plan: Dict[Path, Path] = {}
+    for source, relative in found:
+        target = out / relative.with_suffix(suffix)
+        if target in plan:
+            raise CodecCommandError(f"{plan[target]} and {source} would both be written to {target}")
+        if target.exists() and not force:
+            raise CodecCommandError(f"{target} exists; pass --force to overwrite it")
+        plan[target] = source
+    return [(source, target) for target, source in plan.items()]
+
+
+def _check_device(device: str) -> None:
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise CodecCommandError(f"device {device!r} is not available here ({exc})") from None
+
+
+# ----------------------------------------------------------------------------------------
+# codecs
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Codec:
+    """What a .ttic file says about its codec (the ``codec`` JSON object)."""
+
+    architecture: str
+    quality: int
+    task: Optional[str]
+    source: str  # "pretrained", "random" or "adapter"
+    seed: int = 0
+    adapter: Optional[str] = None
+    random_base: bool = False
+
+    def spec(self, adapter_path: Optional[Path]):
+        from .evaluation.codecs import CodecSpec
+
+        if self.source == "adapter" and adapter_path is None:
+            raise CodecCommandError(f"coded with the prompt adapter {self.adapter}: pass it with --adapter")
+        return CodecSpec(
+            label=self.architecture, architecture=self.architecture, quality=self.quality, task=self.task,
+            source=self.source, path=str(adapter_path) if self.source == "adapter" else None,
+            random_base=self.random_base, seed=self.seed,
+        )
+
+    def weights_name(self) -> str:
+        if self.source == "random":
+            return f"random weights (seed {self.seed})"
+        if self.source == "adapter":
+            return f"adapter {self.adapter} on " + ("a random base codec" if self.random_base else f"base_codec_{self.quality}.pth.tar")
+        from .zoo import get_weights
+
+        return get_weights(self.architecture, self.quality, self.task).filename
+
+
+def _load(codec: _Codec, adapter: Optional[Path], device: str):
+    from .zoo import WeightsUnavailableError
+
+    try:
+        return codec.spec(adapter).load(device, progress=False)
+    except WeightsUnavailableError as err:
+        raise CodecCommandError(f"the weights are not here: fetch {err.url} to {err.path}") from None
+
+
+def _encoder_codec(args: argparse.Namespace) -> _Codec:
+    if args.model == "tic" and (args.task or args.adapter):
+        raise CodecCommandError("--task and --adapter are for --model transtic")
+    if args.adapter is not None:
+        from .prompts import read_adapter
+
+        if not args.adapter.is_file():
+            raise CodecCommandError(f"{args.adapter}: no such adapter file")
+        header = read_adapter(args.adapter)
+        return _Codec("transtic", args.quality, header.get("task"), "adapter", args.seed, args.adapter.name, args.random_weights)
+    task = (args.task or "cls") if args.model == "transtic" else None
+    return _Codec(args.model, args.quality, task, "random" if args.random_weights else "pretrained", args.seed)
+
+
+# ----------------------------------------------------------------------------------------
+# commands
+# ----------------------------------------------------------------------------------------
+
+
+def _report(err: BaseException) -> int:
+    for line in str(err).splitlines() or [type(err).__name__]:
+        print(f"error: {line}", file=sys.stderr)
+    return 2
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    """``compressai-transtic encode``; returns the exit status."""
+    try:
+        plan = _plan_outputs(_collect(args.inputs, IMAGE_SUFFIXES, "images"), args.output, SUFFIX, args.force)
+        bad = []
+        for source, _ in tqdm(plan, desc="checking images", unit="img", leave=False, disable=args.no_progress):
+            try:
+                read_image(source, args.max_pixels)
+            except ImageReadError as exc:
+                bad.append(str(exc))
+        if bad:
+            raise CodecCommandError("\n".join(bad + [f"{len(bad)} of {len(plan)} images cannot be coded; nothing was written"]))
+        codec = _encoder_codec(args)
+        _check_device(args.device)
+        model = _load(codec, args.adapter, args.device)
+        name, sha = codec.weights_name(), weights_fingerprint(model)
+    except (CodecCommandError, ValueError, OSError) as err:
+        return _report(err)
+    tag = RANDOM_TAG if codec.source == "random" or codec.random_base else ""
+    for source, target in tqdm(plan, desc="encoding", unit="img", disable=args.no_progress):
+        x, notes = read_image(source, args.max_pixels)
+        with torch.no_grad():
+            enc = model.compress(x.to(args.device))
+        strings = tuple(s[0] for s in enc["strings"])
+        data = pack(CodedFile(asdict(codec), name, sha, x.shape[-2], x.shape[-1], strings))
+        atomic_write_bytes(target, data)
+        bpp = 8 * len(data) / (x.shape[-2] * x.shape[-1])
+        note = f" ({'; '.join(notes)})" if notes else ""
+        print(f"{tag}{source} -> {target}: {x.shape[-1]}x{x.shape[-2]}, {len(data)} bytes, {bpp:.4f} bpp{note}", flush=True)
+    return 0
+
+
+def _read_files(plan: Iterable[Tuple[Path, Path]]) -> List[Tuple[Path, Path, CodedFile]]:
+    read, bad = [], []
+    for source, target in plan:
+        try:
+            read.append((source, target, unpack(source.read_bytes())))
+        except (ContainerError, OSError) as exc:
+            bad.append(f"{source}: {exc}")
+    if bad:
+        raise CodecCommandError("\n".join(bad + [f"{len(bad)} file(s) cannot be decoded; nothing was written"]))
+    return read
+
+
+def _codec_of(source: Path, coded: CodedFile) -> _Codec:
+    try:
+        return _Codec(**coded.codec)
+    except TypeError:
+        raise CodecCommandError(f"{source}: unknown codec description {dict(coded.codec)}") from None
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    """``compressai-transtic decode``; returns the exit status."""
+    try:
+        plan = _plan_outputs(_collect(args.inputs, (SUFFIX,), f"{SUFFIX} files"), args.output, ".png", args.force)
+        files = _read_files(plan)
+        _check_device(args.device)
+        models: Dict[Tuple[_Codec, str], torch.nn.Module] = {}
+        for source, _, coded in files:
+            codec = _codec_of(source, coded)
+            if (codec, coded.weights_sha256) not in models:
+                model = _load(codec, args.adapter, args.device)
+                if weights_fingerprint(model) != coded.weights_sha256:
+                    raise CodecCommandError(
+                        f"{source} was coded with {coded.weights_name} (sha256 {coded.weights_sha256[:16]}...), "
+                        f"but the weights loaded here differ; decode it with those weights"
+                    )
+                model.max_decode_pixels = args.max_pixels
+                models[(codec, coded.weights_sha256)] = model
+    except (CodecCommandError, ValueError, OSError) as err:
+        return _report(err)
+    status = 0
+    for source, target, coded in tqdm(files, desc="decoding", unit="file", disable=args.no_progress):
+        codec = _codec_of(source, coded)
+        model = models[(codec, coded.weights_sha256)]
+        strings = [[s] for s in coded.strings]
+        try:
+            with torch.no_grad():
+                x_hat = model.decompress(strings, coded.latent_shape)["x_hat"]
+        except ValueError as exc:  # BitstreamError and friends
+            status = _report(ValueError(f"{source}: {exc}"))
+            continue
+        write_png(target, x_hat)
+        tag = RANDOM_TAG if codec.source == "random" or codec.random_base else ""
+        print(f"{tag}{source} -> {target}: {coded.width}x{coded.height}", flush=True)
+    return status

@@ -1,0 +1,251 @@
+"""``compressai-transtic encode`` / ``decode``, the ``.ttic`` container and image input.
+
+Seeded random weights (``--random-weights``) stand in for the released ones: the
+commands and the file format are the same.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from compressai_transtic.cli import main
+from compressai_transtic.container import CodedFile, ContainerError, pack, unpack, weights_fingerprint
+from compressai_transtic.evaluation.codecs import CodecSpec
+from compressai_transtic.imageio import ImageReadError, read_image
+from compressai_transtic.prompts import save_adapter
+
+from codec_models import num_threads
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    Image.fromarray(data.chelsea()[:120, :160]).save(folder / "chelsea.png")
+    Image.fromarray(data.coffee()[:90, :70]).save(folder / "coffee.jpg", quality=95)
+    (folder / "sub").mkdir()
+    Image.fromarray(data.camera()[:64, :96]).save(folder / "sub" / "camera.webp", lossless=True)
+    return folder
+
+
+def _encode(images, out, *extra) -> int:
+    return main(["encode", str(images), "-o", str(out), "--random-weights", "--no-progress", *extra])
+
+
+def _decode(files, out, *extra) -> int:
+    return main(["decode", str(files), "-o", str(out), "--no-progress", *extra])
+
+
+@pytest.mark.parametrize("model", [["--model", "tic"], ["--model", "transtic", "--task", "det"]])
+def test_files_round_trip_to_the_in_memory_decode(images, tmp_path, model, capsys):
+    assert _encode(images, tmp_path / "a", *model, "-q", "2") == 0
+    assert _encode(images, tmp_path / "b", *model, "-q", "2") == 0
+    coded = sorted((tmp_path / "a").rglob("*.ttic"))
+    assert [p.relative_to(tmp_path / "a").as_posix() for p in coded] == ["chelsea.ttic", "coffee.ttic", "sub/camera.ttic"]
+    for path in coded:  # the same input gives the same bytes
+        assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes()
+    assert _decode(tmp_path / "a", tmp_path / "dec") == 0
+    out = capsys.readouterr().out
+    assert all(line.startswith("[RANDOM WEIGHTS] ") for line in out.strip().splitlines())
+
+    arch = model[1]
+    spec = CodecSpec(arch, arch, 2, "det" if arch == "transtic" else None, "random")
+    codec = spec.load()
+    x, _ = read_image(images / "chelsea.png")
+    with torch.no_grad():
+        expected = codec.decompress(*_compress_args(codec, x))["x_hat"]
+    decoded = torch.from_numpy(np.array(Image.open(tmp_path / "dec" / "chelsea.png"))).permute(2, 0, 1)[None]
+    assert decoded.shape == expected.shape
+    assert (decoded.double() - (expected * 255).round().double()).abs().max() <= 1
+
+
+def _compress_args(codec, x):
+    enc = codec.compress(x)
+    return enc["strings"], enc["shape"]
+
+
+def test_decoding_is_the_same_with_one_and_two_threads(images, tmp_path):
+    assert _encode(images / "chelsea.png", tmp_path / "c", "--model", "tic") == 0
+    with num_threads(1):
+        assert _decode(tmp_path / "c", tmp_path / "one") == 0
+    with num_threads(2):
+        assert _decode(tmp_path / "c", tmp_path / "two") == 0
+    assert (tmp_path / "one" / "chelsea.png").read_bytes() == (tmp_path / "two" / "chelsea.png").read_bytes()
+
+
+def test_outputs_are_not_overwritten_without_force_and_follow_the_umask(images, tmp_path, capsys):
+    assert _encode(images / "coffee.jpg", tmp_path, "--model", "tic") == 0
+    target = tmp_path / "coffee.ttic"
+    before = target.read_bytes()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~_umask()
+    assert _encode(images / "coffee.jpg", tmp_path, "--model", "tic", "-q", "3") == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert target.read_bytes() == before
+    assert _encode(images / "coffee.jpg", tmp_path, "--model", "tic", "-q", "3", "--force") == 0
+    assert target.read_bytes() != before
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_decoding_with_other_weights_is_refused(images, tmp_path, capsys):
+    assert _encode(images / "coffee.jpg", tmp_path / "enc", "--model", "tic", "--seed", "3") == 0
+    coded = unpack((tmp_path / "enc" / "coffee.ttic").read_bytes())
+    assert coded.codec["seed"] == 3 and coded.weights_name == "random weights (seed 3)"
+    forged = CodedFile({**coded.codec, "seed": 4}, coded.weights_name, coded.weights_sha256, coded.height,
+                       coded.width, coded.strings)
+    (tmp_path / "forged").mkdir()
+    (tmp_path / "forged" / "coffee.ttic").write_bytes(pack(forged))
+    assert _decode(tmp_path / "forged", tmp_path / "dec") == 2
+    assert "the weights loaded here differ" in capsys.readouterr().err
+    assert not (tmp_path / "dec" / "coffee.png").exists()
+
+
+def test_adapters_travel_by_name_and_are_checked_by_hash(images, tmp_path, capsys):
+    base = CodecSpec("tic", "tic", 1, None, "random").load()
+    from compressai_transtic.models import TransTIC
+
+    torch.manual_seed(5)
+    adapter = save_adapter(TransTIC.from_base(base), tmp_path / "mine.adapter", task="det")
+    common = ["--adapter", str(adapter)]
+    assert main(["encode", str(images / "coffee.jpg"), "-o", str(tmp_path / "e"), "--random-weights", "--no-progress", *common]) == 0
+    assert _decode(tmp_path / "e", tmp_path / "d") == 2
+    assert "pass it with --adapter" in capsys.readouterr().err
+    assert _decode(tmp_path / "e", tmp_path / "d", *common) == 0
+    assert (tmp_path / "d" / "coffee.png").is_file()
+
+
+def test_damaged_files_are_named_and_nothing_is_written(images, tmp_path, capsys):
+    assert _encode(images, tmp_path / "enc", "--model", "tic") == 0
+    good = (tmp_path / "enc" / "chelsea.ttic").read_bytes()
+    (tmp_path / "enc" / "chelsea.ttic").write_bytes(good[:-10])
+    assert _decode(tmp_path / "enc", tmp_path / "dec") == 2
+    err = capsys.readouterr().err
+    assert "chelsea.ttic: checksum mismatch" in err and "nothing was written" in err
+    assert not (tmp_path / "dec").exists() or not any((tmp_path / "dec").rglob("*"))
+
+
+def _bad_images(folder: Path) -> dict:
+    png = (folder / "ok.png")
+    Image.fromarray(data.chelsea()[:40, :40]).save(png)
+    files = {
+        "empty.png": b"",
+        "truncated.png": png.read_bytes()[:200],
+        "text.jpg": b"this is not an image",
+    }
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    png.unlink()
+    return files
+
+
+def test_unreadable_images_get_one_message_each_before_anything_loads(tmp_path, capsys):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    _bad_images(folder)
+    assert _encode(folder, tmp_path / "out", "--model", "tic") == 2
+    err = capsys.readouterr().err
+    assert "empty.png: the file is empty" in err
+    assert "truncated.png: not a readable image" in err
+    assert "text.jpg: not a readable image" in err
+    assert "3 of 3 images cannot be coded" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_without_images_and_a_decompression_bomb_are_refused(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert _encode(tmp_path / "empty", tmp_path / "out") == 2
+    assert "holds no images" in capsys.readouterr().err
+    Image.new("L", (5000, 4000)).save(tmp_path / "bomb.png")  # 20 Mpx of zeros: a few KB on disk
+    assert _encode(tmp_path / "bomb.png", tmp_path / "out", "--max-pixels", "1000000") == 2
+    assert "bomb.png: 5000x4000 is 20000000 pixels, above the limit of 1000000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "mode, make, expected",
+    [
+        ("I;16", lambda: Image.fromarray(np.full((4, 6), 65535 // 3, dtype=np.uint16)), 1 / 3),
+        ("P", lambda: Image.new("RGB", (6, 4), (255, 0, 0)).convert("P"), None),
+        ("CMYK", lambda: Image.new("CMYK", (6, 4), (0, 255, 255, 0)), None),
+        ("L", lambda: Image.new("L", (6, 4), 51), 0.2),
+        ("LA", lambda: Image.new("LA", (6, 4), (102, 7)), 0.4),
+    ],
+)
+def test_image_modes_are_converted_by_scaling_not_clipping(tmp_path, mode, make, expected):
+    path = tmp_path / f"{mode.replace(';', '')}.png" if mode != "CMYK" else tmp_path / "cmyk.tiff"
+    make().save(path)
+    x, notes = read_image(path)
+    assert x.shape == (1, 3, 4, 6) and x.dtype == torch.float32
+    if expected is not None:
+        torch.testing.assert_close(x, torch.full_like(x, expected), rtol=0, atol=1e-4)
+    else:  # red stays red
+        torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([1.0, 0.0, 0.0]), rtol=0, atol=1e-3)
+    assert bool(notes) == (mode == "LA")
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (6, 4), (0, 0, 0))
+    img.putpixel((0, 0), (255, 255, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    img.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    x, _ = read_image(tmp_path / "rotated.jpg")
+    assert x.shape == (1, 3, 6, 4)
+    assert x[0, :, 0, -1].mean() > 0.8  # the white corner moved to the top right
+
+
+def test_reading_a_missing_file_names_it(tmp_path):
+    with pytest.raises(ImageReadError, match="nope.png: no such file"):
+        read_image(tmp_path / "nope.png")
+
+
+def _sample_file() -> bytes:
+    coded = CodedFile({"architecture": "tic", "quality": 1, "task": None, "source": "random"}, "w", "ab" * 32,
+                      17, 23, (b"y" * 5, b"z" * 3, b"h"))
+    return pack(coded)
+
+
+def test_container_fields_round_trip():
+    coded = unpack(_sample_file())
+    assert (coded.height, coded.width, coded.latent_shape) == (17, 23, (1, 1))
+    assert coded.strings == (b"yyyyy", b"zzz", b"h") and coded.weights_sha256 == "ab" * 32
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + (zlib.crc32(body) & 0xFFFFFFFF).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize(
+    "mangle, message",
+    [
+        (lambda d: b"PNG!" + d[4:], "no TTIC signature"),
+        (lambda d: d[:-1], "checksum mismatch"),
+        (lambda d: _with_crc(d[:4] + bytes([9]) + d[5:-4]), "container version 9"),
+        (lambda d: _with_crc(d[:-4] + b"extra"), "unexpected bytes"),
+        (lambda d: _with_crc(d[:-12]), "truncated"),
+        (lambda d: _with_crc(d[:5] + b"\xff" * 12 + d[17:-4]), "malformed|exceeds its limit|truncated"),
+    ],
+    ids=["magic", "crc", "version", "trailing", "cut-with-crc", "huge-varint"],
+)
+def test_damaged_containers_raise_a_container_error(mangle, message):
+    with pytest.raises(ContainerError, match=message):
+        unpack(mangle(_sample_file()))
+
+
+def test_the_weights_fingerprint_sees_every_weight_and_table():
+    model = CodecSpec("tic", "tic", 1, None, "random").load()
+    before = weights_fingerprint(model)
+    with torch.no_grad():
+        model.entropy_bottleneck._quantized_cdf[0, 1] += 1
+    assert weights_fingerprint(model) != before
