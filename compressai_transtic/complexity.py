@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
 from .models import TIC, TransTIC
 from .prompts import TABLE_A1_ROWS, PromptConfig
@@ -272,12 +273,15 @@ def _read_table_a1() -> List[Dict[str, Any]]:
 TABLE_A1: List[Dict[str, Any]] = _read_table_a1()
 
 
-def table_a1(height: int = 256, width: int = 256, N: int = 128, M: int = 192) -> List[ComplexityRow]:
-    """Measure every Table A1 row (models with random weights; counts do not depend on them)."""
+def table_a1(
+    height: int = 256, width: int = 256, N: int = 128, M: int = 192, progress: bool = False
+) -> List[ComplexityRow]:
+    """Measure every Table A1 row (models with random weights; counts do not depend on
+    them); ``progress`` shows a tqdm bar on stderr."""
     base = TIC(N=N, M=M)
     cache: Dict[Optional[str], Dict[str, float]] = {}
     rows: List[ComplexityRow] = []
-    for paper in TABLE_A1:
+    for paper in tqdm(TABLE_A1, desc="measuring Table A1 rows", unit="row", leave=False, disable=not progress):
         name = TABLE_A1_ROWS[(paper["section"], paper["variant"])]
         if name not in cache:
             model = base if name is None else TransTIC(PromptConfig.variant(name), N=N, M=M)
@@ -327,7 +331,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     parser.add_argument("--csv", type=Path, help="also write the rows as CSV to this file")
     args = parser.parse_args(argv)
-    rows = table_a1(*args.size)
+    rows = table_a1(*args.size, progress=True)
     print(f"Table A1 at {args.size[0]}x{args.size[1]} (kMACs per input pixel, parameters in millions)")
     print(format_table(rows))
     if args.json:
