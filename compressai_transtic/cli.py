@@ -8,6 +8,7 @@ Subcommands:
 - ``plot``: rate vs metric plot (PNG) of result files;
 - ``demo``: TIC and TransTIC on bundled sample photos, judged by ResNet50;
 - ``encode`` / ``decode``: images to ``.ttic`` files and back (:mod:`compressai_transtic.filecodec`);
+- ``bitmap``: per-position bit maps of codecs side by side (:mod:`compressai_transtic.bitmap`);
 - ``train``: prompt training, provided by :mod:`compressai_transtic.training.cli`.
 """
 
@@ -48,10 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand except ``train`` (see :func:`main`)."""
     from .evaluation.cli import add_compare_arguments, add_eval_arguments, add_plot_arguments
     from .evaluation.demo import add_demo_arguments
+    from .bitmap import add_bitmap_arguments
     from .filecodec import add_decode_arguments, add_encode_arguments
 
     parser = argparse.ArgumentParser(
-        prog=PROG, description="TIC and TransTIC tools: demo, encode, decode, eval, compare, plot, train."
+        prog=PROG, description="TIC and TransTIC tools: demo, encode, decode, bitmap, eval, compare, plot, train."
     )
     parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(sub.add_parser("demo", help="TIC/TransTIC on sample photos, judged by ResNet50"))
     add_encode_arguments(sub.add_parser("encode", help="code images into .ttic files"))
     add_decode_arguments(sub.add_parser("decode", help="decode .ttic files into PNG images"))
+    add_bitmap_arguments(sub.add_parser("bitmap", help="where the bits go: per-position bit maps of codecs side by side"))
     add_eval_arguments(sub.add_parser("eval", help="rate-accuracy evaluation (bpp, PSNR, top-1, COCO AP)"))
     add_compare_arguments(sub.add_parser("compare", help="BD-rate and BD-metric between result files"))
     add_plot_arguments(sub.add_parser("plot", help="plot rate vs metric of result files (PNG)"))
@@ -85,6 +88,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .evaluation.cli import run_eval
 
         return run_eval(args)
+    if args.command == "bitmap":
+        from .bitmap import run_bitmap
+
+        return run_bitmap(args)
     if args.command in ("encode", "decode"):
         from .filecodec import run_decode, run_encode
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from .bitstream import BitstreamError
 
-__all__ = ["EntropyCodingError", "CodingTables", "encode", "decode", "SYMBOL_LIMIT"]
+__all__ = ["EntropyCodingError", "CodingTables", "encode", "decode", "symbol_bits", "SYMBOL_LIMIT"]
 
 #: CompressAI's CDF precision: every table runs from 0 to 2 ** 16
 CDF_PRECISION = 16
@@ -55,11 +55,13 @@ class EntropyCodingError(BitstreamError):
 
 @dataclass(frozen=True)
 class CodingTables:
-    """Validated coding tables: per table, its CDF, offset and constriction model."""
+    """Validated coding tables: per table, its offset, escape symbol, symbol costs and
+    constriction model."""
 
     offsets: np.ndarray  # (tables,) int64
     escape: np.ndarray  # (tables,) int64: the escape symbol of each table (its length - 2)
     models: Sequence[object]
+    costs: np.ndarray  # (tables, longest) float64: -log2 of each symbol's probability
 
     @classmethod
     def from_cdfs(cls, quantized_cdf: np.ndarray, cdf_length: np.ndarray, offset: np.ndarray) -> "CodingTables":
@@ -80,6 +82,7 @@ class CodingTables:
         if np.abs(offsets).max() > OFFSET_LIMIT:
             raise ValueError(f"CDF offsets must lie within +-{OFFSET_LIMIT}, got {int(np.abs(offsets).max())}")
         models: List[object] = []
+        costs = np.full((cdf.shape[0], cdf.shape[1] - 1), np.inf)
         for k, (row, length) in enumerate(zip(cdf.astype(np.int64), lengths)):
             if not 3 <= length <= len(row):
                 raise ValueError(f"CDF table {k}: length {length} outside 3..{len(row)}")
@@ -91,7 +94,8 @@ class CodingTables:
                 )
             pmf = np.diff(values).astype(np.float64) / 2**CDF_PRECISION
             models.append(constriction.stream.model.Categorical(pmf, perfect=False))
-        return cls(offsets=offsets, escape=lengths - 2, models=tuple(models))
+            costs[k, : length - 1] = -np.log2(pmf)
+        return cls(offsets=offsets, escape=lengths - 2, models=tuple(models), costs=costs)
 
     @property
     def size(self) -> int:
@@ -123,6 +127,19 @@ def _check_indexes(indexes: np.ndarray, tables: CodingTables) -> np.ndarray:
     if indexes.size and (indexes.min() < 0 or indexes.max() >= tables.size):
         raise ValueError(f"table indexes must lie in 0..{tables.size - 1}")
     return indexes
+
+
+def symbol_bits(symbols: np.ndarray, indexes: np.ndarray, tables: CodingTables) -> np.ndarray:
+    """What each symbol costs in a stream of :func:`encode` (its table symbol, plus the
+    length and raw bits of an escape), in bits, shaped like ``symbols``. The sum is the
+    stream's size up to the coder's rounding (a fraction of a percent)."""
+    shape = np.shape(symbols)
+    symbols = np.asarray(symbols).reshape(-1).astype(np.int64)
+    indexes = _check_indexes(indexes, tables)
+    coded, escaped, raw = _split(symbols, indexes, tables)
+    bits = tables.costs[indexes, coded]
+    bits[escaped] += np.log2(_RAW_BITS + 1) + _bit_length(raw)
+    return bits.reshape(shape)
 
 
 def encode(symbols: np.ndarray, indexes: np.ndarray, tables: CodingTables) -> bytes:

@@ -29,7 +29,17 @@ from .container import SUFFIX, CodedFile, ContainerError, pack, unpack, weights_
 from .fileio import atomic_write_bytes
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_image, write_png
 
-__all__ = ["add_encode_arguments", "add_decode_arguments", "run_encode", "run_decode"]
+__all__ = [
+    "CodecChoice",
+    "CodecCommandError",
+    "add_decode_arguments",
+    "add_encode_arguments",
+    "check_device",
+    "load_codec",
+    "report_error",
+    "run_decode",
+    "run_encode",
+]
 
 logger = logging.getLogger(__name__)
 RANDOM_TAG = "[RANDOM WEIGHTS] "
@@ -108,7 +118,7 @@ def _plan_outputs(found: List[Tuple[Path, Path]], out: Path, suffix: str, force:
     return [(source, target) for target, source in plan.items()]
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as exc:
@@ -121,7 +131,7 @@ def _check_device(device: str) -> None:
 
 
 @dataclass(frozen=True)
-class _Codec:
+class CodecChoice:
     """What a .ttic file says about its codec (the ``codec`` JSON object)."""
 
     architecture: str
@@ -153,7 +163,7 @@ class _Codec:
         return get_weights(self.architecture, self.quality, self.task).filename
 
 
-def _load(codec: _Codec, adapter: Optional[Path], device: str):
+def load_codec(codec: CodecChoice, adapter: Optional[Path], device: str):
     from .zoo import WeightsUnavailableError
 
     try:
@@ -162,7 +172,7 @@ def _load(codec: _Codec, adapter: Optional[Path], device: str):
         raise CodecCommandError(f"the weights are not here: fetch {err.url} to {err.path}") from None
 
 
-def _encoder_codec(args: argparse.Namespace) -> _Codec:
+def _encoder_codec(args: argparse.Namespace) -> CodecChoice:
     if args.model == "tic" and (args.task or args.adapter):
         raise CodecCommandError("--task and --adapter are for --model transtic")
     if args.adapter is not None:
@@ -171,9 +181,9 @@ def _encoder_codec(args: argparse.Namespace) -> _Codec:
         if not args.adapter.is_file():
             raise CodecCommandError(f"{args.adapter}: no such adapter file")
         header = read_adapter(args.adapter)
-        return _Codec("transtic", args.quality, header.get("task"), "adapter", args.seed, args.adapter.name, args.random_weights)
+        return CodecChoice("transtic", args.quality, header.get("task"), "adapter", args.seed, args.adapter.name, args.random_weights)
     task = (args.task or "cls") if args.model == "transtic" else None
-    return _Codec(args.model, args.quality, task, "random" if args.random_weights else "pretrained", args.seed)
+    return CodecChoice(args.model, args.quality, task, "random" if args.random_weights else "pretrained", args.seed)
 
 
 # ----------------------------------------------------------------------------------------
@@ -181,7 +191,7 @@ def _encoder_codec(args: argparse.Namespace) -> _Codec:
 # ----------------------------------------------------------------------------------------
 
 
-def _report(err: BaseException) -> int:
+def report_error(err: BaseException) -> int:
     for line in str(err).splitlines() or [type(err).__name__]:
         print(f"error: {line}", file=sys.stderr)
     return 2
@@ -200,11 +210,11 @@ def run_encode(args: argparse.Namespace) -> int:
         if bad:
             raise CodecCommandError("\n".join(bad + [f"{len(bad)} of {len(plan)} images cannot be coded; nothing was written"]))
         codec = _encoder_codec(args)
-        _check_device(args.device)
-        model = _load(codec, args.adapter, args.device)
+        check_device(args.device)
+        model = load_codec(codec, args.adapter, args.device)
         name, sha = codec.weights_name(), weights_fingerprint(model)
     except (CodecCommandError, ValueError, OSError) as err:
-        return _report(err)
+        return report_error(err)
     tag = RANDOM_TAG if codec.source == "random" or codec.random_base else ""
     for source, target in tqdm(plan, desc="encoding", unit="img", disable=args.no_progress):
         x, notes = read_image(source, args.max_pixels)
@@ -231,9 +241,9 @@ def _read_files(plan: Iterable[Tuple[Path, Path]]) -> List[Tuple[Path, Path, Cod
     return read
 
 
-def _codec_of(source: Path, coded: CodedFile) -> _Codec:
+def _codec_of(source: Path, coded: CodedFile) -> CodecChoice:
     try:
-        return _Codec(**coded.codec)
+        return CodecChoice(**coded.codec)
     except TypeError:
         raise CodecCommandError(f"{source}: unknown codec description {dict(coded.codec)}") from None
 
@@ -243,12 +253,12 @@ def run_decode(args: argparse.Namespace) -> int:
     try:
         plan = _plan_outputs(_collect(args.inputs, (SUFFIX,), f"{SUFFIX} files"), args.output, ".png", args.force)
         files = _read_files(plan)
-        _check_device(args.device)
-        models: Dict[Tuple[_Codec, str], torch.nn.Module] = {}
+        check_device(args.device)
+        models: Dict[Tuple[CodecChoice, str], torch.nn.Module] = {}
         for source, _, coded in files:
             codec = _codec_of(source, coded)
             if (codec, coded.weights_sha256) not in models:
-                model = _load(codec, args.adapter, args.device)
+                model = load_codec(codec, args.adapter, args.device)
                 if weights_fingerprint(model) != coded.weights_sha256:
                     raise CodecCommandError(
                         f"{source} was coded with {coded.weights_name} (sha256 {coded.weights_sha256[:16]}...), "
@@ -257,7 +267,7 @@ def run_decode(args: argparse.Namespace) -> int:
                 model.max_decode_pixels = args.max_pixels
                 models[(codec, coded.weights_sha256)] = model
     except (CodecCommandError, ValueError, OSError) as err:
-        return _report(err)
+        return report_error(err)
     status = 0
     for source, target, coded in tqdm(files, desc="decoding", unit="file", disable=args.no_progress):
         codec = _codec_of(source, coded)
@@ -267,7 +277,7 @@ def run_decode(args: argparse.Namespace) -> int:
             with torch.no_grad():
                 x_hat = model.decompress(strings, coded.latent_shape)["x_hat"]
         except ValueError as exc:  # BitstreamError and friends
-            status = _report(ValueError(f"{source}: {exc}"))
+            status = report_error(ValueError(f"{source}: {exc}"))
             continue
         write_png(target, x_hat)
         tag = RANDOM_TAG if codec.source == "random" or codec.random_base else ""

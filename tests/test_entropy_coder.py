@@ -19,7 +19,14 @@ from compressai.entropy_models import GaussianConditional
 from compressai.models.base import get_scale_table
 
 from compressai_transtic.bitstream import BitstreamError
-from compressai_transtic.entropy_coder import SYMBOL_LIMIT, CodingTables, EntropyCodingError, decode, encode
+from compressai_transtic.entropy_coder import (
+    SYMBOL_LIMIT,
+    CodingTables,
+    EntropyCodingError,
+    decode,
+    encode,
+    symbol_bits,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,6 +63,16 @@ def test_round_trip_at_the_rate_of_the_tables(tables):
     assert np.array_equal(decode(data, indexes, CodingTables.from_cdfs(*tables)), symbols)
     ideal = ideal_bits(symbols, indexes, *tables)
     assert ideal <= 8 * len(data) <= 1.003 * ideal + 64
+
+
+def test_symbol_costs_are_what_the_tables_promise(tables):
+    rng = np.random.default_rng(3)
+    indexes = rng.integers(0, 64, size=3000)
+    symbols = np.round(rng.normal(0, 3 * get_scale_table().numpy()[indexes])).astype(np.int64)
+    symbols[::97] = rng.integers(-5000, 5000, size=symbols[::97].size)  # escapes
+    costs = symbol_bits(symbols, indexes, CodingTables.from_cdfs(*tables))
+    assert costs.shape == symbols.shape
+    assert costs.sum() == pytest.approx(ideal_bits(symbols, indexes, *tables), rel=1e-9)
 
 
 def test_escapes_of_every_bit_length_round_trip(tables):
@@ -168,12 +185,27 @@ FUZZ = textwrap.dedent(
         shape = ((h + 63) // 64, (w + 63) // 64)
         return [[y], [z], [header]], shape
 
+    def through_a_file(strings, shape):
+        # pack into a .ttic file, mutate it, recompute its CRC, read it back
+        from compressai_transtic.container import CodedFile, pack, unpack
+        import zlib
+        coded = CodedFile({"architecture": "tic"}, "w", "00" * 32, shape[0] * 64, shape[1] * 64,
+                          tuple(s[0] for s in strings))
+        body = bytearray(pack(coded)[:-4])
+        for _ in range(rng.randint(0, 4)):
+            body[rng.randrange(len(body))] = rng.randrange(256)
+        data = bytes(body) + (zlib.crc32(body) & 0xFFFFFFFF).to_bytes(4, "big")
+        back = unpack(data)  # may raise ContainerError (a BitstreamError)
+        return [[s] for s in back.strings], back.latent_shape
+
     outcomes = {}
-    for kind in ("random", "empty", "mutated", "truncated", "spliced", "extended", "big"):
+    for kind in ("random", "empty", "mutated", "truncated", "spliced", "extended", "big", "file"):
         counts = outcomes.setdefault(kind, {"error": 0, "decoded": 0})
         for _ in range(int(sys.argv[2])):
-            strings, shape = forge(kind)
             try:
+                strings, shape = forge(rng.choice(["empty", "mutated", "spliced"]) if kind == "file" else kind)
+                if kind == "file":
+                    strings, shape = through_a_file(strings, shape)
                 with torch.no_grad():
                     x_hat = model.decompress(strings, shape)["x_hat"]
             except BitstreamError:

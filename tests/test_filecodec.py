@@ -44,7 +44,11 @@ def _decode(files, out, *extra) -> int:
     return main(["decode", str(files), "-o", str(out), "--no-progress", *extra])
 
 
-@pytest.mark.parametrize("model", [["--model", "tic"], ["--model", "transtic", "--task", "det"]])
+@pytest.mark.parametrize(
+    "model",
+    [["--model", "tic"]] + [["--model", "transtic", "--task", task] for task in ("cls", "det", "seg")],
+    ids=["tic", "transtic-cls", "transtic-det", "transtic-seg"],
+)
 def test_files_round_trip_to_the_in_memory_decode(images, tmp_path, model, capsys):
     assert _encode(images, tmp_path / "a", *model, "-q", "2") == 0
     assert _encode(images, tmp_path / "b", *model, "-q", "2") == 0
@@ -57,7 +61,7 @@ def test_files_round_trip_to_the_in_memory_decode(images, tmp_path, model, capsy
     assert all(line.startswith("[RANDOM WEIGHTS] ") for line in out.strip().splitlines())
 
     arch = model[1]
-    spec = CodecSpec(arch, arch, 2, "det" if arch == "transtic" else None, "random")
+    spec = CodecSpec(arch, arch, 2, model[3] if arch == "transtic" else None, "random")
     codec = spec.load()
     x, _ = read_image(images / "chelsea.png")
     with torch.no_grad():

@@ -1,0 +1,181 @@
+"""``compressai-transtic bitmap``: where the bits of y go, per latent position (the
+paper's Fig. A13-A15).
+
+For each codec, the bits of every position of the latent ``y`` (summed over its
+channels) are measured two ways: from the likelihoods of ``forward`` in eval mode, and
+from the coder's own tables, i.e. what each symbol costs in the real stream
+(:func:`compressai_transtic.entropy_coder.symbol_bits`; the sum equals the y string's
+size up to the coder's rounding). The maps are drawn over the image, codecs side by
+side on one colour scale (bits per position, each position covering 16 x 16 pixels),
+with the real-stream rate, the PSNR and, with ``--classify``, ResNet50's top-1 label
+under each. ``--npy`` also saves each codec's maps as ``(2, h, w)`` float arrays
+(likelihood bits, stream bits; ``h, w`` = the image size padded to a multiple of 64,
+divided by 16) for scripting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .entropy_coder import symbol_bits
+from .evaluation.metrics import psnr
+from .fileio import atomic_write, atomic_write_bytes
+from .filecodec import RANDOM_TAG, CodecCommandError, CodecChoice, check_device, load_codec, report_error
+from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
+
+__all__ = ["BitMaps", "bit_maps", "add_bitmap_arguments", "run_bitmap"]
+
+
+@dataclass
+class BitMaps:
+    """Per-position bits of y for one image and codec."""
+
+    likelihood: np.ndarray  # (h, w): -sum over channels of log2 p(y_hat)
+    stream: np.ndarray  # (h, w): the cost of each position's symbols in the real stream
+    bpp: float  # real bitstream (y, z and header) bits per pixel
+    psnr: float
+    x_hat: Tensor  # decoded image, (1, 3, H, W) in [0, 1]
+
+
+@torch.no_grad()
+def bit_maps(model: nn.Module, x: Tensor) -> BitMaps:
+    """Measure the bit maps of ``x`` ((1, 3, H, W) in [0, 1]) under ``model`` (a TIC or
+    TransTIC in eval mode with its entropy tables built)."""
+    if x.shape[0] != 1:
+        raise ValueError("bit maps are drawn one image at a time")
+    out = model(x)
+    likelihood = -torch.log2(out["likelihoods"]["y"][0]).sum(0)
+    enc = model.compress(x)
+    # the quantities compress() codes y with, from the same transforms
+    y = model.analysis(model._pad(x))
+    z_hat = model.entropy_bottleneck.decompress(model.entropy_bottleneck.compress(model.h_a(y)), enc["shape"])
+    scales, means = model.h_s(z_hat)
+    gaussian = model.gaussian_conditional
+    indexes = gaussian.build_indexes(scales)[0].cpu().numpy()
+    symbols = torch.round(y - means)[0].to(torch.int64).cpu().numpy()
+    stream = symbol_bits(symbols, indexes, gaussian.coding_tables()).sum(0)
+    x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]
+    total_bytes = sum(len(s[0]) for s in enc["strings"])
+    pixels = x.shape[-2] * x.shape[-1]
+    return BitMaps(likelihood.cpu().numpy(), stream, 8 * total_bytes / pixels, psnr(x_hat, x), x_hat.cpu())
+
+
+def add_bitmap_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``compressai-transtic bitmap``."""
+    parser.description = "Draw where the bits of y go, per latent position, for several codecs side by side."
+    parser.add_argument("image", type=Path, help="the image")
+    parser.add_argument("--models", nargs="+", choices=("tic", "transtic"), default=["tic", "transtic"],
+                        help="codecs to compare (default: tic transtic)")
+    parser.add_argument("--task", choices=("cls", "det", "seg"), default="cls", help="task of TransTIC's prompts")
+    parser.add_argument("-q", "--quality", type=int, choices=(1, 2, 3, 4), default=1, help="quality (default 1)")
+    parser.add_argument("--adapter", type=Path, help="an adapter: adds a panel for TransTIC with these prompts")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
+    parser.add_argument("--npy", action="store_true", help="also write OUTPUT.<codec>.npy with the raw maps")
+    parser.add_argument("--classify", action="store_true", help="ResNet50's top-1 label under each panel")
+    parser.add_argument("--random-weights", action="store_true", help="seeded random weights (results mean nothing)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+
+
+def _codecs(args: argparse.Namespace) -> List[Tuple[str, CodecChoice]]:
+    source = "random" if args.random_weights else "pretrained"
+    codecs = []
+    for name in args.models:
+        task = args.task if name == "transtic" else None
+        codecs.append((name + (f" ({task})" if task else ""), CodecChoice(name, args.quality, task, source, args.seed)))
+    if args.adapter is not None:
+        if not args.adapter.is_file():
+            raise CodecCommandError(f"{args.adapter}: no such adapter file")
+        codecs.append((args.adapter.name, CodecChoice("transtic", args.quality, None, "adapter", args.seed,
+                                                 args.adapter.name, args.random_weights)))
+    return codecs
+
+
+def _classifier(args: argparse.Namespace):
+    from .tasks import get_task
+    from .tasks.weights import TaskWeightsUnavailableError
+
+    task = get_task("cls", weights="random" if args.random_weights else "default", device=args.device)
+    try:
+        task.network
+    except TaskWeightsUnavailableError as err:
+        raise CodecCommandError(f"ResNet50's weights are not here: fetch {err.url} to {err.path}") from None
+    return task
+
+
+def _draw(x: Tensor, panels: Sequence[Tuple[str, BitMaps, str]], random: bool) -> bytes:
+    from matplotlib.figure import Figure  # Agg canvas; the user's pyplot backend is left alone
+
+    image = x[0].permute(1, 2, 0).numpy()
+    height, width = image.shape[:2]
+    top = max(float(p[1].stream.max()) for p in panels) or 1.0
+    fig = Figure(figsize=(4.2 * len(panels) + 0.8, 4.2 * height / width + 1.4), dpi=150)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    shown = None
+    for ax, (label, maps, extra) in zip(axes, panels):
+        ax.imshow(image)
+        rows, cols = maps.stream.shape
+        # each latent position covers 16 x 16 pixels of the padded image; crop to the image
+        shown = ax.imshow(maps.stream, cmap="inferno", vmin=0.0, vmax=top, alpha=0.6, interpolation="nearest",
+                          extent=(0, cols * 16, rows * 16, 0))
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel(f"{maps.bpp:.3f} bpp, {maps.psnr:.2f} dB" + (f"\n{extra}" if extra else ""), fontsize=9)
+    fig.colorbar(shown, ax=list(axes), shrink=0.8, label="bits of y per position (16x16 px)")
+    if random:
+        fig.suptitle("RANDOM WEIGHTS: the maps test the pipeline and mean nothing", color="firebrick")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def run_bitmap(args: argparse.Namespace) -> int:
+    """``compressai-transtic bitmap``; returns the exit status."""
+    try:
+        if args.output.suffix.lower() != ".png":
+            raise CodecCommandError(f"{args.output}: the output must be a .png file")
+        if args.output.exists() and not args.force:
+            raise CodecCommandError(f"{args.output} exists; pass --force to overwrite it")
+        x, notes = read_image(args.image, args.max_pixels)
+        codecs = _codecs(args)
+        check_device(args.device)
+        classifier = _classifier(args) if args.classify else None
+        models = [(label, codec, load_codec(codec, args.adapter, args.device)) for label, codec in codecs]
+    except (CodecCommandError, ImageReadError, ValueError, OSError) as err:
+        return report_error(err)
+    random = args.random_weights
+    tag = RANDOM_TAG if random else ""
+    panels = []
+    for label, codec, model in models:
+        maps = bit_maps(model, x.to(args.device))
+        extra = ""
+        if classifier is not None:
+            from torchvision.models import ResNet50_Weights
+
+            top1 = classifier.predict(maps.x_hat.to(args.device), None)["top5"][0]
+            extra = f"ResNet50: {ResNet50_Weights.IMAGENET1K_V1.meta['categories'][top1]}"
+        panels.append((label, maps, extra))
+        if args.npy:
+            target = args.output.with_suffix(f".{label.split(' ')[0].replace('.', '_')}.npy")
+            atomic_write(target, lambda f, m=maps: np.save(f, np.stack([m.likelihood, m.stream])))
+        share = maps.stream.sum() / max(maps.likelihood.sum(), 1e-9)
+        print(f"{tag}{label}: {maps.bpp:.4f} bpp, {maps.psnr:.2f} dB, y bits from the stream's tables "
+              f"{maps.stream.sum():.0f} (likelihoods {maps.likelihood.sum():.0f}, ratio {share:.4f})"
+              + (f", {extra}" if extra else ""), flush=True)
+    atomic_write_bytes(args.output, _draw(x, panels, random))
+    note = f" ({'; '.join(notes)})" if notes else ""
+    print(f"{tag}wrote {args.output}{note}", flush=True)
+    return 0
