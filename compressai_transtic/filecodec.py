@@ -221,7 +221,8 @@ def run_encode(args: argparse.Namespace) -> int:
         with torch.no_grad():
             enc = model.compress(x.to(args.device))
         strings = tuple(s[0] for s in enc["strings"])
-        data = pack(CodedFile(asdict(codec), name, sha, x.shape[-2], x.shape[-1], strings))
+        description = {**asdict(codec), "config": _prompt_config(model)}
+        data = pack(CodedFile(description, name, sha, x.shape[-2], x.shape[-1], strings))
         atomic_write_bytes(target, data)
         bpp = 8 * len(data) / (x.shape[-2] * x.shape[-1])
         note = f" ({'; '.join(notes)})" if notes else ""
@@ -241,9 +242,15 @@ def _read_files(plan: Iterable[Tuple[Path, Path]]) -> List[Tuple[Path, Path, Cod
     return read
 
 
+def _prompt_config(model: torch.nn.Module) -> Optional[dict]:
+    """TransTIC's prompt configuration (the variant), ``None`` for TIC."""
+    config = getattr(model, "config", None)
+    return config.to_dict() if config is not None else None
+
+
 def _codec_of(source: Path, coded: CodedFile) -> CodecChoice:
     try:
-        return CodecChoice(**coded.codec)
+        return CodecChoice(**{k: v for k, v in coded.codec.items() if k != "config"})
     except TypeError:
         raise CodecCommandError(f"{source}: unknown codec description {dict(coded.codec)}") from None
 
@@ -259,6 +266,11 @@ def run_decode(args: argparse.Namespace) -> int:
             codec = _codec_of(source, coded)
             if (codec, coded.weights_sha256) not in models:
                 model = load_codec(codec, args.adapter, args.device)
+                if _prompt_config(model) != coded.codec.get("config"):
+                    raise CodecCommandError(
+                        f"{source} was coded with the prompt configuration {coded.codec.get('config')}, "
+                        f"but the model loaded here has {_prompt_config(model)}"
+                    )
                 if weights_fingerprint(model) != coded.weights_sha256:
                     raise CodecCommandError(
                         f"{source} was coded with {coded.weights_name} (sha256 {coded.weights_sha256[:16]}...), "

@@ -59,6 +59,10 @@ def test_files_round_trip_to_the_in_memory_decode(images, tmp_path, model, capsy
     assert _decode(tmp_path / "a", tmp_path / "dec") == 0
     out = capsys.readouterr().out
     assert all(line.startswith("[RANDOM WEIGHTS] ") for line in out.strip().splitlines())
+    config = unpack(coded[0].read_bytes()).codec["config"]
+    assert (config is None) == (model[1] == "tic")
+    if config is not None:
+        assert config["num_prompts"] == 16 and config["encoder_mask"] == "legacy"  # the released variant
 
     arch = model[1]
     spec = CodecSpec(arch, arch, 2, model[3] if arch == "transtic" else None, "random")
@@ -107,6 +111,7 @@ def test_decoding_with_other_weights_is_refused(images, tmp_path, capsys):
     assert _encode(images / "coffee.jpg", tmp_path / "enc", "--model", "tic", "--seed", "3") == 0
     coded = unpack((tmp_path / "enc" / "coffee.ttic").read_bytes())
     assert coded.codec["seed"] == 3 and coded.weights_name == "random weights (seed 3)"
+    assert coded.codec["config"] is None  # TIC has no prompt configuration
     forged = CodedFile({**coded.codec, "seed": 4}, coded.weights_name, coded.weights_sha256, coded.height,
                        coded.width, coded.strings)
     (tmp_path / "forged").mkdir()
@@ -114,6 +119,11 @@ def test_decoding_with_other_weights_is_refused(images, tmp_path, capsys):
     assert _decode(tmp_path / "forged", tmp_path / "dec") == 2
     assert "the weights loaded here differ" in capsys.readouterr().err
     assert not (tmp_path / "dec" / "coffee.png").exists()
+    other_variant = CodedFile({**coded.codec, "config": {"depth": "shallow"}}, coded.weights_name,
+                              coded.weights_sha256, coded.height, coded.width, coded.strings)
+    (tmp_path / "forged" / "coffee.ttic").write_bytes(pack(other_variant))
+    assert _decode(tmp_path / "forged", tmp_path / "dec") == 2
+    assert "coded with the prompt configuration {'depth': 'shallow'}" in capsys.readouterr().err
 
 
 def test_adapters_travel_by_name_and_are_checked_by_hash(images, tmp_path, capsys):
