@@ -130,6 +130,9 @@ def check_device(device: str) -> None:
 # ----------------------------------------------------------------------------------------
 
 
+SOURCES = ("pretrained", "random", "adapter")
+
+
 @dataclass(frozen=True)
 class CodecChoice:
     """What a .ttic file says about its codec (the ``codec`` JSON object)."""
@@ -217,13 +220,16 @@ def run_encode(args: argparse.Namespace) -> int:
         return report_error(err)
     tag = RANDOM_TAG if codec.source == "random" or codec.random_base else ""
     for source, target in tqdm(plan, desc="encoding", unit="img", disable=args.no_progress):
-        x, notes = read_image(source, args.max_pixels)
-        with torch.no_grad():
-            enc = model.compress(x.to(args.device))
-        strings = tuple(s[0] for s in enc["strings"])
-        description = {**asdict(codec), "config": _prompt_config(model)}
-        data = pack(CodedFile(description, name, sha, x.shape[-2], x.shape[-1], strings))
-        atomic_write_bytes(target, data)
+        try:
+            x, notes = read_image(source, args.max_pixels)
+            with torch.no_grad():
+                enc = model.compress(x.to(args.device))
+            strings = tuple(s[0] for s in enc["strings"])
+            description = {**asdict(codec), "config": _prompt_config(model)}
+            data = pack(CodedFile(description, name, sha, x.shape[-2], x.shape[-1], strings))
+            atomic_write_bytes(target, data)
+        except (ValueError, OSError) as err:  # e.g. NaN in the image, an unwritable folder
+            return report_error(ValueError(f"{source}: {err}; {target} was not written"))
         bpp = 8 * len(data) / (x.shape[-2] * x.shape[-1])
         note = f" ({'; '.join(notes)})" if notes else ""
         print(f"{tag}{source} -> {target}: {x.shape[-1]}x{x.shape[-2]}, {len(data)} bytes, {bpp:.4f} bpp{note}", flush=True)
@@ -248,11 +254,19 @@ def _prompt_config(model: torch.nn.Module) -> Optional[dict]:
     return config.to_dict() if config is not None else None
 
 
+_FIELD_TYPES = {"architecture": str, "quality": int, "task": (str, type(None)), "source": str, "seed": int,
+                "adapter": (str, type(None)), "random_base": bool}
+
+
 def _codec_of(source: Path, coded: CodedFile) -> CodecChoice:
+    fields = {k: v for k, v in coded.codec.items() if k != "config"}
+    wrong = [k for k, v in fields.items() if k not in _FIELD_TYPES or not isinstance(v, _FIELD_TYPES[k])]
+    if wrong or fields.get("architecture") not in ("tic", "transtic") or fields.get("source") not in SOURCES:
+        raise CodecCommandError(f"{source}: unknown codec description {dict(coded.codec)}")
     try:
-        return CodecChoice(**{k: v for k, v in coded.codec.items() if k != "config"})
-    except TypeError:
-        raise CodecCommandError(f"{source}: unknown codec description {dict(coded.codec)}") from None
+        return CodecChoice(**fields)
+    except TypeError:  # a field missing
+        raise CodecCommandError(f"{source}: incomplete codec description {dict(coded.codec)}") from None
 
 
 def run_decode(args: argparse.Namespace) -> int:
@@ -288,10 +302,10 @@ def run_decode(args: argparse.Namespace) -> int:
         try:
             with torch.no_grad():
                 x_hat = model.decompress(strings, coded.latent_shape)["x_hat"]
-        except ValueError as exc:  # BitstreamError and friends
+            write_png(target, x_hat)
+        except (ValueError, OSError) as exc:  # BitstreamError and friends, an unwritable folder
             status = report_error(ValueError(f"{source}: {exc}"))
             continue
-        write_png(target, x_hat)
         tag = RANDOM_TAG if codec.source == "random" or codec.random_base else ""
         print(f"{tag}{source} -> {target}: {coded.width}x{coded.height}", flush=True)
     return status

@@ -140,6 +140,24 @@ def test_adapters_travel_by_name_and_are_checked_by_hash(images, tmp_path, capsy
     assert (tmp_path / "d" / "coffee.png").is_file()
 
 
+@pytest.mark.parametrize("field, value", [("task", [1]), ("quality", "x"), ("architecture", "jpeg"), ("extra", 1)])
+def test_forged_codec_descriptions_are_refused(images, tmp_path, capsys, field, value):
+    assert _encode(images / "coffee.jpg", tmp_path / "enc", "--model", "tic") == 0
+    coded = unpack((tmp_path / "enc" / "coffee.ttic").read_bytes())
+    forged = CodedFile({**coded.codec, field: value}, coded.weights_name, coded.weights_sha256, coded.height,
+                       coded.width, coded.strings)
+    (tmp_path / "enc" / "coffee.ttic").write_bytes(pack(forged))
+    assert _decode(tmp_path / "enc", tmp_path / "dec") == 2
+    assert "unknown codec description" in capsys.readouterr().err
+
+
+def test_an_output_that_cannot_be_written_is_a_clean_error(images, tmp_path, capsys):
+    (tmp_path / "out" / "coffee.ttic").mkdir(parents=True)  # a folder where the file should go
+    assert _encode(images / "coffee.jpg", tmp_path / "out", "--model", "tic", "--force") == 2
+    assert "coffee.ttic was not written" in capsys.readouterr().err
+    assert (tmp_path / "out" / "coffee.ttic").is_dir() and len(list((tmp_path / "out").iterdir())) == 1
+
+
 def test_damaged_files_are_named_and_nothing_is_written(images, tmp_path, capsys):
     assert _encode(images, tmp_path / "enc", "--model", "tic") == 0
     good = (tmp_path / "enc" / "chelsea.ttic").read_bytes()
