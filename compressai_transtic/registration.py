@@ -278,4 +278,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m` runs this file as __main__, a second copy of the module whose ModelEntry
+    # is not the class the entry points return: run the package's own module instead
+    from compressai_transtic.registration import main as package_main
+
+    sys.exit(package_main())

@@ -185,6 +185,11 @@ warnings.warn("`torch.jit.script` is deprecated (raised by the user)", FutureWar
     assert len(lines) == 1 and "raised by the user" in lines[0], result.stderr
 
 
+def test_the_registration_diagnostic_lists_every_model(tmp_path):
+    result = run_python(["-m", "compressai_transtic.registration"], tmp_path, tmp_path / "torch")
+    assert result.stdout.strip() == "registered with CompressAI: " + ", ".join(OUR_NAMES)
+
+
 def test_registration_waits_when_our_module_imports_compressai_first(tmp_path):
     code = "import compressai_transtic.zoo as ours, compressai.zoo as z; print(z.image_models['tic'] is ours.tic)"
     assert run_python(["-c", code], tmp_path, tmp_path / "torch").stdout.strip() == "True"
