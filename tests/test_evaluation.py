@@ -159,9 +159,7 @@ def test_result_files_are_written_atomically_as_strict_json(tmp_path):
         load_curve(tmp_path / "bad.json")
 
 
-def test_plot_writes_a_png_with_reference_lines(tmp_path):
-    from compressai_transtic.evaluation.plot import plot_curves
-
+def _curve_files(tmp_path):
     curves = [
         {"name": "tic", "task": "cls", "primary_metric": "top1", "reference": {"top1": 76.1},
          "results": {"bpp": [0.1, 0.2, 0.4], "top1": [55.0, 65.0, 71.0]}},
@@ -172,10 +170,37 @@ def test_plot_writes_a_png_with_reference_lines(tmp_path):
     for c in curves:
         files.append(tmp_path / f"{c['name']}.json")
         files[-1].write_text(json.dumps(c))
+    return files
+
+
+def test_plot_writes_a_png_with_reference_lines(tmp_path):
+    from compressai_transtic.evaluation.plot import plot_curves
+
+    files = _curve_files(tmp_path)
     out = plot_curves(files, tmp_path / "plot.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no metric 'bbox-AP'"):
         plot_curves(files, tmp_path / "other.png", metric="bbox-AP")
+
+
+def test_plot_format_follows_the_extension_and_dpi_sets_the_png_size(tmp_path, capsys):
+    from PIL import Image
+
+    from compressai_transtic.cli import main
+
+    files = _curve_files(tmp_path)
+    assert main(["plot", *map(str, files), "-o", str(tmp_path / "p.pdf")]) == 0
+    assert (tmp_path / "p.pdf").read_bytes()[:5] == b"%PDF-"
+    assert main(["plot", *map(str, files), "-o", str(tmp_path / "p.svg")]) == 0
+    assert b"<svg" in (tmp_path / "p.svg").read_bytes()[:1000]
+    for dpi in (100, 200):
+        assert main(["plot", *map(str, files), "-o", str(tmp_path / f"p{dpi}.png"), "--dpi", str(dpi)]) == 0
+    with Image.open(tmp_path / "p100.png") as small, Image.open(tmp_path / "p200.png") as large:
+        assert large.width == 2 * small.width == 2 * 640
+    capsys.readouterr()
+    assert main(["plot", *map(str, files), "-o", str(tmp_path / "p.jpg")]) == 2
+    assert "choose one of these extensions" in capsys.readouterr().err
+    assert not (tmp_path / "p.jpg").exists()
 
 
 # ---------------------------------------------------------------------------- CLI plumbing

@@ -360,9 +360,10 @@ def run_compare(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- plot
 def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``compressai-transtic plot``."""
-    parser.description = "Plot rate (bpp) against a metric for several result files (PNG)."
+    parser.description = "Plot rate (bpp) against a metric for several result files (PNG, PDF or SVG)."
     parser.add_argument("files", type=Path, nargs="+", help="curve files (JSON results)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="file to write: .png, .pdf or .svg")
+    parser.add_argument("--dpi", type=int, default=150, help="resolution of PNG output (default 150)")
     parser.add_argument("--metric", help="metric (default: the first file's primary metric, else psnr-rgb)")
     parser.add_argument("--title", help="plot title")
     parser.add_argument("--no-reference", action="store_true", help="do not draw the uncompressed reference")
@@ -370,16 +371,17 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_plot(args: argparse.Namespace) -> int:
     """Run ``compressai-transtic plot``."""
-    from .plot import plot_curves
+    from .plot import plot_curves, plot_format
     from .results import load_curve
 
     random_weights = False
     try:
+        plot_format(args.output)  # before reading anything
         curves = [load_curve(p) for p in args.files]
         random_weights = any(c.get("random_weights") for c in curves)
         setup_logging(0, random_weights)
         path = plot_curves(curves, args.output, metric=args.metric, title=args.title,
-                           show_reference=not args.no_reference)
+                           show_reference=not args.no_reference, dpi=args.dpi)
     except (OSError, ValueError) as err:
         _error(err, random_weights)
         return 2

@@ -1,4 +1,4 @@
-"""Rate-accuracy plots (PNG, rendered by matplotlib's Agg canvas) of one or more curve files."""
+"""Rate-accuracy plots (PNG, PDF or SVG, rendered by matplotlib without pyplot) of one or more curve files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from .results import atomic_write_bytes, curve_values, load_curve
 
-__all__ = ["axis_label", "plot_curves"]
+__all__ = ["FORMATS", "axis_label", "plot_curves", "plot_format"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +27,35 @@ def axis_label(metric: str, curve: Optional[Mapping[str, Any]] = None) -> str:
     return f"{metric} [{unit}]" if unit else metric
 
 
+#: output formats, by file extension
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+#: one marker and line style per curve, so curves stay apart in print and in grey
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_LINES = ("-", "--", "-.", ":")
+
+
+def plot_format(output: Union[str, Path]) -> str:
+    """The format that ``output``'s extension names (PNG, PDF or SVG).
+
+    Raises:
+        ValueError: any other extension.
+    """
+    suffix = Path(output).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"{output}: plots are written as {', '.join(FORMATS)}; choose one of these extensions")
+    return FORMATS[suffix]
+
+
 def plot_curves(
     curves: Sequence[Union[str, Path, Mapping[str, Any]]],
     output: Union[str, Path],
     metric: Optional[str] = None,
     title: Optional[str] = None,
     show_reference: bool = True,
+    dpi: int = 150,
 ) -> Path:
-    """Plot rate (bpp) against a metric for several curves and write a PNG atomically.
+    """Plot rate (bpp) against a metric for several curves and write the file atomically,
+    in the format its extension names (PNG, PDF or SVG).
 
     Curves with random weights are labelled "[RANDOM WEIGHTS]"; the uncompressed
     reference accuracy of each distinct task network is drawn as a dashed line.
@@ -46,32 +67,35 @@ def plot_curves(
             ``psnr-rgb`` for files without one).
         title: plot title (default: the task names and the metric).
         show_reference: draw the uncompressed reference lines.
+        dpi: resolution of PNG output.
     """
     from matplotlib.figure import Figure  # no pyplot: renders with Agg, leaves the user's backend alone
 
+    fmt = plot_format(output)
     loaded: List[Mapping[str, Any]] = [c if isinstance(c, Mapping) else load_curve(c) for c in curves]
     names = [str(c) if not isinstance(c, Mapping) else c.get("name", "?") for c in curves]
     if not loaded:
         raise ValueError("nothing to plot: no curve files given")
     metric = metric or loaded[0].get("primary_metric") or "psnr-rgb"
-    fig = Figure(figsize=(6.4, 4.8), dpi=120)
+    fig = Figure(figsize=(6.4, 4.8), dpi=dpi)
     ax = fig.add_subplot(1, 1, 1)
     references: dict = {}
     any_random = False
-    for curve, source in zip(loaded, names):
+    for i, (curve, source) in enumerate(zip(loaded, names)):
         ys = curve_values(curve, metric, source)
         xs = [math.nan if v is None else float(v) for v in curve["results"]["bpp"]]
         points = sorted((x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y))
         random = bool(curve.get("random_weights"))
         any_random |= random
         label = str(curve.get("name", source)) + (" [RANDOM WEIGHTS]" if random else "")
-        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=label)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=_MARKERS[i % len(_MARKERS)],
+                linestyle=_LINES[i % len(_LINES)], label=label)
         ref = (curve.get("reference") or {}).get(metric)
         if show_reference and ref is not None and math.isfinite(float(ref)):
             references.setdefault((round(float(ref), 6), curve.get("task"), random), None)
-    for i, (value, task, random) in enumerate(references):
+    for j, (value, task, random) in enumerate(references):
         label = f"uncompressed ({task})" if task else "uncompressed"
-        ax.axhline(value, color="0.35", linestyle=("--", ":", "-.")[i % 3], linewidth=1.2,
+        ax.axhline(value, color="0.35", linestyle=("--", ":", "-.")[j % 3], linewidth=1.2,
                    label=label + (" [RANDOM WEIGHTS]" if random else ""))
     ax.set_xlabel("rate [bpp]")
     ax.set_ylabel(axis_label(metric, loaded[0]))
@@ -82,7 +106,7 @@ def plot_curves(
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format=fmt)
     path = atomic_write_bytes(output, buffer.getvalue())
     logger.info("wrote %s", path)
     return path
