@@ -29,6 +29,8 @@ from typing import Any, Dict, Iterable, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .integrity import non_finite_tensors
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -202,6 +204,12 @@ def _unwrap(obj: Any, source: str) -> Any:
         )
     if not state_dict:
         raise CheckpointError(f"{source}: the state dict is empty.")
+    bad = non_finite_tensors(state_dict)
+    if bad:
+        raise CheckpointError(
+            f"{source}: holds NaN or Inf values in {bad[:5]}{' and more' if len(bad) > 5 else ''}; the file is "
+            "damaged or was modified: delete it and fetch or export it again."
+        )
     return state_dict
 
 

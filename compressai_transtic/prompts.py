@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .fileio import atomic_torch_save
+from .integrity import non_finite_tensors
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models.transtic import TransTIC
@@ -322,6 +323,12 @@ def read_adapter(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     for key in ("config", "base_sha256", "state_dict"):
         if key not in payload:
             raise AdapterError(f"{path}: adapter is missing its {key!r} entry")
+    tensors = payload["state_dict"]
+    if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
+        raise AdapterError(f"{path}: the adapter's 'state_dict' entry is not a dict of tensors")
+    bad = non_finite_tensors(tensors)
+    if bad:
+        raise AdapterError(f"{path}: holds NaN or Inf values in {bad[:5]}; the file is damaged or was modified")
     return payload
 
 

@@ -75,6 +75,15 @@ def test_bare_state_dict_is_read_as_is(tmp_path):
     assert torch.equal(loaded["a.weight"], sd["a.weight"])
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_with_nan_or_inf_are_refused_naming_the_tensor(tmp_path, bad):
+    sd = {"a.weight": torch.ones(2, 3), "b.bias": torch.zeros(3), "c": torch.arange(4)}
+    sd["b.bias"][1] = bad
+    torch.save({"state_dict": sd}, tmp_path / "damaged.pth.tar")
+    with pytest.raises(CheckpointError, match=r"damaged.pth.tar: holds NaN or Inf values in \['b.bias'\]"):
+        load_state_dict(tmp_path / "damaged.pth.tar")
+
+
 @pytest.mark.parametrize("wrapper", ["state_dict", "network", "model_state_dict"])
 def test_wrapped_state_dict_is_unwrapped(tmp_path, wrapper):
     sd = {"g_a0.weight": torch.ones(1)}

@@ -211,6 +211,31 @@ def test_adapters_of_another_variant_or_base_are_refused(base, tmp_path):
         load_adapter(other_base, path)
 
 
+def test_a_refused_adapter_changes_nothing(base, tmp_path):
+    source = _perturbed(TransTIC.from_base(base), 3)
+    payload = {k: v.clone() for k, v in source.prompt_state_dict().items()}
+    last = sorted(payload)[-1]
+    payload[last] = torch.zeros(*payload[last].shape, 2)  # wrong shape in the last tensor
+    model = TransTIC.from_base(base)
+    before = {k: v.clone() for k, v in model.prompt_state_dict().items()}
+    with pytest.raises(ValueError, match=f"prompt tensor {last}: shape"):
+        model.load_prompt_state_dict(payload)
+    assert all(torch.equal(model.prompt_state_dict()[k], v) for k, v in before.items())
+
+
+def test_adapters_with_nan_are_refused_before_loading(base, tmp_path):
+    model = TransTIC.from_base(base)
+    path = save_adapter(model, tmp_path / "a.pt", task="cls")
+    payload = torch.load(path, weights_only=True)
+    key = sorted(payload["state_dict"])[0]
+    payload["state_dict"][key].view(-1)[0] = float("nan")
+    torch.save(payload, path)
+    before = {k: v.clone() for k, v in model.prompt_state_dict().items()}
+    with pytest.raises(AdapterError, match=f"holds NaN or Inf values in \\['{key}'\\]"):
+        load_adapter(model, path)
+    assert all(torch.equal(model.prompt_state_dict()[k], v) for k, v in before.items())
+
+
 def test_non_adapter_files_are_refused(tmp_path):
     bogus = tmp_path / "bogus.pt"
     torch.save({"state_dict": {}}, bogus)

@@ -120,19 +120,20 @@ class TransTIC(TIC):
         return {k: v for k, v in self.state_dict().items() if not self.is_prompt_key(k)}
 
     def load_prompt_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
-        """Replace the prompt parameters/buffers; keys must match exactly."""
+        """Replace the prompt parameters/buffers; keys and shapes must match exactly,
+        and are all checked before any tensor is changed."""
         expected = set(self.prompt_state_dict())
         given = set(state_dict)
         if expected != given:
             missing, unexpected = sorted(expected - given), sorted(given - expected)
             raise KeyError(f"prompt weights do not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
         own = self.state_dict(keep_vars=True)
+        for key, value in state_dict.items():  # check everything before changing anything
+            if own[key].shape != value.shape:
+                raise ValueError(f"prompt tensor {key}: shape {tuple(value.shape)} != model's {tuple(own[key].shape)}")
         with torch.no_grad():
             for key, value in state_dict.items():
-                target = own[key]
-                if target.shape != value.shape:
-                    raise ValueError(f"prompt tensor {key}: shape {tuple(value.shape)} != model's {tuple(target.shape)}")
-                target.copy_(value)
+                own[key].copy_(value)
 
     def load_base_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
         """Load TIC weights into the base codec; prompts are left as they are."""
