@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .devices import check_device
 from .entropy_coder import symbol_bits
 from .evaluation.metrics import psnr
 from .fileio import atomic_write, atomic_write_bytes
-from .filecodec import RANDOM_TAG, CodecCommandError, CodecChoice, check_device, load_codec, report_error
+from .filecodec import RANDOM_TAG, CodecChoice, CodecCommandError, load_codec, report_error
 from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 
 __all__ = ["BitMaps", "bit_maps", "add_bitmap_arguments", "run_bitmap"]

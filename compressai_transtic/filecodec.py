@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from .container import SUFFIX, CodedFile, ContainerError, pack, unpack, weights_fingerprint
+from .devices import check_device
 from .fileio import atomic_write_bytes
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_image, write_png
 
@@ -34,7 +35,6 @@ __all__ = [
     "CodecCommandError",
     "add_decode_arguments",
     "add_encode_arguments",
-    "check_device",
     "load_codec",
     "report_error",
     "run_decode",
@@ -116,13 +116,6 @@ def _plan_outputs(found: List[Tuple[Path, Path]], out: Path, suffix: str, force:
             raise CodecCommandError(f"{target} exists; pass --force to overwrite it")
         plan[target] = source
     return [(source, target) for target, source in plan.items()]
-
-
-def check_device(device: str) -> None:
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        raise CodecCommandError(f"device {device!r} is not available here ({exc})") from None
 
 
 # ----------------------------------------------------------------------------------------

@@ -184,3 +184,15 @@ def test_demo_refuses_an_unknown_quality_before_loading_anything(capsys):
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
     assert "invalid choice: 7" in captured.err and captured.out == ""
+
+
+UNAVAILABLE = ["nodevice"] + ([] if torch.cuda.is_available() else ["cuda"])
+
+
+@pytest.mark.parametrize("device", UNAVAILABLE)
+@pytest.mark.parametrize("command", [["demo"], ["eval", "--task", "cls", "--random-weights"]])
+def test_an_unavailable_device_is_a_one_line_error(command, device, classification_set, tmp_path, capsys):
+    argv = [command[0]] + ([str(classification_set)] + command[1:] + ["-o", str(tmp_path / "out")] if command[0] == "eval" else [])
+    assert main(argv + ["--device", device]) == 2
+    err = capsys.readouterr().err
+    assert f"device {device!r} is not available here" in err and "Traceback" not in err

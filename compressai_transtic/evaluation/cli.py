@@ -248,10 +248,12 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         import torch
 
+        from ..devices import check_device
         from .runner import Evaluation
 
         if args.threads:
             torch.set_num_threads(args.threads)
+        check_device(args.device)
         dataset = _load_dataset(args)
         tasks = _build_tasks(args, dataset, random_weights)
         specs = _build_specs(args, [t.name for t in tasks])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from dataclasses import replace
 from typing import Any, Callable, List, Sequence, Tuple
@@ -83,6 +84,7 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
     import torch
 
     from ..data import labelled_samples, load_sample
+    from ..devices import DeviceUnavailableError, check_device
     from ..evaluation.cli import setup_logging
     from ..evaluation.metrics import topk_accuracy
     from ..evaluation.protocol import classification_protocol
@@ -90,6 +92,11 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
 
     setup_logging(args.verbose, args.random_weights)
     start = time.time()
+    try:
+        check_device(args.device)
+    except DeviceUnavailableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     missing: List[str] = []
     classifier = _load_classifier(args.device, args.random_weights, missing)
     codecs = _load_codecs(args.qualities, args.device, args.random_weights, missing)
