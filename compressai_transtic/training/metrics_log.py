@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
+
+from ..fileio import atomic_write_text
 
 __all__ = ["CSV_COLUMNS", "MetricsLog", "read_metrics_csv"]
 
@@ -83,12 +85,11 @@ class MetricsLog:
         kept = [r for r in body if step_col is None or int(r[step_col]) <= step]
         if len(kept) == len(body):
             return
-        fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".csv.tmp", dir=str(self.path.parent))
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(kept)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(header)
+        writer.writerows(kept)
+        atomic_write_text(self.path, text.getvalue())
         logger.info("removed %d metric rows logged after the resumed checkpoint (step %d)", len(body) - len(kept), step)
 
     def write(self, split: str, epoch: int, step: int, metrics: Mapping[str, float], lr: float, images: int, seconds: float) -> None:

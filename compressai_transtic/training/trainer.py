@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Subset
 
+from ..fileio import atomic_write_text
 from .adapters import AdapterKind, get_adapter_kind
 from .config import ConfigError, TrainConfig
 from .data import (
@@ -415,9 +416,7 @@ class Trainer:
             "steps_per_epoch": self.sampler.steps_per_epoch,
             "resumed_from": self.resume_source,
         }
-        tmp = self.output / ".config.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, self.output / "config.json")
+        atomic_write_text(self.output / "config.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
     # ==================================================================== training
     def fit(self) -> TrainResult:
