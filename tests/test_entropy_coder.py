@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from compressai.entropy_models import GaussianConditional
 from compressai.models.base import get_scale_table
 
