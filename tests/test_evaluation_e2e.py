@@ -196,3 +196,14 @@ def test_an_unavailable_device_is_a_one_line_error(command, device, classificati
     assert main(argv + ["--device", device]) == 2
     err = capsys.readouterr().err
     assert f"device {device!r} is not available here" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("quality", ["7", "0"])
+def test_an_invalid_quality_is_refused_before_any_coding(quality, classification_set, tmp_path, capsys, monkeypatch):
+    from compressai_transtic.evaluation import runner
+
+    monkeypatch.setattr(runner.Evaluation, "run", lambda self: pytest.fail("the evaluation started"))
+    argv = ["eval", str(classification_set), "--task", "cls", "--random-weights", "-q", "1", quality,
+            "-o", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert f"invalid quality {quality}" in capsys.readouterr().err

@@ -200,7 +200,7 @@ def _build_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[An
 
         if args.quality is None:
             raise CommandError("--adapter needs -q: the quality of the base codec of each adapter, in order")
-        qualities = _paired_qualities(args, args.adapter, "--adapter")
+        qualities = _zoo_qualities(_paired_qualities(args, args.adapter, "--adapter"))
         bases = args.base_checkpoint or []
         if bases and len(bases) != len(args.adapter):
             raise CommandError("give one --base-checkpoint per --adapter, in order")
@@ -219,7 +219,7 @@ def _build_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[An
         return specs
     if args.base_checkpoint:
         raise CommandError("--base-checkpoint goes with --adapter")
-    qualities = args.quality or [1, 2, 3, 4]
+    qualities = _zoo_qualities(args.quality or [1, 2, 3, 4])
     specs = []
     for arch in args.architecture or ["tic", "transtic"]:
         for q in qualities:
@@ -238,6 +238,14 @@ def _format_point(point: Dict[str, Any], metrics: Sequence[str]) -> str:
     head = f"  q{q}" if q is not None else "  - "
     return (f"{head:<5} bpp {num(point.get('bpp'), '.4f')}  bpp(lik) {num(point.get('bpp-likelihood'), '.4f')}  "
             f"PSNR {num(point.get('psnr-rgb'), '.2f')} dB  " + "  ".join(f"{m} {num(point.get(m), '.2f')}" for m in metrics))
+
+
+def _zoo_qualities(qualities: List[int]) -> List[int]:
+    """Qualities of zoo models and of adapters' base codecs: 1..4, checked before any work."""
+    bad = [q for q in qualities if q not in (1, 2, 3, 4)]
+    if bad:
+        raise CommandError(f"invalid quality {bad[0]}: the zoo has qualities 1, 2, 3 and 4")
+    return list(qualities)
 
 
 def run_eval(args: argparse.Namespace) -> int:
