@@ -30,7 +30,7 @@ Rates equal CompressAI's to a fraction of a percent: the same pmfs, quantised to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import constriction
 import numpy as np
@@ -122,6 +122,22 @@ def _bit_length(raw: np.ndarray) -> np.ndarray:
     return bits
 
 
+def _groups(indexes: np.ndarray, tables: CodingTables) -> List[Tuple[int, np.ndarray]]:
+    """``(table, positions in raster order)`` of every table that codes a symbol, in table order."""
+    order = np.argsort(indexes, kind="stable")
+    bounds = np.cumsum(np.bincount(indexes, minlength=tables.size))
+    starts = np.concatenate([[0], bounds[:-1]])
+    return [(k, order[start:end]) for k, (start, end) in enumerate(zip(starts, bounds)) if end > start]
+
+
+def _chunk_sizes(bits: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Escapes with low bits, their alphabet sizes, escapes with high bits, theirs."""
+    low, high = bits > 0, bits > _CHUNK_BITS
+    low_sizes = (1 << np.minimum(bits[low], _CHUNK_BITS)).astype(np.int32)
+    high_sizes = (1 << (bits[high] - _CHUNK_BITS)).astype(np.int32)
+    return low, low_sizes, high, high_sizes
+
+
 def _check_indexes(indexes: np.ndarray, tables: CodingTables) -> np.ndarray:
     indexes = np.asarray(indexes).reshape(-1).astype(np.int64)
     if indexes.size and (indexes.min() < 0 or indexes.max() >= tables.size):
@@ -160,21 +176,15 @@ def encode(symbols: np.ndarray, indexes: np.ndarray, tables: CodingTables) -> by
     coder = constriction.stream.stack.AnsCoder()
     uniform = constriction.stream.model.Uniform()
     # an ANS coder is a stack: push in the reverse of the decoding order
-    high = bits > _CHUNK_BITS
-    if np.any(high):
-        coder.encode_reverse((raw[high] >> _CHUNK_BITS).astype(np.int32), uniform, (1 << (bits[high] - _CHUNK_BITS)).astype(np.int32))
-    low = bits > 0
-    if np.any(low):
-        low_bits = np.minimum(bits[low], _CHUNK_BITS)
-        coder.encode_reverse((raw[low] & ((1 << low_bits) - 1)).astype(np.int32), uniform, (1 << low_bits).astype(np.int32))
+    low, low_sizes, high, high_sizes = _chunk_sizes(bits)
+    if high_sizes.size:
+        coder.encode_reverse((raw[high] >> _CHUNK_BITS).astype(np.int32), uniform, high_sizes)
+    if low_sizes.size:
+        coder.encode_reverse((raw[low] & (low_sizes - 1)).astype(np.int32), uniform, low_sizes)
     if bits.size:
         coder.encode_reverse(bits, constriction.stream.model.Uniform(_RAW_BITS + 1))
-    order = np.argsort(indexes, kind="stable")
-    bounds = np.cumsum(np.bincount(indexes, minlength=tables.size))
-    for k in reversed(range(tables.size)):
-        start = bounds[k - 1] if k else 0
-        if bounds[k] > start:
-            coder.encode_reverse(coded[order[start : bounds[k]]], tables.models[k])
+    for k, positions in reversed(_groups(indexes, tables)):
+        coder.encode_reverse(coded[positions], tables.models[k])
     return coder.get_compressed().astype("<u4").tobytes()
 
 
@@ -195,26 +205,19 @@ def decode(data: bytes, indexes: np.ndarray, tables: CodingTables) -> np.ndarray
     try:
         coder = constriction.stream.stack.AnsCoder(words)
         coded = np.empty(indexes.shape, dtype=np.int64)
-        order = np.argsort(indexes, kind="stable")
-        counts = np.bincount(indexes, minlength=tables.size)
-        start = 0
-        for k, count in enumerate(counts):
-            if count:
-                coded[order[start : start + count]] = coder.decode(tables.models[k], int(count))
-                start += count
+        for k, positions in _groups(indexes, tables):
+            coded[positions] = coder.decode(tables.models[k], positions.size)
         escape = tables.escape[indexes]
         escaped = coded == escape
         raw = np.zeros(int(escaped.sum()), dtype=np.int64)
         if raw.size:
             bits = coder.decode(constriction.stream.model.Uniform(_RAW_BITS + 1), raw.size).astype(np.int64)
             uniform = constriction.stream.model.Uniform()
-            low, high = bits > 0, bits > _CHUNK_BITS
-            if np.any(low):
-                sizes = (1 << np.minimum(bits[low], _CHUNK_BITS)).astype(np.int32)
-                raw[low] = coder.decode(uniform, sizes)
-            if np.any(high):
-                sizes = (1 << (bits[high] - _CHUNK_BITS)).astype(np.int32)
-                raw[high] |= coder.decode(uniform, sizes).astype(np.int64) << _CHUNK_BITS
+            low, low_sizes, high, high_sizes = _chunk_sizes(bits)
+            if low_sizes.size:
+                raw[low] = coder.decode(uniform, low_sizes)
+            if high_sizes.size:
+                raw[high] |= coder.decode(uniform, high_sizes).astype(np.int64) << _CHUNK_BITS
     except (ValueError, RuntimeError, OverflowError) as exc:
         raise EntropyCodingError(f"not a valid stream for these tables ({exc})") from exc
     values = np.where(raw & 1, -(raw >> 1) - 1, (raw >> 1) + escape[escaped])
