@@ -24,7 +24,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Tuple
 
-__all__ = ["BitstreamError", "Header", "pack_header", "unpack_header", "checksum"]
+__all__ = ["BitstreamError", "Header", "pack_header", "unpack_header", "checksum", "varint"]
 
 MAGIC = 0xA7
 VERSION = 2
@@ -48,7 +48,8 @@ def checksum(z_string: bytes, y_string: bytes) -> int:
     return zlib.crc32(y_string, zlib.crc32(z_string)) & 0xFFFFFFFF
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """LEB128 bytes of a non-negative integer (7 bits a byte, low bits first)."""
     if value < 0:
         raise ValueError(f"cannot encode negative value {value}")
     out = bytearray()
@@ -81,8 +82,8 @@ def pack_header(height: int, width: int, z_string: bytes, y_string: bytes) -> by
     """Header bytes for one image."""
     return (
         bytes([MAGIC, VERSION])
-        + _varint(height)
-        + _varint(width)
+        + varint(height)
+        + varint(width)
         + checksum(z_string, y_string).to_bytes(4, "big")
     )
 

@@ -37,7 +37,7 @@ from typing import Any, List, Mapping, Tuple
 import torch
 from torch import nn
 
-from .bitstream import BitstreamError
+from .bitstream import BitstreamError, varint
 
 __all__ = ["ContainerError", "CodedFile", "pack", "unpack", "weights_fingerprint", "SUFFIX", "MAGIC"]
 
@@ -84,17 +84,8 @@ def weights_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def _field(data: bytes) -> bytes:
-    return _varint(len(data)) + data
+    return varint(len(data)) + data
 
 
 def pack(coded: CodedFile) -> bytes:
@@ -105,7 +96,7 @@ def pack(coded: CodedFile) -> bytes:
     body += _field(json.dumps(dict(coded.codec), sort_keys=True).encode())
     body += _field(coded.weights_name.encode())
     body += bytes.fromhex(coded.weights_sha256)
-    body += _varint(coded.height) + _varint(coded.width) + _varint(len(coded.strings))
+    body += varint(coded.height) + varint(coded.width) + varint(len(coded.strings))
     for string in coded.strings:
         body += _field(bytes(string))
     return bytes(body) + (zlib.crc32(body) & 0xFFFFFFFF).to_bytes(4, "big")
