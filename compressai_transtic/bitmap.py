@@ -54,15 +54,11 @@ def bit_maps(model: nn.Module, x: Tensor) -> BitMaps:
         raise ValueError("bit maps are drawn one image at a time")
     out = model(x)
     likelihood = -torch.log2(out["likelihoods"]["y"][0]).sum(0)
-    enc = model.compress(x)
-    # the quantities compress() codes y with, from the same transforms
-    y = model.analysis(model._pad(x))
-    z_hat = model.entropy_bottleneck.decompress(model.entropy_bottleneck.compress(model.h_a(y)), enc["shape"])
-    scales, means = model.h_s(z_hat)
-    gaussian = model.gaussian_conditional
-    indexes = gaussian.build_indexes(scales)[0].cpu().numpy()
-    symbols = torch.round(y - means)[0].to(torch.int64).cpu().numpy()
-    stream = symbol_bits(symbols, indexes, gaussian.coding_tables()).sum(0)
+    terms = model.coding_terms(x)
+    enc = model.compress_terms(terms, x.shape[-2:])
+    symbols = torch.round(terms.y - terms.means)[0].to(torch.int64).cpu().numpy()
+    indexes = terms.indexes[0].cpu().numpy()
+    stream = symbol_bits(symbols, indexes, model.gaussian_conditional.coding_tables()).sum(0)
     x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]
     total_bytes = sum(len(s[0]) for s in enc["strings"])
     pixels = x.shape[-2] * x.shape[-1]

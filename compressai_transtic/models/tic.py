@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,7 @@ from ..entropy_models import BucketizedGaussianConditional, LegacyEntropyBottlen
 from ..bitstream import BitstreamError, checksum, pack_header, unpack_header
 from ..layers import RSTB, ceil_to, conv, deconv, drop_path_rates
 
-__all__ = ["TIC", "PAD_MULTIPLE", "MAX_DECODE_PIXELS"]
+__all__ = ["TIC", "CodingTerms", "PAD_MULTIPLE", "MAX_DECODE_PIXELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,16 @@ MAX_DECODE_PIXELS = 2**24
 
 ENCODER_DEPTHS = (2, 4, 6, 2, 2, 2)
 ENCODER_HEADS = (8, 8, 8, 16, 16, 16)
+
+
+class CodingTerms(NamedTuple):
+    """What :meth:`TIC.compress` codes (see :meth:`TIC.coding_terms`)."""
+
+    y: Tensor
+    means: Tensor
+    indexes: Tensor  # scale-table entries of the Gaussian conditional
+    z_strings: List[bytes]
+    z_shape: torch.Size
 
 
 def _channels_last(x: Tensor) -> Tensor:
@@ -261,17 +271,24 @@ class TIC(CompressionModel):
         Returns ``{"strings": [y_strings, z_strings, header_strings], "shape": z_size}``;
         every list has one ``bytes`` per image.
         """
+        return self.compress_terms(self.coding_terms(x), x.shape[-2:])
+
+    def coding_terms(self, x: Tensor) -> CodingTerms:
+        """What :meth:`compress` codes: ``y``, and the means and scale-table indexes it is
+        coded with (from the decoded ``z``), and the z strings."""
         self._check_input(x)
-        height, width = x.shape[-2:]
         y = self.analysis(self._pad(x))
         z = self.h_a(y)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
         scales, means = self.h_s(z_hat)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
-        headers = [pack_header(height, width, zs, ys) for zs, ys in zip(z_strings, y_strings)]
-        return {"strings": [y_strings, z_strings, headers], "shape": z.size()[-2:]}
+        return CodingTerms(y, means, self.gaussian_conditional.build_indexes(scales), z_strings, z.size()[-2:])
+
+    def compress_terms(self, terms: CodingTerms, size: Sequence[int]) -> Dict[str, Any]:
+        """The output of :meth:`compress` from its :meth:`coding_terms` and the image size."""
+        y_strings = self.gaussian_conditional.compress(terms.y, terms.indexes, means=terms.means)
+        headers = [pack_header(size[0], size[1], zs, ys) for zs, ys in zip(terms.z_strings, y_strings)]
+        return {"strings": [y_strings, terms.z_strings, headers], "shape": terms.z_shape}
 
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> Dict[str, Tensor]:
         """Decode the output of :meth:`compress` to ``{"x_hat": (B, 3, H, W)}``, clamped
