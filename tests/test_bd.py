@@ -99,3 +99,20 @@ def test_compare_labels_random_weight_curves_and_reports_bad_metrics(tmp_path, c
     assert lines and all(line.startswith("[RANDOM WEIGHTS]") for line in lines)
     assert main(["compare", str(a), str(b), "--metric", "bbox-AP"]) == 2
     assert "no metric 'bbox-AP'" in capsys.readouterr().err
+
+
+def test_compare_reports_the_delta_that_exists_when_the_curves_share_only_metric_values(tmp_path, capsys):
+    from compressai_transtic.cli import main
+
+    a = write_curve(tmp_path / "a.json", "tic", RATES, ACCURACY)
+    b = write_curve(tmp_path / "b.json", "jpeg", [10 * r for r in RATES], ACCURACY)  # no common rates
+    assert main(["compare", str(a), str(b), "--json", str(tmp_path / "bd.json")]) == 0
+    out = capsys.readouterr().out
+    assert "BD-rate +900.00 %, BD-top1 n/a (the two curves do not overlap in log-rate" in out
+    (row,) = json.loads((tmp_path / "bd.json").read_text())["comparisons"]
+    assert row["bd_rate"] == pytest.approx(900.0, abs=1e-9) and row["bd_metric"] is None
+    assert "do not overlap" in row["bd_metric_error"]
+
+    c = write_curve(tmp_path / "c.json", "far", [10 * r for r in RATES], [m + 50 for m in ACCURACY])
+    assert main(["compare", str(a), str(c)]) == 2  # neither delta exists
+    assert "do not overlap" in capsys.readouterr().err

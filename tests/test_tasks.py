@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------- discovery
 def test_builtin_tasks_are_available():
-    assert {"cls", "det", "seg"} <= set(available_tasks())
+    assert {"cls", "det", "seg", "fidelity"} <= set(available_tasks())
     assert get_task_class("det").__name__ == "DetectionTask"
 
 
@@ -70,7 +70,7 @@ def test_two_packages_registering_one_task_name_is_an_error(tmp_path, monkeypatc
 
 
 def test_unknown_task_names_list_the_available_ones():
-    with pytest.raises(KeyError, match="available tasks: cls, det, seg"):
+    with pytest.raises(KeyError, match="available tasks: cls, det, fidelity, seg"):
         get_task("depth")
 
 

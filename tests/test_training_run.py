@@ -39,7 +39,7 @@ from compressai_transtic.checkpoint import (
 from compressai_transtic.models import TransTIC
 from compressai_transtic.prompts import AdapterMismatchError, PromptConfig, load_adapter, save_adapter
 from compressai_transtic.training import cli as training_cli
-from compressai_transtic.training.config import TrainConfig
+from compressai_transtic.training.config import ConfigError, TrainConfig
 from compressai_transtic.training.data import DatasetError, UnreadableImageError
 from compressai_transtic.training.metrics_log import read_metrics_csv
 from compressai_transtic.training.state import ResumeError
@@ -331,3 +331,9 @@ def test_dry_run_checks_everything_and_trains_nothing(files, tmp_path, capsys, n
     assert summary["train_images"] == 8 and summary["steps_per_epoch"] == 2 and summary["dry_run"]
     assert summary["config"]["crop"] == "center" and summary["config"]["samples_per_epoch"] == 40000
     assert not (tmp_path / "out" / "checkpoint.pth").exists()
+
+
+def test_an_evaluation_only_task_is_refused_before_anything_is_written(files, tmp_path, no_training):
+    with pytest.raises(ConfigError, match="'fidelity' only evaluates"):
+        train(tiny_config(files, tmp_path / "out", task="fidelity"))
+    assert not (tmp_path / "out").exists()

@@ -13,7 +13,7 @@ import math
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
     "add_compare_arguments",
@@ -28,6 +28,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RANDOM_TAG = "[RANDOM WEIGHTS] "
+
+#: the codecs of :mod:`.traditional` (named here so that ``--help`` imports nothing heavy)
+TRADITIONAL_NAMES = ("jpeg", "webp", "avif", "jpeg2000", "bpg", "hm", "vtm")
 
 
 #: how to reproduce the paper's rate-accuracy curves with the released weights
@@ -45,6 +48,19 @@ reproducing the paper's curves (released weights, downloaded on first use):
     compressai-transtic compare results/coco/tic-seg.json results/coco/transtic-seg.json
   add --backend detectron2 for the authors' detectron2 networks; plots: DIR/<task>-<metric>.png
   or compressai-transtic plot A.json B.json -o plot.png
+the paper's Fig. A5: VVC (VTM 16.0, built from its sources; cfg/ is found above the build folder):
+  (a) compressai-transtic eval /data/kodak --task fidelity -a tic vtm --vtm-build VTM/bin -o results/kodak
+  (b) compressai-transtic eval /data/imagenet/val --task cls -a tic transtic vtm --vtm-build VTM/bin \\
+          --device cuda -o results/imagenet
+  (c, d) compressai-transtic eval /data/coco/val2017 --annotations FILE --task det seg \\
+          -a tic transtic vtm --vtm-build VTM/bin --device cuda -o results/coco
+      compressai-transtic compare results/coco/vtm-det.json results/coco/transtic-det.json
+  without -q each codec uses its default list; NAME:Q1,Q2 sets one codec's list
+traditional codecs and their quality parameter (default list):
+  jpeg, webp, avif   Pillow quality 0..100 (jpeg 5 10 20 40 70; webp 5 15 30 50 75; avif 20 35 50 65 80)
+  jpeg2000           ffmpeg -compression_level, ratio 2 x level (10 20 40 80 160); needs ffmpeg
+  bpg                QP 0..51 (27 32 37 42 47); needs bpgenc and bpgdec
+  hm, vtm            QP 0..51 / 0..63 (22 27 32 37 42); need --hm-build / --vtm-build
 """
 
 
@@ -92,10 +108,13 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--labels", type=Path, help="image list 'relative/path LABEL' per line (classification)")
     data.add_argument("--limit", type=int, help="evaluate N images spread evenly over the dataset (quick runs)")
     codecs = parser.add_argument_group("codecs")
-    codecs.add_argument("-a", "--architecture", nargs="+", choices=("tic", "transtic"),
-                        help="zoo architectures (default: tic transtic)")
+    codecs.add_argument("-a", "--architecture", nargs="+", metavar="CODEC[:Q,Q...]",
+                        help="codecs: tic, transtic (the zoo; default: tic transtic) and traditional codecs "
+                        f"({', '.join(TRADITIONAL_NAMES)}); NAME:Q1,Q2 gives a codec its own quality list")
     codecs.add_argument("-q", "--quality", nargs="+", type=int,
-                        help="quality levels (default 1 2 3 4); paired in order with --checkpoint/--adapter files")
+                        help="quality levels of the codecs without their own list (zoo: 1 2 3 4 by default; "
+                        "traditional codecs: their own parameter, see below); paired in order with "
+                        "--checkpoint/--adapter files")
     codecs.add_argument("--checkpoint", nargs="+", type=Path, help="evaluate these model files (TIC or TransTIC) "
                         "instead of the zoo")
     codecs.add_argument("--adapter", nargs="+", type=Path, help="TransTIC prompt adapters, one per -q quality, "
@@ -106,9 +125,18 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="randomly initialised codecs and task networks (no download; for testing the "
                         "pipeline: every output is labelled RANDOM WEIGHTS)")
     codecs.add_argument("--seed", type=int, default=0, help="seed of random initialisation (default 0)")
+    anchors = parser.add_argument_group("traditional codecs (CompressAI's bench classes; rate = coded file size)")
+    anchors.add_argument("--vtm-build", type=Path, help="VTM build folder (EncoderAppStatic, DecoderAppStatic)")
+    anchors.add_argument("--vtm-config", type=Path, help="VTM configuration (default: cfg/encoder_intra_vtm.cfg "
+                         "found above the build folder)")
+    anchors.add_argument("--hm-build", type=Path, help="HM build folder (TAppEncoderStatic, TAppDecoderStatic)")
+    anchors.add_argument("--hm-config", type=Path, help="HM configuration (default: cfg/encoder_intra_main_rext.cfg "
+                         "found above the build folder)")
+    anchors.add_argument("--bpg-encoder", default="bpgenc", help="bpgenc program (default: on PATH)")
+    anchors.add_argument("--bpg-decoder", default="bpgdec", help="bpgdec program (default: on PATH)")
     tasks = parser.add_argument_group("tasks")
     tasks.add_argument("--task", nargs="+", help="tasks to evaluate (default: det with --annotations, else cls); "
-                       "det and seg can be combined")
+                       "det and seg can be combined; fidelity: PSNR / MS-SSIM on a plain image folder (Kodak)")
     tasks.add_argument("--task-weights", help="recognition network weights: 'default' (torchvision's file from the "
                        "torch hub cache or downloaded), 'random', or a state-dict file")
     tasks.add_argument("--backend", choices=("torchvision", "detectron2"), default="torchvision",
@@ -128,11 +156,40 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v, -vv)")
 
 
-def _load_dataset(args: argparse.Namespace) -> Any:
-    from ..data import ClassificationImages, CocoImages
+def _task_classes(args: argparse.Namespace) -> List[type]:
+    """The requested task classes, checked against the dataset options."""
+    from ..tasks import available_tasks, get_task_class
+
+    names = args.task or (["det"] if args.annotations else ["cls"])
+    classes = []
+    for name in names:
+        if name not in available_tasks():
+            raise CommandError(f"unknown task {name!r}; available: {', '.join(available_tasks())}")
+        classes.append(get_task_class(name))
+    kinds = {cls.dataset_kind for cls in classes}
+    if len(kinds) > 1:
+        raise CommandError(f"tasks {', '.join(names)} need different datasets; evaluate them separately")
+    kind = kinds.pop()
+    need = {"coco": "--annotations FILE (COCO format)", "classification": "an ImageFolder tree or --labels",
+            "images": "a plain image folder (no --annotations, no --labels)"}.get(kind, kind)
+    if args.annotations:
+        given = "coco"
+    elif args.labels:
+        given = "classification"
+    else:  # a folder: an ImageFolder tree or a plain image folder, as the task wants
+        given = kind if kind in ("classification", "images") else "classification"
+    if kind != given:
+        raise CommandError(f"task {names[0]!r} needs {need}")
+    return classes
+
+
+def _load_dataset(args: argparse.Namespace, kind: str) -> Any:
+    from ..data import ClassificationImages, CocoImages, ImageFiles
 
     if args.annotations and args.labels:
         raise CommandError("--annotations (COCO) and --labels (classification) exclude each other")
+    if kind == "images":
+        return ImageFiles(args.dataset)
     if args.annotations:
         return CocoImages(args.dataset, args.annotations)
     if args.labels:
@@ -140,19 +197,11 @@ def _load_dataset(args: argparse.Namespace) -> Any:
     return ClassificationImages.from_folder(args.dataset)
 
 
-def _build_tasks(args: argparse.Namespace, dataset: Any, random_weights: bool) -> List[Any]:
-    from ..tasks import available_tasks, get_task, get_task_class
-
-    names = args.task or (["det"] if args.annotations else ["cls"])
-    kind = "coco" if args.annotations else "classification"
+def _build_tasks(args: argparse.Namespace, dataset: Any, classes: Sequence[type], random_weights: bool) -> List[Any]:
     tasks = []
-    for name in names:
-        if name not in available_tasks():
-            raise CommandError(f"unknown task {name!r}; available: {', '.join(available_tasks())}")
-        cls = get_task_class(name)
-        if cls.dataset_kind != kind:
-            need = "--annotations FILE (COCO format)" if cls.dataset_kind == "coco" else "an ImageFolder tree or --labels"
-            raise CommandError(f"task {name!r} needs {need}")
+    for cls in classes:
+        name = cls.name
+        kind = cls.dataset_kind
         if name == "seg" and not dataset.has_masks:
             raise CommandError(f"task 'seg' needs segmentation annotations; {args.annotations} has objects without")
         weights = args.task_weights or ("random" if random_weights else "default")
@@ -160,9 +209,9 @@ def _build_tasks(args: argparse.Namespace, dataset: Any, random_weights: bool) -
                                    "progress": not args.no_progress, "seed": args.seed}
         if kind == "coco":
             options.update(short_edge=args.short_edge, max_size=args.max_size, code_multiple=args.code_multiple)
-        else:
+        elif kind == "classification":
             options.update(crop=args.crop)
-        tasks.append(get_task(name, **options))
+        tasks.append(cls(**options))
     return tasks
 
 
@@ -183,14 +232,78 @@ def _file_label(path: Path) -> str:
     return path.stem or name
 
 
+LEARNED = ("tic", "transtic")
+
+
+def _parse_codecs(entries: Optional[Sequence[str]]) -> List[Tuple[str, Optional[List[int]]]]:
+    """``-a`` entries ``NAME`` or ``NAME:Q1,Q2`` -> ``(name, qualities or None)``."""
+    from .traditional import TRADITIONAL_CODECS
+
+    parsed: List[Tuple[str, Optional[List[int]]]] = []
+    for entry in entries or []:
+        name, sep, rest = entry.partition(":")
+        name = name.strip().lower()
+        if name not in LEARNED and name not in TRADITIONAL_CODECS:
+            raise CommandError(f"unknown codec {name!r} in -a; choose from {', '.join(LEARNED + tuple(TRADITIONAL_CODECS))}")
+        qualities = None
+        if sep:
+            try:
+                qualities = [int(q) for q in rest.split(",") if q.strip()]
+            except ValueError:
+                raise CommandError(f"-a {entry}: qualities must be integers separated by commas") from None
+            if not qualities:
+                raise CommandError(f"-a {entry}: no quality after ':'")
+        if any(name == other for other, _ in parsed):
+            raise CommandError(f"codec {name!r} given twice in -a")
+        parsed.append((name, qualities))
+    return parsed
+
+
+def _traditional_specs(args: argparse.Namespace, entries: Sequence[Tuple[str, Optional[List[int]]]]) -> List[Any]:
+    """Rate points of traditional codecs, their programs checked before any coding."""
+    from .codecs import CodecSpec
+    from .traditional import TRADITIONAL_CODECS, check_available
+
+    raw = {"vtm": {"build": args.vtm_build, "config": args.vtm_config},
+           "hm": {"build": args.hm_build, "config": args.hm_config},
+           "bpg": {"encoder": args.bpg_encoder, "decoder": args.bpg_decoder}}
+    specs = []
+    for name, qualities in entries:
+        info = TRADITIONAL_CODECS[name]
+        options = tuple(sorted(check_available(name, raw.get(name)).items()))
+        for q in qualities or args.quality or list(info.default_qualities):
+            info.check_quality(q)
+            specs.append(CodecSpec(name, name, q, None, "traditional", options=options))
+    return specs
+
+
 def _build_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[Any]:
+    entries = _parse_codecs(args.architecture)
+    traditional = [(n, q) for n, q in entries if n not in LEARNED]
+    learned = [(n, q) for n, q in entries if n in LEARNED]
+    quality_for_learned = any(q is None for _, q in learned) or bool(args.checkpoint or args.adapter)
+    quality_for_traditional = any(q is None for _, q in traditional)
+    if args.quality and quality_for_learned and quality_for_traditional:
+        raise CommandError("-q would apply to learned and traditional codecs at once; give the traditional ones "
+                           "their own parameters, e.g. -a tic jpeg:10,30,50,70")
+    if traditional and not learned and not (args.checkpoint or args.adapter or args.base_checkpoint):
+        return _traditional_specs(args, traditional)
+    return _learned_specs(args, learned, task_names) + _traditional_specs(args, traditional)
+
+
+def _learned_specs(args: argparse.Namespace, entries: Sequence[Tuple[str, Optional[List[int]]]],
+                   task_names: Sequence[str]) -> List[Any]:
     from .codecs import CodecSpec
 
     source = "random" if args.random_weights else "pretrained"
+    architectures = [n for n, _ in entries]
+    own = {n: q for n, q in entries if q is not None}
     if args.checkpoint and args.adapter:
         raise CommandError("--checkpoint and --adapter exclude each other")
+    if (args.checkpoint or args.adapter) and own:
+        raise CommandError("with --checkpoint/--adapter, give the qualities with -q (one per file), not NAME:Q")
     if args.checkpoint:
-        arch = args.architecture[0] if args.architecture and len(args.architecture) == 1 else None
+        arch = architectures[0] if len(architectures) == 1 else None
         qualities = _paired_qualities(args, args.checkpoint, "--checkpoint")
         label = args.name or (_file_label(args.checkpoint[0]) if len(args.checkpoint) == 1 else "checkpoint")
         return [CodecSpec(label, arch, q, None, "checkpoint", str(p), seed=args.seed)
@@ -219,10 +332,12 @@ def _build_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[An
         return specs
     if args.base_checkpoint:
         raise CommandError("--base-checkpoint goes with --adapter")
-    qualities = _zoo_qualities(args.quality or [1, 2, 3, 4])
     specs = []
-    for arch in args.architecture or ["tic", "transtic"]:
-        for q in qualities:
+    for arch in architectures or (["tic"] if "fidelity" in task_names else ["tic", "transtic"]):
+        if arch == "transtic" and "fidelity" in task_names:
+            raise CommandError("transtic's prompts are trained for a recognition task, not for fidelity: "
+                               "evaluate PSNR with -a tic (and traditional codecs)")
+        for q in _zoo_qualities(own.get(arch) or args.quality or [1, 2, 3, 4]):
             if arch == "tic":
                 specs.append(CodecSpec("tic", "tic", q, None, source, seed=args.seed))
             else:
@@ -237,7 +352,8 @@ def _format_point(point: Dict[str, Any], metrics: Sequence[str]) -> str:
     q = point.get("quality")
     head = f"  q{q}" if q is not None else "  - "
     return (f"{head:<5} bpp {num(point.get('bpp'), '.4f')}  bpp(lik) {num(point.get('bpp-likelihood'), '.4f')}  "
-            f"PSNR {num(point.get('psnr-rgb'), '.2f')} dB  " + "  ".join(f"{m} {num(point.get(m), '.2f')}" for m in metrics))
+            f"PSNR {num(point.get('psnr-rgb'), '.2f')} dB  "
+            + "  ".join(f"{m} {num(point.get(m), '.4f' if 'ssim' in m else '.2f')}" for m in metrics))
 
 
 def _zoo_qualities(qualities: List[int]) -> List[int]:
@@ -262,8 +378,9 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         check_device(args.device)
-        dataset = _load_dataset(args)
-        tasks = _build_tasks(args, dataset, random_weights)
+        classes = _task_classes(args)
+        dataset = _load_dataset(args, classes[0].dataset_kind)
+        tasks = _build_tasks(args, dataset, classes, random_weights)
         specs = _build_specs(args, [t.name for t in tasks])
         items = dataset.subset(args.limit)
         description = dataset.describe() + (f", {len(items)} evaluated (--limit)" if len(items) < len(dataset) else "")
@@ -283,13 +400,15 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     for task in tasks:
         task_curves = [c for c in curves if c.task is task]
-        out(f"{task.name}: {task.title}; {len(items)} images; metrics in %")
-        if not args.no_reference and task_curves:
+        units = ", ".join(sorted({task.metric_units.get(m, "%") for m in task.metric_names}))
+        out(f"{task.name}: {task.title}; {len(items)} images; metrics in {units}")
+        if task_curves and task_curves[0].reference:
             out("  uncompressed: " + "  ".join(f"{m} {v:.2f}" for m, v in task_curves[0].reference.items() if not math.isnan(v)))
+        shown = [m for m in task.metric_names if m != "psnr-rgb"][: 3 if task.name != "cls" else None]
         for curve in task_curves:
             out(f" {curve.name}")
             for point in curve.points:
-                out(_format_point(point, task.metric_names[:3] if task.name != "cls" else task.metric_names))
+                out(_format_point(point, shown))
             out(f"  -> {evaluation.curve_path(curve)}")
     out(f"table: {args.output_dir / 'results.csv'}; plots: "
         + ", ".join(str(args.output_dir / f"{t.name}-{t.primary_metric}.png") for t in tasks))
@@ -300,9 +419,11 @@ def _is_user_error(err: BaseException) -> bool:
     """Errors whose message says what to do (missing files, weights, bad arguments)."""
     from ..tasks.weights import TaskWeightsUnavailableError
     from ..zoo import ChecksumMismatchError, WeightsUnavailableError
+    from .traditional import CodecFailedError, CodecUnavailableError
 
     return isinstance(err, (CommandError, FileNotFoundError, ValueError, KeyError, ImportError,
-                            TaskWeightsUnavailableError, WeightsUnavailableError, ChecksumMismatchError))
+                            TaskWeightsUnavailableError, WeightsUnavailableError, ChecksumMismatchError,
+                            CodecUnavailableError, CodecFailedError))
 
 
 def _error(err: BaseException, random_weights: bool) -> None:
@@ -352,12 +473,20 @@ def run_compare(args: argparse.Namespace) -> int:
         ra, ma = curve_values(anchor, "bpp", args.anchor), curve_values(anchor, metric, args.anchor)
         for path, test in zip(args.tests, tests):
             rt, mt = curve_values(test, "bpp", path), curve_values(test, metric, path)
-            rate = bd_rate(ra, ma, rt, mt, method=args.method)
-            delta = bd_metric(ra, ma, rt, mt, method=args.method)
-            rows.append({"anchor": str(args.anchor), "test": str(path), "metric": metric, "method": args.method,
-                         "bd_rate": rate, "bd_metric": delta})
+            row: Dict[str, Any] = {"anchor": str(args.anchor), "test": str(path), "metric": metric,
+                                   "method": args.method}
+            # BD-rate needs the curves to share metric values, BD-metric rates: report each one that exists
+            for key, delta_of in (("bd_rate", bd_rate), ("bd_metric", bd_metric)):
+                try:
+                    row[key] = delta_of(ra, ma, rt, mt, method=args.method)
+                except ValueError as err:
+                    row[key], row[f"{key}_error"] = None, str(err)
+            if row["bd_rate"] is None and row["bd_metric"] is None:
+                raise ValueError(f"{path} vs {args.anchor}: {row['bd_rate_error']}")
+            rows.append(row)
             out(f"{test.get('name', path)} vs {anchor.get('name', args.anchor)} ({metric}, {args.method}): "
-                f"BD-rate {rate:+.2f} %, BD-{metric} {delta:+.3f}")
+                + _delta_text(row, "bd_rate", "BD-rate", "+.2f", " %") + ", "
+                + _delta_text(row, "bd_metric", f"BD-{metric}", "+.3f", ""))
     except ValueError as err:
         _error(err, random_weights)
         return 2
@@ -365,6 +494,12 @@ def run_compare(args: argparse.Namespace) -> int:
         write_json(args.json, {"random_weights": random_weights, "comparisons": rows})
         out(f"wrote {args.json}")
     return 0
+
+
+def _delta_text(row: Dict[str, Any], key: str, name: str, fmt: str, unit: str) -> str:
+    if row[key] is None:
+        return f"{name} n/a ({row[key + '_error']})"
+    return f"{name} {format(row[key], fmt)}{unit}"
 
 
 # ---------------------------------------------------------------------------- plot

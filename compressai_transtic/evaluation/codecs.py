@@ -12,7 +12,7 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .metrics import psnr
 from .protocol import CodingProtocol
+from .traditional import TRADITIONAL_CODECS, ExternalCodec, codec_version
 
 __all__ = ["ARCHITECTURES", "CodecSpec", "CodingResult", "code_image", "fingerprint", "count_bytes"]
 
@@ -27,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: architectures the evaluator builds from the zoo
 ARCHITECTURES = ("tic", "transtic")
-#: where a rate point's weights come from
-SOURCES = ("pretrained", "random", "checkpoint", "adapter")
+#: where a rate point's weights come from (``traditional``: a codec of :mod:`.traditional`)
+SOURCES = ("pretrained", "random", "checkpoint", "adapter", "traditional")
 
 
 def fingerprint(obj: Any) -> str:
@@ -42,21 +43,25 @@ class CodecSpec:
     """One rate point of a curve.
 
     Args:
-        label: the curve's name (``tic``, ``transtic``, or a user name).
+        label: the curve's name (``tic``, ``transtic``, ``jpeg``... or a user name).
         architecture: ``"tic"`` or ``"transtic"`` (``None`` for a checkpoint whose
-            architecture is read from its keys).
-        quality: quality level, or ``None`` when unknown (checkpoints).
+            architecture is read from its keys), or a traditional codec's name
+            (``"jpeg"``, ``"vtm"``...) with ``source="traditional"``.
+        quality: quality level, or ``None`` when unknown (checkpoints); for
+            traditional codecs their own quality parameter (JPEG quality, VTM QP...).
         task: for ``transtic`` from the zoo, the task whose prompts to load; ``None``:
             the point serves every evaluated task (a task-agnostic codec).
         source: ``"pretrained"`` (released weights from the zoo), ``"random"``
             (seeded random initialisation; results are meaningless),
-            ``"checkpoint"`` (a model file) or ``"adapter"`` (prompt adapter on a base
-            codec).
+            ``"checkpoint"`` (a model file), ``"adapter"`` (prompt adapter on a base
+            codec) or ``"traditional"`` (JPEG, VTM...: no weights).
         path: the checkpoint or adapter file.
         base_path: for adapters, a base codec checkpoint (default: the released
             ``base_codec_<quality>`` or, with ``random`` bases, a seeded random TIC).
         random_base: for adapters, use a seeded random base codec.
         seed: seed of random initialisation.
+        options: for traditional codecs, ``(key, value)`` pairs of
+            :func:`~.traditional.resolve_options` (programs, configuration files).
     """
 
     label: str
@@ -68,10 +73,18 @@ class CodecSpec:
     base_path: Optional[str] = None
     random_base: bool = False
     seed: int = 0
+    options: Tuple[Tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"unknown weights source {self.source!r}; expected one of {SOURCES}")
+        if self.source == "traditional":
+            if self.architecture not in TRADITIONAL_CODECS:
+                raise ValueError(f"unknown codec {self.architecture!r}; traditional codecs: {', '.join(TRADITIONAL_CODECS)}")
+            if self.quality is None:
+                raise ValueError(f"{self.architecture} needs a quality parameter")
+            TRADITIONAL_CODECS[self.architecture].check_quality(self.quality)
+            return
         if self.source in ("pretrained", "random") and self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.architecture!r}; expected one of {ARCHITECTURES}")
         if self.source in ("pretrained", "random") and self.quality is None:
@@ -84,12 +97,23 @@ class CodecSpec:
         """Whether any part of the codec is randomly initialised."""
         return self.source == "random" or (self.source == "adapter" and self.random_base)
 
+    @property
+    def traditional(self) -> bool:
+        """Whether this point is a codec of :mod:`.traditional` (JPEG, VTM...)."""
+        return self.source == "traditional"
+
     def key(self) -> str:
         """Fingerprint of everything that determines the codec's output."""
+        if self.traditional:  # a library upgrade changes the output: new records
+            return fingerprint({**asdict(self), "version": codec_version(self.architecture or "")})
         return fingerprint(asdict(self))
 
     def describe(self) -> str:
         """One line for humans."""
+        if self.traditional:
+            info = TRADITIONAL_CODECS[self.architecture or ""]
+            version = codec_version(info.name)
+            return f"{info.title}, {info.parameter} {self.quality}" + (f" ({version})" if version else "")
         arch = self.architecture or "checkpoint"
         what = f"{arch}" + (f" ({self.task} prompts)" if self.task and arch == "transtic" else "")
         q = f" q{self.quality}" if self.quality is not None else ""
@@ -102,8 +126,11 @@ class CodecSpec:
         base = "RANDOM base codec" if self.random_base else (self.base_path or "released base codec")
         return f"transtic{q}, adapter {self.path} on {base}"
 
-    def load(self, device: Union[str, torch.device] = "cpu", progress: bool = True) -> nn.Module:
+    def load(self, device: Union[str, torch.device] = "cpu", progress: bool = True) -> Union[nn.Module, ExternalCodec]:
         """Build the codec in eval mode with its entropy tables ready.
+
+        Traditional codecs give an :class:`~.traditional.ExternalCodec` (it codes on the
+        CPU whatever ``device`` says).
 
         Raises:
             compressai_transtic.zoo.WeightsUnavailableError: released weights that are
@@ -111,6 +138,8 @@ class CodecSpec:
         """
         from .. import zoo
 
+        if self.traditional:
+            return ExternalCodec(self.architecture or "", self.quality or 0, dict(self.options))
         if self.source == "pretrained":
             if self.architecture == "tic":
                 model = zoo.tic(self.quality, pretrained=True, progress=progress)
@@ -173,7 +202,7 @@ class CodingResult:
     Args:
         bpp: real bitstream size (bits) per pixel of the prepared image.
         bpp_likelihood: ``-sum(log2 p) / pixels`` from ``forward()`` in eval mode (NaN
-            when not computed).
+            when not computed, and for traditional codecs).
         psnr: PSNR (dB) of the decoded image (resized back, clamped) vs the prepared one.
         x_hat: the decoded image, (1, 3, H, W) in [0, 1].
     """
@@ -185,8 +214,10 @@ class CodingResult:
 
 
 @torch.no_grad()
-def code_image(model: nn.Module, x: Tensor, protocol: CodingProtocol, likelihood: bool = True) -> CodingResult:
-    """Code one prepared image with real bitstreams and decode it.
+def code_image(
+    model: Union[nn.Module, ExternalCodec], x: Tensor, protocol: CodingProtocol, likelihood: bool = True
+) -> CodingResult:
+    """Code one prepared image with real bitstreams (or real files) and decode it.
 
     The image is resized to the protocol's coding size, compressed, decompressed,
     resized back and clamped. Rates are normalised by the pixels of ``x`` (the image
@@ -194,7 +225,8 @@ def code_image(model: nn.Module, x: Tensor, protocol: CodingProtocol, likelihood
 
     Args:
         model: a CompressAI-style codec in eval mode (``forward``, ``compress``,
-            ``decompress``) accepting any input size.
+            ``decompress``) accepting any input size, or a traditional codec (its rate
+            is the size of the file it wrote).
         x: (1, 3, H, W) in [0, 1].
         protocol: the task's coding protocol.
         likelihood: also run ``forward()`` for the likelihood rate (otherwise
@@ -202,6 +234,10 @@ def code_image(model: nn.Module, x: Tensor, protocol: CodingProtocol, likelihood
     """
     height, width = int(x.shape[-2]), int(x.shape[-1])
     num_pixels = x.shape[0] * height * width
+    if isinstance(model, ExternalCodec):
+        num_bytes, x_rec = model.code(protocol.to_codec(x))
+        x_hat = protocol.from_codec(x_rec, (height, width))
+        return CodingResult(bpp=8.0 * num_bytes / num_pixels, bpp_likelihood=math.nan, psnr=psnr(x_hat, x), x_hat=x_hat)
     device = next(model.parameters()).device
     x = x.to(device)
     x_code = protocol.to_codec(x)

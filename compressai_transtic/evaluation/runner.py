@@ -62,9 +62,9 @@ class Curve:
 
     def to_json(self) -> Dict[str, Any]:
         """The curve in CompressAI's result format (plus ``task``, ``reference``...)."""
-        keys = ["quality", "bpp", "bpp-likelihood", "psnr-rgb", *self.task.metric_names]
+        keys = list(dict.fromkeys(["quality", "bpp", "bpp-likelihood", "psnr-rgb", *self.task.metric_names]))
         units = {"bpp": "bits per pixel", "bpp-likelihood": "bits per pixel", "psnr-rgb": "dB"}
-        units.update({m: "%" for m in self.task.metric_names})
+        units.update({m: self.task.metric_units.get(m, "%") for m in self.task.metric_names})
         return {
             "name": self.name,
             "description": self.description,
@@ -77,6 +77,13 @@ class Curve:
             "reference": dict(self.reference),
             "results": {k: [p.get(k) for p in self.points] for k in keys},
         }
+
+
+def _point_order(spec: CodecSpec, point: Dict[str, Any]) -> Tuple[Any, ...]:
+    """Learned codecs by quality level; traditional ones (QPs run backwards) by rate."""
+    if spec.traditional:
+        return (False, point["bpp"], 0)
+    return (point["quality"] is None, point["quality"] or 0, point["bpp"])
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -173,8 +180,7 @@ class Evaluation:
         with RecordStore(self.records_path) as store:
             if len(store):
                 logger.info("%sresuming from %s (%d finished records)", self._tag(), self.records_path, len(store))
-            if self.reference:
-                self._run_reference(store)
+            self._run_reference(store)
             for spec in self.codecs:
                 self._run_codec(spec, store)
             curves = self._aggregate(store)
@@ -189,8 +195,13 @@ class Evaluation:
                 todo.append((item, missing))
         return todo
 
+    @property
+    def reference_tasks(self) -> List[Task]:
+        """The tasks whose uncompressed reference is evaluated."""
+        return [t for t in self.tasks if t.has_reference] if self.reference else []
+
     def _run_reference(self, store: RecordStore) -> None:
-        todo = self._todo(store, REFERENCE_KEY, self.tasks)
+        todo = self._todo(store, REFERENCE_KEY, self.reference_tasks)
         if not todo:
             return
         bar = tqdm(todo, desc=f"{self._tag()}uncompressed reference", disable=not self.progress, unit="img")
@@ -249,13 +260,10 @@ class Evaluation:
                 point.update(self._metrics(task, records))
                 curve.specs.append(spec)
                 curve.points.append(point)
-        references = {}
-        if self.reference:
-            for task in self.tasks:
-                references[task.name] = self._metrics(task, self._collect(store, REFERENCE_KEY, task))
+        references = {task.name: self._metrics(task, self._collect(store, REFERENCE_KEY, task))
+                      for task in self.reference_tasks}
         for curve in curves.values():
-            order = sorted(range(len(curve.points)), key=lambda i: (
-                curve.points[i]["quality"] is None, curve.points[i]["quality"] or 0, curve.points[i]["bpp"]))
+            order = sorted(range(len(curve.points)), key=lambda i: _point_order(curve.specs[i], curve.points[i]))
             curve.points = [curve.points[i] for i in order]
             curve.specs = [curve.specs[i] for i in order]
             curve.reference = references.get(curve.task.name, {})
@@ -270,8 +278,8 @@ class Evaluation:
             f"task {curve.task.name}: {curve.task.title}, network weights: {curve.task.describe_weights()}",
             "protocol: " + ", ".join(f"{k}={v}" for k, v in protocol.items() if v not in (None, "none")),
             f"dataset: {self.dataset_description}",
-            "bpp from the real bitstream (bpp-likelihood from forward()), per pixel of the prepared image; "
-            "metrics in percent",
+            "bpp from the real bitstream or coded file (bpp-likelihood from forward()), per pixel of the "
+            "prepared image; " + ", ".join(f"{m} in {curve.task.metric_units.get(m, '%')}" for m in curve.task.metric_names),
         ]
         return ". ".join(p for p in parts if p)
 
@@ -286,15 +294,14 @@ class Evaluation:
 
         for curve in curves:
             write_json(self.curve_path(curve), curve.to_json())
-        metric_columns: List[str] = []
-        for task in self.tasks:
-            metric_columns += [m for m in task.metric_names if m not in metric_columns]
         columns = ["curve", "task", "quality", "weights", "random_weights", "num_images",
-                   "bpp", "bpp-likelihood", "psnr-rgb", *metric_columns]
+                   "bpp", "bpp-likelihood", "psnr-rgb"]
+        for task in self.tasks:
+            columns += [m for m in task.metric_names if m not in columns]
         rows = []
         for task in self.tasks:
             task_curves = [c for c in curves if c.task is task]
-            if self.reference and task_curves:
+            if task in self.reference_tasks and task_curves:
                 ref = task_curves[0].reference
                 rows.append({"curve": "uncompressed", "task": task.name, "weights": "",
                              "random_weights": task.random_weights, "num_images": len(self.dataset), **ref})

@@ -7,6 +7,7 @@ built-in ones are registered there by this package's own ``pyproject.toml``::
     cls = "compressai_transtic.tasks.classification:ClassificationTask"
     det = "compressai_transtic.tasks.detection:DetectionTask"
     seg = "compressai_transtic.tasks.detection:SegmentationTask"
+    fidelity = "compressai_transtic.tasks.fidelity:FidelityTask"
 
 A third-party package adds a task the same way (a :class:`Task` subclass). When this
 package runs from a source checkout without installed metadata, the built-in table
@@ -50,6 +51,7 @@ BUILTIN_TASKS: Dict[str, str] = {
     "cls": "compressai_transtic.tasks.classification:ClassificationTask",
     "det": "compressai_transtic.tasks.detection:DetectionTask",
     "seg": "compressai_transtic.tasks.detection:SegmentationTask",
+    "fidelity": "compressai_transtic.tasks.fidelity:FidelityTask",
 }
 
 

@@ -29,15 +29,19 @@ class Task:
     Class attributes:
         name: the registry name (``cls``, ``det``, ``seg``).
         title: one line for humans.
-        metric_names: what :meth:`compute_metrics` reports (percentages).
+        metric_names: what :meth:`compute_metrics` reports.
+        metric_units: unit of each metric (default ``"%"``).
         primary_metric: the metric of the paper's rate-accuracy curves.
         default_lambdas: quality (1..4) -> the paper's trade-off weight for the loss.
         training_defaults: ``patch_size``, ``batch_size``, ``epochs``, ``lr``, ``crop``
             (``"center"``: Resize + CenterCrop; ``"random"``: RandomCrop + horizontal flip)
             and further settings of the authors' configuration.
         backends: supported backends (``"torchvision"``, ``"detectron2"``).
-        dataset_kind: ``"classification"`` or ``"coco"``.
+        dataset_kind: ``"classification"``, ``"coco"`` or ``"images"`` (a plain folder).
         criterion_name: the ``compressai.registry`` name of the task's loss.
+        trainable: whether prompts can be trained for it (it has a perceptual loss).
+        has_reference: whether uncompressed images give a meaningful reference value
+            (an accuracy; not for a fidelity measure).
 
     Args:
         weights: the network's weights: ``"default"`` (torchvision's standard file from
@@ -54,12 +58,15 @@ class Task:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     metric_names: ClassVar[Tuple[str, ...]] = ()
+    metric_units: ClassVar[Dict[str, str]] = {}
     primary_metric: ClassVar[str] = ""
     default_lambdas: ClassVar[Dict[int, float]] = {}
     training_defaults: ClassVar[Dict[str, Any]] = {}
     backends: ClassVar[Tuple[str, ...]] = ("torchvision",)
     dataset_kind: ClassVar[str] = ""
     criterion_name: ClassVar[str] = ""
+    trainable: ClassVar[bool] = True
+    has_reference: ClassVar[bool] = True
 
     def __init__(
         self,

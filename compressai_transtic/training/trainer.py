@@ -184,6 +184,9 @@ class Trainer:
             task_cls = get_task_class(config.task) if config.task else None
         except KeyError as exc:
             raise ConfigError(exc.args[0]) from None
+        if task_cls is not None and not task_cls.trainable:
+            raise ConfigError(f"task {config.task!r} only evaluates ({task_cls.title}); it has no loss to train "
+                              "prompts for (train the base codec with CompressAI's examples/train.py)")
         cfg = config.resolve(
             getattr(task_cls, "training_defaults", {}) or {}, getattr(task_cls, "default_lambdas", {}) or {}
         )

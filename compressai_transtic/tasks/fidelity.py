@@ -1,0 +1,101 @@
+"""Image fidelity (PSNR, MS-SSIM) as an evaluation "task": the Kodak curves of the paper's Fig. A5a.
+
+It has no recognition network: the "prediction" for a decoded image is its PSNR and
+MS-SSIM against the prepared original, measured as CompressAI's ``eval_model`` measures
+them (both images rounded to 8 bits, peak 255), and the metrics are their means over
+the images. This task's ``psnr-rgb`` therefore replaces the evaluator's float PSNR in the
+results (they differ by the 8-bit rounding of learned codecs' outputs).
+
+Protocol: images are coded at their own size (the learned codecs pad internally), as
+``eval_model`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..evaluation.protocol import CodingProtocol
+from .base import Task
+
+__all__ = ["FidelityTask", "MS_SSIM_MIN_SIDE", "fidelity_metrics"]
+
+logger = logging.getLogger(__name__)
+
+#: MS-SSIM (5 scales, 11x11 window) needs both sides above this many pixels
+MS_SSIM_MIN_SIDE = 160
+
+
+def fidelity_metrics(original: Tensor, decoded: Tensor) -> Dict[str, Optional[float]]:
+    """PSNR (dB) and MS-SSIM of two (1, 3, H, W) images in [0, 1], on their 8-bit values.
+
+    MS-SSIM is ``None`` for images with a side of at most :data:`MS_SSIM_MIN_SIDE`
+    pixels, which five scales cannot analyse.
+    """
+    from pytorch_msssim import ms_ssim
+
+    if original.shape != decoded.shape:
+        raise ValueError(f"images of different shapes {tuple(original.shape)} and {tuple(decoded.shape)}")
+    a = (original.double() * 255).clamp(0, 255).round()
+    b = (decoded.double() * 255).clamp(0, 255).round()
+    mse = float(((a - b) ** 2).mean())
+    psnr = math.inf if mse == 0 else 20 * math.log10(255.0) - 10 * math.log10(mse)
+    msssim = None
+    if min(a.shape[-2:]) > MS_SSIM_MIN_SIDE:
+        msssim = float(ms_ssim(a.float(), b.float(), data_range=255))
+    return {"psnr-rgb": psnr, "ms-ssim-rgb": msssim}
+
+
+class FidelityTask(Task):
+    """PSNR and MS-SSIM of decoded images, as CompressAI's ``eval_model`` reports them.
+
+    A task without a network: it evaluates codecs for human viewing on a plain image
+    folder (Kodak), in the same result files as the recognition tasks, so that
+    ``compare`` and ``plot`` work on them. It cannot train prompts (train the base codec
+    with CompressAI's example script) and has no uncompressed reference.
+    """
+
+    name = "fidelity"
+    title = "image fidelity (PSNR and MS-SSIM, RGB, 8 bits)"
+    metric_names = ("psnr-rgb", "ms-ssim-rgb")
+    metric_units = {"psnr-rgb": "dB", "ms-ssim-rgb": "1 (fraction)"}
+    primary_metric = "psnr-rgb"
+    dataset_kind = "images"
+    trainable = False
+    has_reference = False
+
+    @property
+    def random_weights(self) -> bool:
+        return False
+
+    def describe_weights(self) -> str:
+        return "no network"
+
+    def feature_extractor(self, network: Any = None) -> Any:
+        raise ValueError("the fidelity task has no network and no perceptual loss; it only evaluates")
+
+    def protocol(self) -> CodingProtocol:
+        return CodingProtocol()
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, image: Any) -> Dict[str, Optional[float]]:
+        """PSNR and MS-SSIM of a decoded image against the original file."""
+        original = self.protocol().prepare(image.load())[None]
+        return fidelity_metrics(original, x.detach().cpu())
+
+    def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
+        """Means over the images; MS-SSIM is NaN when an image is too small for it."""
+        values = [predictions[item.image_id] for item in dataset]
+        psnrs = [v["psnr-rgb"] for v in values]
+        msssims = [v["ms-ssim-rgb"] for v in values]
+        if any(m is None for m in msssims):
+            logger.warning("MS-SSIM needs images larger than %dx%d pixels; reported as NaN", MS_SSIM_MIN_SIDE + 1,
+                           MS_SSIM_MIN_SIDE + 1)
+        return {
+            "psnr-rgb": sum(psnrs) / len(psnrs),
+            "ms-ssim-rgb": math.nan if any(m is None for m in msssims) else sum(msssims) / len(msssims),
+        }
