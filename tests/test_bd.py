@@ -114,5 +114,7 @@ def test_compare_reports_the_delta_that_exists_when_the_curves_share_only_metric
     assert "do not overlap" in row["bd_metric_error"]
 
     c = write_curve(tmp_path / "c.json", "far", [10 * r for r in RATES], [m + 50 for m in ACCURACY])
-    assert main(["compare", str(a), str(c)]) == 2  # neither delta exists
-    assert "do not overlap" in capsys.readouterr().err
+    assert main(["compare", str(a), str(c), str(b)]) == 2  # neither delta exists for c; b is still compared
+    captured = capsys.readouterr()
+    assert "jpeg vs tic (top1, pchip): BD-rate +900.00 %" in captured.out
+    assert f"error: {c} vs {a}: the two curves do not overlap in metric" in captured.err

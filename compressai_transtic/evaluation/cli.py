@@ -468,7 +468,8 @@ def run_compare(args: argparse.Namespace) -> int:
     setup_logging(0, random_weights)
     out = _printer(random_weights)
     metric = args.metric or anchor.get("primary_metric") or "psnr-rgb"
-    rows = []
+    rows: List[Dict[str, Any]] = []
+    failed: List[str] = []
     try:
         ra, ma = curve_values(anchor, "bpp", args.anchor), curve_values(anchor, metric, args.anchor)
         for path, test in zip(args.tests, tests):
@@ -481,9 +482,10 @@ def run_compare(args: argparse.Namespace) -> int:
                     row[key] = delta_of(ra, ma, rt, mt, method=args.method)
                 except ValueError as err:
                     row[key], row[f"{key}_error"] = None, str(err)
-            if row["bd_rate"] is None and row["bd_metric"] is None:
-                raise ValueError(f"{path} vs {args.anchor}: {row['bd_rate_error']}")
             rows.append(row)
+            if row["bd_rate"] is None and row["bd_metric"] is None:
+                failed.append(f"{path} vs {args.anchor}: {row['bd_rate_error']}")
+                continue
             out(f"{test.get('name', path)} vs {anchor.get('name', args.anchor)} ({metric}, {args.method}): "
                 + _delta_text(row, "bd_rate", "BD-rate", "+.2f", " %") + ", "
                 + _delta_text(row, "bd_metric", f"BD-{metric}", "+.3f", ""))
@@ -493,7 +495,9 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, {"random_weights": random_weights, "comparisons": rows})
         out(f"wrote {args.json}")
-    return 0
+    for message in failed:  # the other curves were compared; these could not be
+        _error(ValueError(message), random_weights)
+    return 2 if failed else 0
 
 
 def _delta_text(row: Dict[str, Any], key: str, name: str, fmt: str, unit: str) -> str:
