@@ -133,19 +133,67 @@ def test_random_codecs_are_reproducible_and_labelled():
 
 
 # ---------------------------------------------------------------------------- records and results
+def record(image, bpp=0.5, **changes):
+    return {"codec": "c", "task": "t", "image": image, "label": "tic", "quality": 1, "bpp": bpp,
+            "bpp_likelihood": 0.4, "psnr": 30.0, "prediction": {"top5": [1, 2, 3, 4, 5]}, **changes}
+
+
 def test_records_survive_an_interrupted_write(tmp_path):
     path = tmp_path / "records.jsonl"
     with RecordStore(path) as store:
-        store.append({"codec": "c", "task": "t", "image": 1, "bpp": 0.5})
-        store.append({"codec": "c", "task": "t", "image": "a/b.png", "bpp": 0.7})
+        store.append(record(1))
+        store.append(record("a/b.png", 0.7))
     with open(path, "a") as f:
         f.write('{"codec": "c", "task": "t", "ima')  # killed mid-line
     store = RecordStore(path)
     assert len(store) == 2 and RecordStore.key("c", "t", 1) in store
-    store.append({"codec": "c", "task": "t", "image": 3, "bpp": 0.9})
+    store.append(record(3, 0.9))
     store.close()
     lines = path.read_text().splitlines()
     assert len(lines) == 3 and all(json.loads(line) for line in lines)
+    assert (tmp_path / "records.jsonl.damaged").read_text() == '{"codec": "c", "task": "t", "ima\n'
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (b'{"codec": "c", "task": "t", "ima\n', "not JSON"),  # half-written, then a newline from the next write
+    (b"\0" * 40 + b"\n", "not JSON"),  # NUL bytes left by a file system after a crash
+    (json.dumps(record(9, "0.5")).encode() + b"\n", "'bpp' is '0.5'"),  # a string rate
+    (json.dumps(record(9, 1e9)).encode() + b"\n", "'bpp' is 1000000000.0"),  # a tampered rate
+    (json.dumps(record(9, -1.0)).encode() + b"\n", "'bpp' is -1.0"),
+    (json.dumps(record(9, psnr=None)).encode() + b"\n", "'psnr' is None"),
+    (json.dumps(record(9, quality="1")).encode() + b"\n", "'quality' is '1'"),
+    (json.dumps({**record(9), "prediction": None} | {"codec": 5}).encode() + b"\n", "'codec' is not a string"),
+    (b"[1, 2]\n", "a JSON list"),
+])
+def test_a_damaged_record_line_is_set_aside_and_every_good_record_kept(tmp_path, caplog, damage, problem):
+    path = tmp_path / "records.jsonl"
+    with RecordStore(path) as store:
+        store.append(record(1))
+    good = path.read_bytes()
+    path.write_bytes(good + damage + json.dumps(record(2, 0.25)).encode() + b"\n")
+
+    with caplog.at_level("WARNING"), RecordStore(path) as store:
+        assert len(store) == 2
+        assert store.get(RecordStore.key("c", "t", 2))["bpp"] == 0.25
+    assert f"records.jsonl:2: {problem}" in caplog.text and "set aside in" in caplog.text
+    assert (tmp_path / "records.jsonl.damaged").read_bytes() == damage
+    assert path.read_bytes() == good + json.dumps(record(2, 0.25)).encode() + b"\n"
+
+    path.write_bytes(path.read_bytes() + damage)  # damaged again: appended to the side file, not overwritten
+    RecordStore(path).close()
+    assert (tmp_path / "records.jsonl.damaged").read_bytes() == damage + damage
+
+
+def test_a_second_writer_of_the_same_records_is_refused_with_the_first_ones_process(tmp_path):
+    import os
+
+    from compressai_transtic.evaluation.records import RecordsLockedError
+
+    path = tmp_path / "records.jsonl"
+    with RecordStore(path):
+        with pytest.raises(RecordsLockedError, match=f"another evaluation \\(process {os.getpid()}\\)"):
+            RecordStore(path)
+    RecordStore(path).close()  # released when the first one closes
 
 
 def test_result_files_are_written_atomically_as_strict_json(tmp_path):
@@ -247,3 +295,20 @@ def test_eval_rejects_tasks_that_do_not_fit_the_dataset(classification_set, tmp_
 
     assert main(["eval", str(classification_set), "--task", "det", "--random-weights", "-o", str(tmp_path)]) == 2
     assert "task 'det' needs --annotations" in capsys.readouterr().err
+
+
+def test_eval_into_a_folder_another_evaluation_is_writing_says_so(tmp_path, capsys):
+    from PIL import Image
+
+    from compressai_transtic.cli import main
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (24, 16), (200, 120, 40)).save(tmp_path / "images" / "a.png")
+    out = tmp_path / "out"
+    argv = ["eval", str(tmp_path / "images"), "--task", "fidelity", "-a", "jpeg:30", "-o", str(out), "--no-progress"]
+    with RecordStore(out / "records.jsonl"):
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is being written by another evaluation (process" in err
+    assert not (out / "jpeg-fidelity.json").exists()
+    assert main(argv) == 0 and (out / "jpeg-fidelity.json").is_file()

@@ -419,11 +419,12 @@ def _is_user_error(err: BaseException) -> bool:
     """Errors whose message says what to do (missing files, weights, bad arguments)."""
     from ..tasks.weights import TaskWeightsUnavailableError
     from ..zoo import ChecksumMismatchError, WeightsUnavailableError
+    from .records import RecordsLockedError
     from .traditional import CodecFailedError, CodecUnavailableError
 
     return isinstance(err, (CommandError, FileNotFoundError, ValueError, KeyError, ImportError,
                             TaskWeightsUnavailableError, WeightsUnavailableError, ChecksumMismatchError,
-                            CodecUnavailableError, CodecFailedError))
+                            CodecUnavailableError, CodecFailedError, RecordsLockedError))
 
 
 def _error(err: BaseException, random_weights: bool) -> None:

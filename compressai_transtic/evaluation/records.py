@@ -2,25 +2,72 @@
 
 Every finished (rate point, task, image) is appended as one JSON line, flushed and
 fsync'ed before the next image starts. A restarted evaluation reads the file and skips
-what it holds. A line cut short by a crash is removed when the file is opened again.
-Only an index (key -> position in the file) is kept in memory: a full COCO run holds
-millions of detections, which are read back one rate point at a time.
+what it holds. Only an index (key -> position in the file) is kept in memory: a full COCO
+run holds millions of detections, which are read back one rate point at a time.
+
+Nothing finished is thrown away because of a damaged line: a line cut short by a crash,
+NUL bytes left by a file system, or a record whose fields have the wrong type or an
+impossible value (a ``bpp`` that is a string, negative, or above :data:`MAX_BPP`) is
+moved to the side file ``<name>.damaged`` (appended, never overwritten), reported, and
+recomputed; every good record is kept. One evaluation at a time may write to a file: a
+second one is refused with the process id of the first (an advisory ``flock`` on
+``<name>.lock``, where the platform has one).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
-from typing import IO, Any, Dict, Optional, Tuple
+from typing import IO, Any, Dict, List, Optional, Tuple
 
-__all__ = ["RecordKey", "RecordStore"]
+__all__ = ["MAX_BPP", "REFERENCE_CODEC", "RecordKey", "RecordStore", "RecordsLockedError", "record_problem"]
 
 logger = logging.getLogger(__name__)
 
 #: (codec key, task key, image id as text)
 RecordKey = Tuple[str, str, str]
+#: the codec key of uncompressed-reference records (they have no rate)
+REFERENCE_CODEC = "reference"
+#: rates above this many bits per pixel are impossible for an 8-bit RGB image coded by any codec
+MAX_BPP = 1024.0
+
+
+class RecordsLockedError(RuntimeError):
+    """Another evaluation is writing to the same records file."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_problem(record: Any) -> Optional[str]:
+    """What is wrong with a record read back from the file, or ``None`` when it is sound."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    for field in ("codec", "task"):
+        if not isinstance(record.get(field), str):
+            return f"{field!r} is not a string"
+    if not isinstance(record.get("image"), (str, int)) or isinstance(record.get("image"), bool):
+        return "'image' is not a string or an integer"
+    if "prediction" not in record:
+        return "no 'prediction'"
+    if record["codec"] == REFERENCE_CODEC:
+        return None
+    bpp = record.get("bpp")
+    if not _is_number(bpp) or not 0.0 <= bpp <= MAX_BPP:
+        return f"'bpp' is {bpp!r}, not a rate in [0, {MAX_BPP:g}]"
+    likelihood = record.get("bpp_likelihood")
+    if not _is_number(likelihood) or not (math.isnan(likelihood) or 0.0 <= likelihood <= MAX_BPP):
+        return f"'bpp_likelihood' is {likelihood!r}, not a rate in [0, {MAX_BPP:g}] or NaN"
+    psnr = record.get("psnr")
+    if not _is_number(psnr) or math.isnan(psnr):
+        return f"'psnr' is {psnr!r}, not a number of dB"
+    if record.get("quality") is not None and (not isinstance(record["quality"], int) or isinstance(record["quality"], bool)):
+        return f"'quality' is {record['quality']!r}, not an integer"
+    return None
 
 
 class RecordStore:
@@ -28,51 +75,105 @@ class RecordStore:
 
     Args:
         path: the ``.jsonl`` file (created with its directory when missing).
+
+    Raises:
+        RecordsLockedError: another evaluation holds the file.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.damaged_path = self.path.with_name(self.path.name + ".damaged")
         self._index: Dict[RecordKey, Tuple[int, int]] = {}
         self._writer: Optional[IO[bytes]] = None
         self._reader: Optional[IO[bytes]] = None
-        self._load()
+        self._lock: Optional[IO[str]] = None
+        self._acquire_lock()
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
 
     @staticmethod
     def key(codec: str, task: str, image_id: Any) -> RecordKey:
         """The key of a record."""
         return (codec, task, str(image_id))
 
+    # ------------------------------------------------------------------ lock
+    def _acquire_lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory locks
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(self.path.with_name(self.path.name + ".lock"), "a+")
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            raise RecordsLockedError(
+                f"{self.path} is being written by another evaluation (process {holder}); wait for it to finish "
+                f"or use another output folder") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    # ------------------------------------------------------------------ reading
     def _load(self) -> None:
         if not self.path.exists():
             return
-        with open(self.path, "r+b") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            if size:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    # find the last complete line and drop the partial one
-                    f.seek(0)
-                    data = f.read()
-                    end = data.rfind(b"\n") + 1
-                    logger.warning("%s: removing an incomplete last line (interrupted write)", self.path)
-                    f.truncate(end)
-                    f.flush()
-                    os.fsync(f.fileno())
-            f.seek(0)
-            offset = 0
+        good: List[bytes] = []
+        damaged: List[Tuple[int, bytes, str]] = []
+        with open(self.path, "rb") as f:
             for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rec = json.loads(line)
-                        key = self.key(rec["codec"], rec["task"], rec["image"])
-                    except (ValueError, KeyError, TypeError) as err:
-                        raise ValueError(
-                            f"{self.path}:{lineno} is not an evaluation record ({err}); move the file "
-                            f"away to start the evaluation afresh"
-                        ) from err
-                    self._index[key] = (offset, len(line))
-                offset += len(line)
+                if not line.strip():
+                    good.append(line)
+                    continue
+                problem = self._line_problem(line)
+                if problem is None:
+                    good.append(line)
+                else:
+                    damaged.append((lineno, line, problem))
+        if damaged:
+            self._set_aside(good, damaged)
+        offset = 0
+        for line in good:
+            if line.strip():
+                rec = json.loads(line)
+                self._index[self.key(rec["codec"], rec["task"], rec["image"])] = (offset, len(line))
+            offset += len(line)
+
+    @staticmethod
+    def _line_problem(line: bytes) -> Optional[str]:
+        if not line.endswith(b"\n"):
+            return "incomplete last line (interrupted write)"
+        try:
+            return record_problem(json.loads(line))
+        except (ValueError, UnicodeDecodeError) as err:
+            return f"not JSON ({err})"
+
+    def _set_aside(self, good: List[bytes], damaged: List[Tuple[int, bytes, str]]) -> None:
+        """Append damaged lines to the side file, then rewrite the records file with the good ones."""
+        with open(self.damaged_path, "ab") as side:
+            for _, line, _ in damaged:
+                side.write(line if line.endswith(b"\n") else line + b"\n")
+            side.flush()
+            os.fsync(side.fileno())
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.writelines(good)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        for lineno, _, problem in damaged[:5]:
+            logger.warning("%s:%d: %s; the line is set aside in %s and its result will be recomputed",
+                           self.path, lineno, problem, self.damaged_path)
+        if len(damaged) > 5:
+            logger.warning("%s: %d more damaged lines set aside in %s", self.path, len(damaged) - 5, self.damaged_path)
 
     def __contains__(self, key: RecordKey) -> bool:
         return key in self._index
@@ -103,11 +204,11 @@ class RecordStore:
         self._index[self.key(record["codec"], record["task"], record["image"])] = (offset, len(line))
 
     def close(self) -> None:
-        """Close the file handles."""
-        for f in (self._writer, self._reader):
+        """Close the file handles and release the lock."""
+        for f in (self._writer, self._reader, self._lock):
             if f is not None:
                 f.close()
-        self._writer = self._reader = None
+        self._writer = self._reader = self._lock = None
 
     def __enter__(self) -> "RecordStore":
         return self

@@ -22,14 +22,14 @@ from tqdm import tqdm
 
 from ..tasks.base import Task
 from .codecs import CodecSpec, code_image, fingerprint
-from .records import RecordStore
+from .records import REFERENCE_CODEC, RecordStore
 from .results import write_csv, write_json
 
 __all__ = ["Curve", "Evaluation", "REFERENCE_KEY", "RANDOM_LABEL"]
 
 logger = logging.getLogger(__name__)
 
-REFERENCE_KEY = "reference"
+REFERENCE_KEY = REFERENCE_CODEC
 RANDOM_LABEL = "RANDOM WEIGHTS"
 
 
@@ -184,7 +184,7 @@ class Evaluation:
             for spec in self.codecs:
                 self._run_codec(spec, store)
             curves = self._aggregate(store)
-        self._write_outputs(curves)
+            self._write_outputs(curves)  # under the records' lock: one run writes the results at a time
         return curves
 
     def _todo(self, store: RecordStore, codec_key: str, tasks: Sequence[Task]) -> List[Tuple[Any, List[Task]]]:
