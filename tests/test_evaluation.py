@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -134,20 +135,21 @@ def test_random_codecs_are_reproducible_and_labelled():
 
 # ---------------------------------------------------------------------------- records and results
 def record(image, bpp=0.5, **changes):
-    return {"codec": "c", "task": "t", "image": image, "label": "tic", "quality": 1, "bpp": bpp,
-            "bpp_likelihood": 0.4, "psnr": 30.0, "prediction": {"top5": [1, 2, 3, 4, 5]}, **changes}
+    return {"codec": "c", "task": "t", "image": image, "label": "tic", "quality": 1, "bytes": 1000,
+            "pixels": 16000, "bpp": bpp, "bpp_likelihood": 0.4, "psnr": 30.0,
+            "prediction": {"top5": [1, 2, 3, 4, 5]}, **changes}
 
 
 def test_records_survive_an_interrupted_write(tmp_path):
     path = tmp_path / "records.jsonl"
     with RecordStore(path) as store:
         store.append(record(1))
-        store.append(record("a/b.png", 0.7))
+        store.append(record("a/b.png", 0.7, bytes=1400))
     with open(path, "a") as f:
         f.write('{"codec": "c", "task": "t", "ima')  # killed mid-line
     store = RecordStore(path)
     assert len(store) == 2 and RecordStore.key("c", "t", 1) in store
-    store.append(record(3, 0.9))
+    store.append(record(3, 0.9, bytes=1800))
     store.close()
     lines = path.read_text().splitlines()
     assert len(lines) == 3 and all(json.loads(line) for line in lines)
@@ -158,8 +160,10 @@ def test_records_survive_an_interrupted_write(tmp_path):
     (b'{"codec": "c", "task": "t", "ima\n', "not JSON"),  # half-written, then a newline from the next write
     (b"\0" * 40 + b"\n", "not JSON"),  # NUL bytes left by a file system after a crash
     (json.dumps(record(9, "0.5")).encode() + b"\n", "'bpp' is '0.5'"),  # a string rate
-    (json.dumps(record(9, 1e9)).encode() + b"\n", "'bpp' is 1000000000.0"),  # a tampered rate
-    (json.dumps(record(9, -1.0)).encode() + b"\n", "'bpp' is -1.0"),
+    (json.dumps(record(9, 1e9)).encode() + b"\n", "'bpp' is 1000000000.0, not 8 * bytes / pixels = 0.5"),
+    (json.dumps(record(9, -1.0, bytes=-2000)).encode() + b"\n", "'bytes' is -2000"),
+    (json.dumps(record(9, 0.5, pixels=0)).encode() + b"\n", "'pixels' is 0"),
+    (json.dumps(record(9, bpp_likelihood=float("inf"))).encode() + b"\n", "'bpp_likelihood' is inf"),
     (json.dumps(record(9, psnr=None)).encode() + b"\n", "'psnr' is None"),
     (json.dumps(record(9, quality="1")).encode() + b"\n", "'quality' is '1'"),
     (json.dumps({**record(9), "prediction": None} | {"codec": 5}).encode() + b"\n", "'codec' is not a string"),
@@ -170,14 +174,14 @@ def test_a_damaged_record_line_is_set_aside_and_every_good_record_kept(tmp_path,
     with RecordStore(path) as store:
         store.append(record(1))
     good = path.read_bytes()
-    path.write_bytes(good + damage + json.dumps(record(2, 0.25)).encode() + b"\n")
+    path.write_bytes(good + damage + json.dumps(record(2, 0.25, bytes=500)).encode() + b"\n")
 
     with caplog.at_level("WARNING"), RecordStore(path) as store:
         assert len(store) == 2
         assert store.get(RecordStore.key("c", "t", 2))["bpp"] == 0.25
     assert f"records.jsonl:2: {problem}" in caplog.text and "set aside in" in caplog.text
     assert (tmp_path / "records.jsonl.damaged").read_bytes() == damage
-    assert path.read_bytes() == good + json.dumps(record(2, 0.25)).encode() + b"\n"
+    assert path.read_bytes() == good + json.dumps(record(2, 0.25, bytes=500)).encode() + b"\n"
 
     path.write_bytes(path.read_bytes() + damage)  # damaged again: appended to the side file, not overwritten
     RecordStore(path).close()
@@ -312,3 +316,64 @@ def test_eval_into_a_folder_another_evaluation_is_writing_says_so(tmp_path, caps
     assert len(err.strip().splitlines()) == 1 and "is being written by another evaluation (process" in err
     assert not (out / "jpeg-fidelity.json").exists()
     assert main(argv) == 0 and (out / "jpeg-fidelity.json").is_file()
+
+
+# ---------------------------------------------------------------------------- runs into one folder
+@pytest.fixture
+def two_images(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (20, 28, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def fidelity_run(folder, out, *codecs, extra=()):
+    from compressai_transtic.cli import main
+
+    return main(["eval", str(folder), "--task", "fidelity", "-a", *codecs, "-o", str(out), "--no-progress", *extra])
+
+
+def qualities(out, name):
+    return json.loads((out / f"{name}-fidelity.json").read_text())["results"]["quality"]
+
+
+def test_a_later_run_into_the_same_folder_merges_its_points_into_the_curves(two_images, tmp_path):
+    out = tmp_path / "out"
+    assert fidelity_run(two_images, out, "jpeg:10") == 0
+    assert fidelity_run(two_images, out, "jpeg:50") == 0
+    assert qualities(out, "jpeg") == [10, 50]  # it used to hold [50] only
+    assert fidelity_run(two_images, out, "webp:30") == 0
+    assert qualities(out, "jpeg") == [10, 50] and qualities(out, "webp") == [30]
+    rows = [line.split(",")[:3] for line in (out / "results.csv").read_text().splitlines()[1:]]
+    assert rows == [["webp", "fidelity", "30"], ["jpeg", "fidelity", "10"], ["jpeg", "fidelity", "50"]]
+
+
+def test_points_evaluated_on_part_of_the_dataset_are_not_merged(two_images, tmp_path):
+    out = tmp_path / "out"
+    assert fidelity_run(two_images, out, "jpeg:10", extra=["--limit", "1"]) == 0
+    assert fidelity_run(two_images, out, "jpeg:50") == 0
+    assert qualities(out, "jpeg") == [50]
+
+
+def test_points_of_another_codec_under_the_same_curve_name_are_not_merged(two_images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert fidelity_run(two_images, out, "tic:1", extra=["--random-weights", "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert fidelity_run(two_images, out, "tic:2", extra=["--random-weights", "--seed", "2"]) == 0
+    assert qualities(out, "tic") == [2]
+    assert "earlier records of tic q1, RANDOM WEIGHTS (seed 1) are not merged" in capsys.readouterr().err
+
+
+def test_fresh_sets_earlier_runs_aside_and_starts_again(two_images, tmp_path):
+    out = tmp_path / "out"
+    assert fidelity_run(two_images, out, "jpeg:10", "webp:30") == 0
+    earlier = (out / "records.jsonl").read_bytes()
+    assert fidelity_run(two_images, out, "jpeg:50", extra=["--fresh"]) == 0
+    assert qualities(out, "jpeg") == [50]
+    (previous,) = out.glob("previous-*")
+    assert (previous / "records.jsonl").read_bytes() == earlier and (previous / "codecs.json").is_file()
+    assert len((out / "records.jsonl").read_text().splitlines()) == 2  # jpeg q50 on two images, nothing else

@@ -41,7 +41,7 @@ def test_coco_evaluation_of_tic_and_transtic_writes_json_csv_and_png(coco_set, t
     lines = stdout.strip().splitlines()
     assert lines and all(line.startswith("[RANDOM WEIGHTS]") for line in lines)
     assert {p.name for p in out.iterdir()} == {
-        "records.jsonl", "records.jsonl.lock", "results.csv", "tic-det.json", "transtic-det.json", "det-bbox-AP.png"}
+        "records.jsonl", "records.jsonl.lock", "codecs.json", "results.csv", "tic-det.json", "transtic-det.json", "det-bbox-AP.png"}
 
     for name in ("tic", "transtic"):
         curve = json.loads((out / f"{name}-det.json").read_text())

@@ -253,7 +253,7 @@ def test_jpeg_webp_and_avif_next_to_tic_on_a_coco_set(coco_set, tmp_path, capsys
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     assert all(line.startswith("[RANDOM WEIGHTS]") for line in stdout.strip().splitlines())
-    assert {p.name for p in out.iterdir()} == {"records.jsonl", "records.jsonl.lock", "results.csv", "det-bbox-AP.png", "tic-det.json",
+    assert {p.name for p in out.iterdir()} == {"records.jsonl", "records.jsonl.lock", "codecs.json", "results.csv", "det-bbox-AP.png", "tic-det.json",
                                                "jpeg-det.json", "webp-det.json", "avif-det.json"}
     for codec in ("jpeg", "webp", "avif"):
         curve = json.loads((out / f"{codec}-det.json").read_text())

@@ -150,6 +150,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("-o", "--output-dir", type=Path, default=Path("transtic-eval"), help="output directory")
     run.add_argument("--no-reference", action="store_true", help="skip the uncompressed reference accuracy")
+    run.add_argument("--fresh", action="store_true", help="start afresh: move earlier records of DIR to "
+                     "DIR/previous-<time>/ (by default curves merge the points of earlier runs into DIR)")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     run.add_argument("--threads", type=int, help="torch CPU threads")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -385,7 +387,8 @@ def run_eval(args: argparse.Namespace) -> int:
         items = dataset.subset(args.limit)
         description = dataset.describe() + (f", {len(items)} evaluated (--limit)" if len(items) < len(dataset) else "")
         evaluation = Evaluation(items, tasks, specs, args.output_dir, reference=not args.no_reference,
-                                device=args.device, progress=not args.no_progress, dataset_description=description)
+                                device=args.device, progress=not args.no_progress, dataset_description=description,
+                                fresh=args.fresh)
         if evaluation.random_weights and not random_weights:
             random_weights = True
             setup_logging(args.verbose, True)

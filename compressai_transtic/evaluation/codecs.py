@@ -200,17 +200,24 @@ class CodingResult:
     """Outcome of coding one image.
 
     Args:
-        bpp: real bitstream size (bits) per pixel of the prepared image.
+        num_bytes: size of the bitstream (or of the coded file).
+        pixels: pixels of the prepared image, the rate's denominator.
         bpp_likelihood: ``-sum(log2 p) / pixels`` from ``forward()`` in eval mode (NaN
             when not computed, and for traditional codecs).
         psnr: PSNR (dB) of the decoded image (resized back, clamped) vs the prepared one.
         x_hat: the decoded image, (1, 3, H, W) in [0, 1].
     """
 
-    bpp: float
+    num_bytes: int
+    pixels: int
     bpp_likelihood: float
     psnr: float
     x_hat: Tensor
+
+    @property
+    def bpp(self) -> float:
+        """Real bits per pixel of the prepared image."""
+        return 8.0 * self.num_bytes / self.pixels
 
 
 @torch.no_grad()
@@ -233,11 +240,11 @@ def code_image(
             ``bpp_likelihood`` is NaN); it costs one more pass through the codec.
     """
     height, width = int(x.shape[-2]), int(x.shape[-1])
-    num_pixels = x.shape[0] * height * width
+    num_pixels = int(x.shape[0]) * height * width
     if isinstance(model, ExternalCodec):
         num_bytes, x_rec = model.code(protocol.to_codec(x))
         x_hat = protocol.from_codec(x_rec, (height, width))
-        return CodingResult(bpp=8.0 * num_bytes / num_pixels, bpp_likelihood=math.nan, psnr=psnr(x_hat, x), x_hat=x_hat)
+        return CodingResult(num_bytes, num_pixels, bpp_likelihood=math.nan, psnr=psnr(x_hat, x), x_hat=x_hat)
     device = next(model.parameters()).device
     x = x.to(device)
     x_code = protocol.to_codec(x)
@@ -246,8 +253,7 @@ def code_image(
         out = model(x_code)
         bpp_likelihood = float(sum(torch.log2(lik).sum() for lik in out["likelihoods"].values()) / (-num_pixels))
     enc = model.compress(x_code)
-    bpp = 8.0 * count_bytes(enc["strings"]) / num_pixels
     dec = model.decompress(enc["strings"], enc["shape"])
     x_hat = protocol.from_codec(dec["x_hat"], (height, width))
-    return CodingResult(bpp=bpp, bpp_likelihood=bpp_likelihood, psnr=psnr(x_hat, x), x_hat=x_hat)
+    return CodingResult(count_bytes(enc["strings"]), num_pixels, bpp_likelihood, psnr=psnr(x_hat, x), x_hat=x_hat)
 

@@ -7,7 +7,7 @@ run holds millions of detections, which are read back one rate point at a time.
 
 Nothing finished is thrown away because of a damaged line: a line cut short by a crash,
 NUL bytes left by a file system, or a record whose fields have the wrong type or an
-impossible value (a ``bpp`` that is a string, negative, or above :data:`MAX_BPP`) is
+impossible value (a ``bpp`` that is a string, or not ``8 * bytes / pixels``) is
 moved to the side file ``<name>.damaged`` (appended, never overwritten), reported, and
 recomputed; every good record is kept. One evaluation at a time may write to a file: a
 second one is refused with the process id of the first (an advisory ``flock`` on
@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional, Tuple
 
-__all__ = ["MAX_BPP", "REFERENCE_CODEC", "RecordKey", "RecordStore", "RecordsLockedError", "record_problem"]
+__all__ = ["REFERENCE_CODEC", "RecordKey", "RecordStore", "RecordsLockedError", "record_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,6 @@ logger = logging.getLogger(__name__)
 RecordKey = Tuple[str, str, str]
 #: the codec key of uncompressed-reference records (they have no rate)
 REFERENCE_CODEC = "reference"
-#: rates above this many bits per pixel are impossible for an 8-bit RGB image coded by any codec
-MAX_BPP = 1024.0
 
 
 class RecordsLockedError(RuntimeError):
@@ -56,12 +54,16 @@ def record_problem(record: Any) -> Optional[str]:
         return "no 'prediction'"
     if record["codec"] == REFERENCE_CODEC:
         return None
-    bpp = record.get("bpp")
-    if not _is_number(bpp) or not 0.0 <= bpp <= MAX_BPP:
-        return f"'bpp' is {bpp!r}, not a rate in [0, {MAX_BPP:g}]"
+    for field, low in (("bytes", 0), ("pixels", 1)):
+        value = record.get(field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            return f"{field!r} is {value!r}, not an integer of at least {low}"
+    bpp, expected = record.get("bpp"), 8.0 * record["bytes"] / record["pixels"]
+    if not _is_number(bpp) or not math.isclose(bpp, expected, rel_tol=1e-9):
+        return f"'bpp' is {bpp!r}, not 8 * bytes / pixels = {expected!r}"
     likelihood = record.get("bpp_likelihood")
-    if not _is_number(likelihood) or not (math.isnan(likelihood) or 0.0 <= likelihood <= MAX_BPP):
-        return f"'bpp_likelihood' is {likelihood!r}, not a rate in [0, {MAX_BPP:g}] or NaN"
+    if not _is_number(likelihood) or not (math.isnan(likelihood) or 0.0 <= likelihood < math.inf):
+        return f"'bpp_likelihood' is {likelihood!r}, not a finite rate or NaN"
     psnr = record.get("psnr")
     if not _is_number(psnr) or math.isnan(psnr):
         return f"'psnr' is {psnr!r}, not a number of dB"
@@ -202,6 +204,26 @@ class RecordStore:
         self._writer.flush()
         os.fsync(self._writer.fileno())
         self._index[self.key(record["codec"], record["task"], record["image"])] = (offset, len(line))
+
+    def move_to(self, folder: Path) -> bool:
+        """Move the records (and damaged lines) into ``folder`` and start empty; keeps the lock.
+
+        Returns:
+            Whether there was anything to move.
+        """
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader is not None:
+            self._reader.close()
+        self._writer = self._reader = None
+        self._index.clear()
+        moved = False
+        for path in (self.path, self.damaged_path):
+            if path.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                path.replace(folder / path.name)
+                moved = True
+        return moved
 
     def close(self) -> None:
         """Close the file handles and release the lock."""

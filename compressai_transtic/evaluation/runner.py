@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..tasks.base import Task
 from .codecs import CodecSpec, code_image, fingerprint
+from .history import curve_identity, remember
 from .records import REFERENCE_CODEC, RecordStore
 from .results import write_csv, write_json
 
@@ -104,6 +105,10 @@ class Evaluation:
         device: where codecs and task networks run.
         progress: show tqdm progress bars (stderr).
         dataset_description: one line naming the dataset (for the JSON description).
+        fresh: start afresh: earlier records and rate points of ``output_dir`` are moved
+            to ``previous-<time>/`` there (kept, not merged). Without it, curves merge the
+            points of earlier runs into the same folder that are complete for this dataset,
+            tasks and protocol.
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class Evaluation:
         device: Union[str, torch.device] = "cpu",
         progress: bool = True,
         dataset_description: str = "",
+        fresh: bool = False,
     ) -> None:
         if not tasks:
             raise ValueError("no task to evaluate")
@@ -142,6 +148,8 @@ class Evaluation:
         self.progress = progress
         self.dataset_description = dataset_description or f"{len(self.dataset)} images"
         self.records_path = self.output_dir / "records.jsonl"
+        self.history_path = self.output_dir / "codecs.json"
+        self.fresh = fresh
         self._task_keys: Dict[int, str] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -178,14 +186,47 @@ class Evaluation:
         """Run (or continue) the evaluation and write all outputs; returns the curves."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with RecordStore(self.records_path) as store:
+            if self.fresh:
+                self._set_aside_earlier_runs(store)
             if len(store):
                 logger.info("%sresuming from %s (%d finished records)", self._tag(), self.records_path, len(store))
+            earlier = remember(self.history_path, self.codecs)
             self._run_reference(store)
             for spec in self.codecs:
                 self._run_codec(spec, store)
-            curves = self._aggregate(store)
+            curves = self._aggregate(store, self._merged_specs(store, earlier))
             self._write_outputs(curves)  # under the records' lock: one run writes the results at a time
         return curves
+
+    def _set_aside_earlier_runs(self, store: RecordStore) -> None:
+        """``--fresh``: move the records and rate points of earlier runs to ``previous-<time>/``."""
+        import time
+
+        folder = self.output_dir / time.strftime("previous-%Y%m%d-%H%M%S", time.gmtime())
+        moved = store.move_to(folder)
+        if self.history_path.exists():
+            self.history_path.replace(folder / self.history_path.name)
+            moved = True
+        if moved:
+            logger.info("earlier records set aside in %s (--fresh)", folder)
+
+    def _merged_specs(self, store: RecordStore, earlier: Sequence[CodecSpec]) -> List[CodecSpec]:
+        """This run's rate points, then earlier runs' that are complete here and fit a curve."""
+        merged = list(self.codecs)
+        keys = {self.codec_key(s) for s in merged}
+        owner = {s.label: s for s in reversed(self.codecs)}  # the spec that sets each curve's identity
+        for spec in earlier:
+            key, tasks = self.codec_key(spec), self.tasks_of(spec)
+            if key in keys or not tasks or self._todo(store, key, tasks):
+                continue  # evaluated now, for other tasks, or not on every image of this dataset
+            first = owner.setdefault(spec.label, spec)
+            if curve_identity(first) != curve_identity(spec):
+                logger.warning("earlier records of %s are not merged into the curve %r of %s",
+                               spec.describe(), spec.label, first.describe())
+                continue
+            merged.append(spec)
+            keys.add(key)
+        return merged
 
     def _todo(self, store: RecordStore, codec_key: str, tasks: Sequence[Task]) -> List[Tuple[Any, List[Task]]]:
         todo = []
@@ -229,7 +270,8 @@ class Evaluation:
                 store.append({
                     "codec": key, "task": self.task_key(task), "image": item.image_id,
                     "label": spec.label, "quality": spec.quality, "task_name": task.name,
-                    "bpp": coded.bpp, "bpp_likelihood": coded.bpp_likelihood, "psnr": coded.psnr,
+                    "bytes": coded.num_bytes, "pixels": coded.pixels, "bpp": coded.bpp,
+                    "bpp_likelihood": coded.bpp_likelihood, "psnr": coded.psnr,
                     "prediction": task.predict(coded.x_hat, item),
                 })
         del model
@@ -243,9 +285,9 @@ class Evaluation:
         predictions = {item.image_id: records[str(item.image_id)]["prediction"] for item in self.dataset}
         return task.compute_metrics(predictions, self.dataset)
 
-    def _aggregate(self, store: RecordStore) -> List[Curve]:
+    def _aggregate(self, store: RecordStore, specs: Sequence[CodecSpec]) -> List[Curve]:
         curves: Dict[Tuple[str, str], Curve] = {}
-        for spec in self.codecs:
+        for spec in specs:
             for task in self.tasks_of(spec):
                 curve = curves.get((spec.label, task.name))
                 if curve is None:
