@@ -49,11 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand except ``train`` (see :func:`main`)."""
     from .evaluation.cli import add_compare_arguments, add_eval_arguments, add_plot_arguments
     from .evaluation.demo import add_demo_arguments
+    from .listing import add_models_arguments
     from .bitmap import add_bitmap_arguments
     from .filecodec import add_decode_arguments, add_encode_arguments
 
     parser = argparse.ArgumentParser(
-        prog=PROG, description="TIC and TransTIC tools: demo, encode, decode, bitmap, eval, compare, plot, train."
+        prog=PROG, description="TIC and TransTIC tools: demo, encode, decode, bitmap, eval, compare, plot, models, train."
     )
     parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_arguments(sub.add_parser("eval", help="rate-accuracy evaluation (bpp, PSNR, top-1, COCO AP)"))
     add_compare_arguments(sub.add_parser("compare", help="BD-rate and BD-metric between result files"))
     add_plot_arguments(sub.add_parser("plot", help="plot rate vs metric of result files (PNG)"))
+    add_models_arguments(sub.add_parser("models", help="released weights (present or missing) and traditional codecs"))
     sub.add_parser("train", help="train prompts (compressai-transtic train --help)", add_help=False)
     return parser
 
@@ -100,6 +102,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .evaluation.cli import run_compare
 
         return run_compare(args)
+    if args.command == "models":
+        from .listing import run_models
+
+        return run_models(args)
     if args.command == "plot":
         from .evaluation.cli import run_plot
 

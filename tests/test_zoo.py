@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import urllib.error
 from pathlib import Path
 
@@ -244,3 +245,23 @@ def test_every_zoo_name_has_a_model_card(name):
 def test_unknown_model_card_names_the_known_ones():
     with pytest.raises(ValueError, match="zoo names"):
         zoo.model_card("tic-hyper")
+
+
+def test_models_command_lists_every_released_file_as_present_or_missing(hub_dir, capsys):
+    from compressai_transtic.cli import main
+
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / "det_3.pth.tar").write_bytes(b"placeholder")
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert f"released weights (1 of 16 in {cache})" in out
+    lines = {line.split()[0] + line.split()[1]: line for line in out.splitlines() if line.startswith("  transtic-")}
+    assert lines["transtic-det3"].endswith("present") and lines["transtic-seg3"].endswith("missing")
+    assert "jpeg      available (Pillow" in out
+
+    assert main(["models", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert len(listing["weights"]) == 16 and listing["cache"] == str(cache)
+    assert [w["file"] for w in listing["weights"] if w["present"]] == ["det_3.pth.tar"]
+    assert {c["name"] for c in listing["codecs"]} == {"jpeg", "webp", "avif", "jpeg2000", "bpg", "hm", "vtm"}
