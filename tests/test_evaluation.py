@@ -377,3 +377,24 @@ def test_fresh_sets_earlier_runs_aside_and_starts_again(two_images, tmp_path):
     (previous,) = out.glob("previous-*")
     assert (previous / "records.jsonl").read_bytes() == earlier and (previous / "codecs.json").is_file()
     assert len((out / "records.jsonl").read_text().splitlines()) == 2  # jpeg q50 on two images, nothing else
+
+
+@pytest.mark.parametrize("backend, warned", [("torchvision", True), ("detectron2", False)])
+def test_released_detection_prompts_under_torchvision_detectors_are_flagged(coco_set, tmp_path, monkeypatch, capsys,
+                                                                            backend, warned):
+    import urllib.error
+
+    from compressai_transtic.cli import main
+    from compressai_transtic.evaluation import cli
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("network is unreachable")))
+    monkeypatch.setattr(cli, "_build_tasks", lambda args, dataset, classes, random: [  # no detectron2 needed
+        cls(weights="random", short_edge=32, max_size=48, code_multiple=64) for cls in classes])
+    main(["eval", str(coco_set.image_dir), "--annotations", str(coco_set.annotation_file), "--task", "det",
+          "-a", "transtic:1", "--backend", backend, "-o", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert ("released det prompts were trained with detectron2" in err) is warned
+    assert "--backend detectron2" in cli.REPRODUCE_PAPER

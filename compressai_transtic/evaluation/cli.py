@@ -43,10 +43,11 @@ reproducing the paper's curves (released weights, downloaded on first use):
   COCO val2017 (5,000 images; box AP with Faster R-CNN, mask AP with Mask R-CNN):
     compressai-transtic eval /data/coco/val2017 \\
         --annotations /data/coco/annotations/instances_val2017.json \\
-        --task det seg -a tic transtic -q 1 2 3 4 --device cuda -o results/coco
+        --task det seg -a tic transtic -q 1 2 3 4 --backend detectron2 --device cuda -o results/coco
     compressai-transtic compare results/coco/tic-det.json results/coco/transtic-det.json
     compressai-transtic compare results/coco/tic-seg.json results/coco/transtic-seg.json
-  add --backend detectron2 for the authors' detectron2 networks; plots: DIR/<task>-<metric>.png
+  the released det/seg prompts were trained with detectron2's networks: only --backend detectron2
+  reproduces the paper (torchvision's detectors run without it, with a warning); plots: DIR/<task>-<metric>.png
   or compressai-transtic plot A.json B.json -o plot.png
 the paper's Fig. A5: VVC (VTM 16.0, built from its sources; cfg/ is found above the build folder):
   (a) compressai-transtic eval /data/kodak --task fidelity -a tic vtm --vtm-build VTM/bin -o results/kodak
@@ -140,7 +141,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     tasks.add_argument("--task-weights", help="recognition network weights: 'default' (torchvision's file from the "
                        "torch hub cache or downloaded), 'random', or a state-dict file")
     tasks.add_argument("--backend", choices=("torchvision", "detectron2"), default="torchvision",
-                       help="recognition networks (default torchvision; detectron2 = the authors' setup)")
+                       help="recognition networks (default torchvision; detectron2 = the authors' setup, the one that "
+                       "reproduces the paper's det/seg curves with the released prompts)")
     proto = parser.add_argument_group("protocol (defaults: the paper's)")
     proto.add_argument("--crop", type=int, default=256, help="classification: Resize + CenterCrop size (256)")
     proto.add_argument("--short-edge", type=int, default=800, help="COCO: shortest edge of the prepared image (800)")
@@ -384,6 +386,7 @@ def run_eval(args: argparse.Namespace) -> int:
         dataset = _load_dataset(args, classes[0].dataset_kind)
         tasks = _build_tasks(args, dataset, classes, random_weights)
         specs = _build_specs(args, [t.name for t in tasks])
+        _warn_if_not_the_papers_detectors(specs, args.backend)
         items = dataset.subset(args.limit)
         description = dataset.describe() + (f", {len(items)} evaluated (--limit)" if len(items) < len(dataset) else "")
         evaluation = Evaluation(items, tasks, specs, args.output_dir, reference=not args.no_reference,
@@ -416,6 +419,16 @@ def run_eval(args: argparse.Namespace) -> int:
     out(f"table: {args.output_dir / 'results.csv'}; plots: "
         + ", ".join(str(args.output_dir / f"{t.name}-{t.primary_metric}.png") for t in tasks))
     return 0
+
+
+def _warn_if_not_the_papers_detectors(specs: Sequence[Any], backend: str) -> None:
+    """Released det/seg prompts were tuned for detectron2's networks: say so under another backend."""
+    tuned = sorted({s.task for s in specs if s.source == "pretrained" and s.architecture == "transtic"
+                    and s.task in ("det", "seg")})
+    if tuned and backend != "detectron2":
+        logger.warning("the released %s prompts were trained with detectron2's Faster/Mask R-CNN; evaluated with "
+                       "%s's detectors, the results do not reproduce the paper (use --backend detectron2)",
+                       "/".join(tuned), backend)
 
 
 def _is_user_error(err: BaseException) -> bool:
