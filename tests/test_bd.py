@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from compressai_transtic.evaluation.bd import METHODS, bd_metric, bd_rate
+from compressai_transtic.evaluation.bd import METHODS, bd_metric, bd_rate, overlap_share
 
 RATES = [0.12, 0.21, 0.37, 0.66]
 ACCURACY = [61.0, 67.5, 71.2, 73.4]
@@ -108,7 +108,7 @@ def test_compare_reports_the_delta_that_exists_when_the_curves_share_only_metric
     b = write_curve(tmp_path / "b.json", "jpeg", [10 * r for r in RATES], ACCURACY)  # no common rates
     assert main(["compare", str(a), str(b), "--json", str(tmp_path / "bd.json")]) == 0
     out = capsys.readouterr().out
-    assert "BD-rate +900.00 %, BD-top1 n/a (the two curves do not overlap in log-rate" in out
+    assert "BD-rate +900.00 % (overlap 100%), BD-top1 n/a (the two curves do not overlap in log-rate" in out
     (row,) = json.loads((tmp_path / "bd.json").read_text())["comparisons"]
     assert row["bd_rate"] == pytest.approx(900.0, abs=1e-9) and row["bd_metric"] is None
     assert "do not overlap" in row["bd_metric_error"]
@@ -116,5 +116,29 @@ def test_compare_reports_the_delta_that_exists_when_the_curves_share_only_metric
     c = write_curve(tmp_path / "c.json", "far", [10 * r for r in RATES], [m + 50 for m in ACCURACY])
     assert main(["compare", str(a), str(c), str(b)]) == 2  # neither delta exists for c; b is still compared
     captured = capsys.readouterr()
-    assert "jpeg vs tic (top1, pchip): BD-rate +900.00 %" in captured.out
+    assert "jpeg vs tic (top1, pchip): BD-rate +900.00 % (overlap 100%)" in captured.out
     assert f"error: {c} vs {a}: the two curves do not overlap in metric" in captured.err
+
+
+def test_overlap_share_is_the_smaller_share_of_either_curves_range():
+    shifted = [m + 8.0 for m in ACCURACY]  # [69, 81.4] against [61, 73.4]: 4.4 of 12.4 shared
+    assert overlap_share(RATES, ACCURACY, RATES, shifted) == pytest.approx(4.4 / 12.4)
+    assert overlap_share(RATES, ACCURACY, RATES, ACCURACY, axis="rate") == 1.0
+    inner = [67.0, 70.0]  # wholly inside the anchor: all of it, but only 3 / 12.4 of the anchor
+    assert overlap_share(RATES, ACCURACY, RATES[1:3], inner) == pytest.approx(3.0 / 12.4)
+    assert overlap_share(RATES, ACCURACY, RATES, [m + 50 for m in ACCURACY]) == 0.0
+
+
+def test_compare_warns_on_little_overlap_and_gives_the_bd_metric_unit(tmp_path, capsys):
+    from compressai_transtic.cli import main
+
+    a = write_curve(tmp_path / "a.json", "tic", RATES, ACCURACY)
+    b = write_curve(tmp_path / "b.json", "transtic", RATES, [m + 8.0 for m in ACCURACY])
+    for path in (a, b):
+        curve = json.loads(path.read_text())
+        path.write_text(json.dumps({**curve, "units": {"bpp": "bits per pixel", "top1": "%"}}))
+    assert main(["compare", str(a), str(b)]) == 0
+    captured = capsys.readouterr()
+    assert "BD-rate" in captured.out and "(overlap 35%)" in captured.out
+    assert "BD-top1 +8.000 percentage points (overlap 100%)" in captured.out
+    assert "share only 35% of their metric range: the delta extrapolates the rest" in captured.err

@@ -20,6 +20,11 @@ Two interpolations are offered:
 
 For both, a curve compared with itself gives exactly 0, and a curve whose rates are all
 ``s`` times the anchor's (same metrics) gives a BD-rate of ``(s - 1) * 100`` %.
+
+A delta only describes the interval the two curves share. :func:`overlap_share` says
+how much of the curves that interval is: the smaller of the two fractions of each
+curve's own range (metric range for BD-rate, log-rate range for BD-metric) that it
+covers. ``compare`` prints it and warns below :data:`LOW_OVERLAP`.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["METHODS", "bd_metric", "bd_rate"]
+__all__ = ["LOW_OVERLAP", "METHODS", "bd_metric", "bd_rate", "overlap_share"]
 
 METHODS = ("pchip", "cubic")
+#: below this overlap share a BD delta extrapolates most of a curve's range away
+LOW_OVERLAP = 0.5
 
 
 def _curve(rate: Sequence[float], metric: Sequence[float], name: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -71,6 +78,32 @@ def _overlap(a: np.ndarray, b: np.ndarray, what: str) -> Tuple[float, float]:
     if not hi > lo:
         raise ValueError(f"the two curves do not overlap in {what} ([{a.min():g}, {a.max():g}] vs [{b.min():g}, {b.max():g}])")
     return float(lo), float(hi)
+
+
+def overlap_share(
+    rate_anchor: Sequence[float],
+    metric_anchor: Sequence[float],
+    rate_test: Sequence[float],
+    metric_test: Sequence[float],
+    axis: str = "metric",
+) -> float:
+    """Share (0..1) of the curves that the interval of a BD delta covers.
+
+    Args:
+        rate_anchor, metric_anchor, rate_test, metric_test: the two curves.
+        axis: ``"metric"`` (the interval of BD-rate) or ``"rate"`` (log-rate, BD-metric).
+
+    Returns:
+        ``min(|I| / range(anchor), |I| / range(test))`` with ``I`` the shared interval;
+        0 when the curves do not overlap, 1 for a curve with a single value inside it.
+    """
+    la, ma = _curve(rate_anchor, metric_anchor, "anchor")
+    lt, mt = _curve(rate_test, metric_test, "test")
+    a, b = (ma, mt) if axis == "metric" else (la, lt)
+    shared = min(a.max(), b.max()) - max(a.min(), b.min())
+    if shared <= 0:
+        return 0.0
+    return float(min(shared / (c.max() - c.min()) if c.max() > c.min() else 1.0 for c in (a, b)))
 
 
 def bd_rate(

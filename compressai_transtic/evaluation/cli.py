@@ -472,7 +472,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Run ``compressai-transtic compare``."""
-    from .bd import bd_metric, bd_rate
+    from .bd import LOW_OVERLAP, bd_metric, bd_rate, overlap_share
     from .results import curve_values, load_curve, write_json
 
     try:
@@ -485,6 +485,8 @@ def run_compare(args: argparse.Namespace) -> int:
     setup_logging(0, random_weights)
     out = _printer(random_weights)
     metric = args.metric or anchor.get("primary_metric") or "psnr-rgb"
+    unit = {"%": "percentage points"}.get((anchor.get("units") or {}).get(metric, ""),
+                                          (anchor.get("units") or {}).get(metric, ""))
     rows: List[Dict[str, Any]] = []
     failed: List[str] = []
     try:
@@ -494,18 +496,27 @@ def run_compare(args: argparse.Namespace) -> int:
             row: Dict[str, Any] = {"anchor": str(args.anchor), "test": str(path), "metric": metric,
                                    "method": args.method}
             # BD-rate needs the curves to share metric values, BD-metric rates: report each one that exists
-            for key, delta_of in (("bd_rate", bd_rate), ("bd_metric", bd_metric)):
+            for key, delta_of, axis in (("bd_rate", bd_rate, "metric"), ("bd_metric", bd_metric, "rate")):
                 try:
                     row[key] = delta_of(ra, ma, rt, mt, method=args.method)
+                    row[f"{key}_overlap"] = overlap_share(ra, ma, rt, mt, axis)
                 except ValueError as err:
                     row[key], row[f"{key}_error"] = None, str(err)
+            row["bd_metric_unit"] = unit
             rows.append(row)
             if row["bd_rate"] is None and row["bd_metric"] is None:
                 failed.append(f"{path} vs {args.anchor}: {row['bd_rate_error']}")
                 continue
             out(f"{test.get('name', path)} vs {anchor.get('name', args.anchor)} ({metric}, {args.method}): "
                 + _delta_text(row, "bd_rate", "BD-rate", "+.2f", " %") + ", "
-                + _delta_text(row, "bd_metric", f"BD-{metric}", "+.3f", ""))
+                + _delta_text(row, "bd_metric", f"BD-{metric}", "+.3f", f" {unit}" if unit else ""))
+            low = [name for key, name in (("bd_rate", "metric"), ("bd_metric", "log-rate"))
+                   if row.get(f"{key}_overlap", 1.0) < LOW_OVERLAP]
+            if low:
+                logger.warning("%s and %s share only %s of their %s range: the delta extrapolates the rest",
+                               path, args.anchor, " / ".join(f"{row[k + '_overlap']:.0%}" for k in ("bd_rate", "bd_metric")
+                                                            if row.get(k + "_overlap", 1.0) < LOW_OVERLAP),
+                               " / ".join(low))
     except ValueError as err:
         _error(err, random_weights)
         return 2
@@ -520,7 +531,7 @@ def run_compare(args: argparse.Namespace) -> int:
 def _delta_text(row: Dict[str, Any], key: str, name: str, fmt: str, unit: str) -> str:
     if row[key] is None:
         return f"{name} n/a ({row[key + '_error']})"
-    return f"{name} {format(row[key], fmt)}{unit}"
+    return f"{name} {format(row[key], fmt)}{unit} (overlap {row[key + '_overlap']:.0%})"
 
 
 # ---------------------------------------------------------------------------- plot
