@@ -1,6 +1,7 @@
 """Reading images for the codec, and writing decoded ones.
 
-:func:`read_image` turns any image Pillow reads into a float RGB tensor in [0, 1]:
+:func:`read_image` turns any image Pillow reads into a float RGB tensor in [0, 1]
+(:func:`read_rgb8`: into 8-bit PIL RGB for the evaluation datasets):
 
 * EXIF orientation is applied (a photo is coded the way it is shown);
 * 16-bit and 32-bit integer images are scaled from their full range (not clipped to
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from .fileio import atomic_write
 
-__all__ = ["ImageReadError", "read_image", "write_png", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES"]
+__all__ = ["ImageReadError", "read_image", "read_rgb8", "write_png", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES"]
 
 #: the default largest input (twice 3840 x 2160)
 DEFAULT_MAX_PIXELS = 2**24
@@ -62,7 +63,28 @@ def read_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXE
         ImageReadError: the file is missing, not an image, damaged, or larger than
             ``max_pixels``.
     """
-    path = Path(path)
+    array, notes = _decode(Path(path), max_pixels, exif=True)
+    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float()[None]
+    return tensor, notes
+
+
+def read_rgb8(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The image at ``path`` as 8-bit PIL RGB, for the evaluation protocols.
+
+    As :func:`read_image` (wide integer images scaled, not clipped; the pixel limit), but
+    without EXIF orientation: datasets (ImageNet, COCO, Kodak) are evaluated in their
+    stored orientation, as torchvision's and CompressAI's loaders read them. 8-bit images
+    come out exactly as ``Image.convert("RGB")`` gives them.
+
+    Raises:
+        ImageReadError: as :func:`read_image`.
+    """
+    array, _ = _decode(Path(path), max_pixels, exif=False)
+    return Image.fromarray(np.round(array * 255.0).astype(np.uint8), "RGB")
+
+
+def _decode(path: Path, max_pixels: int, exif: bool) -> Tuple[np.ndarray, List[str]]:
+    """``(H, W, 3)`` float64 in [0, 1] and notes, after every check."""
     notes: List[str] = []
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
@@ -76,7 +98,8 @@ def read_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXE
                     f"{path}: {width}x{height} is {width * height} pixels, above the limit of {max_pixels}; "
                     "raise it with --max-pixels if you mean it"
                 )
-            img = ImageOps.exif_transpose(img)
+            if exif:
+                img = ImageOps.exif_transpose(img)
             array = _to_array(img, notes)
     except ImageReadError as exc:
         if str(exc).startswith(str(path)):
@@ -88,8 +111,7 @@ def read_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXE
         raise ImageReadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
     if min(array.shape[:2]) < 1:
         raise ImageReadError(f"{path}: the image has no pixels")
-    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float()[None]
-    return tensor, notes
+    return array, notes
 
 
 def write_png(path: Union[str, os.PathLike], image: Tensor) -> Path:

@@ -398,3 +398,53 @@ def test_released_detection_prompts_under_torchvision_detectors_are_flagged(coco
     err = capsys.readouterr().err
     assert ("released det prompts were trained with detectron2" in err) is warned
     assert "--backend detectron2" in cli.REPRODUCE_PAPER
+
+
+# ---------------------------------------------------------------------------- dataset images
+def test_dataset_images_scale_16_bit_pixels_instead_of_clipping_them(tmp_path):
+    from PIL import Image
+
+    from compressai_transtic.data import ImageFiles
+
+    ramp = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    (item,) = ImageFiles(tmp_path)
+    pixels = np.asarray(item.load())
+    expected = np.round(ramp / 65535.0 * 255.0).astype(np.uint8)
+    assert pixels.shape == (48, 64, 3) and all(np.array_equal(pixels[..., c], expected) for c in range(3))
+    clipped = np.asarray(Image.open(tmp_path / "deep.png").convert("RGB"))[..., 0]
+    assert (clipped == 255).mean() > 0.9  # what a plain Pillow conversion did
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGB", ".png"), ("P", ".png"), ("CMYK", ".jpg"), ("L", ".png"),
+                                          ("RGBA", ".png")])
+def test_dataset_images_of_8_bits_are_what_pillow_converts(tmp_path, mode, suffix):
+    from PIL import Image
+
+    from compressai_transtic.imageio import read_rgb8
+
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).convert(mode)
+    image.save(tmp_path / f"x{suffix}")
+    with Image.open(tmp_path / f"x{suffix}") as stored:
+        expected = np.asarray(stored.convert("RGB"))
+    assert np.array_equal(np.asarray(read_rgb8(tmp_path / f"x{suffix}")), expected)
+
+
+def test_dataset_images_keep_their_stored_orientation_and_a_pixel_limit(tmp_path):
+    from PIL import Image
+
+    from compressai_transtic.data import ImageFiles
+    from compressai_transtic.imageio import ImageReadError, read_rgb8
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees to show": the datasets are read as stored
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(tmp_path / "rotated.jpg", exif=exif)
+    assert read_rgb8(tmp_path / "rotated.jpg").size == (40, 30)
+    with pytest.raises(ImageReadError, match=r"rotated.jpg: 40x30 is 1200 pixels, above the limit of 1000"):
+        read_rgb8(tmp_path / "rotated.jpg", max_pixels=1000)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 16)
+    items = {item.image_id: item for item in ImageFiles(tmp_path)}
+    with pytest.raises(ImageReadError, match="broken.png: not a readable image"):
+        items["broken.png"].load()

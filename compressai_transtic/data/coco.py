@@ -37,10 +37,9 @@ class CocoImage:
 
     def load(self) -> "PIL.Image.Image":
         """The image as PIL RGB (checked against the annotated size)."""
-        from PIL import Image
+        from ..imageio import read_rgb8
 
-        with Image.open(self.path) as img:
-            image = img.convert("RGB")
+        image = read_rgb8(self.path)
         if (image.height, image.width) != (self.height, self.width):
             raise ValueError(
                 f"{self.path} is {image.height}x{image.width} but the annotation file says "

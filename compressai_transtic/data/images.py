@@ -28,11 +28,10 @@ class ImageFile:
     path: Path
 
     def load(self) -> "PIL.Image.Image":
-        """The image as PIL RGB."""
-        from PIL import Image
+        """The image as 8-bit PIL RGB (:func:`~compressai_transtic.imageio.read_rgb8`)."""
+        from ..imageio import read_rgb8
 
-        with Image.open(self.path) as img:
-            return img.convert("RGB")
+        return read_rgb8(self.path)
 
 
 class ImageFiles(ImageList[ImageFile]):
