@@ -485,8 +485,8 @@ def run_compare(args: argparse.Namespace) -> int:
     setup_logging(0, random_weights)
     out = _printer(random_weights)
     metric = args.metric or anchor.get("primary_metric") or "psnr-rgb"
-    unit = {"%": "percentage points"}.get((anchor.get("units") or {}).get(metric, ""),
-                                          (anchor.get("units") or {}).get(metric, ""))
+    unit = (anchor.get("units") or {}).get(metric, "")
+    unit = "percentage points" if unit == "%" else unit
     rows: List[Dict[str, Any]] = []
     failed: List[str] = []
     try:
@@ -510,13 +510,12 @@ def run_compare(args: argparse.Namespace) -> int:
             out(f"{test.get('name', path)} vs {anchor.get('name', args.anchor)} ({metric}, {args.method}): "
                 + _delta_text(row, "bd_rate", "BD-rate", "+.2f", " %") + ", "
                 + _delta_text(row, "bd_metric", f"BD-{metric}", "+.3f", f" {unit}" if unit else ""))
-            low = [name for key, name in (("bd_rate", "metric"), ("bd_metric", "log-rate"))
-                   if row.get(f"{key}_overlap", 1.0) < LOW_OVERLAP]
+            low = [f"{row[key + '_overlap']:.0%} of their {axis} range"
+                   for key, axis in (("bd_rate", "metric"), ("bd_metric", "log-rate"))
+                   if row.get(key + "_overlap", 1.0) < LOW_OVERLAP]
             if low:
-                logger.warning("%s and %s share only %s of their %s range: the delta extrapolates the rest",
-                               path, args.anchor, " / ".join(f"{row[k + '_overlap']:.0%}" for k in ("bd_rate", "bd_metric")
-                                                            if row.get(k + "_overlap", 1.0) < LOW_OVERLAP),
-                               " / ".join(low))
+                logger.warning("%s and %s share only %s: the delta extrapolates the rest", path, args.anchor,
+                               " and ".join(low))
     except ValueError as err:
         _error(err, random_weights)
         return 2
