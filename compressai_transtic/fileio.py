@@ -3,7 +3,8 @@
 Every writer goes to a temporary file in the destination folder, is flushed and
 fsynced, given the permissions the user's umask asks for, then renamed over the
 destination; on any error the temporary file is removed and the destination is left
-as it was.
+as it was. A destination that cannot be written raises :class:`OutputError`, whose
+message names the file and says what to do, instead of a bare ``OSError``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,44 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Union
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
+__all__ = [
+    "OutputError",
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_writable_folder",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class OutputError(OSError):
+    """An output file or folder that cannot be written; the message names it."""
+
+
+def _cannot_write(path: Path, exc: OSError) -> OutputError:
+    reason = exc.strerror or str(exc)
+    return OutputError(f"cannot write {path}: {reason}; choose another output location or make the folder writable")
+
+
+def check_writable_folder(folder: PathLike, what: str = "output") -> Path:
+    """Check, before any work, that files can be created in ``folder`` (made if missing).
+
+    Raises:
+        OutputError: the folder, or the nearest existing folder above it, is a file or
+            is not writable.
+    """
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{what} folder {folder}: {probe} is a file, not a folder; choose another location")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} folder {folder}: {probe} is not writable; choose another location "
+                          "or make it writable")
+    return folder
 
 
 def _umask() -> int:
@@ -27,8 +63,11 @@ def _umask() -> int:
 def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any]) -> Path:
     """Call ``write(file)`` on a temporary binary file, then move it to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -36,9 +75,11 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any]) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise _cannot_write(path, exc) from exc
         raise
     return path
 

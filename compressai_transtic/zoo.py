@@ -39,11 +39,14 @@ from torch import nn
 from .checkpoint import load_state_dict, model_from_state_dict
 from .models import TIC, TransTIC
 from .registration import ModelEntry
+from .trust import HashRecord, TrustStore, TrustStoreError
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ChecksumMismatchError",
+    "TrustStore",
+    "TrustStoreError",
     "Weights",
     "WeightsUnavailableError",
     "cfgs",
@@ -98,25 +101,33 @@ class WeightsUnavailableError(RuntimeError):
 
 
 class ChecksumMismatchError(RuntimeError):
-    """A weights file does not have the sha256 recorded in the manifest.
+    """A weights file does not have the sha256 recorded for it (manifest, pinned or first use).
 
     Args:
         path: the file checked.
-        expected: sha256 from the manifest.
+        expected: the recorded sha256.
         actual: sha256 of the file.
         url: where the file comes from.
+        record: the trust store's record, when the hash comes from there (not the manifest).
+        store: the trust store's file.
     """
 
-    def __init__(self, path: Path, expected: str, actual: str, url: str = "") -> None:
+    def __init__(self, path: Path, expected: str, actual: str, url: str = "",
+                 record: Optional[HashRecord] = None, store: Optional[Path] = None) -> None:
         self.path = Path(path)
         self.expected = expected
         self.actual = actual
         origin = f" (from {url})" if url else ""
-        super().__init__(
-            f"{self.path}{origin} has sha256 {actual}, but the manifest expects {expected}. "
-            "The file is corrupted or not the released one: delete it and load again to "
-            "download a fresh copy."
-        )
+        if record is None:
+            message = (f"{self.path}{origin} has sha256 {actual}, but the manifest expects {expected}. "
+                       "The file is corrupted or not the released one: delete it and load again to "
+                       "download a fresh copy.")
+        else:
+            when = "you pinned" if record.source == "user" else f"it had when first used ({record.since})"
+            message = (f"{self.path}{origin} has sha256 {actual}, not the {expected} {when}, recorded in {store}. "
+                       "The file changed: delete it and load again to download a fresh copy, or, if you "
+                       f"replaced it on purpose, run `compressai-transtic models --forget {self.path.name}`.")
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -245,13 +256,25 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verify(path: Path, sha256: str, url: str) -> None:
-    if not sha256:
-        logger.debug("no sha256 recorded for %s: not verified", path.name)
-        return
+def _verify(path: Path, filename: str, sha256: str, url: str) -> None:
+    """Check ``path`` (the cache file ``filename``) against the manifest's sha256, else
+    against the trust store's record of it, else record it (trust on first use)."""
     actual = _sha256(path)
-    if actual != sha256:
-        raise ChecksumMismatchError(path, sha256, actual, url)
+    if sha256:
+        if actual != sha256:
+            raise ChecksumMismatchError(path, sha256, actual, url)
+        return
+    store = TrustStore(path.parent)
+    record = store.get(filename)
+    if record is None:
+        try:
+            store.record(filename, actual, url)
+            logger.info("recorded sha256 %s of %s in %s (trust on first use: a changed file will be refused)",
+                        actual, filename, store.path)
+        except OSError as exc:  # a read-only shared cache: the file is used, unrecorded
+            logger.warning("cannot record the sha256 of %s (%s): it is not verified", filename, exc)
+    elif record.sha256 != actual:
+        raise ChecksumMismatchError(path, record.sha256, actual, url, record=record, store=store.path)
 
 
 def fetch_url(url: str, filename: Optional[str] = None, sha256: str = "", progress: bool = True) -> Path:
@@ -259,23 +282,26 @@ def fetch_url(url: str, filename: Optional[str] = None, sha256: str = "", progre
 
     The file is ``<torch.hub.get_dir()>/checkpoints/<filename>``. A download
     goes to a temporary name in that folder and is renamed only once complete
-    (and verified when ``sha256`` is given), so no partial file is left behind.
+    and verified, so no partial file is left behind. Without ``sha256``, the file is
+    checked against the hash recorded when it was first used (:mod:`.trust`), and that
+    hash is recorded on first use.
 
     Args:
         url: file URL.
         filename: cache file name (default: the URL's basename).
-        sha256: expected hex digest; empty to skip verification.
+        sha256: expected hex digest; empty: trust on first use.
         progress: show a progress bar on stderr while downloading.
 
     Raises:
         WeightsUnavailableError: not cached and the download failed (offline ...).
         ChecksumMismatchError: the cached or downloaded file has another sha256.
+        TrustStoreError: the store of recorded hashes is damaged.
     """
     filename = filename or url.rsplit("/", 1)[-1]
     path = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if path.is_file():
         logger.debug("using cached %s", path)
-        _verify(path, sha256, url)
+        _verify(path, filename, sha256, url)
         return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,7 +311,7 @@ def fetch_url(url: str, filename: Optional[str] = None, sha256: str = "", progre
     logger.info("downloading %s to %s", url, path)
     try:
         torch.hub.download_url_to_file(url, str(tmp), hash_prefix=None, progress=progress)
-        _verify(tmp, sha256, url)
+        _verify(tmp, filename, sha256, url)
         os.replace(tmp, path)
     except (OSError, http.client.HTTPException) as exc:
         raise WeightsUnavailableError(url, path, f"{type(exc).__name__}: {exc}") from exc

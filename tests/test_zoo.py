@@ -157,7 +157,7 @@ def test_download_is_renamed_into_the_cache_only_when_complete(hub_dir, monkeypa
     assert path == hub_dir / "checkpoints" / "det_2.pth.tar"
     assert path.read_bytes() == b"weights"
     assert targets[0].parent == path.parent and targets[0] != path
-    assert [p.name for p in path.parent.iterdir()] == ["det_2.pth.tar"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["compressai-transtic-sha256.json", "det_2.pth.tar"]
 
 
 def test_real_download_reports_progress_on_stderr_only(hub_dir, tmp_path, capsys):
@@ -257,7 +257,8 @@ def test_models_command_lists_every_released_file_as_present_or_missing(hub_dir,
     out = capsys.readouterr().out
     assert f"released weights (1 of 16 in {cache})" in out
     lines = {line.split()[0] + line.split()[1]: line for line in out.splitlines() if line.startswith("  transtic-")}
-    assert lines["transtic-det3"].endswith("present") and lines["transtic-seg3"].endswith("missing")
+    assert "present  sha256 recorded on first use" in lines["transtic-det3"]
+    assert "missing  sha256 recorded on first use" in lines["transtic-seg3"]
     assert "jpeg      available (Pillow" in out
 
     assert main(["models", "--json"]) == 0
@@ -265,3 +266,60 @@ def test_models_command_lists_every_released_file_as_present_or_missing(hub_dir,
     assert len(listing["weights"]) == 16 and listing["cache"] == str(cache)
     assert [w["file"] for w in listing["weights"] if w["present"]] == ["det_3.pth.tar"]
     assert {c["name"] for c in listing["codecs"]} == {"jpeg", "webp", "avif", "jpeg2000", "bpg", "hm", "vtm"}
+
+
+# ------------------------------------------------------------------ trust on first use
+def test_a_released_file_that_changes_after_first_use_is_refused_until_forgotten(hub_dir, offline, tic_state_dict,
+                                                                                  capsys):
+    from compressai_transtic.cli import main
+    from compressai_transtic.models import TIC
+
+    cache = hub_dir / "checkpoints"
+    cache.mkdir(parents=True)
+    path = cache / "base_codec_3.pth.tar"
+    torch.save({"state_dict": tic_state_dict}, path)
+    zoo.tic(3, pretrained=True)  # first use: its sha256 is recorded
+    first = hashlib.sha256(path.read_bytes()).hexdigest()
+    store = json.loads((cache / "compressai-transtic-sha256.json").read_text())
+    assert store["files"]["base_codec_3.pth.tar"]["sha256"] == first
+
+    torch.manual_seed(1)
+    torch.save({"state_dict": TIC().state_dict()}, path)  # another, perfectly loadable, file
+    with pytest.raises(zoo.ChecksumMismatchError, match="models --forget base_codec_3.pth.tar") as info:
+        zoo.tic(3, pretrained=True)
+    assert info.value.expected == first and "when first used" in str(info.value)
+
+    assert main(["models", "--forget", "base_codec_3.pth.tar"]) == 0
+    assert "forgot the sha256 of base_codec_3.pth.tar" in capsys.readouterr().out
+    zoo.tic(3, pretrained=True)  # recorded afresh
+    assert zoo.TrustStore(cache).get("base_codec_3.pth.tar").sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_pinned_sha256_verifies_the_file_as_a_manifest_hash_would(hub_dir, offline, tic_state_dict, capsys):
+    from compressai_transtic.cli import main
+
+    cache = hub_dir / "checkpoints"
+    cache.mkdir(parents=True)
+    path = cache / "base_codec_2.pth.tar"
+    torch.save({"state_dict": tic_state_dict}, path)
+    assert main(["models", "--pin", "base_codec_2.pth.tar", "ab" * 32]) == 0
+    with pytest.raises(zoo.ChecksumMismatchError, match="you pinned"):
+        zoo.tic(2, pretrained=True)
+    assert main(["models", "--pin", "base_codec_2.pth.tar", hashlib.sha256(path.read_bytes()).hexdigest()]) == 0
+    zoo.tic(2, pretrained=True)
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert "present  pinned sha256" in capsys.readouterr().out
+    assert main(["models", "--pin", "base_codec_2.pth.tar", "not-a-hash"]) == 2
+    assert "is not a sha256" in capsys.readouterr().err
+    assert main(["models", "--forget", "my_weights.pth"]) == 2
+    assert "not a released weights file" in capsys.readouterr().err
+
+
+def test_a_damaged_store_of_hashes_is_named_and_nothing_is_loaded(hub_dir, offline, tic_state_dict):
+    cache = hub_dir / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save({"state_dict": tic_state_dict}, cache / "base_codec_1.pth.tar")
+    (cache / "compressai-transtic-sha256.json").write_text('{"files": {"base_codec_1.pth.tar": {"sha256": "1')
+    with pytest.raises(zoo.TrustStoreError, match="compressai-transtic-sha256.json.*delete it"):
+        zoo.tic(1, pretrained=True)

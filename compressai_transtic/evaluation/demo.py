@@ -85,6 +85,8 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
 
     from ..data import labelled_samples, load_sample
     from ..devices import DeviceUnavailableError, check_device
+    from ..trust import TrustStoreError
+    from ..zoo import ChecksumMismatchError
     from ..evaluation.cli import setup_logging
     from ..evaluation.metrics import topk_accuracy
     from ..evaluation.protocol import classification_protocol
@@ -98,8 +100,12 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
         print(f"error: {err}", file=sys.stderr)
         return 2
     missing: List[str] = []
-    classifier = _load_classifier(args.device, args.random_weights, missing)
-    codecs = _load_codecs(args.qualities, args.device, args.random_weights, missing)
+    try:
+        classifier = _load_classifier(args.device, args.random_weights, missing)
+        codecs = _load_codecs(args.qualities, args.device, args.random_weights, missing)
+    except (ChecksumMismatchError, TrustStoreError) as err:  # a changed file is refused, never replaced by random
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     random_weights = classifier.random_weights or any(spec.random_weights for spec, _ in codecs)
     tag = "[RANDOM WEIGHTS] " if random_weights else ""
     if random_weights and not args.random_weights:

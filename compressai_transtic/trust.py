@@ -1,0 +1,117 @@
+"""Trust on first use for downloaded weights whose manifest row has no sha256.
+
+The authors publish no hashes for the released files, so the manifest cannot verify
+them. Instead, the first time a file of the cache is used (downloaded, or found
+there), its sha256 is recorded in ``<torch hub dir>/checkpoints/compressai-transtic-sha256.json``;
+later loads refuse a file whose content changed (a byte flipped on disk, a file
+replaced by another). A user who knows the right hash can pin it (it then counts as
+a manifest hash), and a user who replaced a file on purpose can forget its record::
+
+    compressai-transtic models --pin base_codec_1.pth.tar <sha256>
+    compressai-transtic models --forget base_codec_1.pth.tar
+
+The store is small JSON, written atomically. A damaged store is an error that names
+it (never silently trusted or overwritten).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+from .fileio import atomic_write_text
+
+__all__ = ["HashRecord", "TrustStore", "TrustStoreError", "STORE_NAME"]
+
+logger = logging.getLogger(__name__)
+
+STORE_NAME = "compressai-transtic-sha256.json"
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class TrustStoreError(ValueError):
+    """The store of recorded hashes cannot be read or a hash is malformed."""
+
+
+@dataclass(frozen=True)
+class HashRecord:
+    """The hash a cached file must have.
+
+    Args:
+        sha256: hex digest.
+        source: ``first-use`` (recorded from the file itself) or ``user`` (pinned).
+        url: where the file came from.
+        since: UTC time of the record (ISO 8601).
+    """
+
+    sha256: str
+    source: str
+    url: str = ""
+    since: str = ""
+
+
+class TrustStore:
+    """Recorded hashes of the files of one cache folder.
+
+    Args:
+        folder: the cache folder (``<torch hub dir>/checkpoints``).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / STORE_NAME
+
+    def _read(self) -> Dict[str, Dict[str, str]]:
+        if not self.path.exists():
+            return {}
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise TrustStoreError(f"{self.path} (recorded sha256 of downloaded weights) cannot be read ({exc}); "
+                                  "delete it to record the hashes of the cached files again") from exc
+        files = doc.get("files") if isinstance(doc, dict) else None
+        if not isinstance(files, dict) or not all(
+            isinstance(v, dict) and _HEX.match(str(v.get("sha256", ""))) for v in files.values()
+        ):
+            raise TrustStoreError(f"{self.path} is not a store of sha256 records; delete it to record the hashes "
+                                  "of the cached files again")
+        return files
+
+    def _write(self, files: Dict[str, Dict[str, str]]) -> None:
+        atomic_write_text(self.path, json.dumps({"format_version": 1, "files": files}, indent=1, sort_keys=True) + "\n")
+
+    def get(self, filename: str) -> Optional[HashRecord]:
+        """The record of a file, or ``None``."""
+        entry = self._read().get(filename)
+        if entry is None:
+            return None
+        return HashRecord(entry["sha256"], entry.get("source", "first-use"), entry.get("url", ""), entry.get("since", ""))
+
+    def record(self, filename: str, sha256: str, url: str = "", source: str = "first-use") -> HashRecord:
+        """Record (or pin, ``source="user"``) the hash of a file.
+
+        Raises:
+            TrustStoreError: ``sha256`` is not 64 hex digits, or the store is damaged.
+        """
+        sha256 = sha256.strip().lower()
+        if not _HEX.match(sha256):
+            raise TrustStoreError(f"{sha256!r} is not a sha256 (64 hex digits)")
+        files = self._read()
+        entry = {"sha256": sha256, "source": source, "url": url,
+                 "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        files[filename] = entry
+        self._write(files)
+        return HashRecord(**entry)
+
+    def forget(self, filename: str) -> bool:
+        """Remove the record of a file; whether there was one."""
+        files = self._read()
+        if filename not in files:
+            return False
+        del files[filename]
+        self._write(files)
+        return True
