@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .devices import check_device
 from .entropy_coder import symbol_bits
 from .evaluation.metrics import psnr
-from .fileio import atomic_write, atomic_write_bytes
+from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .filecodec import RANDOM_TAG, CodecChoice, CodecCommandError, load_codec, report_error
 from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 
@@ -146,6 +146,7 @@ def run_bitmap(args: argparse.Namespace) -> int:
             raise CodecCommandError(f"{args.output}: the output must be a .png file")
         if args.output.exists() and not args.force:
             raise CodecCommandError(f"{args.output} exists; pass --force to overwrite it")
+        check_writable_folder(args.output.parent, "output")
         x, notes = read_image(args.image, args.max_pixels)
         codecs = _codecs(args)
         check_device(args.device)
@@ -167,12 +168,18 @@ def run_bitmap(args: argparse.Namespace) -> int:
         panels.append((label, maps, extra))
         if args.npy:
             target = args.output.with_suffix(f".{label.split(' ')[0].replace('.', '_')}.npy")
-            atomic_write(target, lambda f, m=maps: np.save(f, np.stack([m.likelihood, m.stream])))
+            try:
+                atomic_write(target, lambda f, m=maps: np.save(f, np.stack([m.likelihood, m.stream])))
+            except OSError as err:  # OutputError: names the file
+                return report_error(err)
         share = maps.stream.sum() / max(maps.likelihood.sum(), 1e-9)
         print(f"{tag}{label}: {maps.bpp:.4f} bpp, {maps.psnr:.2f} dB, y bits from the stream's tables "
               f"{maps.stream.sum():.0f} (likelihoods {maps.likelihood.sum():.0f}, ratio {share:.4f})"
               + (f", {extra}" if extra else ""), flush=True)
-    atomic_write_bytes(args.output, _draw(x, panels, random))
+    try:
+        atomic_write_bytes(args.output, _draw(x, panels, random))
+    except OSError as err:
+        return report_error(err)
     note = f" ({'; '.join(notes)})" if notes else ""
     print(f"{tag}wrote {args.output}{note}", flush=True)
     return 0

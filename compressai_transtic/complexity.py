@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from .fileio import atomic_write_text, check_writable_folder
 from .models import TIC, TransTIC
 from .prompts import TABLE_A1_ROWS, PromptConfig
 
@@ -273,18 +275,45 @@ def _read_table_a1() -> List[Dict[str, Any]]:
 TABLE_A1: List[Dict[str, Any]] = _read_table_a1()
 
 
+def select_rows(variants: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    """The Table A1 rows to measure: all, or those named by ``variants``.
+
+    A name is a row's label as the paper prints it (``Deep``, ``STB-12``, ``TIC``...)
+    or a prompt variant of :meth:`PromptConfig.variant` (``deep``, ``stb-12``...;
+    ``tic`` for the base codec), compared without case.
+
+    Raises:
+        ValueError: a name that matches no row (the message lists the names).
+    """
+    if not variants:
+        return list(TABLE_A1)
+    keys = {}
+    for paper in TABLE_A1:
+        name = TABLE_A1_ROWS[(paper["section"], paper["variant"])] or "tic"
+        keys.setdefault(paper["variant"].lower(), []).append(paper)
+        keys.setdefault(name, []).append(paper)
+    unknown = [v for v in variants if v.lower() not in keys]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(sorted(keys))}")
+    chosen = {id(p) for v in variants for p in keys[v.lower()]}
+    return [p for p in TABLE_A1 if id(p) in chosen]
+
+
 def table_a1(
-    height: int = 256, width: int = 256, N: int = 128, M: int = 192, progress: bool = False
+    height: int = 256, width: int = 256, N: int = 128, M: int = 192, progress: bool = False,
+    variants: Optional[Sequence[str]] = None,
 ) -> List[ComplexityRow]:
-    """Measure every Table A1 row (models with random weights; counts do not depend on
-    them); ``progress`` shows a tqdm bar on stderr."""
-    base = TIC(N=N, M=M)
+    """Measure the Table A1 rows (all, or those of :func:`select_rows`) on models with
+    random weights (counts do not depend on them); ``progress`` shows a tqdm bar on
+    stderr that names the model being measured."""
     cache: Dict[Optional[str], Dict[str, float]] = {}
     rows: List[ComplexityRow] = []
-    for paper in tqdm(TABLE_A1, desc="measuring Table A1 rows", unit="row", leave=False, disable=not progress):
+    bar = tqdm(select_rows(variants), desc="Table A1", unit="row", leave=False, disable=not progress)
+    for paper in bar:
         name = TABLE_A1_ROWS[(paper["section"], paper["variant"])]
         if name not in cache:
-            model = base if name is None else TransTIC(PromptConfig.variant(name), N=N, M=M)
+            bar.set_postfix_str(f"measuring {name or 'tic'}")
+            model = TIC(N=N, M=M) if name is None else TransTIC(PromptConfig.variant(name), N=N, M=M)
             cache[name] = measure(model, height, width)
             logger.info("measured %s", name or "tic")
         figures = {k: paper[k] for k in ("enc_kmacs_per_px", "dec_kmacs_per_px", "enc_params_m", "dec_params_m")}
@@ -328,20 +357,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="Table A1 of TransTIC: kMACs per pixel and parameters of every variant.",
     )
     parser.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"), help="input size (default: 256 256, the paper's)")
+    parser.add_argument("--variant", nargs="+", metavar="NAME", help="measure these rows only: the paper's labels "
+                        "(Deep, STB-12...) or prompt variants (deep, stb-12...; tic for the base codec)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     parser.add_argument("--csv", type=Path, help="also write the rows as CSV to this file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    rows = table_a1(*args.size, progress=True)
+    try:
+        select_rows(args.variant)
+        for path in (args.json, args.csv):
+            if path is not None:
+                check_writable_folder(path.parent, "output")
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows = table_a1(*args.size, progress=not args.no_progress, variants=args.variant)
     print(f"Table A1 at {args.size[0]}x{args.size[1]} (kMACs per input pixel, parameters in millions)")
     print(format_table(rows))
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
-    if args.csv:
-        with args.csv.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=[k for k in asdict(rows[0]) if k != "paper"])
+    try:
+        if args.json:
+            atomic_write_text(args.json, json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+        if args.csv:
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=[k for k in asdict(rows[0]) if k != "paper"], lineterminator="\n")
             writer.writeheader()
             for r in rows:
                 writer.writerow({k: v for k, v in asdict(r).items() if k != "paper"})
+            atomic_write_text(args.csv, buffer.getvalue())
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

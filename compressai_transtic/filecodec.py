@@ -26,8 +26,9 @@ import torch
 from tqdm import tqdm
 
 from .container import SUFFIX, CodedFile, ContainerError, pack, unpack, weights_fingerprint
+from .data.files import find_image_files
 from .devices import check_device
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, check_writable_folder
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_image, write_png
 
 __all__ = [
@@ -93,7 +94,7 @@ def _collect(inputs: Sequence[Path], suffixes: Tuple[str, ...], what: str) -> Li
     found: List[Tuple[Path, Path]] = []
     for item in inputs:
         if item.is_dir():
-            files = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            files = find_image_files(item, suffixes)
             if not files:
                 raise CodecCommandError(f"{item}: the folder holds no {what} (looked for {', '.join(suffixes)})")
             found += [(p, p.relative_to(item).with_suffix("")) for p in files]
@@ -107,6 +108,7 @@ def _collect(inputs: Sequence[Path], suffixes: Tuple[str, ...], what: str) -> Li
 def _plan_outputs(found: List[Tuple[Path, Path]], out: Path, suffix: str, force: bool) -> List[Tuple[Path, Path]]:
     if out.exists() and not out.is_dir():
         raise CodecCommandError(f"{out}: the output must be a folder")
+    check_writable_folder(out, "output")
     plan: Dict[Path, Path] = {}
     for source, relative in found:
         target = out / relative.with_suffix(suffix)
@@ -160,12 +162,14 @@ class CodecChoice:
 
 
 def load_codec(codec: CodecChoice, adapter: Optional[Path], device: str):
-    from .zoo import WeightsUnavailableError
+    from .zoo import ChecksumMismatchError, WeightsUnavailableError
 
     try:
         return codec.spec(adapter).load(device, progress=False)
     except WeightsUnavailableError as err:
         raise CodecCommandError(f"the weights are not here: fetch {err.url} to {err.path}") from None
+    except ChecksumMismatchError as err:
+        raise CodecCommandError(str(err)) from None
 
 
 def _encoder_codec(args: argparse.Namespace) -> CodecChoice:

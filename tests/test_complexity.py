@@ -69,7 +69,7 @@ def test_deconvolutions_are_counted_on_their_output_grid_under_the_paper_convent
 def test_command_line_report_prints_every_row(rows, tmp_path, capsys, monkeypatch):
     import compressai_transtic.complexity as complexity
 
-    monkeypatch.setattr(complexity, "table_a1", lambda h, w, progress=False: rows)
+    monkeypatch.setattr(complexity, "table_a1", lambda h, w, progress=False, variants=None: rows)
     assert main(["--json", str(tmp_path / "a1.json"), "--csv", str(tmp_path / "a1.csv")]) == 0
     out = capsys.readouterr().out
     for paper in TABLE_A1:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -330,7 +331,64 @@ def test_dry_run_checks_everything_and_trains_nothing(files, tmp_path, capsys, n
     summary = json.loads(capsys.readouterr().out)
     assert summary["train_images"] == 8 and summary["steps_per_epoch"] == 2 and summary["dry_run"]
     assert summary["config"]["crop"] == "center" and summary["config"]["samples_per_epoch"] == 40000
-    assert not (tmp_path / "out" / "checkpoint.pth").exists()
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def test_a_runs_own_config_json_starts_the_same_run_elsewhere(files, full_run, tmp_path, capsys, no_training):
+    import json
+
+    config, result = full_run
+    written = json.loads((result.output / "config.json").read_text())
+    assert "lambda" in written["config"] and "lmbda" not in written["config"]  # the command line's name
+    status = training_cli.main(["--config", str(result.output / "config.json"), "-o", str(tmp_path / "again"),
+                                "--dry-run"])
+    assert status == 0, capsys.readouterr().err
+    again = json.loads(capsys.readouterr().out)["config"]
+    assert again["output"] == str(tmp_path / "again") and again["resume"] is None
+    assert {k: v for k, v in again.items() if k not in ("output", "resume")} == {
+        k: v for k, v in written["config"].items() if k not in ("output", "resume")}
+
+
+def test_a_config_file_spells_lambda_as_the_command_line_does(files, tmp_path, capsys, no_training):
+    import json
+
+    settings = tmp_path / "run.json"
+    settings.write_text(json.dumps({"task": "cls", "task_weights": "random", "base": str(files["base"]),
+                                    "dataset": str(files["images"]), "lambda": 0.25, "patch_size": 64,
+                                    "batch_size": 4}))
+    assert training_cli.main(["--config", str(settings), "-o", str(tmp_path / "out"), "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["lambda"] == 0.25
+
+
+def test_log_lines_start_on_their_own_line_under_a_progress_bar(files, tmp_path, capfd):
+    import logging
+
+    root = logging.getLogger()
+    handler, level = logging.StreamHandler(sys.stderr), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        train(tiny_config(files, tmp_path / "out", epochs=1, progress=True))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    # what a terminal shows: each carriage return starts the line again (tqdm clears the bar with spaces)
+    shown = [part.strip() for part in re.split(r"[\r\n]", capfd.readouterr().err)]
+    logged = [part for part in shown if " epoch 1 step " in part]
+    assert len(logged) == 3  # log_every=1: two steps, then the epoch
+    assert all(part.startswith(("train_step epoch 1 step", "train epoch 1 step")) for part in logged), logged
+
+
+def test_an_unwritable_output_folder_is_refused_before_training(files, tmp_path, capsys, no_training):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    status = training_cli.main(["--task", "cls", "--task-weights", "random", "--base", str(files["base"]),
+                                "-d", str(files["images"]), "-o", str(blocker / "out"), "--patch-size", "64",
+                                "--batch-size", "4"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: training output folder") and "is a file, not a folder" in err
+    assert "Traceback" not in err and blocker.read_text() == "not a folder"
 
 
 def test_an_evaluation_only_task_is_refused_before_anything_is_written(files, tmp_path, no_training):

@@ -5,22 +5,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Set, Tuple, Union
 
+from ..imageio import IMAGE_SUFFIXES
+from .files import ImageItem, find_image_files, is_alias_of
 from .subset import ImageList
-
-if TYPE_CHECKING:  # pragma: no cover
-    import PIL.Image
 
 __all__ = ["IMAGE_EXTENSIONS", "ClassificationImages", "LabelledImage"]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+#: file name endings of images (the formats :mod:`compressai_transtic.imageio` reads)
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
-class LabelledImage:
+class LabelledImage(ImageItem):
     """One image of a classification set.
 
     Args:
@@ -32,16 +32,6 @@ class LabelledImage:
     image_id: str
     path: Path
     label: Union[int, Tuple[int, ...]]
-
-    def load(self) -> "PIL.Image.Image":
-        """The image as 8-bit PIL RGB (:func:`~compressai_transtic.imageio.read_rgb8`)."""
-        from ..imageio import read_rgb8
-
-        return read_rgb8(self.path)
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 class ClassificationImages(ImageList[LabelledImage]):
@@ -77,6 +67,11 @@ class ClassificationImages(ImageList[LabelledImage]):
         if not root.is_dir():
             raise FileNotFoundError(f"classification dataset directory {root} does not exist")
         class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        aliases = [p for p in class_dirs if is_alias_of(p, root)]
+        if aliases:
+            logger.warning("%s: %d class folder(s) link to the dataset or to its folders and are not classes: %s",
+                           root, len(aliases), ", ".join(p.name for p in aliases))
+            class_dirs = [p for p in class_dirs if p not in aliases]
         if not class_dirs:
             raise ValueError(
                 f"{root} has no class sub-directories; expected an ImageFolder tree root/<class>/<image> "
@@ -90,10 +85,16 @@ class ClassificationImages(ImageList[LabelledImage]):
                 "%s has %d class folders: labels are their positions in sorted order, which are "
                 "ImageNet class indices only for the full 1000-class tree", root, len(names)
             )
-        items = []
+        items, seen, repeated = [], set(), []  # type: ignore[var-annotated]
         for index, class_dir in zip(indices, class_dirs):
-            for path in sorted(p for p in class_dir.rglob("*") if _is_image(p)):
-                items.append(LabelledImage(path.relative_to(root).as_posix(), path, index))
+            for path in find_image_files(class_dir, IMAGE_EXTENSIONS):
+                if _first_time(path, seen):
+                    items.append(LabelledImage(path.relative_to(root).as_posix(), path, index))
+                else:
+                    repeated.append(path)
+        if repeated:
+            logger.warning("%s: %d image(s) appear in more than one class folder; each is kept under its first "
+                           "class only, e.g. %s", root, len(repeated), repeated[0])
         return cls(root, items, classes=None if numeric else names)
 
     @classmethod
@@ -133,3 +134,12 @@ class ClassificationImages(ImageList[LabelledImage]):
     def describe(self) -> str:
         """One line naming the set (for result descriptions)."""
         return f"{len(self)} images from {self.root}"
+
+
+def _first_time(path: Path, seen: Set[Tuple[int, int]]) -> bool:
+    st = path.stat()
+    key = (st.st_dev, st.st_ino)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True

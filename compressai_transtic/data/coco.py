@@ -7,8 +7,10 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Union
 
+from ..imageio import DEFAULT_MAX_PIXELS
+from .files import ImageItem
 from .subset import ImageList
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CocoImage:
+class CocoImage(ImageItem):
     """One image of a COCO-format set.
 
     Args:
@@ -35,17 +37,29 @@ class CocoImage:
     height: int
     width: int
 
-    def load(self) -> "PIL.Image.Image":
-        """The image as PIL RGB (checked against the annotated size)."""
-        from ..imageio import read_rgb8
-
-        image = read_rgb8(self.path)
-        if (image.height, image.width) != (self.height, self.width):
-            raise ValueError(
-                f"{self.path} is {image.height}x{image.width} but the annotation file says "
-                f"{self.height}x{self.width}: wrong image directory or annotation file?"
-            )
+    def load(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> "PIL.Image.Image":
+        """The image as 8-bit PIL RGB, checked against the annotated size."""
+        image = super().load(max_pixels)
+        mismatch = self._size_mismatch(image.width, image.height)
+        if mismatch:
+            raise ValueError(f"{self.path}: {mismatch}")
         return image
+
+    def problem(self, mode: str = "header", max_pixels: int = DEFAULT_MAX_PIXELS) -> Optional[str]:
+        """As :meth:`ImageItem.problem`, and the size must be the annotated one."""
+        from PIL import Image
+
+        reason = super().problem(mode, max_pixels)
+        if reason is None and mode != "off":
+            with Image.open(self.path) as img:
+                reason = self._size_mismatch(*img.size)
+        return reason
+
+    def _size_mismatch(self, width: int, height: int) -> Optional[str]:
+        if (height, width) == (self.height, self.width):
+            return None
+        return (f"the image is {height}x{width} but the annotation file says {self.height}x{self.width}: "
+                "wrong image directory or annotation file?")
 
 
 class CocoImages(ImageList[CocoImage]):

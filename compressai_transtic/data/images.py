@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import Sequence, Union
 
 from .classification import IMAGE_EXTENSIONS
+from .files import ImageItem, find_image_files
 from .subset import ImageList
-
-if TYPE_CHECKING:  # pragma: no cover
-    import PIL.Image
 
 __all__ = ["ImageFile", "ImageFiles"]
 
 
 @dataclass(frozen=True)
-class ImageFile:
+class ImageFile(ImageItem):
     """One image of a folder.
 
     Args:
@@ -27,18 +25,13 @@ class ImageFile:
     image_id: str
     path: Path
 
-    def load(self) -> "PIL.Image.Image":
-        """The image as 8-bit PIL RGB (:func:`~compressai_transtic.imageio.read_rgb8`)."""
-        from ..imageio import read_rgb8
-
-        return read_rgb8(self.path)
-
 
 class ImageFiles(ImageList[ImageFile]):
     """The images of a folder and its sub-folders, in sorted path order.
 
     As CompressAI's ``eval_model`` collects them: every file with an image extension
-    (``.png``, ``.jpg``...) under the folder.
+    (``.png``, ``.jpg``...) under the folder, hidden names skipped, each file once
+    (:func:`~.files.find_image_files`).
 
     Args:
         root: the folder.
@@ -50,8 +43,8 @@ class ImageFiles(ImageList[ImageFile]):
         if not items:
             if not self.root.is_dir():
                 raise FileNotFoundError(f"image folder {self.root} does not exist")
-            items = [ImageFile(p.relative_to(self.root).as_posix(), p) for p in sorted(self.root.rglob("*"))
-                     if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+            items = [ImageFile(p.relative_to(self.root).as_posix(), p)
+                     for p in find_image_files(self.root, IMAGE_EXTENSIONS)]
         if not items:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {self.root}")
         self.items = list(items)

@@ -55,3 +55,10 @@ class ImageList(Sequence[T]):
         new = copy.copy(self)
         new.items = evenly_spaced(self.items, limit)
         return new
+
+    def without(self: S, drop: Sequence[T]) -> S:
+        """A copy without the items in ``drop`` (e.g. unreadable images)."""
+        gone = {id(item) for item in drop}
+        new = copy.copy(self)
+        new.items = [item for item in self.items if id(item) not in gone]
+        return new

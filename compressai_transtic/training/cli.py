@@ -75,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--samples-per-epoch", type=int, default=_S, help="images per epoch (cls default 40000, others: all)")
     g.add_argument("-n", "--workers", type=int, default=_S, help="data-loading workers per process (default min(4, CPUs))")
     g.add_argument("--verify-images", choices=("header", "full", "off"), default=_S, help="check every image before training (default header)")
+    g.add_argument("--max-pixels", type=int, default=_S, help="largest image accepted, width x height (default 2^24)")
 
     g = parser.add_argument_group("optimisation")
     g.add_argument("-e", "--epochs", type=int, default=_S, help="epochs (cls 400, det/seg 40)")
@@ -126,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _user_errors() -> tuple:
     from ..checkpoint import ArchitectureMismatchError, CheckpointError
+    from ..fileio import OutputError
     from ..prompts import AdapterError
     from ..tasks.weights import TaskWeightsUnavailableError
     from ..zoo import ChecksumMismatchError, WeightsUnavailableError
@@ -140,6 +142,7 @@ def _user_errors() -> tuple:
         TaskWeightsUnavailableError,
         WeightsUnavailableError,
         ChecksumMismatchError,
+        OutputError,
         FileNotFoundError,
         FloatingPointError,
         ValueError,

@@ -113,6 +113,8 @@ class TrainConfig:
         log_every: steps between log lines / CSV rows / TensorBoard points.
         verify_images: check of every image before training: ``header`` (open and
             verify headers), ``full`` (decode every image), ``off``.
+        max_pixels: the largest image accepted (width x height); larger ones are
+            reported by the check (and refused when read).
         tensorboard: also log to TensorBoard (when it is installed).
         progress: show tqdm progress bars.
     """
@@ -153,6 +155,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     log_every: int = 50
     verify_images: str = "header"
+    max_pixels: int = 2**24  # compressai_transtic.imageio.DEFAULT_MAX_PIXELS (not imported: it loads torch)
     tensorboard: bool = True
     progress: bool = True
 
@@ -190,8 +193,9 @@ class TrainConfig:
         return TrainConfig.from_dict(base)
 
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-serialisable form (tuples become lists)."""
-        d = asdict(self)
+        """JSON-serialisable form with the command line's names (``lambda``, not the
+        field's ``lmbda``; tuples become lists), which :meth:`from_dict` reads back."""
+        d = {("lambda" if k == "lmbda" else k): v for k, v in asdict(self).items()}
         if d["lr_milestones"] is not None:
             d["lr_milestones"] = list(d["lr_milestones"])
         return d
@@ -244,7 +248,7 @@ class TrainConfig:
                 bound = ">= 0" if allow_zero else "> 0"
                 raise ConfigError(f"{name} must be {bound} (got {value!r})")
 
-        for name in ("epochs", "batch_size", "patch_size", "lr", "lr_gamma", "log_every"):
+        for name in ("epochs", "batch_size", "patch_size", "lr", "lr_gamma", "log_every", "max_pixels"):
             positive(name)
         for name in ("clip_max_norm", "save_every", "checkpoint_every", "workers"):
             positive(name, allow_zero=True)
@@ -296,8 +300,16 @@ def _normalise(values: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+#: the keys of the ``config.json`` a run writes (its options are under ``config``)
+RUN_RECORD_KEYS = frozenset({
+    "config", "world_size", "device", "precision", "base_sha256", "num_train_images", "num_val_images",
+    "steps_per_epoch", "resumed_from",
+})
+
+
 def load_config_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """Read a ``.json`` or ``.toml`` file of training options.
+    """Read a ``.json`` or ``.toml`` file of training options, or a run's ``config.json``
+    (its options, without the run's ``output`` and ``resume``: a new run gets its own).
 
     Raises:
         ConfigError: missing file, unsupported extension or invalid syntax.
@@ -329,5 +341,9 @@ def load_config_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid {suffix[1:].upper()}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a table/object of options, not {type(data).__name__}")
+    if set(data) >= {"config"} and isinstance(data["config"], dict) and set(data) <= RUN_RECORD_KEYS:
+        data = dict(data["config"])  # a run's own config.json: its options are under "config"
+        for key in ("output", "resume"):  # where that run wrote, and how it started: not options of a new run
+            data.pop(key, None)
     TrainConfig.from_dict(data, source=str(path))  # reject unknown keys early
     return data

@@ -20,19 +20,24 @@ number of processes or data-loading workers, nor on interruptions.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from ..data.classification import IMAGE_EXTENSIONS
+from ..data.files import check_image, find_image_files
+from ..data.files import check_images as check_files
 from ..data.subset import evenly_spaced
+from ..imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_rgb8
 from .randomness import mix_seed, sample_key, uniform01
+
+if TYPE_CHECKING:  # pragma: no cover
+    import PIL.Image
 
 __all__ = [
     "DatasetError",
@@ -77,7 +82,9 @@ class UnreadableImageError(DatasetError):
 
 
 def find_images(root: Union[str, os.PathLike], what: str = "training") -> List[Path]:
-    """Every image file under ``root`` (recursively, hidden folders skipped), sorted.
+    """Every image file under ``root`` (recursively, hidden names skipped), each file once,
+    sorted (:func:`~compressai_transtic.data.files.find_image_files`: links are followed,
+    loops and aliases of the root are not walked twice).
 
     Args:
         root: the folder.
@@ -91,83 +98,58 @@ def find_images(root: Union[str, os.PathLike], what: str = "training") -> List[P
         raise DatasetError(f"{what} dataset folder {root} does not exist")
     if not root.is_dir():
         raise DatasetError(f"{what} dataset {root} is not a folder; pass the folder that holds the images")
-    paths = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                paths.append(Path(dirpath) / name)
+    paths = find_image_files(root, IMAGE_EXTENSIONS)
     if not paths:
         raise DatasetError(
             f"{what} dataset folder {root} holds no images (looked recursively for files ending in "
             f"{', '.join(IMAGE_EXTENSIONS)})"
         )
-    return sorted(paths)
-
-
-def _check_one(path: Path, mode: str) -> Optional[str]:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            if mode == "full":
-                img.convert("RGB").load()
-            else:
-                img.verify()
-    except Exception as exc:  # PIL raises many types for damaged files
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    return paths
 
 
 def check_images(
-    paths: Sequence[Path], mode: str = "header", threads: int = 8, progress: bool = False
+    paths: Sequence[Path], mode: str = "header", threads: int = 8, progress: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> List[Tuple[Path, str]]:
-    """Find the files among ``paths`` that PIL cannot read.
+    """Find the files among ``paths`` that cannot be trained on.
 
     Args:
         paths: image files.
-        mode: ``header`` (open and ``verify()``: identifies non-images, truncated PNGs and
-            damaged headers quickly) or ``full`` (decode every image).
+        mode: ``header``, ``full`` or ``off`` (:func:`~compressai_transtic.data.files.check_image`).
         threads: parallel readers.
         progress: show a tqdm bar.
+        max_pixels: the largest accepted image.
 
     Returns:
         ``(path, reason)`` of every unreadable file, in ``paths`` order.
     """
-    if mode == "off" or not paths:
+    if mode == "off":
         return []
-    from tqdm.auto import tqdm
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        results = pool.map(lambda p: _check_one(p, mode), paths, chunksize=64)
-        reasons = list(tqdm(results, total=len(paths), desc=f"checking images ({mode})", disable=not progress, leave=False))
-    return [(p, r) for p, r in zip(paths, reasons) if r is not None]
+    return check_files(paths, lambda p: check_image(p, mode, max_pixels), threads, progress,
+                       desc=f"checking images ({mode})")
 
 
 def unreadable_error(failures: Sequence[Tuple[Path, str]], what: str = "training") -> UnreadableImageError:
-    """The error that reports unreadable files (first few named with their reasons)."""
-    shown = "; ".join(f"{p}: {r}" for p, r in failures[:5])
-    more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+    """The error that reports unreadable files, one line per file."""
+    lines = "\n".join(f"  {p}: {r}" for p, r in failures)
     return UnreadableImageError(
-        f"{len(failures)} {what} image file(s) cannot be read: {shown}{more}. Remove or replace them "
+        f"{len(failures)} {what} image file(s) cannot be read:\n{lines}\nRemove or replace them "
         "(or move them out of the dataset folder) and start again.",
         [p for p, _ in failures],
     )
 
 
-def load_rgb(path: Path) -> "PIL.Image.Image":  # noqa: F821
-    """The image at ``path`` as PIL RGB.
+def load_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> "PIL.Image.Image":
+    """The image at ``path`` as 8-bit PIL RGB (:func:`~compressai_transtic.imageio.read_rgb8`:
+    wide integer images scaled, not clipped).
 
     Raises:
         UnreadableImageError: naming the file.
     """
-    from PIL import Image
-
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except Exception as exc:
-        raise UnreadableImageError(f"cannot read image {path}: {type(exc).__name__}: {exc}", [path]) from exc
+        return read_rgb8(path, max_pixels)
+    except ImageReadError as exc:
+        raise UnreadableImageError(f"cannot read image {exc}", [path]) from exc
 
 
 def split_holdout(paths: Sequence[Path], fraction: float, seed: int) -> Tuple[List[Path], List[Path]]:
@@ -201,7 +183,7 @@ def _to_tensor(img: "PIL.Image.Image") -> Tensor:  # noqa: F821
     return TF.to_tensor(img)
 
 
-def _resize_center_crop(img: "PIL.Image.Image", size: int) -> "PIL.Image.Image":  # noqa: F821
+def _resize_center_crop(img: "PIL.Image.Image", size: int) -> "PIL.Image.Image":
     from torchvision.transforms import functional as TF
 
     img = TF.resize(img, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
@@ -216,17 +198,20 @@ class TrainingImages(Dataset):
         patch_size: side of the square crops.
         crop: ``center`` or ``random``.
         seed: seed of the crop positions and flips.
+        max_pixels: the largest image read.
 
     Returns (per item):
         ``(image (3, patch, patch) in [0, 1], sample key)``; the key seeds every random
         draw made for this sample (see :func:`~.randomness.sample_key`).
     """
 
-    def __init__(self, paths: Sequence[Path], patch_size: int, crop: str, seed: int) -> None:
+    def __init__(self, paths: Sequence[Path], patch_size: int, crop: str, seed: int,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.paths = list(paths)
         self.patch_size = int(patch_size)
         self.crop = crop
         self.seed = int(seed)
+        self.max_pixels = int(max_pixels)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -234,7 +219,7 @@ class TrainingImages(Dataset):
     def __getitem__(self, item: Tuple[int, int]) -> Tuple[Tensor, int]:
         index, epoch = item
         key = sample_key(self.seed, epoch, index)
-        img = load_rgb(self.paths[index])
+        img = load_rgb(self.paths[index], self.max_pixels)
         p = self.patch_size
         if self.crop == "center":
             img = _resize_center_crop(img, p)
@@ -261,18 +246,21 @@ class ValidationImages(Dataset):
         paths: image files.
         patch_size: crop side for ``center``.
         crop: ``center`` or ``full``.
+        max_pixels: the largest image read.
     """
 
-    def __init__(self, paths: Sequence[Path], patch_size: int, crop: str = "center") -> None:
+    def __init__(self, paths: Sequence[Path], patch_size: int, crop: str = "center",
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.paths = list(paths)
         self.patch_size = int(patch_size)
         self.crop = crop
+        self.max_pixels = int(max_pixels)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Tensor:
-        img = load_rgb(self.paths[index])
+        img = load_rgb(self.paths[index], self.max_pixels)
         if self.crop == "center":
             img = _resize_center_crop(img, self.patch_size)
         return _to_tensor(img)

@@ -47,7 +47,7 @@ RESUME_KEYS = (
     "task",
     "arch",
     "quality",
-    "lmbda",
+    "lambda",
     "variant",
     "prompt_options",
     "task_weights",
@@ -156,6 +156,8 @@ def check_resume_settings(saved: Mapping[str, Any], current: Mapping[str, Any], 
     Raises:
         ResumeError: listing every differing setting with both values.
     """
+    saved = _command_line_names(saved)
+    current = _command_line_names(current)
     diffs = []
     for key in RESUME_KEYS:
         a, b = _canon(saved.get(key)), _canon(current.get(key))
@@ -166,6 +168,11 @@ def check_resume_settings(saved: Mapping[str, Any], current: Mapping[str, Any], 
             f"cannot resume from {source}: settings differ from the checkpoint's ({'; '.join(diffs)}). "
             "Use the checkpoint's settings, or start a new run in another --output directory."
         )
+
+
+def _command_line_names(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """Checkpoints written before the settings used ``lambda`` name it ``lmbda``."""
+    return {("lambda" if k == "lmbda" else k): v for k, v in config.items()}
 
 
 def _canon(value: Any) -> Any:

@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Subset
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, check_writable_folder
 from .adapters import AdapterKind, get_adapter_kind
 from .config import ConfigError, TrainConfig
 from .data import (
@@ -199,6 +199,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         self.precision = resolve_precision(cfg.amp, self.device)
 
+        self._on_main(lambda: check_writable_folder(self.output, "training output"))
+
         # -- resume checkpoint / output folder (rank 0 reads, everyone gets it)
         def read_resume() -> Optional[Dict[str, Any]]:
             path = self._resume_path(cfg)
@@ -288,14 +290,7 @@ class Trainer:
                 **no_sync,
             )
 
-        self.log = MetricsLog(
-            self.output,
-            enabled=ctx.is_main,
-            tensorboard=cfg.tensorboard,
-            resume_step=self.global_step if ckpt is not None else None,
-        )
-        if ctx.is_main:
-            self._write_config()
+        self._resumed = ckpt is not None
 
     def _resume_path(self, cfg: TrainConfig) -> Optional[Path]:
         own = self.output / CHECKPOINT_NAME
@@ -330,7 +325,8 @@ class Trainer:
         ctx = self.ctx
         everything = self.train_paths + self.val_paths
         mine = [everything[i] for i in shard(list(range(len(everything))), ctx.rank, ctx.world_size)]
-        failures = check_images(mine, cfg.verify_images, progress=cfg.progress and ctx.is_main and len(mine) > 1000)
+        failures = check_images(mine, cfg.verify_images, progress=cfg.progress and ctx.is_main and len(mine) > 1000,
+                                max_pixels=cfg.max_pixels)
         if ctx.distributed:
             import torch.distributed as dist
 
@@ -343,11 +339,12 @@ class Trainer:
     def _build_datasets(self, cfg: TrainConfig) -> None:
         ctx = self.ctx
         self.dataset_digest = dataset_digest(self.train_paths, cfg.dataset)
-        self.train_set = TrainingImages(self.train_paths, cfg.patch_size, cfg.crop, cfg.seed)
+        self.train_set = TrainingImages(self.train_paths, cfg.patch_size, cfg.crop, cfg.seed, cfg.max_pixels)
         self.sampler = GlobalBatchSampler(
             len(self.train_paths), cfg.batch_size, ctx.rank, ctx.world_size, cfg.seed, cfg.samples_per_epoch
         )
-        self.val_set = ValidationImages(self.val_paths, cfg.patch_size, cfg.val_crop) if self.val_paths else None
+        self.val_set = (ValidationImages(self.val_paths, cfg.patch_size, cfg.val_crop, cfg.max_pixels)
+                        if self.val_paths else None)
         logger.info(
             "%d training images (%d per epoch, %d steps of %d), %d validation images",
             len(self.train_paths), self.sampler.samples, self.sampler.steps_per_epoch, cfg.batch_size,
@@ -423,34 +420,52 @@ class Trainer:
 
     # ==================================================================== training
     def fit(self) -> TrainResult:
-        """Train until ``epochs`` are complete; returns what was written."""
-        cfg = self.config
-        history: List[Dict[str, Any]] = []
+        """Train until ``epochs`` are complete; returns what was written.
+
+        The output folder's files (``config.json``, the metrics log) are created here,
+        not by the constructor, so that a dry run writes nothing.
+        """
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        self.log = MetricsLog(
+            self.output,
+            enabled=self.ctx.is_main,
+            tensorboard=self.config.tensorboard,
+            resume_step=self.global_step if self._resumed else None,
+        )
         try:
-            if self.val_set is not None and self.resume_source is None:
-                started = time.perf_counter()
-                metrics = self.validate()
-                history.append(self._row("val", 0, metrics))
-                self._log("val", 0, metrics, time.perf_counter() - started)
-                self._consider_best(metrics, 0)
-            for epoch in range(self.start_epoch, cfg.epochs):
-                start_step = self.start_step if epoch == self.start_epoch else 0
-                metrics, seconds = self._train_epoch(epoch, start_step)
-                history.append(self._row("train", epoch + 1, metrics))
-                self._log("train", epoch + 1, metrics, seconds)
-                self.scheduler.step()
-                if self.val_set is not None:
-                    started = time.perf_counter()
-                    vmetrics = self.validate()
-                    history.append(self._row("val", epoch + 1, vmetrics))
-                    self._log("val", epoch + 1, vmetrics, time.perf_counter() - started)
-                    self._consider_best(vmetrics, epoch + 1)
-                self._save_checkpoint(epoch + 1, 0, None)
-                if cfg.save_every and (epoch + 1) % cfg.save_every == 0 and self.ctx.is_main:
-                    self._save_adapter(self.output / f"adapter_epoch{epoch + 1:04d}.pth", epoch + 1)
-            return self._finish(history)
+            if self.ctx.is_main:
+                self._write_config()
+            with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+                return self._epochs()
         finally:
             self.log.close()
+
+    def _epochs(self) -> TrainResult:
+        cfg = self.config
+        history: List[Dict[str, Any]] = []
+        if self.val_set is not None and self.resume_source is None:
+            started = time.perf_counter()
+            metrics = self.validate()
+            history.append(self._row("val", 0, metrics))
+            self._log("val", 0, metrics, time.perf_counter() - started)
+            self._consider_best(metrics, 0)
+        for epoch in range(self.start_epoch, cfg.epochs):
+            start_step = self.start_step if epoch == self.start_epoch else 0
+            metrics, seconds = self._train_epoch(epoch, start_step)
+            history.append(self._row("train", epoch + 1, metrics))
+            self._log("train", epoch + 1, metrics, seconds)
+            self.scheduler.step()
+            if self.val_set is not None:
+                started = time.perf_counter()
+                vmetrics = self.validate()
+                history.append(self._row("val", epoch + 1, vmetrics))
+                self._log("val", epoch + 1, vmetrics, time.perf_counter() - started)
+                self._consider_best(vmetrics, epoch + 1)
+            self._save_checkpoint(epoch + 1, 0, None)
+            if cfg.save_every and (epoch + 1) % cfg.save_every == 0 and self.ctx.is_main:
+                self._save_adapter(self.output / f"adapter_epoch{epoch + 1:04d}.pth", epoch + 1)
+        return self._finish(history)
 
     def _log(self, split: str, epoch: int, metrics: Dict[str, float], seconds: float) -> None:
         values = {k: v for k, v in metrics.items() if k != "images"}
