@@ -47,7 +47,7 @@ def _version_line() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand except ``train`` (see :func:`main`)."""
-    from .evaluation.cli import add_compare_arguments, add_eval_arguments, add_plot_arguments
+    from .evaluation.cli import add_compare_arguments, add_eval_arguments, add_plot_arguments, add_table_arguments
     from .evaluation.demo import add_demo_arguments
     from .listing import add_models_arguments
     from .bitmap import add_bitmap_arguments
@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bitmap_arguments(sub.add_parser("bitmap", help="where the bits go: per-position bit maps of codecs side by side"))
     add_eval_arguments(sub.add_parser("eval", help="rate-accuracy evaluation (bpp, PSNR, top-1, COCO AP)"))
     add_compare_arguments(sub.add_parser("compare", help="BD-rate and BD-metric between result files"))
-    add_plot_arguments(sub.add_parser("plot", help="plot rate vs metric of result files (PNG)"))
+    add_plot_arguments(sub.add_parser("plot", help="plot rate vs metric of result files (PNG, PDF, SVG)"))
+    add_table_arguments(sub.add_parser("table", help="cross-model table of result files (Markdown, LaTeX)"))
     add_models_arguments(sub.add_parser("models", help="released weights (present or missing) and traditional codecs"))
     sub.add_parser("train", help="train prompts (compressai-transtic train --help)", add_help=False)
     return parser
@@ -110,6 +111,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .evaluation.cli import run_plot
 
         return run_plot(args)
+    if args.command == "table":
+        from .evaluation.cli import run_table
+
+        return run_table(args)
     from .evaluation.demo import run_demo
 
     return run_demo(args)

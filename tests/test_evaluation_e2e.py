@@ -7,6 +7,7 @@ output says RANDOM WEIGHTS.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -41,7 +42,8 @@ def test_coco_evaluation_of_tic_and_transtic_writes_json_csv_and_png(coco_set, t
     lines = stdout.strip().splitlines()
     assert lines and all(line.startswith("[RANDOM WEIGHTS]") for line in lines)
     assert {p.name for p in out.iterdir()} == {
-        "records.jsonl", "records.jsonl.lock", "codecs.json", "results.csv", "tic-det.json", "transtic-det.json", "det-bbox-AP.png"}
+        "records.jsonl", "records.jsonl.lock", "codecs.json", "results.csv", "per-image.csv", "det-mpeg.csv",
+        "tic-det.json", "transtic-det.json", "det-bbox-AP.png", "det-psnr-rgb.png"}
 
     for name in ("tic", "transtic"):
         curve = json.loads((out / f"{name}-det.json").read_text())
@@ -55,9 +57,29 @@ def test_coco_evaluation_of_tic_and_transtic_writes_json_csv_and_png(coco_set, t
         assert 0 <= results["bbox-AP"][0] <= 100
         assert set(curve["reference"]) == set(curve["metric_names"])
     rows = (out / "results.csv").read_text().splitlines()
-    assert rows[0].startswith("curve,task,quality,weights,random_weights,num_images,bpp,bpp-likelihood,psnr-rgb,bbox-AP")
+    assert rows[0].startswith("curve,task,quality,weights,random_weights,num_images,bpp,bpp-likelihood,psnr-rgb,ms-ssim-rgb,bbox-AP")
     assert [r.split(",")[0] for r in rows[1:]] == ["uncompressed", "tic", "transtic"]
     assert (out / "det-bbox-AP.png").read_bytes()[:8] == PNG
+    assert (out / "det-psnr-rgb.png").read_bytes()[:8] == PNG
+
+    # per image, in eval_model's vocabulary: what the records say, for each rate point and image
+    per_image = list(csv.DictReader((out / "per-image.csv").open()))
+    assert list(per_image[0]) == ["curve", "quality", "weights", "image", "bytes", "pixels", "bpp", "bpp-likelihood",
+                                  "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"]
+    records = {(r["label"], str(r["image"])): r for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())
+               if r["codec"] != "reference"}
+    assert sorted((r["curve"], r["image"]) for r in per_image) == sorted(records)
+    for row in per_image:
+        record = records[(row["curve"], row["image"])]
+        assert int(row["bytes"]) == record["bytes"] > 0 and float(row["bpp"]) == 8 * record["bytes"] / record["pixels"]
+        assert float(row["encoding_time"]) > 0 and float(row["decoding_time"]) > 0
+        assert row["ms-ssim-rgb"] == ""  # 32-pixel images are too small for five scales, as in eval_model
+    # MPEG-style table: dataset, codec, quality, average bpp, accuracy
+    mpeg = list(csv.DictReader((out / "det-mpeg.csv").open()))
+    assert list(mpeg[0]) == ["dataset", "codec", "quality", "bpp", "bbox-AP"]
+    tic_rows = [r for r in per_image if r["curve"] == "tic"]
+    assert [r["codec"] for r in mpeg] == ["tic", "transtic"] and "2 images" in mpeg[0]["dataset"]
+    assert float(mpeg[0]["bpp"]) == pytest.approx(sum(float(r["bpp"]) for r in tic_rows) / len(tic_rows), rel=1e-12)
 
     # one record per (rate point or reference, image); running again recomputes nothing
     keys = record_keys(out / "records.jsonl")
@@ -66,6 +88,24 @@ def test_coco_evaluation_of_tic_and_transtic_writes_json_csv_and_png(coco_set, t
     assert main(argv) == 0
     assert (out / "records.jsonl").read_bytes() == before
     assert capsys.readouterr().out == stdout
+
+
+def test_rate_average_total_weights_images_by_their_pixels(coco_set, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["eval", str(coco_set.image_dir), "--annotations", str(coco_set.annotation_file), "--task", "det",
+            "-a", "tic", "-q", "1", "--random-weights", "--short-edge", "32", "--max-size", "48",
+            "--code-multiple", "64", "-o", str(out), "--no-progress"]
+    assert main(argv) == 0
+    per_image = list(csv.DictReader((out / "per-image.csv").open()))
+    assert len({r["pixels"] for r in per_image}) == 2  # images of different sizes: the two averages differ
+    mean_of_images = sum(float(r["bpp"]) for r in per_image) / len(per_image)
+    total = 8 * sum(int(r["bytes"]) for r in per_image) / sum(int(r["pixels"]) for r in per_image)
+    curve = json.loads((out / "tic-det.json").read_text())
+    assert curve["rate_average"] == "image" and curve["results"]["bpp"][0] == pytest.approx(mean_of_images, rel=1e-12)
+    assert main(argv + ["--rate-average", "total"]) == 0  # from the same records: nothing is coded again
+    curve = json.loads((out / "tic-det.json").read_text())
+    assert curve["rate_average"] == "total" and curve["results"]["bpp"][0] == pytest.approx(total, rel=1e-12)
+    assert "total bits / total pixels" in curve["description"] and total != pytest.approx(mean_of_images)
 
 
 def test_segmentation_evaluation_reports_mask_and_box_ap(coco_set, tmp_path):
@@ -207,3 +247,26 @@ def test_an_invalid_quality_is_refused_before_any_coding(quality, classification
             "-o", str(tmp_path / "out")]
     assert main(argv) == 2
     assert f"invalid quality {quality}" in capsys.readouterr().err
+
+
+def test_batched_evaluation_writes_the_records_of_batch_size_one(classification_set, tmp_path, capsys):
+    argv = ["eval", str(classification_set), "-a", "tic", "transtic", "-q", "1", "--random-weights", "--crop", "64",
+            "--no-progress"]
+    assert main(argv + ["-o", str(tmp_path / "one")]) == 0
+    assert main(argv + ["-o", str(tmp_path / "three"), "--batch-size", "3"]) == 0
+
+    def records(folder):
+        rows = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+        return {(r["codec"], r["task"], r["image"]): r for r in rows}
+
+    one, three = records(tmp_path / "one"), records(tmp_path / "three")
+    assert one.keys() == three.keys() and len(one) == 3 * 3  # reference, tic, transtic on 3 images
+    for key, a in one.items():
+        b = three[key]
+        assert a["prediction"] == b["prediction"], key
+        if a["codec"] != "reference":
+            assert (a["bytes"], a["pixels"], a["bpp"]) == (b["bytes"], b["pixels"], b["bpp"]), key
+            assert b["psnr"] == pytest.approx(a["psnr"], abs=1e-4)
+            assert b["bpp_likelihood"] == pytest.approx(a["bpp_likelihood"], rel=1e-5)
+    assert main(argv + ["-o", str(tmp_path / "bad"), "--batch-size", "0"]) == 2
+    assert "--batch-size must be at least 1" in capsys.readouterr().err

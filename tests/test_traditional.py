@@ -64,7 +64,7 @@ def test_pillow_codecs_report_the_size_and_pixels_of_the_file_pillow_writes(name
     Image.fromarray(pixels).save(buffer, format=fmt, quality=40)
     expected = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
-    num_bytes, x_hat = ExternalCodec(name, 40).code(to_tensor(pixels))
+    num_bytes, x_hat, _, _ = ExternalCodec(name, 40).code(to_tensor(pixels))
 
     assert num_bytes == len(buffer.getvalue())
     assert x_hat.dtype == torch.float64 and x_hat.shape == (1, 3, 48, 70)
@@ -253,7 +253,8 @@ def test_jpeg_webp_and_avif_next_to_tic_on_a_coco_set(coco_set, tmp_path, capsys
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     assert all(line.startswith("[RANDOM WEIGHTS]") for line in stdout.strip().splitlines())
-    assert {p.name for p in out.iterdir()} == {"records.jsonl", "records.jsonl.lock", "codecs.json", "results.csv", "det-bbox-AP.png", "tic-det.json",
+    assert {p.name for p in out.iterdir()} == {"records.jsonl", "records.jsonl.lock", "codecs.json", "results.csv", "per-image.csv", "det-mpeg.csv",
+                                               "det-bbox-AP.png", "det-psnr-rgb.png", "tic-det.json",
                                                "jpeg-det.json", "webp-det.json", "avif-det.json"}
     for codec in ("jpeg", "webp", "avif"):
         curve = json.loads((out / f"{codec}-det.json").read_text())

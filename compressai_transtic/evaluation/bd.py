@@ -30,11 +30,13 @@ covers. ``compare`` prints it and warns below :data:`LOW_OVERLAP`.
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["LOW_OVERLAP", "METHODS", "bd_metric", "bd_rate", "overlap_share"]
+from .results import curve_values
+
+__all__ = ["LOW_OVERLAP", "METHODS", "bd_metric", "bd_rate", "curve_bd_rate", "overlap_share"]
 
 METHODS = ("pchip", "cubic")
 #: below this overlap share a BD delta extrapolates most of a curve's range away
@@ -158,3 +160,13 @@ def bd_metric(
     ia = _integral(la, ma, lo, hi, method, "the anchor curve")
     it = _integral(lt, mt, lo, hi, method, "the test curve")
     return (it - ia) / (hi - lo)
+
+
+def curve_bd_rate(anchor: Mapping[str, Any], test: Mapping[str, Any], metric: str) -> Optional[float]:
+    """BD-rate (pchip, %) of two loaded curve files on ``metric``; ``None`` where their
+    metric ranges do not overlap (or a curve has too few points)."""
+    try:
+        return bd_rate(curve_values(anchor, "bpp"), curve_values(anchor, metric),
+                       curve_values(test, "bpp"), curve_values(test, metric))
+    except ValueError:
+        return None

@@ -19,9 +19,11 @@ __all__ = [
     "add_compare_arguments",
     "add_eval_arguments",
     "add_plot_arguments",
+    "add_table_arguments",
     "run_compare",
     "run_eval",
     "run_plot",
+    "run_table",
     "setup_logging",
 ]
 
@@ -96,8 +98,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "Rate-accuracy evaluation: code every image with each codec and quality (real "
         "bitstreams), decode, and measure bpp, PSNR and the task metric (top-1/top-5 or COCO "
         "AP) plus the uncompressed reference. Results: DIR/<curve>-<task>.json "
-        "(CompressAI format), DIR/results.csv, DIR/<task>-<metric>.png. Resumable: "
-        "per-image results are kept in DIR/records.jsonl.",
+        "(CompressAI format), DIR/results.csv, DIR/per-image.csv (bytes, bpp, PSNR, MS-SSIM, "
+        "encoding and decoding time of every image, as eval_model names them), "
+        "DIR/<task>-mpeg.csv (dataset, codec, quality, bpp, accuracy), DIR/<task>-<metric>.png "
+        "and DIR/<task>-psnr-rgb.png. Every image is checked before any model is built. "
+        "Resumable: per-image results are kept in DIR/records.jsonl.",
         width=88,
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -108,6 +113,14 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--annotations", type=Path, help="COCO-format annotation file (detection/segmentation)")
     data.add_argument("--labels", type=Path, help="image list 'relative/path LABEL' per line (classification)")
     data.add_argument("--limit", type=int, help="evaluate N images spread evenly over the dataset (quick runs)")
+    data.add_argument("--check-images", choices=("header", "full", "off"), default="header",
+                      help="check every image before any model is built: header (open, size, structure; default), "
+                      "full (decode every image) or off")
+    data.add_argument("--skip-bad", action="store_true", help="leave out images that fail the check (each one is "
+                      "reported, listed in DIR/skipped-images.txt and counted in the results' description) instead "
+                      "of stopping")
+    data.add_argument("--max-pixels", type=int, default=2**24, help="largest image accepted, width x height "
+                      "(default 2^24 = 16.8 MP)")
     codecs = parser.add_argument_group("codecs")
     codecs.add_argument("-a", "--architecture", nargs="+", metavar="CODEC[:Q,Q...]",
                         help="codecs: tic, transtic (the zoo; default: tic transtic) and traditional codecs "
@@ -152,8 +165,14 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("-o", "--output-dir", type=Path, default=Path("transtic-eval"), help="output directory")
     run.add_argument("--no-reference", action="store_true", help="skip the uncompressed reference accuracy")
+    run.add_argument("--rate-average", choices=("image", "total"), default="image",
+                     help="bpp of a point: mean of per-image bpp (image: CompressAI's eval_model and the paper; "
+                     "default) or total bits / total pixels (total: MPEG's common test conditions)")
     run.add_argument("--fresh", action="store_true", help="start afresh: move earlier records of DIR to "
                      "DIR/previous-<time>/ (by default curves merge the points of earlier runs into DIR)")
+    run.add_argument("--batch-size", type=int, default=1, help="code and recognise up to N images of one size "
+                     "together (the classification crops; default 1). Every image keeps its own bitstream: "
+                     "the records are those of batch size 1")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     run.add_argument("--threads", type=int, help="torch CPU threads")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -377,21 +396,30 @@ def run_eval(args: argparse.Namespace) -> int:
         import torch
 
         from ..devices import check_device
+        from ..fileio import check_writable_folder
         from .runner import Evaluation
 
         if args.threads:
             torch.set_num_threads(args.threads)
         check_device(args.device)
+        check_writable_folder(args.output_dir, "evaluation output")
+        if args.max_pixels < 1:
+            raise CommandError(f"--max-pixels must be positive, got {args.max_pixels}")
+        if args.batch_size < 1:
+            raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}")
         classes = _task_classes(args)
         dataset = _load_dataset(args, classes[0].dataset_kind)
+        specs = _build_specs(args, [c.name for c in classes])
+        items, skipped = _checked_images(dataset.subset(args.limit), args)
         tasks = _build_tasks(args, dataset, classes, random_weights)
-        specs = _build_specs(args, [t.name for t in tasks])
         _warn_if_not_the_papers_detectors(specs, args.backend)
-        items = dataset.subset(args.limit)
-        description = dataset.describe() + (f", {len(items)} evaluated (--limit)" if len(items) < len(dataset) else "")
+        evaluated = len(items) + len(skipped)
+        description = (dataset.describe() + (f", {evaluated} evaluated (--limit)" if evaluated < len(dataset) else "")
+                       + (f", {len(skipped)} unreadable left out (--skip-bad)" if skipped else ""))
         evaluation = Evaluation(items, tasks, specs, args.output_dir, reference=not args.no_reference,
                                 device=args.device, progress=not args.no_progress, dataset_description=description,
-                                fresh=args.fresh)
+                                fresh=args.fresh, max_pixels=args.max_pixels, rate_average=args.rate_average,
+                                skipped=skipped, batch_size=args.batch_size)
         if evaluation.random_weights and not random_weights:
             random_weights = True
             setup_logging(args.verbose, True)
@@ -416,9 +444,37 @@ def run_eval(args: argparse.Namespace) -> int:
             for point in curve.points:
                 out(_format_point(point, shown))
             out(f"  -> {evaluation.curve_path(curve)}")
-    out(f"table: {args.output_dir / 'results.csv'}; plots: "
-        + ", ".join(str(args.output_dir / f"{t.name}-{t.primary_metric}.png") for t in tasks))
+    out(f"tables: {args.output_dir / 'results.csv'}, {args.output_dir / 'per-image.csv'}, "
+        + ", ".join(str(args.output_dir / f"{t.name}-mpeg.csv") for t in tasks))
+    out("plots: " + ", ".join(str(evaluation.plot_path(t, m)) for t in tasks
+                              for m in dict.fromkeys([t.primary_metric, "psnr-rgb"])))
+    if skipped:
+        out(f"{len(skipped)} unreadable image(s) left out: {args.output_dir / 'skipped-images.txt'}")
     return 0
+
+
+def _checked_images(items: Any, args: argparse.Namespace) -> Tuple[Any, List[Tuple[Any, str]]]:
+    """The images that pass ``--check-images``, and the others with their reasons.
+
+    Raises:
+        CommandError: some images fail and ``--skip-bad`` is not given (one line per
+            file), or every image fails.
+    """
+    from ..data.files import check_images
+
+    failures = check_images(list(items), lambda item: item.problem(args.check_images, args.max_pixels),
+                            progress=not args.no_progress and len(items) > 1000)
+    if not failures:
+        return items, []
+    lines = "\n".join(f"  {item.path}: {reason}" for item, reason in failures)
+    if len(failures) == len(items):
+        raise CommandError(f"none of the {len(items)} images can be evaluated:\n{lines}")
+    if not args.skip_bad:
+        raise CommandError(f"{len(failures)} of {len(items)} images cannot be evaluated:\n{lines}\n"
+                           "remove or replace them, or pass --skip-bad to evaluate the others")
+    for item, reason in failures:
+        logger.warning("left out (--skip-bad): %s: %s", item.path, reason)
+    return items.without([item for item, _ in failures]), failures
 
 
 def _warn_if_not_the_papers_detectors(specs: Sequence[Any], backend: str) -> None:
@@ -433,12 +489,13 @@ def _warn_if_not_the_papers_detectors(specs: Sequence[Any], backend: str) -> Non
 
 def _is_user_error(err: BaseException) -> bool:
     """Errors whose message says what to do (missing files, weights, bad arguments)."""
+    from ..fileio import OutputError
     from ..tasks.weights import TaskWeightsUnavailableError
     from ..zoo import ChecksumMismatchError, WeightsUnavailableError
     from .records import RecordsLockedError
     from .traditional import CodecFailedError, CodecUnavailableError
 
-    return isinstance(err, (CommandError, FileNotFoundError, ValueError, KeyError, ImportError,
+    return isinstance(err, (CommandError, FileNotFoundError, ValueError, KeyError, ImportError, OutputError,
                             TaskWeightsUnavailableError, WeightsUnavailableError, ChecksumMismatchError,
                             CodecUnavailableError, CodecFailedError, RecordsLockedError))
 
@@ -472,10 +529,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Run ``compressai-transtic compare``."""
+    from ..fileio import check_writable_folder
     from .bd import LOW_OVERLAP, bd_metric, bd_rate, overlap_share
     from .results import curve_values, load_curve, write_json
 
     try:
+        if args.json:
+            check_writable_folder(args.json.parent, "--json")
         anchor = load_curve(args.anchor)
         tests = [load_curve(p) for p in args.tests]
     except (OSError, ValueError) as err:
@@ -520,7 +580,11 @@ def run_compare(args: argparse.Namespace) -> int:
         _error(err, random_weights)
         return 2
     if args.json:
-        write_json(args.json, {"random_weights": random_weights, "comparisons": rows})
+        try:
+            write_json(args.json, {"random_weights": random_weights, "comparisons": rows})
+        except OSError as err:  # OutputError: names the file
+            _error(err, random_weights)
+            return 2
         out(f"wrote {args.json}")
     for message in failed:  # the other curves were compared; these could not be
         _error(ValueError(message), random_weights)
@@ -543,23 +607,72 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", help="metric (default: the first file's primary metric, else psnr-rgb)")
     parser.add_argument("--title", help="plot title")
     parser.add_argument("--no-reference", action="store_true", help="do not draw the uncompressed reference")
+    parser.add_argument("--bd-rate", action="store_true", help="annotate each curve after the first with its "
+                        "BD-rate against the first one")
 
 
 def run_plot(args: argparse.Namespace) -> int:
     """Run ``compressai-transtic plot``."""
+    from ..fileio import check_writable_folder
     from .plot import plot_curves, plot_format
     from .results import load_curve
 
     random_weights = False
     try:
         plot_format(args.output)  # before reading anything
+        check_writable_folder(args.output.parent, "plot")
         curves = [load_curve(p) for p in args.files]
         random_weights = any(c.get("random_weights") for c in curves)
         setup_logging(0, random_weights)
         path = plot_curves(curves, args.output, metric=args.metric, title=args.title,
-                           show_reference=not args.no_reference, dpi=args.dpi)
+                           show_reference=not args.no_reference, dpi=args.dpi, bd_rate_against_first=args.bd_rate)
     except (OSError, ValueError) as err:
         _error(err, random_weights)
         return 2
     _printer(random_weights)(f"wrote {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- table
+def add_table_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``compressai-transtic table``."""
+    parser.description = ("A cross-model table of result files: one row per rate point (rate and metrics with "
+                          "their units) and each model's BD-rate against the first file.")
+    parser.add_argument("files", type=Path, nargs="+", help="curve files (JSON results); the first is the anchor")
+    parser.add_argument("--metric", nargs="+", help="metric columns (default: the first file's primary metric, "
+                        "then psnr-rgb)")
+    parser.add_argument("--format", choices=("markdown", "latex"), help="syntax (default: from the -o extension "
+                        ".md / .tex, else markdown)")
+    parser.add_argument("-o", "--output", type=Path, help="write the table to this file (default: print it)")
+    parser.add_argument("--caption", default="", help="table caption")
+    parser.add_argument("--no-bd-rate", action="store_true", help="leave out the BD-rate column")
+
+
+def run_table(args: argparse.Namespace) -> int:
+    """Run ``compressai-transtic table``."""
+    from ..fileio import check_writable_folder
+    from .results import atomic_write_text, load_curve
+    from .table import TableFormat, cross_model_table, render
+
+    random_weights = False
+    try:
+        fmt = TableFormat(args.format) if args.format else None
+        if args.output is not None:
+            fmt = fmt or TableFormat.from_suffix(args.output.suffix)
+            check_writable_folder(args.output.parent, "table")
+        curves = [load_curve(p) for p in args.files]
+        random_weights = any(c.get("random_weights") for c in curves)
+        first = curves[0].get("primary_metric")
+        metrics = args.metric or list(dict.fromkeys(m for m in (first, "psnr-rgb") if m))
+        text = render(cross_model_table(curves, metrics, bd=not args.no_bd_rate), fmt or TableFormat.MARKDOWN,
+                      caption=(("RANDOM WEIGHTS: not meaningful. " if random_weights else "") + args.caption).strip())
+        if args.output is not None:
+            atomic_write_text(args.output, text)
+    except (OSError, ValueError) as err:
+        _error(err, random_weights)
+        return 2
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        _printer(random_weights)(f"wrote {args.output}")
     return 0

@@ -1,4 +1,4 @@
-"""Metrics: PSNR, top-k accuracy and COCO average precision (pycocotools).
+"""Metrics: PSNR, MS-SSIM, top-k accuracy and COCO average precision (pycocotools).
 
 The functions here return fractions (pycocotools' native scale, e.g. AP = 1.0 for
 perfect detections); the evaluator reports percentages.
@@ -18,7 +18,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "COCO_STAT_NAMES",
+    "MS_SSIM_MIN_SIDE",
     "coco_evaluate",
+    "fidelity_metrics",
     "psnr",
     "rle_encode",
     "topk_accuracy",
@@ -49,6 +51,30 @@ def psnr(a: "torch.Tensor", b: "torch.Tensor", data_range: float = 1.0) -> float
     if mse == 0.0:
         return math.inf
     return 10.0 * math.log10(data_range**2 / mse)
+
+
+#: MS-SSIM (5 scales, 11x11 window) needs both sides above this many pixels
+MS_SSIM_MIN_SIDE = 160
+
+
+def fidelity_metrics(original: "torch.Tensor", decoded: "torch.Tensor") -> Dict[str, Optional[float]]:
+    """PSNR (dB) and MS-SSIM of two (1, 3, H, W) images in [0, 1], on their 8-bit values.
+
+    MS-SSIM is ``None`` for images with a side of at most :data:`MS_SSIM_MIN_SIDE`
+    pixels, which five scales cannot analyse.
+    """
+    from pytorch_msssim import ms_ssim
+
+    if original.shape != decoded.shape:
+        raise ValueError(f"images of different shapes {tuple(original.shape)} and {tuple(decoded.shape)}")
+    a = (original.double() * 255).clamp(0, 255).round()
+    b = (decoded.double() * 255).clamp(0, 255).round()
+    mse = float(((a - b) ** 2).mean())
+    psnr = math.inf if mse == 0 else 20 * math.log10(255.0) - 10 * math.log10(mse)
+    msssim = None
+    if min(a.shape[-2:]) > MS_SSIM_MIN_SIDE:
+        msssim = float(ms_ssim(a.float(), b.float(), data_range=255))
+    return {"psnr-rgb": psnr, "ms-ssim-rgb": msssim}
 
 
 def _accepted(label: Label) -> set:

@@ -8,24 +8,12 @@ import math
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
-from .results import atomic_write_bytes, curve_values, load_curve
+from .bd import curve_bd_rate
+from .results import atomic_write_bytes, axis_label, curve_values, load_curve
 
 __all__ = ["FORMATS", "axis_label", "plot_curves", "plot_format"]
 
 logger = logging.getLogger(__name__)
-
-_UNITS = {"psnr-rgb": "dB", "ms-ssim-rgb": ""}
-
-
-def axis_label(metric: str, curve: Optional[Mapping[str, Any]] = None) -> str:
-    """Axis label of a metric, with its unit (from the curve file when it says)."""
-    unit = None
-    if curve is not None:
-        unit = curve.get("units", {}).get(metric)
-    if unit is None:
-        unit = _UNITS.get(metric, "%")
-    return f"{metric} [{unit}]" if unit else metric
-
 
 #: output formats, by file extension
 FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -53,6 +41,7 @@ def plot_curves(
     title: Optional[str] = None,
     show_reference: bool = True,
     dpi: int = 150,
+    bd_rate_against_first: bool = False,
 ) -> Path:
     """Plot rate (bpp) against a metric for several curves and write the file atomically,
     in the format its extension names (PNG, PDF or SVG).
@@ -68,6 +57,8 @@ def plot_curves(
         title: plot title (default: the task names and the metric).
         show_reference: draw the uncompressed reference lines.
         dpi: resolution of PNG output.
+        bd_rate_against_first: add to each other curve's legend entry its BD-rate
+            (pchip) against the first curve on this metric, where they overlap.
     """
     from matplotlib.figure import Figure  # no pyplot: renders with Agg, leaves the user's backend alone
 
@@ -88,6 +79,8 @@ def plot_curves(
         random = bool(curve.get("random_weights"))
         any_random |= random
         label = str(curve.get("name", source)) + (" [RANDOM WEIGHTS]" if random else "")
+        if bd_rate_against_first and i > 0:
+            label += _bd_note(loaded[0], curve, metric)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=_MARKERS[i % len(_MARKERS)],
                 linestyle=_LINES[i % len(_LINES)], label=label)
         ref = (curve.get("reference") or {}).get(metric)
@@ -97,7 +90,7 @@ def plot_curves(
         label = f"uncompressed ({task})" if task else "uncompressed"
         ax.axhline(value, color="0.35", linestyle=("--", ":", "-.")[j % 3], linewidth=1.2,
                    label=label + (" [RANDOM WEIGHTS]" if random else ""))
-    ax.set_xlabel("rate [bpp]")
+    ax.set_xlabel(axis_label("bpp"))
     ax.set_ylabel(axis_label(metric, loaded[0]))
     tasks = sorted({str(c["task"]) for c in loaded if c.get("task")})
     default_title = f"{metric} vs rate" + (f" ({', '.join(tasks)})" if tasks else "")
@@ -110,3 +103,11 @@ def plot_curves(
     path = atomic_write_bytes(output, buffer.getvalue())
     logger.info("wrote %s", path)
     return path
+
+
+def _bd_note(anchor: Mapping[str, Any], curve: Mapping[str, Any], metric: str) -> str:
+    """`` (BD-rate -12.3 % vs anchor)``, or why there is none."""
+    value = curve_bd_rate(anchor, curve, metric)
+    if value is None:
+        return " (no BD-rate: the curves do not overlap)"
+    return f" (BD-rate {value:+.1f} % vs {anchor.get('name', 'first')})"

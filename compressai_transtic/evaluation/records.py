@@ -67,6 +67,13 @@ def record_problem(record: Any) -> Optional[str]:
     psnr = record.get("psnr")
     if not _is_number(psnr) or math.isnan(psnr):
         return f"'psnr' is {psnr!r}, not a number of dB"
+    ms_ssim = record.get("ms_ssim")
+    if ms_ssim is not None and (not _is_number(ms_ssim) or not -1.0 <= ms_ssim <= 1.0):
+        return f"'ms_ssim' is {ms_ssim!r}, not a number in [-1, 1] or null"
+    for field in ("encoding_time", "decoding_time"):  # absent from records of earlier versions
+        seconds = record.get(field)
+        if seconds is not None and (not _is_number(seconds) or not (math.isnan(seconds) or 0.0 <= seconds < math.inf)):
+            return f"{field!r} is {seconds!r}, not a number of seconds"
     if record.get("quality") is not None and (not isinstance(record["quality"], int) or isinstance(record["quality"], bool)):
         return f"'quality' is {record['quality']!r}, not an integer"
     return None

@@ -27,16 +27,19 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from ..fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
+    "axis_label",
     "curve_values",
     "load_curve",
+    "metric_title",
     "to_json_value",
     "write_csv",
     "write_json",
@@ -98,3 +101,36 @@ def curve_values(curve: Mapping[str, Any], metric: str, path: Union[str, Path] =
             f"{path or curve.get('name')}: no metric {metric!r}; available: {', '.join(sorted(results))}"
         )
     return [math.nan if v is None else float(v) for v in results[metric]]
+
+
+_TITLES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "psnr-rgb": "PSNR (RGB)",
+           "ms-ssim-rgb": "MS-SSIM (RGB)", "bpp": "rate", "bpp-likelihood": "rate (likelihoods)",
+           "encoding_time": "encoding time", "decoding_time": "decoding time"}
+_AP_KINDS = {"": "AP", "50": "AP50", "75": "AP75", "s": "AP (small)", "m": "AP (medium)", "l": "AP (large)"}
+#: units of metrics whose files do not say (CompressAI's eval_model files)
+_UNITS = {"psnr-rgb": "dB", "ms-ssim-rgb": "", "bpp": "bpp", "bpp-likelihood": "bpp", "encoding_time": "s",
+          "decoding_time": "s"}
+
+
+def metric_title(metric: str) -> str:
+    """A metric's name for readers: ``top1`` -> ``top-1 accuracy``, ``bbox-AP50`` -> ``box AP50``."""
+    if metric in _TITLES:
+        return _TITLES[metric]
+    match = re.fullmatch(r"(bbox|segm)-AP(50|75|s|m|l)?", metric)
+    if match:
+        return f"{'box' if match.group(1) == 'bbox' else 'mask'} {_AP_KINDS[match.group(2) or '']}"
+    return metric
+
+
+def metric_unit(metric: str, curve: Optional[Mapping[str, Any]] = None) -> str:
+    """The unit of a metric: the curve file's, else the known ones, else percent."""
+    unit = (curve or {}).get("units", {}).get(metric)
+    if unit is None:
+        unit = _UNITS.get(metric, "%")
+    return "" if unit.startswith("1 ") else unit  # "1 (fraction)": no unit to print
+
+
+def axis_label(metric: str, curve: Optional[Mapping[str, Any]] = None) -> str:
+    """An axis or column label: the metric's readable name and its unit."""
+    unit = metric_unit(metric, curve)
+    return f"{metric_title(metric)} [{unit}]" if unit else metric_title(metric)

@@ -6,32 +6,58 @@ task network; per-image results go to ``records.jsonl`` (so a crashed run contin
 where it stopped), then every curve is aggregated into a JSON file per (curve, task),
 one CSV table and one PNG plot per task. The uncompressed reference accuracy of each
 task is evaluated the same way without coding.
+
+Rates of a curve point are averaged over the images in one of two ways
+(:class:`RateAverage`): the mean of per-image bpp (CompressAI's ``eval_model`` and the
+authors' evaluation; the default) or total bits over total pixels (MPEG's common test
+conditions), which weights large images more. Both come from the same records.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
 
 import torch
 from tqdm import tqdm
 
+from ..imageio import DEFAULT_MAX_PIXELS
 from ..tasks.base import Task
-from .codecs import CodecSpec, code_image, fingerprint
+from .codecs import CodecSpec, code_batch, fingerprint
 from .history import curve_identity, remember
 from .records import REFERENCE_CODEC, RecordStore
-from .results import write_csv, write_json
+from .results import atomic_write_text, write_csv, write_json
 
-__all__ = ["Curve", "Evaluation", "REFERENCE_KEY", "RANDOM_LABEL"]
+__all__ = ["Curve", "Evaluation", "RateAverage", "REFERENCE_KEY", "RANDOM_LABEL"]
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_KEY = REFERENCE_CODEC
 RANDOM_LABEL = "RANDOM WEIGHTS"
+
+SKIPPED_FILE = "skipped-images.txt"
+
+#: per-image columns, in CompressAI ``eval_model``'s vocabulary
+PER_IMAGE_COLUMNS = ("curve", "quality", "weights", "image", "bytes", "pixels", "bpp", "bpp-likelihood",
+                     "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")
+
+
+class RateAverage(str, enum.Enum):
+    """How the bpp of a curve point averages its images."""
+
+    #: mean of the per-image bpp (CompressAI's eval_model, the authors' evaluation)
+    IMAGE = "image"
+    #: total bits over total pixels (MPEG common test conditions)
+    TOTAL = "total"
+
+    def describe(self) -> str:
+        return ("bpp = mean of per-image bpp" if self is RateAverage.IMAGE
+                else "bpp = total bits / total pixels")
 
 
 @dataclass
@@ -47,6 +73,7 @@ class Curve:
         reference: task metrics on the uncompressed images (empty if not evaluated).
         num_images: images per point.
         description: human description.
+        rate_average: how ``bpp`` averages the images.
     """
 
     name: str
@@ -56,6 +83,7 @@ class Curve:
     reference: Dict[str, float] = field(default_factory=dict)
     num_images: int = 0
     description: str = ""
+    rate_average: RateAverage = RateAverage.IMAGE
 
     @property
     def random_weights(self) -> bool:
@@ -63,8 +91,10 @@ class Curve:
 
     def to_json(self) -> Dict[str, Any]:
         """The curve in CompressAI's result format (plus ``task``, ``reference``...)."""
-        keys = list(dict.fromkeys(["quality", "bpp", "bpp-likelihood", "psnr-rgb", *self.task.metric_names]))
-        units = {"bpp": "bits per pixel", "bpp-likelihood": "bits per pixel", "psnr-rgb": "dB"}
+        keys = list(dict.fromkeys(["quality", "bpp", "bpp-likelihood", "psnr-rgb", "ms-ssim-rgb", *self.task.metric_names,
+                                   "encoding_time", "decoding_time"]))
+        units = {"bpp": "bits per pixel", "bpp-likelihood": "bits per pixel", "psnr-rgb": "dB",
+                 "ms-ssim-rgb": "1 (fraction)", "encoding_time": "s", "decoding_time": "s"}
         units.update({m: self.task.metric_units.get(m, "%") for m in self.task.metric_names})
         return {
             "name": self.name,
@@ -75,6 +105,7 @@ class Curve:
             "units": units,
             "random_weights": self.random_weights,
             "num_images": self.num_images,
+            "rate_average": self.rate_average.value,
             "reference": dict(self.reference),
             "results": {k: [p.get(k) for p in self.points] for k in keys},
         }
@@ -87,8 +118,11 @@ def _point_order(spec: CodecSpec, point: Dict[str, Any]) -> Tuple[Any, ...]:
     return (point["quality"] is None, point["quality"] or 0, point["bpp"])
 
 
-def _mean(values: Sequence[float]) -> float:
-    return float(sum(values) / len(values)) if values else math.nan
+def _mean(values: Sequence[Any]) -> float:
+    """The mean; NaN when empty or when a value is missing (``None``: e.g. records of earlier versions)."""
+    if not values or any(v is None for v in values):
+        return math.nan
+    return float(sum(values) / len(values))
 
 
 class Evaluation:
@@ -109,6 +143,14 @@ class Evaluation:
             to ``previous-<time>/`` there (kept, not merged). Without it, curves merge the
             points of earlier runs into the same folder that are complete for this dataset,
             tasks and protocol.
+        max_pixels: the largest image read (larger ones are refused when read).
+        rate_average: how a point's ``bpp`` averages its images.
+        skipped: ``(item, reason)`` of images left out of ``dataset`` by the caller's
+            checks; listed in ``skipped-images.txt`` and in the curves' descriptions.
+        batch_size: images coded and recognised together when they have one size
+            (the classification protocol's crops); each image keeps its own bitstream,
+            so the records are those of ``batch_size=1`` (decoded pixels and network
+            outputs may differ in float32's last bits: other kernels sum in other orders).
     """
 
     def __init__(
@@ -122,6 +164,10 @@ class Evaluation:
         progress: bool = True,
         dataset_description: str = "",
         fresh: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        rate_average: RateAverage = RateAverage.IMAGE,
+        skipped: Sequence[Tuple[Any, str]] = (),
+        batch_size: int = 1,
     ) -> None:
         if not tasks:
             raise ValueError("no task to evaluate")
@@ -150,6 +196,12 @@ class Evaluation:
         self.records_path = self.output_dir / "records.jsonl"
         self.history_path = self.output_dir / "codecs.json"
         self.fresh = fresh
+        self.max_pixels = int(max_pixels)
+        self.rate_average = RateAverage(rate_average)
+        self.skipped = list(skipped)
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size)
         self._task_keys: Dict[int, str] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -179,7 +231,7 @@ class Evaluation:
         return [t for t in self.tasks if spec.task is None or spec.task == t.name]
 
     def _prepare(self, item: Any) -> torch.Tensor:
-        return self.protocol.prepare(item.load())[None].to(self.device)
+        return self.protocol.prepare(item.load(self.max_pixels))[None].to(self.device)
 
     # ------------------------------------------------------------------ running
     def run(self) -> List[Curve]:
@@ -195,7 +247,7 @@ class Evaluation:
             for spec in self.codecs:
                 self._run_codec(spec, store)
             curves = self._aggregate(store, self._merged_specs(store, earlier))
-            self._write_outputs(curves)  # under the records' lock: one run writes the results at a time
+            self._write_outputs(curves, store)  # under the records' lock: one run writes the results at a time
         return curves
 
     def _set_aside_earlier_runs(self, store: RecordStore) -> None:
@@ -241,18 +293,54 @@ class Evaluation:
         """The tasks whose uncompressed reference is evaluated."""
         return [t for t in self.tasks if t.has_reference] if self.reference else []
 
+    def _batches(self, todo: List[Tuple[Any, List[Task]]]) -> Iterator[List[Tuple[Any, List[Task], torch.Tensor]]]:
+        """The items of ``todo`` with their prepared images, in groups of ``batch_size``
+        images of one size (the order of ``todo`` is kept)."""
+        group: List[Tuple[Any, List[Task], torch.Tensor]] = []
+        for item, tasks in todo:
+            x = self._prepare(item)
+            if group and (len(group) == self.batch_size or group[0][2].shape != x.shape):
+                yield group
+                group = []
+            group.append((item, tasks, x))
+        if group:
+            yield group
+
+    @staticmethod
+    def _predictions(task: Task, images: Sequence[torch.Tensor], items: Sequence[Any]) -> List[Any]:
+        """The task's predictions of equal-size images, batched when there are several."""
+        if len(images) == 1:
+            return [task.predict(images[0], items[0])]
+        return task.predict_batch(torch.cat(list(images)), items)
+
+    def _predict_group(self, tasks_per_item: Sequence[List[Task]], images: Sequence[torch.Tensor],
+                       items: Sequence[Any]) -> List[Dict[str, Any]]:
+        """Per item, ``{task name: prediction}`` for the tasks it still needs."""
+        out: List[Dict[str, Any]] = [{} for _ in items]
+        for task in self.tasks:
+            chosen = [i for i, tasks in enumerate(tasks_per_item) if task in tasks]
+            if chosen:
+                predicted = self._predictions(task, [images[i] for i in chosen], [items[i] for i in chosen])
+                for i, prediction in zip(chosen, predicted):
+                    out[i][task.name] = prediction
+        return out
+
     def _run_reference(self, store: RecordStore) -> None:
         todo = self._todo(store, REFERENCE_KEY, self.reference_tasks)
         if not todo:
             return
-        bar = tqdm(todo, desc=f"{self._tag()}uncompressed reference", disable=not self.progress, unit="img")
-        for item, tasks in bar:
-            x = self._prepare(item)
-            for task in tasks:
-                store.append({
-                    "codec": REFERENCE_KEY, "task": self.task_key(task), "image": item.image_id,
-                    "label": REFERENCE_KEY, "task_name": task.name, "prediction": task.predict(x, item),
-                })
+        bar = tqdm(total=len(todo), desc=f"{self._tag()}uncompressed reference", disable=not self.progress, unit="img")
+        for group in self._batches(todo):
+            items, tasks_per_item, images = zip(*group)
+            predictions = self._predict_group(tasks_per_item, images, items)
+            for item, tasks, predicted in zip(items, tasks_per_item, predictions):
+                for task in tasks:
+                    store.append({
+                        "codec": REFERENCE_KEY, "task": self.task_key(task), "image": item.image_id,
+                        "label": REFERENCE_KEY, "task_name": task.name, "prediction": predicted[task.name],
+                    })
+            bar.update(len(group))
+        bar.close()
 
     def _run_codec(self, spec: CodecSpec, store: RecordStore) -> None:
         key = self.codec_key(spec)
@@ -263,17 +351,23 @@ class Evaluation:
         logger.info("%s%s: %d images to code", self._tag(), spec.describe(), len(todo))
         model = spec.load(self.device, progress=self.progress)
         desc = f"{self._tag()}{spec.label}" + (f" q{spec.quality}" if spec.quality is not None else "")
-        for item, tasks in tqdm(todo, desc=desc, disable=not self.progress, unit="img"):
-            x = self._prepare(item)
-            coded = code_image(model, x, self.protocol)
-            for task in tasks:
-                store.append({
-                    "codec": key, "task": self.task_key(task), "image": item.image_id,
-                    "label": spec.label, "quality": spec.quality, "task_name": task.name,
-                    "bytes": coded.num_bytes, "pixels": coded.pixels, "bpp": coded.bpp,
-                    "bpp_likelihood": coded.bpp_likelihood, "psnr": coded.psnr,
-                    "prediction": task.predict(coded.x_hat, item),
-                })
+        bar = tqdm(total=len(todo), desc=desc, disable=not self.progress, unit="img")
+        for group in self._batches(todo):
+            items, tasks_per_item, images = zip(*group)
+            coded = code_batch(model, torch.cat(images), self.protocol)
+            predictions = self._predict_group(tasks_per_item, [c.x_hat for c in coded], items)
+            for item, tasks, result, predicted in zip(items, tasks_per_item, coded, predictions):
+                for task in tasks:
+                    store.append({
+                        "codec": key, "task": self.task_key(task), "image": item.image_id,
+                        "label": spec.label, "quality": spec.quality, "task_name": task.name,
+                        "bytes": result.num_bytes, "pixels": result.pixels, "bpp": result.bpp,
+                        "bpp_likelihood": result.bpp_likelihood, "psnr": result.psnr, "ms_ssim": result.ms_ssim,
+                        "encoding_time": result.encoding_time, "decoding_time": result.decoding_time,
+                        "prediction": predicted[task.name],
+                    })
+            bar.update(len(group))
+        bar.close()
         del model
 
     # ------------------------------------------------------------------ aggregation
@@ -291,14 +385,10 @@ class Evaluation:
             for task in self.tasks_of(spec):
                 curve = curves.get((spec.label, task.name))
                 if curve is None:
-                    curve = curves[(spec.label, task.name)] = Curve(spec.label, task, [], num_images=len(self.dataset))
+                    curve = curves[(spec.label, task.name)] = Curve(spec.label, task, [], num_images=len(self.dataset),
+                                                                    rate_average=self.rate_average)
                 records = self._collect(store, self.codec_key(spec), task)
-                point: Dict[str, Any] = {
-                    "quality": spec.quality,
-                    "bpp": _mean([r["bpp"] for r in records.values()]),
-                    "bpp-likelihood": _mean([r["bpp_likelihood"] for r in records.values()]),
-                    "psnr-rgb": _mean([r["psnr"] for r in records.values()]),
-                }
+                point = self._coding_means(spec, list(records.values()))
                 point.update(self._metrics(task, records))
                 curve.specs.append(spec)
                 curve.points.append(point)
@@ -312,6 +402,22 @@ class Evaluation:
             curve.description = self._describe(curve)
         return list(curves.values())
 
+    def _coding_means(self, spec: CodecSpec, records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+        """Rate, fidelity and times of one rate point, averaged over its images."""
+        if self.rate_average is RateAverage.TOTAL:
+            bpp = 8.0 * sum(r["bytes"] for r in records) / sum(r["pixels"] for r in records)
+        else:
+            bpp = _mean([r["bpp"] for r in records])
+        return {
+            "quality": spec.quality,
+            "bpp": bpp,
+            "bpp-likelihood": _mean([r["bpp_likelihood"] for r in records]),
+            "psnr-rgb": _mean([r["psnr"] for r in records]),
+            "ms-ssim-rgb": _mean([r.get("ms_ssim") for r in records]),
+            "encoding_time": _mean([r.get("encoding_time") for r in records]),
+            "decoding_time": _mean([r.get("decoding_time") for r in records]),
+        }
+
     def _describe(self, curve: Curve) -> str:
         protocol = self.protocol.as_dict()
         parts = [
@@ -320,8 +426,10 @@ class Evaluation:
             f"task {curve.task.name}: {curve.task.title}, network weights: {curve.task.describe_weights()}",
             "protocol: " + ", ".join(f"{k}={v}" for k, v in protocol.items() if v not in (None, "none")),
             f"dataset: {self.dataset_description}",
+            (f"{len(self.skipped)} unreadable image(s) left out (--skip-bad), listed in {SKIPPED_FILE}"
+             if self.skipped else ""),
             "bpp from the real bitstream or coded file (bpp-likelihood from forward()), per pixel of the "
-            "prepared image; " + ", ".join(f"{m} in {curve.task.metric_units.get(m, '%')}" for m in curve.task.metric_names),
+            f"prepared image, {self.rate_average.describe()}; " + ", ".join(f"{m} in {curve.task.metric_units.get(m, '%')}" for m in curve.task.metric_names),
         ]
         return ". ".join(p for p in parts if p)
 
@@ -331,15 +439,27 @@ class Evaluation:
         name = re.sub(r"[^A-Za-z0-9._-]", "_", curve.name)
         return self.output_dir / f"{name}-{curve.task.name}.json"
 
-    def _write_outputs(self, curves: Sequence[Curve]) -> None:
-        from .plot import plot_curves
-
+    def _write_outputs(self, curves: Sequence[Curve], store: RecordStore) -> None:
         for curve in curves:
             write_json(self.curve_path(curve), curve.to_json())
+        self._write_table(curves)
+        self._write_per_image(curves, store)
+        for task in self.tasks:
+            self._write_mpeg_table(task, [c for c in curves if c.task is task])
+        self._write_plots(curves)
+        skipped = self.output_dir / SKIPPED_FILE
+        if self.skipped:
+            atomic_write_text(skipped, "".join(f"{item.path}\t{reason}\n" for item, reason in self.skipped))
+        elif skipped.exists():
+            skipped.unlink()  # from an earlier run: this run evaluated every image
+
+    def _write_table(self, curves: Sequence[Curve]) -> None:
+        """``results.csv``: one row per curve point and task, the uncompressed references first."""
         columns = ["curve", "task", "quality", "weights", "random_weights", "num_images",
-                   "bpp", "bpp-likelihood", "psnr-rgb"]
+                   "bpp", "bpp-likelihood", "psnr-rgb", "ms-ssim-rgb"]
         for task in self.tasks:
             columns += [m for m in task.metric_names if m not in columns]
+        columns += ["encoding_time", "decoding_time"]
         rows = []
         for task in self.tasks:
             task_curves = [c for c in curves if c.task is task]
@@ -352,7 +472,47 @@ class Evaluation:
                     rows.append({"curve": curve.name, "task": task.name, "weights": spec.describe(),
                                  "random_weights": curve.random_weights, "num_images": curve.num_images, **point})
         write_csv(self.output_dir / "results.csv", rows, columns)
+
+    def _write_per_image(self, curves: Sequence[Curve], store: RecordStore) -> None:
+        """``per-image.csv``: bytes, bpp, PSNR, MS-SSIM and times of every coded image."""
+        rows, done = [], set()
+        for curve in curves:
+            for spec in curve.specs:
+                key = self.codec_key(spec)
+                if key in done:  # a codec without prompts is one set of bitstreams for every task
+                    continue
+                done.add(key)
+                for image_id, r in self._collect(store, key, curve.task).items():
+                    rows.append({"curve": curve.name, "quality": spec.quality, "weights": spec.describe(),
+                                 "image": image_id, "bytes": r["bytes"], "pixels": r["pixels"], "bpp": r["bpp"],
+                                 "bpp-likelihood": r["bpp_likelihood"], "psnr-rgb": r["psnr"],
+                                 "ms-ssim-rgb": r.get("ms_ssim"), "encoding_time": r.get("encoding_time"),
+                                 "decoding_time": r.get("decoding_time")})
+        write_csv(self.output_dir / "per-image.csv", rows, PER_IMAGE_COLUMNS)
+
+    def _write_mpeg_table(self, task: Task, curves: Sequence[Curve]) -> None:
+        """``<task>-mpeg.csv``: dataset, codec, quality, average bpp and the task's accuracy."""
+        if not curves:
+            return
+        metric = task.primary_metric
+        columns = ["dataset", "codec", "quality", "bpp", metric]
+        rows = [{"dataset": self.dataset_description, "codec": curve.name, "quality": point["quality"],
+                 "bpp": point["bpp"], metric: point.get(metric)}
+                for curve in curves for point in curve.points]
+        write_csv(self.output_dir / f"{task.name}-mpeg.csv", rows, columns)
+
+    def _write_plots(self, curves: Sequence[Curve]) -> None:
+        """``<task>-<metric>.png`` per task, and ``<task>-psnr-rgb.png`` next to each task plot."""
+        from .plot import plot_curves
+
         for task in self.tasks:
             task_curves = [c.to_json() for c in curves if c.task is task]
-            if task_curves:
-                plot_curves(task_curves, self.output_dir / f"{task.name}-{task.primary_metric}.png")
+            if not task_curves:
+                continue
+            plot_curves(task_curves, self.plot_path(task))
+            if task.primary_metric != "psnr-rgb":
+                plot_curves(task_curves, self.plot_path(task, "psnr-rgb"), metric="psnr-rgb", show_reference=False)
+
+    def plot_path(self, task: Task, metric: str = "") -> Path:
+        """``<output_dir>/<task>-<metric>.png`` (the task's primary metric by default)."""
+        return self.output_dir / f"{task.name}-{metric or task.primary_metric}.png"

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 import PIL
@@ -39,6 +40,7 @@ from torch import Tensor
 
 __all__ = [
     "AVIF",
+    "CodedImage",
     "CodecFailedError",
     "CodecUnavailableError",
     "ExternalCodec",
@@ -229,6 +231,15 @@ def _bench_codec(name: str, options: Mapping[str, str]) -> bench.Codec:
     return codec_class(argparse.Namespace(build_dir=options["build"], config=options["config"], rgb=False))
 
 
+class CodedImage(NamedTuple):
+    """One image through a traditional codec: file size, decoded image, the codec's times (s)."""
+
+    num_bytes: int
+    x_hat: Tensor
+    encoding_time: float
+    decoding_time: float
+
+
 class ExternalCodec:
     """One traditional codec at one quality, coding tensors through a temporary file.
 
@@ -249,15 +260,15 @@ class ExternalCodec:
         return f"ExternalCodec({self.info.name!r}, quality={self.quality})"
 
     @torch.no_grad()
-    def code(self, x: Tensor) -> Tuple[int, Tensor]:
+    def code(self, x: Tensor) -> "CodedImage":
         """Encode and decode one image.
 
         Args:
             x: (1, 3, H, W) in [0, 1].
 
         Returns:
-            ``(bytes of the coded file, decoded image (1, 3, H, W) in [0, 1])`` on
-            ``x``'s device and in its dtype.
+            the coded file's size, the decoded image (1, 3, H, W) in [0, 1] on ``x``'s
+            device and in its dtype, and the codec's encoding and decoding times.
         """
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise ValueError(f"expected one RGB image (1, 3, H, W), got {tuple(x.shape)}")
@@ -273,7 +284,8 @@ class ExternalCodec:
             raise CodecFailedError(f"{self.info.title} decoded {decoded.shape[1]}x{decoded.shape[0]} pixels, "
                                    f"expected {width}x{height}")
         x_hat = torch.from_numpy(decoded.copy()).permute(2, 0, 1)[None].to(torch.float64) / 255.0
-        return num_bytes, x_hat.to(device=x.device, dtype=x.dtype)
+        return CodedImage(num_bytes, x_hat.to(device=x.device, dtype=x.dtype),
+                          float(info.get("encoding_time", math.nan)), float(info.get("decoding_time", math.nan)))
 
     def _run(self, source: str) -> Tuple[Dict[str, Any], Image.Image]:
         try:

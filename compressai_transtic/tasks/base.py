@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -187,6 +187,12 @@ class Task:
             A JSON-serialisable prediction (stored per image in the evaluation records).
         """
         raise NotImplementedError
+
+    def predict_batch(self, x: Tensor, images: Sequence[Any]) -> List[Any]:
+        """:meth:`predict` for a batch of equal-size images (N, 3, H, W), one prediction
+        per image. Tasks whose network takes batches override it; by default the images
+        go one at a time."""
+        return [self.predict(x[i : i + 1], image) for i, image in enumerate(images)]
 
     def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
         """Task metrics (percentages) of per-image predictions over ``dataset`` items.

@@ -19,36 +19,13 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..evaluation.metrics import MS_SSIM_MIN_SIDE, fidelity_metrics
 from ..evaluation.protocol import CodingProtocol
 from .base import Task
 
 __all__ = ["FidelityTask", "MS_SSIM_MIN_SIDE", "fidelity_metrics"]
 
 logger = logging.getLogger(__name__)
-
-#: MS-SSIM (5 scales, 11x11 window) needs both sides above this many pixels
-MS_SSIM_MIN_SIDE = 160
-
-
-def fidelity_metrics(original: Tensor, decoded: Tensor) -> Dict[str, Optional[float]]:
-    """PSNR (dB) and MS-SSIM of two (1, 3, H, W) images in [0, 1], on their 8-bit values.
-
-    MS-SSIM is ``None`` for images with a side of at most :data:`MS_SSIM_MIN_SIDE`
-    pixels, which five scales cannot analyse.
-    """
-    from pytorch_msssim import ms_ssim
-
-    if original.shape != decoded.shape:
-        raise ValueError(f"images of different shapes {tuple(original.shape)} and {tuple(decoded.shape)}")
-    a = (original.double() * 255).clamp(0, 255).round()
-    b = (decoded.double() * 255).clamp(0, 255).round()
-    mse = float(((a - b) ** 2).mean())
-    psnr = math.inf if mse == 0 else 20 * math.log10(255.0) - 10 * math.log10(mse)
-    msssim = None
-    if min(a.shape[-2:]) > MS_SSIM_MIN_SIDE:
-        msssim = float(ms_ssim(a.float(), b.float(), data_range=255))
-    return {"psnr-rgb": psnr, "ms-ssim-rgb": msssim}
-
 
 class FidelityTask(Task):
     """PSNR and MS-SSIM of decoded images, as CompressAI's ``eval_model`` reports them.

@@ -1,0 +1,106 @@
+"""Cross-model tables of result files, as Markdown or LaTeX, for papers and READMEs.
+
+One row per rate point of each curve file (model, quality, rate, the chosen metrics
+with their units), and per model its BD-rate against the first file (the anchor) on
+the first metric, where the curves overlap. LaTeX output uses ``booktabs`` rules
+(``\\usepackage{booktabs}``) and escapes the characters TeX treats specially.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any, List, Mapping, Optional, Sequence
+
+from .bd import curve_bd_rate
+from .results import axis_label, curve_values
+
+__all__ = ["TableFormat", "cross_model_table", "render"]
+
+
+class TableFormat(str, enum.Enum):
+    """Output syntax of :func:`render`."""
+
+    MARKDOWN = "markdown"
+    LATEX = "latex"
+
+    @classmethod
+    def from_suffix(cls, suffix: str) -> Optional["TableFormat"]:
+        """``.md`` -> Markdown, ``.tex`` -> LaTeX, anything else -> ``None``."""
+        return {".md": cls.MARKDOWN, ".markdown": cls.MARKDOWN, ".tex": cls.LATEX}.get(suffix.lower())
+
+
+def _number(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{float(value):.{digits}f}"
+
+
+def _digits(metric: str) -> int:
+    return 4 if metric in ("bpp", "ms-ssim-rgb") else 2
+
+
+def _bd_cell(anchor: Mapping[str, Any], curve: Mapping[str, Any], metric: str) -> str:
+    value = curve_bd_rate(anchor, curve, metric)
+    return "n/a" if value is None else f"{value:+.2f} %"
+
+
+def cross_model_table(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str],
+                      bd: bool = True) -> List[List[str]]:
+    """The table's rows as text cells, the header first.
+
+    Args:
+        curves: loaded curve files; the first is the BD-rate anchor.
+        metrics: the metric columns (each curve must hold them).
+        bd: add the column of BD-rates on ``metrics[0]`` against the first curve.
+
+    Raises:
+        ValueError: a curve without one of ``metrics`` (the message names it).
+    """
+    if not curves:
+        raise ValueError("no curve files given")
+    header = ["model", "quality", axis_label("bpp")] + [axis_label(m, curves[0]) for m in metrics]
+    if bd:
+        header.append(f"BD-rate vs {curves[0].get('name', 'first')} ({axis_label(metrics[0], curves[0])})")
+    rows = [header]
+    for index, curve in enumerate(curves):
+        results = curve["results"]
+        values = {m: curve_values(curve, m, curve.get("name", "")) for m in ["bpp", *metrics]}
+        qualities = results.get("quality") or [None] * len(values["bpp"])
+        name = str(curve.get("name", "?")) + (" [RANDOM WEIGHTS]" if curve.get("random_weights") else "")
+        for point, quality in enumerate(qualities):
+            row = [name if point == 0 else "", "-" if quality is None else str(quality)]
+            row += [_number(values[m][point], _digits(m)) for m in ["bpp", *metrics]]
+            if bd:
+                row.append(("anchor" if index == 0 else _bd_cell(curves[0], curve, metrics[0])) if point == 0 else "")
+            rows.append(row)
+    return rows
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def render(rows: Sequence[Sequence[str]], fmt: TableFormat, caption: str = "") -> str:
+    """The rows of :func:`cross_model_table` as Markdown or LaTeX text."""
+    header, body = rows[0], rows[1:]
+    if fmt is TableFormat.MARKDOWN:
+        lines = ["| " + " | ".join(header) + " |",
+                 "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
+        return ("" if not caption else f"{caption}\n\n") + "\n".join(lines) + "\n"
+    lines = [r"\begin{table}[t]", r"\centering"]
+    if caption:
+        lines.append(r"\caption{" + _latex(caption) + "}")
+    lines += [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
+              " & ".join(_latex(c) for c in header) + r" \\", r"\midrule"]
+    for row in body:
+        if row[0] and row is not body[0]:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(_latex(c) for c in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
