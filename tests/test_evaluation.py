@@ -292,6 +292,13 @@ def test_eval_reports_missing_weights_in_one_message(classification_set, tmp_pat
     assert status == 2
     assert "resnet50-0676ba61.pth" in err and str(tmp_path / "torch" / "hub" / "checkpoints") in err
     assert "--random-weights" in err
+    assert not (tmp_path / "out").exists()  # the weights are looked for before anything is written
+
+    # a missing codec file is named as such, before the task network's weights are looked for
+    status = main(["eval", str(classification_set), "--checkpoint", str(tmp_path / "mine.pth.tar"), "-q", "1",
+                   "-o", str(tmp_path / "out"), "--no-progress"])
+    assert status == 2
+    assert capsys.readouterr().err == f"error: --checkpoint {tmp_path / 'mine.pth.tar'}: no such file\n"
 
 
 def test_eval_rejects_tasks_that_do_not_fit_the_dataset(classification_set, tmp_path, capsys):

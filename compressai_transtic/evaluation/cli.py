@@ -234,6 +234,8 @@ def _build_tasks(args: argparse.Namespace, dataset: Any, classes: Sequence[type]
             options.update(short_edge=args.short_edge, max_size=args.max_size, code_multiple=args.code_multiple)
         elif kind == "classification":
             options.update(crop=args.crop)
+        elif kind == "images":
+            options.update(max_pixels=args.max_pixels)
         tasks.append(cls(**options))
     return tasks
 
@@ -323,6 +325,11 @@ def _learned_specs(args: argparse.Namespace, entries: Sequence[Tuple[str, Option
     own = {n: q for n, q in entries if q is not None}
     if args.checkpoint and args.adapter:
         raise CommandError("--checkpoint and --adapter exclude each other")
+    for option, paths in (("--checkpoint", args.checkpoint), ("--adapter", args.adapter),
+                          ("--base-checkpoint", args.base_checkpoint)):
+        missing = [p for p in paths or [] if not p.is_file()]
+        if missing:
+            raise CommandError(f"{option} {missing[0]}: no such file")
     if (args.checkpoint or args.adapter) and own:
         raise CommandError("with --checkpoint/--adapter, give the qualities with -q (one per file), not NAME:Q")
     if args.checkpoint:
@@ -412,6 +419,9 @@ def run_eval(args: argparse.Namespace) -> int:
         specs = _build_specs(args, [c.name for c in classes])
         items, skipped = _checked_images(dataset.subset(args.limit), args)
         tasks = _build_tasks(args, dataset, classes, random_weights)
+        for task in tasks:
+            if task.has_network:
+                task.network  # load the weights now: missing ones stop the run before any output
         _warn_if_not_the_papers_detectors(specs, args.backend)
         evaluated = len(items) + len(skipped)
         description = (dataset.describe() + (f", {evaluated} evaluated (--limit)" if evaluated < len(dataset) else "")

@@ -42,6 +42,8 @@ class Task:
         trainable: whether prompts can be trained for it (it has a perceptual loss).
         has_reference: whether uncompressed images give a meaningful reference value
             (an accuracy; not for a fidelity measure).
+        has_network: whether predictions come from a network (:attr:`network`), which
+            the evaluator loads before any work so that missing weights stop it early.
 
     Args:
         weights: the network's weights: ``"default"`` (torchvision's standard file from
@@ -67,6 +69,7 @@ class Task:
     criterion_name: ClassVar[str] = ""
     trainable: ClassVar[bool] = True
     has_reference: ClassVar[bool] = True
+    has_network: ClassVar[bool] = True
 
     def __init__(
         self,

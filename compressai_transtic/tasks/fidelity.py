@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..evaluation.metrics import MS_SSIM_MIN_SIDE, fidelity_metrics
 from ..evaluation.protocol import CodingProtocol
+from ..imageio import DEFAULT_MAX_PIXELS
 from .base import Task
 
 __all__ = ["FidelityTask", "MS_SSIM_MIN_SIDE", "fidelity_metrics"]
@@ -44,6 +45,11 @@ class FidelityTask(Task):
     dataset_kind = "images"
     trainable = False
     has_reference = False
+    has_network = False
+
+    def __init__(self, *args: Any, max_pixels: int = DEFAULT_MAX_PIXELS, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_pixels = int(max_pixels)
 
     @property
     def random_weights(self) -> bool:
@@ -61,7 +67,7 @@ class FidelityTask(Task):
     @torch.no_grad()
     def predict(self, x: Tensor, image: Any) -> Dict[str, Optional[float]]:
         """PSNR and MS-SSIM of a decoded image against the original file."""
-        original = self.protocol().prepare(image.load())[None]
+        original = self.protocol().prepare(image.load(self.max_pixels))[None]
         return fidelity_metrics(original, x.detach().cpu())
 
     def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
