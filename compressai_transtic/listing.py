@@ -40,9 +40,9 @@ def model_rows() -> List[Dict[str, Any]]:
         if w.sha256:
             check = "manifest sha256"
         elif record is None:
-            check = "sha256 recorded on first use"
+            check = "first use will record its sha256"
         else:
-            check = "pinned sha256" if record.source == "user" else f"sha256 recorded {record.since[:10]}"
+            check = "pinned sha256" if record.source == "user" else f"sha256 of its first use {record.since[:10]}"
         rows.append({"name": w.name, "quality": w.quality, "task": w.task, "lambda": w.lmbda, "file": w.filename,
                      "url": w.url, "path": str(path), "present": path.is_file(),
                      "sha256": w.sha256 or (record.sha256 if record else None), "verified_by": check})

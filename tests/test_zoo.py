@@ -257,8 +257,8 @@ def test_models_command_lists_every_released_file_as_present_or_missing(hub_dir,
     out = capsys.readouterr().out
     assert f"released weights (1 of 16 in {cache})" in out
     lines = {line.split()[0] + line.split()[1]: line for line in out.splitlines() if line.startswith("  transtic-")}
-    assert "present  sha256 recorded on first use" in lines["transtic-det3"]
-    assert "missing  sha256 recorded on first use" in lines["transtic-seg3"]
+    assert "present  first use will record its sha256" in lines["transtic-det3"]
+    assert "missing  first use will record its sha256" in lines["transtic-seg3"]
     assert "jpeg      available (Pillow" in out
 
     assert main(["models", "--json"]) == 0
