@@ -77,6 +77,6 @@ def test_plot_legend_can_carry_the_bd_rate_against_the_first_curve(files, tmp_pa
     anchor, test = (json.loads(p.read_text()) for p in files)
     assert _bd_note(anchor, test, "top1") == " (BD-rate -20.0 % vs tic)"
     apart = dict(test, results=dict(test["results"], top1=[90.0, 91.0, 92.0, 93.0]))
-    assert _bd_note(anchor, apart, "top1") == " (no BD-rate: the curves do not overlap)"
+    assert _bd_note(anchor, apart, "top1") == " (no BD-rate: no common range of the metric)"
     assert main(["plot", *map(str, files), "--bd-rate", "-o", str(tmp_path / "p.svg")]) == 0
     assert (tmp_path / "p.svg").read_text().lstrip().startswith("<?xml")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from .bd import curve_bd_rate
-from .results import atomic_write_bytes, axis_label, curve_values, load_curve
+from .results import atomic_write_bytes, axis_label, curve_values, load_curve, metric_title
 
 __all__ = ["FORMATS", "axis_label", "plot_curves", "plot_format"]
 
@@ -93,7 +93,7 @@ def plot_curves(
     ax.set_xlabel(axis_label("bpp"))
     ax.set_ylabel(axis_label(metric, loaded[0]))
     tasks = sorted({str(c["task"]) for c in loaded if c.get("task")})
-    default_title = f"{metric} vs rate" + (f" ({', '.join(tasks)})" if tasks else "")
+    default_title = f"{metric_title(metric)} vs rate" + (f" ({', '.join(tasks)})" if tasks else "")
     ax.set_title((title or default_title) + ("\nRANDOM WEIGHTS: not meaningful" if any_random else ""))
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
@@ -109,5 +109,5 @@ def _bd_note(anchor: Mapping[str, Any], curve: Mapping[str, Any], metric: str) -
     """`` (BD-rate -12.3 % vs anchor)``, or why there is none."""
     value = curve_bd_rate(anchor, curve, metric)
     if value is None:
-        return " (no BD-rate: the curves do not overlap)"
+        return " (no BD-rate: no common range of the metric)"
     return f" (BD-rate {value:+.1f} % vs {anchor.get('name', 'first')})"
