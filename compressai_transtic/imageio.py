@@ -16,9 +16,11 @@ Every failure is an :class:`ImageReadError` that names the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from pathlib import Path
-from typing import List, Tuple, Union
+from typing import Iterator, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,7 +29,8 @@ from torch import Tensor
 
 from .fileio import atomic_write
 
-__all__ = ["ImageReadError", "read_image", "read_rgb8", "write_png", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES"]
+__all__ = ["ImageReadError", "open_image", "read_image", "read_rgb8", "write_png", "DEFAULT_MAX_PIXELS",
+           "IMAGE_SUFFIXES"]
 
 #: the default largest input (twice 3840 x 2160)
 DEFAULT_MAX_PIXELS = 2**24
@@ -53,6 +56,17 @@ def _to_array(img: Image.Image, notes: List[str]) -> np.ndarray:
         img = img.convert("RGBA")
     rgb = img.convert("RGB")
     return np.asarray(rgb, dtype=np.float64) / 255.0
+
+
+@contextlib.contextmanager
+def open_image(path: Union[str, os.PathLike]) -> Iterator[Image.Image]:
+    """``Image.open(path)`` without Pillow's decompression-bomb warning: callers apply
+    their own pixel limit (``max_pixels``) from the header, before decoding."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    with img:
+        yield img
 
 
 def read_image(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[Tensor, List[str]]:
@@ -91,7 +105,7 @@ def _decode(path: Path, max_pixels: int, exif: bool) -> Tuple[np.ndarray, List[s
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: the file is empty (0 bytes)")
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageReadError(

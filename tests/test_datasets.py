@@ -145,3 +145,14 @@ def test_skip_bad_evaluates_the_others_and_lists_what_it_left_out(set_with_bad_f
     assert [line.split("\t")[0] for line in listed] == [str(set_with_bad_files / "281" / "empty.png"),
                                                          str(set_with_bad_files / "967" / "text.jpg")]
     assert "skipped-images.txt" in captured.out
+
+
+def test_a_large_image_is_refused_by_our_limit_without_pillows_bomb_warning(tmp_path, recwarn):
+    from compressai_transtic.imageio import ImageReadError, read_rgb8
+
+    path = tmp_path / "large.png"
+    Image.new("L", (10000, 9000)).save(path)  # 90 MP: above Pillow's warning threshold
+    assert "above the pixel limit of 16777216" in check_image(path, "header")
+    with pytest.raises(ImageReadError, match="90000000 pixels, above the limit of 16777216"):
+        read_rgb8(path)
+    assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional, Union
 
-from ..imageio import DEFAULT_MAX_PIXELS
+from ..imageio import DEFAULT_MAX_PIXELS, open_image
 from .files import ImageItem
 from .subset import ImageList
 
@@ -47,11 +47,9 @@ class CocoImage(ImageItem):
 
     def problem(self, mode: str = "header", max_pixels: int = DEFAULT_MAX_PIXELS) -> Optional[str]:
         """As :meth:`ImageItem.problem`, and the size must be the annotated one."""
-        from PIL import Image
-
         reason = super().problem(mode, max_pixels)
         if reason is None and mode != "off":
-            with Image.open(self.path) as img:
+            with open_image(self.path) as img:
                 reason = self._size_mismatch(*img.size)
         return reason
 

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
 
-from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_rgb8
+from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, open_image, read_rgb8
 
 if TYPE_CHECKING:  # pragma: no cover
     import PIL.Image
@@ -143,8 +143,6 @@ def check_image(path: Path, mode: str = "header", max_pixels: int = DEFAULT_MAX_
             ``full`` (decode the whole image as the evaluator and trainer do).
         max_pixels: the largest accepted width x height.
     """
-    from PIL import Image
-
     if mode not in CHECK_MODES:
         raise ValueError(f"unknown check mode {mode!r}; choose from {', '.join(CHECK_MODES)}")
     if mode == "off":
@@ -155,7 +153,7 @@ def check_image(path: Path, mode: str = "header", max_pixels: int = DEFAULT_MAX_
             return None
         if os.path.getsize(path) == 0:
             return "the file is empty (0 bytes)"
-        with Image.open(path) as img:
+        with open_image(path) as img:
             width, height = img.size
             if width * height > max_pixels:
                 return f"{width}x{height} is above the pixel limit of {max_pixels} (see --max-pixels)"
