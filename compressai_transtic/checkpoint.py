@@ -1,6 +1,9 @@
-"""Reading TIC / TransTIC checkpoints in the layouts found in the wild.
+"""Reading TIC / TransTIC checkpoints in the layouts found in the wild: the one loader.
 
-This module is the one place that knows about foreign checkpoint layouts:
+It sits above the models: files (or URLs, fetched by :mod:`.download`) are read with
+``torch.load(weights_only=True)``, unwrapped, checked finite, converted by
+:func:`~compressai_transtic.state_dicts.checkpoint_filter_fn` and loaded by the
+class's ``from_state_dict``. The layouts it reads:
 
 - wrappers: a bare state dict, or a dict holding it under ``network``,
   ``state_dict`` or ``model_state_dict`` (CompressAI's training script, the
@@ -24,12 +27,27 @@ import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
+from .download import fetch_url
 from .integrity import non_finite_tensors
+from .models import TIC, TransTIC
+from .state_dicts import (
+    ADAPTER_FORMAT_KEY,
+    ARCHITECTURES,
+    WRAPPER_KEYS,
+    ArchitectureMismatchError,
+    CheckpointError,
+    architecture_hints,
+    check_architecture,
+    checkpoint_filter_fn,
+    detect_architecture,
+    needs_entropy_update,
+    unknown_architecture_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,77 +65,6 @@ __all__ = [
 ]
 
 StateDict = Dict[str, Tensor]
-
-#: Keys under which checkpoints wrap the model weights, in the order they are tried.
-WRAPPER_KEYS = ("network", "state_dict", "model_state_dict")
-
-#: Key marking an adapter file written by :func:`compressai_transtic.prompts.save_adapter`.
-ADAPTER_FORMAT_KEY = "adapter_format"
-
-# Entropy-coder tables of CompressAI's entropy models: buffers whose size
-# depends on the trained distributions and that ``update()`` (re)computes.
-_BOTTLENECK_TABLES = ("_quantized_cdf", "_offset", "_cdf_length")
-_GAUSSIAN_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
-_TABLE_DTYPES = {
-    "_quantized_cdf": torch.int32,
-    "_offset": torch.int32,
-    "_cdf_length": torch.int32,
-    "scale_table": torch.float32,
-}
-
-# Keys whose presence identifies the base codec (TIC): one per stage of each transform.
-_TIC_MARKERS = (
-    "g_a0.weight",
-    "g_a1.residual_group.blocks.0.attn.qkv.weight",
-    "g_a6.weight",
-    "h_a0.weight",
-    "h_s3.weight",
-    "g_s0.residual_group.blocks.0.attn.qkv.weight",
-    "g_s7.weight",
-    "entropy_bottleneck.quantiles",
-)
-
-_ARCHITECTURES = ("tic", "transtic")
-
-
-class CheckpointError(ValueError):
-    """A file cannot be read as a checkpoint (the message names the file and the cause)."""
-
-
-class ArchitectureMismatchError(ValueError):
-    """A checkpoint holds another architecture than the one asked for.
-
-    Args:
-        found: architecture detected in the checkpoint.
-        expected: architecture that was asked for.
-        source: where the checkpoint came from (file name or description).
-    """
-
-    def __init__(self, found: str, expected: str, source: str = "") -> None:
-        self.found = found
-        self.expected = expected
-        self.source = source
-        where = f" ({source})" if source else ""
-        advice = _MISMATCH_ADVICE.get((found, expected), _MISMATCH_ADVICE.get((found, None), ""))
-        super().__init__(f"this checkpoint is {found}, not {expected}{where}.{advice}")
-
-
-# Extra advice in ArchitectureMismatchError, by (found, expected); (found, None) for any expected.
-_MISMATCH_ADVICE = {
-    ("transtic", "tic"): (
-        " Load it with compressai_transtic.checkpoint.load_model('transtic', path) or "
-        "load_model(None, path); TransTIC.base_state_dict() gives its base codec."
-    ),
-    ("tic", "transtic"): (
-        " It holds only the base codec: build a TransTIC around it with "
-        "TransTIC.from_base(state_dict) and train or load prompts."
-    ),
-    ("adapter", None): (
-        " An adapter holds prompt weights only: load it with "
-        "compressai_transtic.prompts.load_adapter(model, path) on a TransTIC "
-        "built from its base codec."
-    ),
-}
 
 
 def _is_url(path_or_url: Union[str, os.PathLike]) -> bool:
@@ -238,8 +185,6 @@ def load_state_dict(
             arbitrary Python objects (refused by ``weights_only=True``).
     """
     if _is_url(path_or_url):
-        from .zoo import fetch_url  # local import: zoo imports this module
-
         path = fetch_url(str(path_or_url), progress=progress)
     else:
         path = Path(path_or_url).expanduser()
@@ -247,200 +192,8 @@ def load_state_dict(
     return _unwrap(obj, str(path))
 
 
-def _strip_prefix(key: str) -> str:
-    return key[len("module.") :] if key.startswith("module.") else key
-
-
-def detect_architecture(state_dict: Mapping[str, Any]) -> str:
-    """Tell which architecture a state dict (or adapter dict) belongs to.
-
-    Args:
-        state_dict: a state dict as returned by :func:`load_state_dict`.
-
-    Returns:
-        ``"adapter"`` for an adapter file, ``"transtic"`` when prompt weights
-        are present (``g_a0_prompt.*``, ``*.prompt_embeddings`` ...), ``"tic"``
-        for the base codec, else ``"unknown"``.
-    """
-    if ADAPTER_FORMAT_KEY in state_dict:
-        return "adapter"
-    keys = {_strip_prefix(k) for k in state_dict}
-    # Every TransTIC-only parameter has "prompt" in its name (g_a0_prompt.*,
-    # g_a0_prompt_layers.*, *.residual_group.prompt_embeddings ...); TIC has none.
-    has_prompts = any("prompt" in k for k in keys)
-    has_tic = all(marker in keys for marker in _TIC_MARKERS)
-    if has_tic and has_prompts:
-        return "transtic"
-    if has_tic:
-        return "tic"
-    return "unknown"
-
-
-def _blocks_per_stage(keys: Iterable[str]) -> Dict[str, int]:
-    counts: Dict[str, set] = {}
-    for key in keys:
-        match = re.match(r"^(\w+)\.residual_group\.blocks\.(\d+)\.", key)
-        if match:
-            counts.setdefault(match.group(1), set()).add(int(match.group(2)))
-    return {stage: len(blocks) for stage, blocks in counts.items()}
-
-
-def architecture_hints(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
-    """Describe the variant of a checkpoint from its keys and shapes.
-
-    Args:
-        state_dict: a state dict as returned by :func:`load_state_dict`.
-
-    Returns:
-        A dict with ``"architecture"`` and, for TIC and TransTIC, ``N`` and
-        ``M`` (channel widths). For TransTIC also: ``encoder_prompt_stages``
-        (g_a stages receiving instance-specific prompts, e.g. ``["g_a1",
-        "g_a3"]``), ``decoder_prompt_stages`` (g_s stages holding task prompts
-        ``prompt_embeddings``), ``decoder_prompt_tokens`` (prompts per block),
-        ``decoder_prompt_mode`` (``"deep"``: one prompt set per block,
-        ``"shallow"``: one per stage) and ``decoder_instance_prompts`` (decoder
-        prompt generators made from y_hat are present).
-    """
-    arch = detect_architecture(state_dict)
-    hints: Dict[str, Any] = {"architecture": arch}
-    if arch not in _ARCHITECTURES:
-        return hints
-    sd = {_strip_prefix(k): v for k, v in state_dict.items()}
-    hints["N"] = int(sd["g_a0.weight"].shape[0])
-    hints["M"] = int(sd["g_a6.weight"].shape[0])
-    if arch != "transtic":
-        return hints
-    heads = {k.split(".")[0] for k in sd}
-    # g_a{k}_prompt_layers feed the blocks of stage g_a{k+1}.
-    hints["encoder_prompt_stages"] = sorted(
-        f"g_a{int(h[3:-len('_prompt_layers')]) + 1}"
-        for h in heads
-        if re.fullmatch(r"g_a\d+_prompt_layers", h)
-    )
-    embeddings = {k.split(".")[0]: v for k, v in sd.items() if k.endswith(".residual_group.prompt_embeddings")}
-    hints["decoder_prompt_stages"] = sorted(embeddings)
-    if embeddings:
-        blocks = _blocks_per_stage(sd)
-        hints["decoder_prompt_tokens"] = int(next(iter(embeddings.values())).shape[1])
-        if all(v.shape[0] == blocks.get(stage) for stage, v in embeddings.items()):
-            hints["decoder_prompt_mode"] = "deep"
-        elif all(v.shape[0] == 1 for v in embeddings.values()):
-            hints["decoder_prompt_mode"] = "shallow"
-        else:
-            hints["decoder_prompt_mode"] = "mixed"
-    hints["decoder_instance_prompts"] = any(re.fullmatch(r"g_s\d+_prompt(_layers)?", h) for h in heads)
-    return hints
-
-
-def check_architecture(state_dict: Mapping[str, Any], expected: str, source: str = "") -> None:
-    """Raise :class:`ArchitectureMismatchError` unless ``state_dict`` is ``expected``.
-
-    Args:
-        state_dict: a state dict as returned by :func:`load_state_dict`.
-        expected: ``"tic"`` or ``"transtic"``.
-        source: file name used in the message.
-    """
-    found = detect_architecture(state_dict)
-    if found == "unknown":
-        raise CheckpointError(_unknown_message(state_dict, source))
-    if found != expected:
-        raise ArchitectureMismatchError(found, expected, source)
-
-
-def _unknown_message(state_dict: Mapping[str, Any], source: str) -> str:
-    keys = list(state_dict)
-    where = f"{source}: " if source else ""
-    return (
-        f"{where}cannot tell the architecture of this checkpoint: its {len(keys)} keys "
-        f"(e.g. {keys[:5]}) match neither TIC (g_a0.weight, h_s3.weight, "
-        "entropy_bottleneck.quantiles, ...) nor TransTIC (TIC keys plus g_a0_prompt.* "
-        "or *.residual_group.prompt_embeddings)."
-    )
-
-
-def checkpoint_filter_fn(
-    state_dict: Mapping[str, Tensor], model: Optional[nn.Module] = None
-) -> StateDict:
-    """Convert a foreign state dict to the layout of this project's models.
-
-    - strips ``module.`` prefixes; with ``model`` given, also strips one
-      leading component shared by every key (``model.``, ``net.`` ...) when
-      that makes the keys match the model's;
-    - adds the entropy-coder tables that some released files lack
-      (``base_codec_4`` has no ``entropy_bottleneck._quantized_cdf``,
-      ``_offset``, ``_cdf_length``) as empty tensors, so strict loading works;
-      :func:`needs_entropy_update` is then true and the caller must run
-      ``model.update(force=True)``.
-
-    ``attn_mask`` buffers sized for 256x256 inputs are kept as they are: the
-    models register theirs at that size and rebuild masks for other sizes.
-
-    Args:
-        state_dict: flat state dict.
-        model: optional target model, used to recognise a wrapper prefix.
-
-    Returns:
-        A new state dict.
-    """
-    sd: StateDict = {_strip_prefix(k): v for k, v in state_dict.items()}
-    if model is not None:
-        sd = _strip_common_prefix(sd, set(model.state_dict()))
-    bottlenecks = {k[: -len("._matrix0")] for k in sd if k.endswith("._matrix0")}
-    gaussians = {k[: -len(".scale_bound")] for k in sd if k.endswith(".scale_bound")}
-    added = []
-    for prefix, tables in [(p, _BOTTLENECK_TABLES) for p in sorted(bottlenecks)] + [
-        (p, _GAUSSIAN_TABLES) for p in sorted(gaussians)
-    ]:
-        for table in tables:
-            key = f"{prefix}.{table}"
-            if key not in sd:
-                sd[key] = torch.empty(0, dtype=_TABLE_DTYPES[table])
-                added.append(key)
-    if added:
-        logger.info(
-            "checkpoint lacks entropy-coder tables %s: they must be rebuilt with update(force=True)",
-            added,
-        )
-    return sd
-
-
-def _strip_common_prefix(sd: StateDict, model_keys: set) -> StateDict:
-    if not sd or set(sd) & model_keys:
-        return sd
-    first = {k.split(".", 1)[0] for k in sd}
-    if len(first) != 1 or not all("." in k for k in sd):
-        return sd
-    stripped = {k.split(".", 1)[1]: v for k, v in sd.items()}
-    if set(stripped) & model_keys:
-        logger.info("stripping the prefix %r shared by every checkpoint key", next(iter(first)) + ".")
-        return stripped
-    return sd
-
-
-def needs_entropy_update(state_dict: Mapping[str, Tensor]) -> bool:
-    """True when the entropy-coder tables of a state dict are empty or missing.
-
-    A model loaded from such weights cannot ``compress()`` before
-    ``model.update(force=True)``.
-
-    Args:
-        state_dict: a state dict (after :func:`checkpoint_filter_fn`).
-    """
-    for key, value in state_dict.items():
-        if key.endswith("._quantized_cdf") and value.numel() == 0:
-            return True
-    bottlenecks = [k for k in state_dict if k.endswith("._matrix0")]
-    return any(k[: -len("_matrix0")] + "_quantized_cdf" not in state_dict for k in bottlenecks)
-
-
-def _architecture_class(arch: str) -> type:
-    from . import models
-
-    if arch == "tic":
-        return models.TIC
-    if arch == "transtic":
-        return models.TransTIC
-    raise ValueError(f"unknown architecture {arch!r}; expected one of {list(_ARCHITECTURES)}")
+#: the class of each architecture name
+CLASSES = {"tic": TIC, "transtic": TransTIC}
 
 
 def model_from_state_dict(
@@ -448,10 +201,9 @@ def model_from_state_dict(
 ) -> nn.Module:
     """Build a TIC or TransTIC holding ``state_dict``, ready to code.
 
-    The architecture is taken from the keys when ``arch`` is None. The state
-    dict is converted by :func:`checkpoint_filter_fn` and loaded strictly (by
-    the class's ``from_state_dict``); when its entropy-coder tables were empty
-    or missing, ``update(force=True)`` rebuilds them.
+    The architecture is taken from the keys when ``arch`` is None; the class's
+    ``from_state_dict`` converts the layout (:func:`checkpoint_filter_fn`, once),
+    loads strictly, and rebuilds entropy-coder tables the weights lack (once).
 
     Args:
         state_dict: weights, e.g. from :func:`load_state_dict`.
@@ -464,18 +216,12 @@ def model_from_state_dict(
     """
     found = detect_architecture(state_dict)
     if found == "unknown":
-        raise CheckpointError(_unknown_message(state_dict, source))
+        raise CheckpointError(unknown_architecture_message(state_dict, source))
     if arch is not None and found != arch:
         raise ArchitectureMismatchError(found, arch, source)
-    if found not in _ARCHITECTURES:
+    if found not in ARCHITECTURES:
         raise ArchitectureMismatchError(found, arch or "tic or transtic", source)
-    sd = checkpoint_filter_fn(state_dict)
-    rebuild = needs_entropy_update(sd)
-    model = _architecture_class(found).from_state_dict(sd)
-    if rebuild:
-        logger.info("rebuilding entropy-coder tables (update(force=True))%s", f" for {source}" if source else "")
-        model.update(force=True)
-    return model
+    return CLASSES[found].from_state_dict(state_dict)
 
 
 def load_model(

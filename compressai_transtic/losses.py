@@ -21,11 +21,12 @@ features are computed without gradient.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from compressai.registry import CRITERIONS, register_criterion
 from torch import Tensor
 
 __all__ = [
@@ -54,44 +55,21 @@ def bpp_from_likelihoods(likelihoods: Mapping[str, Tensor], num_pixels: int) -> 
 class TaskPerceptualLoss(nn.Module):
     """Base of the perceptual losses: rate term plus a feature distortion.
 
+    Build one with ``Task.criterion(lmbda=..., quality=...)`` (it supplies the task's
+    feature extractor and the paper's lambda for a quality), or directly from a
+    feature extractor, e.g. ``CRITERIONS["transtic-cls-perceptual"](lmbda=0.0018,
+    features=task.feature_extractor())``.
+
     Args:
-        lmbda: the trade-off weight; default: the paper's value for ``quality``.
-        quality: quality level (1..4) whose default lambda to use when ``lmbda`` is None.
-        features: a frozen feature extractor (from ``Task.feature_extractor()``); built
-            from the task with ``weights`` and ``backend`` when omitted.
-        weights: weights of the recognition network when ``features`` is omitted
-            (``"default"``: torchvision's file from the hub cache or downloaded; a path;
-            ``"random"``).
-        backend: ``"torchvision"`` or ``"detectron2"`` when ``features`` is omitted.
+        lmbda: the trade-off weight.
+        features: a frozen feature extractor (from ``Task.feature_extractor()``).
     """
 
-    #: name of the task the loss belongs to
-    task_name = ""
-
-    def __init__(
-        self,
-        lmbda: Optional[float] = None,
-        quality: Optional[int] = None,
-        features: Optional[nn.Module] = None,
-        weights: Any = "default",
-        backend: str = "torchvision",
-    ) -> None:
+    def __init__(self, lmbda: float, features: nn.Module) -> None:
         super().__init__()
-        from .tasks import get_task_class
-
-        task_cls = get_task_class(self.task_name)
-        if lmbda is None:
-            if quality is None:
-                raise ValueError(
-                    f"{type(self).__name__} needs lmbda or quality (the paper's lambdas: "
-                    f"{task_cls.default_lambdas})"
-                )
-            if quality not in task_cls.default_lambdas:
-                raise ValueError(f"no default lambda for quality {quality}; known: {task_cls.default_lambdas}")
-            lmbda = task_cls.default_lambdas[quality]
+        if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not math.isfinite(lmbda) or lmbda < 0:
+            raise ValueError(f"{type(self).__name__}: lmbda must be a finite number >= 0, got {lmbda!r}")
         self.lmbda = float(lmbda)
-        if features is None:
-            features = task_cls(weights=weights, backend=backend).feature_extractor()
         self.features = features
         for p in self.features.parameters():
             p.requires_grad_(False)
@@ -149,8 +127,6 @@ class ClassificationPerceptualLoss(TaskPerceptualLoss):
     default lambdas were derived.
     """
 
-    task_name = "cls"
-
     def distortion(self, mse: Dict[str, Tensor]) -> Tensor:
         return torch.stack(list(mse.values())).mean()
 
@@ -164,8 +140,6 @@ class DetectionPerceptualLoss(TaskPerceptualLoss):
     See :class:`TaskPerceptualLoss` for the arguments.
     """
 
-    task_name = "det"
-
     def distortion(self, mse: Dict[str, Tensor]) -> Tensor:
         return 0.2 * torch.stack(list(mse.values())).sum()
 
@@ -175,8 +149,6 @@ class DetectionPerceptualLoss(TaskPerceptualLoss):
 
 class SegmentationPerceptualLoss(DetectionPerceptualLoss):
     """As :class:`DetectionPerceptualLoss` on Mask R-CNN's P2..P6."""
-
-    task_name = "seg"
 
 
 #: registry name -> class
@@ -193,8 +165,6 @@ def register_criteria() -> None:
     Re-registering the same class (or a reloaded copy of this module) is a no-op
     replacement; a name taken by another class raises.
     """
-    from compressai.registry import CRITERIONS, register_criterion
-
     for name, cls in CRITERION_NAMES.items():
         existing = CRITERIONS.get(name)
         if existing is not None and existing is not cls:

@@ -136,12 +136,15 @@ def test_perfect_reconstruction_has_zero_task_loss(random_task):
 
 
 def test_criterion_needs_lambda_or_quality(random_task):
-    fe = random_task("det").feature_extractor()
+    task = random_task("det")
     with pytest.raises(ValueError, match="needs lmbda or quality"):
-        losses.DetectionPerceptualLoss(features=fe)
-    with pytest.raises(ValueError, match="no default lambda for quality 7"):
-        losses.DetectionPerceptualLoss(quality=7, features=fe)
+        task.criterion()
+    with pytest.raises(ValueError, match="default lambdas for qualities \\[1, 2, 3, 4\\], not 7"):
+        task.criterion(quality=7)
+    fe = task.feature_extractor()
     assert losses.DetectionPerceptualLoss(lmbda=0.3, features=fe).lmbda == 0.3
+    with pytest.raises(ValueError, match="lmbda must be a finite number >= 0"):
+        losses.DetectionPerceptualLoss(lmbda=float("nan"), features=fe)
 
 
 def test_bpp_from_likelihoods_counts_bits_per_input_pixel():

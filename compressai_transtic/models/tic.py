@@ -17,6 +17,7 @@ from torch import Tensor
 from ..entropy_models import BucketizedGaussianConditional, LegacyEntropyBottleneck
 from ..bitstream import BitstreamError, checksum, pack_header, unpack_header
 from ..layers import RSTB, ceil_to, conv, deconv, drop_path_rates
+from ..state_dicts import check_architecture, checkpoint_filter_fn, needs_entropy_update
 
 __all__ = ["TIC", "CodingTerms", "PAD_MULTIPLE", "MAX_DECODE_PIXELS"]
 
@@ -368,17 +369,17 @@ class TIC(CompressionModel):
 
         ``N`` and ``M`` are read from the weights. Foreign layouts (``module.``
         prefixes, wrapped dicts, missing entropy tables) are converted by
-        :func:`compressai_transtic.checkpoint.checkpoint_filter_fn`.
+        :func:`compressai_transtic.state_dicts.checkpoint_filter_fn` (once); missing
+        entropy tables are rebuilt (once).
         """
-        from ..checkpoint import check_architecture, checkpoint_filter_fn, needs_entropy_update
-
         state_dict = checkpoint_filter_fn(state_dict)
         check_architecture(state_dict, "tic")
         N = state_dict["g_a0.weight"].size(0)
         M = state_dict["g_a6.weight"].size(0)
         net = cls(N=N, M=M, **kwargs)
-        net.load_state_dict(checkpoint_filter_fn(state_dict, net))
+        net.load_state_dict(state_dict)
         if needs_entropy_update(state_dict):  # e.g. the released base_codec_4 lacks its tables
+            logger.info("rebuilding the entropy-coder tables the weights lack (update())")
             net.update()
         return net
 
@@ -387,7 +388,7 @@ class TIC(CompressionModel):
 
         Unlike :meth:`CompressionModel.load_state_dict`, entropy-bottleneck keys are not
         renamed to CompressAI's newer ``matrices.i`` layout: ours are ``_matrix{i}``.
-        Use :func:`compressai_transtic.checkpoint.checkpoint_filter_fn` for foreign layouts.
+        Use :func:`compressai_transtic.state_dicts.checkpoint_filter_fn` for foreign layouts.
         """
         for name, module in self.named_modules():
             if isinstance(module, EntropyBottleneck):

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ..layers import PromptGenerator, WindowPrompts, conv, deconv
 from ..prompts import PromptConfig
+from ..state_dicts import check_architecture, checkpoint_filter_fn, needs_entropy_update
 from .tic import TIC, _channels_last
 
 __all__ = ["TransTIC", "PROMPT_KEYWORD"]
@@ -203,16 +204,15 @@ class TransTIC(TIC):
     ) -> "TransTIC":
         """Build the TransTIC that ``state_dict`` belongs to (config inferred from the
         keys unless given) and load it strictly."""
-        from ..checkpoint import check_architecture, checkpoint_filter_fn, needs_entropy_update
-
         state_dict = checkpoint_filter_fn(state_dict)
         check_architecture(state_dict, "transtic")
         N = state_dict["g_a0.weight"].size(0)
         M = state_dict["g_a6.weight"].size(0)
         config = config if config is not None else PromptConfig.from_state_dict(state_dict)
         net = cls(config=config, N=N, M=M, **kwargs)
-        net.load_state_dict(checkpoint_filter_fn(state_dict, net))
+        net.load_state_dict(state_dict)
         if needs_entropy_update(state_dict):  # e.g. the released base_codec_4 lacks its tables
+            logger.info("rebuilding the entropy-coder tables the weights lack (update())")
             net.update()
         return net
 

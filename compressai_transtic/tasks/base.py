@@ -10,6 +10,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..evaluation.protocol import CodingProtocol
+from ..losses import CRITERIONS  # importing the losses registers the criteria
 from .features import FrozenFeatureExtractor
 from .weights import WeightsOption, is_random, normalize_weights_option
 
@@ -166,11 +167,12 @@ class Task:
             lmbda: trade-off weight; default: the paper's value for ``quality``.
             quality: quality level (1..4) whose default lambda to use.
         """
-        from compressai.registry import CRITERIONS
-
-        from .. import losses  # noqa: F401  (registers the criteria)
-
-        return CRITERIONS[self.criterion_name](lmbda=lmbda, quality=quality, features=self.feature_extractor())
+        if lmbda is None:
+            if quality is None:
+                raise ValueError(f"the {self.name} criterion needs lmbda or quality (the paper's lambdas: "
+                                 f"{self.default_lambdas})")
+            lmbda = self.lmbda(quality)
+        return CRITERIONS[self.criterion_name](lmbda=lmbda, features=self.feature_extractor())
 
     # ------------------------------------------------------------------ evaluation
     def protocol(self) -> CodingProtocol:

@@ -1,0 +1,298 @@
+"""State-dict layout of TIC and TransTIC: what the keys say, and conversion of foreign layouts.
+
+A leaf module (it imports no model): the models' ``from_state_dict`` and the
+checkpoint loader above them (:mod:`compressai_transtic.checkpoint`) both use it.
+
+- :func:`detect_architecture` / :func:`architecture_hints`: TIC, TransTIC or an
+  adapter, and the variant, from the keys and shapes alone;
+- :func:`checkpoint_filter_fn`: ``module.`` prefixes, a prefix shared by every key,
+  and the entropy-coder tables that some released files lack (``base_codec_4``),
+  added empty so that strict loading works (:func:`needs_entropy_update` then says
+  that ``update(force=True)`` must rebuild them).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Dict, Iterable, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ADAPTER_FORMAT_KEY",
+    "ARCHITECTURES",
+    "ArchitectureMismatchError",
+    "CheckpointError",
+    "WRAPPER_KEYS",
+    "architecture_hints",
+    "check_architecture",
+    "checkpoint_filter_fn",
+    "detect_architecture",
+    "needs_entropy_update",
+    "unknown_architecture_message",
+]
+
+StateDict = Dict[str, Tensor]
+
+#: Keys under which checkpoints wrap the model weights, in the order they are tried.
+WRAPPER_KEYS = ("network", "state_dict", "model_state_dict")
+
+#: Key marking an adapter file written by :func:`compressai_transtic.prompts.save_adapter`.
+ADAPTER_FORMAT_KEY = "adapter_format"
+
+# Entropy-coder tables of CompressAI's entropy models: buffers whose size
+# depends on the trained distributions and that ``update()`` (re)computes.
+_BOTTLENECK_TABLES = ("_quantized_cdf", "_offset", "_cdf_length")
+_GAUSSIAN_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+_TABLE_DTYPES = {
+    "_quantized_cdf": torch.int32,
+    "_offset": torch.int32,
+    "_cdf_length": torch.int32,
+    "scale_table": torch.float32,
+}
+
+# Keys whose presence identifies the base codec (TIC): one per stage of each transform.
+_TIC_MARKERS = (
+    "g_a0.weight",
+    "g_a1.residual_group.blocks.0.attn.qkv.weight",
+    "g_a6.weight",
+    "h_a0.weight",
+    "h_s3.weight",
+    "g_s0.residual_group.blocks.0.attn.qkv.weight",
+    "g_s7.weight",
+    "entropy_bottleneck.quantiles",
+)
+
+#: the architectures a checkpoint can hold
+ARCHITECTURES = ("tic", "transtic")
+
+
+class CheckpointError(ValueError):
+    """A file cannot be read as a checkpoint (the message names the file and the cause)."""
+
+
+class ArchitectureMismatchError(ValueError):
+    """A checkpoint holds another architecture than the one asked for.
+
+    Args:
+        found: architecture detected in the checkpoint.
+        expected: architecture that was asked for.
+        source: where the checkpoint came from (file name or description).
+    """
+
+    def __init__(self, found: str, expected: str, source: str = "") -> None:
+        self.found = found
+        self.expected = expected
+        self.source = source
+        where = f" ({source})" if source else ""
+        advice = _MISMATCH_ADVICE.get((found, expected), _MISMATCH_ADVICE.get((found, None), ""))
+        super().__init__(f"this checkpoint is {found}, not {expected}{where}.{advice}")
+
+
+# Extra advice in ArchitectureMismatchError, by (found, expected); (found, None) for any expected.
+_MISMATCH_ADVICE = {
+    ("transtic", "tic"): (
+        " Load it with compressai_transtic.checkpoint.load_model('transtic', path) or "
+        "load_model(None, path); TransTIC.base_state_dict() gives its base codec."
+    ),
+    ("tic", "transtic"): (
+        " It holds only the base codec: build a TransTIC around it with "
+        "TransTIC.from_base(state_dict) and train or load prompts."
+    ),
+    ("adapter", None): (
+        " An adapter holds prompt weights only: load it with "
+        "compressai_transtic.prompts.load_adapter(model, path) on a TransTIC "
+        "built from its base codec."
+    ),
+}
+
+
+def _strip_prefix(key: str) -> str:
+    return key[len("module.") :] if key.startswith("module.") else key
+
+
+def detect_architecture(state_dict: Mapping[str, Any]) -> str:
+    """Tell which architecture a state dict (or adapter dict) belongs to.
+
+    Args:
+        state_dict: a state dict as returned by :func:`load_state_dict`.
+
+    Returns:
+        ``"adapter"`` for an adapter file, ``"transtic"`` when prompt weights
+        are present (``g_a0_prompt.*``, ``*.prompt_embeddings`` ...), ``"tic"``
+        for the base codec, else ``"unknown"``.
+    """
+    if ADAPTER_FORMAT_KEY in state_dict:
+        return "adapter"
+    keys = {_strip_prefix(k) for k in state_dict}
+    # Every TransTIC-only parameter has "prompt" in its name (g_a0_prompt.*,
+    # g_a0_prompt_layers.*, *.residual_group.prompt_embeddings ...); TIC has none.
+    has_prompts = any("prompt" in k for k in keys)
+    has_tic = all(marker in keys for marker in _TIC_MARKERS)
+    if has_tic and has_prompts:
+        return "transtic"
+    if has_tic:
+        return "tic"
+    return "unknown"
+
+
+def _blocks_per_stage(keys: Iterable[str]) -> Dict[str, int]:
+    counts: Dict[str, set] = {}
+    for key in keys:
+        match = re.match(r"^(\w+)\.residual_group\.blocks\.(\d+)\.", key)
+        if match:
+            counts.setdefault(match.group(1), set()).add(int(match.group(2)))
+    return {stage: len(blocks) for stage, blocks in counts.items()}
+
+
+def architecture_hints(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+    """Describe the variant of a checkpoint from its keys and shapes.
+
+    Args:
+        state_dict: a state dict as returned by :func:`load_state_dict`.
+
+    Returns:
+        A dict with ``"architecture"`` and, for TIC and TransTIC, ``N`` and
+        ``M`` (channel widths). For TransTIC also: ``encoder_prompt_stages``
+        (g_a stages receiving instance-specific prompts, e.g. ``["g_a1",
+        "g_a3"]``), ``decoder_prompt_stages`` (g_s stages holding task prompts
+        ``prompt_embeddings``), ``decoder_prompt_tokens`` (prompts per block),
+        ``decoder_prompt_mode`` (``"deep"``: one prompt set per block,
+        ``"shallow"``: one per stage) and ``decoder_instance_prompts`` (decoder
+        prompt generators made from y_hat are present).
+    """
+    arch = detect_architecture(state_dict)
+    hints: Dict[str, Any] = {"architecture": arch}
+    if arch not in ARCHITECTURES:
+        return hints
+    sd = {_strip_prefix(k): v for k, v in state_dict.items()}
+    hints["N"] = int(sd["g_a0.weight"].shape[0])
+    hints["M"] = int(sd["g_a6.weight"].shape[0])
+    if arch != "transtic":
+        return hints
+    heads = {k.split(".")[0] for k in sd}
+    # g_a{k}_prompt_layers feed the blocks of stage g_a{k+1}.
+    hints["encoder_prompt_stages"] = sorted(
+        f"g_a{int(h[3:-len('_prompt_layers')]) + 1}"
+        for h in heads
+        if re.fullmatch(r"g_a\d+_prompt_layers", h)
+    )
+    embeddings = {k.split(".")[0]: v for k, v in sd.items() if k.endswith(".residual_group.prompt_embeddings")}
+    hints["decoder_prompt_stages"] = sorted(embeddings)
+    if embeddings:
+        blocks = _blocks_per_stage(sd)
+        hints["decoder_prompt_tokens"] = int(next(iter(embeddings.values())).shape[1])
+        if all(v.shape[0] == blocks.get(stage) for stage, v in embeddings.items()):
+            hints["decoder_prompt_mode"] = "deep"
+        elif all(v.shape[0] == 1 for v in embeddings.values()):
+            hints["decoder_prompt_mode"] = "shallow"
+        else:
+            hints["decoder_prompt_mode"] = "mixed"
+    hints["decoder_instance_prompts"] = any(re.fullmatch(r"g_s\d+_prompt(_layers)?", h) for h in heads)
+    return hints
+
+
+def check_architecture(state_dict: Mapping[str, Any], expected: str, source: str = "") -> None:
+    """Raise :class:`ArchitectureMismatchError` unless ``state_dict`` is ``expected``.
+
+    Args:
+        state_dict: a state dict as returned by :func:`load_state_dict`.
+        expected: ``"tic"`` or ``"transtic"``.
+        source: file name used in the message.
+    """
+    found = detect_architecture(state_dict)
+    if found == "unknown":
+        raise CheckpointError(unknown_architecture_message(state_dict, source))
+    if found != expected:
+        raise ArchitectureMismatchError(found, expected, source)
+
+
+def unknown_architecture_message(state_dict: Mapping[str, Any], source: str) -> str:
+    keys = list(state_dict)
+    where = f"{source}: " if source else ""
+    return (
+        f"{where}cannot tell the architecture of this checkpoint: its {len(keys)} keys "
+        f"(e.g. {keys[:5]}) match neither TIC (g_a0.weight, h_s3.weight, "
+        "entropy_bottleneck.quantiles, ...) nor TransTIC (TIC keys plus g_a0_prompt.* "
+        "or *.residual_group.prompt_embeddings)."
+    )
+
+
+def checkpoint_filter_fn(
+    state_dict: Mapping[str, Tensor], model: Optional[nn.Module] = None
+) -> StateDict:
+    """Convert a foreign state dict to the layout of this project's models.
+
+    - strips ``module.`` prefixes, and one leading component shared by every key
+      (``model.``, ``net.`` ...) when that makes the keys match the model's (or,
+      without ``model``, TIC's own keys);
+    - adds the entropy-coder tables that some released files lack
+      (``base_codec_4`` has no ``entropy_bottleneck._quantized_cdf``,
+      ``_offset``, ``_cdf_length``) as empty tensors, so strict loading works;
+      :func:`needs_entropy_update` is then true and the caller must run
+      ``model.update(force=True)``.
+
+    ``attn_mask`` buffers sized for 256x256 inputs are kept as they are: the
+    models register theirs at that size and rebuild masks for other sizes.
+
+    Args:
+        state_dict: flat state dict.
+        model: optional target model, used to recognise a wrapper prefix.
+
+    Returns:
+        A new state dict.
+    """
+    sd: StateDict = {_strip_prefix(k): v for k, v in state_dict.items()}
+    sd = _strip_common_prefix(sd, set(model.state_dict()) if model is not None else set(_TIC_MARKERS))
+    bottlenecks = {k[: -len("._matrix0")] for k in sd if k.endswith("._matrix0")}
+    gaussians = {k[: -len(".scale_bound")] for k in sd if k.endswith(".scale_bound")}
+    added = []
+    for prefix, tables in [(p, _BOTTLENECK_TABLES) for p in sorted(bottlenecks)] + [
+        (p, _GAUSSIAN_TABLES) for p in sorted(gaussians)
+    ]:
+        for table in tables:
+            key = f"{prefix}.{table}"
+            if key not in sd:
+                sd[key] = torch.empty(0, dtype=_TABLE_DTYPES[table])
+                added.append(key)
+    if added:
+        logger.info(
+            "checkpoint lacks entropy-coder tables %s: they must be rebuilt with update(force=True)",
+            added,
+        )
+    return sd
+
+
+def _strip_common_prefix(sd: StateDict, model_keys: set) -> StateDict:
+    if not sd or set(sd) & model_keys:
+        return sd
+    first = {k.split(".", 1)[0] for k in sd}
+    if len(first) != 1 or not all("." in k for k in sd):
+        return sd
+    stripped = {k.split(".", 1)[1]: v for k, v in sd.items()}
+    if set(stripped) & model_keys:
+        logger.info("stripping the prefix %r shared by every checkpoint key", next(iter(first)) + ".")
+        return stripped
+    return sd
+
+
+def needs_entropy_update(state_dict: Mapping[str, Tensor]) -> bool:
+    """True when the entropy-coder tables of a state dict are empty or missing.
+
+    A model loaded from such weights cannot ``compress()`` before
+    ``model.update(force=True)``.
+
+    Args:
+        state_dict: a state dict (after :func:`checkpoint_filter_fn`).
+    """
+    for key, value in state_dict.items():
+        if key.endswith("._quantized_cdf") and value.numel() == 0:
+            return True
+    bottlenecks = [k for k in state_dict if k.endswith("._matrix0")]
+    return any(k[: -len("_matrix0")] + "_quantized_cdf" not in state_dict for k in bottlenecks)
+
+
