@@ -58,8 +58,9 @@ def matmul_peak(threads: int, n: int = 2048, repeat: int = 7) -> float:
     return statistics.median(rates)
 
 
-def worker(model_name: str, op: str, height: int, width: int, threads: int, repeat: int,
-           cpu_attention: str = "auto") -> Dict[str, Any]:
+def worker(
+    model_name: str, op: str, height: int, width: int, threads: int, repeat: int, cpu_attention: str = "auto"
+) -> Dict[str, Any]:
     """Time one operation in this (fresh) process; returns timings, MACs and peak RSS."""
     import warnings
 
@@ -120,8 +121,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["tic", "transtic"], choices=["tic", "transtic"])
-    parser.add_argument("--cpu-attention", default="auto", choices=["auto", "packed", "sdpa"],
-                        help="CPU attention implementation (see compressai_transtic.layers.set_cpu_attention)")
+    parser.add_argument(
+        "--cpu-attention",
+        default="auto",
+        choices=["auto", "packed", "sdpa"],
+        help="CPU attention implementation (see compressai_transtic.layers.set_cpu_attention)",
+    )
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"))
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "OP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -134,8 +139,22 @@ def main() -> int:
     rows = []
     for model in args.models:
         for op in OPS:
-            cmd = [sys.executable, __file__, "--worker", model, op, "--size", str(h), str(w),
-                   "--threads", str(args.threads), "--repeat", str(args.repeat), "--cpu-attention", args.cpu_attention]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                model,
+                op,
+                "--size",
+                str(h),
+                str(w),
+                "--threads",
+                str(args.threads),
+                "--repeat",
+                str(args.repeat),
+                "--cpu-attention",
+                args.cpu_attention,
+            ]
             env = dict(os.environ)
             root = str(Path(__file__).resolve().parents[1])
             env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -148,10 +167,13 @@ def main() -> int:
     if rows:
         print(f"torch {rows[0]['torch']}, CPU capability {rows[0]['cpu_capability']}")
     header = (
-        f"{'model':<9} {'op':<10} {'seconds':>8} {'GMACs':>7} {'GFLOP/s':>8} {'peak':>6} {'% peak':>7} {'peak RSS MB':>12}"
+        f"{'model':<9} {'op':<10} {'seconds':>8} {'GMACs':>7} {'GFLOP/s':>8} {'peak':>6} {'% peak':>7} "
+        f"{'peak RSS MB':>12}"
     )
-    print(f"input {h}x{w}, {args.threads} threads, CPU attention {args.cpu_attention}; peak = median fp32 "
-          "2048^3 matmul GFLOP/s around each repetition; % peak = median of each repetition's share of its peak")
+    print(
+        f"input {h}x{w}, {args.threads} threads, CPU attention {args.cpu_attention}; peak = median fp32 "
+        "2048^3 matmul GFLOP/s around each repetition; % peak = median of each repetition's share of its peak"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:

@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from .devices import check_device
 from .entropy_coder import symbol_bits
 from .evaluation.metrics import psnr
-from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .filecodec import RANDOM_TAG, CodecChoice, CodecCommandError, load_codec, report_error
+from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 
 __all__ = ["BitMaps", "bit_maps", "add_bitmap_arguments", "run_bitmap"]
@@ -69,8 +69,13 @@ def add_bitmap_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``compressai-transtic bitmap``."""
     parser.description = "Draw where the bits of y go, per latent position, for several codecs side by side."
     parser.add_argument("image", type=Path, help="the image")
-    parser.add_argument("--models", nargs="+", choices=("tic", "transtic"), default=["tic", "transtic"],
-                        help="codecs to compare (default: tic transtic)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=("tic", "transtic"),
+        default=["tic", "transtic"],
+        help="codecs to compare (default: tic transtic)",
+    )
     parser.add_argument("--task", choices=("cls", "det", "seg"), default="cls", help="task of TransTIC's prompts")
     parser.add_argument("-q", "--quality", type=int, choices=(1, 2, 3, 4), default=1, help="quality (default 1)")
     parser.add_argument("--adapter", type=Path, help="an adapter: adds a panel for TransTIC with these prompts")
@@ -93,8 +98,14 @@ def _codecs(args: argparse.Namespace) -> List[Tuple[str, CodecChoice]]:
     if args.adapter is not None:
         if not args.adapter.is_file():
             raise CodecCommandError(f"{args.adapter}: no such adapter file")
-        codecs.append((args.adapter.name, CodecChoice("transtic", args.quality, None, "adapter", args.seed,
-                                                 args.adapter.name, args.random_weights)))
+        codecs.append(
+            (
+                args.adapter.name,
+                CodecChoice(
+                    "transtic", args.quality, None, "adapter", args.seed, args.adapter.name, args.random_weights
+                ),
+            )
+        )
     return codecs
 
 
@@ -104,7 +115,7 @@ def _classifier(args: argparse.Namespace):
 
     task = get_task("cls", weights="random" if args.random_weights else "default", device=args.device)
     try:
-        task.network
+        _ = task.network  # load the weights now: missing ones are a clean error
     except TaskWeightsUnavailableError as err:
         raise CodecCommandError(f"ResNet50's weights are not here: fetch {err.url} to {err.path}") from None
     return task
@@ -123,8 +134,15 @@ def _draw(x: Tensor, panels: Sequence[Tuple[str, BitMaps, str]], random: bool) -
         ax.imshow(image)
         rows, cols = maps.stream.shape
         # each latent position covers 16 x 16 pixels of the padded image; crop to the image
-        shown = ax.imshow(maps.stream, cmap="inferno", vmin=0.0, vmax=top, alpha=0.6, interpolation="nearest",
-                          extent=(0, cols * 16, rows * 16, 0))
+        shown = ax.imshow(
+            maps.stream,
+            cmap="inferno",
+            vmin=0.0,
+            vmax=top,
+            alpha=0.6,
+            interpolation="nearest",
+            extent=(0, cols * 16, rows * 16, 0),
+        )
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
         ax.set_xticks([])
@@ -157,7 +175,7 @@ def run_bitmap(args: argparse.Namespace) -> int:
     random = args.random_weights
     tag = RANDOM_TAG if random else ""
     panels = []
-    for label, codec, model in models:
+    for label, _codec, model in models:
         maps = bit_maps(model, x.to(args.device))
         extra = ""
         if classifier is not None:
@@ -173,9 +191,12 @@ def run_bitmap(args: argparse.Namespace) -> int:
             except OSError as err:  # OutputError: names the file
                 return report_error(err)
         share = maps.stream.sum() / max(maps.likelihood.sum(), 1e-9)
-        print(f"{tag}{label}: {maps.bpp:.4f} bpp, {maps.psnr:.2f} dB, y bits from the stream's tables "
-              f"{maps.stream.sum():.0f} (likelihoods {maps.likelihood.sum():.0f}, ratio {share:.4f})"
-              + (f", {extra}" if extra else ""), flush=True)
+        print(
+            f"{tag}{label}: {maps.bpp:.4f} bpp, {maps.psnr:.2f} dB, y bits from the stream's tables "
+            f"{maps.stream.sum():.0f} (likelihoods {maps.likelihood.sum():.0f}, ratio {share:.4f})"
+            + (f", {extra}" if extra else ""),
+            flush=True,
+        )
     try:
         atomic_write_bytes(args.output, _draw(x, panels, random))
     except OSError as err:

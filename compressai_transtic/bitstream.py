@@ -80,12 +80,7 @@ def _read_varint(data: bytes, pos: int) -> Tuple[int, int]:
 
 def pack_header(height: int, width: int, z_string: bytes, y_string: bytes) -> bytes:
     """Header bytes for one image."""
-    return (
-        bytes([MAGIC, VERSION])
-        + varint(height)
-        + varint(width)
-        + checksum(z_string, y_string).to_bytes(4, "big")
-    )
+    return bytes([MAGIC, VERSION]) + varint(height) + varint(width) + checksum(z_string, y_string).to_bytes(4, "big")
 
 
 def unpack_header(data: bytes) -> Header:
@@ -97,9 +92,7 @@ def unpack_header(data: bytes) -> Header:
     if not isinstance(data, (bytes, bytearray)):
         raise BitstreamError(f"bitstream header must be bytes, got {type(data).__name__}")
     if len(data) < 2 or data[0] != MAGIC:
-        raise BitstreamError(
-            "not a TIC/TransTIC bitstream (bad header magic); was it produced by compressai_transtic?"
-        )
+        raise BitstreamError("not a TIC/TransTIC bitstream (bad header magic); was it produced by compressai_transtic?")
     if data[1] != VERSION:
         raise BitstreamError(f"unsupported bitstream format version {data[1]} (this version reads {VERSION})")
     height, pos = _read_varint(data, 2)

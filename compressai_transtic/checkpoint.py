@@ -112,8 +112,7 @@ def _explain_load_failure(path: Path, exc: BaseException) -> CheckpointError:
             f"torch.load(weights_only=True) can read: {message.splitlines()[0] if message else exc!r}"
         )
     return CheckpointError(
-        f"{name}: not a PyTorch checkpoint (the file starts with {head!r}; expected a "
-        "file written by torch.save)."
+        f"{name}: not a PyTorch checkpoint (the file starts with {head!r}; expected a file written by torch.save)."
     )
 
 
@@ -128,9 +127,7 @@ def _torch_load(path: Path, map_location: Any) -> Any:
 
 def _unwrap(obj: Any, source: str) -> Any:
     if not isinstance(obj, Mapping):
-        raise CheckpointError(
-            f"{source}: holds a {type(obj).__name__}, not a dict of tensors (state dict)."
-        )
+        raise CheckpointError(f"{source}: holds a {type(obj).__name__}, not a dict of tensors (state dict).")
     if ADAPTER_FORMAT_KEY in obj:
         return dict(obj)
     for key in WRAPPER_KEYS:
@@ -196,9 +193,7 @@ def load_state_dict(
 CLASSES = {"tic": TIC, "transtic": TransTIC}
 
 
-def model_from_state_dict(
-    state_dict: Mapping[str, Tensor], arch: Optional[str] = None, source: str = ""
-) -> nn.Module:
+def model_from_state_dict(state_dict: Mapping[str, Tensor], arch: Optional[str] = None, source: str = "") -> nn.Module:
     """Build a TIC or TransTIC holding ``state_dict``, ready to code.
 
     The architecture is taken from the keys when ``arch`` is None; the class's
@@ -244,4 +239,3 @@ def load_model(
     """
     state_dict = load_state_dict(path, map_location=map_location, progress=progress)
     return model_from_state_dict(state_dict, arch, source=os.fspath(path))
-

@@ -47,14 +47,15 @@ def _version_line() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand except ``train`` (see :func:`main`)."""
+    from .bitmap import add_bitmap_arguments
     from .evaluation.cli import add_compare_arguments, add_eval_arguments, add_plot_arguments, add_table_arguments
     from .evaluation.demo import add_demo_arguments
-    from .listing import add_models_arguments
-    from .bitmap import add_bitmap_arguments
     from .filecodec import add_decode_arguments, add_encode_arguments
+    from .listing import add_models_arguments
 
     parser = argparse.ArgumentParser(
-        prog=PROG, description="TIC and TransTIC tools: demo, encode, decode, bitmap, eval, compare, plot, models, train."
+        prog=PROG,
+        description="TIC and TransTIC tools: demo, encode, decode, bitmap, eval, compare, plot, models, train.",
     )
     parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(sub.add_parser("demo", help="TIC/TransTIC on sample photos, judged by ResNet50"))
     add_encode_arguments(sub.add_parser("encode", help="code images into .ttic files"))
     add_decode_arguments(sub.add_parser("decode", help="decode .ttic files into PNG images"))
-    add_bitmap_arguments(sub.add_parser("bitmap", help="where the bits go: per-position bit maps of codecs side by side"))
+    add_bitmap_arguments(
+        sub.add_parser("bitmap", help="where the bits go: per-position bit maps of codecs side by side")
+    )
     add_eval_arguments(sub.add_parser("eval", help="rate-accuracy evaluation (bpp, PSNR, top-1, COCO AP)"))
     add_compare_arguments(sub.add_parser("compare", help="BD-rate and BD-metric between result files"))
     add_plot_arguments(sub.add_parser("plot", help="plot rate vs metric of result files (PNG, PDF, SVG)"))

@@ -88,11 +88,11 @@ def _formulas(delta: List[int]) -> Dict[Any, Callable[..., int]]:
         return 2 * (paper + bias_macs)
 
     def sdpa(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
-        *batch, l, e = q_shape
+        *batch, queries, e = q_shape
         s = k_shape[-2]
         ev = v_shape[-1]
         b = _prod(batch)
-        return 2 * (b * l * s * e + b * l * s * ev)
+        return 2 * (b * queries * s * e + b * queries * s * ev)
 
     def per_input(factor: int) -> Callable[..., int]:
         def formula(x_shape, *args, out_shape=None, **kwargs) -> int:
@@ -300,7 +300,11 @@ def select_rows(variants: Optional[Sequence[str]] = None) -> List[Dict[str, Any]
 
 
 def table_a1(
-    height: int = 256, width: int = 256, N: int = 128, M: int = 192, progress: bool = False,
+    height: int = 256,
+    width: int = 256,
+    N: int = 128,
+    M: int = 192,
+    progress: bool = False,
     variants: Optional[Sequence[str]] = None,
 ) -> List[ComplexityRow]:
     """Measure the Table A1 rows (all, or those of :func:`select_rows`) on models with
@@ -321,6 +325,15 @@ def table_a1(
     return rows
 
 
+def _cell(row: ComplexityRow, key: str, digits: int) -> str:
+    """``ours (paper) difference%`` of one figure, or ours alone without a paper figure."""
+    ours = getattr(row, key)
+    paper = (row.paper or {}).get(key)
+    if paper is None:
+        return f"{ours:.{digits}f}"
+    return f"{ours:.{digits}f} ({paper:.{digits}f}) {100 * row.differences()[key]:+.2f}%"
+
+
 def format_table(rows: Sequence[ComplexityRow]) -> str:
     """Plain-text table: ours (paper) [difference] per figure."""
     header = (
@@ -329,19 +342,11 @@ def format_table(rows: Sequence[ComplexityRow]) -> str:
     )
     lines = [header, "-" * len(header)]
     for r in rows:
-        diff = r.differences()
-
-        def cell(key: str, digits: int) -> str:
-            ours = getattr(r, key)
-            paper = (r.paper or {}).get(key)
-            if paper is None:
-                return f"{ours:.{digits}f}"
-            return f"{ours:.{digits}f} ({paper:.{digits}f}) {100 * diff[key]:+.2f}%"
-
         lines.append(
-            f"{r.section:<7} {r.variant:<18} {cell('enc_kmacs_per_px', 2):>26} {cell('dec_kmacs_per_px', 2):>26} "
+            f"{r.section:<7} {r.variant:<18} {_cell(r, 'enc_kmacs_per_px', 2):>26} "
+            f"{_cell(r, 'dec_kmacs_per_px', 2):>26} "
             f"{r.enc_kmacs_per_px_true:>9.2f} {r.dec_kmacs_per_px_true:>9.2f} "
-            f"{cell('enc_params_m', 3):>22} {cell('dec_params_m', 3):>22}"
+            f"{_cell(r, 'enc_params_m', 3):>22} {_cell(r, 'dec_params_m', 3):>22}"
         )
     lines.append("")
     lines.append(
@@ -356,9 +361,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="python -m compressai_transtic.complexity",
         description="Table A1 of TransTIC: kMACs per pixel and parameters of every variant.",
     )
-    parser.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"), help="input size (default: 256 256, the paper's)")
-    parser.add_argument("--variant", nargs="+", metavar="NAME", help="measure these rows only: the paper's labels "
-                        "(Deep, STB-12...) or prompt variants (deep, stb-12...; tic for the base codec)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(256, 256),
+        metavar=("H", "W"),
+        help="input size (default: 256 256, the paper's)",
+    )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        metavar="NAME",
+        help="measure these rows only: the paper's labels "
+        "(Deep, STB-12...) or prompt variants (deep, stb-12...; tic for the base codec)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     parser.add_argument("--csv", type=Path, help="also write the rows as CSV to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -379,7 +396,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             atomic_write_text(args.json, json.dumps([asdict(r) for r in rows], indent=2) + "\n")
         if args.csv:
             buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=[k for k in asdict(rows[0]) if k != "paper"], lineterminator="\n")
+            writer = csv.DictWriter(
+                buffer, fieldnames=[k for k in asdict(rows[0]) if k != "paper"], lineterminator="\n"
+            )
             writer.writeheader()
             for r in rows:
                 writer.writerow({k: v for k, v in asdict(r).items() if k != "paper"})

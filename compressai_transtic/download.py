@@ -59,21 +59,32 @@ class ChecksumMismatchError(RuntimeError):
         store: the trust store's file.
     """
 
-    def __init__(self, path: Path, expected: str, actual: str, url: str = "",
-                 record: Optional[HashRecord] = None, store: Optional[Path] = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        expected: str,
+        actual: str,
+        url: str = "",
+        record: Optional[HashRecord] = None,
+        store: Optional[Path] = None,
+    ) -> None:
         self.path = Path(path)
         self.expected = expected
         self.actual = actual
         origin = f" (from {url})" if url else ""
         if record is None:
-            message = (f"{self.path}{origin} has sha256 {actual}, but the manifest expects {expected}. "
-                       "The file is corrupted or not the released one: delete it and load again to "
-                       "download a fresh copy.")
+            message = (
+                f"{self.path}{origin} has sha256 {actual}, but the manifest expects {expected}. "
+                "The file is corrupted or not the released one: delete it and load again to "
+                "download a fresh copy."
+            )
         else:
             when = "you pinned" if record.source == "user" else f"it had when first used ({record.since})"
-            message = (f"{self.path}{origin} has sha256 {actual}, not the {expected} {when}, recorded in {store}. "
-                       "The file changed: delete it and load again to download a fresh copy, or, if you "
-                       f"replaced it on purpose, run `compressai-transtic models --forget {self.path.name}`.")
+            message = (
+                f"{self.path}{origin} has sha256 {actual}, not the {expected} {when}, recorded in {store}. "
+                "The file changed: delete it and load again to download a fresh copy, or, if you "
+                f"replaced it on purpose, run `compressai-transtic models --forget {self.path.name}`."
+            )
         super().__init__(message)
 
 
@@ -99,8 +110,12 @@ def _verify(path: Path, filename: str, sha256: str, url: str) -> None:
     if record is None:
         try:
             store.record(filename, actual, url)
-            logger.info("recorded sha256 %s of %s in %s (trust on first use: a changed file will be refused)",
-                        actual, filename, store.path)
+            logger.info(
+                "recorded sha256 %s of %s in %s (trust on first use: a changed file will be refused)",
+                actual,
+                filename,
+                store.path,
+            )
         except OSError as exc:  # a read-only shared cache: the file is used, unrecorded
             logger.warning("cannot record the sha256 of %s (%s): it is not verified", filename, exc)
     elif record.sha256 != actual:

@@ -89,7 +89,7 @@ class CodingTables:
             values = row[:length]
             if values[0] != 0 or values[-1] != 2**CDF_PRECISION or np.any(np.diff(values) <= 0):
                 raise ValueError(
-                    f"CDF table {k} is not a valid CDF (it must rise strictly from 0 to {2 ** CDF_PRECISION}); "
+                    f"CDF table {k} is not a valid CDF (it must rise strictly from 0 to {2**CDF_PRECISION}); "
                     "rebuild the tables with update(force=True)"
                 )
             pmf = np.diff(values).astype(np.float64) / 2**CDF_PRECISION

@@ -62,7 +62,10 @@ def _common_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument(
-        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"largest image accepted (default {DEFAULT_MAX_PIXELS})"
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"largest image accepted (default {DEFAULT_MAX_PIXELS})",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -74,7 +77,9 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=("tic", "transtic"), default="transtic", help="codec (default transtic)")
     parser.add_argument("--task", choices=("cls", "det", "seg"), help="task of the released prompts (default cls)")
     parser.add_argument("-q", "--quality", type=int, choices=(1, 2, 3, 4), default=1, help="quality 1..4 (default 1)")
-    parser.add_argument("--random-weights", action="store_true", help="seeded random weights (tests; results mean nothing)")
+    parser.add_argument(
+        "--random-weights", action="store_true", help="seeded random weights (tests; results mean nothing)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights")
 
 
@@ -146,16 +151,23 @@ class CodecChoice:
         if self.source == "adapter" and adapter_path is None:
             raise CodecCommandError(f"coded with the prompt adapter {self.adapter}: pass it with --adapter")
         return CodecSpec(
-            label=self.architecture, architecture=self.architecture, quality=self.quality, task=self.task,
-            source=self.source, path=str(adapter_path) if self.source == "adapter" else None,
-            random_base=self.random_base, seed=self.seed,
+            label=self.architecture,
+            architecture=self.architecture,
+            quality=self.quality,
+            task=self.task,
+            source=self.source,
+            path=str(adapter_path) if self.source == "adapter" else None,
+            random_base=self.random_base,
+            seed=self.seed,
         )
 
     def weights_name(self) -> str:
         if self.source == "random":
             return f"random weights (seed {self.seed})"
         if self.source == "adapter":
-            return f"adapter {self.adapter} on " + ("a random base codec" if self.random_base else f"base_codec_{self.quality}.pth.tar")
+            return f"adapter {self.adapter} on " + (
+                "a random base codec" if self.random_base else f"base_codec_{self.quality}.pth.tar"
+            )
         from .zoo import get_weights
 
         return get_weights(self.architecture, self.quality, self.task).filename
@@ -181,7 +193,9 @@ def _encoder_codec(args: argparse.Namespace) -> CodecChoice:
         if not args.adapter.is_file():
             raise CodecCommandError(f"{args.adapter}: no such adapter file")
         header = read_adapter(args.adapter)
-        return CodecChoice("transtic", args.quality, header.get("task"), "adapter", args.seed, args.adapter.name, args.random_weights)
+        return CodecChoice(
+            "transtic", args.quality, header.get("task"), "adapter", args.seed, args.adapter.name, args.random_weights
+        )
     task = (args.task or "cls") if args.model == "transtic" else None
     return CodecChoice(args.model, args.quality, task, "random" if args.random_weights else "pretrained", args.seed)
 
@@ -208,7 +222,9 @@ def run_encode(args: argparse.Namespace) -> int:
             except ImageReadError as exc:
                 bad.append(str(exc))
         if bad:
-            raise CodecCommandError("\n".join(bad + [f"{len(bad)} of {len(plan)} images cannot be coded; nothing was written"]))
+            raise CodecCommandError(
+                "\n".join(bad + [f"{len(bad)} of {len(plan)} images cannot be coded; nothing was written"])
+            )
         codec = _encoder_codec(args)
         check_device(args.device)
         model = load_codec(codec, args.adapter, args.device)
@@ -229,7 +245,10 @@ def run_encode(args: argparse.Namespace) -> int:
             return report_error(ValueError(f"{source}: {err}; {target} was not written"))
         bpp = 8 * len(data) / (x.shape[-2] * x.shape[-1])
         note = f" ({'; '.join(notes)})" if notes else ""
-        print(f"{tag}{source} -> {target}: {x.shape[-1]}x{x.shape[-2]}, {len(data)} bytes, {bpp:.4f} bpp{note}", flush=True)
+        print(
+            f"{tag}{source} -> {target}: {x.shape[-1]}x{x.shape[-2]}, {len(data)} bytes, {bpp:.4f} bpp{note}",
+            flush=True,
+        )
     return 0
 
 
@@ -251,8 +270,15 @@ def _prompt_config(model: torch.nn.Module) -> Optional[dict]:
     return config.to_dict() if config is not None else None
 
 
-_FIELD_TYPES = {"architecture": str, "quality": int, "task": (str, type(None)), "source": str, "seed": int,
-                "adapter": (str, type(None)), "random_base": bool}
+_FIELD_TYPES = {
+    "architecture": str,
+    "quality": int,
+    "task": (str, type(None)),
+    "source": str,
+    "seed": int,
+    "adapter": (str, type(None)),
+    "random_base": bool,
+}
 
 
 def _codec_of(source: Path, coded: CodedFile) -> CodecChoice:

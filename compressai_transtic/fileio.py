@@ -49,8 +49,9 @@ def check_writable_folder(folder: PathLike, what: str = "output") -> Path:
     if not probe.is_dir():
         raise OutputError(f"{what} folder {folder}: {probe} is a file, not a folder; choose another location")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} folder {folder}: {probe} is not writable; choose another location "
-                          "or make it writable")
+        raise OutputError(
+            f"{what} folder {folder}: {probe} is not writable; choose another location or make it writable"
+        )
     return folder
 
 

@@ -29,8 +29,15 @@ from torch import Tensor
 
 from .fileio import atomic_write
 
-__all__ = ["ImageReadError", "open_image", "read_image", "read_rgb8", "write_png", "DEFAULT_MAX_PIXELS",
-           "IMAGE_SUFFIXES"]
+__all__ = [
+    "ImageReadError",
+    "open_image",
+    "read_image",
+    "read_rgb8",
+    "write_png",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+]
 
 #: the default largest input (twice 3840 x 2160)
 DEFAULT_MAX_PIXELS = 2**24

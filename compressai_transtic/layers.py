@@ -136,6 +136,7 @@ class Mlp(nn.Module):
 # window geometry (cached)
 # ----------------------------------------------------------------------------------------
 
+
 class _LRU(OrderedDict):
     """Small least-recently-used cache for per-size geometry (indices, masks)."""
 
@@ -301,7 +302,9 @@ def window_unpartition_index(height: int, width: int, window: int, shift: int, d
     return inv
 
 
-def _composed_index(height: int, width: int, window: int, shift_from: int, shift_to: int, device: torch.device) -> Tensor:
+def _composed_index(
+    height: int, width: int, window: int, shift_from: int, shift_to: int, device: torch.device
+) -> Tensor:
     """Index taking tokens from the window order of ``shift_from`` to that of ``shift_to``."""
     key = ("comp", height, width, window, shift_from, shift_to, str(device))
     idx = _INDEX_CACHE.get(key)
@@ -682,7 +685,9 @@ class SwinBlock(nn.Module):
         if mode == "legacy":
             return _legacy_prompt_mask(_label_mask(image_labels, image_labels), p)
         if mode == "window":
-            return torch.cat([_label_mask(image_labels, prompt_labels), _label_mask(image_labels, image_labels)], dim=-1)
+            return torch.cat(
+                [_label_mask(image_labels, prompt_labels), _label_mask(image_labels, image_labels)], dim=-1
+            )
         labels = torch.cat([prompt_labels, image_labels], dim=1)  # full tokens
         mask = _label_mask(labels, labels)
         if pad is not None:
@@ -905,11 +910,15 @@ class SwinBlock(nn.Module):
         """Co-located prompt tokens of every window: ``(B, nW, (w / d)^2, C)``."""
         pmap, d = prompts.prompt_map, prompts.downsample
         if self.window_size % d or self.shift_size % d:
-            raise ValueError(f"prompt downsample {d} does not divide window {self.window_size} / shift {self.shift_size}")
+            raise ValueError(
+                f"prompt downsample {d} does not divide window {self.window_size} / shift {self.shift_size}"
+            )
         pw, ps = self.window_size // d, self.shift_size // d
         ph, pwid = pmap.shape[1:3]
         if ph % pw or pwid % pw or (ph // pw) * (pwid // pw) != nw:
-            raise ValueError(f"prompt map of {ph}x{pwid} does not tile the {nw} windows of this block with {pw}x{pw} windows")
+            raise ValueError(
+                f"prompt map of {ph}x{pwid} does not tile the {nw} windows of this block with {pw}x{pw} windows"
+            )
         return self._partition(pmap, pw, ps)
 
 

@@ -19,13 +19,23 @@ __all__ = ["add_models_arguments", "model_rows", "run_models"]
 
 def add_models_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``compressai-transtic models``."""
-    parser.description = ("The released weights (zoo name, quality, task, lambda; present in the torch hub "
-                          "cache or missing) and the traditional codecs that can run here.")
+    parser.description = (
+        "The released weights (zoo name, quality, task, lambda; present in the torch hub "
+        "cache or missing) and the traditional codecs that can run here."
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    parser.add_argument("--pin", nargs=2, metavar=("FILE", "SHA256"), help="verify a weights file of the cache "
-                        "against this sha256 from now on (as if the manifest held it)")
-    parser.add_argument("--forget", metavar="FILE", help="forget the sha256 recorded for a weights file (after "
-                        "replacing it on purpose); the next use records the new file's")
+    parser.add_argument(
+        "--pin",
+        nargs=2,
+        metavar=("FILE", "SHA256"),
+        help="verify a weights file of the cache against this sha256 from now on (as if the manifest held it)",
+    )
+    parser.add_argument(
+        "--forget",
+        metavar="FILE",
+        help="forget the sha256 recorded for a weights file (after "
+        "replacing it on purpose); the next use records the new file's",
+    )
 
 
 def model_rows() -> List[Dict[str, Any]]:
@@ -43,9 +53,20 @@ def model_rows() -> List[Dict[str, Any]]:
             check = "first use will record its sha256"
         else:
             check = "pinned sha256" if record.source == "user" else f"sha256 of its first use {record.since[:10]}"
-        rows.append({"name": w.name, "quality": w.quality, "task": w.task, "lambda": w.lmbda, "file": w.filename,
-                     "url": w.url, "path": str(path), "present": path.is_file(),
-                     "sha256": w.sha256 or (record.sha256 if record else None), "verified_by": check})
+        rows.append(
+            {
+                "name": w.name,
+                "quality": w.quality,
+                "task": w.task,
+                "lambda": w.lmbda,
+                "file": w.filename,
+                "url": w.url,
+                "path": str(path),
+                "present": path.is_file(),
+                "sha256": w.sha256 or (record.sha256 if record else None),
+                "verified_by": check,
+            }
+        )
     return rows
 
 

@@ -110,7 +110,9 @@ class PromptConfig:
             raise ValueError(f"decoder STBs {sorted(both)} cannot take both TP- and IP-type prompts")
         ip = self.decoder_ip_stbs
         if ip and list(ip) != list(range(ip[0], ip[0] + len(ip))):
-            raise ValueError(f"decoder_ip_stbs must be consecutive STBs (the prompt map is upsampled stage by stage), got {ip}")
+            raise ValueError(
+                f"decoder_ip_stbs must be consecutive STBs (the prompt map is upsampled stage by stage), got {ip}"
+            )
         if ip and self.depth == "shallow":
             raise ValueError("decoder IP-type prompts are only defined for depth='deep'")
         if not self.encoder_prompts and not self.decoder_tp_stbs and not self.decoder_ip_stbs:
@@ -319,7 +321,9 @@ def read_adapter(path: Union[str, os.PathLike]) -> Dict[str, Any]:
             "for a full checkpoint use compressai_transtic.checkpoint.load_model"
         )
     if payload["adapter_format"] != ADAPTER_FORMAT:
-        raise AdapterError(f"{path}: adapter format {payload['adapter_format']} is not supported (expected {ADAPTER_FORMAT})")
+        raise AdapterError(
+            f"{path}: adapter format {payload['adapter_format']} is not supported (expected {ADAPTER_FORMAT})"
+        )
     for key in ("config", "base_sha256", "state_dict"):
         if key not in payload:
             raise AdapterError(f"{path}: adapter is missing its {key!r} entry")

@@ -195,8 +195,7 @@ def _check(entry: ModelEntry, tables, zoo: ModuleType) -> bool:
         if entry.name in table:
             if not _same(table[entry.name], value_of(entry)):
                 raise RegistrationError(
-                    f"cannot register model {entry.name!r}: {label} already maps it to "
-                    f"{table[entry.name]!r}"
+                    f"cannot register model {entry.name!r}: {label} already maps it to {table[entry.name]!r}"
                 )
         else:
             complete = False
@@ -205,8 +204,7 @@ def _check(entry: ModelEntry, tables, zoo: ModuleType) -> bool:
         return False
     if attribute is not entry.zoo_function:
         raise RegistrationError(
-            f"cannot register model {entry.name!r}: compressai.zoo.{entry.attribute} is "
-            f"already {attribute!r}"
+            f"cannot register model {entry.name!r}: compressai.zoo.{entry.attribute} is already {attribute!r}"
         )
     return complete
 

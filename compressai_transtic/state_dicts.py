@@ -177,9 +177,7 @@ def architecture_hints(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
     heads = {k.split(".")[0] for k in sd}
     # g_a{k}_prompt_layers feed the blocks of stage g_a{k+1}.
     hints["encoder_prompt_stages"] = sorted(
-        f"g_a{int(h[3:-len('_prompt_layers')]) + 1}"
-        for h in heads
-        if re.fullmatch(r"g_a\d+_prompt_layers", h)
+        f"g_a{int(h[3 : -len('_prompt_layers')]) + 1}" for h in heads if re.fullmatch(r"g_a\d+_prompt_layers", h)
     )
     embeddings = {k.split(".")[0]: v for k, v in sd.items() if k.endswith(".residual_group.prompt_embeddings")}
     hints["decoder_prompt_stages"] = sorted(embeddings)
@@ -222,9 +220,7 @@ def unknown_architecture_message(state_dict: Mapping[str, Any], source: str) -> 
     )
 
 
-def checkpoint_filter_fn(
-    state_dict: Mapping[str, Tensor], model: Optional[nn.Module] = None
-) -> StateDict:
+def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: Optional[nn.Module] = None) -> StateDict:
     """Convert a foreign state dict to the layout of this project's models.
 
     - strips ``module.`` prefixes, and one leading component shared by every key
@@ -294,5 +290,3 @@ def needs_entropy_update(state_dict: Mapping[str, Tensor]) -> bool:
             return True
     bottlenecks = [k for k in state_dict if k.endswith("._matrix0")]
     return any(k[: -len("_matrix0")] + "_quantized_cdf" not in state_dict for k in bottlenecks)
-
-

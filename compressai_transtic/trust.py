@@ -71,14 +71,18 @@ class TrustStore:
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise TrustStoreError(f"{self.path} (recorded sha256 of downloaded weights) cannot be read ({exc}); "
-                                  "delete it to record the hashes of the cached files again") from exc
+            raise TrustStoreError(
+                f"{self.path} (recorded sha256 of downloaded weights) cannot be read ({exc}); "
+                "delete it to record the hashes of the cached files again"
+            ) from exc
         files = doc.get("files") if isinstance(doc, dict) else None
         if not isinstance(files, dict) or not all(
             isinstance(v, dict) and _HEX.match(str(v.get("sha256", ""))) for v in files.values()
         ):
-            raise TrustStoreError(f"{self.path} is not a store of sha256 records; delete it to record the hashes "
-                                  "of the cached files again")
+            raise TrustStoreError(
+                f"{self.path} is not a store of sha256 records; delete it to record the hashes "
+                "of the cached files again"
+            )
         return files
 
     def _write(self, files: Dict[str, Dict[str, str]]) -> None:
@@ -89,7 +93,9 @@ class TrustStore:
         entry = self._read().get(filename)
         if entry is None:
             return None
-        return HashRecord(entry["sha256"], entry.get("source", "first-use"), entry.get("url", ""), entry.get("since", ""))
+        return HashRecord(
+            entry["sha256"], entry.get("source", "first-use"), entry.get("url", ""), entry.get("since", "")
+        )
 
     def record(self, filename: str, sha256: str, url: str = "", source: str = "first-use") -> HashRecord:
         """Record (or pin, ``source="user"``) the hash of a file.
@@ -101,8 +107,12 @@ class TrustStore:
         if not _HEX.match(sha256):
             raise TrustStoreError(f"{sha256!r} is not a sha256 (64 hex digits)")
         files = self._read()
-        entry = {"sha256": sha256, "source": source, "url": url,
-                 "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        entry = {
+            "sha256": sha256,
+            "source": source,
+            "url": url,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         files[filename] = entry
         self._write(files)
         return HashRecord(**entry)

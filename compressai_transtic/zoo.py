@@ -34,8 +34,8 @@ from torch import nn
 
 from .checkpoint import load_state_dict, model_from_state_dict
 from .download import ChecksumMismatchError, WeightsUnavailableError, fetch_url
-from .registration import ModelEntry
 from .models import TIC, TransTIC
+from .registration import ModelEntry
 from .trust import TrustStore, TrustStoreError
 
 logger = logging.getLogger(__name__)
@@ -72,9 +72,7 @@ ARCHITECTURES = ("tic", "transtic", "transtic-cls", "transtic-det", "transtic-se
 MODEL_CARDS = {name: "tic.md" if name == "tic" else "transtic.md" for name in ARCHITECTURES}
 
 #: Constructor arguments ``(N, M)`` per architecture and quality.
-cfgs: Dict[str, Dict[int, Tuple[int, int]]] = {
-    arch: {q: (128, 192) for q in QUALITIES} for arch in ARCHITECTURES
-}
+cfgs: Dict[str, Dict[int, Tuple[int, int]]] = {arch: {q: (128, 192) for q in QUALITIES} for arch in ARCHITECTURES}
 
 
 @dataclass(frozen=True)
@@ -250,9 +248,7 @@ def _no_kwargs_with_pretrained(kwargs: Mapping[str, Any]) -> None:
         )
 
 
-def tic(
-    quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
-) -> nn.Module:
+def tic(quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any) -> nn.Module:
     """TIC base codec (Swin-transformer hyperprior codec, the authors' ``TIC_hp``).
 
     Args:

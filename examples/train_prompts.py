@@ -45,7 +45,9 @@ def main() -> None:
     print(f"final adapter: {result.final_adapter}")
     print(f"full model:    {result.final_model}")
     if result.best_adapter is not None:
-        print(f"best adapter:  {result.best_adapter} (epoch {result.best_epoch}, validation loss {result.best_value:.5g})")
+        print(
+            f"best adapter:  {result.best_adapter} (epoch {result.best_epoch}, validation loss {result.best_value:.5g})"
+        )
 
 
 if __name__ == "__main__":

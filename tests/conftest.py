@@ -34,12 +34,18 @@ def _rle(mask: np.ndarray) -> Dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def _coco_document(images: Sequence[Dict[str, Any]], objects: Sequence[Dict[str, Any]],
-                   categories: Sequence[Tuple[int, str]]) -> Dict[str, Any]:
+def _coco_document(
+    images: Sequence[Dict[str, Any]], objects: Sequence[Dict[str, Any]], categories: Sequence[Tuple[int, str]]
+) -> Dict[str, Any]:
     annotations = []
     for i, obj in enumerate(objects, 1):
-        ann = {"id": i, "image_id": obj["image_id"], "category_id": obj["category_id"],
-               "bbox": [float(v) for v in obj["bbox"]], "iscrowd": 0}
+        ann = {
+            "id": i,
+            "image_id": obj["image_id"],
+            "category_id": obj["category_id"],
+            "bbox": [float(v) for v in obj["bbox"]],
+            "iscrowd": 0,
+        }
         if "mask" in obj:
             ann["segmentation"] = _rle(obj["mask"])
             ann["area"] = float(obj["mask"].sum())
@@ -64,8 +70,11 @@ def make_coco(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """
     counter = iter(range(10**6))
 
-    def make(images: Sequence[Dict[str, Any]], objects: Sequence[Dict[str, Any]],
-             categories: Sequence[Tuple[int, str]] = ((1, "person"),)) -> Path:
+    def make(
+        images: Sequence[Dict[str, Any]],
+        objects: Sequence[Dict[str, Any]],
+        categories: Sequence[Tuple[int, str]] = ((1, "person"),),
+    ) -> Path:
         images = [{"file_name": f"{im['id']}.png", **im} for im in images]
         path = tmp_path_factory.mktemp("coco") / f"annotations_{next(counter)}.json"
         path.write_text(json.dumps(_coco_document(images, objects, categories)))
@@ -74,14 +83,17 @@ def make_coco(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     return make
 
 
-def _synthetic_image(rng: np.random.Generator, height: int, width: int,
-                     shapes: Sequence[Tuple[str, int, Tuple[int, int, int, int], Tuple[int, int, int]]]
-                     ) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
+def _synthetic_image(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    shapes: Sequence[Tuple[str, int, Tuple[int, int, int, int], Tuple[int, int, int]]],
+) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
     """A smooth noisy background with filled shapes; returns the image and its objects."""
     yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([
-        120 + 60 * np.sin(xx / 9.0), 110 + 50 * np.cos(yy / 7.0), 100 + 40 * np.sin((xx + yy) / 11.0)
-    ], axis=-1)
+    base = np.stack(
+        [120 + 60 * np.sin(xx / 9.0), 110 + 50 * np.cos(yy / 7.0), 100 + 40 * np.sin((xx + yy) / 11.0)], axis=-1
+    )
     image = np.clip(base + rng.normal(0, 6, base.shape), 0, 255)
     objects = []
     for kind, category, (x0, y0, w, h), color in shapes:
@@ -158,7 +170,7 @@ def random_task() -> Callable[[str], Any]:
     def get(name: str) -> Any:
         if name not in cache:
             task = get_task(name, weights="random")
-            task.network  # build now
+            _ = task.network  # build now
             cache[name] = task
         return cache[name]
 

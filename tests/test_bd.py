@@ -45,7 +45,8 @@ def test_bd_does_not_depend_on_point_order(method):
     shuffled_m = [ACCURACY[i] for i in order]
     test_r = [0.9 * r for r in RATES]
     assert bd_rate(shuffled_r, shuffled_m, test_r, ACCURACY, method) == pytest.approx(
-        bd_rate(RATES, ACCURACY, test_r, ACCURACY, method), abs=1e-9)
+        bd_rate(RATES, ACCURACY, test_r, ACCURACY, method), abs=1e-9
+    )
 
 
 def test_pchip_and_cubic_agree_on_a_smooth_curve():
@@ -70,9 +71,17 @@ def test_bd_rejects_curves_it_cannot_compare():
 
 
 def write_curve(path, name, rates, values, metric="top1", random_weights=False):
-    path.write_text(json.dumps({"name": name, "description": "test", "primary_metric": metric,
-                                "random_weights": random_weights,
-                                "results": {"bpp": list(rates), metric: list(values)}}))
+    path.write_text(
+        json.dumps(
+            {
+                "name": name,
+                "description": "test",
+                "primary_metric": metric,
+                "random_weights": random_weights,
+                "results": {"bpp": list(rates), metric: list(values)},
+            }
+        )
+    )
     return path
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from codec_models import calibrated_tic, sample_image
 from PIL import Image
 from skimage import data
 
-from codec_models import calibrated_tic, sample_image
 from compressai_transtic.bitmap import bit_maps
 from compressai_transtic.cli import main
 

@@ -102,7 +102,9 @@ def test_training_checkpoint_of_compressai_script_is_unwrapped(tmp_path):
 
 
 def test_dataparallel_module_prefix_is_stripped(tmp_path):
-    torch.save({"state_dict": {"module.g_a0.weight": torch.ones(1), "module.h_a0.bias": torch.ones(1)}}, tmp_path / "dp.pth")
+    torch.save(
+        {"state_dict": {"module.g_a0.weight": torch.ones(1), "module.h_a0.bias": torch.ones(1)}}, tmp_path / "dp.pth"
+    )
     assert sorted(load_state_dict(tmp_path / "dp.pth")) == ["g_a0.weight", "h_a0.bias"]
 
 

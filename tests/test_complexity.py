@@ -32,7 +32,12 @@ def test_tic_and_default_transtic_match_to_the_printed_precision(rows):
     for row in rows:
         if row.variant not in ("TIC", "Deep"):
             continue
-        for key, unit in (("enc_kmacs_per_px", 0.01), ("dec_kmacs_per_px", 0.01), ("enc_params_m", 0.01), ("dec_params_m", 0.01)):
+        for key, unit in (
+            ("enc_kmacs_per_px", 0.01),
+            ("dec_kmacs_per_px", 0.01),
+            ("enc_params_m", 0.01),
+            ("dec_params_m", 0.01),
+        ):
             assert abs(getattr(row, key) - row.paper[key]) <= unit / 2, (row.variant, key, getattr(row, key))
 
 

@@ -141,7 +141,9 @@ def test_command_line_prints_its_version(tmp_path):
 
 def test_interpreter_start_imports_neither_torch_nor_compressai(tmp_path):
     result = run_python(["-X", "importtime", "-c", "pass"], tmp_path, tmp_path / "torch")
-    modules = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    modules = [
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    ]
     assert "compressai_transtic._autoregister" in modules  # the .pth hook ran
     assert [m for m in modules if m.split(".")[0] in ("torch", "compressai")] == []
 
@@ -211,13 +213,33 @@ def test_eval_model_checkpoint_codes_images_from_a_released_layout_file(workspac
 @pytest.mark.slow
 def test_update_model_output_evaluates_without_update(workspace, tmp_path):
     run_python(
-        ["-m", "compressai.utils.update_model", str(workspace.tic_checkpoint), "-a", "tic", "-n", "tic-updated", "-d", str(tmp_path)],
+        [
+            "-m",
+            "compressai.utils.update_model",
+            str(workspace.tic_checkpoint),
+            "-a",
+            "tic",
+            "-n",
+            "tic-updated",
+            "-d",
+            str(tmp_path),
+        ],
         workspace.cwd,
         tmp_path / "torch",
     )
     (updated,) = tmp_path.glob("tic-updated-*.pth.tar")  # CompressAI appends a sha256 prefix
     result = run_python(
-        ["-m", "compressai.utils.eval_model", "checkpoint", str(workspace.images), "-a", "tic", "-p", str(updated), "--no-update"],
+        [
+            "-m",
+            "compressai.utils.eval_model",
+            "checkpoint",
+            str(workspace.images),
+            "-a",
+            "tic",
+            "-p",
+            str(updated),
+            "--no-update",
+        ],
         workspace.cwd,
         tmp_path / "torch",
     )
@@ -248,8 +270,27 @@ def test_compressai_training_script_trains_tic(workspace, tmp_path):
     from compressai_transtic.checkpoint import load_model
 
     result = run_python(
-        ["-m", "examples.train", "-m", "tic", "-d", str(workspace.dataset), "--epochs", "1", "--batch-size", "2",
-         "--test-batch-size", "2", "--patch-size", "64", "64", "-n", "0", "--seed", "0"],
+        [
+            "-m",
+            "examples.train",
+            "-m",
+            "tic",
+            "-d",
+            str(workspace.dataset),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--test-batch-size",
+            "2",
+            "--patch-size",
+            "64",
+            "64",
+            "-n",
+            "0",
+            "--seed",
+            "0",
+        ],
         tmp_path,
         tmp_path / "torch",
     )
@@ -265,15 +306,33 @@ def test_fallback_entry_point_registers_without_the_startup_hook(workspace, tmp_
     # which never processes .pth files either.
     path = (REPO, Path(sysconfig.get_paths()["purelib"]))
     probe = run_python(
-        ["-c", "import sys; print([m for m in sys.modules if m.startswith('compressai_transtic')], "
-         "[f for f in sys.meta_path if getattr(f, '_compressai_transtic_hook', False)])"],
-        tmp_path, tmp_path / "torch", flags=["-S"], pythonpath=path,
+        [
+            "-c",
+            "import sys; print([m for m in sys.modules if m.startswith('compressai_transtic')], "
+            "[f for f in sys.meta_path if getattr(f, '_compressai_transtic_hook', False)])",
+        ],
+        tmp_path,
+        tmp_path / "torch",
+        flags=["-S"],
+        pythonpath=path,
     )
     assert probe.stdout.strip() == "[] []"  # the startup hook did not run
     result = run_python(
-        ["-m", "compressai_transtic.eval_model", "checkpoint", str(workspace.images), "-a", "tic",
-         "-p", str(workspace.tic_checkpoint), "--entropy-estimation"],
-        workspace.cwd, tmp_path / "torch", flags=["-S"], pythonpath=path,
+        [
+            "-m",
+            "compressai_transtic.eval_model",
+            "checkpoint",
+            str(workspace.images),
+            "-a",
+            "tic",
+            "-p",
+            str(workspace.tic_checkpoint),
+            "--entropy-estimation",
+        ],
+        workspace.cwd,
+        tmp_path / "torch",
+        flags=["-S"],
+        pythonpath=path,
     )
     output = eval_json(result)
     assert (output["name"], output["description"]) == ("tic-mse", "Inference (entropy estimation)")

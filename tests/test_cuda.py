@@ -115,10 +115,24 @@ def test_prompt_training_with_mixed_precision(training_files, amp):
         pytest.skip("this GPU has no bf16")
     root, base = training_files
     config = TrainConfig(
-        task="cls", task_weights="random", base=str(base), dataset=str(root / "images"),
-        output=str(root / f"run-{amp}"), patch_size=64, batch_size=4, crop="random", epochs=2, lr=1e-2,
-        prompt_options={"generator_width": 4}, workers=0, log_every=1, progress=False, tensorboard=False,
-        seed=7, device="cuda", amp=amp,
+        task="cls",
+        task_weights="random",
+        base=str(base),
+        dataset=str(root / "images"),
+        output=str(root / f"run-{amp}"),
+        patch_size=64,
+        batch_size=4,
+        crop="random",
+        epochs=2,
+        lr=1e-2,
+        prompt_options={"generator_width": 4},
+        workers=0,
+        log_every=1,
+        progress=False,
+        tensorboard=False,
+        seed=7,
+        device="cuda",
+        amp=amp,
     )
     result = train(config)
     rows = read_metrics_csv(result.output / "metrics.csv")
@@ -139,8 +153,23 @@ def test_classification_evaluation_on_the_gpu(classification_set, tmp_path, caps
     from compressai_transtic.cli import main
 
     out = tmp_path / "out"
-    argv = ["eval", str(classification_set), "-a", "tic", "transtic", "-q", "1", "--random-weights",
-            "--crop", "64", "--device", "cuda", "-o", str(out), "--no-progress"]
+    argv = [
+        "eval",
+        str(classification_set),
+        "-a",
+        "tic",
+        "transtic",
+        "-q",
+        "1",
+        "--random-weights",
+        "--crop",
+        "64",
+        "--device",
+        "cuda",
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines and all(line.startswith("[RANDOM WEIGHTS]") for line in lines)

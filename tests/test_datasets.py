@@ -40,7 +40,11 @@ def linked_tree(tmp_path):
     and a broken link.
     """
     root = tmp_path / "root"
-    made = [_png(root / "281" / "a.png"), _png(root / "967" / "b.png", value=20), _png(root / "967" / "c.png", value=200)]
+    made = [
+        _png(root / "281" / "a.png"),
+        _png(root / "967" / "b.png", value=20),
+        _png(root / "967" / "c.png", value=200),
+    ]
     outside = tmp_path / "outside"
     made.append(_png(outside / "d.png", value=140))
     os.symlink(outside, outside / "loop")
@@ -77,11 +81,14 @@ def test_an_imagefolder_tree_without_links_is_unchanged(classification_set):
     assert ids == ["281/chelsea.png", "967/coffee.png", "967/coffee_crop.png"]
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"", "empty (0 bytes)"),
-    (b"this is not an image", "not a readable image"),
-    (None, "not a readable image"),  # a PNG cut in half
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "empty (0 bytes)"),
+        (b"this is not an image", "not a readable image"),
+        (None, "not a readable image"),  # a PNG cut in half
+    ],
+)
 def test_check_image_names_what_is_wrong(tmp_path, content, reason):
     path = tmp_path / "bad.png"
     if content is None:
@@ -118,8 +125,20 @@ def test_eval_names_every_bad_image_before_building_any_model(set_with_bad_files
         raise AssertionError("a model was built")
 
     monkeypatch.setattr(eval_cli, "_build_tasks", no_models)
-    argv = ["eval", str(set_with_bad_files), "-a", "tic", "-q", "1", "--random-weights", "--crop", "64",
-            "-o", str(tmp_path / "out"), "--no-progress"]
+    argv = [
+        "eval",
+        str(set_with_bad_files),
+        "-a",
+        "tic",
+        "-q",
+        "1",
+        "--random-weights",
+        "--crop",
+        "64",
+        "-o",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "[RANDOM WEIGHTS] error: 2 of 5 images cannot be evaluated:"
@@ -134,16 +153,32 @@ def test_skip_bad_evaluates_the_others_and_lists_what_it_left_out(set_with_bad_f
     import json
 
     out = tmp_path / "out"
-    argv = ["eval", str(set_with_bad_files), "-a", "tic", "-q", "1", "--random-weights", "--crop", "64",
-            "-o", str(out), "--no-progress", "--skip-bad", "--no-reference"]
+    argv = [
+        "eval",
+        str(set_with_bad_files),
+        "-a",
+        "tic",
+        "-q",
+        "1",
+        "--random-weights",
+        "--crop",
+        "64",
+        "-o",
+        str(out),
+        "--no-progress",
+        "--skip-bad",
+        "--no-reference",
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert captured.err.count("left out (--skip-bad)") == 2
     curve = json.loads((out / "tic-cls.json").read_text())
     assert curve["num_images"] == 3 and "2 unreadable image(s) left out" in curve["description"]
     listed = (out / "skipped-images.txt").read_text().splitlines()
-    assert [line.split("\t")[0] for line in listed] == [str(set_with_bad_files / "281" / "empty.png"),
-                                                         str(set_with_bad_files / "967" / "text.jpg")]
+    assert [line.split("\t")[0] for line in listed] == [
+        str(set_with_bad_files / "281" / "empty.png"),
+        str(set_with_bad_files / "967" / "text.jpg"),
+    ]
     assert "skipped-images.txt" in captured.out
 
 

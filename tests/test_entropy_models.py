@@ -19,12 +19,15 @@ def test_bucketized_indexes_equal_compressais_for_every_kind_of_scale():
     ours.update_scale_table(table)
     theirs.update_scale_table(table)
     generator = torch.Generator().manual_seed(0)
-    scales = torch.cat([
-        torch.rand(4096, generator=generator) * 100,  # inside and beyond the table
-        table,  # exactly on every entry
-        table * (1 + 1e-7), table * (1 - 1e-7),  # next to them
-        torch.tensor([0.0, -1.0, 1e-9, 1e9, float("inf")]),
-    ]).view(1, 1, -1)
+    scales = torch.cat(
+        [
+            torch.rand(4096, generator=generator) * 100,  # inside and beyond the table
+            table,  # exactly on every entry
+            table * (1 + 1e-7),
+            table * (1 - 1e-7),  # next to them
+            torch.tensor([0.0, -1.0, 1e-9, 1e9, float("inf")]),
+        ]
+    ).view(1, 1, -1)
     assert torch.equal(ours.build_indexes(scales), theirs.build_indexes(scales))
     assert ours.build_indexes(scales).dtype == torch.int32
 

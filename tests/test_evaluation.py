@@ -71,7 +71,10 @@ def test_limit_spreads_images_evenly():
 def test_imagefolder_with_numeric_class_folders_uses_the_numbers_as_labels(classification_set):
     ds = ClassificationImages.from_folder(classification_set)
     assert [(i.image_id, i.label) for i in ds] == [
-        ("281/chelsea.png", 281), ("967/coffee.png", 967), ("967/coffee_crop.png", 967)]
+        ("281/chelsea.png", 281),
+        ("967/coffee.png", 967),
+        ("967/coffee_crop.png", 967),
+    ]
 
 
 def test_image_list_with_accepted_label_sets(classification_set, tmp_path):
@@ -135,9 +138,20 @@ def test_random_codecs_are_reproducible_and_labelled():
 
 # ---------------------------------------------------------------------------- records and results
 def record(image, bpp=0.5, **changes):
-    return {"codec": "c", "task": "t", "image": image, "label": "tic", "quality": 1, "bytes": 1000,
-            "pixels": 16000, "bpp": bpp, "bpp_likelihood": 0.4, "psnr": 30.0,
-            "prediction": {"top5": [1, 2, 3, 4, 5]}, **changes}
+    return {
+        "codec": "c",
+        "task": "t",
+        "image": image,
+        "label": "tic",
+        "quality": 1,
+        "bytes": 1000,
+        "pixels": 16000,
+        "bpp": bpp,
+        "bpp_likelihood": 0.4,
+        "psnr": 30.0,
+        "prediction": {"top5": [1, 2, 3, 4, 5]},
+        **changes,
+    }
 
 
 def test_records_survive_an_interrupted_write(tmp_path):
@@ -156,19 +170,22 @@ def test_records_survive_an_interrupted_write(tmp_path):
     assert (tmp_path / "records.jsonl.damaged").read_text() == '{"codec": "c", "task": "t", "ima\n'
 
 
-@pytest.mark.parametrize("damage, problem", [
-    (b'{"codec": "c", "task": "t", "ima\n', "not JSON"),  # half-written, then a newline from the next write
-    (b"\0" * 40 + b"\n", "not JSON"),  # NUL bytes left by a file system after a crash
-    (json.dumps(record(9, "0.5")).encode() + b"\n", "'bpp' is '0.5'"),  # a string rate
-    (json.dumps(record(9, 1e9)).encode() + b"\n", "'bpp' is 1000000000.0, not 8 * bytes / pixels = 0.5"),
-    (json.dumps(record(9, -1.0, bytes=-2000)).encode() + b"\n", "'bytes' is -2000"),
-    (json.dumps(record(9, 0.5, pixels=0)).encode() + b"\n", "'pixels' is 0"),
-    (json.dumps(record(9, bpp_likelihood=float("inf"))).encode() + b"\n", "'bpp_likelihood' is inf"),
-    (json.dumps(record(9, psnr=None)).encode() + b"\n", "'psnr' is None"),
-    (json.dumps(record(9, quality="1")).encode() + b"\n", "'quality' is '1'"),
-    (json.dumps({**record(9), "prediction": None} | {"codec": 5}).encode() + b"\n", "'codec' is not a string"),
-    (b"[1, 2]\n", "a JSON list"),
-])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (b'{"codec": "c", "task": "t", "ima\n', "not JSON"),  # half-written, then a newline from the next write
+        (b"\0" * 40 + b"\n", "not JSON"),  # NUL bytes left by a file system after a crash
+        (json.dumps(record(9, "0.5")).encode() + b"\n", "'bpp' is '0.5'"),  # a string rate
+        (json.dumps(record(9, 1e9)).encode() + b"\n", "'bpp' is 1000000000.0, not 8 * bytes / pixels = 0.5"),
+        (json.dumps(record(9, -1.0, bytes=-2000)).encode() + b"\n", "'bytes' is -2000"),
+        (json.dumps(record(9, 0.5, pixels=0)).encode() + b"\n", "'pixels' is 0"),
+        (json.dumps(record(9, bpp_likelihood=float("inf"))).encode() + b"\n", "'bpp_likelihood' is inf"),
+        (json.dumps(record(9, psnr=None)).encode() + b"\n", "'psnr' is None"),
+        (json.dumps(record(9, quality="1")).encode() + b"\n", "'quality' is '1'"),
+        (json.dumps({**record(9), "prediction": None} | {"codec": 5}).encode() + b"\n", "'codec' is not a string"),
+        (b"[1, 2]\n", "a JSON list"),
+    ],
+)
 def test_a_damaged_record_line_is_set_aside_and_every_good_record_kept(tmp_path, caplog, damage, problem):
     path = tmp_path / "records.jsonl"
     with RecordStore(path) as store:
@@ -213,10 +230,20 @@ def test_result_files_are_written_atomically_as_strict_json(tmp_path):
 
 def _curve_files(tmp_path):
     curves = [
-        {"name": "tic", "task": "cls", "primary_metric": "top1", "reference": {"top1": 76.1},
-         "results": {"bpp": [0.1, 0.2, 0.4], "top1": [55.0, 65.0, 71.0]}},
-        {"name": "transtic", "task": "cls", "primary_metric": "top1", "reference": {"top1": 76.1},
-         "results": {"bpp": [0.08, 0.17, 0.35], "top1": [62.0, 69.0, 73.0]}},
+        {
+            "name": "tic",
+            "task": "cls",
+            "primary_metric": "top1",
+            "reference": {"top1": 76.1},
+            "results": {"bpp": [0.1, 0.2, 0.4], "top1": [55.0, 65.0, 71.0]},
+        },
+        {
+            "name": "transtic",
+            "task": "cls",
+            "primary_metric": "top1",
+            "reference": {"top1": 76.1},
+            "results": {"bpp": [0.08, 0.17, 0.35], "top1": [62.0, 69.0, 73.0]},
+        },
     ]
     files = []
     for c in curves:
@@ -257,11 +284,17 @@ def test_plot_format_follows_the_extension_and_dpi_sets_the_png_size(tmp_path, c
 
 # ---------------------------------------------------------------------------- CLI plumbing
 def test_python_m_compressai_transtic_eval_is_the_eval_command():
-    out = subprocess.run([sys.executable, "-m", "compressai_transtic.eval", "--help"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "compressai_transtic.eval", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.startswith("usage: compressai-transtic eval")
-    out = subprocess.run([sys.executable, "-m", "compressai_transtic", "--help"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "compressai_transtic", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     for command in ("demo", "eval", "compare", "plot", "train"):
         assert command in out
 
@@ -286,8 +319,9 @@ def test_eval_reports_missing_weights_in_one_message(classification_set, tmp_pat
         raise urllib.error.URLError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    status = main(["eval", str(classification_set), "-a", "tic", "-q", "1", "-o", str(tmp_path / "out"),
-                   "--no-progress"])
+    status = main(
+        ["eval", str(classification_set), "-a", "tic", "-q", "1", "-o", str(tmp_path / "out"), "--no-progress"]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert "resnet50-0676ba61.pth" in err and str(tmp_path / "torch" / "hub" / "checkpoints") in err
@@ -295,8 +329,19 @@ def test_eval_reports_missing_weights_in_one_message(classification_set, tmp_pat
     assert not (tmp_path / "out").exists()  # the weights are looked for before anything is written
 
     # a missing codec file is named as such, before the task network's weights are looked for
-    status = main(["eval", str(classification_set), "--checkpoint", str(tmp_path / "mine.pth.tar"), "-q", "1",
-                   "-o", str(tmp_path / "out"), "--no-progress"])
+    status = main(
+        [
+            "eval",
+            str(classification_set),
+            "--checkpoint",
+            str(tmp_path / "mine.pth.tar"),
+            "-q",
+            "1",
+            "-o",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     assert status == 2
     assert capsys.readouterr().err == f"error: --checkpoint {tmp_path / 'mine.pth.tar'}: no such file\n"
 
@@ -387,8 +432,9 @@ def test_fresh_sets_earlier_runs_aside_and_starts_again(two_images, tmp_path):
 
 
 @pytest.mark.parametrize("backend, warned", [("torchvision", True), ("detectron2", False)])
-def test_released_detection_prompts_under_torchvision_detectors_are_flagged(coco_set, tmp_path, monkeypatch, capsys,
-                                                                            backend, warned):
+def test_released_detection_prompts_under_torchvision_detectors_are_flagged(
+    coco_set, tmp_path, monkeypatch, capsys, backend, warned
+):
     import urllib.error
 
     from compressai_transtic.cli import main
@@ -396,12 +442,35 @@ def test_released_detection_prompts_under_torchvision_detectors_are_flagged(coco
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
-    monkeypatch.setattr(torch.hub, "download_url_to_file",
-                        lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("network is unreachable")))
-    monkeypatch.setattr(cli, "_build_tasks", lambda args, dataset, classes, random: [  # no detectron2 needed
-        cls(weights="random", short_edge=32, max_size=48, code_multiple=64) for cls in classes])
-    main(["eval", str(coco_set.image_dir), "--annotations", str(coco_set.annotation_file), "--task", "det",
-          "-a", "transtic:1", "--backend", backend, "-o", str(tmp_path / "out"), "--no-progress"])
+    monkeypatch.setattr(
+        torch.hub,
+        "download_url_to_file",
+        lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("network is unreachable")),
+    )
+    monkeypatch.setattr(
+        cli,
+        "_build_tasks",
+        lambda args, dataset, classes, random: [  # no detectron2 needed
+            cls(weights="random", short_edge=32, max_size=48, code_multiple=64) for cls in classes
+        ],
+    )
+    main(
+        [
+            "eval",
+            str(coco_set.image_dir),
+            "--annotations",
+            str(coco_set.annotation_file),
+            "--task",
+            "det",
+            "-a",
+            "transtic:1",
+            "--backend",
+            backend,
+            "-o",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert ("released det prompts were trained with detectron2" in err) is warned
     assert "--backend detectron2" in cli.REPRODUCE_PAPER
@@ -424,8 +493,9 @@ def test_dataset_images_scale_16_bit_pixels_instead_of_clipping_them(tmp_path):
     assert (clipped == 255).mean() > 0.9  # what a plain Pillow conversion did
 
 
-@pytest.mark.parametrize("mode, suffix", [("RGB", ".png"), ("P", ".png"), ("CMYK", ".jpg"), ("L", ".png"),
-                                          ("RGBA", ".png")])
+@pytest.mark.parametrize(
+    "mode, suffix", [("RGB", ".png"), ("P", ".png"), ("CMYK", ".jpg"), ("L", ".png"), ("RGBA", ".png")]
+)
 def test_dataset_images_of_8_bits_are_what_pillow_converts(tmp_path, mode, suffix):
     from PIL import Image
 

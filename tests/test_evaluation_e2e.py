@@ -34,16 +34,45 @@ def record_keys(path: Path):
 
 def test_coco_evaluation_of_tic_and_transtic_writes_json_csv_and_png(coco_set, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["eval", str(coco_set.image_dir), "--annotations", str(coco_set.annotation_file), "--task", "det",
-            "-a", "tic", "transtic", "-q", "1", "--random-weights", "--short-edge", "32", "--max-size", "48",
-            "--code-multiple", "64", "-o", str(out), "--no-progress"]
+    argv = [
+        "eval",
+        str(coco_set.image_dir),
+        "--annotations",
+        str(coco_set.annotation_file),
+        "--task",
+        "det",
+        "-a",
+        "tic",
+        "transtic",
+        "-q",
+        "1",
+        "--random-weights",
+        "--short-edge",
+        "32",
+        "--max-size",
+        "48",
+        "--code-multiple",
+        "64",
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     lines = stdout.strip().splitlines()
     assert lines and all(line.startswith("[RANDOM WEIGHTS]") for line in lines)
     assert {p.name for p in out.iterdir()} == {
-        "records.jsonl", "records.jsonl.lock", "codecs.json", "results.csv", "per-image.csv", "det-mpeg.csv",
-        "tic-det.json", "transtic-det.json", "det-bbox-AP.png", "det-psnr-rgb.png"}
+        "records.jsonl",
+        "records.jsonl.lock",
+        "codecs.json",
+        "results.csv",
+        "per-image.csv",
+        "det-mpeg.csv",
+        "tic-det.json",
+        "transtic-det.json",
+        "det-bbox-AP.png",
+        "det-psnr-rgb.png",
+    }
 
     for name in ("tic", "transtic"):
         curve = json.loads((out / f"{name}-det.json").read_text())
@@ -57,17 +86,34 @@ def test_coco_evaluation_of_tic_and_transtic_writes_json_csv_and_png(coco_set, t
         assert 0 <= results["bbox-AP"][0] <= 100
         assert set(curve["reference"]) == set(curve["metric_names"])
     rows = (out / "results.csv").read_text().splitlines()
-    assert rows[0].startswith("curve,task,quality,weights,random_weights,num_images,bpp,bpp-likelihood,psnr-rgb,ms-ssim-rgb,bbox-AP")
+    assert rows[0].startswith(
+        "curve,task,quality,weights,random_weights,num_images,bpp,bpp-likelihood,psnr-rgb,ms-ssim-rgb,bbox-AP"
+    )
     assert [r.split(",")[0] for r in rows[1:]] == ["uncompressed", "tic", "transtic"]
     assert (out / "det-bbox-AP.png").read_bytes()[:8] == PNG
     assert (out / "det-psnr-rgb.png").read_bytes()[:8] == PNG
 
     # per image, in eval_model's vocabulary: what the records say, for each rate point and image
     per_image = list(csv.DictReader((out / "per-image.csv").open()))
-    assert list(per_image[0]) == ["curve", "quality", "weights", "image", "bytes", "pixels", "bpp", "bpp-likelihood",
-                                  "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"]
-    records = {(r["label"], str(r["image"])): r for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())
-               if r["codec"] != "reference"}
+    assert list(per_image[0]) == [
+        "curve",
+        "quality",
+        "weights",
+        "image",
+        "bytes",
+        "pixels",
+        "bpp",
+        "bpp-likelihood",
+        "psnr-rgb",
+        "ms-ssim-rgb",
+        "encoding_time",
+        "decoding_time",
+    ]
+    records = {
+        (r["label"], str(r["image"])): r
+        for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())
+        if r["codec"] != "reference"
+    }
     assert sorted((r["curve"], r["image"]) for r in per_image) == sorted(records)
     for row in per_image:
         record = records[(row["curve"], row["image"])]
@@ -92,9 +138,28 @@ def test_coco_evaluation_of_tic_and_transtic_writes_json_csv_and_png(coco_set, t
 
 def test_rate_average_total_weights_images_by_their_pixels(coco_set, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["eval", str(coco_set.image_dir), "--annotations", str(coco_set.annotation_file), "--task", "det",
-            "-a", "tic", "-q", "1", "--random-weights", "--short-edge", "32", "--max-size", "48",
-            "--code-multiple", "64", "-o", str(out), "--no-progress"]
+    argv = [
+        "eval",
+        str(coco_set.image_dir),
+        "--annotations",
+        str(coco_set.annotation_file),
+        "--task",
+        "det",
+        "-a",
+        "tic",
+        "-q",
+        "1",
+        "--random-weights",
+        "--short-edge",
+        "32",
+        "--max-size",
+        "48",
+        "--code-multiple",
+        "64",
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     per_image = list(csv.DictReader((out / "per-image.csv").open()))
     assert len({r["pixels"] for r in per_image}) == 2  # images of different sizes: the two averages differ
@@ -135,11 +200,30 @@ def test_segmentation_evaluation_reports_mask_and_box_ap(coco_set, tmp_path):
 
 def test_a_killed_classification_run_resumes_without_recomputing(classification_set, tmp_path):
     out = tmp_path / "out"
-    argv = ["eval", str(classification_set), "-a", "tic", "transtic", "-q", "1", "--random-weights",
-            "--crop", "64", "-o", str(out), "--no-progress"]
+    argv = [
+        "eval",
+        str(classification_set),
+        "-a",
+        "tic",
+        "transtic",
+        "-q",
+        "1",
+        "--random-weights",
+        "--crop",
+        "64",
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "compressai_transtic", *argv], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "compressai_transtic", *argv],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     records = out / "records.jsonl"
     deadline = time.monotonic() + 240
     try:
@@ -201,17 +285,46 @@ def test_checkpoint_and_adapter_files_are_evaluated(classification_set, tmp_path
     checkpoint = tmp_path / "my_tic.pth.tar"
     torch.save({"state_dict": base.state_dict()}, checkpoint)
     adapter = save_adapter(TransTIC.from_base(base), tmp_path / "cls_adapter.pt", task="cls")
-    common = [str(classification_set), "-q", "1", "--limit", "1", "--no-reference", "--crop", "64",
-              "--no-progress", "--seed", "7"]
+    common = [
+        str(classification_set),
+        "-q",
+        "1",
+        "--limit",
+        "1",
+        "--no-reference",
+        "--crop",
+        "64",
+        "--no-progress",
+        "--seed",
+        "7",
+    ]
 
-    assert main(["eval", *common, "--checkpoint", str(checkpoint), "--task-weights", "random",
-                 "-o", str(tmp_path / "ckpt")]) == 0
+    assert (
+        main(
+            ["eval", *common, "--checkpoint", str(checkpoint), "--task-weights", "random", "-o", str(tmp_path / "ckpt")]
+        )
+        == 0
+    )
     curve = json.loads((tmp_path / "ckpt" / "my_tic-cls.json").read_text())
     assert curve["results"]["quality"] == [1] and str(checkpoint) in curve["description"]
 
     # the adapter sits on the seeded random base codec it was made for
-    assert main(["eval", *common, "--adapter", str(adapter), "--random-weights", "--name", "mine",
-                 "-o", str(tmp_path / "adapter")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                *common,
+                "--adapter",
+                str(adapter),
+                "--random-weights",
+                "--name",
+                "mine",
+                "-o",
+                str(tmp_path / "adapter"),
+            ]
+        )
+        == 0
+    )
     curve = json.loads((tmp_path / "adapter" / "mine-cls.json").read_text())
     assert str(adapter) in curve["description"] and curve["random_weights"] is True
     lines = capsys.readouterr().out.strip().splitlines()
@@ -232,7 +345,9 @@ UNAVAILABLE = ["nodevice"] + ([] if torch.cuda.is_available() else ["cuda"])
 @pytest.mark.parametrize("device", UNAVAILABLE)
 @pytest.mark.parametrize("command", [["demo"], ["eval", "--task", "cls", "--random-weights"]])
 def test_an_unavailable_device_is_a_one_line_error(command, device, classification_set, tmp_path, capsys):
-    argv = [command[0]] + ([str(classification_set)] + command[1:] + ["-o", str(tmp_path / "out")] if command[0] == "eval" else [])
+    argv = [command[0]] + (
+        [str(classification_set)] + command[1:] + ["-o", str(tmp_path / "out")] if command[0] == "eval" else []
+    )
     assert main(argv + ["--device", device]) == 2
     err = capsys.readouterr().err
     assert f"device {device!r} is not available here" in err and "Traceback" not in err
@@ -243,15 +358,36 @@ def test_an_invalid_quality_is_refused_before_any_coding(quality, classification
     from compressai_transtic.evaluation import runner
 
     monkeypatch.setattr(runner.Evaluation, "run", lambda self: pytest.fail("the evaluation started"))
-    argv = ["eval", str(classification_set), "--task", "cls", "--random-weights", "-q", "1", quality,
-            "-o", str(tmp_path / "out")]
+    argv = [
+        "eval",
+        str(classification_set),
+        "--task",
+        "cls",
+        "--random-weights",
+        "-q",
+        "1",
+        quality,
+        "-o",
+        str(tmp_path / "out"),
+    ]
     assert main(argv) == 2
     assert f"invalid quality {quality}" in capsys.readouterr().err
 
 
 def test_batched_evaluation_writes_the_records_of_batch_size_one(classification_set, tmp_path, capsys):
-    argv = ["eval", str(classification_set), "-a", "tic", "transtic", "-q", "1", "--random-weights", "--crop", "64",
-            "--no-progress"]
+    argv = [
+        "eval",
+        str(classification_set),
+        "-a",
+        "tic",
+        "transtic",
+        "-q",
+        "1",
+        "--random-weights",
+        "--crop",
+        "64",
+        "--no-progress",
+    ]
     assert main(argv + ["-o", str(tmp_path / "one")]) == 0
     assert main(argv + ["-o", str(tmp_path / "three"), "--batch-size", "3"]) == 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from codec_models import num_threads
 from PIL import Image
 from skimage import data
 
@@ -22,8 +23,6 @@ from compressai_transtic.container import CodedFile, ContainerError, pack, unpac
 from compressai_transtic.evaluation.codecs import CodecSpec
 from compressai_transtic.imageio import ImageReadError, read_image
 from compressai_transtic.prompts import save_adapter
-
-from codec_models import num_threads
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +52,11 @@ def test_files_round_trip_to_the_in_memory_decode(images, tmp_path, model, capsy
     assert _encode(images, tmp_path / "a", *model, "-q", "2") == 0
     assert _encode(images, tmp_path / "b", *model, "-q", "2") == 0
     coded = sorted((tmp_path / "a").rglob("*.ttic"))
-    assert [p.relative_to(tmp_path / "a").as_posix() for p in coded] == ["chelsea.ttic", "coffee.ttic", "sub/camera.ttic"]
+    assert [p.relative_to(tmp_path / "a").as_posix() for p in coded] == [
+        "chelsea.ttic",
+        "coffee.ttic",
+        "sub/camera.ttic",
+    ]
     for path in coded:  # the same input gives the same bytes
         assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes()
     assert _decode(tmp_path / "a", tmp_path / "dec") == 0
@@ -112,15 +115,22 @@ def test_decoding_with_other_weights_is_refused(images, tmp_path, capsys):
     coded = unpack((tmp_path / "enc" / "coffee.ttic").read_bytes())
     assert coded.codec["seed"] == 3 and coded.weights_name == "random weights (seed 3)"
     assert coded.codec["config"] is None  # TIC has no prompt configuration
-    forged = CodedFile({**coded.codec, "seed": 4}, coded.weights_name, coded.weights_sha256, coded.height,
-                       coded.width, coded.strings)
+    forged = CodedFile(
+        {**coded.codec, "seed": 4}, coded.weights_name, coded.weights_sha256, coded.height, coded.width, coded.strings
+    )
     (tmp_path / "forged").mkdir()
     (tmp_path / "forged" / "coffee.ttic").write_bytes(pack(forged))
     assert _decode(tmp_path / "forged", tmp_path / "dec") == 2
     assert "the weights loaded here differ" in capsys.readouterr().err
     assert not (tmp_path / "dec" / "coffee.png").exists()
-    other_variant = CodedFile({**coded.codec, "config": {"depth": "shallow"}}, coded.weights_name,
-                              coded.weights_sha256, coded.height, coded.width, coded.strings)
+    other_variant = CodedFile(
+        {**coded.codec, "config": {"depth": "shallow"}},
+        coded.weights_name,
+        coded.weights_sha256,
+        coded.height,
+        coded.width,
+        coded.strings,
+    )
     (tmp_path / "forged" / "coffee.ttic").write_bytes(pack(other_variant))
     assert _decode(tmp_path / "forged", tmp_path / "dec") == 2
     assert "coded with the prompt configuration {'depth': 'shallow'}" in capsys.readouterr().err
@@ -133,7 +143,20 @@ def test_adapters_travel_by_name_and_are_checked_by_hash(images, tmp_path, capsy
     torch.manual_seed(5)
     adapter = save_adapter(TransTIC.from_base(base), tmp_path / "mine.adapter", task="det")
     common = ["--adapter", str(adapter)]
-    assert main(["encode", str(images / "coffee.jpg"), "-o", str(tmp_path / "e"), "--random-weights", "--no-progress", *common]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(images / "coffee.jpg"),
+                "-o",
+                str(tmp_path / "e"),
+                "--random-weights",
+                "--no-progress",
+                *common,
+            ]
+        )
+        == 0
+    )
     assert _decode(tmp_path / "e", tmp_path / "d") == 2
     assert "pass it with --adapter" in capsys.readouterr().err
     assert _decode(tmp_path / "e", tmp_path / "d", *common) == 0
@@ -144,8 +167,14 @@ def test_adapters_travel_by_name_and_are_checked_by_hash(images, tmp_path, capsy
 def test_forged_codec_descriptions_are_refused(images, tmp_path, capsys, field, value):
     assert _encode(images / "coffee.jpg", tmp_path / "enc", "--model", "tic") == 0
     coded = unpack((tmp_path / "enc" / "coffee.ttic").read_bytes())
-    forged = CodedFile({**coded.codec, field: value}, coded.weights_name, coded.weights_sha256, coded.height,
-                       coded.width, coded.strings)
+    forged = CodedFile(
+        {**coded.codec, field: value},
+        coded.weights_name,
+        coded.weights_sha256,
+        coded.height,
+        coded.width,
+        coded.strings,
+    )
     (tmp_path / "enc" / "coffee.ttic").write_bytes(pack(forged))
     assert _decode(tmp_path / "enc", tmp_path / "dec") == 2
     assert "unknown codec description" in capsys.readouterr().err
@@ -169,7 +198,7 @@ def test_damaged_files_are_named_and_nothing_is_written(images, tmp_path, capsys
 
 
 def _bad_images(folder: Path) -> dict:
-    png = (folder / "ok.png")
+    png = folder / "ok.png"
     Image.fromarray(data.chelsea()[:40, :40]).save(png)
     files = {
         "empty.png": b"",
@@ -243,8 +272,14 @@ def test_reading_a_missing_file_names_it(tmp_path):
 
 
 def _sample_file() -> bytes:
-    coded = CodedFile({"architecture": "tic", "quality": 1, "task": None, "source": "random"}, "w", "ab" * 32,
-                      17, 23, (b"y" * 5, b"z" * 3, b"h"))
+    coded = CodedFile(
+        {"architecture": "tic", "quality": 1, "task": None, "source": "random"},
+        "w",
+        "ab" * 32,
+        17,
+        23,
+        (b"y" * 5, b"z" * 3, b"h"),
+    )
     return pack(coded)
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
-
-import threading
 
 from compressai_transtic.layers import (
     RSTB,
@@ -132,7 +132,9 @@ def test_fast_path_equals_reference_with_prompts(kind, b, cpu_attention, monkeyp
     if kind == "shared":
         prompts = WindowPrompts(tokens=torch.randn(16, 32, generator=g))
     elif kind in ("legacy", "aligned"):
-        prompts = WindowPrompts(prompt_map=torch.randn(b, 8, 16, 32, generator=g), downsample=2, legacy_mask=kind == "legacy")
+        prompts = WindowPrompts(
+            prompt_map=torch.randn(b, 8, 16, 32, generator=g), downsample=2, legacy_mask=kind == "legacy"
+        )
     elif kind == "full-map":
         prompts = WindowPrompts(prompt_map=torch.randn(b, 8, 16, 32, generator=g), downsample=2, full_tokens=True)
     else:

@@ -69,8 +69,10 @@ def test_classification_loss_is_1000_lambda_mean_layer_mse_plus_bpp(random_task)
     # independent computation with forward hooks on torchvision's ResNet50
     net = task.network
     feats = {}
-    hooks = [getattr(net, f"layer{i}").register_forward_hook(
-        lambda m, inp, out, i=i: feats.__setitem__(i, out)) for i in range(1, 5)]
+    hooks = [
+        getattr(net, f"layer{i}").register_forward_hook(lambda m, inp, out, i=i: feats.__setitem__(i, out))
+        for i in range(1, 5)
+    ]
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():

@@ -93,8 +93,16 @@ def test_perfect_detections_give_box_ap_1(square_gt):
 
 def test_perfect_masks_give_mask_ap_1(square_gt):
     coco, objects = square_gt
-    dets = [{"image_id": o["image_id"], "category_id": 1, "score": 0.8, "bbox": o["bbox"],
-             "segmentation": rle_encode(o["mask"])} for o in objects]
+    dets = [
+        {
+            "image_id": o["image_id"],
+            "category_id": 1,
+            "score": 0.8,
+            "bbox": o["bbox"],
+            "segmentation": rle_encode(o["mask"]),
+        }
+        for o in objects
+    ]
     assert coco_evaluate(coco, dets, "segm")["AP"] == pytest.approx(1.0)
 
 

@@ -40,8 +40,17 @@ def curves(tmp_path):
     paths = []
     for name, shift in (("a", 0.0), ("b", 1.0)):
         path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({"name": name, "results": {"bpp": [0.1, 0.2, 0.4, 0.8],
-                                                              "psnr-rgb": [28 + shift, 30 + shift, 32 + shift, 34 + shift]}}))
+        path.write_text(
+            json.dumps(
+                {
+                    "name": name,
+                    "results": {
+                        "bpp": [0.1, 0.2, 0.4, 0.8],
+                        "psnr-rgb": [28 + shift, 30 + shift, 32 + shift, 34 + shift],
+                    },
+                }
+            )
+        )
         paths.append(path)
     return paths
 
@@ -55,8 +64,22 @@ def _refused(capsys, status: int, blocker: Path) -> str:
 
 
 def test_eval_refuses_an_unwritable_output_before_building_models(classification_set, blocker, capsys):
-    status = main(["eval", str(classification_set), "-a", "tic", "-q", "1", "--random-weights", "--crop", "64",
-                   "-o", str(blocker / "out"), "--no-progress"])
+    status = main(
+        [
+            "eval",
+            str(classification_set),
+            "-a",
+            "tic",
+            "-q",
+            "1",
+            "--random-weights",
+            "--crop",
+            "64",
+            "-o",
+            str(blocker / "out"),
+            "--no-progress",
+        ]
+    )
     err = _refused(capsys, status, blocker)
     assert err.startswith("[RANDOM WEIGHTS] error: evaluation output folder") and "is a file, not a folder" in err
 
@@ -76,8 +99,11 @@ def test_encode_decode_and_bitmap_refuse_an_unwritable_output(image, tmp_path, b
     capsys.readouterr()
     coded = next((tmp_path / "enc").glob("*.ttic"))
     _refused(capsys, main(["decode", str(coded), "-o", str(blocker / "dec"), "--no-progress"]), blocker)
-    _refused(capsys, main(["bitmap", str(image), "--models", "tic", "--random-weights", "-o", str(blocker / "m.png")]),
-             blocker)
+    _refused(
+        capsys,
+        main(["bitmap", str(image), "--models", "tic", "--random-weights", "-o", str(blocker / "m.png")]),
+        blocker,
+    )
 
 
 def test_the_complexity_report_refuses_an_unwritable_output_before_measuring(blocker, capsys, monkeypatch):
@@ -89,7 +115,12 @@ def test_the_complexity_report_refuses_an_unwritable_output_before_measuring(blo
 def test_the_complexity_report_measures_only_the_variants_asked_for(capsys, monkeypatch):
     assert [r["variant"] for r in complexity.select_rows(["tic", "STB-12"])] == ["TIC", "STB-12"]
     # "deep" is four rows of the paper's table: Deep, Enc IP + Dec TP, 16 prompts and STB-1234
-    assert {r["variant"] for r in complexity.select_rows(["deep"])} == {"Deep", "Enc IP + Dec TP", "16 prompts", "STB-1234"}
+    assert {r["variant"] for r in complexity.select_rows(["deep"])} == {
+        "Deep",
+        "Enc IP + Dec TP",
+        "16 prompts",
+        "STB-1234",
+    }
     assert complexity.main(["--variant", "nonsense"]) == 2
     assert "unknown variant(s) nonsense" in capsys.readouterr().err
 

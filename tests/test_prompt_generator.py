@@ -28,8 +28,13 @@ def _stage(x: Tensor, sd: Dict[str, Tensor], name: str, repeats: int) -> Tensor:
         conv, bn = f"{name}.{3 * i}", f"{name}.{3 * i + 1}"
         x = F.conv2d(x, sd[f"{conv}.weight"], sd[f"{conv}.bias"], padding=1)
         x = F.batch_norm(
-            x, sd[f"{bn}.running_mean"], sd[f"{bn}.running_var"], sd[f"{bn}.weight"], sd[f"{bn}.bias"],
-            training=False, eps=BN_EPS,
+            x,
+            sd[f"{bn}.running_mean"],
+            sd[f"{bn}.running_var"],
+            sd[f"{bn}.weight"],
+            sd[f"{bn}.bias"],
+            training=False,
+            eps=BN_EPS,
         )
         x = F.relu(x)
     return x
@@ -101,6 +106,6 @@ def test_transtic_encoder_uses_the_generator_on_the_padded_image():
     model.g_a0_prompt.register_forward_hook(lambda m, args, out: captured.append((args[0], out)))
     with torch.no_grad():
         model.analysis(model._pad(torch.rand(1, 3, 64, 64, dtype=torch.float64)))
-    (inputs, output), = captured
+    ((inputs, output),) = captured
     sd = {k: v for k, v in model.g_a0_prompt.state_dict().items()}
     torch.testing.assert_close(output, oracle(sd, inputs), rtol=0, atol=1e-12)

@@ -163,9 +163,13 @@ def _run(code: str, env_extra: dict, *flags: str, cwd: Path) -> subprocess.Compl
 
 
 def test_hook_module_imports_neither_torch_nor_compressai(tmp_path):
-    result = _run("import compressai_transtic._autoregister", {"PYTHONPATH": str(REPO)}, "-S", "-X", "importtime", cwd=tmp_path)
+    result = _run(
+        "import compressai_transtic._autoregister", {"PYTHONPATH": str(REPO)}, "-S", "-X", "importtime", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
-    modules = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    modules = [
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    ]
     assert "compressai_transtic._autoregister" in modules
     assert not [m for m in modules if m.split(".")[0] in ("torch", "compressai")]
 

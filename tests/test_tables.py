@@ -17,10 +17,19 @@ from compressai_transtic.evaluation.results import axis_label, metric_title
 
 def _curve(path, name, scale, random=False):
     rates = [0.1, 0.2, 0.4, 0.8]
-    doc = {"name": name, "task": "cls", "primary_metric": "top1", "random_weights": random,
-           "units": {"top1": "%", "psnr-rgb": "dB"},
-           "results": {"quality": [1, 2, 3, 4], "bpp": [r * scale for r in rates], "top1": [60.0, 66.0, 70.0, 72.5],
-                       "psnr-rgb": [28.0, 30.5, 33.0, 35.25]}}
+    doc = {
+        "name": name,
+        "task": "cls",
+        "primary_metric": "top1",
+        "random_weights": random,
+        "units": {"top1": "%", "psnr-rgb": "dB"},
+        "results": {
+            "quality": [1, 2, 3, 4],
+            "bpp": [r * scale for r in rates],
+            "top1": [60.0, 66.0, 70.0, 72.5],
+            "psnr-rgb": [28.0, 30.5, 33.0, 35.25],
+        },
+    }
     path.write_text(json.dumps(doc))
     return path
 
@@ -33,8 +42,9 @@ def files(tmp_path):
 def test_markdown_table_lists_every_point_with_units_and_the_bd_rate(files, capsys):
     assert main(["table", *map(str, files)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("| model | quality | rate [bpp] | top-1 accuracy [%] | PSNR (RGB) [dB] | "
-                        "BD-rate vs tic (top-1 accuracy [%]) |")
+    assert lines[0] == (
+        "| model | quality | rate [bpp] | top-1 accuracy [%] | PSNR (RGB) [dB] | BD-rate vs tic (top-1 accuracy [%]) |"
+    )
     assert lines[1] == "|:---|---:|---:|---:|---:|---:|"
     assert lines[2] == "| tic | 1 | 0.1000 | 60.00 | 28.00 | anchor |"
     assert lines[6] == "| trans_tic | 1 | 0.0800 | 60.00 | 28.00 | -20.00 % |"
@@ -57,17 +67,27 @@ def test_table_of_random_weights_says_so_and_bad_input_is_one_line(files, tmp_pa
     noise = _curve(tmp_path / "noise.json", "noise", 1.0, random=True)
     assert main(["table", str(noise), str(files[0]), "--no-bd-rate"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("RANDOM WEIGHTS: not meaningful.") and "noise [RANDOM WEIGHTS]" in out and "BD-rate" not in out
+    assert (
+        out.startswith("RANDOM WEIGHTS: not meaningful.") and "noise [RANDOM WEIGHTS]" in out and "BD-rate" not in out
+    )
     assert main(["table", str(files[0]), "--metric", "bbox-AP"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no metric 'bbox-AP'" in err and len(err.splitlines()) == 1
 
 
-@pytest.mark.parametrize("metric, label", [
-    ("top1", "top-1 accuracy [%]"), ("bbox-AP", "box AP [%]"), ("segm-AP50", "mask AP50 [%]"),
-    ("bbox-APs", "box AP (small) [%]"), ("psnr-rgb", "PSNR (RGB) [dB]"), ("ms-ssim-rgb", "MS-SSIM (RGB)"),
-    ("bpp", "rate [bpp]"), ("my-metric", "my-metric [%]"),
-])
+@pytest.mark.parametrize(
+    "metric, label",
+    [
+        ("top1", "top-1 accuracy [%]"),
+        ("bbox-AP", "box AP [%]"),
+        ("segm-AP50", "mask AP50 [%]"),
+        ("bbox-APs", "box AP (small) [%]"),
+        ("psnr-rgb", "PSNR (RGB) [dB]"),
+        ("ms-ssim-rgb", "MS-SSIM (RGB)"),
+        ("bpp", "rate [bpp]"),
+        ("my-metric", "my-metric [%]"),
+    ],
+)
 def test_metrics_have_readable_names_and_units(metric, label):
     assert axis_label(metric) == label
     assert metric_title("encoding_time") == "encoding time"

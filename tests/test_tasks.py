@@ -39,7 +39,7 @@ def _install_fake_distribution(tmp_path: Path, name: str, entry_points: str, mod
     return site
 
 
-TOY_TASK = '''
+TOY_TASK = """
 from compressai_transtic.tasks.base import Task
 
 class ToyTask(Task):
@@ -49,12 +49,13 @@ class ToyTask(Task):
     primary_metric = "score"
     default_lambdas = {1: 0.5}
     dataset_kind = "classification"
-'''
+"""
 
 
 def test_a_third_party_task_is_found_through_the_entry_point_group(tmp_path, monkeypatch):
     site = _install_fake_distribution(
-        tmp_path, "toyplugin", "[compressai_transtic.tasks]\ntoy = toyplugin_tasks:ToyTask\n", TOY_TASK)
+        tmp_path, "toyplugin", "[compressai_transtic.tasks]\ntoy = toyplugin_tasks:ToyTask\n", TOY_TASK
+    )
     monkeypatch.syspath_prepend(str(site))
     assert "toy" in available_tasks()
     task = get_task("toy", weights="random")
@@ -111,11 +112,14 @@ def test_networks_are_frozen_in_eval_mode(random_task, name):
     assert not any(p.requires_grad for p in net.parameters())
 
 
-@pytest.mark.parametrize("name,builder", [
-    ("cls", "resnet50"),
-    ("det", "fasterrcnn_resnet50_fpn"),
-    ("seg", "maskrcnn_resnet50_fpn"),
-])
+@pytest.mark.parametrize(
+    "name,builder",
+    [
+        ("cls", "resnet50"),
+        ("det", "fasterrcnn_resnet50_fpn"),
+        ("seg", "maskrcnn_resnet50_fpn"),
+    ],
+)
 def test_networks_have_the_layout_of_torchvisions_weight_files(random_task, name, builder):
     """Same keys and shapes as torchvision's own model, so its weight files load strictly."""
     import torchvision.models as tvm
@@ -123,8 +127,9 @@ def test_networks_have_the_layout_of_torchvisions_weight_files(random_task, name
 
     fn = getattr(tvm, builder, None) or getattr(tvd, builder)
     kwargs = {"weights": None} if name == "cls" else {"weights": None, "weights_backbone": None}
-    reference = {k: tuple(v.shape) for k, v in fn(**kwargs).state_dict().items()
-                 if not k.endswith("num_batches_tracked")}
+    reference = {
+        k: tuple(v.shape) for k, v in fn(**kwargs).state_dict().items() if not k.endswith("num_batches_tracked")
+    }
     ours = {k: tuple(v.shape) for k, v in random_task(name).network.state_dict().items()}
     if name == "cls":
         ours = {k: v for k, v in ours.items() if not k.endswith("num_batches_tracked")}
@@ -183,11 +188,14 @@ def test_missing_default_weights_are_downloaded_into_the_hub_cache(random_task, 
     assert capsys.readouterr().out == ""  # nothing on stdout (CLIs print results there)
 
 
-@pytest.mark.parametrize("name,filename", [
-    ("cls", "resnet50-0676ba61.pth"),
-    ("det", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"),
-    ("seg", "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"),
-])
+@pytest.mark.parametrize(
+    "name,filename",
+    [
+        ("cls", "resnet50-0676ba61.pth"),
+        ("det", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"),
+        ("seg", "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"),
+    ],
+)
 def test_offline_without_weights_names_the_file_and_where_to_put_it(tmp_path, monkeypatch, name, filename):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 

@@ -56,7 +56,7 @@ def _check_round_trip(model: TIC, height: int, width: int, check_rate: bool) -> 
     torch.testing.assert_close(dec["x_hat"], out["x_hat"].clamp(0, 1), rtol=0, atol=1e-4)
     if check_rate:
         pixels = height * width
-        likelihood_bpp = sum(-l.log2().sum().item() for l in out["likelihoods"].values()) / pixels
+        likelihood_bpp = sum(-lik.log2().sum().item() for lik in out["likelihoods"].values()) / pixels
         real_bpp = sum(len(s[0]) for s in enc["strings"]) * 8 / pixels
         assert abs(real_bpp / likelihood_bpp - 1) < 0.02, (real_bpp, likelihood_bpp)
 

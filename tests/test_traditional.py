@@ -113,10 +113,13 @@ def test_a_pillow_upgrade_gives_new_records(monkeypatch):
 # ------------------------------------------------------------------ programs that are missing or fail
 
 
-@pytest.mark.parametrize("codec, words", [
-    ("vtm", ["--vtm-build", "EncoderAppStatic", "build it from its sources"]),
-    ("hm", ["--hm-build", "TAppEncoderStatic"]),
-])
+@pytest.mark.parametrize(
+    "codec, words",
+    [
+        ("vtm", ["--vtm-build", "EncoderAppStatic", "build it from its sources"]),
+        ("hm", ["--hm-build", "TAppEncoderStatic"]),
+    ],
+)
 def test_a_missing_reference_software_build_is_named_before_any_coding(kodak_like, tmp_path, capsys, codec, words):
     out = tmp_path / "out"
     status = main(["eval", str(kodak_like), "--task", "fidelity", "-a", f"{codec}:32", "-o", str(out), "--no-progress"])
@@ -127,8 +130,21 @@ def test_a_missing_reference_software_build_is_named_before_any_coding(kodak_lik
 
 
 def test_a_build_folder_without_the_programs_is_named(kodak_like, tmp_path, capsys):
-    status = main(["eval", str(kodak_like), "--task", "fidelity", "-a", "vtm:32", "--vtm-build", str(tmp_path),
-                   "-o", str(tmp_path / "out"), "--no-progress"])
+    status = main(
+        [
+            "eval",
+            str(kodak_like),
+            "--task",
+            "fidelity",
+            "-a",
+            "vtm:32",
+            "--vtm-build",
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     assert status == 2
     assert f"no executable EncoderAppStatic in {tmp_path}" in capsys.readouterr().err
 
@@ -158,8 +174,22 @@ def fake_vtm_build(root: Path, encoder_script: str) -> Path:
 def test_a_failing_program_ends_the_run_with_a_message_and_keeps_finished_records(kodak_like, tmp_path, capfd):
     build = fake_vtm_build(tmp_path, "echo 'VTM: cannot open input'; exit 1")
     out = tmp_path / "out"
-    status = main(["eval", str(kodak_like), "--task", "fidelity", "-a", "jpeg:30", "vtm:32", "--vtm-build",
-                   str(build), "-o", str(out), "--no-progress"])
+    status = main(
+        [
+            "eval",
+            str(kodak_like),
+            "--task",
+            "fidelity",
+            "-a",
+            "jpeg:30",
+            "vtm:32",
+            "--vtm-build",
+            str(build),
+            "-o",
+            str(out),
+            "--no-progress",
+        ]
+    )
     captured = capfd.readouterr()
     assert status == 2
     assert "error: VTM (VVC reference software, intra, YCbCr 4:4:4) q32 failed" in captured.err
@@ -180,8 +210,24 @@ def reference_build(variable: str) -> Path:
 def test_a_real_reference_software_build_codes_an_image(kodak_like, tmp_path, codec, variable):
     build = reference_build(variable)
     out = tmp_path / "out"
-    assert main(["eval", str(kodak_like), "--task", "fidelity", "-a", f"{codec}:27,37", f"--{codec}-build",
-                 str(build), "-o", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(kodak_like),
+                "--task",
+                "fidelity",
+                "-a",
+                f"{codec}:27,37",
+                f"--{codec}-build",
+                str(build),
+                "-o",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / f"{codec}-fidelity.json").read_text())["results"]
     assert results["bpp"][0] > results["bpp"][1] > 0  # sorted by rate: QP 37 first
     assert 25 < results["psnr-rgb"][0] < results["psnr-rgb"][1] < 50
@@ -204,15 +250,24 @@ def test_fidelity_metrics_are_compressai_eval_models():
 
 
 def bench(codec: str, folder: Path, quality: int) -> dict:
-    run = subprocess.run([sys.executable, "-m", "compressai.utils.bench", codec, str(folder), "-q", str(quality)],
-                         capture_output=True, text=True, check=True, cwd=folder)
+    run = subprocess.run(
+        [sys.executable, "-m", "compressai.utils.bench", codec, str(folder), "-q", str(quality)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=folder,
+    )
     return json.loads(run.stdout)["results"]
 
 
 def test_fidelity_curves_of_jpeg_and_webp_equal_compressai_bench(kodak_like, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["eval", str(kodak_like), "--task", "fidelity", "-a", "jpeg:30", "webp:50", "-o", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["eval", str(kodak_like), "--task", "fidelity", "-a", "jpeg:30", "webp:50", "-o", str(out), "--no-progress"]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert "RANDOM WEIGHTS" not in stdout and "uncompressed" not in stdout
     for codec, quality in (("jpeg", 30), ("webp", 50)):
@@ -247,15 +302,46 @@ def test_mixing_learned_and_traditional_codecs_needs_their_own_quality_lists(kod
 @pytest.mark.slow
 def test_jpeg_webp_and_avif_next_to_tic_on_a_coco_set(coco_set, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["eval", str(coco_set.image_dir), "--annotations", str(coco_set.annotation_file), "--task", "det",
-            "-a", "tic:1", "jpeg:10,50", "webp:10,50", "avif:30,60", "--random-weights", "--short-edge", "32",
-            "--max-size", "48", "--code-multiple", "64", "-o", str(out), "--no-progress"]
+    argv = [
+        "eval",
+        str(coco_set.image_dir),
+        "--annotations",
+        str(coco_set.annotation_file),
+        "--task",
+        "det",
+        "-a",
+        "tic:1",
+        "jpeg:10,50",
+        "webp:10,50",
+        "avif:30,60",
+        "--random-weights",
+        "--short-edge",
+        "32",
+        "--max-size",
+        "48",
+        "--code-multiple",
+        "64",
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     assert all(line.startswith("[RANDOM WEIGHTS]") for line in stdout.strip().splitlines())
-    assert {p.name for p in out.iterdir()} == {"records.jsonl", "records.jsonl.lock", "codecs.json", "results.csv", "per-image.csv", "det-mpeg.csv",
-                                               "det-bbox-AP.png", "det-psnr-rgb.png", "tic-det.json",
-                                               "jpeg-det.json", "webp-det.json", "avif-det.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "records.jsonl",
+        "records.jsonl.lock",
+        "codecs.json",
+        "results.csv",
+        "per-image.csv",
+        "det-mpeg.csv",
+        "det-bbox-AP.png",
+        "det-psnr-rgb.png",
+        "tic-det.json",
+        "jpeg-det.json",
+        "webp-det.json",
+        "avif-det.json",
+    }
     for codec in ("jpeg", "webp", "avif"):
         curve = json.loads((out / f"{codec}-det.json").read_text())
         results = curve["results"]
@@ -295,7 +381,8 @@ def train_tiny_tic(images: torch.Tensor, steps, folder: Path):
 
 @pytest.mark.slow
 def test_traditional_codecs_and_a_locally_trained_tic_compare_and_plot_on_a_classification_set(
-        classification_set, tmp_path, capsys):
+    classification_set, tmp_path, capsys
+):
     from compressai_transtic.evaluation.protocol import classification_protocol
 
     protocol = classification_protocol(64)
@@ -303,22 +390,72 @@ def test_traditional_codecs_and_a_locally_trained_tic_compare_and_plot_on_a_clas
     checkpoints = train_tiny_tic(images, (80, 240), tmp_path)
 
     out = tmp_path / "out"
-    assert main(["eval", str(classification_set), "--task", "cls", "--task-weights", "random", "--crop", "64",
-                 "--checkpoint", *map(str, checkpoints), "-q", "1", "2", "--name", "tic",
-                 "-a", "jpeg:3,5,10,20", "webp:0,5,20", "avif:10,30", "-o", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(classification_set),
+                "--task",
+                "cls",
+                "--task-weights",
+                "random",
+                "--crop",
+                "64",
+                "--checkpoint",
+                *map(str, checkpoints),
+                "-q",
+                "1",
+                "2",
+                "--name",
+                "tic",
+                "-a",
+                "jpeg:3,5,10,20",
+                "webp:0,5,20",
+                "avif:10,30",
+                "-o",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert {"tic-cls.json", "jpeg-cls.json", "webp-cls.json", "avif-cls.json", "cls-top1.png"} <= {
-        p.name for p in out.iterdir()}
+        p.name for p in out.iterdir()
+    }
     capsys.readouterr()
 
     bd_file = tmp_path / "bd.json"
-    assert main(["compare", str(out / "tic-cls.json"), str(out / "jpeg-cls.json"), "--metric", "psnr-rgb",
-                 "--json", str(bd_file)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(out / "tic-cls.json"),
+                str(out / "jpeg-cls.json"),
+                "--metric",
+                "psnr-rgb",
+                "--json",
+                str(bd_file),
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(bd_file.read_text())["comparisons"]
     assert math.isfinite(row["bd_rate"])  # JPEG's headers alone cost more than this TIC's rates: no BD-metric
     assert "jpeg vs tic (psnr-rgb, pchip): BD-rate" in capsys.readouterr().out
 
     plot = tmp_path / "together.svg"
-    assert main(["plot", *(str(out / f"{c}-cls.json") for c in ("tic", "jpeg", "webp", "avif")), "--metric",
-                 "psnr-rgb", "-o", str(plot)]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                *(str(out / f"{c}-cls.json") for c in ("tic", "jpeg", "webp", "avif")),
+                "--metric",
+                "psnr-rgb",
+                "-o",
+                str(plot),
+            ]
+        )
+        == 0
+    )
     svg = plot.read_text()
     assert all(name in svg for name in ("tic", "jpeg", "webp", "avif"))

@@ -10,8 +10,17 @@ import pytest
 from compressai_transtic.training.cli import add_arguments, config_from_args
 from compressai_transtic.training.config import ConfigError, TrainConfig, load_config_file
 
-CLS_DEFAULTS = {"patch_size": 256, "batch_size": 16, "epochs": 400, "lr": 1e-4, "crop": "center",
-                "lr_milestones": (30, 60), "lr_gamma": 0.5, "clip_max_norm": 1.0, "samples_per_epoch": 40000}
+CLS_DEFAULTS = {
+    "patch_size": 256,
+    "batch_size": 16,
+    "epochs": 400,
+    "lr": 1e-4,
+    "crop": "center",
+    "lr_milestones": (30, 60),
+    "lr_gamma": 0.5,
+    "clip_max_norm": 1.0,
+    "samples_per_epoch": 40000,
+}
 CLS_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013}
 
 

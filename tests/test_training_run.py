@@ -147,7 +147,9 @@ def test_outputs_load_with_the_library_loaders(files, full_run):
         assert torch.equal(value, model.state_dict()[key])
     assert (result.output / "adapter_best.pth").is_file()
     assert sorted(p.name for p in result.output.glob("adapter_epoch*.pth")) == [
-        "adapter_epoch0001.pth", "adapter_epoch0002.pth", "adapter_epoch0003.pth"
+        "adapter_epoch0001.pth",
+        "adapter_epoch0002.pth",
+        "adapter_epoch0003.pth",
     ]
     assert {p.name for p in result.output.iterdir()} >= {"config.json", "metrics.csv", "checkpoint.pth"}
 
@@ -221,15 +223,50 @@ def test_two_process_torchrun_matches_one_process_with_the_same_global_batch(fil
 
     out = files["root"] / f"two-processes-{variant}"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-        "-m", "compressai_transtic.training",
-        "--task", "cls", "--task-weights", "random", "--base", str(files["base"]),
-        "-d", str(files["images"]), "-o", str(out), "--patch-size", "64", "--batch-size", "4",
-        "--crop", "random", "--epochs", "1", "--lr", str(lr), "--variant", variant,
-        "--prompt-option", "generator_width=4", "-n", "0", "--log-every", "1", "--no-progress",
-        "--no-tensorboard", "--seed", "7",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "-m",
+        "compressai_transtic.training",
+        "--task",
+        "cls",
+        "--task-weights",
+        "random",
+        "--base",
+        str(files["base"]),
+        "-d",
+        str(files["images"]),
+        "-o",
+        str(out),
+        "--patch-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--crop",
+        "random",
+        "--epochs",
+        "1",
+        "--lr",
+        str(lr),
+        "--variant",
+        variant,
+        "--prompt-option",
+        "generator_width=4",
+        "-n",
+        "0",
+        "--log-every",
+        "1",
+        "--no-progress",
+        "--no-tensorboard",
+        "--seed",
+        "7",
     ]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1"
+    )
     proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
@@ -281,7 +318,9 @@ def test_unreadable_images_are_named_before_training(files, tmp_path, no_trainin
 
 
 def test_a_base_checkpoint_of_another_architecture_is_refused(files, tmp_path, no_training):
-    transtic = TransTIC.from_base(torch.load(files["base"], weights_only=True)["state_dict"], PromptConfig(generator_width=4))
+    transtic = TransTIC.from_base(
+        torch.load(files["base"], weights_only=True)["state_dict"], PromptConfig(generator_width=4)
+    )
     path = tmp_path / "transtic.pth.tar"
     torch.save({"state_dict": transtic.state_dict()}, path)
     with pytest.raises(ArchitectureMismatchError, match="this checkpoint is transtic, not tic"):
@@ -305,16 +344,29 @@ def test_an_adapter_of_another_variant_is_refused(files, tmp_path, no_training):
 
 def test_resuming_with_another_variant_is_refused(files, full_run, tmp_path, no_training):
     config, result = full_run
-    run = dataclasses.replace(config, output=str(tmp_path / "other"), resume=str(result.output / "checkpoint.pth"),
-                              variant="stb-12")
+    run = dataclasses.replace(
+        config, output=str(tmp_path / "other"), resume=str(result.output / "checkpoint.pth"), variant="stb-12"
+    )
     with pytest.raises(ResumeError, match="variant: checkpoint 'deep', now 'stb-12'"):
         train(run)
 
 
 def test_the_command_line_reports_bad_input_as_an_error_and_exit_status_2(files, tmp_path, capsys, no_training):
     (tmp_path / "empty").mkdir()
-    status = training_cli.main(["--task", "cls", "--task-weights", "random", "--base", str(files["base"]),
-                                "-d", str(tmp_path / "empty"), "-o", str(tmp_path / "out")])
+    status = training_cli.main(
+        [
+            "--task",
+            "cls",
+            "--task-weights",
+            "random",
+            "--base",
+            str(files["base"]),
+            "-d",
+            str(tmp_path / "empty"),
+            "-o",
+            str(tmp_path / "out"),
+        ]
+    )
     assert status == 2
     assert "error:" in capsys.readouterr().err
 
@@ -322,11 +374,28 @@ def test_the_command_line_reports_bad_input_as_an_error_and_exit_status_2(files,
 def test_dry_run_checks_everything_and_trains_nothing(files, tmp_path, capsys, no_training):
     import json
 
-    status = training_cli.main([
-        "--task", "cls", "--task-weights", "random", "--base", str(files["base"]), "-d", str(files["images"]),
-        "-o", str(tmp_path / "out"), "--patch-size", "64", "--batch-size", "4", "--prompt-option", "generator_width=4",
-        "--dry-run", "--no-progress",
-    ])
+    status = training_cli.main(
+        [
+            "--task",
+            "cls",
+            "--task-weights",
+            "random",
+            "--base",
+            str(files["base"]),
+            "-d",
+            str(files["images"]),
+            "-o",
+            str(tmp_path / "out"),
+            "--patch-size",
+            "64",
+            "--batch-size",
+            "4",
+            "--prompt-option",
+            "generator_width=4",
+            "--dry-run",
+            "--no-progress",
+        ]
+    )
     assert status == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["train_images"] == 8 and summary["steps_per_epoch"] == 2 and summary["dry_run"]
@@ -340,22 +409,34 @@ def test_a_runs_own_config_json_starts_the_same_run_elsewhere(files, full_run, t
     config, result = full_run
     written = json.loads((result.output / "config.json").read_text())
     assert "lambda" in written["config"] and "lmbda" not in written["config"]  # the command line's name
-    status = training_cli.main(["--config", str(result.output / "config.json"), "-o", str(tmp_path / "again"),
-                                "--dry-run"])
+    status = training_cli.main(
+        ["--config", str(result.output / "config.json"), "-o", str(tmp_path / "again"), "--dry-run"]
+    )
     assert status == 0, capsys.readouterr().err
     again = json.loads(capsys.readouterr().out)["config"]
     assert again["output"] == str(tmp_path / "again") and again["resume"] is None
     assert {k: v for k, v in again.items() if k not in ("output", "resume")} == {
-        k: v for k, v in written["config"].items() if k not in ("output", "resume")}
+        k: v for k, v in written["config"].items() if k not in ("output", "resume")
+    }
 
 
 def test_a_config_file_spells_lambda_as_the_command_line_does(files, tmp_path, capsys, no_training):
     import json
 
     settings = tmp_path / "run.json"
-    settings.write_text(json.dumps({"task": "cls", "task_weights": "random", "base": str(files["base"]),
-                                    "dataset": str(files["images"]), "lambda": 0.25, "patch_size": 64,
-                                    "batch_size": 4}))
+    settings.write_text(
+        json.dumps(
+            {
+                "task": "cls",
+                "task_weights": "random",
+                "base": str(files["base"]),
+                "dataset": str(files["images"]),
+                "lambda": 0.25,
+                "patch_size": 64,
+                "batch_size": 4,
+            }
+        )
+    )
     assert training_cli.main(["--config", str(settings), "-o", str(tmp_path / "out"), "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["lambda"] == 0.25
 
@@ -382,9 +463,24 @@ def test_log_lines_start_on_their_own_line_under_a_progress_bar(files, tmp_path,
 def test_an_unwritable_output_folder_is_refused_before_training(files, tmp_path, capsys, no_training):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    status = training_cli.main(["--task", "cls", "--task-weights", "random", "--base", str(files["base"]),
-                                "-d", str(files["images"]), "-o", str(blocker / "out"), "--patch-size", "64",
-                                "--batch-size", "4"])
+    status = training_cli.main(
+        [
+            "--task",
+            "cls",
+            "--task-weights",
+            "random",
+            "--base",
+            str(files["base"]),
+            "-d",
+            str(files["images"]),
+            "-o",
+            str(blocker / "out"),
+            "--patch-size",
+            "64",
+            "--batch-size",
+            "4",
+        ]
+    )
     assert status == 2
     err = capsys.readouterr().err
     assert err.startswith("error: training output folder") and "is a file, not a folder" in err

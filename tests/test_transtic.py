@@ -72,7 +72,7 @@ def test_prompt_training_step_leaves_the_base_bit_identical(base):
     before = {k: v.clone() for k, v in model.base_state_dict().items()}
     opt = torch.optim.Adam(model.prompt_parameters(), lr=1e-2)
     out = model(sample_image(64, 64))
-    loss = sum(-l.log2().sum() for l in out["likelihoods"].values()) + out["x_hat"].square().mean()
+    loss = sum(-lik.log2().sum() for lik in out["likelihoods"].values()) + out["x_hat"].square().mean()
     loss.backward()
     opt.step()
     after = model.base_state_dict()

@@ -192,7 +192,9 @@ def test_cached_file_with_wrong_sha256_is_refused(hub_dir, offline):
     cache = hub_dir / "checkpoints"
     cache.mkdir(parents=True)
     (cache / "cls_1.pth.tar").write_bytes(b"corrupted")
-    w = zoo.Weights(RELEASE + "cls_1.pth.tar", "cls_1.pth.tar", hashlib.sha256(b"ok").hexdigest(), "cls", 1, None, "transtic")
+    w = zoo.Weights(
+        RELEASE + "cls_1.pth.tar", "cls_1.pth.tar", hashlib.sha256(b"ok").hexdigest(), "cls", 1, None, "transtic"
+    )
     with pytest.raises(zoo.ChecksumMismatchError, match="cls_1.pth.tar"):
         zoo.fetch_weights(w)
 
@@ -201,7 +203,9 @@ def test_cached_file_with_matching_sha256_is_used(hub_dir, offline):
     cache = hub_dir / "checkpoints"
     cache.mkdir(parents=True)
     (cache / "cls_1.pth.tar").write_bytes(b"ok")
-    w = zoo.Weights(RELEASE + "cls_1.pth.tar", "cls_1.pth.tar", hashlib.sha256(b"ok").hexdigest(), "cls", 1, None, "transtic")
+    w = zoo.Weights(
+        RELEASE + "cls_1.pth.tar", "cls_1.pth.tar", hashlib.sha256(b"ok").hexdigest(), "cls", 1, None, "transtic"
+    )
     assert zoo.fetch_weights(w) == cache / "cls_1.pth.tar"
 
 
@@ -269,8 +273,9 @@ def test_models_command_lists_every_released_file_as_present_or_missing(hub_dir,
 
 
 # ------------------------------------------------------------------ trust on first use
-def test_a_released_file_that_changes_after_first_use_is_refused_until_forgotten(hub_dir, offline, tic_state_dict,
-                                                                                  capsys):
+def test_a_released_file_that_changes_after_first_use_is_refused_until_forgotten(
+    hub_dir, offline, tic_state_dict, capsys
+):
     from compressai_transtic.cli import main
     from compressai_transtic.models import TIC
 

@@ -69,8 +69,12 @@ class ClassificationImages(ImageList[LabelledImage]):
         class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         aliases = [p for p in class_dirs if is_alias_of(p, root)]
         if aliases:
-            logger.warning("%s: %d class folder(s) link to the dataset or to its folders and are not classes: %s",
-                           root, len(aliases), ", ".join(p.name for p in aliases))
+            logger.warning(
+                "%s: %d class folder(s) link to the dataset or to its folders and are not classes: %s",
+                root,
+                len(aliases),
+                ", ".join(p.name for p in aliases),
+            )
             class_dirs = [p for p in class_dirs if p not in aliases]
         if not class_dirs:
             raise ValueError(
@@ -83,7 +87,9 @@ class ClassificationImages(ImageList[LabelledImage]):
         if not numeric and len(names) != 1000:
             logger.warning(
                 "%s has %d class folders: labels are their positions in sorted order, which are "
-                "ImageNet class indices only for the full 1000-class tree", root, len(names)
+                "ImageNet class indices only for the full 1000-class tree",
+                root,
+                len(names),
             )
         items, seen, repeated = [], set(), []  # type: ignore[var-annotated]
         for index, class_dir in zip(indices, class_dirs):
@@ -93,8 +99,13 @@ class ClassificationImages(ImageList[LabelledImage]):
                 else:
                     repeated.append(path)
         if repeated:
-            logger.warning("%s: %d image(s) appear in more than one class folder; each is kept under its first "
-                           "class only, e.g. %s", root, len(repeated), repeated[0])
+            logger.warning(
+                "%s: %d image(s) appear in more than one class folder; each is kept under its first "
+                "class only, e.g. %s",
+                root,
+                len(repeated),
+                repeated[0],
+            )
         return cls(root, items, classes=None if numeric else names)
 
     @classmethod

@@ -56,8 +56,10 @@ class CocoImage(ImageItem):
     def _size_mismatch(self, width: int, height: int) -> Optional[str]:
         if (height, width) == (self.height, self.width):
             return None
-        return (f"the image is {height}x{width} but the annotation file says {self.height}x{self.width}: "
-                "wrong image directory or annotation file?")
+        return (
+            f"the image is {height}x{width} but the annotation file says {self.height}x{self.width}: "
+            "wrong image directory or annotation file?"
+        )
 
 
 class CocoImages(ImageList[CocoImage]):
@@ -89,8 +91,7 @@ class CocoImages(ImageList[CocoImage]):
         missing = [str(item.path) for item in self.items[:1000] if not item.path.is_file()]
         if missing:
             raise FileNotFoundError(
-                f"{len(missing)} image(s) of {self.annotation_file} are missing under {self.root}, "
-                f"e.g. {missing[0]}"
+                f"{len(missing)} image(s) of {self.annotation_file} are missing under {self.root}, e.g. {missing[0]}"
             )
 
     @property

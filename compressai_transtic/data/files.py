@@ -128,8 +128,11 @@ def _log_skips(root: Path, skipped: Dict[str, List[str]], duplicates: int) -> No
         if paths:
             logger.warning("%s: %d %s, e.g. %s", root, len(paths), why[kind], paths[0])
     if duplicates:
-        logger.warning("%s: %d image path(s) lead to files already found through another path; each file "
-                       "is counted once", root, duplicates)
+        logger.warning(
+            "%s: %d image path(s) lead to files already found through another path; each file is counted once",
+            root,
+            duplicates,
+        )
 
 
 # ---------------------------------------------------------------------------- checks

@@ -43,8 +43,9 @@ class ImageFiles(ImageList[ImageFile]):
         if not items:
             if not self.root.is_dir():
                 raise FileNotFoundError(f"image folder {self.root} does not exist")
-            items = [ImageFile(p.relative_to(self.root).as_posix(), p)
-                     for p in find_image_files(self.root, IMAGE_EXTENSIONS)]
+            items = [
+                ImageFile(p.relative_to(self.root).as_posix(), p) for p in find_image_files(self.root, IMAGE_EXTENSIONS)
+            ]
         if not items:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {self.root}")
         self.items = list(items)

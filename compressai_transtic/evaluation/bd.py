@@ -78,7 +78,9 @@ def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str, w
 def _overlap(a: np.ndarray, b: np.ndarray, what: str) -> Tuple[float, float]:
     lo, hi = max(a.min(), b.min()), min(a.max(), b.max())
     if not hi > lo:
-        raise ValueError(f"the two curves do not overlap in {what} ([{a.min():g}, {a.max():g}] vs [{b.min():g}, {b.max():g}])")
+        raise ValueError(
+            f"the two curves do not overlap in {what} ([{a.min():g}, {a.max():g}] vs [{b.min():g}, {b.max():g}])"
+        )
     return float(lo), float(hi)
 
 
@@ -166,7 +168,11 @@ def curve_bd_rate(anchor: Mapping[str, Any], test: Mapping[str, Any], metric: st
     """BD-rate (pchip, %) of two loaded curve files on ``metric``; ``None`` where their
     metric ranges do not overlap (or a curve has too few points)."""
     try:
-        return bd_rate(curve_values(anchor, "bpp"), curve_values(anchor, metric),
-                       curve_values(test, "bpp"), curve_values(test, metric))
+        return bd_rate(
+            curve_values(anchor, "bpp"),
+            curve_values(anchor, metric),
+            curve_values(test, "bpp"),
+            curve_values(test, metric),
+        )
     except ValueError:
         return None

@@ -107,72 +107,140 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = REPRODUCE_PAPER
-    parser.add_argument("dataset", type=Path, help="image directory: an ImageFolder tree (classification), "
-                        "the root of the paths of --labels, or the images of --annotations (COCO)")
+    parser.add_argument(
+        "dataset",
+        type=Path,
+        help="image directory: an ImageFolder tree (classification), "
+        "the root of the paths of --labels, or the images of --annotations (COCO)",
+    )
     data = parser.add_argument_group("dataset")
     data.add_argument("--annotations", type=Path, help="COCO-format annotation file (detection/segmentation)")
     data.add_argument("--labels", type=Path, help="image list 'relative/path LABEL' per line (classification)")
     data.add_argument("--limit", type=int, help="evaluate N images spread evenly over the dataset (quick runs)")
-    data.add_argument("--check-images", choices=("header", "full", "off"), default="header",
-                      help="check every image before any model is built: header (open, size, structure; default), "
-                      "full (decode every image) or off")
-    data.add_argument("--skip-bad", action="store_true", help="leave out images that fail the check (each one is "
-                      "reported, listed in DIR/skipped-images.txt and counted in the results' description) instead "
-                      "of stopping")
-    data.add_argument("--max-pixels", type=int, default=2**24, help="largest image accepted, width x height "
-                      "(default 2^24 = 16.8 MP)")
+    data.add_argument(
+        "--check-images",
+        choices=("header", "full", "off"),
+        default="header",
+        help="check every image before any model is built: header (open, size, structure; default), "
+        "full (decode every image) or off",
+    )
+    data.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out images that fail the check (each one is "
+        "reported, listed in DIR/skipped-images.txt and counted in the results' description) instead "
+        "of stopping",
+    )
+    data.add_argument(
+        "--max-pixels", type=int, default=2**24, help="largest image accepted, width x height (default 2^24 = 16.8 MP)"
+    )
     codecs = parser.add_argument_group("codecs")
-    codecs.add_argument("-a", "--architecture", nargs="+", metavar="CODEC[:Q,Q...]",
-                        help="codecs: tic, transtic (the zoo; default: tic transtic) and traditional codecs "
-                        f"({', '.join(TRADITIONAL_NAMES)}); NAME:Q1,Q2 gives a codec its own quality list")
-    codecs.add_argument("-q", "--quality", nargs="+", type=int,
-                        help="quality levels of the codecs without their own list (zoo: 1 2 3 4 by default; "
-                        "traditional codecs: their own parameter, see below); paired in order with "
-                        "--checkpoint/--adapter files")
-    codecs.add_argument("--checkpoint", nargs="+", type=Path, help="evaluate these model files (TIC or TransTIC) "
-                        "instead of the zoo")
-    codecs.add_argument("--adapter", nargs="+", type=Path, help="TransTIC prompt adapters, one per -q quality, "
-                        "applied to the released base codec of that quality (or --base-checkpoint)")
-    codecs.add_argument("--base-checkpoint", nargs="+", type=Path, help="base codec files for --adapter, one per quality")
+    codecs.add_argument(
+        "-a",
+        "--architecture",
+        nargs="+",
+        metavar="CODEC[:Q,Q...]",
+        help="codecs: tic, transtic (the zoo; default: tic transtic) and traditional codecs "
+        f"({', '.join(TRADITIONAL_NAMES)}); NAME:Q1,Q2 gives a codec its own quality list",
+    )
+    codecs.add_argument(
+        "-q",
+        "--quality",
+        nargs="+",
+        type=int,
+        help="quality levels of the codecs without their own list (zoo: 1 2 3 4 by default; "
+        "traditional codecs: their own parameter, see below); paired in order with "
+        "--checkpoint/--adapter files",
+    )
+    codecs.add_argument(
+        "--checkpoint", nargs="+", type=Path, help="evaluate these model files (TIC or TransTIC) instead of the zoo"
+    )
+    codecs.add_argument(
+        "--adapter",
+        nargs="+",
+        type=Path,
+        help="TransTIC prompt adapters, one per -q quality, "
+        "applied to the released base codec of that quality (or --base-checkpoint)",
+    )
+    codecs.add_argument(
+        "--base-checkpoint", nargs="+", type=Path, help="base codec files for --adapter, one per quality"
+    )
     codecs.add_argument("--name", help="curve name for --checkpoint/--adapter (default: derived from the files)")
-    codecs.add_argument("--random-weights", action="store_true",
-                        help="randomly initialised codecs and task networks (no download; for testing the "
-                        "pipeline: every output is labelled RANDOM WEIGHTS)")
+    codecs.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="randomly initialised codecs and task networks (no download; for testing the "
+        "pipeline: every output is labelled RANDOM WEIGHTS)",
+    )
     codecs.add_argument("--seed", type=int, default=0, help="seed of random initialisation (default 0)")
     anchors = parser.add_argument_group("traditional codecs (CompressAI's bench classes; rate = coded file size)")
     anchors.add_argument("--vtm-build", type=Path, help="VTM build folder (EncoderAppStatic, DecoderAppStatic)")
-    anchors.add_argument("--vtm-config", type=Path, help="VTM configuration (default: cfg/encoder_intra_vtm.cfg "
-                         "found above the build folder)")
+    anchors.add_argument(
+        "--vtm-config",
+        type=Path,
+        help="VTM configuration (default: cfg/encoder_intra_vtm.cfg found above the build folder)",
+    )
     anchors.add_argument("--hm-build", type=Path, help="HM build folder (TAppEncoderStatic, TAppDecoderStatic)")
-    anchors.add_argument("--hm-config", type=Path, help="HM configuration (default: cfg/encoder_intra_main_rext.cfg "
-                         "found above the build folder)")
+    anchors.add_argument(
+        "--hm-config",
+        type=Path,
+        help="HM configuration (default: cfg/encoder_intra_main_rext.cfg found above the build folder)",
+    )
     anchors.add_argument("--bpg-encoder", default="bpgenc", help="bpgenc program (default: on PATH)")
     anchors.add_argument("--bpg-decoder", default="bpgdec", help="bpgdec program (default: on PATH)")
     tasks = parser.add_argument_group("tasks")
-    tasks.add_argument("--task", nargs="+", help="tasks to evaluate (default: det with --annotations, else cls); "
-                       "det and seg can be combined; fidelity: PSNR / MS-SSIM on a plain image folder (Kodak)")
-    tasks.add_argument("--task-weights", help="recognition network weights: 'default' (torchvision's file from the "
-                       "torch hub cache or downloaded), 'random', or a state-dict file")
-    tasks.add_argument("--backend", choices=("torchvision", "detectron2"), default="torchvision",
-                       help="recognition networks (default torchvision; detectron2 = the authors' setup, the one that "
-                       "reproduces the paper's det/seg curves with the released prompts)")
+    tasks.add_argument(
+        "--task",
+        nargs="+",
+        help="tasks to evaluate (default: det with --annotations, else cls); "
+        "det and seg can be combined; fidelity: PSNR / MS-SSIM on a plain image folder (Kodak)",
+    )
+    tasks.add_argument(
+        "--task-weights",
+        help="recognition network weights: 'default' (torchvision's file from the "
+        "torch hub cache or downloaded), 'random', or a state-dict file",
+    )
+    tasks.add_argument(
+        "--backend",
+        choices=("torchvision", "detectron2"),
+        default="torchvision",
+        help="recognition networks (default torchvision; detectron2 = the authors' setup, the one that "
+        "reproduces the paper's det/seg curves with the released prompts)",
+    )
     proto = parser.add_argument_group("protocol (defaults: the paper's)")
     proto.add_argument("--crop", type=int, default=256, help="classification: Resize + CenterCrop size (256)")
     proto.add_argument("--short-edge", type=int, default=800, help="COCO: shortest edge of the prepared image (800)")
     proto.add_argument("--max-size", type=_optional_int, default=1333, help="COCO: longest edge bound (1333; 0: none)")
-    proto.add_argument("--code-multiple", type=_optional_int, default=256,
-                       help="COCO: code at the next multiple of this, then resize back (256; 0: code as is)")
+    proto.add_argument(
+        "--code-multiple",
+        type=_optional_int,
+        default=256,
+        help="COCO: code at the next multiple of this, then resize back (256; 0: code as is)",
+    )
     run = parser.add_argument_group("run")
     run.add_argument("-o", "--output-dir", type=Path, default=Path("transtic-eval"), help="output directory")
     run.add_argument("--no-reference", action="store_true", help="skip the uncompressed reference accuracy")
-    run.add_argument("--rate-average", choices=("image", "total"), default="image",
-                     help="bpp of a point: mean of per-image bpp (image: CompressAI's eval_model and the paper; "
-                     "default) or total bits / total pixels (total: MPEG's common test conditions)")
-    run.add_argument("--fresh", action="store_true", help="start afresh: move earlier records of DIR to "
-                     "DIR/previous-<time>/ (by default curves merge the points of earlier runs into DIR)")
-    run.add_argument("--batch-size", type=int, default=1, help="code and recognise up to N images of one size "
-                     "together (the classification crops; default 1). Every image keeps its own bitstream: "
-                     "the records are those of batch size 1")
+    run.add_argument(
+        "--rate-average",
+        choices=("image", "total"),
+        default="image",
+        help="bpp of a point: mean of per-image bpp (image: CompressAI's eval_model and the paper; "
+        "default) or total bits / total pixels (total: MPEG's common test conditions)",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start afresh: move earlier records of DIR to "
+        "DIR/previous-<time>/ (by default curves merge the points of earlier runs into DIR)",
+    )
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="code and recognise up to N images of one size "
+        "together (the classification crops; default 1). Every image keeps its own bitstream: "
+        "the records are those of batch size 1",
+    )
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     run.add_argument("--threads", type=int, help="torch CPU threads")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -193,8 +261,11 @@ def _task_classes(args: argparse.Namespace) -> List[type]:
     if len(kinds) > 1:
         raise CommandError(f"tasks {', '.join(names)} need different datasets; evaluate them separately")
     kind = kinds.pop()
-    need = {"coco": "--annotations FILE (COCO format)", "classification": "an ImageFolder tree or --labels",
-            "images": "a plain image folder (no --annotations, no --labels)"}.get(kind, kind)
+    need = {
+        "coco": "--annotations FILE (COCO format)",
+        "classification": "an ImageFolder tree or --labels",
+        "images": "a plain image folder (no --annotations, no --labels)",
+    }.get(kind, kind)
     if args.annotations:
         given = "coco"
     elif args.labels:
@@ -228,8 +299,13 @@ def _build_tasks(args: argparse.Namespace, dataset: Any, classes: Sequence[type]
         if name == "seg" and not dataset.has_masks:
             raise CommandError(f"task 'seg' needs segmentation annotations; {args.annotations} has objects without")
         weights = args.task_weights or ("random" if random_weights else "default")
-        options: Dict[str, Any] = {"weights": weights, "backend": args.backend, "device": args.device,
-                                   "progress": not args.no_progress, "seed": args.seed}
+        options: Dict[str, Any] = {
+            "weights": weights,
+            "backend": args.backend,
+            "device": args.device,
+            "progress": not args.no_progress,
+            "seed": args.seed,
+        }
         if kind == "coco":
             options.update(short_edge=args.short_edge, max_size=args.max_size, code_multiple=args.code_multiple)
         elif kind == "classification":
@@ -244,7 +320,9 @@ def _paired_qualities(args: argparse.Namespace, files: Sequence[Path], what: str
     if args.quality is None:
         return [None] * len(files)
     if len(args.quality) != len(files):
-        raise CommandError(f"{len(files)} {what} file(s) but {len(args.quality)} qualit(ies): give one -q per file, in order")
+        raise CommandError(
+            f"{len(files)} {what} file(s) but {len(args.quality)} qualit(ies): give one -q per file, in order"
+        )
     return list(args.quality)
 
 
@@ -269,7 +347,9 @@ def _parse_codecs(entries: Optional[Sequence[str]]) -> List[Tuple[str, Optional[
         name, sep, rest = entry.partition(":")
         name = name.strip().lower()
         if name not in LEARNED and name not in TRADITIONAL_CODECS:
-            raise CommandError(f"unknown codec {name!r} in -a; choose from {', '.join(LEARNED + tuple(TRADITIONAL_CODECS))}")
+            raise CommandError(
+                f"unknown codec {name!r} in -a; choose from {', '.join(LEARNED + tuple(TRADITIONAL_CODECS))}"
+            )
         qualities = None
         if sep:
             try:
@@ -289,9 +369,11 @@ def _traditional_specs(args: argparse.Namespace, entries: Sequence[Tuple[str, Op
     from .codecs import CodecSpec
     from .traditional import TRADITIONAL_CODECS, check_available
 
-    raw = {"vtm": {"build": args.vtm_build, "config": args.vtm_config},
-           "hm": {"build": args.hm_build, "config": args.hm_config},
-           "bpg": {"encoder": args.bpg_encoder, "decoder": args.bpg_decoder}}
+    raw = {
+        "vtm": {"build": args.vtm_build, "config": args.vtm_config},
+        "hm": {"build": args.hm_build, "config": args.hm_config},
+        "bpg": {"encoder": args.bpg_encoder, "decoder": args.bpg_decoder},
+    }
     specs = []
     for name, qualities in entries:
         info = TRADITIONAL_CODECS[name]
@@ -309,64 +391,101 @@ def _build_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[An
     quality_for_learned = any(q is None for _, q in learned) or bool(args.checkpoint or args.adapter)
     quality_for_traditional = any(q is None for _, q in traditional)
     if args.quality and quality_for_learned and quality_for_traditional:
-        raise CommandError("-q would apply to learned and traditional codecs at once; give the traditional ones "
-                           "their own parameters, e.g. -a tic jpeg:10,30,50,70")
+        raise CommandError(
+            "-q would apply to learned and traditional codecs at once; give the traditional ones "
+            "their own parameters, e.g. -a tic jpeg:10,30,50,70"
+        )
     if traditional and not learned and not (args.checkpoint or args.adapter or args.base_checkpoint):
         return _traditional_specs(args, traditional)
     return _learned_specs(args, learned, task_names) + _traditional_specs(args, traditional)
 
 
-def _learned_specs(args: argparse.Namespace, entries: Sequence[Tuple[str, Optional[List[int]]]],
-                   task_names: Sequence[str]) -> List[Any]:
+def _check_model_files(args: argparse.Namespace) -> None:
+    """``--checkpoint``, ``--adapter`` and ``--base-checkpoint``: exclusive where they must be, and there."""
+    if args.checkpoint and args.adapter:
+        raise CommandError("--checkpoint and --adapter exclude each other")
+    for option, paths in (
+        ("--checkpoint", args.checkpoint),
+        ("--adapter", args.adapter),
+        ("--base-checkpoint", args.base_checkpoint),
+    ):
+        missing = [p for p in paths or [] if not p.is_file()]
+        if missing:
+            raise CommandError(f"{option} {missing[0]}: no such file")
+
+
+def _checkpoint_specs(args: argparse.Namespace, architectures: Sequence[str]) -> List[Any]:
+    from .codecs import CodecSpec
+
+    arch = architectures[0] if len(architectures) == 1 else None
+    qualities = _paired_qualities(args, args.checkpoint, "--checkpoint")
+    label = args.name or (_file_label(args.checkpoint[0]) if len(args.checkpoint) == 1 else "checkpoint")
+    return [
+        CodecSpec(label, arch, q, None, "checkpoint", str(p), seed=args.seed)
+        for p, q in zip(args.checkpoint, qualities)
+    ]
+
+
+def _adapter_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[Any]:
+    from ..prompts import read_adapter
+    from .codecs import CodecSpec
+
+    if args.quality is None:
+        raise CommandError("--adapter needs -q: the quality of the base codec of each adapter, in order")
+    qualities = _zoo_qualities(_paired_qualities(args, args.adapter, "--adapter"))
+    bases = args.base_checkpoint or []
+    if bases and len(bases) != len(args.adapter):
+        raise CommandError("give one --base-checkpoint per --adapter, in order")
+    specs = []
+    for i, (path, q) in enumerate(zip(args.adapter, qualities)):
+        task = read_adapter(path).get("task")
+        if task is None:
+            if len(task_names) != 1:
+                raise CommandError(f"adapter {path} does not say its task; evaluate one --task at a time")
+            task = task_names[0]
+        if task not in task_names:
+            raise CommandError(f"adapter {path} is for task {task!r}, which is not evaluated (--task)")
+        base = str(bases[i]) if bases else None
+        specs.append(
+            CodecSpec(
+                args.name or "transtic-adapter",
+                "transtic",
+                q,
+                task,
+                "adapter",
+                str(path),
+                base_path=base,
+                random_base=args.random_weights and not bases,
+                seed=args.seed,
+            )
+        )
+    return specs
+
+
+def _learned_specs(
+    args: argparse.Namespace, entries: Sequence[Tuple[str, Optional[List[int]]]], task_names: Sequence[str]
+) -> List[Any]:
     from .codecs import CodecSpec
 
     source = "random" if args.random_weights else "pretrained"
     architectures = [n for n, _ in entries]
     own = {n: q for n, q in entries if q is not None}
-    if args.checkpoint and args.adapter:
-        raise CommandError("--checkpoint and --adapter exclude each other")
-    for option, paths in (("--checkpoint", args.checkpoint), ("--adapter", args.adapter),
-                          ("--base-checkpoint", args.base_checkpoint)):
-        missing = [p for p in paths or [] if not p.is_file()]
-        if missing:
-            raise CommandError(f"{option} {missing[0]}: no such file")
+    _check_model_files(args)
     if (args.checkpoint or args.adapter) and own:
         raise CommandError("with --checkpoint/--adapter, give the qualities with -q (one per file), not NAME:Q")
     if args.checkpoint:
-        arch = architectures[0] if len(architectures) == 1 else None
-        qualities = _paired_qualities(args, args.checkpoint, "--checkpoint")
-        label = args.name or (_file_label(args.checkpoint[0]) if len(args.checkpoint) == 1 else "checkpoint")
-        return [CodecSpec(label, arch, q, None, "checkpoint", str(p), seed=args.seed)
-                for p, q in zip(args.checkpoint, qualities)]
+        return _checkpoint_specs(args, architectures)
     if args.adapter:
-        from ..prompts import read_adapter
-
-        if args.quality is None:
-            raise CommandError("--adapter needs -q: the quality of the base codec of each adapter, in order")
-        qualities = _zoo_qualities(_paired_qualities(args, args.adapter, "--adapter"))
-        bases = args.base_checkpoint or []
-        if bases and len(bases) != len(args.adapter):
-            raise CommandError("give one --base-checkpoint per --adapter, in order")
-        specs = []
-        for i, (path, q) in enumerate(zip(args.adapter, qualities)):
-            task = read_adapter(path).get("task")
-            if task is None:
-                if len(task_names) != 1:
-                    raise CommandError(f"adapter {path} does not say its task; evaluate one --task at a time")
-                task = task_names[0]
-            if task not in task_names:
-                raise CommandError(f"adapter {path} is for task {task!r}, which is not evaluated (--task)")
-            specs.append(CodecSpec(args.name or "transtic-adapter", "transtic", q, task, "adapter", str(path),
-                                   base_path=str(bases[i]) if bases else None,
-                                   random_base=args.random_weights and not bases, seed=args.seed))
-        return specs
+        return _adapter_specs(args, task_names)
     if args.base_checkpoint:
         raise CommandError("--base-checkpoint goes with --adapter")
     specs = []
     for arch in architectures or (["tic"] if "fidelity" in task_names else ["tic", "transtic"]):
         if arch == "transtic" and "fidelity" in task_names:
-            raise CommandError("transtic's prompts are trained for a recognition task, not for fidelity: "
-                               "evaluate PSNR with -a tic (and traditional codecs)")
+            raise CommandError(
+                "transtic's prompts are trained for a recognition task, not for fidelity: "
+                "evaluate PSNR with -a tic (and traditional codecs)"
+            )
         for q in _zoo_qualities(own.get(arch) or args.quality or [1, 2, 3, 4]):
             if arch == "tic":
                 specs.append(CodecSpec("tic", "tic", q, None, source, seed=args.seed))
@@ -381,9 +500,11 @@ def _format_point(point: Dict[str, Any], metrics: Sequence[str]) -> str:
 
     q = point.get("quality")
     head = f"  q{q}" if q is not None else "  - "
-    return (f"{head:<5} bpp {num(point.get('bpp'), '.4f')}  bpp(lik) {num(point.get('bpp-likelihood'), '.4f')}  "
-            f"PSNR {num(point.get('psnr-rgb'), '.2f')} dB  "
-            + "  ".join(f"{m} {num(point.get(m), '.4f' if 'ssim' in m else '.2f')}" for m in metrics))
+    return (
+        f"{head:<5} bpp {num(point.get('bpp'), '.4f')}  bpp(lik) {num(point.get('bpp-likelihood'), '.4f')}  "
+        f"PSNR {num(point.get('psnr-rgb'), '.2f')} dB  "
+        + "  ".join(f"{m} {num(point.get(m), '.4f' if 'ssim' in m else '.2f')}" for m in metrics)
+    )
 
 
 def _zoo_qualities(qualities: List[int]) -> List[int]:
@@ -421,15 +542,29 @@ def run_eval(args: argparse.Namespace) -> int:
         tasks = _build_tasks(args, dataset, classes, random_weights)
         for task in tasks:
             if task.has_network:
-                task.network  # load the weights now: missing ones stop the run before any output
+                _ = task.network  # load the weights now: missing ones stop the run before any output
         _warn_if_not_the_papers_detectors(specs, args.backend)
         evaluated = len(items) + len(skipped)
-        description = (dataset.describe() + (f", {evaluated} evaluated (--limit)" if evaluated < len(dataset) else "")
-                       + (f", {len(skipped)} unreadable left out (--skip-bad)" if skipped else ""))
-        evaluation = Evaluation(items, tasks, specs, args.output_dir, reference=not args.no_reference,
-                                device=args.device, progress=not args.no_progress, dataset_description=description,
-                                fresh=args.fresh, max_pixels=args.max_pixels, rate_average=args.rate_average,
-                                skipped=skipped, batch_size=args.batch_size)
+        description = (
+            dataset.describe()
+            + (f", {evaluated} evaluated (--limit)" if evaluated < len(dataset) else "")
+            + (f", {len(skipped)} unreadable left out (--skip-bad)" if skipped else "")
+        )
+        evaluation = Evaluation(
+            items,
+            tasks,
+            specs,
+            args.output_dir,
+            reference=not args.no_reference,
+            device=args.device,
+            progress=not args.no_progress,
+            dataset_description=description,
+            fresh=args.fresh,
+            max_pixels=args.max_pixels,
+            rate_average=args.rate_average,
+            skipped=skipped,
+            batch_size=args.batch_size,
+        )
         if evaluation.random_weights and not random_weights:
             random_weights = True
             setup_logging(args.verbose, True)
@@ -447,17 +582,26 @@ def run_eval(args: argparse.Namespace) -> int:
         units = ", ".join(sorted({task.metric_units.get(m, "%") for m in task.metric_names}))
         out(f"{task.name}: {task.title}; {len(items)} images; metrics in {units}")
         if task_curves and task_curves[0].reference:
-            out("  uncompressed: " + "  ".join(f"{m} {v:.2f}" for m, v in task_curves[0].reference.items() if not math.isnan(v)))
+            out(
+                "  uncompressed: "
+                + "  ".join(f"{m} {v:.2f}" for m, v in task_curves[0].reference.items() if not math.isnan(v))
+            )
         shown = [m for m in task.metric_names if m != "psnr-rgb"][: 3 if task.name != "cls" else None]
         for curve in task_curves:
             out(f" {curve.name}")
             for point in curve.points:
                 out(_format_point(point, shown))
             out(f"  -> {evaluation.curve_path(curve)}")
-    out(f"tables: {args.output_dir / 'results.csv'}, {args.output_dir / 'per-image.csv'}, "
-        + ", ".join(str(args.output_dir / f"{t.name}-mpeg.csv") for t in tasks))
-    out("plots: " + ", ".join(str(evaluation.plot_path(t, m)) for t in tasks
-                              for m in dict.fromkeys([t.primary_metric, "psnr-rgb"])))
+    out(
+        f"tables: {args.output_dir / 'results.csv'}, {args.output_dir / 'per-image.csv'}, "
+        + ", ".join(str(args.output_dir / f"{t.name}-mpeg.csv") for t in tasks)
+    )
+    out(
+        "plots: "
+        + ", ".join(
+            str(evaluation.plot_path(t, m)) for t in tasks for m in dict.fromkeys([t.primary_metric, "psnr-rgb"])
+        )
+    )
     if skipped:
         out(f"{len(skipped)} unreadable image(s) left out: {args.output_dir / 'skipped-images.txt'}")
     return 0
@@ -472,16 +616,21 @@ def _checked_images(items: Any, args: argparse.Namespace) -> Tuple[Any, List[Tup
     """
     from ..data.files import check_images
 
-    failures = check_images(list(items), lambda item: item.problem(args.check_images, args.max_pixels),
-                            progress=not args.no_progress and len(items) > 1000)
+    failures = check_images(
+        list(items),
+        lambda item: item.problem(args.check_images, args.max_pixels),
+        progress=not args.no_progress and len(items) > 1000,
+    )
     if not failures:
         return items, []
     lines = "\n".join(f"  {item.path}: {reason}" for item, reason in failures)
     if len(failures) == len(items):
         raise CommandError(f"none of the {len(items)} images can be evaluated:\n{lines}")
     if not args.skip_bad:
-        raise CommandError(f"{len(failures)} of {len(items)} images cannot be evaluated:\n{lines}\n"
-                           "remove or replace them, or pass --skip-bad to evaluate the others")
+        raise CommandError(
+            f"{len(failures)} of {len(items)} images cannot be evaluated:\n{lines}\n"
+            "remove or replace them, or pass --skip-bad to evaluate the others"
+        )
     for item, reason in failures:
         logger.warning("left out (--skip-bad): %s: %s", item.path, reason)
     return items.without([item for item, _ in failures]), failures
@@ -489,12 +638,20 @@ def _checked_images(items: Any, args: argparse.Namespace) -> Tuple[Any, List[Tup
 
 def _warn_if_not_the_papers_detectors(specs: Sequence[Any], backend: str) -> None:
     """Released det/seg prompts were tuned for detectron2's networks: say so under another backend."""
-    tuned = sorted({s.task for s in specs if s.source == "pretrained" and s.architecture == "transtic"
-                    and s.task in ("det", "seg")})
+    tuned = sorted(
+        {
+            s.task
+            for s in specs
+            if s.source == "pretrained" and s.architecture == "transtic" and s.task in ("det", "seg")
+        }
+    )
     if tuned and backend != "detectron2":
-        logger.warning("the released %s prompts were trained with detectron2's Faster/Mask R-CNN; evaluated with "
-                       "%s's detectors, the results do not reproduce the paper (use --backend detectron2)",
-                       "/".join(tuned), backend)
+        logger.warning(
+            "the released %s prompts were trained with detectron2's Faster/Mask R-CNN; evaluated with "
+            "%s's detectors, the results do not reproduce the paper (use --backend detectron2)",
+            "/".join(tuned),
+            backend,
+        )
 
 
 def _is_user_error(err: BaseException) -> bool:
@@ -505,9 +662,23 @@ def _is_user_error(err: BaseException) -> bool:
     from .records import RecordsLockedError
     from .traditional import CodecFailedError, CodecUnavailableError
 
-    return isinstance(err, (CommandError, FileNotFoundError, ValueError, KeyError, ImportError, OutputError,
-                            TaskWeightsUnavailableError, WeightsUnavailableError, ChecksumMismatchError,
-                            CodecUnavailableError, CodecFailedError, RecordsLockedError))
+    return isinstance(
+        err,
+        (
+            CommandError,
+            FileNotFoundError,
+            ValueError,
+            KeyError,
+            ImportError,
+            OutputError,
+            TaskWeightsUnavailableError,
+            WeightsUnavailableError,
+            ChecksumMismatchError,
+            CodecUnavailableError,
+            CodecFailedError,
+            RecordsLockedError,
+        ),
+    )
 
 
 def _error(err: BaseException, random_weights: bool) -> None:
@@ -532,8 +703,12 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("anchor", type=Path, help="anchor curve (JSON results file)")
     parser.add_argument("tests", type=Path, nargs="+", help="curves to compare with the anchor")
     parser.add_argument("--metric", help="metric (default: the anchor's primary metric, else psnr-rgb)")
-    parser.add_argument("--method", choices=("pchip", "cubic"), default="pchip",
-                        help="interpolation: pchip (piecewise cubic, default) or cubic (polynomial fit, VCEG-M33)")
+    parser.add_argument(
+        "--method",
+        choices=("pchip", "cubic"),
+        default="pchip",
+        help="interpolation: pchip (piecewise cubic, default) or cubic (polynomial fit, VCEG-M33)",
+    )
     parser.add_argument("--json", type=Path, help="also write the deltas to this JSON file")
 
 
@@ -563,8 +738,12 @@ def run_compare(args: argparse.Namespace) -> int:
         ra, ma = curve_values(anchor, "bpp", args.anchor), curve_values(anchor, metric, args.anchor)
         for path, test in zip(args.tests, tests):
             rt, mt = curve_values(test, "bpp", path), curve_values(test, metric, path)
-            row: Dict[str, Any] = {"anchor": str(args.anchor), "test": str(path), "metric": metric,
-                                   "method": args.method}
+            row: Dict[str, Any] = {
+                "anchor": str(args.anchor),
+                "test": str(path),
+                "metric": metric,
+                "method": args.method,
+            }
             # BD-rate needs the curves to share metric values, BD-metric rates: report each one that exists
             for key, delta_of, axis in (("bd_rate", bd_rate, "metric"), ("bd_metric", bd_metric, "rate")):
                 try:
@@ -577,15 +756,21 @@ def run_compare(args: argparse.Namespace) -> int:
             if row["bd_rate"] is None and row["bd_metric"] is None:
                 failed.append(f"{path} vs {args.anchor}: {row['bd_rate_error']}")
                 continue
-            out(f"{test.get('name', path)} vs {anchor.get('name', args.anchor)} ({metric}, {args.method}): "
-                + _delta_text(row, "bd_rate", "BD-rate", "+.2f", " %") + ", "
-                + _delta_text(row, "bd_metric", f"BD-{metric}", "+.3f", f" {unit}" if unit else ""))
-            low = [f"{row[key + '_overlap']:.0%} of their {axis} range"
-                   for key, axis in (("bd_rate", "metric"), ("bd_metric", "log-rate"))
-                   if row.get(key + "_overlap", 1.0) < LOW_OVERLAP]
+            out(
+                f"{test.get('name', path)} vs {anchor.get('name', args.anchor)} ({metric}, {args.method}): "
+                + _delta_text(row, "bd_rate", "BD-rate", "+.2f", " %")
+                + ", "
+                + _delta_text(row, "bd_metric", f"BD-{metric}", "+.3f", f" {unit}" if unit else "")
+            )
+            low = [
+                f"{row[key + '_overlap']:.0%} of their {axis} range"
+                for key, axis in (("bd_rate", "metric"), ("bd_metric", "log-rate"))
+                if row.get(key + "_overlap", 1.0) < LOW_OVERLAP
+            ]
             if low:
-                logger.warning("%s and %s share only %s: the delta extrapolates the rest", path, args.anchor,
-                               " and ".join(low))
+                logger.warning(
+                    "%s and %s share only %s: the delta extrapolates the rest", path, args.anchor, " and ".join(low)
+                )
     except ValueError as err:
         _error(err, random_weights)
         return 2
@@ -617,8 +802,11 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", help="metric (default: the first file's primary metric, else psnr-rgb)")
     parser.add_argument("--title", help="plot title")
     parser.add_argument("--no-reference", action="store_true", help="do not draw the uncompressed reference")
-    parser.add_argument("--bd-rate", action="store_true", help="annotate each curve after the first with its "
-                        "BD-rate against the first one")
+    parser.add_argument(
+        "--bd-rate",
+        action="store_true",
+        help="annotate each curve after the first with its BD-rate against the first one",
+    )
 
 
 def run_plot(args: argparse.Namespace) -> int:
@@ -634,8 +822,15 @@ def run_plot(args: argparse.Namespace) -> int:
         curves = [load_curve(p) for p in args.files]
         random_weights = any(c.get("random_weights") for c in curves)
         setup_logging(0, random_weights)
-        path = plot_curves(curves, args.output, metric=args.metric, title=args.title,
-                           show_reference=not args.no_reference, dpi=args.dpi, bd_rate_against_first=args.bd_rate)
+        path = plot_curves(
+            curves,
+            args.output,
+            metric=args.metric,
+            title=args.title,
+            show_reference=not args.no_reference,
+            dpi=args.dpi,
+            bd_rate_against_first=args.bd_rate,
+        )
     except (OSError, ValueError) as err:
         _error(err, random_weights)
         return 2
@@ -646,13 +841,19 @@ def run_plot(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- table
 def add_table_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``compressai-transtic table``."""
-    parser.description = ("A cross-model table of result files: one row per rate point (rate and metrics with "
-                          "their units) and each model's BD-rate against the first file.")
+    parser.description = (
+        "A cross-model table of result files: one row per rate point (rate and metrics with "
+        "their units) and each model's BD-rate against the first file."
+    )
     parser.add_argument("files", type=Path, nargs="+", help="curve files (JSON results); the first is the anchor")
-    parser.add_argument("--metric", nargs="+", help="metric columns (default: the first file's primary metric, "
-                        "then psnr-rgb)")
-    parser.add_argument("--format", choices=("markdown", "latex"), help="syntax (default: from the -o extension "
-                        ".md / .tex, else markdown)")
+    parser.add_argument(
+        "--metric", nargs="+", help="metric columns (default: the first file's primary metric, then psnr-rgb)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("markdown", "latex"),
+        help="syntax (default: from the -o extension .md / .tex, else markdown)",
+    )
     parser.add_argument("-o", "--output", type=Path, help="write the table to this file (default: print it)")
     parser.add_argument("--caption", default="", help="table caption")
     parser.add_argument("--no-bd-rate", action="store_true", help="leave out the BD-rate column")
@@ -674,8 +875,11 @@ def run_table(args: argparse.Namespace) -> int:
         random_weights = any(c.get("random_weights") for c in curves)
         first = curves[0].get("primary_metric")
         metrics = args.metric or list(dict.fromkeys(m for m in (first, "psnr-rgb") if m))
-        text = render(cross_model_table(curves, metrics, bd=not args.no_bd_rate), fmt or TableFormat.MARKDOWN,
-                      caption=(("RANDOM WEIGHTS: not meaningful. " if random_weights else "") + args.caption).strip())
+        text = render(
+            cross_model_table(curves, metrics, bd=not args.no_bd_rate),
+            fmt or TableFormat.MARKDOWN,
+            caption=(("RANDOM WEIGHTS: not meaningful. " if random_weights else "") + args.caption).strip(),
+        )
         if args.output is not None:
             atomic_write_text(args.output, text)
     except (OSError, ValueError) as err:

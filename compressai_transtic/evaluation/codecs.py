@@ -81,7 +81,9 @@ class CodecSpec:
             raise ValueError(f"unknown weights source {self.source!r}; expected one of {SOURCES}")
         if self.source == "traditional":
             if self.architecture not in TRADITIONAL_CODECS:
-                raise ValueError(f"unknown codec {self.architecture!r}; traditional codecs: {', '.join(TRADITIONAL_CODECS)}")
+                raise ValueError(
+                    f"unknown codec {self.architecture!r}; traditional codecs: {', '.join(TRADITIONAL_CODECS)}"
+                )
             if self.quality is None:
                 raise ValueError(f"{self.architecture} needs a quality parameter")
             TRADITIONAL_CODECS[self.architecture].check_quality(self.quality)
@@ -311,12 +313,37 @@ def code_batch(
     decoding_time = _seconds(device, started) / batch
     x_hat = protocol.from_codec(dec["x_hat"], (height, width))
     pixels = height * width
-    return [_result(sum(len(s[i]) for s in enc["strings"]), pixels, bits[i] / pixels, x[i : i + 1], x_hat[i : i + 1],
-                    encoding_time, decoding_time) for i in range(batch)]
+    return [
+        _result(
+            sum(len(s[i]) for s in enc["strings"]),
+            pixels,
+            bits[i] / pixels,
+            x[i : i + 1],
+            x_hat[i : i + 1],
+            encoding_time,
+            decoding_time,
+        )
+        for i in range(batch)
+    ]
 
 
-def _result(num_bytes: int, pixels: int, bpp_likelihood: float, x: Tensor, x_hat: Tensor,
-            encoding_time: float, decoding_time: float) -> CodingResult:
+def _result(
+    num_bytes: int,
+    pixels: int,
+    bpp_likelihood: float,
+    x: Tensor,
+    x_hat: Tensor,
+    encoding_time: float,
+    decoding_time: float,
+) -> CodingResult:
     quality = fidelity_metrics(x, x_hat)
-    return CodingResult(num_bytes, pixels, bpp_likelihood, psnr=psnr(x_hat, x), x_hat=x_hat,
-                        ms_ssim=quality["ms-ssim-rgb"], encoding_time=encoding_time, decoding_time=decoding_time)
+    return CodingResult(
+        num_bytes,
+        pixels,
+        bpp_likelihood,
+        psnr=psnr(x_hat, x),
+        x_hat=x_hat,
+        ms_ssim=quality["ms-ssim-rgb"],
+        encoding_time=encoding_time,
+        decoding_time=decoding_time,
+    )

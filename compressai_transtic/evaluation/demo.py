@@ -36,7 +36,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "cache or download); without them, runs on random weights and says so on every line."
     )
     parser.add_argument(
-        "--qualities", type=int, nargs="+", default=[1, 4], choices=(1, 2, 3, 4), metavar="Q",
+        "--qualities",
+        type=int,
+        nargs="+",
+        default=[1, 4],
+        choices=(1, 2, 3, 4),
+        metavar="Q",
         help="quality levels 1..4 (default: 1 4)",
     )
     parser.add_argument("--crop", type=int, default=256, help="Resize + CenterCrop size (default 256)")
@@ -52,23 +57,27 @@ def _load_classifier(device: str, random_weights: bool, missing: List[str]) -> A
     if not random_weights:
         task = get_task("cls", weights="default", device=device)
         try:
-            task.network
+            _ = task.network  # load the weights now
             return task
         except TaskWeightsUnavailableError as err:
             missing.append(f"ResNet50: {err.url} -> {err.path}")
     task = get_task("cls", weights="random", device=device)
-    task.network
+    _ = task.network
     return task
 
 
-def _load_codecs(qualities: Sequence[int], device: str, random_weights: bool, missing: List[str]) -> List[Tuple[Any, Any]]:
+def _load_codecs(
+    qualities: Sequence[int], device: str, random_weights: bool, missing: List[str]
+) -> List[Tuple[Any, Any]]:
     from ..zoo import WeightsUnavailableError
     from .codecs import CodecSpec
 
     out = []
     points = [(arch, q) for arch in ("tic", "transtic") for q in qualities]
     for arch, q in tqdm(points, desc="loading codecs", unit="codec", leave=False):
-        spec = CodecSpec(arch, arch, q, "cls" if arch == "transtic" else None, "random" if random_weights else "pretrained")
+        spec = CodecSpec(
+            arch, arch, q, "cls" if arch == "transtic" else None, "random" if random_weights else "pretrained"
+        )
         try:
             model = spec.load(device)
         except WeightsUnavailableError as err:
@@ -85,11 +94,11 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
 
     from ..data import labelled_samples, load_sample
     from ..devices import DeviceUnavailableError, check_device
-    from ..trust import TrustStoreError
-    from ..zoo import ChecksumMismatchError
     from ..evaluation.cli import setup_logging
     from ..evaluation.metrics import topk_accuracy
     from ..evaluation.protocol import classification_protocol
+    from ..trust import TrustStoreError
+    from ..zoo import ChecksumMismatchError
     from .codecs import code_image
 
     setup_logging(args.verbose, args.random_weights)
@@ -129,8 +138,10 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
     samples = labelled_samples()
     images = [protocol.prepare(load_sample(s))[None] for s in samples]
     labels = [s.labels for s in samples]
-    say(f"{len(samples)} sample photos ({', '.join(s.name for s in samples)}), Resize {args.crop} + "
-        f"CenterCrop {args.crop}; ResNet50 ({classifier.describe_weights()})")
+    say(
+        f"{len(samples)} sample photos ({', '.join(s.name for s in samples)}), Resize {args.crop} + "
+        f"CenterCrop {args.crop}; ResNet50 ({classifier.describe_weights()})"
+    )
 
     def classify(batch: Sequence[torch.Tensor]) -> List[List[int]]:
         return [classifier.predict(x, None)["top5"] for x in batch]

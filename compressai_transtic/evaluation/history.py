@@ -37,8 +37,12 @@ def read_history(path: Path) -> List[CodecSpec]:
         entries = json.loads(path.read_text())["codecs"]
         return [_spec(dict(entry)) for entry in entries]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        logger.warning("%s is unreadable (%s): earlier rate points are not merged into the curves; "
-                       "it is rewritten with this run's", path, err)
+        logger.warning(
+            "%s is unreadable (%s): earlier rate points are not merged into the curves; "
+            "it is rewritten with this run's",
+            path,
+            err,
+        )
         return []
 
 

@@ -81,15 +81,25 @@ def plot_curves(
         label = str(curve.get("name", source)) + (" [RANDOM WEIGHTS]" if random else "")
         if bd_rate_against_first and i > 0:
             label += _bd_note(loaded[0], curve, metric)
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker=_MARKERS[i % len(_MARKERS)],
-                linestyle=_LINES[i % len(_LINES)], label=label)
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker=_MARKERS[i % len(_MARKERS)],
+            linestyle=_LINES[i % len(_LINES)],
+            label=label,
+        )
         ref = (curve.get("reference") or {}).get(metric)
         if show_reference and ref is not None and math.isfinite(float(ref)):
             references.setdefault((round(float(ref), 6), curve.get("task"), random), None)
     for j, (value, task, random) in enumerate(references):
         label = f"uncompressed ({task})" if task else "uncompressed"
-        ax.axhline(value, color="0.35", linestyle=("--", ":", "-.")[j % 3], linewidth=1.2,
-                   label=label + (" [RANDOM WEIGHTS]" if random else ""))
+        ax.axhline(
+            value,
+            color="0.35",
+            linestyle=("--", ":", "-.")[j % 3],
+            linewidth=1.2,
+            label=label + (" [RANDOM WEIGHTS]" if random else ""),
+        )
     ax.set_xlabel(axis_label("bpp"))
     ax.set_ylabel(axis_label(metric, loaded[0]))
     tasks = sorted({str(c["task"]) for c in loaded if c.get("task")})

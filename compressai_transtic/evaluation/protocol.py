@@ -155,7 +155,9 @@ def classification_protocol(crop: int = 256) -> CodingProtocol:
     return CodingProtocol(resize="shorter-side", short_edge=crop, center_crop=crop)
 
 
-def detection_protocol(short_edge: int = 800, max_size: Optional[int] = 1333, code_multiple: Optional[int] = 256) -> CodingProtocol:
+def detection_protocol(
+    short_edge: int = 800, max_size: Optional[int] = 1333, code_multiple: Optional[int] = 256
+) -> CodingProtocol:
     """The paper's COCO protocol: shortest edge 800 (max 1333), code at a multiple of 256.
 
     Args:

@@ -54,6 +54,11 @@ def record_problem(record: Any) -> Optional[str]:
         return "no 'prediction'"
     if record["codec"] == REFERENCE_CODEC:
         return None
+    return _coding_problem(record)
+
+
+def _coding_problem(record: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with the coding fields (rate, fidelity, times) of a codec's record."""
     for field, low in (("bytes", 0), ("pixels", 1)):
         value = record.get(field)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -74,7 +79,9 @@ def record_problem(record: Any) -> Optional[str]:
         seconds = record.get(field)
         if seconds is not None and (not _is_number(seconds) or not (math.isnan(seconds) or 0.0 <= seconds < math.inf)):
             return f"{field!r} is {seconds!r}, not a number of seconds"
-    if record.get("quality") is not None and (not isinstance(record["quality"], int) or isinstance(record["quality"], bool)):
+    if record.get("quality") is not None and (
+        not isinstance(record["quality"], int) or isinstance(record["quality"], bool)
+    ):
         return f"'quality' is {record['quality']!r}, not an integer"
     return None
 
@@ -124,7 +131,8 @@ class RecordStore:
             lock.close()
             raise RecordsLockedError(
                 f"{self.path} is being written by another evaluation (process {holder}); wait for it to finish "
-                f"or use another output folder") from None
+                f"or use another output folder"
+            ) from None
         lock.seek(0)
         lock.truncate()
         lock.write(f"{os.getpid()}\n")
@@ -179,8 +187,13 @@ class RecordStore:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         for lineno, _, problem in damaged[:5]:
-            logger.warning("%s:%d: %s; the line is set aside in %s and its result will be recomputed",
-                           self.path, lineno, problem, self.damaged_path)
+            logger.warning(
+                "%s:%d: %s; the line is set aside in %s and its result will be recomputed",
+                self.path,
+                lineno,
+                problem,
+                self.damaged_path,
+            )
         if len(damaged) > 5:
             logger.warning("%s: %d more damaged lines set aside in %s", self.path, len(damaged) - 5, self.damaged_path)
 

@@ -68,7 +68,9 @@ def write_csv(path: Union[str, Path], rows: Sequence[Mapping[str, Any]], columns
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in row.items()})
+        writer.writerow(
+            {k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in row.items()}
+        )
     return atomic_write_text(path, buffer.getvalue())
 
 
@@ -97,19 +99,30 @@ def curve_values(curve: Mapping[str, Any], metric: str, path: Union[str, Path] =
     """The values of ``metric`` in a curve (``None`` -> NaN), or a clear error."""
     results = curve["results"]
     if metric not in results:
-        raise ValueError(
-            f"{path or curve.get('name')}: no metric {metric!r}; available: {', '.join(sorted(results))}"
-        )
+        raise ValueError(f"{path or curve.get('name')}: no metric {metric!r}; available: {', '.join(sorted(results))}")
     return [math.nan if v is None else float(v) for v in results[metric]]
 
 
-_TITLES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "psnr-rgb": "PSNR (RGB)",
-           "ms-ssim-rgb": "MS-SSIM (RGB)", "bpp": "rate", "bpp-likelihood": "rate (likelihoods)",
-           "encoding_time": "encoding time", "decoding_time": "decoding time"}
+_TITLES = {
+    "top1": "top-1 accuracy",
+    "top5": "top-5 accuracy",
+    "psnr-rgb": "PSNR (RGB)",
+    "ms-ssim-rgb": "MS-SSIM (RGB)",
+    "bpp": "rate",
+    "bpp-likelihood": "rate (likelihoods)",
+    "encoding_time": "encoding time",
+    "decoding_time": "decoding time",
+}
 _AP_KINDS = {"": "AP", "50": "AP50", "75": "AP75", "s": "AP (small)", "m": "AP (medium)", "l": "AP (large)"}
 #: units of metrics whose files do not say (CompressAI's eval_model files)
-_UNITS = {"psnr-rgb": "dB", "ms-ssim-rgb": "", "bpp": "bpp", "bpp-likelihood": "bpp", "encoding_time": "s",
-          "decoding_time": "s"}
+_UNITS = {
+    "psnr-rgb": "dB",
+    "ms-ssim-rgb": "",
+    "bpp": "bpp",
+    "bpp-likelihood": "bpp",
+    "encoding_time": "s",
+    "decoding_time": "s",
+}
 
 
 def metric_title(metric: str) -> str:

@@ -43,8 +43,20 @@ RANDOM_LABEL = "RANDOM WEIGHTS"
 SKIPPED_FILE = "skipped-images.txt"
 
 #: per-image columns, in CompressAI ``eval_model``'s vocabulary
-PER_IMAGE_COLUMNS = ("curve", "quality", "weights", "image", "bytes", "pixels", "bpp", "bpp-likelihood",
-                     "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")
+PER_IMAGE_COLUMNS = (
+    "curve",
+    "quality",
+    "weights",
+    "image",
+    "bytes",
+    "pixels",
+    "bpp",
+    "bpp-likelihood",
+    "psnr-rgb",
+    "ms-ssim-rgb",
+    "encoding_time",
+    "decoding_time",
+)
 
 
 class RateAverage(str, enum.Enum):
@@ -56,8 +68,7 @@ class RateAverage(str, enum.Enum):
     TOTAL = "total"
 
     def describe(self) -> str:
-        return ("bpp = mean of per-image bpp" if self is RateAverage.IMAGE
-                else "bpp = total bits / total pixels")
+        return "bpp = mean of per-image bpp" if self is RateAverage.IMAGE else "bpp = total bits / total pixels"
 
 
 @dataclass
@@ -91,10 +102,28 @@ class Curve:
 
     def to_json(self) -> Dict[str, Any]:
         """The curve in CompressAI's result format (plus ``task``, ``reference``...)."""
-        keys = list(dict.fromkeys(["quality", "bpp", "bpp-likelihood", "psnr-rgb", "ms-ssim-rgb", *self.task.metric_names,
-                                   "encoding_time", "decoding_time"]))
-        units = {"bpp": "bits per pixel", "bpp-likelihood": "bits per pixel", "psnr-rgb": "dB",
-                 "ms-ssim-rgb": "1 (fraction)", "encoding_time": "s", "decoding_time": "s"}
+        keys = list(
+            dict.fromkeys(
+                [
+                    "quality",
+                    "bpp",
+                    "bpp-likelihood",
+                    "psnr-rgb",
+                    "ms-ssim-rgb",
+                    *self.task.metric_names,
+                    "encoding_time",
+                    "decoding_time",
+                ]
+            )
+        )
+        units = {
+            "bpp": "bits per pixel",
+            "bpp-likelihood": "bits per pixel",
+            "psnr-rgb": "dB",
+            "ms-ssim-rgb": "1 (fraction)",
+            "encoding_time": "s",
+            "decoding_time": "s",
+        }
         units.update({m: self.task.metric_units.get(m, "%") for m in self.task.metric_names})
         return {
             "name": self.name,
@@ -173,9 +202,7 @@ class Evaluation:
             raise ValueError("no task to evaluate")
         protocols = {t.protocol() for t in tasks}
         if len(protocols) != 1:
-            raise ValueError(
-                f"tasks {[t.name for t in tasks]} use different test protocols; evaluate them separately"
-            )
+            raise ValueError(f"tasks {[t.name for t in tasks]} use different test protocols; evaluate them separately")
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task listed twice: {names}")
@@ -218,8 +245,13 @@ class Evaluation:
         key = self._task_keys.get(id(task))
         if key is None:
             key = self._task_keys[id(task)] = fingerprint(
-                {"task": task.name, "backend": task.backend, "weights": task.describe_weights(),
-                 "seed": task.seed if task.random_weights else None, "protocol": task.protocol().as_dict()}
+                {
+                    "task": task.name,
+                    "backend": task.backend,
+                    "weights": task.describe_weights(),
+                    "seed": task.seed if task.random_weights else None,
+                    "protocol": task.protocol().as_dict(),
+                }
             )
         return key
 
@@ -273,8 +305,12 @@ class Evaluation:
                 continue  # evaluated now, for other tasks, or not on every image of this dataset
             first = owner.setdefault(spec.label, spec)
             if curve_identity(first) != curve_identity(spec):
-                logger.warning("earlier records of %s are not merged into the curve %r of %s",
-                               spec.describe(), spec.label, first.describe())
+                logger.warning(
+                    "earlier records of %s are not merged into the curve %r of %s",
+                    spec.describe(),
+                    spec.label,
+                    first.describe(),
+                )
                 continue
             merged.append(spec)
             keys.add(key)
@@ -313,8 +349,9 @@ class Evaluation:
             return [task.predict(images[0], items[0])]
         return task.predict_batch(torch.cat(list(images)), items)
 
-    def _predict_group(self, tasks_per_item: Sequence[List[Task]], images: Sequence[torch.Tensor],
-                       items: Sequence[Any]) -> List[Dict[str, Any]]:
+    def _predict_group(
+        self, tasks_per_item: Sequence[List[Task]], images: Sequence[torch.Tensor], items: Sequence[Any]
+    ) -> List[Dict[str, Any]]:
         """Per item, ``{task name: prediction}`` for the tasks it still needs."""
         out: List[Dict[str, Any]] = [{} for _ in items]
         for task in self.tasks:
@@ -335,10 +372,16 @@ class Evaluation:
             predictions = self._predict_group(tasks_per_item, images, items)
             for item, tasks, predicted in zip(items, tasks_per_item, predictions):
                 for task in tasks:
-                    store.append({
-                        "codec": REFERENCE_KEY, "task": self.task_key(task), "image": item.image_id,
-                        "label": REFERENCE_KEY, "task_name": task.name, "prediction": predicted[task.name],
-                    })
+                    store.append(
+                        {
+                            "codec": REFERENCE_KEY,
+                            "task": self.task_key(task),
+                            "image": item.image_id,
+                            "label": REFERENCE_KEY,
+                            "task_name": task.name,
+                            "prediction": predicted[task.name],
+                        }
+                    )
             bar.update(len(group))
         bar.close()
 
@@ -358,14 +401,25 @@ class Evaluation:
             predictions = self._predict_group(tasks_per_item, [c.x_hat for c in coded], items)
             for item, tasks, result, predicted in zip(items, tasks_per_item, coded, predictions):
                 for task in tasks:
-                    store.append({
-                        "codec": key, "task": self.task_key(task), "image": item.image_id,
-                        "label": spec.label, "quality": spec.quality, "task_name": task.name,
-                        "bytes": result.num_bytes, "pixels": result.pixels, "bpp": result.bpp,
-                        "bpp_likelihood": result.bpp_likelihood, "psnr": result.psnr, "ms_ssim": result.ms_ssim,
-                        "encoding_time": result.encoding_time, "decoding_time": result.decoding_time,
-                        "prediction": predicted[task.name],
-                    })
+                    store.append(
+                        {
+                            "codec": key,
+                            "task": self.task_key(task),
+                            "image": item.image_id,
+                            "label": spec.label,
+                            "quality": spec.quality,
+                            "task_name": task.name,
+                            "bytes": result.num_bytes,
+                            "pixels": result.pixels,
+                            "bpp": result.bpp,
+                            "bpp_likelihood": result.bpp_likelihood,
+                            "psnr": result.psnr,
+                            "ms_ssim": result.ms_ssim,
+                            "encoding_time": result.encoding_time,
+                            "decoding_time": result.decoding_time,
+                            "prediction": predicted[task.name],
+                        }
+                    )
             bar.update(len(group))
         bar.close()
         del model
@@ -385,15 +439,17 @@ class Evaluation:
             for task in self.tasks_of(spec):
                 curve = curves.get((spec.label, task.name))
                 if curve is None:
-                    curve = curves[(spec.label, task.name)] = Curve(spec.label, task, [], num_images=len(self.dataset),
-                                                                    rate_average=self.rate_average)
+                    curve = curves[(spec.label, task.name)] = Curve(
+                        spec.label, task, [], num_images=len(self.dataset), rate_average=self.rate_average
+                    )
                 records = self._collect(store, self.codec_key(spec), task)
                 point = self._coding_means(spec, list(records.values()))
                 point.update(self._metrics(task, records))
                 curve.specs.append(spec)
                 curve.points.append(point)
-        references = {task.name: self._metrics(task, self._collect(store, REFERENCE_KEY, task))
-                      for task in self.reference_tasks}
+        references = {
+            task.name: self._metrics(task, self._collect(store, REFERENCE_KEY, task)) for task in self.reference_tasks
+        }
         for curve in curves.values():
             order = sorted(range(len(curve.points)), key=lambda i: _point_order(curve.specs[i], curve.points[i]))
             curve.points = [curve.points[i] for i in order]
@@ -426,10 +482,14 @@ class Evaluation:
             f"task {curve.task.name}: {curve.task.title}, network weights: {curve.task.describe_weights()}",
             "protocol: " + ", ".join(f"{k}={v}" for k, v in protocol.items() if v not in (None, "none")),
             f"dataset: {self.dataset_description}",
-            (f"{len(self.skipped)} unreadable image(s) left out (--skip-bad), listed in {SKIPPED_FILE}"
-             if self.skipped else ""),
+            (
+                f"{len(self.skipped)} unreadable image(s) left out (--skip-bad), listed in {SKIPPED_FILE}"
+                if self.skipped
+                else ""
+            ),
             "bpp from the real bitstream or coded file (bpp-likelihood from forward()), per pixel of the "
-            f"prepared image, {self.rate_average.describe()}; " + ", ".join(f"{m} in {curve.task.metric_units.get(m, '%')}" for m in curve.task.metric_names),
+            f"prepared image, {self.rate_average.describe()}; "
+            + ", ".join(f"{m} in {curve.task.metric_units.get(m, '%')}" for m in curve.task.metric_names),
         ]
         return ". ".join(p for p in parts if p)
 
@@ -455,8 +515,18 @@ class Evaluation:
 
     def _write_table(self, curves: Sequence[Curve]) -> None:
         """``results.csv``: one row per curve point and task, the uncompressed references first."""
-        columns = ["curve", "task", "quality", "weights", "random_weights", "num_images",
-                   "bpp", "bpp-likelihood", "psnr-rgb", "ms-ssim-rgb"]
+        columns = [
+            "curve",
+            "task",
+            "quality",
+            "weights",
+            "random_weights",
+            "num_images",
+            "bpp",
+            "bpp-likelihood",
+            "psnr-rgb",
+            "ms-ssim-rgb",
+        ]
         for task in self.tasks:
             columns += [m for m in task.metric_names if m not in columns]
         columns += ["encoding_time", "decoding_time"]
@@ -465,12 +535,28 @@ class Evaluation:
             task_curves = [c for c in curves if c.task is task]
             if task in self.reference_tasks and task_curves:
                 ref = task_curves[0].reference
-                rows.append({"curve": "uncompressed", "task": task.name, "weights": "",
-                             "random_weights": task.random_weights, "num_images": len(self.dataset), **ref})
+                rows.append(
+                    {
+                        "curve": "uncompressed",
+                        "task": task.name,
+                        "weights": "",
+                        "random_weights": task.random_weights,
+                        "num_images": len(self.dataset),
+                        **ref,
+                    }
+                )
             for curve in task_curves:
                 for spec, point in zip(curve.specs, curve.points):
-                    rows.append({"curve": curve.name, "task": task.name, "weights": spec.describe(),
-                                 "random_weights": curve.random_weights, "num_images": curve.num_images, **point})
+                    rows.append(
+                        {
+                            "curve": curve.name,
+                            "task": task.name,
+                            "weights": spec.describe(),
+                            "random_weights": curve.random_weights,
+                            "num_images": curve.num_images,
+                            **point,
+                        }
+                    )
         write_csv(self.output_dir / "results.csv", rows, columns)
 
     def _write_per_image(self, curves: Sequence[Curve], store: RecordStore) -> None:
@@ -483,11 +569,22 @@ class Evaluation:
                     continue
                 done.add(key)
                 for image_id, r in self._collect(store, key, curve.task).items():
-                    rows.append({"curve": curve.name, "quality": spec.quality, "weights": spec.describe(),
-                                 "image": image_id, "bytes": r["bytes"], "pixels": r["pixels"], "bpp": r["bpp"],
-                                 "bpp-likelihood": r["bpp_likelihood"], "psnr-rgb": r["psnr"],
-                                 "ms-ssim-rgb": r.get("ms_ssim"), "encoding_time": r.get("encoding_time"),
-                                 "decoding_time": r.get("decoding_time")})
+                    rows.append(
+                        {
+                            "curve": curve.name,
+                            "quality": spec.quality,
+                            "weights": spec.describe(),
+                            "image": image_id,
+                            "bytes": r["bytes"],
+                            "pixels": r["pixels"],
+                            "bpp": r["bpp"],
+                            "bpp-likelihood": r["bpp_likelihood"],
+                            "psnr-rgb": r["psnr"],
+                            "ms-ssim-rgb": r.get("ms_ssim"),
+                            "encoding_time": r.get("encoding_time"),
+                            "decoding_time": r.get("decoding_time"),
+                        }
+                    )
         write_csv(self.output_dir / "per-image.csv", rows, PER_IMAGE_COLUMNS)
 
     def _write_mpeg_table(self, task: Task, curves: Sequence[Curve]) -> None:
@@ -496,9 +593,17 @@ class Evaluation:
             return
         metric = task.primary_metric
         columns = ["dataset", "codec", "quality", "bpp", metric]
-        rows = [{"dataset": self.dataset_description, "codec": curve.name, "quality": point["quality"],
-                 "bpp": point["bpp"], metric: point.get(metric)}
-                for curve in curves for point in curve.points]
+        rows = [
+            {
+                "dataset": self.dataset_description,
+                "codec": curve.name,
+                "quality": point["quality"],
+                "bpp": point["bpp"],
+                metric: point.get(metric),
+            }
+            for curve in curves
+            for point in curve.points
+        ]
         write_csv(self.output_dir / f"{task.name}-mpeg.csv", rows, columns)
 
     def _write_plots(self, curves: Sequence[Curve]) -> None:

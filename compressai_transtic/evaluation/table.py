@@ -45,8 +45,7 @@ def _bd_cell(anchor: Mapping[str, Any], curve: Mapping[str, Any], metric: str) -
     return "n/a" if value is None else f"{value:+.2f} %"
 
 
-def cross_model_table(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str],
-                      bd: bool = True) -> List[List[str]]:
+def cross_model_table(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str], bd: bool = True) -> List[List[str]]:
     """The table's rows as text cells, the header first.
 
     Args:
@@ -77,8 +76,18 @@ def cross_model_table(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str
     return rows
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def _latex(text: str) -> str:
@@ -89,15 +98,18 @@ def render(rows: Sequence[Sequence[str]], fmt: TableFormat, caption: str = "") -
     """The rows of :func:`cross_model_table` as Markdown or LaTeX text."""
     header, body = rows[0], rows[1:]
     if fmt is TableFormat.MARKDOWN:
-        lines = ["| " + " | ".join(header) + " |",
-                 "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
         return ("" if not caption else f"{caption}\n\n") + "\n".join(lines) + "\n"
     lines = [r"\begin{table}[t]", r"\centering"]
     if caption:
         lines.append(r"\caption{" + _latex(caption) + "}")
-    lines += [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
-              " & ".join(_latex(c) for c in header) + r" \\", r"\midrule"]
+    lines += [
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(_latex(c) for c in header) + r" \\",
+        r"\midrule",
+    ]
     for row in body:
         if row[0] and row is not body[0]:
             lines.append(r"\midrule")

@@ -102,8 +102,10 @@ class TraditionalCodec:
             raise ValueError(f"invalid quality {quality} for {self.name}: its {self.parameter} runs from {lo} to {hi}")
 
 
-_BUILD_HINT = ("build it from its sources (cmake, Release) and pass the folder holding {programs} with --{name}-build, "
-               "and its intra configuration file (cfg/{cfg}) with --{name}-config")
+_BUILD_HINT = (
+    "build it from its sources (cmake, Release) and pass the folder holding {programs} with --{name}-build, "
+    "and its intra configuration file (cfg/{cfg}) with --{name}-config"
+)
 
 TRADITIONAL_CODECS: Dict[str, TraditionalCodec] = {
     c.name: c
@@ -112,24 +114,46 @@ TRADITIONAL_CODECS: Dict[str, TraditionalCodec] = {
         TraditionalCodec("webp", "WebP (Pillow)", (0, 100), (5, 15, 30, 50, 75), "Pillow quality"),
         TraditionalCodec("avif", "AVIF (Pillow)", (0, 100), (20, 35, 50, 65, 80), "Pillow quality"),
         TraditionalCodec(
-            "jpeg2000", "JPEG 2000 (ffmpeg, OpenJPEG)", (1, 1000), (10, 20, 40, 80, 160),
-            "ffmpeg -compression_level (compression ratio 2 x level)", ("ffmpeg",),
-            "install ffmpeg built with libopenjpeg (e.g. apt install ffmpeg) so that `ffmpeg` is on PATH"),
+            "jpeg2000",
+            "JPEG 2000 (ffmpeg, OpenJPEG)",
+            (1, 1000),
+            (10, 20, 40, 80, 160),
+            "ffmpeg -compression_level (compression ratio 2 x level)",
+            ("ffmpeg",),
+            "install ffmpeg built with libopenjpeg (e.g. apt install ffmpeg) so that `ffmpeg` is on PATH",
+        ),
         TraditionalCodec(
-            "bpg", "BPG (HEVC intra, x265, YCbCr 4:4:4, 8 bits)", (0, 51), (27, 32, 37, 42, 47),
-            "quantisation parameter", ("bpgenc", "bpgdec"),
+            "bpg",
+            "BPG (HEVC intra, x265, YCbCr 4:4:4, 8 bits)",
+            (0, 51),
+            (27, 32, 37, 42, 47),
+            "quantisation parameter",
+            ("bpgenc", "bpgdec"),
             "build libbpg (https://bellard.org/bpg/) and put bpgenc and bpgdec on PATH, "
-            "or pass them with --bpg-encoder and --bpg-decoder"),
+            "or pass them with --bpg-encoder and --bpg-decoder",
+        ),
         TraditionalCodec(
-            "hm", "HM (HEVC reference software, intra, YCbCr 4:4:4)", (0, 51), (22, 27, 32, 37, 42),
-            "quantisation parameter", ("TAppEncoderStatic", "TAppDecoderStatic"),
-            _BUILD_HINT.format(programs="TAppEncoderStatic and TAppDecoderStatic", name="hm",
-                               cfg="encoder_intra_main_rext.cfg")),
+            "hm",
+            "HM (HEVC reference software, intra, YCbCr 4:4:4)",
+            (0, 51),
+            (22, 27, 32, 37, 42),
+            "quantisation parameter",
+            ("TAppEncoderStatic", "TAppDecoderStatic"),
+            _BUILD_HINT.format(
+                programs="TAppEncoderStatic and TAppDecoderStatic", name="hm", cfg="encoder_intra_main_rext.cfg"
+            ),
+        ),
         TraditionalCodec(
-            "vtm", "VTM (VVC reference software, intra, YCbCr 4:4:4)", (0, 63), (22, 27, 32, 37, 42),
-            "quantisation parameter", ("EncoderAppStatic", "DecoderAppStatic"),
-            _BUILD_HINT.format(programs="EncoderAppStatic and DecoderAppStatic", name="vtm",
-                               cfg="encoder_intra_vtm.cfg")),
+            "vtm",
+            "VTM (VVC reference software, intra, YCbCr 4:4:4)",
+            (0, 63),
+            (22, 27, 32, 37, 42),
+            "quantisation parameter",
+            ("EncoderAppStatic", "DecoderAppStatic"),
+            _BUILD_HINT.format(
+                programs="EncoderAppStatic and DecoderAppStatic", name="vtm", cfg="encoder_intra_vtm.cfg"
+            ),
+        ),
     )
 }
 
@@ -173,7 +197,8 @@ def resolve_options(name: str, options: Mapping[str, str]) -> Dict[str, str]:
         if not PIL.features.check(_PILLOW_FEATURES[name]):
             raise CodecUnavailableError(
                 f"{info.title}: this Pillow ({PIL.__version__}) was built without {name.upper()} support; "
-                f"install a Pillow wheel from PyPI (pip install -U pillow)")
+                f"install a Pillow wheel from PyPI (pip install -U pillow)"
+            )
         return resolved
     if name in ("hm", "vtm"):
         build = resolved.get("build")
@@ -182,19 +207,21 @@ def resolve_options(name: str, options: Mapping[str, str]) -> Dict[str, str]:
         build_dir = Path(build).expanduser().resolve()
         for program in info.programs:
             if _program(str(build_dir / program)) is None:
-                raise CodecUnavailableError(
-                    f"{info.title}: no executable {program} in {build_dir}; {info.how_to_get}")
+                raise CodecUnavailableError(f"{info.title}: no executable {program} in {build_dir}; {info.how_to_get}")
         config = resolved.get("config") or _find_config(name, build_dir)
         if config is None or not Path(config).is_file():
             where = config or f"cfg/{_DEFAULT_CONFIGS[name]} above {build_dir}"
-            raise CodecUnavailableError(f"{info.title}: configuration file {where} not found; pass --{name}-config FILE")
+            raise CodecUnavailableError(
+                f"{info.title}: configuration file {where} not found; pass --{name}-config FILE"
+            )
         return {"build": str(build_dir), "config": str(Path(config).expanduser().resolve())}
     defaults = {"bpg": {"encoder": "bpgenc", "decoder": "bpgdec"}, "jpeg2000": {"encoder": "ffmpeg"}}[name]
     for role, default in defaults.items():
         program = _program(resolved.get(role, default))
         if program is None:
             raise CodecUnavailableError(
-                f"{info.title}: program {resolved.get(role, default)!r} not found; {info.how_to_get}")
+                f"{info.title}: program {resolved.get(role, default)!r} not found; {info.how_to_get}"
+            )
         resolved[role] = os.path.abspath(program) if os.sep in program else program
     return resolved
 
@@ -225,8 +252,11 @@ def _bench_codec(name: str, options: Mapping[str, str]) -> bench.Codec:
     if name == "jpeg2000":
         return bench.JPEG2000(argparse.Namespace())
     if name == "bpg":
-        return bench.BPG(argparse.Namespace(m="444", b="8", c="ycbcr", e="x265",
-                                            encoder_path=options["encoder"], decoder_path=options["decoder"]))
+        return bench.BPG(
+            argparse.Namespace(
+                m="444", b="8", c="ycbcr", e="x265", encoder_path=options["encoder"], decoder_path=options["decoder"]
+            )
+        )
     codec_class = bench.HM if name == "hm" else bench.VTM
     return codec_class(argparse.Namespace(build_dir=options["build"], config=options["config"], rgb=False))
 
@@ -281,17 +311,23 @@ class ExternalCodec:
         num_bytes = int(round(float(info["bpp"]) * height * width / 8.0))
         decoded = np.asarray(rec.convert("RGB"))
         if decoded.shape[:2] != (height, width):
-            raise CodecFailedError(f"{self.info.title} decoded {decoded.shape[1]}x{decoded.shape[0]} pixels, "
-                                   f"expected {width}x{height}")
+            raise CodecFailedError(
+                f"{self.info.title} decoded {decoded.shape[1]}x{decoded.shape[0]} pixels, expected {width}x{height}"
+            )
         x_hat = torch.from_numpy(decoded.copy()).permute(2, 0, 1)[None].to(torch.float64) / 255.0
-        return CodedImage(num_bytes, x_hat.to(device=x.device, dtype=x.dtype),
-                          float(info.get("encoding_time", math.nan)), float(info.get("decoding_time", math.nan)))
+        return CodedImage(
+            num_bytes,
+            x_hat.to(device=x.device, dtype=x.dtype),
+            float(info.get("encoding_time", math.nan)),
+            float(info.get("decoding_time", math.nan)),
+        )
 
     def _run(self, source: str) -> Tuple[Dict[str, Any], Image.Image]:
         try:
             return self._codec.run(source, self.quality, metrics=["psnr-rgb"], return_rec=True)
         except SystemExit as exc:  # compressai.utils.bench.run_command ends the process on failure
-            raise CodecFailedError(f"{self.info.title} q{self.quality} failed (its output is above); "
-                                   f"exit status {exc.code}") from None
+            raise CodecFailedError(
+                f"{self.info.title} q{self.quality} failed (its output is above); exit status {exc.code}"
+            ) from None
         except (OSError, ValueError) as exc:
             raise CodecFailedError(f"{self.info.title} q{self.quality} failed: {exc}") from exc

@@ -10,12 +10,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.models.utils import update_registered_buffers
 from compressai.models import CompressionModel
+from compressai.models.utils import update_registered_buffers
 from torch import Tensor
 
-from ..entropy_models import BucketizedGaussianConditional, LegacyEntropyBottleneck
 from ..bitstream import BitstreamError, checksum, pack_header, unpack_header
+from ..entropy_models import BucketizedGaussianConditional, LegacyEntropyBottleneck
 from ..layers import RSTB, ceil_to, conv, deconv, drop_path_rates
 from ..state_dicts import check_architecture, checkpoint_filter_fn, needs_entropy_update
 
@@ -345,9 +345,7 @@ class TIC(CompressionModel):
                     f"decoder's limit of {self.max_decode_pixels}; raise model.max_decode_pixels to decode it"
                 )
             if checksum(zs, ys) != header.crc:
-                raise BitstreamError(
-                    f"image {i}: bitstream checksum mismatch: the data is truncated or was modified"
-                )
+                raise BitstreamError(f"image {i}: bitstream checksum mismatch: the data is truncated or was modified")
             sizes.add((header.height, header.width))
         if len(sizes) != 1:
             raise BitstreamError(f"images of one batch must share one size, headers give {sorted(sizes)}")

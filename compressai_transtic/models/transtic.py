@@ -190,7 +190,10 @@ class TransTIC(TIC):
                 source = getattr(self, f"{name}_prompt")
                 ip_map = source(x if ip_map is None else ip_map)
                 layers = getattr(self, f"{name}_prompt_layers")
-                prompts = [WindowPrompts(prompt_map=_nhwc(layer(ip_map)), downsample=cfg.encoder_downsample) for layer in layers]
+                prompts = [
+                    WindowPrompts(prompt_map=_nhwc(layer(ip_map)), downsample=cfg.encoder_downsample)
+                    for layer in layers
+                ]
             x = rstb(x, prompts)
             x = upsample(x)
         return x

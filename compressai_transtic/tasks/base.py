@@ -81,9 +81,7 @@ class Task:
         seed: int = 0,
     ) -> None:
         if backend not in self.backends:
-            raise ValueError(
-                f"task {self.name!r} supports the backends {', '.join(self.backends)}, not {backend!r}"
-            )
+            raise ValueError(f"task {self.name!r} supports the backends {', '.join(self.backends)}, not {backend!r}")
         self.weights = normalize_weights_option(weights)
         self.backend = backend
         self.device = torch.device(device)
@@ -169,8 +167,9 @@ class Task:
         """
         if lmbda is None:
             if quality is None:
-                raise ValueError(f"the {self.name} criterion needs lmbda or quality (the paper's lambdas: "
-                                 f"{self.default_lambdas})")
+                raise ValueError(
+                    f"the {self.name} criterion needs lmbda or quality (the paper's lambdas: {self.default_lambdas})"
+                )
             lmbda = self.lmbda(quality)
         return CRITERIONS[self.criterion_name](lmbda=lmbda, features=self.feature_extractor())
 

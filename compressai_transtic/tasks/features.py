@@ -48,11 +48,18 @@ class ImageNetNormalize(nn.Module):
 class BGRPixelMean(nn.Module):
     """RGB in [0, 1] -> BGR in [0, 255] minus detectron2's pixel mean (no std), as the authors."""
 
-    def __init__(self, pixel_mean_bgr: Sequence[float] = DETECTRON2_PIXEL_MEAN_BGR,
-                 pixel_std_bgr: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
+    def __init__(
+        self,
+        pixel_mean_bgr: Sequence[float] = DETECTRON2_PIXEL_MEAN_BGR,
+        pixel_std_bgr: Sequence[float] = (1.0, 1.0, 1.0),
+    ) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(pixel_mean_bgr, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(pixel_std_bgr, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(pixel_mean_bgr, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(pixel_std_bgr, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return (x.flip(1) * 255.0 - self.mean) / self.std

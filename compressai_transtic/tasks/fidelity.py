@@ -28,6 +28,7 @@ __all__ = ["FidelityTask", "MS_SSIM_MIN_SIDE", "fidelity_metrics"]
 
 logger = logging.getLogger(__name__)
 
+
 class FidelityTask(Task):
     """PSNR and MS-SSIM of decoded images, as CompressAI's ``eval_model`` reports them.
 
@@ -76,8 +77,11 @@ class FidelityTask(Task):
         psnrs = [v["psnr-rgb"] for v in values]
         msssims = [v["ms-ssim-rgb"] for v in values]
         if any(m is None for m in msssims):
-            logger.warning("MS-SSIM needs images larger than %dx%d pixels; reported as NaN", MS_SSIM_MIN_SIDE + 1,
-                           MS_SSIM_MIN_SIDE + 1)
+            logger.warning(
+                "MS-SSIM needs images larger than %dx%d pixels; reported as NaN",
+                MS_SSIM_MIN_SIDE + 1,
+                MS_SSIM_MIN_SIDE + 1,
+            )
         return {
             "psnr-rgb": sum(psnrs) / len(psnrs),
             "ms-ssim-rgb": math.nan if any(m is None for m in msssims) else sum(msssims) / len(msssims),

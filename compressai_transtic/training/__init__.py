@@ -34,9 +34,10 @@ repository, whose ``examples/`` would shadow it)::
 It writes ``checkpoint.pth.tar`` (last epoch; pass it back as ``--checkpoint`` to
 continue) and ``checkpoint_best_loss.pth.tar`` into the current directory. CompressAI
 builds ``tic`` at its quality 3, which has the same architecture as every quality
-(N=128, M=192): the quality of the result is set by ``--lambda`` alone. ``-d`` expects CompressAI's ``ImageFolder`` layout (``train/`` and ``test/``
-sub-folders). The released base codecs used lambda 0.0018, 0.0035, 0.0067, 0.013
-(qualities 1-4; loss ``lambda * 255^2 * MSE + bpp``). The saved checkpoint is then the
+(N=128, M=192): the quality of the result is set by ``--lambda`` alone. ``-d`` expects
+CompressAI's ``ImageFolder`` layout (``train/`` and ``test/`` sub-folders). The released
+base codecs used lambda 0.0018, 0.0035, 0.0067, 0.013 (qualities 1-4; loss
+``lambda * 255^2 * MSE + bpp``). The saved checkpoint is then the
 ``--base`` of ``compressai-transtic train``.
 """
 

@@ -68,7 +68,9 @@ class AdapterKind:
         """Raise if adapter weights with ``signature`` / ``base_hash`` do not fit ``model``."""
         raise NotImplementedError
 
-    def save(self, model: nn.Module, path: Union[str, os.PathLike], task: Optional[str], metadata: Dict[str, Any]) -> Path:
+    def save(
+        self, model: nn.Module, path: Union[str, os.PathLike], task: Optional[str], metadata: Dict[str, Any]
+    ) -> Path:
         """Write the adapter file (atomically)."""
         raise NotImplementedError
 
@@ -142,7 +144,9 @@ class PromptAdapter(AdapterKind):
                 f"run's base is {expected[:12]}...); pass the matching --base / --quality"
             )
 
-    def save(self, model: nn.Module, path: Union[str, os.PathLike], task: Optional[str], metadata: Dict[str, Any]) -> Path:
+    def save(
+        self, model: nn.Module, path: Union[str, os.PathLike], task: Optional[str], metadata: Dict[str, Any]
+    ) -> Path:
         from ..prompts import save_adapter
 
         return save_adapter(model, path, task=task, metadata=metadata)

@@ -54,54 +54,166 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """
     g = parser.add_argument_group("what to train")
     g.add_argument("--task", default=_S, help="task plugin name: cls, det, seg or a registered plugin's")
-    g.add_argument("-q", "--quality", type=int, default=_S, help="quality 1..4: released base codec and the paper's lambda (default 1)")
-    g.add_argument("--lambda", dest="lmbda", type=float, default=_S, help="rate-accuracy trade-off (default: the task's lambda for the quality)")
-    g.add_argument("--base", default=_S, metavar="CKPT", help="base codec (TIC) checkpoint file or URL (default: released base_codec_<quality>)")
+    g.add_argument(
+        "-q",
+        "--quality",
+        type=int,
+        default=_S,
+        help="quality 1..4: released base codec and the paper's lambda (default 1)",
+    )
+    g.add_argument(
+        "--lambda",
+        dest="lmbda",
+        type=float,
+        default=_S,
+        help="rate-accuracy trade-off (default: the task's lambda for the quality)",
+    )
+    g.add_argument(
+        "--base",
+        default=_S,
+        metavar="CKPT",
+        help="base codec (TIC) checkpoint file or URL (default: released base_codec_<quality>)",
+    )
     g.add_argument("--arch", default=_S, help="adapted architecture (default transtic)")
-    g.add_argument("--variant", default=_S, help="prompt variant: deep (default), shallow, prompts-4, prompts-64, stb-12, stb-34, enc-only, dec-only, enc-ip-dec-ip")
-    g.add_argument("--prompt-option", dest="prompt_options", action="append", type=_key_value, default=_S, metavar="KEY=VALUE", help="override a PromptConfig field, e.g. encoder_mask=aligned (repeatable)")
+    g.add_argument(
+        "--variant",
+        default=_S,
+        help="prompt variant: deep (default), shallow, prompts-4, prompts-64, stb-12, stb-34, enc-only, dec-only, "
+        "enc-ip-dec-ip",
+    )
+    g.add_argument(
+        "--prompt-option",
+        dest="prompt_options",
+        action="append",
+        type=_key_value,
+        default=_S,
+        metavar="KEY=VALUE",
+        help="override a PromptConfig field, e.g. encoder_mask=aligned (repeatable)",
+    )
     g.add_argument("--init-adapter", default=_S, metavar="FILE", help="start from these prompts instead of fresh ones")
-    g.add_argument("--task-weights", default=_S, metavar="W", help="recognition network weights: default, a file, or random (tests only)")
-    g.add_argument("--task-option", dest="task_options", action="append", type=_key_value, default=_S, metavar="KEY=VALUE", help="task constructor option, e.g. backend=detectron2 (repeatable)")
+    g.add_argument(
+        "--task-weights",
+        default=_S,
+        metavar="W",
+        help="recognition network weights: default, a file, or random (tests only)",
+    )
+    g.add_argument(
+        "--task-option",
+        dest="task_options",
+        action="append",
+        type=_key_value,
+        default=_S,
+        metavar="KEY=VALUE",
+        help="task constructor option, e.g. backend=detectron2 (repeatable)",
+    )
 
     g = parser.add_argument_group("data")
-    g.add_argument("-d", "--dataset", default=_S, metavar="DIR", help="training images (any folder, searched recursively)")
+    g.add_argument(
+        "-d", "--dataset", default=_S, metavar="DIR", help="training images (any folder, searched recursively)"
+    )
     g.add_argument("--val-dataset", default=_S, metavar="DIR", help="validation images: enables best-adapter selection")
-    g.add_argument("--val-fraction", type=float, default=_S, help="hold out this fraction of the training images for validation instead")
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        default=_S,
+        help="hold out this fraction of the training images for validation instead",
+    )
     g.add_argument("--val-limit", type=int, default=_S, help="validate on at most N images")
-    g.add_argument("--val-crop", choices=("center", "full"), default=_S, help="validation on central patches (default) or full images")
+    g.add_argument(
+        "--val-crop",
+        choices=("center", "full"),
+        default=_S,
+        help="validation on central patches (default) or full images",
+    )
     g.add_argument("--patch-size", type=int, default=_S, help="training crop side (default 256)")
-    g.add_argument("--crop", choices=CROP_MODES, default=_S, help="center: Resize+CenterCrop (cls default); random: RandomCrop+flip (det/seg default)")
-    g.add_argument("--samples-per-epoch", type=int, default=_S, help="images per epoch (cls default 40000, others: all)")
-    g.add_argument("-n", "--workers", type=int, default=_S, help="data-loading workers per process (default min(4, CPUs))")
-    g.add_argument("--verify-images", choices=("header", "full", "off"), default=_S, help="check every image before training (default header)")
+    g.add_argument(
+        "--crop",
+        choices=CROP_MODES,
+        default=_S,
+        help="center: Resize+CenterCrop (cls default); random: RandomCrop+flip (det/seg default)",
+    )
+    g.add_argument(
+        "--samples-per-epoch", type=int, default=_S, help="images per epoch (cls default 40000, others: all)"
+    )
+    g.add_argument(
+        "-n", "--workers", type=int, default=_S, help="data-loading workers per process (default min(4, CPUs))"
+    )
+    g.add_argument(
+        "--verify-images",
+        choices=("header", "full", "off"),
+        default=_S,
+        help="check every image before training (default header)",
+    )
     g.add_argument("--max-pixels", type=int, default=_S, help="largest image accepted, width x height (default 2^24)")
 
     g = parser.add_argument_group("optimisation")
     g.add_argument("-e", "--epochs", type=int, default=_S, help="epochs (cls 400, det/seg 40)")
-    g.add_argument("--batch-size", type=int, default=_S, help="GLOBAL batch size, split over processes (cls 16, det/seg 8)")
+    g.add_argument(
+        "--batch-size", type=int, default=_S, help="GLOBAL batch size, split over processes (cls 16, det/seg 8)"
+    )
     g.add_argument("--lr", type=float, default=_S, help="Adam learning rate (default 1e-4)")
-    g.add_argument("--lr-milestones", type=int, nargs="*", default=_S, metavar="EPOCH", help="epochs after which the rate is multiplied by --lr-gamma")
+    g.add_argument(
+        "--lr-milestones",
+        type=int,
+        nargs="*",
+        default=_S,
+        metavar="EPOCH",
+        help="epochs after which the rate is multiplied by --lr-gamma",
+    )
     g.add_argument("--lr-gamma", type=float, default=_S, help="learning-rate step factor")
     g.add_argument("--clip-max-norm", type=float, default=_S, help="gradient-norm clipping (default 1.0; 0: off)")
     g.add_argument("--seed", type=int, default=_S, help="seed of everything random (default 0)")
     g.add_argument("--device", default=_S, help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default=_S, help="mixed precision on GPU (default auto)")
+    g.add_argument(
+        "--amp", choices=("auto", "off", "bf16", "fp16"), default=_S, help="mixed precision on GPU (default auto)"
+    )
     g.add_argument("--deterministic", action="store_true", default=_S, help="deterministic GPU kernels (slower)")
 
     g = parser.add_argument_group("checkpoints and logs")
-    g.add_argument("-o", "--output", default=_S, metavar="DIR", help="output directory (default runs/<task>-q<quality>)")
-    g.add_argument("--resume", nargs="?", const="last", default=_S, metavar="CKPT", help="continue a run: no value = the output directory's checkpoint; 'auto' = if there is one; or a checkpoint path")
-    g.add_argument("--select-by", choices=("loss", "task_loss"), default=_S, help="validation metric of the best adapter (default loss)")
+    g.add_argument(
+        "-o", "--output", default=_S, metavar="DIR", help="output directory (default runs/<task>-q<quality>)"
+    )
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        default=_S,
+        metavar="CKPT",
+        help="continue a run: no value = the output directory's checkpoint; 'auto' = if there is one; "
+        "or a checkpoint path",
+    )
+    g.add_argument(
+        "--select-by",
+        choices=("loss", "task_loss"),
+        default=_S,
+        help="validation metric of the best adapter (default loss)",
+    )
     g.add_argument("--save-every", type=int, default=_S, metavar="N", help="also keep the adapter of every N-th epoch")
-    g.add_argument("--checkpoint-every", type=int, default=_S, metavar="STEPS", help="also checkpoint every STEPS steps inside an epoch")
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=_S,
+        metavar="STEPS",
+        help="also checkpoint every STEPS steps inside an epoch",
+    )
     g.add_argument("--log-every", type=int, default=_S, metavar="STEPS", help="steps between log rows (default 50)")
-    g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=_S, help="do not write TensorBoard events")
+    g.add_argument(
+        "--no-tensorboard", dest="tensorboard", action="store_false", default=_S, help="do not write TensorBoard events"
+    )
     g.add_argument("--no-progress", dest="progress", action="store_false", default=_S, help="no progress bars")
 
     g = parser.add_argument_group("run")
-    g.add_argument("-c", "--config", dest="config_file", default=None, metavar="FILE", help="JSON/TOML file of options (command line wins)")
-    g.add_argument("--dry-run", action="store_true", help="do every check and build everything, then stop before training")
+    g.add_argument(
+        "-c",
+        "--config",
+        dest="config_file",
+        default=None,
+        metavar="FILE",
+        help="JSON/TOML file of options (command line wins)",
+    )
+    g.add_argument(
+        "--dry-run", action="store_true", help="do every check and build everything, then stop before training"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -153,7 +265,9 @@ def _configure_logging() -> None:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s" if "RANK" in os.environ else "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s"
+        if "RANK" in os.environ
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
 

@@ -242,6 +242,18 @@ class TrainConfig:
         Raises:
             ConfigError: naming the first invalid option.
         """
+        self._check_numbers()
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
+        if self.quality not in (1, 2, 3, 4) and self.base is None:
+            raise ConfigError(f"quality must be 1..4 to pick a released base codec (got {self.quality})")
+        if self.val_fraction and self.val_dataset:
+            raise ConfigError("give either val_dataset or val_fraction, not both")
+        if not isinstance(self.prompt_options, dict) or not isinstance(self.task_options, dict):
+            raise ConfigError("prompt_options and task_options must be tables / dicts")
+
+    def _check_numbers(self) -> None:
         def positive(name: str, allow_zero: bool = False) -> None:
             value = getattr(self, name)
             if value is None or value < 0 or (value == 0 and not allow_zero):
@@ -252,32 +264,25 @@ class TrainConfig:
             positive(name)
         for name in ("clip_max_norm", "save_every", "checkpoint_every", "workers"):
             positive(name, allow_zero=True)
-        if self.samples_per_epoch is not None:
-            positive("samples_per_epoch")
-        if self.val_limit is not None:
-            positive("val_limit")
-        if self.quality not in (1, 2, 3, 4) and self.base is None:
-            raise ConfigError(f"quality must be 1..4 to pick a released base codec (got {self.quality})")
-        if self.crop not in CROP_MODES:
-            raise ConfigError(f"crop must be one of {CROP_MODES} (got {self.crop!r})")
-        if self.val_crop not in ("center", "full"):
-            raise ConfigError(f"val_crop must be 'center' or 'full' (got {self.val_crop!r})")
+        for name in ("samples_per_epoch", "val_limit"):
+            if getattr(self, name) is not None:
+                positive(name)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1) (got {self.val_fraction})")
-        if self.val_fraction and self.val_dataset:
-            raise ConfigError("give either val_dataset or val_fraction, not both")
-        if self.amp not in ("auto", "off", "bf16", "fp16"):
-            raise ConfigError(f"amp must be auto, off, bf16 or fp16 (got {self.amp!r})")
-        if self.select_by not in ("loss", "task_loss"):
-            raise ConfigError(f"select_by must be 'loss' or 'task_loss' (got {self.select_by!r})")
-        if self.verify_images not in ("header", "full", "off"):
-            raise ConfigError(f"verify_images must be header, full or off (got {self.verify_images!r})")
         if self.lmbda is not None and self.lmbda < 0:
             raise ConfigError(f"lambda must be >= 0 (got {self.lmbda})")
         if any(m < 1 for m in self.lr_milestones or ()):
             raise ConfigError(f"lr_milestones must be epoch numbers >= 1 (got {self.lr_milestones})")
-        if not isinstance(self.prompt_options, dict) or not isinstance(self.task_options, dict):
-            raise ConfigError("prompt_options and task_options must be tables / dicts")
+
+
+#: the options with a fixed set of values
+_CHOICES = {
+    "crop": CROP_MODES,
+    "val_crop": ("center", "full"),
+    "amp": ("auto", "off", "bf16", "fp16"),
+    "select_by": ("loss", "task_loss"),
+    "verify_images": ("header", "full", "off"),
+}
 
 
 def _normalise(values: Dict[str, Any]) -> Dict[str, Any]:
@@ -301,10 +306,19 @@ def _normalise(values: Dict[str, Any]) -> Dict[str, Any]:
 
 
 #: the keys of the ``config.json`` a run writes (its options are under ``config``)
-RUN_RECORD_KEYS = frozenset({
-    "config", "world_size", "device", "precision", "base_sha256", "num_train_images", "num_val_images",
-    "steps_per_epoch", "resumed_from",
-})
+RUN_RECORD_KEYS = frozenset(
+    {
+        "config",
+        "world_size",
+        "device",
+        "precision",
+        "base_sha256",
+        "num_train_images",
+        "num_val_images",
+        "steps_per_epoch",
+        "resumed_from",
+    }
+)
 
 
 def load_config_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:

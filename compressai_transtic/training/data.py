@@ -108,7 +108,10 @@ def find_images(root: Union[str, os.PathLike], what: str = "training") -> List[P
 
 
 def check_images(
-    paths: Sequence[Path], mode: str = "header", threads: int = 8, progress: bool = False,
+    paths: Sequence[Path],
+    mode: str = "header",
+    threads: int = 8,
+    progress: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> List[Tuple[Path, str]]:
     """Find the files among ``paths`` that cannot be trained on.
@@ -125,8 +128,9 @@ def check_images(
     """
     if mode == "off":
         return []
-    return check_files(paths, lambda p: check_image(p, mode, max_pixels), threads, progress,
-                       desc=f"checking images ({mode})")
+    return check_files(
+        paths, lambda p: check_image(p, mode, max_pixels), threads, progress, desc=f"checking images ({mode})"
+    )
 
 
 def unreadable_error(failures: Sequence[Tuple[Path, str]], what: str = "training") -> UnreadableImageError:
@@ -205,8 +209,9 @@ class TrainingImages(Dataset):
         draw made for this sample (see :func:`~.randomness.sample_key`).
     """
 
-    def __init__(self, paths: Sequence[Path], patch_size: int, crop: str, seed: int,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self, paths: Sequence[Path], patch_size: int, crop: str, seed: int, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> None:
         self.paths = list(paths)
         self.patch_size = int(patch_size)
         self.crop = crop
@@ -249,8 +254,9 @@ class ValidationImages(Dataset):
         max_pixels: the largest image read.
     """
 
-    def __init__(self, paths: Sequence[Path], patch_size: int, crop: str = "center",
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self, paths: Sequence[Path], patch_size: int, crop: str = "center", max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> None:
         self.paths = list(paths)
         self.patch_size = int(patch_size)
         self.crop = crop

@@ -21,7 +21,17 @@ logger = logging.getLogger(__name__)
 #: epoch 0 is before training); ``grad_norm`` is the mean gradient norm of the
 #: adapter parameters before clipping (empty for validation)
 CSV_COLUMNS = (
-    "split", "epoch", "step", "lr", "loss", "bpp_loss", "task_loss", "mse_loss", "grad_norm", "images", "seconds",
+    "split",
+    "epoch",
+    "step",
+    "lr",
+    "loss",
+    "bpp_loss",
+    "task_loss",
+    "mse_loss",
+    "grad_norm",
+    "images",
+    "seconds",
 )
 
 
@@ -54,7 +64,9 @@ class MetricsLog:
             removed so that the log matches an uninterrupted run.
     """
 
-    def __init__(self, directory: Path, enabled: bool, tensorboard: bool = True, resume_step: Optional[int] = None) -> None:
+    def __init__(
+        self, directory: Path, enabled: bool, tensorboard: bool = True, resume_step: Optional[int] = None
+    ) -> None:
         self.enabled = enabled
         self.path = Path(directory) / "metrics.csv"
         self._tb: Any = None
@@ -92,12 +104,19 @@ class MetricsLog:
         atomic_write_text(self.path, text.getvalue())
         logger.info("removed %d metric rows logged after the resumed checkpoint (step %d)", len(body) - len(kept), step)
 
-    def write(self, split: str, epoch: int, step: int, metrics: Mapping[str, float], lr: float, images: int, seconds: float) -> None:
+    def write(
+        self, split: str, epoch: int, step: int, metrics: Mapping[str, float], lr: float, images: int, seconds: float
+    ) -> None:
         """Append one row (and TensorBoard scalars ``<split>/<metric>``)."""
         if not self.enabled:
             return
         values: Dict[str, Any] = {
-            "split": split, "epoch": epoch, "step": step, "lr": lr, "images": images, "seconds": round(seconds, 3),
+            "split": split,
+            "epoch": epoch,
+            "step": step,
+            "lr": lr,
+            "images": images,
+            "seconds": round(seconds, 3),
         }
         for key in ("loss", "bpp_loss", "task_loss", "mse_loss", "grad_norm"):
             values[key] = metrics.get(key, "")
@@ -110,7 +129,14 @@ class MetricsLog:
                 self._tb.add_scalar("lr", lr, step)
         logger.info(
             "%s epoch %d step %d: loss %.5g | bpp %.5g | task %.5g | mse %.3g | lr %.3g",
-            split, epoch, step, metrics["loss"], metrics["bpp_loss"], metrics["task_loss"], metrics["mse_loss"], lr,
+            split,
+            epoch,
+            step,
+            metrics["loss"],
+            metrics["bpp_loss"],
+            metrics["task_loss"],
+            metrics["mse_loss"],
+            lr,
         )
 
     def flush(self) -> None:

@@ -78,7 +78,9 @@ def entropy_models_in_float32(model: nn.Module, device_type: str) -> Callable[[]
 
             def forward(*args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
                 args = tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
-                kwargs = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in kwargs.items()}
+                kwargs = {
+                    k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in kwargs.items()
+                }
                 with torch.autocast(device_type=device_type, enabled=False):
                     return _original(*args, **kwargs)
 

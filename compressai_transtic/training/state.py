@@ -110,7 +110,9 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     """Inverse of :func:`rng_state`."""
     random.setstate(_as_tuple(state["python"]))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         states = state["cuda"]
@@ -146,7 +148,9 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
             hint = " It holds model weights only (no optimizer state): pass it as --base or --init-adapter."
         raise ResumeError(f"cannot resume: {path} is not a training checkpoint of compressai-transtic.{hint}")
     if payload.get("version") != CHECKPOINT_VERSION:
-        raise ResumeError(f"cannot resume: {path} has checkpoint version {payload.get('version')}, expected {CHECKPOINT_VERSION}")
+        raise ResumeError(
+            f"cannot resume: {path} has checkpoint version {payload.get('version')}, expected {CHECKPOINT_VERSION}"
+        )
     return payload
 
 

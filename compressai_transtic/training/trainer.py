@@ -185,8 +185,10 @@ class Trainer:
         except KeyError as exc:
             raise ConfigError(exc.args[0]) from None
         if task_cls is not None and not task_cls.trainable:
-            raise ConfigError(f"task {config.task!r} only evaluates ({task_cls.title}); it has no loss to train "
-                              "prompts for (train the base codec with CompressAI's examples/train.py)")
+            raise ConfigError(
+                f"task {config.task!r} only evaluates ({task_cls.title}); it has no loss to train "
+                "prompts for (train the base codec with CompressAI's examples/train.py)"
+            )
         cfg = config.resolve(
             getattr(task_cls, "training_defaults", {}) or {}, getattr(task_cls, "default_lambdas", {}) or {}
         )
@@ -262,7 +264,10 @@ class Trainer:
             restore_rng_state(ckpt["rng"])
             logger.info(
                 "resuming from %s: epoch %d, step %d of the epoch (global step %d)",
-                self.resume_source, self.start_epoch + 1, self.start_step, self.global_step,
+                self.resume_source,
+                self.start_epoch + 1,
+                self.start_step,
+                self.global_step,
             )
 
         # -- process-count independence, precision
@@ -325,8 +330,12 @@ class Trainer:
         ctx = self.ctx
         everything = self.train_paths + self.val_paths
         mine = [everything[i] for i in shard(list(range(len(everything))), ctx.rank, ctx.world_size)]
-        failures = check_images(mine, cfg.verify_images, progress=cfg.progress and ctx.is_main and len(mine) > 1000,
-                                max_pixels=cfg.max_pixels)
+        failures = check_images(
+            mine,
+            cfg.verify_images,
+            progress=cfg.progress and ctx.is_main and len(mine) > 1000,
+            max_pixels=cfg.max_pixels,
+        )
         if ctx.distributed:
             import torch.distributed as dist
 
@@ -343,11 +352,15 @@ class Trainer:
         self.sampler = GlobalBatchSampler(
             len(self.train_paths), cfg.batch_size, ctx.rank, ctx.world_size, cfg.seed, cfg.samples_per_epoch
         )
-        self.val_set = (ValidationImages(self.val_paths, cfg.patch_size, cfg.val_crop, cfg.max_pixels)
-                        if self.val_paths else None)
+        self.val_set = (
+            ValidationImages(self.val_paths, cfg.patch_size, cfg.val_crop, cfg.max_pixels) if self.val_paths else None
+        )
         logger.info(
             "%d training images (%d per epoch, %d steps of %d), %d validation images",
-            len(self.train_paths), self.sampler.samples, self.sampler.steps_per_epoch, cfg.batch_size,
+            len(self.train_paths),
+            self.sampler.samples,
+            self.sampler.steps_per_epoch,
+            cfg.batch_size,
             len(self.val_paths),
         )
 
@@ -499,8 +512,12 @@ class Trainer:
         params = [p for _, p in self.named_trainable]
         started = time.perf_counter()
         bar = tqdm(
-            total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-            disable=not (cfg.progress and ctx.is_main), dynamic_ncols=True,
+            total=steps,
+            initial=start_step,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not (cfg.progress and ctx.is_main),
+            dynamic_ncols=True,
         )
         try:
             for i, (x, keys) in enumerate(loader):
@@ -521,10 +538,17 @@ class Trainer:
                 n = x.shape[0]
                 with torch.no_grad():
                     mse = torch.nn.functional.mse_loss(out["x_hat"].detach().float().clamp(0, 1), x.float())
-                    row = torch.stack(
-                        [losses["loss"].detach().double(), losses["bpp_loss"].detach().double(),
-                         losses["task_loss"].detach().double(), mse.double()]
-                    ) * n
+                    row = (
+                        torch.stack(
+                            [
+                                losses["loss"].detach().double(),
+                                losses["bpp_loss"].detach().double(),
+                                losses["task_loss"].detach().double(),
+                                mse.double(),
+                            ]
+                        )
+                        * n
+                    )
                     finite = torch.isfinite(grad_norm).double()
                     gnorm = torch.nan_to_num(grad_norm.double(), nan=0.0, posinf=0.0, neginf=0.0) * finite
                     row = torch.cat([row, row.new_tensor([n]), gnorm.view(1).to(row), finite.view(1).to(row)])
@@ -574,7 +598,9 @@ class Trainer:
         indices = shard(list(range(len(self.val_set))), ctx.rank, ctx.world_size)
         batch = self.sampler.local_batch if cfg.val_crop == "center" else 1
         loader = DataLoader(
-            Subset(self.val_set, indices), batch_size=batch, num_workers=cfg.workers,
+            Subset(self.val_set, indices),
+            batch_size=batch,
+            num_workers=cfg.workers,
             pin_memory=self.device.type == "cuda",
         )
         sums = torch.zeros(_N_SUMS, dtype=torch.float64, device=self.device)
@@ -598,7 +624,9 @@ class Trainer:
         if self.best_value is None or value < self.best_value:
             self.best_value, self.best_epoch = value, epoch
             if self.ctx.is_main:
-                self._save_adapter(self.output / BEST_ADAPTER, epoch, {"val": metrics, "selected_by": self.config.select_by})
+                self._save_adapter(
+                    self.output / BEST_ADAPTER, epoch, {"val": metrics, "selected_by": self.config.select_by}
+                )
                 logger.info("new best adapter (validation %s %.6g) at epoch %d", self.config.select_by, value, epoch)
 
     # ==================================================================== outputs
