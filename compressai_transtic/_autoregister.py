@@ -122,7 +122,7 @@ class _CompressAIImportHook:
     _compressai_transtic_hook = True
 
     def __init__(self) -> None:
-        self._searching = set()
+        self._searching: set = set()
 
     def find_spec(self, fullname, path=None, target=None):
         if _State.done:

@@ -49,7 +49,8 @@ def bpp_from_likelihoods(likelihoods: Mapping[str, Tensor], num_pixels: int) -> 
     """
     if not likelihoods:
         raise ValueError("the codec output has no likelihoods")
-    return sum(torch.log(lik).sum() for lik in likelihoods.values()) / (-math.log(2) * num_pixels)
+    bits = torch.stack([torch.log(lik).sum() for lik in likelihoods.values()]).sum()
+    return bits / (-math.log(2) * num_pixels)
 
 
 class TaskPerceptualLoss(nn.Module):

@@ -74,11 +74,17 @@ def test_round_trip_large_sizes_and_real_rate_matches_likelihood(tic, height, wi
 
 def test_rate_counts_the_original_pixels(tic):
     """Padding adds latents but the rate is per original pixel: a 1x1 image costs its whole bitstream."""
+    from compressai_transtic.evaluation.codecs import code_image
+    from compressai_transtic.evaluation.protocol import CodingProtocol
+
     x = sample_image(1, 1)
     with torch.no_grad():
         enc = tic.compress(x)
-    assert len(enc["strings"]) == 3 and all(len(s) == 1 for s in enc["strings"])
-    assert enc["shape"] == torch.Size([1, 1])
+    assert enc["shape"] == torch.Size([1, 1])  # one z position for the 64x64 the image is padded to
+    whole_bitstream = sum(len(s[0]) for s in enc["strings"])
+    result = code_image(tic, x, CodingProtocol(), likelihood=False)
+    assert (result.num_bytes, result.pixels) == (whole_bitstream, 1)
+    assert result.bpp == 8.0 * whole_bitstream
 
 
 def test_batches_are_coded_per_image(tic):

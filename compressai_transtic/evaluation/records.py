@@ -37,8 +37,11 @@ class RecordsLockedError(RuntimeError):
     """Another evaluation is writing to the same records file."""
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _number(value: Any) -> Optional[float]:
+    """``value`` as a float when it is a JSON number (not a boolean), else ``None``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def record_problem(record: Any) -> Optional[str]:
@@ -63,26 +66,28 @@ def _coding_problem(record: Dict[str, Any]) -> Optional[str]:
         value = record.get(field)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             return f"{field!r} is {value!r}, not an integer of at least {low}"
-    bpp, expected = record.get("bpp"), 8.0 * record["bytes"] / record["pixels"]
-    if not _is_number(bpp) or not math.isclose(bpp, expected, rel_tol=1e-9):
-        return f"'bpp' is {bpp!r}, not 8 * bytes / pixels = {expected!r}"
-    likelihood = record.get("bpp_likelihood")
-    if not _is_number(likelihood) or not (math.isnan(likelihood) or 0.0 <= likelihood < math.inf):
-        return f"'bpp_likelihood' is {likelihood!r}, not a finite rate or NaN"
-    psnr = record.get("psnr")
-    if not _is_number(psnr) or math.isnan(psnr):
-        return f"'psnr' is {psnr!r}, not a number of dB"
+    expected = 8.0 * record["bytes"] / record["pixels"]
+    bpp = _number(record.get("bpp"))
+    if bpp is None or not math.isclose(bpp, expected, rel_tol=1e-9):
+        return f"'bpp' is {record.get('bpp')!r}, not 8 * bytes / pixels = {expected!r}"
+    likelihood = _number(record.get("bpp_likelihood"))
+    if likelihood is None or not (math.isnan(likelihood) or 0.0 <= likelihood < math.inf):
+        return f"'bpp_likelihood' is {record.get('bpp_likelihood')!r}, not a finite rate or NaN"
+    psnr = _number(record.get("psnr"))
+    if psnr is None or math.isnan(psnr):
+        return f"'psnr' is {record.get('psnr')!r}, not a number of dB"
     ms_ssim = record.get("ms_ssim")
-    if ms_ssim is not None and (not _is_number(ms_ssim) or not -1.0 <= ms_ssim <= 1.0):
+    similarity = _number(ms_ssim)
+    if ms_ssim is not None and (similarity is None or not -1.0 <= similarity <= 1.0):
         return f"'ms_ssim' is {ms_ssim!r}, not a number in [-1, 1] or null"
     for field in ("encoding_time", "decoding_time"):  # absent from records of earlier versions
         seconds = record.get(field)
-        if seconds is not None and (not _is_number(seconds) or not (math.isnan(seconds) or 0.0 <= seconds < math.inf)):
+        value = _number(seconds)
+        if seconds is not None and (value is None or not (math.isnan(value) or 0.0 <= value < math.inf)):
             return f"{field!r} is {seconds!r}, not a number of seconds"
-    if record.get("quality") is not None and (
-        not isinstance(record["quality"], int) or isinstance(record["quality"], bool)
-    ):
-        return f"'quality' is {record['quality']!r}, not an integer"
+    quality = record.get("quality")
+    if quality is not None and (not isinstance(quality, int) or isinstance(quality, bool)):
+        return f"'quality' is {quality!r}, not an integer"
     return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -77,7 +77,7 @@ class DetectionTask(Task):
 
     name = "det"
     title = "object detection (Faster R-CNN R50-FPN, COCO box AP)"
-    metric_names = ("bbox-AP", "bbox-AP50", "bbox-AP75", "bbox-APs", "bbox-APm", "bbox-APl")
+    metric_names: Tuple[str, ...] = ("bbox-AP", "bbox-AP50", "bbox-AP75", "bbox-APs", "bbox-APm", "bbox-APl")
     primary_metric = "bbox-AP"
     default_lambdas = {1: 2.0, 2: 1.0, 3: 0.5, 4: 0.2}
     training_defaults = dict(_COCO_TRAINING_DEFAULTS)
@@ -128,7 +128,7 @@ class DetectionTask(Task):
         return net
 
     def feature_extractor(self, network: Optional[nn.Module] = None) -> FrozenFeatureExtractor:
-        net = self.network if network is None else network
+        net: Any = self.network if network is None else network  # a torchvision or detectron2 R-CNN
         if self.backend == "detectron2":
             from .detectron2_backend import detectron2_feature_extractor
 
@@ -168,7 +168,7 @@ class DetectionTask(Task):
             return detectron2_detect(self.network, x, original_size)
         from torchvision.models.detection.image_list import ImageList
 
-        net = self.network
+        net: Any = self.network
         x = x.to(next(net.parameters()).device)
         images = [net.transform.normalize(img) for img in x]
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]

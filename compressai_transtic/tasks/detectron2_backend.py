@@ -94,7 +94,7 @@ def build_detectron2_model(task: str, weights: Any, short_edge: int, max_size: O
     return model.eval()
 
 
-def detectron2_feature_extractor(model: nn.Module) -> FrozenFeatureExtractor:
+def detectron2_feature_extractor(model: Any) -> FrozenFeatureExtractor:
     """FPN features ``p2 .. p6`` of a detectron2 R-CNN on BGR, mean-subtracted input."""
     shapes = model.backbone.output_shape()
     names = ("p2", "p3", "p4", "p5", "p6")
@@ -116,7 +116,7 @@ def _contiguous_to_coco_ids() -> List[int]:
 
 
 @torch.no_grad()
-def detectron2_detect(model: nn.Module, x: Tensor, original_size: Sequence[int]) -> Dict[str, Tensor]:
+def detectron2_detect(model: Any, x: Tensor, original_size: Sequence[int]) -> Dict[str, Tensor]:
     """Detections of a detectron2 R-CNN on one image in [0, 1], at ``original_size``.
 
     Returns the same keys as the torchvision path: ``boxes`` (xyxy), ``scores``,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -41,6 +41,9 @@ class ImageNetNormalize(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
+    mean: Tensor
+    std: Tensor
+
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
 
@@ -61,6 +64,9 @@ class BGRPixelMean(nn.Module):
             "std", torch.tensor(pixel_std_bgr, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
         )
 
+    mean: Tensor
+    std: Tensor
+
     def forward(self, x: Tensor) -> Tensor:
         return (x.flip(1) * 255.0 - self.mean) / self.std
 
@@ -73,7 +79,7 @@ class ResNetStages(nn.Module):
         self.resnet = resnet
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
-        r = self.resnet
+        r: Any = self.resnet
         x = r.maxpool(r.relu(r.bn1(r.conv1(x))))
         out: Dict[str, Tensor] = OrderedDict()
         for name in ("layer1", "layer2", "layer3", "layer4"):

@@ -19,7 +19,7 @@ import inspect
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -150,7 +150,7 @@ def init_distributed(device_option: str = "auto", timeout_minutes: float = 30.0)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    kwargs = {}
+    kwargs: Dict[str, Any] = {}
     if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
         kwargs["device_id"] = device  # binds NCCL to this GPU (PyTorch >= 2.3)
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes), **kwargs)
@@ -199,13 +199,14 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         mean = sums[:c] / n
         centred = xf - mean.view(1, c, 1, 1)
         var = sum_over_processes(centred.pow(2).sum(dim=(0, 2, 3))) / n
-        if self.track_running_stats and self.running_mean is not None:
+        tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+        if self.track_running_stats and tracked is not None and running_mean is not None and running_var is not None:
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                momentum = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+                tracked.add_(1)
+                momentum = (1.0 / float(tracked)) if self.momentum is None else self.momentum
                 unbiased = var.detach() * (n / (n - 1)) if n > 1 else var.detach()
-                self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
-                self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+                running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+                running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
         y = centred * torch.rsqrt(var + self.eps).view(1, c, 1, 1)
         if self.affine:
             y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
