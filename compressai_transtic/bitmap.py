@@ -16,14 +16,15 @@ divided by 16) for scripting.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Any, BinaryIO, List, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .devices import check_device
 from .entropy_coder import symbol_bits
@@ -47,7 +48,7 @@ class BitMaps:
 
 
 @torch.no_grad()
-def bit_maps(model: nn.Module, x: Tensor) -> BitMaps:
+def bit_maps(model: Any, x: Tensor) -> BitMaps:
     """Measure the bit maps of ``x`` ((1, 3, H, W) in [0, 1]) under ``model`` (a TIC or
     TransTIC in eval mode with its entropy tables built)."""
     if x.shape[0] != 1:
@@ -129,7 +130,7 @@ def _draw(x: Tensor, panels: Sequence[Tuple[str, BitMaps, str]], random: bool) -
     top = max(float(p[1].stream.max()) for p in panels) or 1.0
     fig = Figure(figsize=(4.2 * len(panels) + 0.8, 4.2 * height / width + 1.4), dpi=150)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    shown = None
+    shown: Any = None
     for ax, (label, maps, extra) in zip(axes, panels):
         ax.imshow(image)
         rows, cols = maps.stream.shape
@@ -155,6 +156,10 @@ def _draw(x: Tensor, panels: Sequence[Tuple[str, BitMaps, str]], random: bool) -
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
     return buffer.getvalue()
+
+
+def _save_maps(f: BinaryIO, maps: BitMaps) -> None:
+    np.save(f, np.stack([maps.likelihood, maps.stream]))
 
 
 def run_bitmap(args: argparse.Namespace) -> int:
@@ -187,7 +192,7 @@ def run_bitmap(args: argparse.Namespace) -> int:
         if args.npy:
             target = args.output.with_suffix(f".{label.split(' ')[0].replace('.', '_')}.npy")
             try:
-                atomic_write(target, lambda f, m=maps: np.save(f, np.stack([m.likelihood, m.stream])))
+                atomic_write(target, functools.partial(_save_maps, maps=maps))
             except OSError as err:  # OutputError: names the file
                 return report_error(err)
         share = maps.stream.sum() / max(maps.likelihood.sum(), 1e-9)

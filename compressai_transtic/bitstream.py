@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Tuple, Union
 
 __all__ = ["BitstreamError", "Header", "pack_header", "unpack_header", "checksum", "varint"]
 
@@ -43,7 +43,7 @@ class Header:
     crc: int
 
 
-def checksum(z_string: bytes, y_string: bytes) -> int:
+def checksum(z_string: Union[bytes, bytearray], y_string: Union[bytes, bytearray]) -> int:
     """CRC-32 over the z string then the y string."""
     return zlib.crc32(y_string, zlib.crc32(z_string)) & 0xFFFFFFFF
 

@@ -27,7 +27,7 @@ import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Type, Union
 
 import torch
 from torch import Tensor, nn
@@ -190,7 +190,7 @@ def load_state_dict(
 
 
 #: the class of each architecture name
-CLASSES = {"tic": TIC, "transtic": TransTIC}
+CLASSES: Dict[str, Type[TIC]] = {"tic": TIC, "transtic": TransTIC}
 
 
 def model_from_state_dict(state_dict: Mapping[str, Tensor], arch: Optional[str] = None, source: str = "") -> nn.Module:

@@ -160,7 +160,7 @@ def _prompt_projection_adjustment(model: Optional[nn.Module]) -> Iterator[Callab
         return forward_windows
 
     for block in blocks:
-        block.forward_windows = counting(block)  # instance attribute shadows the method
+        block.forward_windows = counting(block)  # type: ignore[method-assign]  # shadows the method
     try:
         yield lambda: extra[0]
     finally:
@@ -287,7 +287,7 @@ def select_rows(variants: Optional[Sequence[str]] = None) -> List[Dict[str, Any]
     """
     if not variants:
         return list(TABLE_A1)
-    keys = {}
+    keys: Dict[str, List[Dict[str, Any]]] = {}
     for paper in TABLE_A1:
         name = TABLE_A1_ROWS[(paper["section"], paper["variant"])] or "tic"
         keys.setdefault(paper["variant"].lower(), []).append(paper)
@@ -388,7 +388,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    rows = table_a1(*args.size, progress=not args.no_progress, variants=args.variant)
+    height, width = args.size
+    rows = table_a1(height, width, progress=not args.no_progress, variants=args.variant)
     print(f"Table A1 at {args.size[0]}x{args.size[1]} (kMACs per input pixel, parameters in millions)")
     print(format_table(rows))
     try:

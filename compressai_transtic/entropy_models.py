@@ -132,15 +132,15 @@ class LegacyEntropyBottleneck(EntropyBottleneck, SafeEntropyCoding):
         return [getattr(self, f"{prefix}{i}") for i in range(count)]
 
     @property
-    def matrices(self) -> List[Tensor]:  # type: ignore[override]
+    def matrices(self) -> List[Tensor]:
         return self._collect("_matrix", len(self.filters) + 1)
 
     @property
-    def biases(self) -> List[Tensor]:  # type: ignore[override]
+    def biases(self) -> List[Tensor]:
         return self._collect("_bias", len(self.filters) + 1)
 
     @property
-    def factors(self) -> List[Tensor]:  # type: ignore[override]
+    def factors(self) -> List[Tensor]:
         return self._collect("_factor", len(self.filters))
 
 

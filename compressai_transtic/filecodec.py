@@ -20,7 +20,7 @@ import logging
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -270,7 +270,7 @@ def _prompt_config(model: torch.nn.Module) -> Optional[dict]:
     return config.to_dict() if config is not None else None
 
 
-_FIELD_TYPES = {
+_FIELD_TYPES: Dict[str, Any] = {
     "architecture": str,
     "quality": int,
     "task": (str, type(None)),
@@ -298,7 +298,7 @@ def run_decode(args: argparse.Namespace) -> int:
         plan = _plan_outputs(_collect(args.inputs, (SUFFIX,), f"{SUFFIX} files"), args.output, ".png", args.force)
         files = _read_files(plan)
         check_device(args.device)
-        models: Dict[Tuple[CodecChoice, str], torch.nn.Module] = {}
+        models: Dict[Tuple[CodecChoice, str], Any] = {}
         for source, _, coded in files:
             codec = _codec_of(source, coded)
             if (codec, coded.weights_sha256) not in models:

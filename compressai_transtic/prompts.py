@@ -292,7 +292,7 @@ def save_adapter(
         The path written.
     """
     path = Path(path)
-    payload = {
+    payload: Dict[str, Any] = {
         "adapter_format": ADAPTER_FORMAT,
         "arch": "transtic",
         "config": model.config.to_dict(),

@@ -61,7 +61,8 @@ class SampleImage:
         path = Path(skimage.__file__).parent / "data" / self.filename
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path} is not part of this scikit-image installation (version {skimage.__version__}); "
+                f"{path} is not part of this scikit-image installation "
+                f"(version {getattr(skimage, '__version__', 'unknown')}); "
                 f"reinstall scikit-image"
             )
         return path

@@ -40,7 +40,7 @@ class ImageList(Sequence[T]):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+    def __getitem__(self, index):
         return self.items[index]
 
     def __iter__(self) -> Iterator[T]:

@@ -13,7 +13,10 @@ import math
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..tasks.base import Task
 
 __all__ = [
     "add_compare_arguments",
@@ -247,7 +250,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v, -vv)")
 
 
-def _task_classes(args: argparse.Namespace) -> List[type]:
+def _task_classes(args: argparse.Namespace) -> List[Type["Task"]]:
     """The requested task classes, checked against the dataset options."""
     from ..tasks import available_tasks, get_task_class
 
@@ -291,7 +294,9 @@ def _load_dataset(args: argparse.Namespace, kind: str) -> Any:
     return ClassificationImages.from_folder(args.dataset)
 
 
-def _build_tasks(args: argparse.Namespace, dataset: Any, classes: Sequence[type], random_weights: bool) -> List[Any]:
+def _build_tasks(
+    args: argparse.Namespace, dataset: Any, classes: Sequence[Type["Task"]], random_weights: bool
+) -> List[Any]:
     tasks = []
     for cls in classes:
         name = cls.name
@@ -432,7 +437,8 @@ def _adapter_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[
 
     if args.quality is None:
         raise CommandError("--adapter needs -q: the quality of the base codec of each adapter, in order")
-    qualities = _zoo_qualities(_paired_qualities(args, args.adapter, "--adapter"))
+    _paired_qualities(args, args.adapter, "--adapter")  # one quality per adapter
+    qualities = _zoo_qualities(list(args.quality))
     bases = args.base_checkpoint or []
     if bases and len(bases) != len(args.adapter):
         raise CommandError("give one --base-checkpoint per --adapter, in order")

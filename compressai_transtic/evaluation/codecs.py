@@ -129,6 +129,13 @@ class CodecSpec:
         base = "RANDOM base codec" if self.random_base else (self.base_path or "released base codec")
         return f"transtic{q}, adapter {self.path} on {base}"
 
+    @property
+    def zoo_quality(self) -> int:
+        """The quality of a zoo model (set for every pretrained rate point)."""
+        if self.quality is None:
+            raise ValueError(f"{self.describe()}: a zoo model needs a quality (1..4)")
+        return self.quality
+
     def load(self, device: Union[str, torch.device] = "cpu", progress: bool = True) -> Union[nn.Module, ExternalCodec]:
         """Build the codec in eval mode with its entropy tables ready.
 
@@ -145,15 +152,15 @@ class CodecSpec:
             return ExternalCodec(self.architecture or "", self.quality or 0, dict(self.options))
         if self.source == "pretrained":
             if self.architecture == "tic":
-                model = zoo.tic(self.quality, pretrained=True, progress=progress)
+                model = zoo.tic(self.zoo_quality, pretrained=True, progress=progress)
             else:
-                model = zoo.transtic(self.quality, task=self.task or "cls", pretrained=True, progress=progress)
+                model = zoo.transtic(self.zoo_quality, task=self.task or "cls", pretrained=True, progress=progress)
         elif self.source == "random":
             model = self._random(self.architecture or "tic")
         elif self.source == "checkpoint":
             from ..checkpoint import load_model
 
-            model = load_model(self.architecture, self.path, progress=progress)
+            model = load_model(self.architecture, str(self.path), progress=progress)
         else:
             model = self._adapter_model(progress)
         return model.to(device).eval()
@@ -161,6 +168,7 @@ class CodecSpec:
     def _random(self, architecture: str) -> nn.Module:
         from .. import zoo
 
+        model: Any
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1000 + (self.quality or 0))
             if architecture == "tic":
@@ -177,14 +185,14 @@ class CodecSpec:
         from ..prompts import PromptConfig, load_adapter, read_adapter
 
         if self.base_path:
-            base = load_model("tic", self.base_path, progress=progress)
+            base: Any = load_model("tic", self.base_path, progress=progress)
         elif self.random_base:
             base = self._random("tic")
         else:
-            base = zoo.tic(self.quality, pretrained=True, progress=progress)
-        header = read_adapter(self.path)
+            base = zoo.tic(self.zoo_quality, pretrained=True, progress=progress)
+        header = read_adapter(str(self.path))
         model = TransTIC.from_base(base, config=PromptConfig.from_dict(header["config"]))
-        load_adapter(model, self.path)
+        load_adapter(model, str(self.path))
         model.update(force=True)
         return model
 
@@ -238,7 +246,7 @@ def _seconds(device: torch.device, started: float) -> float:
 
 @torch.no_grad()
 def code_image(
-    model: Union[nn.Module, ExternalCodec], x: Tensor, protocol: CodingProtocol, likelihood: bool = True
+    model: Union[Any, ExternalCodec], x: Tensor, protocol: CodingProtocol, likelihood: bool = True
 ) -> CodingResult:
     """Code one prepared image with real bitstreams (or real files) and decode it.
 
@@ -280,7 +288,7 @@ def code_image(
 
 @torch.no_grad()
 def code_batch(
-    model: Union[nn.Module, ExternalCodec], x: Tensor, protocol: CodingProtocol, likelihood: bool = True
+    model: Union[Any, ExternalCodec], x: Tensor, protocol: CodingProtocol, likelihood: bool = True
 ) -> List[CodingResult]:
     """:func:`code_image` for a batch of equal-size prepared images, in one pass.
 
@@ -303,7 +311,7 @@ def code_batch(
     bits = [math.nan] * batch
     if likelihood:
         out = model(x_code)
-        per_image = sum(torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
+        per_image = torch.stack([torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values()]).sum(0)
         bits = [float(b) for b in -per_image]
     started = time.perf_counter()
     enc = model.compress(x_code)

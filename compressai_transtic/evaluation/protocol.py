@@ -96,9 +96,10 @@ class CodingProtocol:
     def prepared_size(self, height: int, width: int) -> Tuple[int, int]:
         """Size of the image the codec pipeline receives for an input of this size."""
         if self.resize == "shorter-side":
+            edge = int(self.short_edge)  # type: ignore[arg-type]  # set whenever resize is
             short, long_ = (height, width) if height <= width else (width, height)
-            new_long = int(self.short_edge * long_ / short)  # type: ignore[operator]
-            height, width = (self.short_edge, new_long) if height <= width else (new_long, self.short_edge)
+            new_long = int(edge * long_ / short)
+            height, width = (edge, new_long) if height <= width else (new_long, edge)
         elif self.resize == "shortest-edge":
             height, width = shortest_edge_size(height, width, self.short_edge, self.max_size)  # type: ignore[arg-type]
         if self.center_crop is not None:
@@ -116,7 +117,7 @@ class CodingProtocol:
         elif self.resize == "shortest-edge":
             new_h, new_w = shortest_edge_size(image.height, image.width, self.short_edge, self.max_size)  # type: ignore[arg-type]
             if (new_h, new_w) != (image.height, image.width):
-                image = image.resize((new_w, new_h), Image.BILINEAR)
+                image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
         if self.center_crop is not None:
             image = TF.center_crop(image, [self.center_crop, self.center_crop])
         return TF.to_tensor(image)

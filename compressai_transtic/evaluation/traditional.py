@@ -217,12 +217,12 @@ def resolve_options(name: str, options: Mapping[str, str]) -> Dict[str, str]:
         return {"build": str(build_dir), "config": str(Path(config).expanduser().resolve())}
     defaults = {"bpg": {"encoder": "bpgenc", "decoder": "bpgdec"}, "jpeg2000": {"encoder": "ffmpeg"}}[name]
     for role, default in defaults.items():
-        program = _program(resolved.get(role, default))
-        if program is None:
+        found = _program(resolved.get(role) or default)
+        if found is None:
             raise CodecUnavailableError(
                 f"{info.title}: program {resolved.get(role, default)!r} not found; {info.how_to_get}"
             )
-        resolved[role] = os.path.abspath(program) if os.sep in program else program
+        resolved[role] = os.path.abspath(found) if os.sep in found else found
     return resolved
 
 

@@ -155,7 +155,8 @@ class TIC(CompressionModel):
         self.g_s6 = rstb(N, 0, 8, 2, dec_dpr[5])
         self.g_s7 = deconv(N, 3, 5, 2)
 
-        self.entropy_bottleneck = LegacyEntropyBottleneck(N)
+        # typed loosely: its compress/decompress are CompressAI's EntropyBottleneck's (untyped)
+        self.entropy_bottleneck: Any = LegacyEntropyBottleneck(N)
         self.gaussian_conditional = BucketizedGaussianConditional(None)
         self.apply(self._init_weights)
 
@@ -381,7 +382,7 @@ class TIC(CompressionModel):
             net.update()
         return net
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Load weights in the released layout (entropy tables of any size).
 
         Unlike :meth:`CompressionModel.load_state_dict`, entropy-bottleneck keys are not

@@ -26,7 +26,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as metadata
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Type
 
 from .base import Task
 from .weights import TaskWeightsUnavailableError
@@ -59,7 +59,7 @@ def _group_entry_points() -> List[Any]:
     eps = metadata.entry_points()
     if hasattr(eps, "select"):  # Python >= 3.10
         return list(eps.select(group=ENTRY_POINT_GROUP))
-    return list(eps.get(ENTRY_POINT_GROUP, []))  # type: ignore[attr-defined]
+    return list(eps.get(ENTRY_POINT_GROUP, []))
 
 
 def _our_metadata_installed() -> bool:
@@ -91,7 +91,7 @@ def available_tasks() -> List[str]:
     return sorted(_task_table())
 
 
-def get_task_class(name: str) -> type:
+def get_task_class(name: str) -> Type[Task]:
     """The :class:`Task` subclass registered under ``name``.
 
     Raises:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -77,7 +77,7 @@ class DetectionTask(Task):
 
     name = "det"
     title = "object detection (Faster R-CNN R50-FPN, COCO box AP)"
-    metric_names: Tuple[str, ...] = ("bbox-AP", "bbox-AP50", "bbox-AP75", "bbox-APs", "bbox-APm", "bbox-APl")
+    metric_names: ClassVar[Tuple[str, ...]] = ("bbox-AP", "bbox-AP50", "bbox-AP75", "bbox-APs", "bbox-APm", "bbox-APl")
     primary_metric = "bbox-AP"
     default_lambdas = {1: 2.0, 2: 1.0, 3: 0.5, 4: 0.2}
     training_defaults = dict(_COCO_TRAINING_DEFAULTS)

@@ -16,6 +16,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch.nn as nn
 from torch import Tensor
 
+from ..models import TransTIC
+from ..prompts import AdapterMismatchError, PromptConfig, base_codec_hash, load_adapter, save_adapter
+
 __all__ = [
     "ADAPTER_KINDS",
     "AdapterKind",
@@ -88,9 +91,7 @@ class PromptAdapter(AdapterKind):
 
     name = "transtic"
 
-    def prompt_config(self, options: Mapping[str, Any]) -> "PromptConfig":  # noqa: F821
-        from ..prompts import PromptConfig
-
+    def prompt_config(self, options: Mapping[str, Any]) -> PromptConfig:
         config = PromptConfig.variant(str(options.get("variant", "deep")))
         overrides = dict(options.get("prompt_options") or {})
         if overrides:
@@ -101,31 +102,25 @@ class PromptAdapter(AdapterKind):
             config = config.replace(**overrides)
         return config
 
-    def build(self, base: nn.Module, options: Mapping[str, Any]) -> nn.Module:
-        from ..models import TransTIC
-
+    def build(self, base: Any, options: Mapping[str, Any]) -> nn.Module:
         return TransTIC.from_base(base, config=self.prompt_config(options))
 
-    def trainable_parameters(self, model: nn.Module) -> List[Tuple[str, nn.Parameter]]:
+    def trainable_parameters(self, model: Any) -> List[Tuple[str, nn.Parameter]]:
         return list(model.named_prompt_parameters())
 
-    def state_dict(self, model: nn.Module) -> Dict[str, Tensor]:
+    def state_dict(self, model: Any) -> Dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in model.prompt_state_dict().items()}
 
-    def load_state_dict(self, model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
+    def load_state_dict(self, model: Any, state_dict: Mapping[str, Tensor]) -> None:
         model.load_prompt_state_dict(state_dict)
 
-    def base_hash(self, model: nn.Module) -> str:
-        from ..prompts import base_codec_hash
-
+    def base_hash(self, model: Any) -> str:
         return base_codec_hash(model)
 
-    def signature(self, model: nn.Module) -> Dict[str, Any]:
+    def signature(self, model: Any) -> Dict[str, Any]:
         return {"arch": self.name, "config": model.config.to_dict()}
 
-    def check_compatible(self, model: nn.Module, signature: Mapping[str, Any], base_hash: str, source: str) -> None:
-        from ..prompts import AdapterMismatchError, PromptConfig
-
+    def check_compatible(self, model: Any, signature: Mapping[str, Any], base_hash: str, source: str) -> None:
         if signature.get("arch") != self.name:
             raise AdapterMismatchError(
                 f"{source} holds {signature.get('arch')!r} adapter weights, not {self.name!r} ones; "
@@ -144,16 +139,10 @@ class PromptAdapter(AdapterKind):
                 f"run's base is {expected[:12]}...); pass the matching --base / --quality"
             )
 
-    def save(
-        self, model: nn.Module, path: Union[str, os.PathLike], task: Optional[str], metadata: Dict[str, Any]
-    ) -> Path:
-        from ..prompts import save_adapter
-
+    def save(self, model: Any, path: Union[str, os.PathLike], task: Optional[str], metadata: Dict[str, Any]) -> Path:
         return save_adapter(model, path, task=task, metadata=metadata)
 
-    def load(self, model: nn.Module, path: Union[str, os.PathLike]) -> Dict[str, Any]:
-        from ..prompts import load_adapter
-
+    def load(self, model: Any, path: Union[str, os.PathLike]) -> Dict[str, Any]:
         return load_adapter(model, path)
 
 

@@ -84,7 +84,7 @@ def entropy_models_in_float32(model: nn.Module, device_type: str) -> Callable[[]
                 with torch.autocast(device_type=device_type, enabled=False):
                     return _original(*args, **kwargs)
 
-            module.forward = forward  # type: ignore[method-assign]
+            module.forward = forward
             patched.append(module)
 
     def remove() -> None:

@@ -145,15 +145,16 @@ class SampleKeyedRandomness:
         return self._keys
 
     def _next(self, slot: int, batch: int, where: str) -> Tuple[List[int], int]:
-        self._require_keys(where)
-        if batch != len(self._keys):
-            raise RuntimeError(f"{where}: batch of {batch} samples but {len(self._keys)} sample keys")
+        keys = self._require_keys(where)
+        if batch != len(keys):
+            raise RuntimeError(f"{where}: batch of {batch} samples but {len(keys)} sample keys")
         call = self._calls.get(slot, 0)
         self._calls[slot] = call + 1
-        return self._keys, call
+        return keys, call
 
     def _quantize_fn(self, module: nn.Module, slot: int, batch_dim: int) -> Callable[..., Tensor]:
-        original = type(module).quantize.__get__(module)
+        entropy_model: Any = type(module)
+        original = entropy_model.quantize.__get__(module)  # the class's method, not a patched one
         where = type(module).__name__
 
         def quantize(inputs: Tensor, mode: str, means: Optional[Tensor] = None) -> Tensor:
@@ -174,7 +175,7 @@ class SampleKeyedRandomness:
 
         return quantize
 
-    def _drop_path_fn(self, module: nn.Module, slot: int) -> Callable[[Tensor], Tensor]:
+    def _drop_path_fn(self, module: Any, slot: int) -> Callable[[Tensor], Tensor]:
         def forward(x: Tensor) -> Tensor:
             p = float(module.drop_prob)
             if p == 0.0 or not module.training:

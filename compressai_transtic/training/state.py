@@ -89,7 +89,7 @@ def dataset_digest(paths: Sequence[Path], root: Union[str, os.PathLike]) -> str:
 
 def rng_state() -> Dict[str, Any]:
     """States of Python's, NumPy's and torch's (CPU and CUDA) global generators."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: Dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {

@@ -135,6 +135,12 @@ def train(config: TrainConfig) -> TrainResult:
         ctx.shutdown()
 
 
+def _given(value: Optional[T]) -> T:
+    """A setting that :meth:`TrainConfig.resolve` has filled (never ``None`` after it)."""
+    assert value is not None, "the training settings were not resolved"
+    return value
+
+
 class Trainer:
     """One training run; the constructor does every check and builds everything.
 
@@ -194,7 +200,7 @@ class Trainer:
         )
         self.config = cfg
         self.kind: AdapterKind = get_adapter_kind(cfg.arch)
-        self.output = Path(cfg.output).expanduser()
+        self.output = Path(_given(cfg.output)).expanduser()
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -241,9 +247,9 @@ class Trainer:
 
         # -- optimisation
         params = [p for _, p in self.named_trainable]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(params, lr=_given(cfg.lr))
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(cfg.lr_milestones or ()), gamma=cfg.lr_gamma
+            self.optimizer, milestones=list(cfg.lr_milestones or ()), gamma=_given(cfg.lr_gamma)
         )
         self.scaler = self.precision.grad_scaler()
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
@@ -283,7 +289,7 @@ class Trainer:
 
             # buffers (base codec tables, synced BatchNorm statistics) are equal on every
             # process: no need to broadcast them before each forward
-            no_sync = (
+            no_sync: Dict[str, Any] = (
                 {"forward_sync_buffers": False}
                 if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
                 else {"broadcast_buffers": False}
@@ -348,12 +354,21 @@ class Trainer:
     def _build_datasets(self, cfg: TrainConfig) -> None:
         ctx = self.ctx
         self.dataset_digest = dataset_digest(self.train_paths, cfg.dataset)
-        self.train_set = TrainingImages(self.train_paths, cfg.patch_size, cfg.crop, cfg.seed, cfg.max_pixels)
+        self.train_set = TrainingImages(
+            self.train_paths, _given(cfg.patch_size), _given(cfg.crop), cfg.seed, cfg.max_pixels
+        )
         self.sampler = GlobalBatchSampler(
-            len(self.train_paths), cfg.batch_size, ctx.rank, ctx.world_size, cfg.seed, cfg.samples_per_epoch
+            len(self.train_paths),
+            _given(cfg.batch_size),
+            ctx.rank,
+            ctx.world_size,
+            cfg.seed,
+            cfg.samples_per_epoch,
         )
         self.val_set = (
-            ValidationImages(self.val_paths, cfg.patch_size, cfg.val_crop, cfg.max_pixels) if self.val_paths else None
+            ValidationImages(self.val_paths, _given(cfg.patch_size), cfg.val_crop, cfg.max_pixels)
+            if self.val_paths
+            else None
         )
         logger.info(
             "%d training images (%d per epoch, %d steps of %d), %d validation images",
@@ -396,7 +411,9 @@ class Trainer:
             if cfg.init_adapter:
                 logger.info("resuming: the prompts come from the checkpoint, not from %s", cfg.init_adapter)
             adapter = ckpt["adapter"]
-            self.kind.check_compatible(self.model, adapter["signature"], adapter["base_sha256"], self.resume_source)
+            self.kind.check_compatible(
+                self.model, adapter["signature"], adapter["base_sha256"], str(self.resume_source)
+            )
             self.kind.load_state_dict(self.model, adapter["state_dict"])
         elif cfg.init_adapter:
             header = self.kind.load(self.model, cfg.init_adapter)
@@ -463,7 +480,7 @@ class Trainer:
             history.append(self._row("val", 0, metrics))
             self._log("val", 0, metrics, time.perf_counter() - started)
             self._consider_best(metrics, 0)
-        for epoch in range(self.start_epoch, cfg.epochs):
+        for epoch in range(self.start_epoch, _given(cfg.epochs)):
             start_step = self.start_step if epoch == self.start_epoch else 0
             metrics, seconds = self._train_epoch(epoch, start_step)
             history.append(self._row("train", epoch + 1, metrics))
@@ -499,7 +516,7 @@ class Trainer:
         loader = DataLoader(
             self.train_set,
             batch_sampler=self.sampler,
-            num_workers=cfg.workers,
+            num_workers=_given(cfg.workers),
             collate_fn=collate_training,
             pin_memory=self.device.type == "cuda",
         )
@@ -600,7 +617,7 @@ class Trainer:
         loader = DataLoader(
             Subset(self.val_set, indices),
             batch_size=batch,
-            num_workers=cfg.workers,
+            num_workers=_given(cfg.workers),
             pin_memory=self.device.type == "cuda",
         )
         sums = torch.zeros(_N_SUMS, dtype=torch.float64, device=self.device)
@@ -681,7 +698,7 @@ class Trainer:
         final_adapter = self.output / FINAL_ADAPTER
         final_model = self.output / FINAL_MODEL
         if self.ctx.is_main:
-            self._save_adapter(final_adapter, cfg.epochs)
+            self._save_adapter(final_adapter, _given(cfg.epochs))
             # the released weights' layout; the extra entry is ignored by checkpoint readers
             atomic_save(
                 {
@@ -700,7 +717,7 @@ class Trainer:
             best_adapter=best,
             best_value=self.best_value,
             best_epoch=self.best_epoch,
-            epochs=cfg.epochs,
+            epochs=_given(cfg.epochs),
             global_step=self.global_step,
             history=history,
         )
