@@ -27,7 +27,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch.hub
 from torch import nn
@@ -300,25 +300,30 @@ def transtic(
     return TransTIC(N=N, M=M, **kwargs)
 
 
-def transtic_cls(
-    quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
-) -> nn.Module:
-    """TransTIC for ImageNet classification (ResNet50); see :func:`transtic`."""
-    return transtic(quality, "cls", metric, pretrained, progress, **kwargs)
+#: what each task's released prompts were trained for
+TASK_TITLES = {
+    "cls": "ImageNet classification (ResNet50)",
+    "det": "COCO object detection (Faster R-CNN R50-FPN)",
+    "seg": "COCO instance segmentation (Mask R-CNN R50-FPN)",
+}
 
 
-def transtic_det(
-    quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
-) -> nn.Module:
-    """TransTIC for COCO object detection (Faster R-CNN R50-FPN); see :func:`transtic`."""
-    return transtic(quality, "det", metric, pretrained, progress, **kwargs)
+def _transtic_for(task: str) -> Callable[..., nn.Module]:
+    """The zoo function of one task: :func:`transtic` with ``task`` fixed (CompressAI's signature)."""
+
+    def zoo_function(
+        quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
+    ) -> nn.Module:
+        return transtic(quality, task, metric, pretrained, progress, **kwargs)
+
+    zoo_function.__name__ = zoo_function.__qualname__ = f"transtic_{task}"
+    zoo_function.__doc__ = f"TransTIC for {TASK_TITLES[task]}; see :func:`transtic`."
+    return zoo_function
 
 
-def transtic_seg(
-    quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
-) -> nn.Module:
-    """TransTIC for COCO instance segmentation (Mask R-CNN R50-FPN); see :func:`transtic`."""
-    return transtic(quality, "seg", metric, pretrained, progress, **kwargs)
+#: task -> its zoo function (``transtic_cls`` ...)
+TASK_FUNCTIONS = {task: _transtic_for(task) for task in TASKS}
+transtic_cls, transtic_det, transtic_seg = (TASK_FUNCTIONS[task] for task in TASKS)
 
 
 def _entry(name: str, zoo_function: Any, architecture: type) -> ModelEntry:
@@ -335,6 +340,6 @@ def _entry(name: str, zoo_function: Any, architecture: type) -> ModelEntry:
 # (pyproject.toml), the same way as third-party models.
 TIC_ENTRY = _entry("tic", tic, TIC)
 TRANSTIC_ENTRY = _entry("transtic", transtic, TransTIC)
-TRANSTIC_CLS_ENTRY = _entry("transtic-cls", transtic_cls, TransTIC)
-TRANSTIC_DET_ENTRY = _entry("transtic-det", transtic_det, TransTIC)
-TRANSTIC_SEG_ENTRY = _entry("transtic-seg", transtic_seg, TransTIC)
+TRANSTIC_CLS_ENTRY, TRANSTIC_DET_ENTRY, TRANSTIC_SEG_ENTRY = (
+    _entry(f"transtic-{task}", TASK_FUNCTIONS[task], TransTIC) for task in TASKS
+)

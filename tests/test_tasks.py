@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from compressai_transtic import tasks
-from compressai_transtic.tasks import BUILTIN_TASKS, Task, available_tasks, get_task, get_task_class
+from compressai_transtic.tasks import Task, available_tasks, get_task, get_task_class
 from compressai_transtic.tasks.weights import TaskWeightsUnavailableError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,10 +22,14 @@ def test_builtin_tasks_are_available():
     assert get_task_class("det").__name__ == "DetectionTask"
 
 
-def test_builtin_table_matches_the_entry_points_of_pyproject():
+def test_the_builtin_tasks_are_the_entry_points_that_pyproject_declares():
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["entry-points"][tasks.ENTRY_POINT_GROUP] == BUILTIN_TASKS
+    declared = project["entry-points"][tasks.ENTRY_POINT_GROUP]
+    assert {name: tasks._task_table()[name] for name in declared} == declared  # installed as declared
+    for name, target in declared.items():
+        cls = get_task_class(name)
+        assert f"{cls.__module__}:{cls.__qualname__}" == target and cls.name == name
 
 
 def _install_fake_distribution(tmp_path: Path, name: str, entry_points: str, module: str = "") -> Path:

@@ -32,7 +32,6 @@ from .base import Task
 from .weights import TaskWeightsUnavailableError
 
 __all__ = [
-    "BUILTIN_TASKS",
     "ENTRY_POINT_GROUP",
     "Task",
     "TaskWeightsUnavailableError",
@@ -45,14 +44,6 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "compressai_transtic.tasks"
 DISTRIBUTION = "compressai-transtic"
-
-#: the built-in tasks, as declared in pyproject.toml (used without installed metadata)
-BUILTIN_TASKS: Dict[str, str] = {
-    "cls": "compressai_transtic.tasks.classification:ClassificationTask",
-    "det": "compressai_transtic.tasks.detection:DetectionTask",
-    "seg": "compressai_transtic.tasks.detection:SegmentationTask",
-    "fidelity": "compressai_transtic.tasks.fidelity:FidelityTask",
-}
 
 
 def _group_entry_points() -> List[Any]:
@@ -73,8 +64,6 @@ def _our_metadata_installed() -> bool:
 def _task_table() -> Dict[str, str]:
     """name -> ``module:attribute`` of every task, from the entry points."""
     table: Dict[str, str] = {}
-    if not _our_metadata_installed():
-        table.update(BUILTIN_TASKS)
     for ep in _group_entry_points():
         previous = table.get(ep.name)
         if previous is not None and previous != ep.value:
@@ -100,9 +89,14 @@ def get_task_class(name: str) -> Type[Task]:
     """
     table = _task_table()
     if name not in table:
+        hint = (
+            ""
+            if _our_metadata_installed()
+            else (f"; {DISTRIBUTION} is not installed, so its built-in tasks are not registered: pip install .")
+        )
         raise KeyError(
             f"unknown task {name!r}; available tasks: {', '.join(sorted(table)) or 'none'} "
-            f"(tasks are registered in the entry-point group {ENTRY_POINT_GROUP!r})"
+            f"(tasks are registered in the entry-point group {ENTRY_POINT_GROUP!r}){hint}"
         )
     module_name, _, attr = table[name].partition(":")
     obj: Any = importlib.import_module(module_name)
