@@ -427,10 +427,11 @@ class WindowAttention(nn.Module):
         dim: number of channels.
         window_size: side of the square window.
         num_heads: number of attention heads.
-        qkv_bias: add a learnable bias to the query/key/value projection.
+
+    The query/key/value projection has a bias, as in Swin and the released weights.
     """
 
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True) -> None:
+    def __init__(self, dim: int, window_size: int, num_heads: int) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
@@ -441,7 +442,7 @@ class WindowAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         self.register_buffer("relative_position_index", _relative_position_index(window_size), persistent=True)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
 

@@ -336,13 +336,12 @@ def read_adapter(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     return payload
 
 
-def load_adapter(model: "TransTIC", path: Union[str, os.PathLike], check_base: bool = True) -> Dict[str, Any]:
+def load_adapter(model: "TransTIC", path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """Load an adapter into ``model`` in place (the base codec is not touched).
 
     Args:
         model: the TransTIC whose prompts are replaced.
         path: adapter file written by :func:`save_adapter`.
-        check_base: refuse adapters trained on another base codec (hash mismatch).
 
     Returns:
         The adapter's header (``task``, ``config``, ``metadata``, ...).
@@ -358,14 +357,13 @@ def load_adapter(model: "TransTIC", path: Union[str, os.PathLike], check_base: b
             f"adapter {path} was made for the prompt configuration {config}, but the model uses "
             f"{model.config}; build the model with that configuration"
         )
-    if check_base:
-        expected = base_codec_hash(model)
-        if payload["base_sha256"] != expected:
-            raise AdapterMismatchError(
-                f"adapter {path} was trained on another base codec (base sha256 "
-                f"{payload['base_sha256'][:12]}..., this model's base is {expected[:12]}...); "
-                "load the matching base weights first"
-            )
+    expected = base_codec_hash(model)
+    if payload["base_sha256"] != expected:
+        raise AdapterMismatchError(
+            f"adapter {path} was trained on another base codec (base sha256 "
+            f"{payload['base_sha256'][:12]}..., this model's base is {expected[:12]}...); "
+            "load the matching base weights first"
+        )
     model.load_prompt_state_dict(payload["state_dict"])
     header = {k: v for k, v in payload.items() if k != "state_dict"}
     logger.info("loaded %s adapter from %s", payload.get("task") or "prompt", path)
