@@ -19,7 +19,7 @@ import inspect
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -36,6 +36,16 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _attempt(fn: Callable[[], T]) -> Tuple[Optional[T], Optional[Exception]]:
+    """``(fn(), None)``, or ``(None, error)`` when ``fn`` raises."""
+    try:
+        return fn(), None
+    except Exception as exc:
+        return None, exc
 
 
 class PeerSetupError(RuntimeError):
@@ -122,6 +132,51 @@ class DistributedContext:
         for rank, message in enumerate(messages):
             if message is not None:
                 raise PeerSetupError(f"process {rank} failed before training: {message}")
+
+    def collective(self, fn: Callable[[], T], main_first: bool = False) -> T:
+        """Run a setup step on every process; if any fails, all raise (no process hangs).
+
+        Args:
+            fn: the step.
+            main_first: rank 0 runs it before the others (e.g. it downloads a file
+                that the others then read from the cache).
+        """
+        if main_first and self.distributed:
+            result, error = _attempt(fn) if self.is_main else (None, None)
+            self.raise_if_any(error)
+            if not self.is_main:
+                result, error = _attempt(fn)
+        else:
+            result, error = _attempt(fn)
+        self.raise_if_any(error)
+        return result  # type: ignore[return-value]  # fn returned: no error
+
+    def on_main(self, fn: Callable[[], T]) -> T:
+        """Run a setup step on rank 0 only and hand its result to every process."""
+        result, error = _attempt(fn) if self.is_main else (None, None)
+        self.raise_if_any(error)
+        return self.broadcast_object(result)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module that trains: ``model`` itself in one process; in a job, ``model``
+        with its BatchNorm layers synchronised, inside ``DistributedDataParallel``."""
+        if not self.distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        convert_batchnorm(model)
+        # buffers (base codec tables, synced BatchNorm statistics) are equal on every
+        # process: no need to broadcast them before each forward
+        parameters = inspect.signature(DistributedDataParallel.__init__).parameters
+        no_sync = (
+            {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
+        )
+        return DistributedDataParallel(
+            model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=False,
+            **no_sync,  # type: ignore[arg-type]
+        )
 
     def shutdown(self) -> None:
         """Destroy the process group if this context created it."""

@@ -36,7 +36,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Dict, List, Optional, Tuple, TypeVar
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ from .data import (
     unreadable_error,
     validation_subset,
 )
-from .distributed import DistributedContext, convert_batchnorm, init_distributed, resolve_device
+from .distributed import DistributedContext, init_distributed, resolve_device
 from .metrics_log import MetricsLog
 from .precision import entropy_models_in_float32, resolve_precision
 from .randomness import SampleKeyedRandomness
@@ -156,32 +156,6 @@ class Trainer:
         self._setup(config)
 
     # ==================================================================== setup
-    @staticmethod
-    def _attempt(fn: Callable[[], T]) -> Tuple[Optional[T], Optional[Exception]]:
-        """``(fn(), None)``, or ``(None, error)`` when ``fn`` raises."""
-        try:
-            return fn(), None
-        except Exception as exc:
-            return None, exc
-
-    def _collective(self, fn: Callable[[], T], main_first: bool = False) -> T:
-        """Run a setup step on every process; if any fails, all raise (no hang)."""
-        if main_first and self.ctx.distributed:
-            result, error = self._attempt(fn) if self.ctx.is_main else (None, None)
-            self.ctx.raise_if_any(error)
-            if not self.ctx.is_main:
-                result, error = self._attempt(fn)
-        else:
-            result, error = self._attempt(fn)
-        self.ctx.raise_if_any(error)
-        return result  # type: ignore[return-value]
-
-    def _on_main(self, fn: Callable[[], T]) -> T:
-        """Run a setup step on rank 0 only and hand its result to every process."""
-        result, error = self._attempt(fn) if self.ctx.is_main else (None, None)
-        self.ctx.raise_if_any(error)
-        return self.ctx.broadcast_object(result)
-
     def _setup(self, config: TrainConfig) -> None:
         from ..tasks import get_task_class
 
@@ -207,30 +181,30 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         self.precision = resolve_precision(cfg.amp, self.device)
 
-        self._on_main(lambda: check_writable_folder(self.output, "training output"))
+        self.ctx.on_main(lambda: check_writable_folder(self.output, "training output"))
 
         # -- resume checkpoint / output folder (rank 0 reads, everyone gets it)
         def read_resume() -> Optional[Dict[str, Any]]:
             path = self._resume_path(cfg)
             return None if path is None else {"path": str(path), "payload": read_checkpoint(path)}
 
-        resume = self._on_main(read_resume)
+        resume = self.ctx.on_main(read_resume)
         self.resume_source = None if resume is None else resume["path"]
         ckpt = None if resume is None else resume["payload"]
 
         # -- images
-        self._collective(lambda: self._find_data(cfg))
+        self.ctx.collective(lambda: self._find_data(cfg))
         self._verify_data(cfg)
-        self._collective(lambda: self._build_datasets(cfg))
+        self.ctx.collective(lambda: self._build_datasets(cfg))
         if ckpt is not None:
-            self._collective(lambda: self._check_resume(ckpt))
+            self.ctx.collective(lambda: self._check_resume(ckpt))
 
         # -- base codec and adapted model
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % (2**32))
         torch.manual_seed(cfg.seed)
-        self.model = self._collective(lambda: self._build_model(cfg), main_first=True)
-        self._collective(lambda: self._load_adapter_state(cfg, ckpt))
+        self.model = self.ctx.collective(lambda: self._build_model(cfg), main_first=True)
+        self.ctx.collective(lambda: self._load_adapter_state(cfg, ckpt))
         self.model.to(self.device)
         self.base_hash = self.kind.base_hash(self.model)
         self.named_trainable = self.kind.trainable_parameters(self.model)
@@ -243,7 +217,7 @@ class Trainer:
             task = get_task(cfg.task, weights=cfg.task_weights, device=self.device, seed=cfg.seed, **cfg.task_options)
             return task.criterion(lmbda=cfg.lmbda, quality=cfg.quality).to(self.device)
 
-        self.criterion = self._collective(build_criterion, main_first=True)
+        self.criterion = self.ctx.collective(build_criterion, main_first=True)
 
         # -- optimisation
         params = [p for _, p in self.named_trainable]
@@ -280,26 +254,7 @@ class Trainer:
         self.randomness = SampleKeyedRandomness(self.model)
         if self.precision.mode != "off":
             entropy_models_in_float32(self.model, self.precision.device_type)
-        self.train_model: nn.Module = self.model
-        if ctx.distributed:
-            convert_batchnorm(self.model)
-            import inspect
-
-            from torch.nn.parallel import DistributedDataParallel
-
-            # buffers (base codec tables, synced BatchNorm statistics) are equal on every
-            # process: no need to broadcast them before each forward
-            no_sync: Dict[str, Any] = (
-                {"forward_sync_buffers": False}
-                if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
-                else {"broadcast_buffers": False}
-            )
-            self.train_model = DistributedDataParallel(
-                self.model,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=False,
-                **no_sync,
-            )
+        self.train_model = ctx.wrap(self.model)
 
         self._resumed = ckpt is not None
 
