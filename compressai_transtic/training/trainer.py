@@ -59,6 +59,7 @@ from .data import (
     validation_subset,
 )
 from .distributed import DistributedContext, init_distributed, resolve_device
+from .epoch_metrics import MetricSums
 from .metrics_log import MetricsLog
 from .precision import entropy_models_in_float32, resolve_precision
 from .randomness import SampleKeyedRandomness
@@ -80,11 +81,6 @@ __all__ = ["TrainResult", "Trainer", "train"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: image-weighted metrics; accumulators hold (metric x images for each, images,
-#: sum of finite gradient norms, number of steps with a finite gradient norm)
-_METRICS = ("loss", "bpp_loss", "task_loss", "mse_loss")
-_N_SUMS = len(_METRICS) + 3
 
 FINAL_ADAPTER = "adapter_final.pth"
 FINAL_MODEL = "model_final.pth.tar"
@@ -476,11 +472,9 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
         steps = self.sampler.steps_per_epoch
-        epoch_sums = torch.zeros(_N_SUMS, dtype=torch.float64, device=self.device)
-        if self.resumed_sums is not None and start_step > 0 and ctx.is_main:
-            epoch_sums += self.resumed_sums.to(self.device)
+        resumed = self.resumed_sums if start_step > 0 and ctx.is_main else None
+        epoch_sums, window = MetricSums(self.device, resumed), MetricSums(self.device)
         self.resumed_sums = None
-        window = torch.zeros_like(epoch_sums)
         params = [p for _, p in self.named_trainable]
         started = time.perf_counter()
         bar = tqdm(
@@ -507,25 +501,11 @@ class Trainer:
                 self.scaler.update()
                 self.global_step += 1
 
-                n = x.shape[0]
                 with torch.no_grad():
                     mse = torch.nn.functional.mse_loss(out["x_hat"].detach().float().clamp(0, 1), x.float())
-                    row = (
-                        torch.stack(
-                            [
-                                losses["loss"].detach().double(),
-                                losses["bpp_loss"].detach().double(),
-                                losses["task_loss"].detach().double(),
-                                mse.double(),
-                            ]
-                        )
-                        * n
-                    )
-                    finite = torch.isfinite(grad_norm).double()
-                    gnorm = torch.nan_to_num(grad_norm.double(), nan=0.0, posinf=0.0, neginf=0.0) * finite
-                    row = torch.cat([row, row.new_tensor([n]), gnorm.view(1).to(row), finite.view(1).to(row)])
-                epoch_sums += row
-                window += row
+                row = MetricSums.step(losses, mse, x.shape[0], grad_norm)
+                epoch_sums.add(row)
+                window.add(row)
                 bar.update(1)
                 if self.global_step % cfg.log_every == 0:
                     metrics = self._reduce(window, f"steps up to {self.global_step}")
@@ -533,28 +513,22 @@ class Trainer:
                     bar.set_postfix(loss=f"{metrics['loss']:.4g}", bpp=f"{metrics['bpp_loss']:.4g}")
                     self._log("train_step", epoch + 1, metrics, time.perf_counter() - started)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
-                    sums = ctx.all_reduce_sum(epoch_sums.clone())
-                    self._check_finite(sums[: len(_METRICS) + 1], f"epoch {epoch + 1}")
-                    self._save_checkpoint(epoch, step, sums)
+                    total = epoch_sums.total(ctx)
+                    self._check_finite(total, f"epoch {epoch + 1}")
+                    self._save_checkpoint(epoch, step, total.values)
         finally:
             bar.close()
         metrics = self._reduce(epoch_sums, f"epoch {epoch + 1}")
         return metrics, time.perf_counter() - started
 
-    def _reduce(self, sums: torch.Tensor, what: str) -> Dict[str, float]:
+    def _reduce(self, sums: MetricSums, what: str) -> Dict[str, float]:
         """Means over all processes; ``images`` is the number of images they cover."""
-        total = self.ctx.all_reduce_sum(sums.clone())
-        k = len(_METRICS)
-        self._check_finite(total[: k + 1], what)
-        count = float(total[k])
-        out = {name: float(total[i]) / max(count, 1.0) for i, name in enumerate(_METRICS)}
-        out["images"] = count
-        if float(total[k + 2]) > 0:
-            out["grad_norm"] = float(total[k + 1]) / float(total[k + 2])
-        return out
+        total = sums.total(self.ctx)
+        self._check_finite(total, what)
+        return total.means()
 
-    def _check_finite(self, sums: torch.Tensor, what: str) -> None:
-        if not bool(torch.isfinite(sums).all()):
+    def _check_finite(self, sums: MetricSums, what: str) -> None:
+        if not sums.finite():
             raise FloatingPointError(
                 f"the training loss became non-finite ({what}); the last checkpoint in {self.output} is "
                 "intact. Lower --lr, use --amp off, or check the data."
@@ -575,7 +549,7 @@ class Trainer:
             num_workers=_given(cfg.workers),
             pin_memory=self.device.type == "cuda",
         )
-        sums = torch.zeros(_N_SUMS, dtype=torch.float64, device=self.device)
+        sums = MetricSums(self.device)
         try:
             for x in loader:
                 x = x.to(self.device, non_blocking=True)
@@ -583,10 +557,7 @@ class Trainer:
                     out = self.model(x)
                     losses = self.criterion(out, x)
                 mse = torch.nn.functional.mse_loss(out["x_hat"].float().clamp(0, 1), x.float())
-                n = x.shape[0]
-                values = [losses["loss"], losses["bpp_loss"], losses["task_loss"], mse]
-                sums[: len(_METRICS)] += torch.stack([v.detach().double() for v in values]) * n
-                sums[len(_METRICS)] += n
+                sums.add(MetricSums.step(losses, mse, x.shape[0]))
         finally:
             self.model.train()
         return self._reduce(sums, "validation")
