@@ -15,24 +15,29 @@ import hashlib
 import logging
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..fileio import atomic_torch_save
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_NAME",
+    "Progress",
     "RESUME_KEYS",
     "ResumeError",
     "atomic_save",
     "dataset_digest",
     "read_checkpoint",
     "restore_rng_state",
+    "restore_run_state",
     "rng_state",
+    "run_state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -187,3 +192,76 @@ def _canon(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+@dataclass
+class Progress:
+    """Where a run stands: what a checkpoint restores besides the weights and optimiser.
+
+    Args:
+        epoch: epochs completed.
+        step_in_epoch: steps completed in the current epoch (0: at an epoch boundary).
+        global_step: optimisation steps completed.
+        best_value: the best validation value so far (None: no validation yet).
+        best_epoch: its epoch.
+        epoch_sums: the metric sums of the current epoch up to ``step_in_epoch`` (for a
+            checkpoint taken inside an epoch; all processes' together).
+    """
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_value: Optional[float] = None
+    best_epoch: Optional[int] = None
+    epoch_sums: Optional[Tensor] = None
+
+
+def run_state(
+    progress: Progress,
+    config: Mapping[str, Any],
+    adapter: Mapping[str, Any],
+    training: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+) -> Dict[str, Any]:
+    """The payload of a training checkpoint (``torch.load(weights_only=True)`` reads it).
+
+    Args:
+        progress: where the run stands.
+        config: the run's settings (``TrainConfig.to_dict()``).
+        adapter: ``signature``, ``base_sha256`` and ``state_dict`` of the trained parts.
+        training: ``optimizer``, ``scheduler`` and ``scaler`` state dicts.
+        dataset: ``dataset_digest`` and ``num_train_images``.
+    """
+    sums = progress.epoch_sums
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": dict(config),
+        "adapter": dict(adapter),
+        **{key: training[key] for key in ("optimizer", "scheduler", "scaler")},
+        "epoch": progress.epoch,
+        "step_in_epoch": progress.step_in_epoch,
+        "global_step": progress.global_step,
+        "epoch_sums": None if sums is None else sums.detach().cpu(),
+        "best": {"value": progress.best_value, "epoch": progress.best_epoch},
+        "rng": rng_state(),
+        **{key: dataset[key] for key in ("dataset_digest", "num_train_images")},
+    }
+
+
+def restore_run_state(checkpoint: Mapping[str, Any], optimizer: Any, scheduler: Any, scaler: Any) -> Progress:
+    """Load a checkpoint's optimiser, scheduler, scaler and random generator states;
+    returns where the run stood."""
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    restore_rng_state(checkpoint["rng"])
+    sums = checkpoint.get("epoch_sums")
+    return Progress(
+        epoch=int(checkpoint["epoch"]),
+        step_in_epoch=int(checkpoint["step_in_epoch"]),
+        global_step=int(checkpoint["global_step"]),
+        best_value=checkpoint["best"]["value"],
+        best_epoch=checkpoint["best"]["epoch"],
+        epoch_sums=None if sums is None else sums.to(torch.float64),
+    )

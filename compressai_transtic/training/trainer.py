@@ -64,16 +64,15 @@ from .metrics_log import MetricsLog
 from .precision import entropy_models_in_float32, resolve_precision
 from .randomness import SampleKeyedRandomness
 from .state import (
-    CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
-    CHECKPOINT_VERSION,
+    Progress,
     ResumeError,
     atomic_save,
     check_resume_settings,
     dataset_digest,
     read_checkpoint,
-    restore_rng_state,
-    rng_state,
+    restore_run_state,
+    run_state,
 )
 
 __all__ = ["TrainResult", "Trainer", "train"]
@@ -222,22 +221,17 @@ class Trainer:
             self.optimizer, milestones=list(cfg.lr_milestones or ()), gamma=_given(cfg.lr_gamma)
         )
         self.scaler = self.precision.grad_scaler()
-        self.start_epoch, self.start_step, self.global_step = 0, 0, 0
-        self.best_value: Optional[float] = None
-        self.best_epoch: Optional[int] = None
-        self.resumed_sums: Optional[torch.Tensor] = None
+        progress = Progress()
         if ckpt is not None:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.scaler.load_state_dict(ckpt["scaler"])
-            self.start_epoch = int(ckpt["epoch"])
-            self.start_step = int(ckpt["step_in_epoch"])
-            self.global_step = int(ckpt["global_step"])
-            self.best_value = ckpt["best"]["value"]
-            self.best_epoch = ckpt["best"]["epoch"]
-            if ckpt.get("epoch_sums") is not None:
-                self.resumed_sums = ckpt["epoch_sums"].to(torch.float64)
-            restore_rng_state(ckpt["rng"])
+            progress = restore_run_state(ckpt, self.optimizer, self.scheduler, self.scaler)
+        self.start_epoch, self.start_step, self.global_step = (
+            progress.epoch,
+            progress.step_in_epoch,
+            progress.global_step,
+        )
+        self.best_value, self.best_epoch = progress.best_value, progress.best_epoch
+        self.resumed_sums = progress.epoch_sums
+        if ckpt is not None:
             logger.info(
                 "resuming from %s: epoch %d, step %d of the epoch (global step %d)",
                 self.resume_source,
@@ -592,27 +586,19 @@ class Trainer:
     def _save_checkpoint(self, epoch: int, step_in_epoch: int, epoch_sums: Optional[torch.Tensor]) -> None:
         if not self.ctx.is_main:
             return
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "config": self.config.to_dict(),
-            "adapter": {
-                "signature": self.kind.signature(self.model),
-                "base_sha256": self.base_hash,
-                "state_dict": self.kind.state_dict(self.model),
-            },
+        progress = Progress(epoch, step_in_epoch, self.global_step, self.best_value, self.best_epoch, epoch_sums)
+        adapter = {
+            "signature": self.kind.signature(self.model),
+            "base_sha256": self.base_hash,
+            "state_dict": self.kind.state_dict(self.model),
+        }
+        training = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "epoch": epoch,
-            "step_in_epoch": step_in_epoch,
-            "global_step": self.global_step,
-            "epoch_sums": None if epoch_sums is None else epoch_sums.detach().cpu(),
-            "best": {"value": self.best_value, "epoch": self.best_epoch},
-            "rng": rng_state(),
-            "dataset_digest": self.dataset_digest,
-            "num_train_images": len(self.train_paths),
         }
+        dataset = {"dataset_digest": self.dataset_digest, "num_train_images": len(self.train_paths)}
+        payload = run_state(progress, self.config.to_dict(), adapter, training, dataset)
         path = atomic_save(payload, self.output / CHECKPOINT_NAME)
         self.log.flush()
         logger.info("checkpoint: epoch %d, step %d of the epoch -> %s", epoch, step_in_epoch, path)
