@@ -22,14 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Dict, Optional, Type, Union
 
-import torch
 from torch import Tensor, nn
 
 from .download import fetch_url
@@ -48,6 +44,7 @@ from .state_dicts import (
     needs_entropy_update,
     unknown_architecture_message,
 )
+from .torchfile import load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -69,60 +66,6 @@ StateDict = Dict[str, Tensor]
 
 def _is_url(path_or_url: Union[str, os.PathLike]) -> bool:
     return isinstance(path_or_url, str) and path_or_url.startswith(("http://", "https://"))
-
-
-def _read_head(path: Path, n: int = 8) -> bytes:
-    with path.open("rb") as f:
-        return f.read(n)
-
-
-def _explain_load_failure(path: Path, exc: BaseException) -> CheckpointError:
-    """Turn an exception from ``torch.load`` into a specific :class:`CheckpointError`."""
-    name = str(path)
-    message = str(exc)
-    if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in message:
-        match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
-        if match:
-            return CheckpointError(
-                f"{name}: refused to load: the file holds Python objects other than "
-                f"tensors and plain containers (found {match.group(1)}), which "
-                "torch.load(weights_only=True) does not execute. Only if you trust the "
-                "file, re-save its weights: sd = torch.load(path, weights_only=False)"
-                "['state_dict']; torch.save({'state_dict': sd}, new_path)."
-            )
-    size = path.stat().st_size
-    if size == 0:
-        return CheckpointError(f"{name}: the file is empty, not a PyTorch checkpoint.")
-    head = _read_head(path)
-    if head.startswith(b"PK\x03\x04"):
-        if not zipfile.is_zipfile(path):
-            return CheckpointError(
-                f"{name}: the file is truncated or corrupted ({size} bytes; its zip "
-                "directory is missing). Download or copy it again."
-            )
-        return CheckpointError(f"{name}: cannot read this PyTorch zip checkpoint: {exc!r}")
-    if head.startswith(b"\x80"):
-        if isinstance(exc, EOFError):
-            return CheckpointError(
-                f"{name}: the file is truncated ({size} bytes, ends before the pickled "
-                "data does). Download or copy it again."
-            )
-        return CheckpointError(
-            f"{name}: this pickle is not a PyTorch checkpoint that "
-            f"torch.load(weights_only=True) can read: {message.splitlines()[0] if message else exc!r}"
-        )
-    return CheckpointError(
-        f"{name}: not a PyTorch checkpoint (the file starts with {head!r}; expected a file written by torch.save)."
-    )
-
-
-def _torch_load(path: Path, map_location: Any) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # the unpickler raises many types on damaged input: classify them
-        raise _explain_load_failure(path, exc) from exc
 
 
 def _unwrap(obj: Any, source: str) -> Any:
@@ -185,7 +128,9 @@ def load_state_dict(
         path = fetch_url(str(path_or_url), progress=progress)
     else:
         path = Path(path_or_url).expanduser()
-    obj = _torch_load(path, map_location)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    obj = load_torch_file(path, CheckpointError, map_location)
     return _unwrap(obj, str(path))
 
 

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .fileio import atomic_torch_save
 from .integrity import non_finite_tensors
+from .torchfile import load_torch_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models.transtic import TransTIC
@@ -311,10 +312,7 @@ def read_adapter(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise AdapterError(f"adapter file {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for bad pickles
-        raise AdapterError(f"{path} is not a readable adapter file ({type(exc).__name__}: {exc})") from exc
+    payload = load_torch_file(path, AdapterError)
     if not isinstance(payload, dict) or payload.get("adapter_format") is None:
         raise AdapterError(
             f"{path} is not a TransTIC adapter (no 'adapter_format' entry); "

@@ -239,7 +239,7 @@ def test_non_adapter_files_are_refused(tmp_path):
         load_adapter(TransTIC(), bogus)
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(AdapterError, match="not a readable adapter"):
+    with pytest.raises(AdapterError, match="notes.txt: not a PyTorch checkpoint"):
         load_adapter(TransTIC(), text)
     with pytest.raises(AdapterError, match="does not exist"):
         load_adapter(TransTIC(), tmp_path / "missing.pt")

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..fileio import atomic_torch_save
+from ..torchfile import load_torch_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -142,9 +143,9 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     if not path.is_file():
         raise ResumeError(f"cannot resume: checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # damaged or foreign files raise many types
-        raise ResumeError(f"cannot resume: {path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+        payload = load_torch_file(path, ResumeError)
+    except ResumeError as exc:
+        raise ResumeError(f"cannot resume: {exc}") from exc.__cause__
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         hint = ""
         if isinstance(payload, dict) and "adapter_format" in payload:
