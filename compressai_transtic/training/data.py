@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -34,6 +34,7 @@ from ..data.files import check_image, find_image_files
 from ..data.files import check_images as check_files
 from ..data.subset import evenly_spaced
 from ..imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_rgb8
+from .distributed import DistributedContext
 from .randomness import mix_seed, sample_key, uniform01
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,10 +47,12 @@ __all__ = [
     "UnreadableImageError",
     "ValidationImages",
     "check_images",
+    "check_images_everywhere",
     "collate_training",
     "find_images",
     "load_rgb",
     "split_holdout",
+    "training_and_validation_images",
 ]
 
 logger = logging.getLogger(__name__)
@@ -154,6 +157,49 @@ def load_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> "PIL.Image.Ima
         return read_rgb8(path, max_pixels)
     except ImageReadError as exc:
         raise UnreadableImageError(f"cannot read image {exc}", [path]) from exc
+
+
+def training_and_validation_images(
+    dataset: str,
+    val_dataset: Optional[str],
+    val_fraction: float,
+    val_limit: Optional[int],
+    seed: int,
+) -> Tuple[List[Path], List[Path]]:
+    """The training images, and the validation images: another folder's, or a held-out
+    fraction of the training folder's (by ``seed``), at most ``val_limit`` of them spread
+    evenly.
+
+    Raises:
+        DatasetError: a missing or empty folder, or a split that leaves one side empty.
+    """
+    paths = find_images(dataset, "training")
+    val_paths: List[Path] = []
+    if val_dataset:
+        val_paths = find_images(val_dataset, "validation")
+    elif val_fraction:
+        paths, val_paths = split_holdout(paths, val_fraction, seed)
+    return paths, validation_subset(val_paths, val_limit) if val_paths else []
+
+
+def check_images_everywhere(
+    paths: Sequence[Path], mode: str, ctx: DistributedContext, progress: bool, max_pixels: int
+) -> None:
+    """Every process checks its share of ``paths``; every process learns of every failure.
+
+    Raises:
+        UnreadableImageError: on every process, listing all the unreadable files.
+    """
+    mine = [paths[i] for i in shard(list(range(len(paths))), ctx.rank, ctx.world_size)]
+    failures = check_images(mine, mode, progress=progress and ctx.is_main and len(mine) > 1000, max_pixels=max_pixels)
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        gathered: List[Any] = [None] * ctx.world_size
+        dist.all_gather_object(gathered, [(str(p), r) for p, r in failures])
+        failures = sorted((Path(p), r) for part in gathered for p, r in part)
+    if failures:
+        raise unreadable_error(failures)
 
 
 def split_holdout(paths: Sequence[Path], fraction: float, seed: int) -> Tuple[List[Path], List[Path]]:

@@ -50,13 +50,10 @@ from .data import (
     GlobalBatchSampler,
     TrainingImages,
     ValidationImages,
-    check_images,
+    check_images_everywhere,
     collate_training,
-    find_images,
     shard,
-    split_holdout,
-    unreadable_error,
-    validation_subset,
+    training_and_validation_images,
 )
 from .distributed import DistributedContext, init_distributed, resolve_device
 from .epoch_metrics import MetricSums
@@ -189,7 +186,9 @@ class Trainer:
 
         # -- images
         self.ctx.collective(lambda: self._find_data(cfg))
-        self._verify_data(cfg)
+        check_images_everywhere(
+            self.train_paths + self.val_paths, cfg.verify_images, self.ctx, cfg.progress, cfg.max_pixels
+        )
         self.ctx.collective(lambda: self._build_datasets(cfg))
         if ckpt is not None:
             self.ctx.collective(lambda: self._check_resume(ckpt))
@@ -267,34 +266,9 @@ class Trainer:
         return path / CHECKPOINT_NAME if path.is_dir() else path
 
     def _find_data(self, cfg: TrainConfig) -> None:
-        paths = find_images(cfg.dataset, "training")
-        val_paths: List[Path] = []
-        if cfg.val_dataset:
-            val_paths = find_images(cfg.val_dataset, "validation")
-        elif cfg.val_fraction:
-            paths, val_paths = split_holdout(paths, cfg.val_fraction, cfg.seed)
-        self.train_paths = paths
-        self.val_paths = validation_subset(val_paths, cfg.val_limit) if val_paths else []
-
-    def _verify_data(self, cfg: TrainConfig) -> None:
-        """Every process checks its share of the images; all learn about every failure."""
-        ctx = self.ctx
-        everything = self.train_paths + self.val_paths
-        mine = [everything[i] for i in shard(list(range(len(everything))), ctx.rank, ctx.world_size)]
-        failures = check_images(
-            mine,
-            cfg.verify_images,
-            progress=cfg.progress and ctx.is_main and len(mine) > 1000,
-            max_pixels=cfg.max_pixels,
+        self.train_paths, self.val_paths = training_and_validation_images(
+            cfg.dataset, cfg.val_dataset, cfg.val_fraction, cfg.val_limit, cfg.seed
         )
-        if ctx.distributed:
-            import torch.distributed as dist
-
-            gathered: List[Any] = [None] * ctx.world_size
-            dist.all_gather_object(gathered, [(str(p), r) for p, r in failures])
-            failures = sorted((Path(p), r) for part in gathered for p, r in part)
-        if failures:
-            raise unreadable_error(failures)
 
     def _build_datasets(self, cfg: TrainConfig) -> None:
         ctx = self.ctx
