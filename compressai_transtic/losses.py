@@ -36,8 +36,21 @@ __all__ = [
     "SegmentationPerceptualLoss",
     "TaskPerceptualLoss",
     "bpp_from_likelihoods",
+    "likelihood_bits",
     "register_criteria",
 ]
+
+
+def likelihood_bits(likelihoods: Mapping[str, Tensor]) -> Tensor:
+    """Bits each image costs under the entropy models, ``-sum(log2 p)`` over all
+    likelihood tensors: shape ``(B,)``.
+
+    Args:
+        likelihoods: the ``"likelihoods"`` dict of a codec's forward output.
+    """
+    if not likelihoods:
+        raise ValueError("the codec output has no likelihoods")
+    return -torch.stack([torch.log2(lik).flatten(1).sum(1) for lik in likelihoods.values()]).sum(0)
 
 
 def bpp_from_likelihoods(likelihoods: Mapping[str, Tensor], num_pixels: int) -> Tensor:
@@ -47,10 +60,7 @@ def bpp_from_likelihoods(likelihoods: Mapping[str, Tensor], num_pixels: int) -> 
         likelihoods: the ``"likelihoods"`` dict of a codec's forward output.
         num_pixels: ``B * H * W`` of the input batch.
     """
-    if not likelihoods:
-        raise ValueError("the codec output has no likelihoods")
-    bits = torch.stack([torch.log(lik).sum() for lik in likelihoods.values()]).sum()
-    return bits / (-math.log(2) * num_pixels)
+    return likelihood_bits(likelihoods).sum() / num_pixels
 
 
 class TaskPerceptualLoss(nn.Module):

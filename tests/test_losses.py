@@ -153,4 +153,6 @@ def test_bpp_from_likelihoods_counts_bits_per_input_pixel():
     lik = {"y": torch.full((2, 3, 4, 4), 0.25), "z": torch.full((2, 1, 1, 1), 0.5)}
     bits = 2 * 3 * 4 * 4 * 2 + 2 * 1
     assert float(losses.bpp_from_likelihoods(lik, 2 * 32 * 32)) == pytest.approx(bits / (2 * 32 * 32))
+    per_image = 3 * 4 * 4 * 2 + 1  # each image: 48 symbols of 2 bits, one of 1 bit
+    assert losses.likelihood_bits(lik).tolist() == [per_image, per_image]
     assert not math.isnan(float(losses.bpp_from_likelihoods(lik, 1)))

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..losses import likelihood_bits
 from .metrics import fidelity_metrics, psnr
 from .protocol import CodingProtocol
 from .traditional import TRADITIONAL_CODECS, ExternalCodec, codec_version
@@ -275,7 +276,7 @@ def code_image(
     bpp_likelihood = math.nan
     if likelihood:
         out = model(x_code)
-        bpp_likelihood = float(sum(torch.log2(lik).sum() for lik in out["likelihoods"].values()) / (-num_pixels))
+        bpp_likelihood = float(likelihood_bits(out["likelihoods"]).sum()) / num_pixels
     started = time.perf_counter()
     enc = model.compress(x_code)
     encoding_time = _seconds(device, started)
@@ -311,8 +312,7 @@ def code_batch(
     bits = [math.nan] * batch
     if likelihood:
         out = model(x_code)
-        per_image = torch.stack([torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values()]).sum(0)
-        bits = [float(b) for b in -per_image]
+        bits = [float(b) for b in likelihood_bits(out["likelihoods"])]
     started = time.perf_counter()
     enc = model.compress(x_code)
     encoding_time = _seconds(device, started) / batch
