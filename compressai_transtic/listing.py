@@ -44,9 +44,12 @@ def model_rows() -> List[Dict[str, Any]]:
     from .trust import TrustStore
 
     rows = []
+    records: Dict[Path, Dict[str, Any]] = {}  # per cache folder, read once
     for w in zoo.weights:
         path = w.cache_path
-        record = None if w.sha256 else TrustStore(path.parent).get(w.filename)
+        if path.parent not in records:
+            records[path.parent] = TrustStore(path.parent).records()
+        record = None if w.sha256 else records[path.parent].get(w.filename)
         if w.sha256:
             check = "manifest sha256"
         elif record is None:

@@ -88,14 +88,16 @@ class TrustStore:
     def _write(self, files: Dict[str, Dict[str, str]]) -> None:
         atomic_write_text(self.path, json.dumps({"format_version": 1, "files": files}, indent=1, sort_keys=True) + "\n")
 
+    def records(self) -> Dict[str, HashRecord]:
+        """Every file's record (one read of the store)."""
+        return {
+            name: HashRecord(e["sha256"], e.get("source", "first-use"), e.get("url", ""), e.get("since", ""))
+            for name, e in self._read().items()
+        }
+
     def get(self, filename: str) -> Optional[HashRecord]:
         """The record of a file, or ``None``."""
-        entry = self._read().get(filename)
-        if entry is None:
-            return None
-        return HashRecord(
-            entry["sha256"], entry.get("source", "first-use"), entry.get("url", ""), entry.get("since", "")
-        )
+        return self.records().get(filename)
 
     def record(self, filename: str, sha256: str, url: str = "", source: str = "first-use") -> HashRecord:
         """Record (or pin, ``source="user"``) the hash of a file.

@@ -191,3 +191,14 @@ def test_a_large_image_is_refused_by_our_limit_without_pillows_bomb_warning(tmp_
     with pytest.raises(ImageReadError, match="90000000 pixels, above the limit of 16777216"):
         read_rgb8(path)
     assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
+
+
+@pytest.mark.parametrize("mode", ["header", "full"])
+def test_a_coco_image_of_another_size_than_annotated_is_found_by_the_check(tmp_path, mode):
+    from compressai_transtic.data import CocoImage
+
+    path = _png(tmp_path / "000001.png", size=(40, 32))
+    assert CocoImage(1, path, height=32, width=40).problem(mode) is None
+    reason = CocoImage(1, path, height=40, width=32).problem(mode)
+    assert reason.startswith("the image is 32x40 but the annotation file says 40x32")
+    assert CocoImage(1, path, height=40, width=32).problem("off") is None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional, Union
 
-from ..imageio import DEFAULT_MAX_PIXELS, open_image
+from ..imageio import DEFAULT_MAX_PIXELS
 from .files import ImageItem
 from .subset import ImageList
 
@@ -40,20 +40,13 @@ class CocoImage(ImageItem):
     def load(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> "PIL.Image.Image":
         """The image as 8-bit PIL RGB, checked against the annotated size."""
         image = super().load(max_pixels)
-        mismatch = self._size_mismatch(image.width, image.height)
+        mismatch = self.size_problem(image.width, image.height)
         if mismatch:
             raise ValueError(f"{self.path}: {mismatch}")
         return image
 
-    def problem(self, mode: str = "header", max_pixels: int = DEFAULT_MAX_PIXELS) -> Optional[str]:
-        """As :meth:`ImageItem.problem`, and the size must be the annotated one."""
-        reason = super().problem(mode, max_pixels)
-        if reason is None and mode != "off":
-            with open_image(self.path) as img:
-                reason = self._size_mismatch(*img.size)
-        return reason
-
-    def _size_mismatch(self, width: int, height: int) -> Optional[str]:
+    def size_problem(self, width: int, height: int) -> Optional[str]:
+        """The image must have the size the annotation file gives (boxes are reported there)."""
         if (height, width) == (self.height, self.width):
             return None
         return (

@@ -136,7 +136,12 @@ def _log_skips(root: Path, skipped: Dict[str, List[str]], duplicates: int) -> No
 
 
 # ---------------------------------------------------------------------------- checks
-def check_image(path: Path, mode: str = "header", max_pixels: int = DEFAULT_MAX_PIXELS) -> Optional[str]:
+def check_image(
+    path: Path,
+    mode: str = "header",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    size_problem: Optional[Callable[[int, int], Optional[str]]] = None,
+) -> Optional[str]:
     """Why ``path`` cannot be used as an input image, or ``None`` if it can.
 
     Args:
@@ -145,6 +150,8 @@ def check_image(path: Path, mode: str = "header", max_pixels: int = DEFAULT_MAX_
             finds empty files, non-images, damaged headers and truncated PNGs) or
             ``full`` (decode the whole image as the evaluator and trainer do).
         max_pixels: the largest accepted width x height.
+        size_problem: what is wrong with an image of this ``(width, height)`` (e.g. not
+            the annotated size), asked with the size the check read anyway.
     """
     if mode not in CHECK_MODES:
         raise ValueError(f"unknown check mode {mode!r}; choose from {', '.join(CHECK_MODES)}")
@@ -152,20 +159,20 @@ def check_image(path: Path, mode: str = "header", max_pixels: int = DEFAULT_MAX_
         return None
     try:
         if mode == "full":
-            read_rgb8(path, max_pixels)
-            return None
-        if os.path.getsize(path) == 0:
-            return "the file is empty (0 bytes)"
-        with open_image(path) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                return f"{width}x{height} is above the pixel limit of {max_pixels} (see --max-pixels)"
-            img.verify()
+            width, height = read_rgb8(path, max_pixels).size
+        else:
+            if os.path.getsize(path) == 0:
+                return "the file is empty (0 bytes)"
+            with open_image(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    return f"{width}x{height} is above the pixel limit of {max_pixels} (see --max-pixels)"
+                img.verify()
     except ImageReadError as exc:
         return str(exc).removeprefix(f"{path}: ")
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for damaged files
         return f"not a readable image ({type(exc).__name__}: {exc})"
-    return None
+    return size_problem(width, height) if size_problem is not None else None
 
 
 def check_images(
@@ -209,4 +216,8 @@ class ImageItem:
 
     def problem(self, mode: str = "header", max_pixels: int = DEFAULT_MAX_PIXELS) -> Optional[str]:
         """Why this item cannot be evaluated, or ``None`` (:func:`check_image`)."""
-        return check_image(self.path, mode, max_pixels)
+        return check_image(self.path, mode, max_pixels, self.size_problem)
+
+    def size_problem(self, width: int, height: int) -> Optional[str]:
+        """What is wrong with this item's image having this size (nothing, by default)."""
+        return None
