@@ -28,9 +28,10 @@ from typing import Any, Dict, Optional, Type, Union
 
 from torch import Tensor, nn
 
+from .adapter_files import AdapterError, adapter_config, load_adapter, read_adapter
 from .download import fetch_url
 from .integrity import non_finite_tensors
-from .models import TIC, TransTIC
+from .models import ADAPTED_CODECS, TIC, AdaptedCodec
 from .state_dicts import (
     ADAPTER_FORMAT_KEY,
     ARCHITECTURES,
@@ -57,6 +58,7 @@ __all__ = [
     "detect_architecture",
     "load_model",
     "load_state_dict",
+    "model_from_adapter",
     "model_from_state_dict",
     "needs_entropy_update",
 ]
@@ -135,11 +137,11 @@ def load_state_dict(
 
 
 #: the class of each architecture name
-CLASSES: Dict[str, Type[TIC]] = {"tic": TIC, "transtic": TransTIC}
+CLASSES: Dict[str, Type[TIC]] = {"tic": TIC, **ADAPTED_CODECS}
 
 
 def model_from_state_dict(state_dict: Mapping[str, Tensor], arch: Optional[str] = None, source: str = "") -> nn.Module:
-    """Build a TIC or TransTIC holding ``state_dict``, ready to code.
+    """Build the TIC, TransTIC or TIC+SFT holding ``state_dict``, ready to code.
 
     The architecture is taken from the keys when ``arch`` is None; the class's
     ``from_state_dict`` converts the layout (:func:`checkpoint_filter_fn`, once),
@@ -147,7 +149,7 @@ def model_from_state_dict(state_dict: Mapping[str, Tensor], arch: Optional[str] 
 
     Args:
         state_dict: weights, e.g. from :func:`load_state_dict`.
-        arch: ``"tic"``, ``"transtic"`` or None (detect).
+        arch: an architecture name (``"tic"``, ``"transtic"``, ``"tic-sft"``) or None (detect).
         source: file name used in error messages.
 
     Raises:
@@ -160,7 +162,7 @@ def model_from_state_dict(state_dict: Mapping[str, Tensor], arch: Optional[str] 
     if arch is not None and found != arch:
         raise ArchitectureMismatchError(found, arch, source)
     if found not in ARCHITECTURES:
-        raise ArchitectureMismatchError(found, arch or "tic or transtic", source)
+        raise ArchitectureMismatchError(found, arch or " or ".join(ARCHITECTURES), source)
     return CLASSES[found].from_state_dict(state_dict)
 
 
@@ -184,3 +186,22 @@ def load_model(
     """
     state_dict = load_state_dict(path, map_location=map_location, progress=progress)
     return model_from_state_dict(state_dict, arch, source=os.fspath(path))
+
+
+def model_from_adapter(base: TIC, path: Union[str, os.PathLike]) -> AdaptedCodec:
+    """The adapted codec of an adapter file on ``base``: the architecture and configuration
+    come from the file, the frozen base codec from ``base`` (whose hash must match).
+
+    Raises:
+        AdapterError: unreadable file, or an architecture this installation does not know.
+        AdapterMismatchError: the adapter was trained on another base codec.
+    """
+    header = read_adapter(path)
+    codec = ADAPTED_CODECS.get(header["arch"])
+    if codec is None:
+        raise AdapterError(
+            f"{path}: adapter of unknown architecture {header['arch']!r}; known: {sorted(ADAPTED_CODECS)}"
+        )
+    model = codec.from_base(base, config=adapter_config(header, codec.config_class, os.fspath(path)))
+    load_adapter(model, path)
+    return model

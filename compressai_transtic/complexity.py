@@ -1,9 +1,9 @@
-"""Complexity of TIC / TransTIC variants: MACs per pixel and parameters (Table A1).
+"""Complexity of TIC / TransTIC variants and baselines: MACs per pixel and parameters (Table A1).
 
 Run ``python -m compressai_transtic.complexity`` to print, for every row of the
-paper's Table A1, encoder/decoder kMACs per input pixel under the paper's counting
-convention and under true counting, and encoder/decoder parameters (millions), next
-to the paper's figures.
+paper's Table A1 and for the learned baselines (TIC+SFT), encoder/decoder kMACs per
+input pixel under the paper's counting convention and under true counting, and
+encoder/decoder parameters (millions), next to the paper's figures where it has them.
 
 Counting uses PyTorch's own :class:`torch.utils.flop_counter.FlopCounterMode`,
 extended with formulas for the operations the paper counts:
@@ -11,14 +11,16 @@ extended with formulas for the operations the paper counts:
 * matrix products (linear layers, attention ``q k^T`` and ``attn v``, including the
   CPU scaled-dot-product-attention kernel) and convolutions with their bias adds (the
   paper's convention leaves out the bias adds of linear layers);
-* LayerNorm (1 per element), BatchNorm (2 per element), ReLU and max-pool (1 per input
-  element), bilinear upsampling (1 per output element);
+* LayerNorm (1 per element), BatchNorm (2 per element), ReLU, LeakyReLU and max-pool (1
+  per input element), bilinear upsampling (1 per output element); like the paper, no
+  other element-wise operation (residual adds, the SFT's ``x * (1 + gamma) + beta``);
 * transposed convolutions: the paper's convention (that of ptflops/thop) counts them on
   their *output* grid, 4x the true count at stride 2; ``convention="true"`` counts the
   multiply-accumulates actually performed. That is the only difference between the two.
 
 Encoder = g_a + h_a (+ prompt generator and encoder prompts); decoder = h_s + g_s
-(+ decoder prompts). Encoder parameters include the entropy bottleneck.
+(+ decoder prompts); a baseline's added layers count on the side they run on.
+Encoder parameters include the entropy bottleneck.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from .fileio import atomic_write_text, check_writable_folder
-from .models import TIC, TransTIC
+from .models import ADAPTED_CODECS, TIC, TransTIC
 from .prompts import TABLE_A1_ROWS, PromptConfig
 
 __all__ = ["count_macs", "count_macs_both", "ComplexityRow", "measure", "table_a1", "main", "TABLE_A1"]
@@ -118,6 +120,8 @@ def _formulas(delta: List[int]) -> Dict[Any, Callable[..., int]]:
         aten._native_batch_norm_legit_no_training: per_input(2),
         aten.relu: per_input(1),
         aten.relu_: per_input(1),
+        aten.leaky_relu: per_input(1),
+        aten.leaky_relu_: per_input(1),
         aten.max_pool2d_with_indices: per_input(1),
         aten.upsample_bilinear2d: per_output,
     }
@@ -275,28 +279,52 @@ def _read_table_a1() -> List[Dict[str, Any]]:
 TABLE_A1: List[Dict[str, Any]] = _read_table_a1()
 
 
-def select_rows(variants: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
-    """The Table A1 rows to measure: all, or those named by ``variants``.
+#: the figures of a Table A1 row
+PAPER_FIGURES = ("enc_kmacs_per_px", "dec_kmacs_per_px", "enc_params_m", "dec_params_m")
 
-    A name is a row's label as the paper prints it (``Deep``, ``STB-12``, ``TIC``...)
-    or a prompt variant of :meth:`PromptConfig.variant` (``deep``, ``stb-12``...;
-    ``tic`` for the base codec), compared without case.
+#: rows measured beyond Table A1: the paper's learned baselines (the table has no figures
+#: for them), as (section, label, architecture name)
+BASELINE_ROWS: List[Dict[str, Any]] = [{"section": "baseline", "variant": "TIC+SFT", "arch": "tic-sft"}]
+
+
+def _row_model(row: Mapping[str, Any]) -> str:
+    """The model a row measures: ``tic``, a TransTIC variant name or an architecture name."""
+    if "arch" in row:
+        return row["arch"]
+    return TABLE_A1_ROWS[(row["section"], row["variant"])] or "tic"
+
+
+def select_rows(variants: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    """The rows to measure: all (Table A1, then the baselines), or those named by ``variants``.
+
+    A name is a row's label as the paper prints it (``Deep``, ``STB-12``, ``TIC``,
+    ``TIC+SFT``...), a prompt variant of :meth:`PromptConfig.variant` (``deep``,
+    ``stb-12``...), ``tic`` for the base codec or a baseline's architecture name
+    (``tic-sft``), compared without case.
 
     Raises:
         ValueError: a name that matches no row (the message lists the names).
     """
+    rows = TABLE_A1 + BASELINE_ROWS
     if not variants:
-        return list(TABLE_A1)
+        return list(rows)
     keys: Dict[str, List[Dict[str, Any]]] = {}
-    for paper in TABLE_A1:
-        name = TABLE_A1_ROWS[(paper["section"], paper["variant"])] or "tic"
-        keys.setdefault(paper["variant"].lower(), []).append(paper)
-        keys.setdefault(name, []).append(paper)
+    for row in rows:
+        keys.setdefault(row["variant"].lower(), []).append(row)
+        keys.setdefault(_row_model(row), []).append(row)
     unknown = [v for v in variants if v.lower() not in keys]
     if unknown:
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(sorted(keys))}")
     chosen = {id(p) for v in variants for p in keys[v.lower()]}
-    return [p for p in TABLE_A1 if id(p) in chosen]
+    return [p for p in rows if id(p) in chosen]
+
+
+def _build(name: str, N: int, M: int) -> TIC:
+    if name == "tic":
+        return TIC(N=N, M=M)
+    if name in ADAPTED_CODECS and name != "transtic":
+        return ADAPTED_CODECS[name](N=N, M=M)
+    return TransTIC(PromptConfig.variant(name), N=N, M=M)
 
 
 def table_a1(
@@ -307,21 +335,22 @@ def table_a1(
     progress: bool = False,
     variants: Optional[Sequence[str]] = None,
 ) -> List[ComplexityRow]:
-    """Measure the Table A1 rows (all, or those of :func:`select_rows`) on models with
-    random weights (counts do not depend on them); ``progress`` shows a tqdm bar on
-    stderr that names the model being measured."""
-    cache: Dict[Optional[str], Dict[str, float]] = {}
+    """Measure the rows (all, or those of :func:`select_rows`) on models with random
+    weights (counts do not depend on them); ``progress`` shows a tqdm bar on stderr that
+    names the model being measured."""
+    cache: Dict[str, Dict[str, float]] = {}
     rows: List[ComplexityRow] = []
     bar = tqdm(select_rows(variants), desc="Table A1", unit="row", leave=False, disable=not progress)
-    for paper in bar:
-        name = TABLE_A1_ROWS[(paper["section"], paper["variant"])]
+    for row in bar:
+        name = _row_model(row)
         if name not in cache:
-            bar.set_postfix_str(f"measuring {name or 'tic'}")
-            model = TIC(N=N, M=M) if name is None else TransTIC(PromptConfig.variant(name), N=N, M=M)
-            cache[name] = measure(model, height, width)
-            logger.info("measured %s", name or "tic")
-        figures = {k: paper[k] for k in ("enc_kmacs_per_px", "dec_kmacs_per_px", "enc_params_m", "dec_params_m")}
-        rows.append(ComplexityRow(paper["section"], paper["variant"], paper=figures, **cache[name]))
+            bar.set_postfix_str(f"measuring {name}")
+            cache[name] = measure(_build(name, N, M), height, width)
+            logger.info("measured %s", name)
+        figures = {
+            k: row[k] for k in ("enc_kmacs_per_px", "dec_kmacs_per_px", "enc_params_m", "dec_params_m") if k in row
+        }
+        rows.append(ComplexityRow(row["section"], row["variant"], paper=figures or None, **cache[name]))
     return rows
 
 
@@ -337,13 +366,13 @@ def _cell(row: ComplexityRow, key: str, digits: int) -> str:
 def format_table(rows: Sequence[ComplexityRow]) -> str:
     """Plain-text table: ours (paper) [difference] per figure."""
     header = (
-        f"{'section':<7} {'variant':<18} {'enc kMACs/px':>26} {'dec kMACs/px':>26} "
+        f"{'section':<8} {'variant':<18} {'enc kMACs/px':>26} {'dec kMACs/px':>26} "
         f"{'enc true':>9} {'dec true':>9} {'enc params (M)':>22} {'dec params (M)':>22}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r.section:<7} {r.variant:<18} {_cell(r, 'enc_kmacs_per_px', 2):>26} "
+            f"{r.section:<8} {r.variant:<18} {_cell(r, 'enc_kmacs_per_px', 2):>26} "
             f"{_cell(r, 'dec_kmacs_per_px', 2):>26} "
             f"{r.enc_kmacs_per_px_true:>9.2f} {r.dec_kmacs_per_px_true:>9.2f} "
             f"{_cell(r, 'enc_params_m', 3):>22} {_cell(r, 'dec_params_m', 3):>22}"

@@ -30,6 +30,7 @@ from .data.files import find_image_files
 from .devices import check_device
 from .fileio import atomic_write_bytes, check_writable_folder
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_image, write_png
+from .state_dicts import ARCHITECTURES as CODEC_ARCHITECTURES
 
 __all__ = [
     "CodecChoice",
@@ -58,7 +59,9 @@ class CodecCommandError(Exception):
 def _common_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="PATH", help=f"{what} or folders of them")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    parser.add_argument("--adapter", type=Path, help="prompt adapter file (TransTIC trained with `train`)")
+    parser.add_argument(
+        "--adapter", type=Path, help="adapter file written by `train` (TransTIC prompts, TIC+SFT layers)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument(
@@ -149,7 +152,7 @@ class CodecChoice:
         from .evaluation.codecs import CodecSpec
 
         if self.source == "adapter" and adapter_path is None:
-            raise CodecCommandError(f"coded with the prompt adapter {self.adapter}: pass it with --adapter")
+            raise CodecCommandError(f"coded with the adapter {self.adapter}: pass it with --adapter")
         return CodecSpec(
             label=self.architecture,
             architecture=self.architecture,
@@ -194,7 +197,13 @@ def _encoder_codec(args: argparse.Namespace) -> CodecChoice:
             raise CodecCommandError(f"{args.adapter}: no such adapter file")
         header = read_adapter(args.adapter)
         return CodecChoice(
-            "transtic", args.quality, header.get("task"), "adapter", args.seed, args.adapter.name, args.random_weights
+            header["arch"],
+            args.quality,
+            header.get("task"),
+            "adapter",
+            args.seed,
+            args.adapter.name,
+            args.random_weights,
         )
     task = (args.task or "cls") if args.model == "transtic" else None
     return CodecChoice(args.model, args.quality, task, "random" if args.random_weights else "pretrained", args.seed)
@@ -284,7 +293,7 @@ _FIELD_TYPES: Dict[str, Any] = {
 def _codec_of(source: Path, coded: CodedFile) -> CodecChoice:
     fields = {k: v for k, v in coded.codec.items() if k != "config"}
     wrong = [k for k, v in fields.items() if k not in _FIELD_TYPES or not isinstance(v, _FIELD_TYPES[k])]
-    if wrong or fields.get("architecture") not in ("tic", "transtic") or fields.get("source") not in SOURCES:
+    if wrong or fields.get("architecture") not in CODEC_ARCHITECTURES or fields.get("source") not in SOURCES:
         raise CodecCommandError(f"{source}: unknown codec description {dict(coded.codec)}")
     try:
         return CodecChoice(**fields)

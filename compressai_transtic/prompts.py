@@ -1,30 +1,27 @@
-"""TransTIC prompt configurations (every variant of the paper) and prompt adapters.
+"""TransTIC prompt configurations: every variant of the paper.
 
 A :class:`PromptConfig` says where prompts go and how many there are; the named
-presets of :data:`VARIANTS` are the rows of the paper's Table A1. An *adapter* is the
-set of trainable prompt parameters of one task, saved on its own with its config and
-the hash of the base codec it was trained on, so that one loaded base codec can serve
-several tasks by switching adapters.
+presets of :data:`VARIANTS` are the rows of the paper's Table A1. The prompts of one
+task are saved as an adapter file (:mod:`compressai_transtic.adapter_files`, whose
+functions this module re-exports under their established names).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple
 
-import torch
 from torch import Tensor
 
-from .fileio import atomic_torch_save
-from .integrity import non_finite_tensors
-from .torchfile import load_torch_file
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .models.transtic import TransTIC
+from .adapter_files import (
+    ADAPTER_FORMAT,
+    AdapterError,
+    AdapterMismatchError,
+    base_codec_hash,
+    load_adapter,
+    read_adapter,
+    save_adapter,
+)
 
 __all__ = [
     "PromptConfig",
@@ -38,10 +35,6 @@ __all__ = [
     "load_adapter",
     "read_adapter",
 ]
-
-logger = logging.getLogger(__name__)
-
-ADAPTER_FORMAT = 1
 
 #: encoder prompt-map stride d relative to the prompted stage, per prompt count:
 #: (8 / d)^2 prompt tokens per 8 x 8 window.
@@ -235,134 +228,3 @@ TABLE_A1_ROWS: Dict[Tuple[str, str], Optional[str]] = {
     ("A3.5", "Enc IP + Dec none"): "enc-only",
     ("A3.5", "Enc none + Dec TP"): "dec-only",
 }
-
-
-# ----------------------------------------------------------------------------------------
-# adapters
-# ----------------------------------------------------------------------------------------
-
-
-class AdapterError(ValueError):
-    """An adapter file that cannot be read or used."""
-
-
-class AdapterMismatchError(AdapterError):
-    """An adapter made for another base codec or another prompt configuration."""
-
-
-def base_codec_hash(state: Union["TransTIC", Mapping[str, Tensor]]) -> str:
-    """SHA-256 over the base codec's parameters (names, shapes, dtypes and values).
-
-    Entropy-coder tables and masks are left out: they are derived from the parameters.
-    Accepts a model (its :meth:`base_state_dict`) or a TIC state dict.
-    """
-    sd = state.base_state_dict() if hasattr(state, "base_state_dict") else state
-    digest = hashlib.sha256()
-    for key in sorted(sd):
-        if key.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table", "attn_mask")):
-            continue
-        if key.endswith(("relative_position_index", "target", ".bound", "scale_bound")):
-            continue
-        t = sd[key].detach().to("cpu").contiguous()
-        digest.update(key.encode())
-        digest.update(str(tuple(t.shape)).encode())
-        digest.update(str(t.dtype).encode())
-        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def save_adapter(
-    model: "TransTIC",
-    path: Union[str, os.PathLike],
-    task: Optional[str] = None,
-    metadata: Optional[Dict[str, Any]] = None,
-) -> Path:
-    """Write the prompt parameters (and prompt BatchNorm statistics) of ``model``.
-
-    The file (a torch pickle readable with ``weights_only=True``) holds
-    ``adapter_format``, ``config``, ``task``, ``base_sha256`` (see
-    :func:`base_codec_hash`), ``state_dict`` and ``metadata``. It is written atomically.
-
-    Args:
-        model: a :class:`~compressai_transtic.models.TransTIC`.
-        path: destination file.
-        task: name of the task the prompts were trained for.
-        metadata: JSON-like extra information (training settings, metrics, ...).
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    payload: Dict[str, Any] = {
-        "adapter_format": ADAPTER_FORMAT,
-        "arch": "transtic",
-        "config": model.config.to_dict(),
-        "task": task,
-        "base_sha256": base_codec_hash(model),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.prompt_state_dict().items()},
-        "metadata": dict(metadata or {}),
-    }
-    atomic_torch_save(payload, path)
-    logger.info("saved %s adapter (%d tensors) to %s", task or "prompt", len(payload["state_dict"]), path)
-    return path
-
-
-def read_adapter(path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """Read and check an adapter file without applying it."""
-    path = Path(path)
-    if not path.is_file():
-        raise AdapterError(f"adapter file {path} does not exist")
-    payload = load_torch_file(path, AdapterError)
-    if not isinstance(payload, dict) or payload.get("adapter_format") is None:
-        raise AdapterError(
-            f"{path} is not a TransTIC adapter (no 'adapter_format' entry); "
-            "for a full checkpoint use compressai_transtic.checkpoint.load_model"
-        )
-    if payload["adapter_format"] != ADAPTER_FORMAT:
-        raise AdapterError(
-            f"{path}: adapter format {payload['adapter_format']} is not supported (expected {ADAPTER_FORMAT})"
-        )
-    for key in ("config", "base_sha256", "state_dict"):
-        if key not in payload:
-            raise AdapterError(f"{path}: adapter is missing its {key!r} entry")
-    tensors = payload["state_dict"]
-    if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
-        raise AdapterError(f"{path}: the adapter's 'state_dict' entry is not a dict of tensors")
-    bad = non_finite_tensors(tensors)
-    if bad:
-        raise AdapterError(f"{path}: holds NaN or Inf values in {bad[:5]}; the file is damaged or was modified")
-    return payload
-
-
-def load_adapter(model: "TransTIC", path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """Load an adapter into ``model`` in place (the base codec is not touched).
-
-    Args:
-        model: the TransTIC whose prompts are replaced.
-        path: adapter file written by :func:`save_adapter`.
-
-    Returns:
-        The adapter's header (``task``, ``config``, ``metadata``, ...).
-
-    Raises:
-        AdapterMismatchError: the adapter was made for another prompt configuration
-            or another base codec.
-    """
-    payload = read_adapter(path)
-    config = PromptConfig.from_dict(payload["config"])
-    if config != model.config:
-        raise AdapterMismatchError(
-            f"adapter {path} was made for the prompt configuration {config}, but the model uses "
-            f"{model.config}; build the model with that configuration"
-        )
-    expected = base_codec_hash(model)
-    if payload["base_sha256"] != expected:
-        raise AdapterMismatchError(
-            f"adapter {path} was trained on another base codec (base sha256 "
-            f"{payload['base_sha256'][:12]}..., this model's base is {expected[:12]}...); "
-            "load the matching base weights first"
-        )
-    model.load_prompt_state_dict(payload["state_dict"])
-    header = {k: v for k, v in payload.items() if k != "state_dict"}
-    logger.info("loaded %s adapter from %s", payload.get("task") or "prompt", path)
-    return header

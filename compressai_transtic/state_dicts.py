@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ADAPTER_FORMAT_KEY",
+    "ADAPTER_KEYWORDS",
     "ARCHITECTURES",
     "ArchitectureMismatchError",
     "CheckpointError",
@@ -67,8 +68,12 @@ _TIC_MARKERS = (
     "entropy_bottleneck.quantiles",
 )
 
+#: Adapted architectures (a frozen TIC plus trainable parts) -> the word that every
+#: name of their trainable parameters and buffers holds, and no name of TIC does.
+ADAPTER_KEYWORDS = {"transtic": "prompt", "tic-sft": "sft"}
+
 #: the architectures a checkpoint can hold
-ARCHITECTURES = ("tic", "transtic")
+ARCHITECTURES = ("tic",) + tuple(ADAPTER_KEYWORDS)
 
 
 class CheckpointError(ValueError):
@@ -122,22 +127,21 @@ def detect_architecture(state_dict: Mapping[str, Any]) -> str:
         state_dict: a state dict as returned by :func:`load_state_dict`.
 
     Returns:
-        ``"adapter"`` for an adapter file, ``"transtic"`` when prompt weights
-        are present (``g_a0_prompt.*``, ``*.prompt_embeddings`` ...), ``"tic"``
-        for the base codec, else ``"unknown"``.
+        ``"adapter"`` for an adapter file; ``"tic"`` for the base codec alone; an
+        adapted architecture (``"transtic"``, ``"tic-sft"``) when the base codec's
+        keys come with keys holding that architecture's keyword
+        (:data:`ADAPTER_KEYWORDS`: ``g_a0_prompt.*``, ``g_a_sft.*`` ...); ``"unknown"``
+        otherwise, also for keys of two adapted architectures at once.
     """
     if ADAPTER_FORMAT_KEY in state_dict:
         return "adapter"
     keys = {_strip_prefix(k) for k in state_dict}
-    # Every TransTIC-only parameter has "prompt" in its name (g_a0_prompt.*,
-    # g_a0_prompt_layers.*, *.residual_group.prompt_embeddings ...); TIC has none.
-    has_prompts = any("prompt" in k for k in keys)
-    has_tic = all(marker in keys for marker in _TIC_MARKERS)
-    if has_tic and has_prompts:
-        return "transtic"
-    if has_tic:
+    if not all(marker in keys for marker in _TIC_MARKERS):
+        return "unknown"
+    adapted = [arch for arch, word in ADAPTER_KEYWORDS.items() if any(word in k for k in keys)]
+    if not adapted:
         return "tic"
-    return "unknown"
+    return adapted[0] if len(adapted) == 1 else "unknown"
 
 
 def _blocks_per_stage(keys: Iterable[str]) -> Dict[str, int]:

@@ -34,7 +34,7 @@ from torch import nn
 
 from .checkpoint import load_state_dict, model_from_state_dict
 from .download import ChecksumMismatchError, WeightsUnavailableError, fetch_url
-from .models import TIC, TransTIC
+from .models import TIC, TICSFT, TransTIC
 from .registration import ModelEntry
 from .trust import TrustStore, TrustStoreError
 
@@ -58,6 +58,7 @@ __all__ = [
     "transtic_cls",
     "transtic_det",
     "transtic_seg",
+    "tic_sft",
     "weights",
 ]
 
@@ -66,10 +67,10 @@ TASKS = ("cls", "det", "seg")
 METRICS = ("mse",)
 
 #: Architecture names registered into CompressAI (``transtic`` = ``transtic-cls`` by default).
-ARCHITECTURES = ("tic", "transtic", "transtic-cls", "transtic-det", "transtic-seg")
+ARCHITECTURES = ("tic", "transtic", "transtic-cls", "transtic-det", "transtic-seg", "tic-sft")
 
 #: Model card (a file of ``zoo/``) per architecture name.
-MODEL_CARDS = {name: "tic.md" if name == "tic" else "transtic.md" for name in ARCHITECTURES}
+MODEL_CARDS = {name: "transtic.md" if name.startswith("transtic") else f"{name}.md" for name in ARCHITECTURES}
 
 #: Constructor arguments ``(N, M)`` per architecture and quality.
 cfgs: Dict[str, Dict[int, Tuple[int, int]]] = {arch: {q: (128, 192) for q in QUALITIES} for arch in ARCHITECTURES}
@@ -300,6 +301,36 @@ def transtic(
     return TransTIC(N=N, M=M, **kwargs)
 
 
+def tic_sft(
+    quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
+) -> nn.Module:
+    """TIC+SFT, the paper's spatial-feature-transform baseline: the TIC base codec of
+    ``quality`` with SFT layers in ``g_a``, ``h_a`` and ``g_s`` (see
+    :class:`compressai_transtic.models.TICSFT`).
+
+    No weights of it are released: train an adapter with ``compressai-transtic train
+    --arch tic-sft`` and load its ``model_final.pth.tar`` with
+    :func:`compressai_transtic.checkpoint.load_model` (or CompressAI's ``eval_model
+    checkpoint -a tic-sft``).
+
+    Args:
+        quality: 1..4 (N=128, M=192 for all).
+        metric: ``"mse"``, the base codec's training metric.
+        pretrained: not available (raises ``ValueError`` saying what to do).
+        progress: unused (the signature of CompressAI's zoo functions).
+        **kwargs: extra arguments of :class:`~compressai_transtic.models.TICSFT`
+            (e.g. ``config``).
+    """
+    _check_args(quality, metric)
+    if pretrained:
+        raise ValueError(
+            "no tic-sft weights are released: train them with `compressai-transtic train --arch tic-sft "
+            f"-q {quality} ...` and load model_final.pth.tar with compressai_transtic.checkpoint.load_model"
+        )
+    N, M = cfgs["tic-sft"][quality]
+    return TICSFT(N=N, M=M, **kwargs)
+
+
 #: what each task's released prompts were trained for
 TASK_TITLES = {
     "cls": "ImageNet classification (ResNet50)",
@@ -343,3 +374,4 @@ TRANSTIC_ENTRY = _entry("transtic", transtic, TransTIC)
 TRANSTIC_CLS_ENTRY, TRANSTIC_DET_ENTRY, TRANSTIC_SEG_ENTRY = (
     _entry(f"transtic-{task}", TASK_FUNCTIONS[task], TransTIC) for task in TASKS
 )
+TIC_SFT_ENTRY = _entry("tic-sft", tic_sft, TICSFT)

@@ -331,6 +331,29 @@ def test_checkpoint_and_adapter_files_are_evaluated(classification_set, tmp_path
     assert all(line.startswith("[RANDOM WEIGHTS]") for line in lines)
 
 
+def test_sft_adapters_and_checkpoints_are_evaluated_as_tic_sft(classification_set, tmp_path, capsys):
+    from compressai_transtic.adapter_files import save_adapter
+    from compressai_transtic.evaluation.codecs import CodecSpec
+    from compressai_transtic.models import TICSFT, SFTConfig
+
+    base = CodecSpec("tic", "tic", 1, None, "random", seed=7).load()
+    model = TICSFT.from_base(base, SFTConfig(width=8))
+    adapter = save_adapter(model, tmp_path / "sft.pt", task="cls")
+    checkpoint = tmp_path / "sft.pth.tar"
+    torch.save({"state_dict": model.state_dict()}, checkpoint)
+    common = [str(classification_set), "-q", "1", "--limit", "1", "--no-reference", "--crop", "64", "--no-progress"]
+    common += ["--seed", "7", "--task-weights", "random"]
+    assert main(["eval", *common, "--adapter", str(adapter), "--random-weights", "-o", str(tmp_path / "a")]) == 0
+    curve = json.loads((tmp_path / "a" / "tic-sft-adapter-cls.json").read_text())
+    assert f"tic-sft q1, adapter {adapter} on RANDOM base codec" in curve["description"]
+    assert main(["eval", *common, "--checkpoint", str(checkpoint), "-o", str(tmp_path / "c")]) == 0
+    curve = json.loads((tmp_path / "c" / "sft-cls.json").read_text())
+    assert str(checkpoint) in curve["description"]
+    # a fresh SFT codec codes as its base: the two curves agree
+    by_adapter = json.loads((tmp_path / "a" / "tic-sft-adapter-cls.json").read_text())["results"]
+    assert by_adapter["bpp"] == curve["results"]["bpp"]
+
+
 def test_demo_refuses_an_unknown_quality_before_loading_anything(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--qualities", "1", "7"])

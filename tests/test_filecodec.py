@@ -136,12 +136,17 @@ def test_decoding_with_other_weights_is_refused(images, tmp_path, capsys):
     assert "coded with the prompt configuration {'depth': 'shallow'}" in capsys.readouterr().err
 
 
-def test_adapters_travel_by_name_and_are_checked_by_hash(images, tmp_path, capsys):
+@pytest.mark.parametrize("arch", ["transtic", "tic-sft"])
+def test_adapters_travel_by_name_and_are_checked_by_hash(images, tmp_path, capsys, arch):
     base = CodecSpec("tic", "tic", 1, None, "random").load()
-    from compressai_transtic.models import TransTIC
+    from compressai_transtic.models import ADAPTED_CODECS
 
     torch.manual_seed(5)
-    adapter = save_adapter(TransTIC.from_base(base), tmp_path / "mine.adapter", task="det")
+    model = ADAPTED_CODECS[arch].from_base(base)
+    with torch.no_grad():  # trained-looking parts (a fresh SFT is the identity)
+        for _, p in model.named_adapter_parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    adapter = save_adapter(model, tmp_path / "mine.adapter", task="det")
     common = ["--adapter", str(adapter)]
     assert (
         main(
@@ -161,6 +166,7 @@ def test_adapters_travel_by_name_and_are_checked_by_hash(images, tmp_path, capsy
     assert "pass it with --adapter" in capsys.readouterr().err
     assert _decode(tmp_path / "e", tmp_path / "d", *common) == 0
     assert (tmp_path / "d" / "coffee.png").is_file()
+    assert unpack((tmp_path / "e" / "coffee.ttic").read_bytes()).codec["architecture"] == arch
 
 
 @pytest.mark.parametrize("field, value", [("task", [1]), ("quality", "x"), ("architecture", "jpeg"), ("extra", 1)])

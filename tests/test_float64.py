@@ -14,10 +14,10 @@ import torch
 from codec_models import sample_image
 
 from compressai_transtic.layers import reference_attention, set_cpu_attention
-from compressai_transtic.models import TIC, TransTIC
+from compressai_transtic.models import TIC, TICSFT, TransTIC
 from compressai_transtic.prompts import VARIANTS, PromptConfig
 
-MODELS = ["tic"] + [f"transtic:{name}" for name in sorted(VARIANTS)]
+MODELS = ["tic", "tic-sft"] + [f"transtic:{name}" for name in sorted(VARIANTS)]
 FLOAT64_TOLERANCE = 1e-12
 
 
@@ -25,6 +25,10 @@ def _build(name: str) -> TIC:
     torch.manual_seed(0)
     if name == "tic":
         model = TIC()
+    elif name == "tic-sft":
+        model = TICSFT()
+        for _, p in model.named_adapter_parameters():  # not the identity of a fresh SFT
+            torch.nn.init.normal_(p, std=0.02)
     else:
         model = TransTIC(PromptConfig.variant(name.split(":", 1)[1]))
     model = model.double().eval()

@@ -200,7 +200,7 @@ def test_adapters_swap_at_run_time_and_match_freshly_loaded_models(base, tmp_pat
 
 def test_adapters_of_another_variant_or_base_are_refused(base, tmp_path):
     path = save_adapter(TransTIC.from_base(base), tmp_path / "deep.pt", task="cls")
-    with pytest.raises(AdapterMismatchError, match="prompt configuration"):
+    with pytest.raises(AdapterMismatchError, match="transtic configuration"):
         load_adapter(TransTIC.from_base(base, PromptConfig.variant("stb-12")), path)
     other_base = TransTIC()  # random base weights
     with pytest.raises(AdapterMismatchError, match="another base codec"):
@@ -214,7 +214,7 @@ def test_a_refused_adapter_changes_nothing(base, tmp_path):
     payload[last] = torch.zeros(*payload[last].shape, 2)  # wrong shape in the last tensor
     model = TransTIC.from_base(base)
     before = {k: v.clone() for k, v in model.prompt_state_dict().items()}
-    with pytest.raises(ValueError, match=f"prompt tensor {last}: shape"):
+    with pytest.raises(ValueError, match=f"adapter tensor {last}: shape"):
         model.load_prompt_state_dict(payload)
     assert all(torch.equal(model.prompt_state_dict()[k], v) for k, v in before.items())
 
@@ -235,7 +235,7 @@ def test_adapters_with_nan_are_refused_before_loading(base, tmp_path):
 def test_non_adapter_files_are_refused(tmp_path):
     bogus = tmp_path / "bogus.pt"
     torch.save({"state_dict": {}}, bogus)
-    with pytest.raises(AdapterError, match="not a TransTIC adapter"):
+    with pytest.raises(AdapterError, match="not an adapter file"):
         load_adapter(TransTIC(), bogus)
     text = tmp_path / "notes.txt"
     text.write_text("hello")

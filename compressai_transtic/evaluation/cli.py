@@ -444,7 +444,8 @@ def _adapter_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[
         raise CommandError("give one --base-checkpoint per --adapter, in order")
     specs = []
     for i, (path, q) in enumerate(zip(args.adapter, qualities)):
-        task = read_adapter(path).get("task")
+        header = read_adapter(path)
+        task = header.get("task")
         if task is None:
             if len(task_names) != 1:
                 raise CommandError(f"adapter {path} does not say its task; evaluate one --task at a time")
@@ -454,8 +455,8 @@ def _adapter_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[
         base = str(bases[i]) if bases else None
         specs.append(
             CodecSpec(
-                args.name or "transtic-adapter",
-                "transtic",
+                args.name or f"{header['arch']}-adapter",
+                header["arch"],
                 q,
                 task,
                 "adapter",

@@ -128,7 +128,7 @@ class CodecSpec:
         if self.source == "checkpoint":
             return f"{what}{q} from {self.path}"
         base = "RANDOM base codec" if self.random_base else (self.base_path or "released base codec")
-        return f"transtic{q}, adapter {self.path} on {base}"
+        return f"{arch}{q}, adapter {self.path} on {base}"
 
     @property
     def zoo_quality(self) -> int:
@@ -181,9 +181,7 @@ class CodecSpec:
 
     def _adapter_model(self, progress: bool) -> nn.Module:
         from .. import zoo
-        from ..checkpoint import load_model
-        from ..models import TransTIC
-        from ..prompts import PromptConfig, load_adapter, read_adapter
+        from ..checkpoint import load_model, model_from_adapter
 
         if self.base_path:
             base: Any = load_model("tic", self.base_path, progress=progress)
@@ -191,9 +189,7 @@ class CodecSpec:
             base = self._random("tic")
         else:
             base = zoo.tic(self.zoo_quality, pretrained=True, progress=progress)
-        header = read_adapter(str(self.path))
-        model = TransTIC.from_base(base, config=PromptConfig.from_dict(header["config"]))
-        load_adapter(model, str(self.path))
+        model = model_from_adapter(base, str(self.path))
         model.update(force=True)
         return model
 

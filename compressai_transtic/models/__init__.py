@@ -1,6 +1,14 @@
-"""Codec architectures: :class:`TIC` (base codec) and :class:`TransTIC` (prompted)."""
+"""Codec architectures: :class:`TIC` (base codec) and the adapted codecs around a frozen
+TIC: :class:`TransTIC` (prompts) and the paper's baseline :class:`TICSFT`."""
 
+from typing import Dict, Type
+
+from .adapted import AdaptedCodec
+from .sft import TICSFT, SFTConfig
 from .tic import TIC
 from .transtic import TransTIC
 
-__all__ = ["TIC", "TransTIC"]
+__all__ = ["ADAPTED_CODECS", "AdaptedCodec", "SFTConfig", "TIC", "TICSFT", "TransTIC"]
+
+#: architecture name -> class of every adapted codec
+ADAPTED_CODECS: Dict[str, Type[AdaptedCodec]] = {cls.arch: cls for cls in (TransTIC, TICSFT)}

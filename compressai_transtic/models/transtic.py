@@ -4,30 +4,31 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from ..layers import PromptGenerator, WindowPrompts, conv, deconv
-from ..prompts import PromptConfig
-from ..state_dicts import check_architecture, checkpoint_filter_fn, needs_entropy_update
-from .tic import TIC, _channels_last
+from ..prompts import VARIANTS, PromptConfig
+from ..state_dicts import ADAPTER_KEYWORDS
+from .adapted import AdaptedCodec
+from .tic import _channels_last
 
 __all__ = ["TransTIC", "PROMPT_KEYWORD"]
 
 logger = logging.getLogger(__name__)
 
 #: every prompt parameter and buffer has this in its name; nothing of the base codec does
-PROMPT_KEYWORD = "prompt"
+PROMPT_KEYWORD = ADAPTER_KEYWORDS["transtic"]
 
 
 def _nhwc(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1).contiguous()
 
 
-class TransTIC(TIC):
+class TransTIC(AdaptedCodec):
     r"""TransTIC (Chen, Weng, Liu, Peng, "TransTIC: Transferring Transformer-based Image
     Compression from Human Perception to Machine Perception", ICCV 2023).
 
@@ -43,7 +44,8 @@ class TransTIC(TIC):
       :class:`~compressai_transtic.prompts.PromptConfig`).
 
     Only the prompt parts are trainable; the base codec, its entropy models included,
-    is frozen (``requires_grad=False``). ``base_state_dict()`` returns the base weights.
+    is frozen (``requires_grad=False``). ``base_state_dict()`` returns the base weights,
+    ``prompt_state_dict()`` (= ``adapter_state_dict()``) the prompts.
 
     Args:
         config: prompt configuration (default: the released "Deep" model).
@@ -52,9 +54,12 @@ class TransTIC(TIC):
         **kwargs: forwarded to :class:`TIC`.
     """
 
+    arch = "transtic"
+    config_class = PromptConfig
+    presets = VARIANTS
+
     def __init__(self, config: Optional[PromptConfig] = None, N: int = 128, M: int = 192, **kwargs: Any) -> None:
-        super().__init__(N=N, M=M, **kwargs)
-        self.config = config if config is not None else PromptConfig()
+        super().__init__(config, N=N, M=M, **kwargs)
         cfg = self.config
         d = cfg.encoder_downsample
         deep = cfg.depth == "deep"
@@ -89,58 +94,28 @@ class TransTIC(TIC):
         self.freeze_base()
 
     # ------------------------------------------------------------------------------
-    # parameter groups
+    # TransTIC's names of the adapter methods
     # ------------------------------------------------------------------------------
-    @staticmethod
-    def is_prompt_key(name: str) -> bool:
+    @classmethod
+    def is_prompt_key(cls, name: str) -> bool:
         """Whether a parameter/buffer name belongs to the prompt parts."""
-        return PROMPT_KEYWORD in name
-
-    def freeze_base(self) -> None:
-        """Set ``requires_grad=False`` on every base-codec parameter (entropy models too)."""
-        for name, p in self.named_parameters():
-            p.requires_grad_(self.is_prompt_key(name))
+        return cls.is_adapter_key(name)
 
     def named_prompt_parameters(self) -> Iterator[Tuple[str, nn.Parameter]]:
         """The trainable prompt parameters with their names."""
-        for name, p in self.named_parameters():
-            if self.is_prompt_key(name):
-                yield name, p
+        return self.named_adapter_parameters()
 
     def prompt_parameters(self) -> Iterator[nn.Parameter]:
         """The trainable prompt parameters (what an optimizer should get)."""
-        for _, p in self.named_prompt_parameters():
-            yield p
+        return (p for _, p in self.named_adapter_parameters())
 
     def prompt_state_dict(self) -> Dict[str, Tensor]:
         """Prompt parameters and buffers (BatchNorm statistics of the generator)."""
-        return {k: v for k, v in self.state_dict().items() if self.is_prompt_key(k)}
-
-    def base_state_dict(self) -> Dict[str, Tensor]:
-        """The base codec's weights, keyed exactly as a :class:`TIC` state dict."""
-        return {k: v for k, v in self.state_dict().items() if not self.is_prompt_key(k)}
+        return self.adapter_state_dict()
 
     def load_prompt_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
-        """Replace the prompt parameters/buffers; keys and shapes must match exactly,
-        and are all checked before any tensor is changed."""
-        expected = set(self.prompt_state_dict())
-        given = set(state_dict)
-        if expected != given:
-            missing, unexpected = sorted(expected - given), sorted(given - expected)
-            raise KeyError(f"prompt weights do not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        own = self.state_dict(keep_vars=True)
-        for key, value in state_dict.items():  # check everything before changing anything
-            if own[key].shape != value.shape:
-                raise ValueError(f"prompt tensor {key}: shape {tuple(value.shape)} != model's {tuple(own[key].shape)}")
-        with torch.no_grad():
-            for key, value in state_dict.items():
-                own[key].copy_(value)
-
-    def load_base_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
-        """Load TIC weights into the base codec; prompts are left as they are."""
-        full = dict(self.prompt_state_dict())
-        full.update(state_dict)
-        self.load_state_dict(full, strict=True)
+        """Replace the prompt parameters/buffers (see :meth:`load_adapter_state_dict`)."""
+        self.load_adapter_state_dict(state_dict)
 
     # ------------------------------------------------------------------------------
     # prompted transforms
@@ -197,41 +172,3 @@ class TransTIC(TIC):
             x = rstb(x, prompts)
             x = upsample(x)
         return x
-
-    # ------------------------------------------------------------------------------
-    # construction from weights
-    # ------------------------------------------------------------------------------
-    @classmethod
-    def from_state_dict(
-        cls, state_dict: Mapping[str, Tensor], config: Optional[PromptConfig] = None, **kwargs: Any
-    ) -> "TransTIC":
-        """Build the TransTIC that ``state_dict`` belongs to (config inferred from the
-        keys unless given) and load it strictly."""
-        state_dict = checkpoint_filter_fn(state_dict)
-        check_architecture(state_dict, "transtic")
-        N = state_dict["g_a0.weight"].size(0)
-        M = state_dict["g_a6.weight"].size(0)
-        config = config if config is not None else PromptConfig.from_state_dict(state_dict)
-        net = cls(config=config, N=N, M=M, **kwargs)
-        net.load_state_dict(state_dict)
-        if needs_entropy_update(state_dict):  # e.g. the released base_codec_4 lacks its tables
-            logger.info("rebuilding the entropy-coder tables the weights lack (update())")
-            net.update()
-        return net
-
-    @classmethod
-    def from_base(
-        cls, base: Union[TIC, Mapping[str, Tensor]], config: Optional[PromptConfig] = None, **kwargs: Any
-    ) -> "TransTIC":
-        """A TransTIC with freshly initialised prompts on the weights of a base codec.
-
-        Args:
-            base: a :class:`TIC` model or its state dict.
-            config: prompt configuration (default: the released "Deep" model).
-        """
-        sd = base.state_dict() if isinstance(base, nn.Module) else dict(base)
-        N = sd["g_a0.weight"].size(0)
-        M = sd["g_a6.weight"].size(0)
-        net = cls(config=config, N=N, M=M, **kwargs)
-        net.load_base_state_dict(sd)
-        return net

@@ -1,136 +1,99 @@
-"""What the trainer adapts: a frozen base codec plus a small set of trainable parameters.
+"""What the trainer adapts: a frozen base codec plus the trainable parts of an architecture.
 
-The trainer is generic over an :class:`AdapterKind`, which knows how to put trainable
-parts around a base codec, which parameters train, and how to save and restore them.
-``transtic`` (prompts, :class:`PromptAdapter`) is built in; a baseline (SFT layers,
-channel selection ...) adds its own kind with :func:`register_adapter_kind`.
+One :class:`AdapterKind` per adapted codec of :data:`compressai_transtic.models.ADAPTED_CODECS`
+(``transtic``, ``tic-sft``): it builds the model around a base codec from the run's
+``variant`` and options, and checks, saves and restores the adapter through the
+model's own methods and :mod:`compressai_transtic.adapter_files`.
 """
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union
 
 import torch.nn as nn
 from torch import Tensor
 
-from ..models import TransTIC
-from ..prompts import AdapterMismatchError, PromptConfig, base_codec_hash, load_adapter, save_adapter
+from ..adapter_files import AdapterMismatchError, adapter_config, base_codec_hash, load_adapter, save_adapter
+from ..models import ADAPTED_CODECS, AdaptedCodec
 
-__all__ = [
-    "ADAPTER_KINDS",
-    "AdapterKind",
-    "PromptAdapter",
-    "get_adapter_kind",
-    "register_adapter_kind",
-]
-
-logger = logging.getLogger(__name__)
+__all__ = ["ADAPTER_KINDS", "AdapterKind", "get_adapter_kind"]
 
 
+@dataclasses.dataclass(frozen=True)
 class AdapterKind:
-    """Interface of an adapted architecture, as the trainer uses it.
+    """The trainer's view of one adapted architecture.
 
-    Attributes:
-        name: the ``--arch`` name.
+    Args:
+        codec: the adapted codec class (its ``arch`` is the ``--arch`` name, its
+            ``presets`` the ``--variant`` names).
     """
 
-    name: str = ""
+    codec: Type[AdaptedCodec]
 
-    def build(self, base: nn.Module, options: Mapping[str, Any]) -> nn.Module:
-        """The adapted model around ``base`` (a loaded TIC), base frozen.
+    @property
+    def name(self) -> str:
+        return self.codec.arch
 
-        Args:
-            base: the base codec.
-            options: ``variant`` and ``prompt_options`` (kind-specific settings).
+    def model_config(self, variant: Optional[str], options: Mapping[str, Any]) -> Any:
+        """The configuration of a run: a named preset (or the default) with fields overridden.
+
+        Raises:
+            ValueError: an unknown preset or option (the message lists the known ones).
         """
-        raise NotImplementedError
+        presets = self.codec.presets
+        if variant is not None and variant not in presets:
+            known = ", ".join(sorted(presets)) or "none: set fields with --adapter-option"
+            raise ValueError(f"unknown {self.name} variant {variant!r}; variants: {known}")
+        config = presets[variant] if variant is not None else self.codec.config_class()
+        known_fields = {f.name for f in dataclasses.fields(config)}
+        unknown = sorted(set(options) - known_fields)
+        if unknown:
+            raise ValueError(f"unknown {self.name} options {unknown}; known: {sorted(known_fields)}")
+        return dataclasses.replace(config, **options) if options else config
 
-    def trainable_parameters(self, model: nn.Module) -> List[Tuple[str, nn.Parameter]]:
+    def build(self, base: Any, variant: Optional[str], options: Mapping[str, Any]) -> AdaptedCodec:
+        """The adapted model around ``base``, base frozen, fresh trainable parts."""
+        return self.codec.from_base(base, config=self.model_config(variant, options))
+
+    @staticmethod
+    def trainable_parameters(model: Any) -> List[Tuple[str, nn.Parameter]]:
         """The named parameters the optimizer updates (nothing of the base codec)."""
-        raise NotImplementedError
+        return list(model.named_adapter_parameters())
 
-    def state_dict(self, model: nn.Module) -> Dict[str, Tensor]:
-        """Trainable parameters and their buffers (e.g. BatchNorm statistics)."""
-        raise NotImplementedError
+    @staticmethod
+    def state_dict(model: Any) -> Dict[str, Tensor]:
+        """Trainable parameters and their buffers (e.g. BatchNorm statistics), copied."""
+        return {k: v.detach().clone() for k, v in model.adapter_state_dict().items()}
 
-    def load_state_dict(self, model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
-        raise NotImplementedError
+    @staticmethod
+    def load_state_dict(model: Any, state_dict: Mapping[str, Tensor]) -> None:
+        model.load_adapter_state_dict(state_dict)
 
-    def base_hash(self, model: nn.Module) -> str:
+    @staticmethod
+    def base_hash(model: Any) -> str:
         """A digest of the frozen base codec's weights."""
-        raise NotImplementedError
-
-    def signature(self, model: nn.Module) -> Dict[str, Any]:
-        """Settings an adapter must share with ``model`` to be loadable (JSON-like)."""
-        raise NotImplementedError
-
-    def check_compatible(self, model: nn.Module, signature: Mapping[str, Any], base_hash: str, source: str) -> None:
-        """Raise if adapter weights with ``signature`` / ``base_hash`` do not fit ``model``."""
-        raise NotImplementedError
-
-    def save(
-        self, model: nn.Module, path: Union[str, os.PathLike], task: Optional[str], metadata: Dict[str, Any]
-    ) -> Path:
-        """Write the adapter file (atomically)."""
-        raise NotImplementedError
-
-    def load(self, model: nn.Module, path: Union[str, os.PathLike]) -> Dict[str, Any]:
-        """Load an adapter file into ``model``; returns its header."""
-        raise NotImplementedError
-
-
-class PromptAdapter(AdapterKind):
-    """TransTIC prompts: the default "Deep" model or any variant of ``prompts.VARIANTS``.
-
-    Options: ``variant`` (preset name) and ``prompt_options`` (field overrides of
-    :class:`~compressai_transtic.prompts.PromptConfig`).
-    """
-
-    name = "transtic"
-
-    def prompt_config(self, options: Mapping[str, Any]) -> PromptConfig:
-        config = PromptConfig.variant(str(options.get("variant", "deep")))
-        overrides = dict(options.get("prompt_options") or {})
-        if overrides:
-            known = set(PromptConfig.__dataclass_fields__)
-            unknown = sorted(set(overrides) - known)
-            if unknown:
-                raise ValueError(f"unknown prompt options {unknown}; known: {sorted(known)}")
-            config = config.replace(**overrides)
-        return config
-
-    def build(self, base: Any, options: Mapping[str, Any]) -> nn.Module:
-        return TransTIC.from_base(base, config=self.prompt_config(options))
-
-    def trainable_parameters(self, model: Any) -> List[Tuple[str, nn.Parameter]]:
-        return list(model.named_prompt_parameters())
-
-    def state_dict(self, model: Any) -> Dict[str, Tensor]:
-        return {k: v.detach().clone() for k, v in model.prompt_state_dict().items()}
-
-    def load_state_dict(self, model: Any, state_dict: Mapping[str, Tensor]) -> None:
-        model.load_prompt_state_dict(state_dict)
-
-    def base_hash(self, model: Any) -> str:
         return base_codec_hash(model)
 
     def signature(self, model: Any) -> Dict[str, Any]:
+        """What an adapter must share with ``model`` to be loadable (JSON-like)."""
         return {"arch": self.name, "config": model.config.to_dict()}
 
     def check_compatible(self, model: Any, signature: Mapping[str, Any], base_hash: str, source: str) -> None:
+        """Raise :class:`AdapterMismatchError` if adapter weights of ``signature`` and
+        ``base_hash`` do not fit ``model``."""
         if signature.get("arch") != self.name:
             raise AdapterMismatchError(
                 f"{source} holds {signature.get('arch')!r} adapter weights, not {self.name!r} ones; "
                 f"use --arch {signature.get('arch')}"
             )
-        config = PromptConfig.from_dict(signature["config"])
+        config = adapter_config(signature, self.codec.config_class, source)
         if config != model.config:
             raise AdapterMismatchError(
-                f"{source} was made for the prompt configuration {config}, but this run uses "
-                f"{model.config}; pass the matching --variant / --prompt-option settings"
+                f"{source} was made for the {self.name} configuration {config}, but this run uses "
+                f"{model.config}; pass the matching --variant / --adapter-option settings"
             )
         expected = self.base_hash(model)
         if base_hash != expected:
@@ -139,31 +102,23 @@ class PromptAdapter(AdapterKind):
                 f"run's base is {expected[:12]}...); pass the matching --base / --quality"
             )
 
-    def save(self, model: Any, path: Union[str, os.PathLike], task: Optional[str], metadata: Dict[str, Any]) -> Path:
+    @staticmethod
+    def save(model: Any, path: Union[str, os.PathLike], task: Optional[str], metadata: Dict[str, Any]) -> Path:
+        """Write the adapter file (atomically)."""
         return save_adapter(model, path, task=task, metadata=metadata)
 
-    def load(self, model: Any, path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    @staticmethod
+    def load(model: Any, path: Union[str, os.PathLike]) -> Dict[str, Any]:
+        """Load an adapter file into ``model``; returns its header."""
         return load_adapter(model, path)
 
 
 #: ``--arch`` name -> adapter kind
-ADAPTER_KINDS: Dict[str, AdapterKind] = {PromptAdapter.name: PromptAdapter()}
-
-
-def register_adapter_kind(kind: AdapterKind) -> None:
-    """Make ``kind`` available as ``--arch <kind.name>``.
-
-    Raises:
-        ValueError: the name is taken by another kind.
-    """
-    existing = ADAPTER_KINDS.get(kind.name)
-    if existing is not None and type(existing) is not type(kind):
-        raise ValueError(f"adapter kind {kind.name!r} is already registered ({type(existing).__name__})")
-    ADAPTER_KINDS[kind.name] = kind
+ADAPTER_KINDS: Dict[str, AdapterKind] = {name: AdapterKind(codec) for name, codec in ADAPTED_CODECS.items()}
 
 
 def get_adapter_kind(name: str) -> AdapterKind:
-    """The adapter kind registered as ``name``.
+    """The adapter kind of the architecture ``name``.
 
     Raises:
         ValueError: unknown name (the message lists the known ones).

@@ -74,21 +74,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CKPT",
         help="base codec (TIC) checkpoint file or URL (default: released base_codec_<quality>)",
     )
-    g.add_argument("--arch", default=_S, help="adapted architecture (default transtic)")
+    g.add_argument(
+        "--arch", default=_S, help="adapted architecture: transtic (default, prompts) or tic-sft (TIC+SFT baseline)"
+    )
     g.add_argument(
         "--variant",
         default=_S,
-        help="prompt variant: deep (default), shallow, prompts-4, prompts-64, stb-12, stb-34, enc-only, dec-only, "
-        "enc-ip-dec-ip",
+        help="preset of the architecture; transtic: deep (default), shallow, prompts-4, prompts-64, stb-12, stb-34, "
+        "enc-only, dec-only, enc-ip-dec-ip",
     )
     g.add_argument(
+        "--adapter-option",
         "--prompt-option",
         dest="prompt_options",
         action="append",
         type=_key_value,
         default=_S,
         metavar="KEY=VALUE",
-        help="override a PromptConfig field, e.g. encoder_mask=aligned (repeatable)",
+        help="override a field of the architecture's configuration (PromptConfig, SFTConfig), e.g. "
+        "encoder_mask=aligned or width=32 (repeatable)",
     )
     g.add_argument("--init-adapter", default=_S, metavar="FILE", help="start from these prompts instead of fresh ones")
     g.add_argument(

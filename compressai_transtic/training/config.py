@@ -69,13 +69,17 @@ class TrainConfig:
         dataset: training images: any folder, searched recursively (ImageNet-style
             class folders, COCO ``train2017``, your own images).
         output: output directory (default ``runs/<task>-q<quality>``).
-        arch: adapted architecture (``transtic``; baselines register their own).
+        arch: adapted architecture: ``transtic`` (prompts) or ``tic-sft`` (the TIC+SFT
+            baseline); see ``compressai_transtic.models.ADAPTED_CODECS``.
         base: base codec (TIC) checkpoint file or URL; default: the released
             ``base_codec_<quality>`` (cache or download).
         quality: quality level 1..4: selects the released base codec and the paper's lambda.
         lmbda: rate-accuracy trade-off; default: the task's lambda for ``quality``.
-        variant: prompt configuration preset (see ``compressai_transtic.prompts.VARIANTS``).
-        prompt_options: overrides of the preset's ``PromptConfig`` fields
+        variant: configuration preset of the architecture (for ``transtic`` the prompt
+            variants of ``compressai_transtic.prompts.VARIANTS``); default: the
+            architecture's default configuration (TransTIC's ``deep``).
+        prompt_options: overrides of the configuration's fields (``PromptConfig`` or
+            ``SFTConfig``; ``--adapter-option`` / ``--prompt-option`` on the command line)
             (e.g. ``{"encoder_mask": "aligned"}``).
         init_adapter: adapter file to start from instead of freshly initialised prompts.
         task_weights: recognition network weights: ``default`` (torchvision's file),
@@ -126,7 +130,7 @@ class TrainConfig:
     base: Optional[str] = None
     quality: int = 1
     lmbda: Optional[float] = None
-    variant: str = "deep"
+    variant: Optional[str] = None
     prompt_options: Dict[str, Any] = field(default_factory=dict)
     init_adapter: Optional[str] = None
     task_weights: str = "default"

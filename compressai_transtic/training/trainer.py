@@ -165,7 +165,11 @@ class Trainer:
             getattr(task_cls, "training_defaults", {}) or {}, getattr(task_cls, "default_lambdas", {}) or {}
         )
         self.config = cfg
-        self.kind: AdapterKind = get_adapter_kind(cfg.arch)
+        try:
+            self.kind: AdapterKind = get_adapter_kind(cfg.arch)
+            self.kind.model_config(cfg.variant, cfg.prompt_options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
         self.output = Path(_given(cfg.output)).expanduser()
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -318,7 +322,7 @@ class Trainer:
             state_dict = load_state_dict(cfg.base)
             base = model_from_state_dict(state_dict, "tic", source=str(cfg.base))
             source = str(cfg.base)
-        model = self.kind.build(base, {"variant": cfg.variant, "prompt_options": cfg.prompt_options})
+        model = self.kind.build(base, cfg.variant, cfg.prompt_options)
         n_train = sum(p.numel() for _, p in self.kind.trainable_parameters(model))
         n_all = sum(p.numel() for p in model.parameters())
         logger.info("base codec from %s; %s: %d trainable of %d parameters", source, cfg.arch, n_train, n_all)

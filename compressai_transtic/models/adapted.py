@@ -1,0 +1,129 @@
+"""A frozen TIC base codec with trainable parts: what TransTIC and the baselines share.
+
+An adapted codec is a :class:`TIC` subclass whose added modules (prompts, SFT layers
+...) are the only trainable parameters. Each such architecture has a name
+(:attr:`AdaptedCodec.arch`, its zoo and ``--arch`` name) and a keyword that every
+name of its added parameters and buffers holds and no name of TIC does
+(:data:`~compressai_transtic.state_dicts.ADAPTER_KEYWORDS`), so that a state dict
+splits into the base codec and the *adapter* by name alone, and the loader can tell
+the architecture from the keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..state_dicts import ADAPTER_KEYWORDS, check_architecture, checkpoint_filter_fn, needs_entropy_update
+from .tic import TIC
+
+__all__ = ["AdaptedCodec"]
+
+logger = logging.getLogger(__name__)
+
+
+class AdaptedCodec(TIC):
+    """A frozen :class:`TIC` plus trainable parts named with the architecture's keyword.
+
+    Subclasses set :attr:`arch` and :attr:`config_class` (a frozen dataclass with
+    ``to_dict``, ``from_dict`` and ``from_state_dict``), optionally :attr:`presets`
+    (named configurations), take ``(config, N, M, **kwargs)`` in their constructor,
+    build their parts there and end it with :meth:`freeze_base`.
+    """
+
+    arch: ClassVar[str] = ""
+    config_class: ClassVar[Any] = None
+    presets: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, config: Any = None, N: int = 128, M: int = 192, **kwargs: Any) -> None:
+        super().__init__(N=N, M=M, **kwargs)
+        self.config = config if config is not None else self.config_class()
+
+    @classmethod
+    def adapter_keyword(cls) -> str:
+        return ADAPTER_KEYWORDS[cls.arch]
+
+    @classmethod
+    def is_adapter_key(cls, name: str) -> bool:
+        """Whether a parameter/buffer name belongs to the trainable parts."""
+        return cls.adapter_keyword() in name
+
+    # ------------------------------------------------------------------------------
+    # parameter groups
+    # ------------------------------------------------------------------------------
+    def freeze_base(self) -> None:
+        """``requires_grad`` only on the added parts (the entropy models stay frozen too)."""
+        for name, p in self.named_parameters():
+            p.requires_grad_(self.is_adapter_key(name))
+
+    def named_adapter_parameters(self) -> Iterator[Tuple[str, nn.Parameter]]:
+        """The trainable parameters with their names (what an optimizer gets)."""
+        for name, p in self.named_parameters():
+            if self.is_adapter_key(name):
+                yield name, p
+
+    def adapter_state_dict(self) -> Dict[str, Tensor]:
+        """Parameters and buffers of the added parts (e.g. BatchNorm statistics)."""
+        return {k: v for k, v in self.state_dict().items() if self.is_adapter_key(k)}
+
+    def base_state_dict(self) -> Dict[str, Tensor]:
+        """The base codec's weights, keyed exactly as a :class:`TIC` state dict."""
+        return {k: v for k, v in self.state_dict().items() if not self.is_adapter_key(k)}
+
+    def load_adapter_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Replace the added parts' tensors; keys and shapes must match exactly and are
+        all checked before any tensor changes."""
+        expected, given = set(self.adapter_state_dict()), set(state_dict)
+        if expected != given:
+            missing, unexpected = sorted(expected - given), sorted(given - expected)
+            raise KeyError(
+                f"{self.arch} adapter weights do not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        own = self.state_dict(keep_vars=True)
+        for key, value in state_dict.items():
+            if own[key].shape != value.shape:
+                raise ValueError(f"adapter tensor {key}: shape {tuple(value.shape)} != model's {tuple(own[key].shape)}")
+        with torch.no_grad():
+            for key, value in state_dict.items():
+                own[key].copy_(value)
+
+    def load_base_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Load TIC weights into the base codec; the added parts are left as they are."""
+        full = dict(self.adapter_state_dict())
+        full.update(state_dict)
+        self.load_state_dict(full, strict=True)
+
+    # ------------------------------------------------------------------------------
+    # construction from weights
+    # ------------------------------------------------------------------------------
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Tensor], config: Optional[Any] = None, **kwargs: Any) -> Any:
+        """Build the model that ``state_dict`` belongs to (configuration read from the
+        keys unless given) and load it strictly; missing entropy tables are rebuilt."""
+        state_dict = checkpoint_filter_fn(state_dict)
+        check_architecture(state_dict, cls.arch)
+        if config is None:
+            config = cls.config_class.from_state_dict(state_dict)
+        net = cls(config=config, N=state_dict["g_a0.weight"].size(0), M=state_dict["g_a6.weight"].size(0), **kwargs)
+        net.load_state_dict(state_dict)
+        if needs_entropy_update(state_dict):  # e.g. the released base_codec_4 lacks its tables
+            logger.info("rebuilding the entropy-coder tables the weights lack (update())")
+            net.update()
+        return net
+
+    @classmethod
+    def from_base(cls, base: Union[TIC, Mapping[str, Tensor]], config: Optional[Any] = None, **kwargs: Any) -> Any:
+        """Freshly initialised added parts on the weights of a base codec.
+
+        Args:
+            base: a :class:`TIC` model or its state dict.
+            config: the architecture's configuration (default: its default).
+        """
+        sd = base.state_dict() if isinstance(base, nn.Module) else dict(base)
+        net = cls(config=config, N=sd["g_a0.weight"].size(0), M=sd["g_a6.weight"].size(0), **kwargs)
+        net.load_base_state_dict(sd)
+        return net
