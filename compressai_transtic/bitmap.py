@@ -20,18 +20,20 @@ import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, List, Sequence, Tuple
+from typing import Any, BinaryIO, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .adapter_files import read_adapter
 from .devices import check_device
 from .entropy_coder import symbol_bits
 from .evaluation.metrics import psnr
-from .filecodec import RANDOM_TAG, CodecChoice, CodecCommandError, load_codec, report_error
+from .filecodec import RANDOM_TAG, CodecChoice, CodecCommandError, load_codec, read_quality_map, report_error
 from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
+from .models import TICROI
 
 __all__ = ["BitMaps", "bit_maps", "add_bitmap_arguments", "run_bitmap"]
 
@@ -42,28 +44,35 @@ class BitMaps:
 
     likelihood: np.ndarray  # (h, w): -sum over channels of log2 p(y_hat)
     stream: np.ndarray  # (h, w): the cost of each position's symbols in the real stream
-    bpp: float  # real bitstream (y, z and header) bits per pixel
+    bpp: float  # real bitstream (every string: y, z, header, an ROI codec's map) bits per pixel
     psnr: float
     x_hat: Tensor  # decoded image, (1, 3, H, W) in [0, 1]
+    quality_map: Optional[np.ndarray] = None  # (h, w): an ROI codec's coded map, values in [0, 1]
 
 
 @torch.no_grad()
-def bit_maps(model: Any, x: Tensor) -> BitMaps:
-    """Measure the bit maps of ``x`` ((1, 3, H, W) in [0, 1]) under ``model`` (a TIC or
-    TransTIC in eval mode with its entropy tables built)."""
+def bit_maps(model: Any, x: Tensor, quality_map: Optional[Tensor] = None) -> BitMaps:
+    """Measure the bit maps of ``x`` ((1, 3, H, W) in [0, 1]) under ``model`` (a codec of
+    this package in eval mode with its entropy tables built; for an ROI codec, under
+    ``quality_map``, whose coded cells are returned too)."""
     if x.shape[0] != 1:
         raise ValueError("bit maps are drawn one image at a time")
-    out = model(x)
+    roi = isinstance(model, TICROI)
+    if quality_map is not None and not roi:
+        raise ValueError("a quality map is for tic-roi codecs")
+    extra = {"quality_map": quality_map} if quality_map is not None else {}
+    out = model(x, **extra)
     likelihood = -torch.log2(out["likelihoods"]["y"][0]).sum(0)
-    terms = model.coding_terms(x)
-    enc = model.compress_terms(terms, x.shape[-2:])
+    terms = model.coding_terms(x, **extra)
+    enc = model.compress(x, **extra)
     symbols = torch.round(terms.y - terms.means)[0].to(torch.int64).cpu().numpy()
     indexes = terms.indexes[0].cpu().numpy()
     stream = symbol_bits(symbols, indexes, model.gaussian_conditional.coding_tables()).sum(0)
     x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]
     total_bytes = sum(len(s[0]) for s in enc["strings"])
     pixels = x.shape[-2] * x.shape[-1]
-    return BitMaps(likelihood.cpu().numpy(), stream, 8 * total_bytes / pixels, psnr(x_hat, x), x_hat.cpu())
+    grid = out["quality_map"][0, 0].cpu().numpy() if roi else None
+    return BitMaps(likelihood.cpu().numpy(), stream, 8 * total_bytes / pixels, psnr(x_hat, x), x_hat.cpu(), grid)
 
 
 def add_bitmap_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +88,15 @@ def add_bitmap_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--task", choices=("cls", "det", "seg"), default="cls", help="task of TransTIC's prompts")
     parser.add_argument("-q", "--quality", type=int, choices=(1, 2, 3, 4), default=1, help="quality (default 1)")
-    parser.add_argument("--adapter", type=Path, help="an adapter: adds a panel for TransTIC with these prompts")
+    parser.add_argument(
+        "--adapter", type=Path, help="an adapter (prompts, SFT or ROI layers): adds a panel for its codec"
+    )
+    parser.add_argument(
+        "--roi-map",
+        type=Path,
+        metavar="IMAGE",
+        help="with a tic-roi --adapter: the quality map it codes with (white = full quality); drawn as the last panel",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
     parser.add_argument("--npy", action="store_true", help="also write OUTPUT.<codec>.npy with the raw maps")
     parser.add_argument("--classify", action="store_true", help="ResNet50's top-1 label under each panel")
@@ -99,14 +116,11 @@ def _codecs(args: argparse.Namespace) -> List[Tuple[str, CodecChoice]]:
     if args.adapter is not None:
         if not args.adapter.is_file():
             raise CodecCommandError(f"{args.adapter}: no such adapter file")
-        codecs.append(
-            (
-                args.adapter.name,
-                CodecChoice(
-                    "transtic", args.quality, None, "adapter", args.seed, args.adapter.name, args.random_weights
-                ),
-            )
-        )
+        arch = read_adapter(args.adapter)["arch"]
+        choice = CodecChoice(arch, args.quality, None, "adapter", args.seed, args.adapter.name, args.random_weights)
+        codecs.append((f"{args.adapter.name} ({arch})", choice))
+    if args.roi_map is not None and not any(c.architecture == "tic-roi" for _, c in codecs):
+        raise CodecCommandError("--roi-map is for a tic-roi --adapter")
     return codecs
 
 
@@ -128,8 +142,10 @@ def _draw(x: Tensor, panels: Sequence[Tuple[str, BitMaps, str]], random: bool) -
     image = x[0].permute(1, 2, 0).numpy()
     height, width = image.shape[:2]
     top = max(float(p[1].stream.max()) for p in panels) or 1.0
-    fig = Figure(figsize=(4.2 * len(panels) + 0.8, 4.2 * height / width + 1.4), dpi=150)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    maps_panel = next((p[1].quality_map for p in panels if p[1].quality_map is not None), None)
+    count = len(panels) + (maps_panel is not None)
+    fig = Figure(figsize=(4.2 * count + 0.8, 4.2 * height / width + 1.4), dpi=150)
+    axes = fig.subplots(1, count, squeeze=False)[0]
     shown: Any = None
     for ax, (label, maps, extra) in zip(axes, panels):
         ax.imshow(image)
@@ -150,12 +166,34 @@ def _draw(x: Tensor, panels: Sequence[Tuple[str, BitMaps, str]], random: bool) -
         ax.set_yticks([])
         ax.set_title(label, fontsize=10)
         ax.set_xlabel(f"{maps.bpp:.3f} bpp, {maps.psnr:.2f} dB" + (f"\n{extra}" if extra else ""), fontsize=9)
-    fig.colorbar(shown, ax=list(axes), shrink=0.8, label="bits of y per position (16x16 px)")
+    fig.colorbar(shown, ax=list(axes[: len(panels)]), shrink=0.8, label="bits of y per position (16x16 px)")
+    if maps_panel is not None:
+        _draw_quality_map(axes[-1], image, maps_panel)
     if random:
         fig.suptitle("RANDOM WEIGHTS: the maps test the pipeline and mean nothing", color="firebrick")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
     return buffer.getvalue()
+
+
+def _draw_quality_map(ax: Any, image: np.ndarray, quality_map: np.ndarray) -> None:
+    """The ROI codec's coded map (white = full quality) over a faded image, as the last panel."""
+    rows, cols = quality_map.shape
+    ax.imshow(image, alpha=0.35)
+    ax.imshow(
+        quality_map,
+        cmap="gray",
+        vmin=0,
+        vmax=1,
+        alpha=0.65,
+        interpolation="nearest",
+        extent=(0, cols * 16, rows * 16, 0),
+    )
+    ax.set_xlim(0, image.shape[1])
+    ax.set_ylim(image.shape[0], 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("quality map (coded)", fontsize=10)
 
 
 def _save_maps(f: BinaryIO, maps: BitMaps) -> None:
@@ -175,13 +213,14 @@ def run_bitmap(args: argparse.Namespace) -> int:
         check_device(args.device)
         classifier = _classifier(args) if args.classify else None
         models = [(label, codec, load_codec(codec, args.adapter, args.device)) for label, codec in codecs]
+        quality_map = None if args.roi_map is None else read_quality_map(args.roi_map, args.max_pixels)
     except (CodecCommandError, ImageReadError, ValueError, OSError) as err:
         return report_error(err)
     random = args.random_weights
     tag = RANDOM_TAG if random else ""
     panels = []
     for label, _codec, model in models:
-        maps = bit_maps(model, x.to(args.device))
+        maps = bit_maps(model, x.to(args.device), quality_map if isinstance(model, TICROI) else None)
         extra = ""
         if classifier is not None:
             from torchvision.models import ResNet50_Weights

@@ -284,7 +284,10 @@ PAPER_FIGURES = ("enc_kmacs_per_px", "dec_kmacs_per_px", "enc_params_m", "dec_pa
 
 #: rows measured beyond Table A1: the paper's learned baselines (the table has no figures
 #: for them), as (section, label, architecture name)
-BASELINE_ROWS: List[Dict[str, Any]] = [{"section": "baseline", "variant": "TIC+SFT", "arch": "tic-sft"}]
+BASELINE_ROWS: List[Dict[str, Any]] = [
+    {"section": "baseline", "variant": "TIC+SFT", "arch": "tic-sft"},
+    {"section": "baseline", "variant": "TIC+ROI", "arch": "tic-roi"},
+]
 
 
 def _row_model(row: Mapping[str, Any]) -> str:

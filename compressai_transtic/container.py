@@ -80,7 +80,7 @@ def weights_fingerprint(model: nn.Module) -> str:
             continue
         t = tensor.detach().to("cpu").contiguous()
         digest.update(f"{key}|{tuple(t.shape)}|{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
 

@@ -78,6 +78,13 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Code images into .ttic files (one per image)."
     _common_arguments(parser, "images (PNG, JPEG, WebP, TIFF, BMP, PPM)")
     parser.add_argument("--model", choices=("tic", "transtic"), default="transtic", help="codec (default transtic)")
+    parser.add_argument(
+        "--roi-map",
+        type=Path,
+        metavar="PATH",
+        help="for a tic-roi --adapter: the quality map (an image, white = full quality, black = background; "
+        "any size, it is resized to each input), or a folder holding one per input with the input's file stem",
+    )
     parser.add_argument("--task", choices=("cls", "det", "seg"), help="task of the released prompts (default cls)")
     parser.add_argument("-q", "--quality", type=int, choices=(1, 2, 3, 4), default=1, help="quality 1..4 (default 1)")
     parser.add_argument(
@@ -220,6 +227,38 @@ def report_error(err: BaseException) -> int:
     return 2
 
 
+def _roi_map_files(
+    location: Optional[Path], sources: Sequence[Path], arch: str, max_pixels: int
+) -> Optional[Dict[Path, Path]]:
+    """Input image -> its quality-map file (``--roi-map``), every map read once before any coding."""
+    if location is None:
+        return None
+    if arch != "tic-roi":
+        raise CodecCommandError(f"--roi-map is for a tic-roi --adapter, not for {arch}")
+    if location.is_file():
+        maps = {source: location for source in sources}
+    elif location.is_dir():
+        files = {p.stem: p for p in sorted(location.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        missing = [s.name for s in sources if s.stem not in files]
+        if missing:
+            raise CodecCommandError(f"--roi-map {location} holds no map named like {missing[:5]}; nothing was written")
+        maps = {source: files[source.stem] for source in sources}
+    else:
+        raise CodecCommandError(f"--roi-map {location}: no such file or folder")
+    for path in set(maps.values()):
+        try:
+            read_quality_map(path, max_pixels)
+        except ImageReadError as exc:
+            raise CodecCommandError(f"--roi-map: {exc}; nothing was written") from None
+    return maps
+
+
+def read_quality_map(path: Path, max_pixels: int) -> torch.Tensor:
+    """A quality-map image as ``(1, 1, H, W)`` values in [0, 1] (the mean of its channels)."""
+    image, _ = read_image(path, max_pixels)
+    return image.mean(1, keepdim=True)
+
+
 def run_encode(args: argparse.Namespace) -> int:
     """``compressai-transtic encode``; returns the exit status."""
     try:
@@ -235,6 +274,7 @@ def run_encode(args: argparse.Namespace) -> int:
                 "\n".join(bad + [f"{len(bad)} of {len(plan)} images cannot be coded; nothing was written"])
             )
         codec = _encoder_codec(args)
+        maps = _roi_map_files(args.roi_map, [source for source, _ in plan], codec.architecture, args.max_pixels)
         check_device(args.device)
         model = load_codec(codec, args.adapter, args.device)
         name, sha = codec.weights_name(), weights_fingerprint(model)
@@ -245,7 +285,8 @@ def run_encode(args: argparse.Namespace) -> int:
         try:
             x, notes = read_image(source, args.max_pixels)
             with torch.no_grad():
-                enc = model.compress(x.to(args.device))
+                extra = {} if maps is None else {"quality_map": read_quality_map(maps[source], args.max_pixels)}
+                enc = model.compress(x.to(args.device), **extra)
             strings = tuple(s[0] for s in enc["strings"])
             description = {**asdict(codec), "config": _prompt_config(model)}
             data = pack(CodedFile(description, name, sha, x.shape[-2], x.shape[-1], strings))

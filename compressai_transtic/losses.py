@@ -13,7 +13,9 @@ Importing this module registers (idempotently) three criteria in
   Faster R-CNN / Mask R-CNN; ``loss = d + lambda * bpp``.
 
 ``bpp = -sum(log2 likelihoods) / (B * H * W)`` over the input's pixels. Each MSE is the
-mean over all elements of a feature map. The recognition network is frozen and in eval
+mean over all elements of a feature map; when the codec output holds a
+``distortion_weight`` map (the ROI codec in training), the squared errors are weighted
+by it first. The recognition network is frozen and in eval
 mode; the loss is differentiable w.r.t. ``x_hat`` and the likelihoods. The target's
 features are computed without gradient.
 """
@@ -21,7 +23,7 @@ features are computed without gradient.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -63,6 +65,11 @@ def bpp_from_likelihoods(likelihoods: Mapping[str, Tensor], num_pixels: int) -> 
     return likelihood_bits(likelihoods).sum() / num_pixels
 
 
+def _weighted_mse(a: Tensor, b: Tensor, weight: Tensor) -> Tensor:
+    w = F.interpolate(weight.to(a.dtype), size=a.shape[-2:], mode="bilinear", align_corners=False)
+    return (w * (a - b) ** 2).mean()
+
+
 class TaskPerceptualLoss(nn.Module):
     """Base of the perceptual losses: rate term plus a feature distortion.
 
@@ -92,12 +99,20 @@ class TaskPerceptualLoss(nn.Module):
         self.features.eval()
         return self
 
-    def feature_mse(self, x_hat: Tensor, target: Tensor) -> Dict[str, Tensor]:
-        """Per-level MSE between the features of ``clamp(x_hat)`` and of ``target``."""
+    def feature_mse(self, x_hat: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """Per-level MSE between the features of ``clamp(x_hat)`` and of ``target``.
+
+        Args:
+            weight: optional ``(B, 1, h, w)`` weights over the image (an ROI codec's
+                ``distortion_weight``), resized to each feature map (bilinear): the MSE
+                becomes the mean of the weighted squared errors.
+        """
         with torch.no_grad():
             ref = self.features(target)
         out = self.features(x_hat.clamp(0.0, 1.0))
-        return {name: F.mse_loss(out[name], ref[name]) for name in ref}
+        if weight is None:
+            return {name: F.mse_loss(out[name], ref[name]) for name in ref}
+        return {name: _weighted_mse(out[name], ref[name], weight) for name in ref}
 
     def distortion(self, mse: Dict[str, Tensor]) -> Tensor:
         raise NotImplementedError
@@ -119,7 +134,7 @@ class TaskPerceptualLoss(nn.Module):
         """
         n, _, h, w = target.shape
         bpp = bpp_from_likelihoods(output["likelihoods"], n * h * w)
-        mse = self.feature_mse(output["x_hat"], target)
+        mse = self.feature_mse(output["x_hat"], target, output.get("distortion_weight"))
         d = self.distortion(mse)
         out = {"loss": self.combine(d, bpp), "bpp_loss": bpp, "task_loss": d}
         out.update({f"task_loss_{name}": v.detach() for name, v in mse.items()})

@@ -8,10 +8,11 @@ Tables (plain dicts, same shapes as CompressAI's ``compressai.zoo.image``):
 - ``weights``: every manifest row as a :class:`Weights` record.
 
 Entry functions follow CompressAI's signature (``quality, metric, pretrained,
-progress, **kwargs``): :func:`tic`, :func:`transtic` and the per-task
-:func:`transtic_cls`, :func:`transtic_det`, :func:`transtic_seg`. They are
+progress, **kwargs``): :func:`tic`, :func:`transtic`, the per-task
+:func:`transtic_cls`, :func:`transtic_det`, :func:`transtic_seg`, and the
+baselines :func:`tic_sft` and :func:`tic_roi` (no released weights). They are
 registered into CompressAI's own tables under ``tic``, ``transtic``,
-``transtic-cls``, ``transtic-det`` and ``transtic-seg`` (see
+``transtic-cls``, ``transtic-det``, ``transtic-seg``, ``tic-sft`` and ``tic-roi`` (see
 :mod:`compressai_transtic.registration`), so ``python -m
 compressai.utils.eval_model pretrained -a transtic-cls -q 1 ...`` works.
 
@@ -34,7 +35,7 @@ from torch import nn
 
 from .checkpoint import load_state_dict, model_from_state_dict
 from .download import ChecksumMismatchError, WeightsUnavailableError, fetch_url
-from .models import TIC, TICSFT, TransTIC
+from .models import ADAPTED_CODECS, TIC, TransTIC
 from .registration import ModelEntry
 from .trust import TrustStore, TrustStoreError
 
@@ -58,6 +59,7 @@ __all__ = [
     "transtic_cls",
     "transtic_det",
     "transtic_seg",
+    "tic_roi",
     "tic_sft",
     "weights",
 ]
@@ -67,7 +69,7 @@ TASKS = ("cls", "det", "seg")
 METRICS = ("mse",)
 
 #: Architecture names registered into CompressAI (``transtic`` = ``transtic-cls`` by default).
-ARCHITECTURES = ("tic", "transtic", "transtic-cls", "transtic-det", "transtic-seg", "tic-sft")
+ARCHITECTURES = ("tic", "transtic", "transtic-cls", "transtic-det", "transtic-seg", "tic-sft", "tic-roi")
 
 #: Model card (a file of ``zoo/``) per architecture name.
 MODEL_CARDS = {name: "transtic.md" if name.startswith("transtic") else f"{name}.md" for name in ARCHITECTURES}
@@ -301,34 +303,37 @@ def transtic(
     return TransTIC(N=N, M=M, **kwargs)
 
 
-def tic_sft(
-    quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
-) -> nn.Module:
-    """TIC+SFT, the paper's spatial-feature-transform baseline: the TIC base codec of
-    ``quality`` with SFT layers in ``g_a``, ``h_a`` and ``g_s`` (see
-    :class:`compressai_transtic.models.TICSFT`).
+def _baseline_function(arch: str, title: str) -> Callable[..., nn.Module]:
+    """The zoo function of a learned baseline (no released weights), CompressAI's signature."""
+    codec = ADAPTED_CODECS[arch]
 
-    No weights of it are released: train an adapter with ``compressai-transtic train
-    --arch tic-sft`` and load its ``model_final.pth.tar`` with
-    :func:`compressai_transtic.checkpoint.load_model` (or CompressAI's ``eval_model
-    checkpoint -a tic-sft``).
+    def zoo_function(
+        quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
+    ) -> nn.Module:
+        _check_args(quality, metric)
+        if pretrained:
+            raise ValueError(
+                f"no {arch} weights are released: train them with `compressai-transtic train --arch {arch} "
+                f"-q {quality} ...` and load model_final.pth.tar with compressai_transtic.checkpoint.load_model"
+            )
+        N, M = cfgs[arch][quality]
+        return codec(N=N, M=M, **kwargs)
 
-    Args:
-        quality: 1..4 (N=128, M=192 for all).
-        metric: ``"mse"``, the base codec's training metric.
-        pretrained: not available (raises ``ValueError`` saying what to do).
-        progress: unused (the signature of CompressAI's zoo functions).
-        **kwargs: extra arguments of :class:`~compressai_transtic.models.TICSFT`
-            (e.g. ``config``).
-    """
-    _check_args(quality, metric)
-    if pretrained:
-        raise ValueError(
-            "no tic-sft weights are released: train them with `compressai-transtic train --arch tic-sft "
-            f"-q {quality} ...` and load model_final.pth.tar with compressai_transtic.checkpoint.load_model"
-        )
-    N, M = cfgs["tic-sft"][quality]
-    return TICSFT(N=N, M=M, **kwargs)
+    zoo_function.__name__ = zoo_function.__qualname__ = arch.replace("-", "_")
+    zoo_function.__doc__ = (
+        f"{title}: the paper's baseline on the TIC base codec (:class:`~compressai_transtic.models."
+        f"{codec.__name__}`). No weights are released: ``pretrained=True`` raises and says how to train "
+        f"them (``compressai-transtic train --arch {arch}``). Arguments as :func:`tic`; ``**kwargs`` go "
+        "to the class (e.g. ``config``)."
+    )
+    return zoo_function
+
+
+#: the paper's learned baselines: architecture name -> title
+BASELINES = {"tic-sft": "TIC+SFT", "tic-roi": "TIC+ROI"}
+#: architecture name -> zoo function of each baseline (``tic_sft`` ...)
+BASELINE_FUNCTIONS = {arch: _baseline_function(arch, title) for arch, title in BASELINES.items()}
+tic_sft, tic_roi = (BASELINE_FUNCTIONS[arch] for arch in BASELINES)
 
 
 #: what each task's released prompts were trained for
@@ -374,4 +379,4 @@ TRANSTIC_ENTRY = _entry("transtic", transtic, TransTIC)
 TRANSTIC_CLS_ENTRY, TRANSTIC_DET_ENTRY, TRANSTIC_SEG_ENTRY = (
     _entry(f"transtic-{task}", TASK_FUNCTIONS[task], TransTIC) for task in TASKS
 )
-TIC_SFT_ENTRY = _entry("tic-sft", tic_sft, TICSFT)
+TIC_SFT_ENTRY, TIC_ROI_ENTRY = (_entry(arch, BASELINE_FUNCTIONS[arch], ADAPTED_CODECS[arch]) for arch in BASELINES)

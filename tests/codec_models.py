@@ -133,3 +133,22 @@ def round_trip(model: torch.nn.Module, x: torch.Tensor):
         enc = model.compress(x)
         dec = model.decompress(enc["strings"], enc["shape"])
     return out, enc, dec, tuple(captured)
+
+
+def tiny_tic(seed: int = 0) -> TIC:
+    """A random TIC with N=16, M=16, in eval mode, entropy tables built."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = TIC(N=16, M=16).eval()
+    model.update(force=True)
+    return model
+
+
+def randomize_adapter(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> torch.nn.Module:
+    """Set every trainable part of an adapted codec to seeded random values, as after
+    training (a fresh SFT or ROI layer is the identity); returns the model."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in model.named_adapter_parameters():
+            p.copy_(std * torch.randn(p.shape, generator=generator))
+    return model

@@ -46,3 +46,27 @@ def test_the_command_draws_every_codec_and_saves_the_raw_maps(tmp_path, capsys):
     assert out.read_bytes() == before
     assert main(["bitmap", str(tmp_path / "cat.png"), "--random-weights", "-o", str(tmp_path / "map.jpg")]) == 2
     assert "must be a .png file" in capsys.readouterr().err
+
+
+def test_an_roi_adapter_gets_its_quality_map_drawn_as_the_last_panel(tmp_path, capsys):
+    from compressai_transtic.adapter_files import save_adapter
+    from compressai_transtic.evaluation.codecs import CodecSpec
+    from compressai_transtic.models import TICROI, ROIConfig
+
+    Image.fromarray(data.chelsea()[:120, :160]).save(tmp_path / "cat.png")
+    roi = np.zeros((120, 160), np.uint8)
+    roi[:60, :80] = 255
+    Image.fromarray(roi).save(tmp_path / "roi.png")
+    base = CodecSpec("tic", "tic", 1, None, "random").load()
+    adapter = save_adapter(TICROI.from_base(base, ROIConfig(width=8)), tmp_path / "roi.adapter")
+    out = tmp_path / "map.png"
+    argv = ["bitmap", str(tmp_path / "cat.png"), "--random-weights", "--models", "tic", "-o", str(out), "--npy"]
+    assert main(argv + ["--adapter", str(adapter), "--roi-map", str(tmp_path / "roi.png")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and "roi.adapter (tic-roi)" in lines[1]
+    with Image.open(out) as png:  # three panels: tic, the ROI codec, its quality map
+        assert png.width > 2.5 * png.height
+    maps = bit_maps(TICROI.from_base(base, ROIConfig(width=8)).eval(), torch.rand(1, 3, 64, 64), torch.zeros(64, 64))
+    assert maps.quality_map is not None and maps.quality_map.shape == (4, 4) and (maps.quality_map == 0).all()
+    assert main(argv + ["--roi-map", str(tmp_path / "roi.png"), "--force"]) == 2
+    assert "--roi-map is for a tic-roi --adapter" in capsys.readouterr().err

@@ -108,19 +108,36 @@ def _sft_macs(side: int, N: int = 128, M: int = 192, w: int = 64) -> tuple:
     return encoder, decoder
 
 
+def _roi_macs(side: int, N: int = 128, M: int = 192, w: int = 64) -> tuple:
+    """TIC+ROI's added MACs (encoder, decoder), as :func:`_sft_macs`: per stage a
+    condition (conv 1->w, LeakyReLU, conv w->w, LeakyReLU) of the map and an SFT layer."""
+
+    def conv(size, cin, cout):
+        return size * size * cout * (cin * 9 + 1)
+
+    def stage(size, c):
+        condition = conv(size, 1, w) + conv(size, w, w) + 2 * size * size * w
+        return condition + 2 * (conv(size, w, w) + size * size * w + conv(size, w, c))
+
+    encoder = sum(stage(side // s, c) for s, c in ((2, N), (4, N), (8, N), (16, M), (32, N), (64, N)))
+    decoder = sum(stage(side // s, c) for s, c in ((16, M), (8, N), (4, N), (2, N)))
+    return encoder, decoder
+
+
 @pytest.mark.slow
-def test_the_baselines_are_listed_with_their_added_layers_counted(rows):
-    from compressai_transtic.models import TICSFT
+@pytest.mark.parametrize("label, arch, count", [("TIC+SFT", "tic-sft", _sft_macs), ("TIC+ROI", "tic-roi", _roi_macs)])
+def test_the_baselines_are_listed_with_their_added_layers_counted(rows, label, arch, count):
+    from compressai_transtic.models import ADAPTED_CODECS
 
     tic = next(r for r in rows if r.variant == "TIC")
-    sft = next(r for r in rows if r.variant == "TIC+SFT")
-    assert sft.section == "baseline" and sft.paper is None
-    enc, dec = _sft_macs(256)
-    assert sft.enc_kmacs_per_px - tic.enc_kmacs_per_px == pytest.approx(enc / 256**2 / 1e3, rel=1e-9)
-    assert sft.dec_kmacs_per_px - tic.dec_kmacs_per_px == pytest.approx(dec / 256**2 / 1e3, rel=1e-9)
-    model = TICSFT()
-    added = {n: p.numel() for n, p in model.named_parameters() if "_sft" in n}
-    encoder_side = sum(v for n, v in added.items() if n.startswith(("g_a_sft", "h_a_sft")))
-    assert sft.enc_params_m - tic.enc_params_m == pytest.approx(encoder_side / 1e6, abs=1e-9)
-    assert sft.dec_params_m - tic.dec_params_m == pytest.approx((sum(added.values()) - encoder_side) / 1e6, abs=1e-9)
-    assert "TIC+SFT" in format_table(rows)
+    row = next(r for r in rows if r.variant == label)
+    assert row.section == "baseline" and row.paper is None
+    enc, dec = count(256)
+    assert row.enc_kmacs_per_px - tic.enc_kmacs_per_px == pytest.approx(enc / 256**2 / 1e3, rel=1e-9)
+    assert row.dec_kmacs_per_px - tic.dec_kmacs_per_px == pytest.approx(dec / 256**2 / 1e3, rel=1e-9)
+    model = ADAPTED_CODECS[arch]()
+    added = {n: p.numel() for n, p in model.named_adapter_parameters()}
+    encoder_side = sum(v for n, v in added.items() if n.startswith(("g_a", "h_a")))
+    assert row.enc_params_m - tic.enc_params_m == pytest.approx(encoder_side / 1e6, abs=1e-9)
+    assert row.dec_params_m - tic.dec_params_m == pytest.approx((sum(added.values()) - encoder_side) / 1e6, abs=1e-9)
+    assert label in format_table(rows)

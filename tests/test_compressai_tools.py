@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-OUR_NAMES = ["tic", "tic-sft", "transtic", "transtic-cls", "transtic-det", "transtic-seg"]
+OUR_NAMES = ["tic", "tic-roi", "tic-sft", "transtic", "transtic-cls", "transtic-det", "transtic-seg"]
 
 
 def _installed_files() -> Optional[set]:
@@ -124,7 +124,7 @@ def eval_json(result: subprocess.CompletedProcess) -> dict:
 
 def test_wheel_installs_the_startup_hook_the_manifest_the_model_cards_and_the_license():
     assert "compressai_transtic_autoregister.pth" in INSTALLED_FILES
-    for name in ("weights.json", "README.md", "tic.md", "transtic.md", "tic-sft.md"):
+    for name in ("weights.json", "README.md", "tic.md", "transtic.md", "tic-sft.md", "tic-roi.md"):
         assert f"compressai_transtic/_zoo/{name}" in INSTALLED_FILES
     assert any(f.endswith(".dist-info/licenses/LICENSE") for f in INSTALLED_FILES)
     meta = metadata.metadata("compressai-transtic")
@@ -247,18 +247,20 @@ def test_update_model_output_evaluates_without_update(workspace, tmp_path):
 
 
 @pytest.mark.slow
-def test_update_model_and_eval_model_drive_the_sft_baseline(workspace, tmp_path):
-    from compressai_transtic.models import TICSFT, SFTConfig
+@pytest.mark.parametrize("arch", ["tic-sft", "tic-roi"])
+def test_update_model_and_eval_model_drive_the_baselines(workspace, tmp_path, arch):
+    from compressai_transtic.models import ADAPTED_CODECS
 
+    codec = ADAPTED_CODECS[arch]
     torch.manual_seed(0)
-    model = TICSFT(SFTConfig(width=8))
-    torch.save({"state_dict": model.state_dict()}, tmp_path / "sft.pth.tar")
-    update = ["-m", "compressai.utils.update_model", str(tmp_path / "sft.pth.tar"), "-a", "tic-sft"]
-    run_python([*update, "-n", "sft-updated", "-d", str(tmp_path)], workspace.cwd, tmp_path / "torch")
-    (updated,) = tmp_path.glob("sft-updated-*.pth.tar")
-    evaluate = ["-m", "compressai.utils.eval_model", "checkpoint", str(workspace.images), "-a", "tic-sft"]
+    model = codec(codec.config_class(width=8))
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "model.pth.tar")
+    update = ["-m", "compressai.utils.update_model", str(tmp_path / "model.pth.tar"), "-a", arch]
+    run_python([*update, "-n", "updated", "-d", str(tmp_path)], workspace.cwd, tmp_path / "torch")
+    (updated,) = tmp_path.glob("updated-*.pth.tar")
+    evaluate = ["-m", "compressai.utils.eval_model", "checkpoint", str(workspace.images), "-a", arch]
     result = run_python([*evaluate, "-p", str(updated), "--no-update"], workspace.cwd, tmp_path / "torch")
-    assert eval_json(result)["name"] == "tic-sft-mse"
+    assert eval_json(result)["name"] == f"{arch}-mse"
 
 
 @pytest.mark.slow

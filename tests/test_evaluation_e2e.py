@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from codec_models import randomize_adapter
 
 from compressai_transtic.cli import main
 
@@ -352,6 +353,45 @@ def test_sft_adapters_and_checkpoints_are_evaluated_as_tic_sft(classification_se
     # a fresh SFT codec codes as its base: the two curves agree
     by_adapter = json.loads((tmp_path / "a" / "tic-sft-adapter-cls.json").read_text())["results"]
     assert by_adapter["bpp"] == curve["results"]["bpp"]
+
+
+def _roi_adapter(path):
+    """A TIC+ROI adapter with random (non-identity) layers on the seeded random base codec."""
+    from compressai_transtic.adapter_files import save_adapter
+    from compressai_transtic.evaluation.codecs import CodecSpec
+    from compressai_transtic.models import TICROI, ROIConfig
+
+    model = TICROI.from_base(CodecSpec("tic", "tic", 1, None, "random", seed=7).load(), ROIConfig(width=8))
+    return save_adapter(randomize_adapter(model), path, task="det")
+
+
+def test_roi_adapters_are_evaluated_under_box_and_saliency_maps(coco_set, tmp_path, capsys):
+    adapter = _roi_adapter(tmp_path / "roi.pt")
+    common = ["eval", str(coco_set.image_dir), "--annotations", str(coco_set.annotation_file), "--task", "det"]
+    common += ["-q", "1", "--random-weights", "--seed", "7", "--short-edge", "32", "--max-size", "48"]
+    common += ["--code-multiple", "64", "--no-progress", "--no-reference", "--adapter", str(adapter)]
+    bpp = {}
+    for source in (None, "boxes", "saliency"):
+        out = tmp_path / str(source)
+        assert main(common + ["-o", str(out)] + (["--roi-map", source] if source else [])) == 0
+        curve = json.loads((out / "tic-roi-adapter-det.json").read_text())
+        assert (f"quality maps from {source}" in curve["description"]) == (source is not None)
+        bpp[source] = curve["results"]["bpp"][0]
+    assert len(set(bpp.values())) == 3, bpp  # each map codes the images differently
+    capsys.readouterr()
+
+
+def test_roi_maps_are_refused_for_other_codecs(classification_set, tmp_path, capsys):
+    from compressai_transtic.adapter_files import save_adapter
+    from compressai_transtic.evaluation.codecs import CodecSpec
+    from compressai_transtic.models import TransTIC
+
+    base = CodecSpec("tic", "tic", 1, None, "random", seed=7).load()
+    adapter = save_adapter(TransTIC.from_base(base), tmp_path / "prompts.pt", task="cls")
+    argv = ["eval", str(classification_set), "-q", "1", "--adapter", str(adapter), "--random-weights"]
+    assert main(argv + ["--roi-map", "saliency", "-o", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "--roi-map is for tic-roi adapters" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_demo_refuses_an_unknown_quality_before_loading_anything(capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from codec_models import num_threads
+from codec_models import num_threads, randomize_adapter
 from PIL import Image
 from skimage import data
 
@@ -142,10 +142,7 @@ def test_adapters_travel_by_name_and_are_checked_by_hash(images, tmp_path, capsy
     from compressai_transtic.models import ADAPTED_CODECS
 
     torch.manual_seed(5)
-    model = ADAPTED_CODECS[arch].from_base(base)
-    with torch.no_grad():  # trained-looking parts (a fresh SFT is the identity)
-        for _, p in model.named_adapter_parameters():
-            p.add_(0.01 * torch.randn_like(p))
+    model = randomize_adapter(ADAPTED_CODECS[arch].from_base(base), std=0.01)  # a fresh SFT is the identity
     adapter = save_adapter(model, tmp_path / "mine.adapter", task="det")
     common = ["--adapter", str(adapter)]
     assert (
@@ -322,3 +319,30 @@ def test_the_weights_fingerprint_sees_every_weight_and_table():
     with torch.no_grad():
         model.entropy_bottleneck._quantized_cdf[0, 1] += 1
     assert weights_fingerprint(model) != before
+
+
+def test_roi_adapters_code_files_under_a_given_quality_map(images, tmp_path, capsys):
+    from compressai_transtic.models import TICROI, ROIConfig
+
+    base = CodecSpec("tic", "tic", 1, None, "random").load()
+    model = randomize_adapter(TICROI.from_base(base, ROIConfig(width=8)))
+    adapter = save_adapter(model, tmp_path / "roi.adapter", task="det")
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "background.png")
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    Image.fromarray(np.full((9, 7), 255, np.uint8)).save(maps / "coffee.png")
+    coffee = images / "coffee.jpg"
+    assert _encode(coffee, tmp_path / "full", "--adapter", str(adapter)) == 0
+    background = str(tmp_path / "background.png")
+    assert _encode(coffee, tmp_path / "bg", "--adapter", str(adapter), "--roi-map", background) == 0
+    assert _encode(coffee, tmp_path / "dir", "--adapter", str(adapter), "--roi-map", str(maps)) == 0
+    full, background, by_name = ((tmp_path / d / "coffee.ttic").read_bytes() for d in ("full", "bg", "dir"))
+    assert full != background and full[-64:] == by_name[-64:]  # a white map is full quality
+    assert _decode(tmp_path / "bg", tmp_path / "decoded", "--adapter", str(adapter)) == 0
+    assert (tmp_path / "decoded" / "coffee.png").is_file()
+    capsys.readouterr()
+    assert _encode(images / "chelsea.png", tmp_path / "none", "--adapter", str(adapter), "--roi-map", str(maps)) == 2
+    assert "holds no map named like ['chelsea.png']" in capsys.readouterr().err
+    assert _encode(coffee, tmp_path / "tic", "--model", "tic", "--roi-map", str(maps)) == 2
+    assert "--roi-map is for a tic-roi --adapter, not for tic" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists() and not (tmp_path / "tic").exists()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from codec_models import round_trip, sample_image
+from codec_models import randomize_adapter, round_trip, sample_image, tiny_tic
 
 from compressai_transtic.adapter_files import AdapterMismatchError, load_adapter, save_adapter
 from compressai_transtic.checkpoint import detect_architecture, load_model, model_from_adapter
@@ -29,19 +29,11 @@ SMALL = SFTConfig(width=8)
 
 @pytest.fixture(scope="module")
 def base() -> TIC:
-    torch.manual_seed(0)
-    model = TIC(N=16, M=16).eval()
-    model.update(force=True)
-    return model
+    return tiny_tic()
 
 
-def trained(model: TICSFT, seed: int = 1) -> TICSFT:
-    """``model`` with every SFT parameter random (as after training: not the identity)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in model.named_adapter_parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
-    return model
+def trained(model: TICSFT) -> TICSFT:
+    return randomize_adapter(model)
 
 
 def test_a_fresh_sft_codec_codes_exactly_as_its_base(base):

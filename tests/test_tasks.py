@@ -271,3 +271,16 @@ def test_classification_predicts_the_top5_indices(random_task):
     x = torch.rand(1, 3, 64, 64)
     pred = task.predict(x, None)
     assert pred["top5"] == task.logits(x).topk(5).indices[0].tolist()
+
+
+def test_saliency_maps_mark_where_the_finest_features_are_strongest():
+    from compressai_transtic.tasks import get_task
+
+    task = get_task("cls", weights="random", seed=0)
+    x = torch.full((2, 3, 64, 96), 0.5)
+    x[1, :, 8:40, 16:48] = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    maps = task.saliency(x)
+    assert maps.shape == (2, 1, 64, 96) and maps.min() >= 0 and maps.max() <= 1
+    assert torch.allclose(maps.flatten(1).amax(1), torch.ones(2))
+    # the textured square draws the features of the second image
+    assert maps[1, 0, 8:40, 16:48].mean() > 2 * maps[1, 0, 48:, 64:].mean()

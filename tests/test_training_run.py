@@ -39,7 +39,7 @@ from compressai_transtic.checkpoint import (
     load_state_dict,
     model_from_adapter,
 )
-from compressai_transtic.models import TICSFT, TransTIC
+from compressai_transtic.models import ADAPTED_CODECS, TransTIC
 from compressai_transtic.prompts import AdapterMismatchError, PromptConfig, load_adapter, save_adapter
 from compressai_transtic.training import cli as training_cli
 from compressai_transtic.training.config import ConfigError, TrainConfig
@@ -495,57 +495,59 @@ def test_an_evaluation_only_task_is_refused_before_anything_is_written(files, tm
     assert not (tmp_path / "out").exists()
 
 
-# ------------------------------------------------------------------ the TIC+SFT baseline
+# ------------------------------------------------------------------ the learned baselines
 
 
-def sft_config(files, output: Path, **changes) -> TrainConfig:
-    return tiny_config(files, output, arch="tic-sft", prompt_options={"width": 8}, lr=1e-3, **changes)
+def baseline_config(files, output: Path, arch: str = "tic-sft", **changes) -> TrainConfig:
+    return tiny_config(files, output, arch=arch, prompt_options={"width": 8}, lr=1e-3, **changes)
 
 
-@pytest.fixture(scope="module")
-def sft_run(files):
-    config = sft_config(files, files["root"] / "sft", val_dataset=str(files["images"] / "a"))
+@pytest.fixture(scope="module", params=["tic-sft", "tic-roi"])
+def baseline_run(request, files):
+    arch = request.param
+    config = baseline_config(files, files["root"] / arch, arch, val_dataset=str(files["images"] / "a"))
     return config, train(config)
 
 
-def test_sft_training_lowers_the_task_loss_and_leaves_the_base_bit_identical(files, sft_run):
-    _, result = sft_run
+def test_baseline_training_lowers_the_task_loss_and_leaves_the_base_bit_identical(files, baseline_run):
+    config, result = baseline_run
     rows = read_metrics_csv(result.output / "metrics.csv")
     val = [r["task_loss"] for r in rows if r["split"] == "val"]
     assert len(val) == 4 and val[-1] < val[0] * 0.95, val
     base_before = torch.load(files["base"], weights_only=True)["state_dict"]
     final = torch.load(result.final_model, weights_only=True)["state_dict"]
-    base_after = {k: v for k, v in final.items() if not TICSFT.is_adapter_key(k)}
+    codec = ADAPTED_CODECS[config.arch]
+    base_after = {k: v for k, v in final.items() if not codec.is_adapter_key(k)}
     assert base_after.keys() == base_before.keys()
     assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
 
 
-def test_sft_outputs_load_as_tic_sft(files, sft_run):
-    _, result = sft_run
+def test_baseline_outputs_load_as_their_architecture(files, baseline_run):
+    config, result = baseline_run
     model = load_model(None, result.final_model)
-    assert type(model) is TICSFT and model.config.width == 8
+    assert type(model) is ADAPTED_CODECS[config.arch] and model.config.width == 8
     rebuilt = model_from_adapter(load_model("tic", files["base"]), result.final_adapter)
     for key, value in model.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[key], value), key
 
 
-def test_adapters_of_one_architecture_are_refused_by_a_run_of_another(files, sft_run, tmp_path, no_training):
-    _, result = sft_run
-    with pytest.raises(AdapterMismatchError, match="holds tic-sft weights, not transtic"):
+def test_adapters_of_one_architecture_are_refused_by_a_run_of_another(files, baseline_run, tmp_path, no_training):
+    config, result = baseline_run
+    with pytest.raises(AdapterMismatchError, match=f"holds {config.arch} weights, not transtic"):
         train(tiny_config(files, tmp_path / "transtic", init_adapter=str(result.final_adapter)))
     base = torch.load(files["base"], weights_only=True)["state_dict"]
     prompts = save_adapter(TransTIC.from_base(base, PromptConfig(generator_width=4)), tmp_path / "prompts.pth")
-    with pytest.raises(AdapterMismatchError, match="holds transtic weights, not tic-sft"):
-        train(sft_config(files, tmp_path / "sft", init_adapter=str(prompts)))
-    with pytest.raises(ResumeError, match="arch: checkpoint 'tic-sft', now 'transtic'"):
+    with pytest.raises(AdapterMismatchError, match=f"holds transtic weights, not {config.arch}"):
+        train(baseline_config(files, tmp_path / "baseline", config.arch, init_adapter=str(prompts)))
+    with pytest.raises(ResumeError, match=f"arch: checkpoint '{config.arch}', now 'transtic'"):
         train(tiny_config(files, tmp_path / "resumed", resume=str(result.output / "checkpoint.pth")))
 
 
 def test_options_of_another_architecture_are_refused_before_training(files, tmp_path, no_training):
     with pytest.raises(ConfigError, match=r"unknown tic-sft options \['generator_width'\]"):
         train(tiny_config(files, tmp_path / "a", arch="tic-sft"))
-    with pytest.raises(ConfigError, match="unknown tic-sft variant 'deep'"):
-        train(sft_config(files, tmp_path / "b", variant="deep"))
-    with pytest.raises(ConfigError, match="unknown architecture 'tic-roi'"):
-        train(tiny_config(files, tmp_path / "c", arch="tic-roi"))
+    with pytest.raises(ConfigError, match="unknown tic-roi variant 'deep'"):
+        train(baseline_config(files, tmp_path / "b", "tic-roi", variant="deep"))
+    with pytest.raises(ConfigError, match="unknown architecture 'tic-nothing'"):
+        train(tiny_config(files, tmp_path / "c", arch="tic-nothing"))
     assert not any(tmp_path.iterdir())

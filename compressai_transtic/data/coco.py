@@ -87,6 +87,10 @@ class CocoImages(ImageList[CocoImage]):
                 f"{len(missing)} image(s) of {self.annotation_file} are missing under {self.root}, e.g. {missing[0]}"
             )
 
+    def boxes(self, image_id: int) -> List[List[float]]:
+        """The annotated object boxes of an image, ``(x, y, width, height)`` in its pixels."""
+        return [list(map(float, ann["bbox"])) for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))]
+
     @property
     def has_masks(self) -> bool:
         """Whether the annotations carry segmentations (needed for mask AP)."""

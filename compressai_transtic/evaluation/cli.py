@@ -36,6 +36,8 @@ RANDOM_TAG = "[RANDOM WEIGHTS] "
 
 #: the codecs of :mod:`.traditional` (named here so that ``--help`` imports nothing heavy)
 TRADITIONAL_NAMES = ("jpeg", "webp", "avif", "jpeg2000", "bpg", "hm", "vtm")
+#: the quality-map sources of ROI codecs (:data:`.codecs.ROI_MAP_SOURCES`, named here for the same reason)
+ROI_MAP_SOURCES = ("saliency", "boxes")
 
 
 #: how to reproduce the paper's rate-accuracy curves with the released weights
@@ -167,6 +169,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     codecs.add_argument(
         "--base-checkpoint", nargs="+", type=Path, help="base codec files for --adapter, one per quality"
+    )
+    codecs.add_argument(
+        "--roi-map",
+        choices=ROI_MAP_SOURCES,
+        help="for tic-roi adapters and checkpoints: the quality map each image is coded with: the task network's "
+        "saliency, or the annotated object boxes (COCO); default: full quality everywhere",
     )
     codecs.add_argument("--name", help="curve name for --checkpoint/--adapter (default: derived from the files)")
     codecs.add_argument(
@@ -426,7 +434,7 @@ def _checkpoint_specs(args: argparse.Namespace, architectures: Sequence[str]) ->
     qualities = _paired_qualities(args, args.checkpoint, "--checkpoint")
     label = args.name or (_file_label(args.checkpoint[0]) if len(args.checkpoint) == 1 else "checkpoint")
     return [
-        CodecSpec(label, arch, q, None, "checkpoint", str(p), seed=args.seed)
+        CodecSpec(label, arch, q, None, "checkpoint", str(p), seed=args.seed, roi_map=args.roi_map)
         for p, q in zip(args.checkpoint, qualities)
     ]
 
@@ -464,8 +472,11 @@ def _adapter_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[
                 base_path=base,
                 random_base=args.random_weights and not bases,
                 seed=args.seed,
+                roi_map=args.roi_map if header["arch"] == "tic-roi" else None,
             )
         )
+    if args.roi_map and not any(spec.roi_map for spec in specs):
+        raise CommandError("--roi-map is for tic-roi adapters and checkpoints; none is evaluated")
     return specs
 
 
@@ -571,6 +582,7 @@ def run_eval(args: argparse.Namespace) -> int:
             rate_average=args.rate_average,
             skipped=skipped,
             batch_size=args.batch_size,
+            object_boxes=getattr(dataset, "boxes", None),
         )
         if evaluation.random_weights and not random_weights:
             random_weights = True

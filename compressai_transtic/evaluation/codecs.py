@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: architectures the evaluator builds from the zoo
 ARCHITECTURES = ("tic", "transtic")
+#: where an ROI codec's quality maps come from (``None``: full quality everywhere)
+ROI_MAP_SOURCES = ("saliency", "boxes")
 #: where a rate point's weights come from (``traditional``: a codec of :mod:`.traditional`)
 SOURCES = ("pretrained", "random", "checkpoint", "adapter", "traditional")
 
@@ -64,6 +66,9 @@ class CodecSpec:
         seed: seed of random initialisation.
         options: for traditional codecs, ``(key, value)`` pairs of
             :func:`~.traditional.resolve_options` (programs, configuration files).
+        roi_map: for TIC+ROI codecs, the source of each image's quality map:
+            ``"saliency"`` (the task network's, :meth:`Task.saliency`), ``"boxes"``
+            (the annotated objects of a COCO dataset); ``None``: full quality.
     """
 
     label: str
@@ -76,8 +81,11 @@ class CodecSpec:
     random_base: bool = False
     seed: int = 0
     options: Tuple[Tuple[str, str], ...] = ()
+    roi_map: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.roi_map is not None and self.roi_map not in ROI_MAP_SOURCES:
+            raise ValueError(f"unknown quality-map source {self.roi_map!r}; expected one of {ROI_MAP_SOURCES}")
         if self.source not in SOURCES:
             raise ValueError(f"unknown weights source {self.source!r}; expected one of {SOURCES}")
         if self.source == "traditional":
@@ -110,7 +118,10 @@ class CodecSpec:
         """Fingerprint of everything that determines the codec's output."""
         if self.traditional:  # a library upgrade changes the output: new records
             return fingerprint({**asdict(self), "version": codec_version(self.architecture or "")})
-        return fingerprint(asdict(self))
+        fields = asdict(self)
+        if fields["roi_map"] is None:  # the fingerprints of codecs without maps stay as they were
+            del fields["roi_map"]
+        return fingerprint(fields)
 
     def describe(self) -> str:
         """One line for humans."""
@@ -126,9 +137,12 @@ class CodecSpec:
         if self.source == "random":
             return f"{what}{q}, RANDOM WEIGHTS (seed {self.seed})"
         if self.source == "checkpoint":
-            return f"{what}{q} from {self.path}"
+            return f"{what}{q} from {self.path}{self._map_note()}"
         base = "RANDOM base codec" if self.random_base else (self.base_path or "released base codec")
-        return f"{arch}{q}, adapter {self.path} on {base}"
+        return f"{arch}{q}, adapter {self.path} on {base}{self._map_note()}"
+
+    def _map_note(self) -> str:
+        return f", quality maps from {self.roi_map}" if self.roi_map else ""
 
     @property
     def zoo_quality(self) -> int:
@@ -243,7 +257,11 @@ def _seconds(device: torch.device, started: float) -> float:
 
 @torch.no_grad()
 def code_image(
-    model: Union[Any, ExternalCodec], x: Tensor, protocol: CodingProtocol, likelihood: bool = True
+    model: Union[Any, ExternalCodec],
+    x: Tensor,
+    protocol: CodingProtocol,
+    likelihood: bool = True,
+    quality_map: Optional[Tensor] = None,
 ) -> CodingResult:
     """Code one prepared image with real bitstreams (or real files) and decode it.
 
@@ -259,6 +277,8 @@ def code_image(
         protocol: the task's coding protocol.
         likelihood: also run ``forward()`` for the likelihood rate (otherwise
             ``bpp_likelihood`` is NaN); it costs one more pass through the codec.
+        quality_map: for an ROI codec, the map of ``x`` (``(1, 1, H, W)`` in [0, 1]),
+            given to ``forward`` and ``compress``.
     """
     height, width = int(x.shape[-2]), int(x.shape[-1])
     num_pixels = int(x.shape[0]) * height * width
@@ -269,12 +289,13 @@ def code_image(
     device = next(model.parameters()).device
     x = x.to(device)
     x_code = protocol.to_codec(x)
+    extra = _map_argument(quality_map, device)
     bpp_likelihood = math.nan
     if likelihood:
-        out = model(x_code)
+        out = model(x_code, **extra)
         bpp_likelihood = float(likelihood_bits(out["likelihoods"]).sum()) / num_pixels
     started = time.perf_counter()
-    enc = model.compress(x_code)
+    enc = model.compress(x_code, **extra)
     encoding_time = _seconds(device, started)
     started = time.perf_counter()
     dec = model.decompress(enc["strings"], enc["shape"])
@@ -285,7 +306,11 @@ def code_image(
 
 @torch.no_grad()
 def code_batch(
-    model: Union[Any, ExternalCodec], x: Tensor, protocol: CodingProtocol, likelihood: bool = True
+    model: Union[Any, ExternalCodec],
+    x: Tensor,
+    protocol: CodingProtocol,
+    likelihood: bool = True,
+    quality_map: Optional[Tensor] = None,
 ) -> List[CodingResult]:
     """:func:`code_image` for a batch of equal-size prepared images, in one pass.
 
@@ -298,19 +323,22 @@ def code_batch(
         x: (B, 3, H, W) in [0, 1].
         protocol: the task's coding protocol.
         likelihood: also run ``forward()`` for the likelihood rates.
+        quality_map: for an ROI codec, the maps of ``x`` (``(B, 1, H, W)``).
     """
     if isinstance(model, ExternalCodec) or x.shape[0] == 1:
-        return [code_image(model, x[i : i + 1], protocol, likelihood) for i in range(x.shape[0])]
+        maps = [None] * x.shape[0] if quality_map is None else list(quality_map.split(1))
+        return [code_image(model, x[i : i + 1], protocol, likelihood, maps[i]) for i in range(x.shape[0])]
     batch, height, width = int(x.shape[0]), int(x.shape[-2]), int(x.shape[-1])
     device = next(model.parameters()).device
     x = x.to(device)
     x_code = protocol.to_codec(x)
+    extra = _map_argument(quality_map, device)
     bits = [math.nan] * batch
     if likelihood:
-        out = model(x_code)
+        out = model(x_code, **extra)
         bits = [float(b) for b in likelihood_bits(out["likelihoods"])]
     started = time.perf_counter()
-    enc = model.compress(x_code)
+    enc = model.compress(x_code, **extra)
     encoding_time = _seconds(device, started) / batch
     started = time.perf_counter()
     dec = model.decompress(enc["strings"], enc["shape"])
@@ -329,6 +357,11 @@ def code_batch(
         )
         for i in range(batch)
     ]
+
+
+def _map_argument(quality_map: Optional[Tensor], device: torch.device) -> Dict[str, Tensor]:
+    """The keyword argument that gives an ROI codec its map (none for other codecs)."""
+    return {} if quality_map is None else {"quality_map": quality_map.to(device)}
 
 
 def _result(

@@ -21,12 +21,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from ..imageio import DEFAULT_MAX_PIXELS
+from ..models import TICROI
+from ..quality_maps import box_map
 from ..tasks.base import Task
 from .codecs import CodecSpec, code_batch, fingerprint
 from .history import curve_identity, remember
@@ -197,6 +200,7 @@ class Evaluation:
         rate_average: RateAverage = RateAverage.IMAGE,
         skipped: Sequence[Tuple[Any, str]] = (),
         batch_size: int = 1,
+        object_boxes: Optional[Callable[[Any], List[List[float]]]] = None,
     ) -> None:
         if not tasks:
             raise ValueError("no task to evaluate")
@@ -209,6 +213,11 @@ class Evaluation:
         for spec in codecs:
             if spec.task is not None and spec.task not in names:
                 raise ValueError(f"rate point {spec.describe()} is for task {spec.task!r}, which is not evaluated")
+            if spec.roi_map == "saliency" and spec.task is None and len(names) != 1:
+                raise ValueError(f"{spec.describe()}: saliency maps need one task; evaluate one --task at a time")
+            if spec.roi_map == "boxes" and object_boxes is None:
+                raise ValueError(f"{spec.describe()}: box maps need a dataset with object boxes (COCO annotations)")
+        self.object_boxes = object_boxes
         self.dataset = dataset
         if not len(self.dataset):
             raise ValueError("the dataset is empty")
@@ -393,11 +402,15 @@ class Evaluation:
             return
         logger.info("%s%s: %d images to code", self._tag(), spec.describe(), len(todo))
         model = spec.load(self.device, progress=self.progress)
+        if spec.roi_map is not None and not isinstance(model, TICROI):
+            raise ValueError(f"{spec.describe()}: quality maps (--roi-map) are for tic-roi codecs, not this one")
         desc = f"{self._tag()}{spec.label}" + (f" q{spec.quality}" if spec.quality is not None else "")
         bar = tqdm(total=len(todo), desc=desc, disable=not self.progress, unit="img")
         for group in self._batches(todo):
             items, tasks_per_item, images = zip(*group)
-            coded = code_batch(model, torch.cat(images), self.protocol)
+            coded = code_batch(
+                model, torch.cat(images), self.protocol, quality_map=self._quality_maps(spec, items, images)
+            )
             predictions = self._predict_group(tasks_per_item, [c.x_hat for c in coded], items)
             for item, tasks, result, predicted in zip(items, tasks_per_item, coded, predictions):
                 for task in tasks:
@@ -423,6 +436,18 @@ class Evaluation:
             bar.update(len(group))
         bar.close()
         del model
+
+    def _quality_maps(self, spec: CodecSpec, items: Sequence[Any], images: Sequence[Tensor]) -> Optional[Tensor]:
+        """The maps an ROI rate point codes a batch with (``None``: full quality)."""
+        if spec.roi_map is None:
+            return None
+        x = torch.cat(list(images))
+        if spec.roi_map == "saliency":
+            name = spec.task or self.tasks[0].name
+            return next(t for t in self.tasks if t.name == name).saliency(x).cpu()
+        assert self.object_boxes is not None
+        size = x.shape[-2:]
+        return torch.stack([box_map(self.object_boxes(i.image_id), (i.height, i.width), size) for i in items])
 
     # ------------------------------------------------------------------ aggregation
     def _collect(self, store: RecordStore, codec_key: str, task: Task) -> Dict[str, Dict[str, Any]]:

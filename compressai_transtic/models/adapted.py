@@ -11,6 +11,7 @@ the architecture from the keys.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Tuple, Union
 
@@ -21,9 +22,25 @@ from torch import Tensor
 from ..state_dicts import ADAPTER_KEYWORDS, check_architecture, checkpoint_filter_fn, needs_entropy_update
 from .tic import TIC
 
-__all__ = ["AdaptedCodec"]
+__all__ = ["AdaptedCodec", "ConfigDict"]
 
 logger = logging.getLogger(__name__)
+
+
+class ConfigDict:
+    """``to_dict`` / ``from_dict`` of a flat frozen dataclass of settings (JSON-like),
+    refusing unknown keys by name."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} options {unknown}; known: {known}")
+        return cls(**dict(data))
 
 
 class AdaptedCodec(TIC):

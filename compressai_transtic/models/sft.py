@@ -8,17 +8,17 @@ there, none is hidden.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Optional, Sequence
 
 import torch.nn as nn
 from torch import Tensor
 
 from ..layers import conv, deconv
-from .adapted import AdaptedCodec
+from .adapted import AdaptedCodec, ConfigDict
 from .tic import _channels_last
 
-__all__ = ["SFTConfig", "SFTLayer", "TICSFT"]
+__all__ = ["SFTConfig", "SFTLayer", "TICSFT", "run_stages"]
 
 #: slope of the LeakyReLU activations of the condition networks and SFT layers (as in
 #: Wang et al.'s SFT-GAN)
@@ -26,7 +26,7 @@ LEAKY_SLOPE = 0.1
 
 
 @dataclass(frozen=True)
-class SFTConfig:
+class SFTConfig(ConfigDict):
     """Where TIC+SFT puts spatial feature transforms.
 
     Args:
@@ -49,16 +49,6 @@ class SFTConfig:
             raise ValueError("this SFT configuration transforms nothing: use the 'tic' model instead")
         if int(self.width) < 1:
             raise ValueError(f"width must be positive (got {self.width})")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SFTConfig":
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown SFTConfig options {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
-        return cls(**dict(data))
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Tensor]) -> "SFTConfig":
@@ -118,6 +108,20 @@ def _levels(pyramid: nn.ModuleList, x: Tensor) -> List[Tensor]:
     return maps
 
 
+def run_stages(
+    x: Tensor, stages: Sequence[nn.Module], transforms: Optional[nn.ModuleList], conditions: Sequence[Tensor]
+) -> Tensor:
+    """Run a transform's stages, the output of each Swin stage (not of a (transposed)
+    convolution) passed through the next of ``transforms`` with the next condition."""
+    sft = 0
+    for stage in stages:
+        x = stage(x)
+        if transforms is not None and not isinstance(stage, (nn.Conv2d, nn.ConvTranspose2d)):
+            x = transforms[sft](x, conditions[sft])
+            sft += 1
+    return x
+
+
 class TICSFT(AdaptedCodec):
     r"""TIC+SFT: the frozen :class:`TIC` with spatial feature transform layers in ``g_a``,
     ``h_a`` and ``g_s`` (TransTIC supplementary A1.3, Fig. A3; SFT of Wang et al.,
@@ -166,34 +170,21 @@ class TICSFT(AdaptedCodec):
             self.g_s_sft = nn.ModuleList(SFTLayer(w, c, w) for c in (M, N, N, N))
         self.freeze_base()
 
-    @staticmethod
-    def _stages(
-        x: Tensor, stages: Sequence[nn.Module], transforms: Optional[nn.ModuleList], conditions: Sequence[Tensor]
-    ) -> Tensor:
-        """Run (conv, RSTB) or (RSTB, deconv) pairs, the RSTB outputs transformed."""
-        sft = 0
-        for stage in stages:
-            x = stage(x)
-            if transforms is not None and not isinstance(stage, (nn.Conv2d, nn.ConvTranspose2d)):
-                x = transforms[sft](x, conditions[sft])
-                sft += 1
-        return x
-
     def analysis(self, x: Tensor) -> Tensor:
         stages = [getattr(self, f"g_a{i}") for i in range(8)]
         if not self.config.encoder:
-            return self._stages(x, stages, None, ())
-        return self._stages(x, stages, self.g_a_sft, _levels(self.g_a_sft_condition, x))
+            return run_stages(x, stages, None, ())
+        return run_stages(x, stages, self.g_a_sft, _levels(self.g_a_sft_condition, x))
 
     def h_a(self, y: Tensor) -> Tensor:
         stages = [getattr(self, f"h_a{i}") for i in range(4)]
         if not self.config.hyper:
-            return self._stages(y, stages, None, ())
-        return self._stages(y, stages, self.h_a_sft, _levels(self.h_a_sft_condition, y))
+            return run_stages(y, stages, None, ())
+        return run_stages(y, stages, self.h_a_sft, _levels(self.h_a_sft_condition, y))
 
     def synthesis(self, y_hat: Tensor) -> Tensor:
         y_hat = _channels_last(y_hat)
         stages = [getattr(self, f"g_s{i}") for i in range(8)]
         if not self.config.decoder:
-            return self._stages(y_hat, stages, None, ())
-        return self._stages(y_hat, stages, self.g_s_sft, _levels(self.g_s_sft_condition, y_hat))
+            return run_stages(y_hat, stages, None, ())
+        return run_stages(y_hat, stages, self.g_s_sft, _levels(self.g_s_sft_condition, y_hat))

@@ -257,14 +257,19 @@ class TIC(CompressionModel):
         the likelihoods cover the padded latents, so ``-sum(log2 p) / (H * W)`` is the
         rate per original pixel.
         """
+        return self._forward(x, ())
+
+    def _forward(self, x: Tensor, side: Tuple[Tensor, ...]) -> Dict[str, Any]:
+        """:meth:`forward` with extra inputs ``side`` of the three transforms (the quality
+        map of an ROI codec; none for TIC)."""
         self._check_input(x)
         size = x.shape[-2:]
-        y = self.analysis(self._pad(x))
-        z = self.h_a(y)
+        y = self.analysis(self._pad(x), *side)
+        z = self.h_a(y, *side)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         scales, means = self.h_s(z_hat)
         y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-        x_hat = self._crop(self.synthesis(y_hat), size)
+        x_hat = self._crop(self.synthesis(y_hat, *side), size)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     def compress(self, x: Tensor) -> Dict[str, Any]:
@@ -278,9 +283,12 @@ class TIC(CompressionModel):
     def coding_terms(self, x: Tensor) -> CodingTerms:
         """What :meth:`compress` codes: ``y``, and the means and scale-table indexes it is
         coded with (from the decoded ``z``), and the z strings."""
+        return self._coding_terms(x, ())
+
+    def _coding_terms(self, x: Tensor, side: Tuple[Tensor, ...]) -> CodingTerms:
         self._check_input(x)
-        y = self.analysis(self._pad(x))
-        z = self.h_a(y)
+        y = self.analysis(self._pad(x), *side)
+        z = self.h_a(y, *side)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
         scales, means = self.h_s(z_hat)
@@ -301,6 +309,14 @@ class TIC(CompressionModel):
             BitstreamError: truncated, modified or foreign bitstreams (checked through the
                 header's CRC-32 before any entropy decoding).
         """
+        y_hat, size = self._decode_latents(strings, shape)
+        x_hat = self._crop(self.synthesis(y_hat), size).clamp_(0, 1)
+        return {"x_hat": x_hat}
+
+    def _decode_latents(
+        self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]
+    ) -> Tuple[Tensor, Tuple[int, int]]:
+        """``y_hat`` of checked ``[y, z, header]`` strings, and the image size."""
         y_strings, z_strings, size = self._check_strings(strings, shape)
         try:
             z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(int(s) for s in shape))
@@ -312,8 +328,7 @@ class TIC(CompressionModel):
             y_hat = self.gaussian_conditional.decompress(y_strings, indexes, means=means)
         except BitstreamError as exc:
             raise BitstreamError(f"y string: {exc}") from exc
-        x_hat = self._crop(self.synthesis(y_hat), size).clamp_(0, 1)
-        return {"x_hat": x_hat}
+        return y_hat, size
 
     def _check_strings(
         self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]

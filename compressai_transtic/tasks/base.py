@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..evaluation.protocol import CodingProtocol
@@ -144,6 +145,20 @@ class Task:
             network: a network from :meth:`build_network` (default: :attr:`network`).
         """
         raise NotImplementedError
+
+    @torch.no_grad()
+    def saliency(self, x: Tensor) -> Tensor:
+        """Where the network looks: ``(B, 1, H, W)`` maps in [0, 1] for images ``x``.
+
+        The mean squared activation of the finest feature map of the perceptual loss
+        (ResNet50's ``layer1``, the detectors' P2), upsampled to the image (bilinear)
+        and divided by its maximum per image: a quality map for ROI coding.
+        """
+        features = self.feature_extractor()
+        finest = next(iter(features(x.to(self.device).float()).values()))
+        energy = F.interpolate(finest.pow(2).mean(1, keepdim=True), size=x.shape[-2:], mode="bilinear")
+        peak = energy.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return (energy / peak).clamp(0, 1)
 
     # ------------------------------------------------------------------ loss
     def lmbda(self, quality: int) -> float:

@@ -13,7 +13,8 @@ in [-0.5, 0.5), Bernoulli keep masks scaled by 1 / keep probability); the noise 
 drawn on the CPU in float32, so it is also the same on every device.
 
 Supported modules: CompressAI's entropy models (``EntropyBottleneck`` and the Gaussian
-conditionals) and timm's ``DropPath``. A model with other sources of randomness in
+conditionals), timm's ``DropPath`` and the random training maps of the ROI codec
+(:class:`~compressai_transtic.quality_maps.QualityMapSampler`). A model with other sources of randomness in
 training mode (e.g. ``nn.Dropout`` with ``p > 0``) is refused.
 """
 
@@ -26,6 +27,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from ..quality_maps import QualityMapSampler
 
 __all__ = ["SampleKeyedRandomness", "mix_seed", "sample_key", "uniform01"]
 
@@ -103,6 +106,8 @@ class SampleKeyedRandomness:
                 self._patch(module, "quantize", self._quantize_fn(module, slot, batch_dim=0))
             elif isinstance(module, DropPath):
                 self._patch(module, "forward", self._drop_path_fn(module, slot))
+            elif isinstance(module, QualityMapSampler):
+                self._patch(module, "generators", self._generators_fn(slot))
             elif isinstance(module, (nn.modules.dropout._DropoutNd,)) and module.p > 0:
                 unsupported.append(f"{name} ({type(module).__name__}, p={module.p})")
         if unsupported:
@@ -174,6 +179,13 @@ class SampleKeyedRandomness:
             return inputs + noise.to(device=inputs.device, dtype=inputs.dtype, non_blocking=True)
 
         return quantize
+
+    def _generators_fn(self, slot: int) -> Callable[[int], List[Optional[torch.Generator]]]:
+        def generators(batch: int) -> List[Optional[torch.Generator]]:
+            keys, call = self._next(slot, batch, "QualityMapSampler")
+            return [torch.Generator().manual_seed(mix_seed(key, slot, call)) for key in keys]
+
+        return generators
 
     def _drop_path_fn(self, module: Any, slot: int) -> Callable[[Tensor], Tensor]:
         def forward(x: Tensor) -> Tensor:
