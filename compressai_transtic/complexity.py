@@ -19,7 +19,8 @@ extended with formulas for the operations the paper counts:
   multiply-accumulates actually performed. That is the only difference between the two.
 
 Encoder = g_a + h_a (+ prompt generator and encoder prompts); decoder = h_s + g_s
-(+ decoder prompts); a baseline's added layers count on the side they run on.
+(+ decoder prompts); a baseline's added layers count on the side they run on (channel
+selection: its decoder runs both ``g_s`` and the feature transform).
 Encoder parameters include the entropy bottleneck.
 """
 
@@ -242,6 +243,8 @@ def measure(model: TIC, height: int = 256, width: int = 256) -> Dict[str, float]
     def decoder() -> None:
         model.h_s(z_hat)
         model.synthesis(y_hat)
+        if hasattr(model, "machine_features"):  # channel selection: the transform too
+            model.machine_features(y_hat, (height, width))
 
     pixels = height * width
     out: Dict[str, float] = {}
@@ -286,6 +289,7 @@ PAPER_FIGURES = ("enc_kmacs_per_px", "dec_kmacs_per_px", "enc_params_m", "dec_pa
 #: for them), as (section, label, architecture name)
 BASELINE_ROWS: List[Dict[str, Any]] = [
     {"section": "baseline", "variant": "TIC+SFT", "arch": "tic-sft"},
+    {"section": "baseline", "variant": "TIC+ChSel", "arch": "tic-chsel"},
     {"section": "baseline", "variant": "TIC+ROI", "arch": "tic-roi"},
 ]
 

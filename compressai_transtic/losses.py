@@ -15,7 +15,8 @@ Importing this module registers (idempotently) three criteria in
 ``bpp = -sum(log2 likelihoods) / (B * H * W)`` over the input's pixels. Each MSE is the
 mean over all elements of a feature map; when the codec output holds a
 ``distortion_weight`` map (the ROI codec in training), the squared errors are weighted
-by it first. The recognition network is frozen and in eval
+by it first; when it holds ``features`` (a channel-selection codec), the network runs
+from those instead of from ``x_hat``. The recognition network is frozen and in eval
 mode; the loss is differentiable w.r.t. ``x_hat`` and the likelihoods. The target's
 features are computed without gradient.
 """
@@ -99,17 +100,26 @@ class TaskPerceptualLoss(nn.Module):
         self.features.eval()
         return self
 
-    def feature_mse(self, x_hat: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    def feature_mse(
+        self, x_hat: Tensor, target: Tensor, weight: Optional[Tensor] = None, res2: Optional[Tensor] = None
+    ) -> Dict[str, Tensor]:
         """Per-level MSE between the features of ``clamp(x_hat)`` and of ``target``.
 
         Args:
             weight: optional ``(B, 1, h, w)`` weights over the image (an ROI codec's
                 ``distortion_weight``), resized to each feature map (bilinear): the MSE
                 becomes the mean of the weighted squared errors.
+            res2: features a channel-selection codec made for the network (its
+                ``layer1`` output): the network then runs from them instead of ``x_hat``.
         """
         with torch.no_grad():
             ref = self.features(target)
-        out = self.features(x_hat.clamp(0.0, 1.0))
+        if res2 is None:
+            out = self.features(x_hat.clamp(0.0, 1.0))
+        else:
+            rows, cols = next(iter(ref.values())).shape[-2:]
+            extractor: Any = self.features  # a FrozenFeatureExtractor
+            out = extractor.from_res2(res2[..., :rows, :cols])
         if weight is None:
             return {name: F.mse_loss(out[name], ref[name]) for name in ref}
         return {name: _weighted_mse(out[name], ref[name], weight) for name in ref}
@@ -134,7 +144,8 @@ class TaskPerceptualLoss(nn.Module):
         """
         n, _, h, w = target.shape
         bpp = bpp_from_likelihoods(output["likelihoods"], n * h * w)
-        mse = self.feature_mse(output["x_hat"], target, output.get("distortion_weight"))
+        res2 = output.get("features", {}).get("res2")
+        mse = self.feature_mse(output["x_hat"], target, output.get("distortion_weight"), res2)
         d = self.distortion(mse)
         out = {"loss": self.combine(d, bpp), "bpp_loss": bpp, "task_loss": d}
         out.update({f"task_loss_{name}": v.detach() for name, v in mse.items()})

@@ -70,7 +70,7 @@ _TIC_MARKERS = (
 
 #: Adapted architectures (a frozen TIC plus trainable parts) -> the word that every
 #: name of their trainable parameters and buffers holds, and no name of TIC does.
-ADAPTER_KEYWORDS = {"transtic": "prompt", "tic-sft": "sft", "tic-roi": "roi"}
+ADAPTER_KEYWORDS = {"transtic": "prompt", "tic-sft": "sft", "tic-chsel": "chsel", "tic-roi": "roi"}
 
 #: the architectures a checkpoint can hold
 ARCHITECTURES = ("tic",) + tuple(ADAPTER_KEYWORDS)
@@ -128,7 +128,7 @@ def detect_architecture(state_dict: Mapping[str, Any]) -> str:
 
     Returns:
         ``"adapter"`` for an adapter file; ``"tic"`` for the base codec alone; an
-        adapted architecture (``"transtic"``, ``"tic-sft"``, ``"tic-roi"``) when the base codec's
+        adapted architecture (``"transtic"``, ``"tic-sft"``, ``"tic-chsel"``, ``"tic-roi"``) when the base codec's
         keys come with keys holding that architecture's keyword
         (:data:`ADAPTER_KEYWORDS`: ``g_a0_prompt.*``, ``g_a_sft.*`` ...); ``"unknown"``
         otherwise, also for keys of two adapted architectures at once.

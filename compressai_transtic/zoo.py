@@ -10,9 +10,10 @@ Tables (plain dicts, same shapes as CompressAI's ``compressai.zoo.image``):
 Entry functions follow CompressAI's signature (``quality, metric, pretrained,
 progress, **kwargs``): :func:`tic`, :func:`transtic`, the per-task
 :func:`transtic_cls`, :func:`transtic_det`, :func:`transtic_seg`, and the
-baselines :func:`tic_sft` and :func:`tic_roi` (no released weights). They are
-registered into CompressAI's own tables under ``tic``, ``transtic``,
-``transtic-cls``, ``transtic-det``, ``transtic-seg``, ``tic-sft`` and ``tic-roi`` (see
+baselines :func:`tic_sft`, :func:`tic_chsel` and :func:`tic_roi` (no released
+weights). They are registered into CompressAI's own tables under ``tic``,
+``transtic``, ``transtic-cls``, ``transtic-det``, ``transtic-seg``, ``tic-sft``,
+``tic-chsel`` and ``tic-roi`` (see
 :mod:`compressai_transtic.registration`), so ``python -m
 compressai.utils.eval_model pretrained -a transtic-cls -q 1 ...`` works.
 
@@ -59,6 +60,7 @@ __all__ = [
     "transtic_cls",
     "transtic_det",
     "transtic_seg",
+    "tic_chsel",
     "tic_roi",
     "tic_sft",
     "weights",
@@ -69,7 +71,7 @@ TASKS = ("cls", "det", "seg")
 METRICS = ("mse",)
 
 #: Architecture names registered into CompressAI (``transtic`` = ``transtic-cls`` by default).
-ARCHITECTURES = ("tic", "transtic", "transtic-cls", "transtic-det", "transtic-seg", "tic-sft", "tic-roi")
+ARCHITECTURES = ("tic", "transtic", "transtic-cls", "transtic-det", "transtic-seg", "tic-sft", "tic-chsel", "tic-roi")
 
 #: Model card (a file of ``zoo/``) per architecture name.
 MODEL_CARDS = {name: "transtic.md" if name.startswith("transtic") else f"{name}.md" for name in ARCHITECTURES}
@@ -330,10 +332,10 @@ def _baseline_function(arch: str, title: str) -> Callable[..., nn.Module]:
 
 
 #: the paper's learned baselines: architecture name -> title
-BASELINES = {"tic-sft": "TIC+SFT", "tic-roi": "TIC+ROI"}
+BASELINES = {"tic-sft": "TIC+SFT", "tic-chsel": "TIC+channel selection", "tic-roi": "TIC+ROI"}
 #: architecture name -> zoo function of each baseline (``tic_sft`` ...)
 BASELINE_FUNCTIONS = {arch: _baseline_function(arch, title) for arch, title in BASELINES.items()}
-tic_sft, tic_roi = (BASELINE_FUNCTIONS[arch] for arch in BASELINES)
+tic_sft, tic_chsel, tic_roi = (BASELINE_FUNCTIONS[arch] for arch in BASELINES)
 
 
 #: what each task's released prompts were trained for
@@ -379,4 +381,6 @@ TRANSTIC_ENTRY = _entry("transtic", transtic, TransTIC)
 TRANSTIC_CLS_ENTRY, TRANSTIC_DET_ENTRY, TRANSTIC_SEG_ENTRY = (
     _entry(f"transtic-{task}", TASK_FUNCTIONS[task], TransTIC) for task in TASKS
 )
-TIC_SFT_ENTRY, TIC_ROI_ENTRY = (_entry(arch, BASELINE_FUNCTIONS[arch], ADAPTED_CODECS[arch]) for arch in BASELINES)
+TIC_SFT_ENTRY, TIC_CHSEL_ENTRY, TIC_ROI_ENTRY = (
+    _entry(arch, BASELINE_FUNCTIONS[arch], ADAPTED_CODECS[arch]) for arch in BASELINES
+)

@@ -152,3 +152,14 @@ def randomize_adapter(model: torch.nn.Module, seed: int = 1, std: float = 0.05) 
         for _, p in model.named_adapter_parameters():
             p.copy_(std * torch.randn(p.shape, generator=generator))
     return model
+
+
+def assert_codes_as_its_base(model: torch.nn.Module, base: TIC, x: torch.Tensor, **inputs: torch.Tensor) -> None:
+    """A fresh adapted codec (``inputs``: e.g. a quality map) gives its base codec's
+    image, y likelihoods and y / z / header strings exactly."""
+    model.eval().update(force=True)
+    with torch.no_grad():
+        ours, theirs = model(x, **inputs), base(x)
+        assert torch.equal(ours["x_hat"], theirs["x_hat"])
+        assert torch.equal(ours["likelihoods"]["y"], theirs["likelihoods"]["y"])
+        assert model.compress(x, **inputs)["strings"][:3] == base.compress(x)["strings"]

@@ -124,8 +124,26 @@ def _roi_macs(side: int, N: int = 128, M: int = 192, w: int = 64) -> tuple:
     return encoder, decoder
 
 
+def _chsel_macs(side: int, M: int = 192, w: int = 192, c: int = 256) -> tuple:
+    """TIC+channel selection's added MACs (encoder, decoder): nothing in the encoder (the
+    gate's product is element-wise); the transform in the decoder: conv M->w at 1/16,
+    two stride-2 transposed convolutions (counted on their output grid) to 1/4, conv w->c;
+    a ReLU after each of the first three."""
+
+    def conv(size, cin, cout):
+        return size * size * cout * (cin * 9 + 1)
+
+    sizes = (side // 16, side // 8, side // 4)
+    decoder = conv(sizes[0], M, w) + conv(sizes[1], w, w) + conv(sizes[2], w, w) + conv(sizes[2], w, c)
+    decoder += sum(s * s * w for s in sizes)
+    return 0, decoder
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("label, arch, count", [("TIC+SFT", "tic-sft", _sft_macs), ("TIC+ROI", "tic-roi", _roi_macs)])
+@pytest.mark.parametrize(
+    "label, arch, count",
+    [("TIC+SFT", "tic-sft", _sft_macs), ("TIC+ChSel", "tic-chsel", _chsel_macs), ("TIC+ROI", "tic-roi", _roi_macs)],
+)
 def test_the_baselines_are_listed_with_their_added_layers_counted(rows, label, arch, count):
     from compressai_transtic.models import ADAPTED_CODECS
 

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-OUR_NAMES = ["tic", "tic-roi", "tic-sft", "transtic", "transtic-cls", "transtic-det", "transtic-seg"]
+OUR_NAMES = ["tic", "tic-chsel", "tic-roi", "tic-sft", "transtic", "transtic-cls", "transtic-det", "transtic-seg"]
 
 
 def _installed_files() -> Optional[set]:
@@ -124,7 +124,7 @@ def eval_json(result: subprocess.CompletedProcess) -> dict:
 
 def test_wheel_installs_the_startup_hook_the_manifest_the_model_cards_and_the_license():
     assert "compressai_transtic_autoregister.pth" in INSTALLED_FILES
-    for name in ("weights.json", "README.md", "tic.md", "transtic.md", "tic-sft.md", "tic-roi.md"):
+    for name in ("weights.json", "README.md", "tic.md", "transtic.md", "tic-sft.md", "tic-roi.md", "tic-chsel.md"):
         assert f"compressai_transtic/_zoo/{name}" in INSTALLED_FILES
     assert any(f.endswith(".dist-info/licenses/LICENSE") for f in INSTALLED_FILES)
     meta = metadata.metadata("compressai-transtic")
@@ -247,7 +247,7 @@ def test_update_model_output_evaluates_without_update(workspace, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["tic-sft", "tic-roi"])
+@pytest.mark.parametrize("arch", ["tic-sft", "tic-chsel", "tic-roi"])
 def test_update_model_and_eval_model_drive_the_baselines(workspace, tmp_path, arch):
     from compressai_transtic.models import ADAPTED_CODECS
 

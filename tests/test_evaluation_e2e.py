@@ -394,6 +394,32 @@ def test_roi_maps_are_refused_for_other_codecs(classification_set, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
+def _chsel_adapter(path, task):
+    from compressai_transtic.adapter_files import save_adapter
+    from compressai_transtic.evaluation.codecs import CodecSpec
+    from compressai_transtic.models import ChannelSelectionConfig, TICChannelSelection
+
+    base = CodecSpec("tic", "tic", 1, None, "random", seed=7).load()
+    model = TICChannelSelection.from_base(base, ChannelSelectionConfig(width=8))
+    with torch.no_grad():
+        model.g_a_chsel_gate[::2] = -1.0  # half the channels coded
+    return save_adapter(model, path, task=task)
+
+
+def test_channel_selection_adapters_are_evaluated_from_their_features(classification_set, coco_set, tmp_path):
+    cls = ["eval", str(classification_set), "--task", "cls", "--crop", "64", "--limit", "2"]
+    det = ["eval", str(coco_set.image_dir), "--annotations", str(coco_set.annotation_file), "--task", "det"]
+    det += ["--short-edge", "32", "--max-size", "48", "--code-multiple", "64"]
+    for name, argv in (("cls", cls), ("det", det)):
+        adapter = _chsel_adapter(tmp_path / f"{name}.pt", name)
+        common = ["-q", "1", "--random-weights", "--seed", "7", "--no-progress", "--no-reference"]
+        assert main(argv + common + ["--adapter", str(adapter), "-o", str(tmp_path / name)]) == 0
+        curve = json.loads((tmp_path / name / f"tic-chsel-adapter-{name}.json").read_text())
+        assert curve["results"]["bpp"][0] > 0
+        records = [json.loads(line) for line in (tmp_path / name / "records.jsonl").read_text().splitlines()]
+        assert records and all("prediction" in r for r in records if r.get("codec") != "uncompressed")
+
+
 def test_demo_refuses_an_unknown_quality_before_loading_anything(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--qualities", "1", "7"])

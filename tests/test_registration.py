@@ -13,7 +13,7 @@ import pytest
 from compressai_transtic.registration import ModelEntry, RegistrationError, register_models
 
 REPO = Path(__file__).resolve().parents[1]
-OUR_NAMES = ("tic", "tic-roi", "tic-sft", "transtic", "transtic-cls", "transtic-det", "transtic-seg")
+OUR_NAMES = ("tic", "tic-chsel", "tic-roi", "tic-sft", "transtic", "transtic-cls", "transtic-det", "transtic-seg")
 
 
 def _installed() -> bool:

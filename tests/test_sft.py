@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from codec_models import randomize_adapter, round_trip, sample_image, tiny_tic
+from codec_models import assert_codes_as_its_base, randomize_adapter, round_trip, sample_image, tiny_tic
 
 from compressai_transtic.adapter_files import AdapterMismatchError, load_adapter, save_adapter
 from compressai_transtic.checkpoint import detect_architecture, load_model, model_from_adapter
@@ -37,14 +37,7 @@ def trained(model: TICSFT) -> TICSFT:
 
 
 def test_a_fresh_sft_codec_codes_exactly_as_its_base(base):
-    model = TICSFT.from_base(base, SMALL).eval()
-    model.update(force=True)
-    x = sample_image(70, 90)
-    with torch.no_grad():
-        ours, theirs = model(x), base(x)
-        assert torch.equal(ours["x_hat"], theirs["x_hat"])
-        assert torch.equal(ours["likelihoods"]["y"], theirs["likelihoods"]["y"])
-        assert model.compress(x)["strings"] == base.compress(x)["strings"]
+    assert_codes_as_its_base(TICSFT.from_base(base, SMALL), base, sample_image(70, 90))
 
 
 def test_only_the_sft_parts_train(base):

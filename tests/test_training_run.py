@@ -499,10 +499,11 @@ def test_an_evaluation_only_task_is_refused_before_anything_is_written(files, tm
 
 
 def baseline_config(files, output: Path, arch: str = "tic-sft", **changes) -> TrainConfig:
-    return tiny_config(files, output, arch=arch, prompt_options={"width": 8}, lr=1e-3, **changes)
+    width = 16 if arch == "tic-chsel" else 8
+    return tiny_config(files, output, arch=arch, prompt_options={"width": width}, lr=1e-3, **changes)
 
 
-@pytest.fixture(scope="module", params=["tic-sft", "tic-roi"])
+@pytest.fixture(scope="module", params=["tic-sft", "tic-chsel", "tic-roi"])
 def baseline_run(request, files):
     arch = request.param
     config = baseline_config(files, files["root"] / arch, arch, val_dataset=str(files["images"] / "a"))
@@ -525,7 +526,7 @@ def test_baseline_training_lowers_the_task_loss_and_leaves_the_base_bit_identica
 def test_baseline_outputs_load_as_their_architecture(files, baseline_run):
     config, result = baseline_run
     model = load_model(None, result.final_model)
-    assert type(model) is ADAPTED_CODECS[config.arch] and model.config.width == 8
+    assert type(model) is ADAPTED_CODECS[config.arch] and model.config.width == config.prompt_options["width"]
     rebuilt = model_from_adapter(load_model("tic", files["base"]), result.final_adapter)
     for key, value in model.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[key], value), key

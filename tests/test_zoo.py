@@ -58,7 +58,16 @@ def fake_downloader(monkeypatch, payload: bytes):
 
 
 def test_every_architecture_and_quality_uses_n128_m192():
-    assert set(zoo.cfgs) == {"tic", "transtic", "transtic-cls", "transtic-det", "transtic-seg", "tic-sft", "tic-roi"}
+    assert set(zoo.cfgs) == {
+        "tic",
+        "transtic",
+        "transtic-cls",
+        "transtic-det",
+        "transtic-seg",
+        "tic-sft",
+        "tic-chsel",
+        "tic-roi",
+    }
     for arch, by_quality in zoo.cfgs.items():
         assert by_quality == {q: (128, 192) for q in (1, 2, 3, 4)}, arch
 

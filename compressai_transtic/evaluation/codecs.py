@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..losses import likelihood_bits
@@ -232,6 +233,9 @@ class CodingResult:
             (``None`` for images too small for five scales).
         encoding_time: seconds spent encoding (``compress()``, or the codec's encoder).
         decoding_time: seconds spent decoding.
+        features: for a channel-selection codec, the decoded recognition features
+            (``res2``, ``(1, C, ceil(H / 4), ceil(W / 4))`` of the prepared image); the
+            task predicts from them instead of from ``x_hat``.
     """
 
     num_bytes: int
@@ -242,6 +246,7 @@ class CodingResult:
     ms_ssim: Optional[float] = None
     encoding_time: float = math.nan
     decoding_time: float = math.nan
+    features: Optional[Tensor] = None
 
     @property
     def bpp(self) -> float:
@@ -301,7 +306,9 @@ def code_image(
     dec = model.decompress(enc["strings"], enc["shape"])
     decoding_time = _seconds(device, started)
     x_hat = protocol.from_codec(dec["x_hat"], (height, width))
-    return _result(count_bytes(enc["strings"]), num_pixels, bpp_likelihood, x, x_hat, encoding_time, decoding_time)
+    result = _result(count_bytes(enc["strings"]), num_pixels, bpp_likelihood, x, x_hat, encoding_time, decoding_time)
+    result.features = _prepared_features(dec, (height, width))
+    return result
 
 
 @torch.no_grad()
@@ -344,19 +351,30 @@ def code_batch(
     dec = model.decompress(enc["strings"], enc["shape"])
     decoding_time = _seconds(device, started) / batch
     x_hat = protocol.from_codec(dec["x_hat"], (height, width))
+    features = _prepared_features(dec, (height, width))
     pixels = height * width
-    return [
-        _result(
-            sum(len(s[i]) for s in enc["strings"]),
-            pixels,
-            bits[i] / pixels,
-            x[i : i + 1],
-            x_hat[i : i + 1],
-            encoding_time,
-            decoding_time,
+    results = []
+    for i in range(batch):
+        num_bytes = sum(len(s[i]) for s in enc["strings"])
+        result = _result(
+            num_bytes, pixels, bits[i] / pixels, x[i : i + 1], x_hat[i : i + 1], encoding_time, decoding_time
         )
-        for i in range(batch)
-    ]
+        result.features = None if features is None else features[i : i + 1]
+        results.append(result)
+    return results
+
+
+def _prepared_features(decoded: Dict[str, Any], size: Tuple[int, int]) -> Optional[Tensor]:
+    """A channel-selection codec's ``res2`` features, resized (bilinear) from the coding
+    size to the prepared image's, as the protocol resizes decoded images; ``None`` for
+    other codecs."""
+    if "features" not in decoded:
+        return None
+    res2 = decoded["features"]["res2"]
+    target = (math.ceil(size[0] / 4), math.ceil(size[1] / 4))
+    if tuple(res2.shape[-2:]) != target:
+        res2 = F.interpolate(res2, size=target, mode="bilinear", align_corners=False)
+    return res2
 
 
 def _map_argument(quality_map: Optional[Tensor], device: torch.device) -> Dict[str, Tensor]:

@@ -157,6 +157,15 @@ def _mean(values: Sequence[Any]) -> float:
     return float(sum(values) / len(values))
 
 
+@dataclass(frozen=True)
+class DecodedFeatures:
+    """What a channel-selection codec decodes for the network: ``res2`` features of a
+    prepared image of ``size``."""
+
+    res2: Tensor
+    size: Tuple[int, ...]
+
+
 class Evaluation:
     """Evaluate codecs on machine tasks over a dataset, resumably.
 
@@ -352,14 +361,18 @@ class Evaluation:
             yield group
 
     @staticmethod
-    def _predictions(task: Task, images: Sequence[torch.Tensor], items: Sequence[Any]) -> List[Any]:
-        """The task's predictions of equal-size images, batched when there are several."""
+    def _predictions(task: Task, images: Sequence[Any], items: Sequence[Any]) -> List[Any]:
+        """The task's predictions of equal-size images (or of a channel-selection codec's
+        features), batched when there are several."""
+        if isinstance(images[0], DecodedFeatures):
+            res2 = torch.cat([d.res2 for d in images])
+            return task.predict_from_features(res2, images[0].size, items)
         if len(images) == 1:
             return [task.predict(images[0], items[0])]
         return task.predict_batch(torch.cat(list(images)), items)
 
     def _predict_group(
-        self, tasks_per_item: Sequence[List[Task]], images: Sequence[torch.Tensor], items: Sequence[Any]
+        self, tasks_per_item: Sequence[List[Task]], images: Sequence[Any], items: Sequence[Any]
     ) -> List[Dict[str, Any]]:
         """Per item, ``{task name: prediction}`` for the tasks it still needs."""
         out: List[Dict[str, Any]] = [{} for _ in items]
@@ -408,10 +421,12 @@ class Evaluation:
         bar = tqdm(total=len(todo), desc=desc, disable=not self.progress, unit="img")
         for group in self._batches(todo):
             items, tasks_per_item, images = zip(*group)
-            coded = code_batch(
-                model, torch.cat(images), self.protocol, quality_map=self._quality_maps(spec, items, images)
-            )
-            predictions = self._predict_group(tasks_per_item, [c.x_hat for c in coded], items)
+            maps = self._quality_maps(spec, items, images)
+            coded = code_batch(model, torch.cat(images), self.protocol, quality_map=maps)
+            decoded = [
+                c.x_hat if c.features is None else DecodedFeatures(c.features, c.x_hat.shape[-2:]) for c in coded
+            ]
+            predictions = self._predict_group(tasks_per_item, decoded, items)
             for item, tasks, result, predicted in zip(items, tasks_per_item, coded, predictions):
                 for task in tasks:
                     store.append(

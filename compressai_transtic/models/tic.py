@@ -323,12 +323,16 @@ class TIC(CompressionModel):
         except BitstreamError as exc:
             raise BitstreamError(f"z string: {exc}") from exc
         scales, means = self.h_s(z_hat)
-        indexes = self.gaussian_conditional.build_indexes(scales)
         try:
-            y_hat = self.gaussian_conditional.decompress(y_strings, indexes, means=means)
+            y_hat = self._decode_y(y_strings, scales, means)
         except BitstreamError as exc:
             raise BitstreamError(f"y string: {exc}") from exc
         return y_hat, size
+
+    def _decode_y(self, y_strings: List[bytes], scales: Tensor, means: Tensor) -> Tensor:
+        """``y_hat`` from the y strings and the hyper-synthesis' scales and means."""
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        return self.gaussian_conditional.decompress(y_strings, indexes, means=means)
 
     def _check_strings(
         self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]

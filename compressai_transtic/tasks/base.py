@@ -213,6 +213,20 @@ class Task:
         go one at a time."""
         return [self.predict(x[i : i + 1], image) for i, image in enumerate(images)]
 
+    def predict_from_features(self, res2: Tensor, size: Sequence[int], images: Sequence[Any]) -> List[Any]:
+        """Predictions from a channel-selection codec's features instead of images.
+
+        Args:
+            res2: ``(B, C, ceil(H / 4), ceil(W / 4))``: the network's features after its
+                first stage (ResNet's ``layer1``) for prepared images of ``size`` (H, W).
+            size: the prepared images' (height, width).
+            images: the dataset items.
+
+        Raises:
+            ValueError: the task's network has no such entry point.
+        """
+        raise ValueError(f"task {self.name!r} cannot predict from channel-selection features")
+
     def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
         """Task metrics (percentages) of per-image predictions over ``dataset`` items.
 

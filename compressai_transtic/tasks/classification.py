@@ -88,12 +88,14 @@ class ClassificationTask(Task):
 
     def feature_extractor(self, network: Optional[nn.Module] = None) -> FrozenFeatureExtractor:
         net = self.network if network is None else network
+        stages = ResNetStages(net)
         return FrozenFeatureExtractor(
             ImageNetNormalize(),
-            ResNetStages(net),
+            stages,
             names=("layer1", "layer2", "layer3", "layer4"),
             strides=(4, 8, 16, 32),
             channels=(256, 512, 1024, 2048),
+            tail=stages.from_res2,
         ).to(next(net.parameters()).device)
 
     def protocol(self) -> CodingProtocol:
@@ -105,6 +107,17 @@ class ClassificationTask(Task):
         net = self.network
         normalize = ImageNetNormalize().to(x.device)
         return net(normalize(x.to(next(net.parameters()).device)))
+
+    @torch.no_grad()
+    def predict_from_features(self, res2: Tensor, size: Sequence[int], images: Sequence[Any]) -> List[Any]:
+        """The five best classes when ResNet50's ``layer1`` output is given (a
+        channel-selection codec's features): layer2..4, pooling and the classifier."""
+        net: Any = self.network
+        x = res2.to(next(net.parameters()).device)
+        for name in ("layer2", "layer3", "layer4"):
+            x = getattr(net, name)(x)
+        logits = net.fc(torch.flatten(net.avgpool(x), 1))
+        return [{"top5": [int(i) for i in row]} for row in logits.topk(5, dim=1).indices]
 
     @torch.no_grad()
     def predict(self, x: Tensor, image: Any) -> Dict[str, Any]:

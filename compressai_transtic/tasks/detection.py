@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..evaluation.protocol import CodingProtocol, detection_protocol
 from .base import Task
-from .features import FrozenFeatureExtractor, ImageNetNormalize
+from .features import FPNFromRes2, FrozenFeatureExtractor, ImageNetNormalize
 from .weights import TorchvisionWeights, WeightsOption, resolve_torchvision_state_dict
 
 __all__ = [
@@ -140,6 +142,7 @@ class DetectionTask(Task):
             source_keys=tuple(key for _, key, _ in FPN_LEVELS),
             strides=tuple(stride for _, _, stride in FPN_LEVELS),
             channels=(net.backbone.out_channels,) * len(FPN_LEVELS),
+            tail=FPNFromRes2(net.backbone),
         ).to(next(net.parameters()).device)
 
     # ------------------------------------------------------------------ evaluation
@@ -174,18 +177,50 @@ class DetectionTask(Task):
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         batch = net.transform.batch_images(images, size_divisible=net.transform.size_divisible)
         image_list = ImageList(batch, sizes)
-        features = net.backbone(image_list.tensors)
+        return self._heads(image_list, net.backbone(image_list.tensors), original_size)
+
+    def _heads(
+        self, image_list: Any, features: Mapping[str, Tensor], original_size: Sequence[int]
+    ) -> Dict[str, Tensor]:
+        """RPN, ROI heads and the rescaling to ``original_size`` of one image's features."""
+        net: Any = self.network
         proposals, _ = net.rpn(image_list, features)
         detections, _ = net.roi_heads(features, proposals, image_list.image_sizes)
         detections = net.transform.postprocess(detections, image_list.image_sizes, [tuple(original_size)])
         return detections[0]
 
     @torch.no_grad()
+    def detect_from_res2(self, res2: Tensor, size: Sequence[int], original_size: Sequence[int]) -> Dict[str, Tensor]:
+        """:meth:`detect` when a channel-selection codec gives the backbone's ``res2``
+        features ``(1, 256, ceil(H / 4), ceil(W / 4))`` of an image of ``size`` (H, W): they
+        are zero-padded as the image would be (to a multiple of 32) and run through
+        layer2..4, the FPN and the heads."""
+        if self.backend == "detectron2":
+            raise ValueError("detection from channel-selection features needs the torchvision backend")
+        from torchvision.models.detection.image_list import ImageList
+
+        net: Any = self.network
+        res2 = res2.to(next(net.parameters()).device)
+        divisible = int(net.transform.size_divisible)
+        padded = [math.ceil(int(s) / divisible) * divisible for s in size]
+        res2 = F.pad(res2, (0, padded[1] // 4 - res2.shape[-1], 0, padded[0] // 4 - res2.shape[-2]))
+        image_list = ImageList(res2.new_zeros(1, 3, *padded), [(int(size[0]), int(size[1]))])
+        return self._heads(image_list, FPNFromRes2(net.backbone)(res2), original_size)
+
+    def predict_from_features(self, res2: Tensor, size: Sequence[int], images: Sequence[Any]) -> List[Any]:
+        return [
+            self._records(self.detect_from_res2(res2[i : i + 1], size, (image.height, image.width)))
+            for i, image in enumerate(images)
+        ]
+
+    @torch.no_grad()
     def predict(self, x: Tensor, image: Any) -> List[Dict[str, Any]]:
         """COCO results-format detections of one image (without ``image_id``)."""
+        return self._records(self.detect(x, (image.height, image.width)))
+
+    def _records(self, det: Mapping[str, Tensor]) -> List[Dict[str, Any]]:
         from ..evaluation.metrics import rle_encode
 
-        det = self.detect(x, (image.height, image.width))
         boxes = det["boxes"].cpu().double()
         scores = det["scores"].cpu().tolist()
         labels = det["labels"].cpu().tolist()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -14,6 +14,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "BGRPixelMean",
+    "FPNFromRes2",
     "FrozenFeatureExtractor",
     "ImageNetNormalize",
     "ResNetStages",
@@ -80,12 +81,32 @@ class ResNetStages(nn.Module):
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         r: Any = self.resnet
-        x = r.maxpool(r.relu(r.bn1(r.conv1(x))))
-        out: Dict[str, Tensor] = OrderedDict()
-        for name in ("layer1", "layer2", "layer3", "layer4"):
-            x = getattr(r, name)(x)
+        return self.from_res2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x))))))
+
+    def from_res2(self, res2: Tensor) -> Dict[str, Tensor]:
+        """The outputs of layer1..layer4 when layer1's output (``res2``) is given."""
+        out: Dict[str, Tensor] = OrderedDict(layer1=res2)
+        x = res2
+        for name in ("layer2", "layer3", "layer4"):
+            x = getattr(self.resnet, name)(x)
             out[name] = x
         return out
+
+
+class FPNFromRes2(nn.Module):
+    """A torchvision ResNet-FPN backbone run from its body's ``layer1`` output: layer2..4,
+    then the FPN; the output is the backbone's (``"0"`` .. ``"3"``, ``"pool"``)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, res2: Tensor) -> Dict[str, Tensor]:
+        backbone: Any = self.backbone
+        levels = [res2]
+        for name in ("layer2", "layer3", "layer4"):
+            levels.append(getattr(backbone.body, name)(levels[-1]))
+        return backbone.fpn(OrderedDict((str(i), t) for i, t in enumerate(levels)))
 
 
 class FrozenFeatureExtractor(nn.Module):
@@ -103,6 +124,9 @@ class FrozenFeatureExtractor(nn.Module):
         source_keys: the keys of ``body``'s output for each name (default: ``names``).
         strides: stride of each feature map w.r.t. the input.
         channels: channels of each feature map.
+        tail: optional module mapping the network's ``res2`` features (the output of
+            ResNet's layer1) to ``body``'s output: what channel-selection codecs feed
+            (:meth:`from_res2`).
     """
 
     def __init__(
@@ -113,8 +137,10 @@ class FrozenFeatureExtractor(nn.Module):
         strides: Sequence[int],
         channels: Sequence[int],
         source_keys: Sequence[str] = (),
+        tail: Optional[Callable[[Tensor], Mapping[str, Tensor]]] = None,
     ) -> None:
         super().__init__()
+        self.tail = tail
         if not (len(names) == len(strides) == len(channels)):
             raise ValueError("names, strides and channels must have the same length")
         self.preprocess = preprocess
@@ -130,5 +156,18 @@ class FrozenFeatureExtractor(nn.Module):
         return super().train(False)
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
-        feats = self.body(self.preprocess(x))
+        return self._named(self.body(self.preprocess(x)))
+
+    def from_res2(self, res2: Tensor) -> Dict[str, Tensor]:
+        """The named feature maps when the network's ``res2`` features are given instead
+        of an image (channel-selection codecs make them).
+
+        Raises:
+            ValueError: this network has no such entry point.
+        """
+        if self.tail is None:
+            raise ValueError("this recognition network cannot start from res2 features (no tail)")
+        return self._named(self.tail(res2))
+
+    def _named(self, feats: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         return OrderedDict((name, feats[key]) for name, key in zip(self.names, self.source_keys))
