@@ -21,7 +21,7 @@ from codec_models import assert_codes_as_its_base, randomize_adapter, round_trip
 
 from compressai_transtic.adapter_files import AdapterMismatchError, load_adapter, save_adapter
 from compressai_transtic.checkpoint import detect_architecture, load_model, model_from_adapter
-from compressai_transtic.models import TIC, TICSFT, SFTConfig, TransTIC
+from compressai_transtic.models import TIC, TICSFT, ChannelSelectionConfig, ROIConfig, SFTConfig, TransTIC
 from compressai_transtic.prompts import PromptConfig
 
 SMALL = SFTConfig(width=8)
@@ -121,6 +121,21 @@ def test_weights_name_their_architecture_and_configuration(base, config, tmp_pat
     assert type(loaded) is TICSFT and loaded.config == config
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize(
+    "build, field",
+    [
+        (lambda: SFTConfig(width=1.5), "SFTConfig.width"),
+        (lambda: SFTConfig(encoder=1), "SFTConfig.encoder"),
+        (lambda: ROIConfig(levels=True), "ROIConfig.levels"),
+        (lambda: ROIConfig(min_weight="0.1"), "ROIConfig.min_weight"),
+        (lambda: ChannelSelectionConfig(width="8"), "ChannelSelectionConfig.width"),
+    ],
+)
+def test_baseline_settings_of_the_wrong_type_are_refused_by_name(build, field):
+    with pytest.raises(ValueError, match=f"{field} must be of type"):
+        build()
 
 
 def test_configurations_that_transform_nothing_are_refused():

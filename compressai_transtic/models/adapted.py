@@ -27,9 +27,25 @@ __all__ = ["AdaptedCodec", "ConfigDict"]
 logger = logging.getLogger(__name__)
 
 
+#: annotation of a settings field -> the Python types its values may have
+_FIELD_TYPES: Dict[str, Tuple[type, ...]] = {"int": (int,), "bool": (bool,), "float": (int, float)}
+
+
 class ConfigDict:
     """``to_dict`` / ``from_dict`` of a flat frozen dataclass of settings (JSON-like),
-    refusing unknown keys by name."""
+    refusing unknown keys by name, and a check of the values' types
+    (:meth:`check_types`, for ``__post_init__``)."""
+
+    def check_types(self) -> None:
+        """Raise ``ValueError`` naming a field whose value is not of its annotated type
+        (``int``, ``bool`` or ``float``; a ``bool`` is no number here)."""
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            allowed = _FIELD_TYPES.get(str(f.type))
+            value = getattr(self, f.name)
+            if allowed is None:
+                continue
+            if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
+                raise ValueError(f"{type(self).__name__}.{f.name} must be of type {f.type}, got {value!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]

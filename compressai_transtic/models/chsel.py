@@ -45,6 +45,7 @@ class ChannelSelectionConfig(ConfigDict):
     width: int = 192
 
     def __post_init__(self) -> None:
+        self.check_types()
         if int(self.feature_channels) < 1 or int(self.width) < 1:
             raise ValueError(f"feature_channels and width must be positive (got {self})")
 

@@ -55,6 +55,7 @@ class ROIConfig(ConfigDict):
     min_weight: float = 0.01
 
     def __post_init__(self) -> None:
+        self.check_types()
         if not 2 <= int(self.levels) <= 255:
             raise ValueError(f"levels must be within 2..255 (got {self.levels})")
         if int(self.width) < 1:

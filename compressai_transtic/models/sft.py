@@ -45,6 +45,7 @@ class SFTConfig(ConfigDict):
     width: int = 64
 
     def __post_init__(self) -> None:
+        self.check_types()
         if not (self.encoder or self.hyper or self.decoder):
             raise ValueError("this SFT configuration transforms nothing: use the 'tic' model instead")
         if int(self.width) < 1:
