@@ -141,7 +141,7 @@ CLASSES: Dict[str, Type[TIC]] = {"tic": TIC, **ADAPTED_CODECS}
 
 
 def model_from_state_dict(state_dict: Mapping[str, Tensor], arch: Optional[str] = None, source: str = "") -> nn.Module:
-    """Build the TIC, TransTIC or TIC+SFT holding ``state_dict``, ready to code.
+    """Build the model holding ``state_dict`` (TIC, TransTIC or a baseline), ready to code.
 
     The architecture is taken from the keys when ``arch`` is None; the class's
     ``from_state_dict`` converts the layout (:func:`checkpoint_filter_fn`, once),
@@ -149,7 +149,8 @@ def model_from_state_dict(state_dict: Mapping[str, Tensor], arch: Optional[str] 
 
     Args:
         state_dict: weights, e.g. from :func:`load_state_dict`.
-        arch: an architecture name (``"tic"``, ``"transtic"``, ``"tic-sft"``) or None (detect).
+        arch: an architecture name (:data:`CLASSES`: ``"tic"``, ``"transtic"``, ``"tic-sft"``,
+            ``"tic-chsel"``, ``"tic-roi"``) or None (detect).
         source: file name used in error messages.
 
     Raises:

@@ -1,7 +1,8 @@
 """Complexity of TIC / TransTIC variants and baselines: MACs per pixel and parameters (Table A1).
 
 Run ``python -m compressai_transtic.complexity`` to print, for every row of the
-paper's Table A1 and for the learned baselines (TIC+SFT), encoder/decoder kMACs per
+paper's Table A1 and for the learned baselines (TIC+SFT, TIC+channel selection,
+TIC+ROI), encoder/decoder kMACs per
 input pixel under the paper's counting convention and under true counting, and
 encoder/decoder parameters (millions), next to the paper's figures where it has them.
 

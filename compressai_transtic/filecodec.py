@@ -60,7 +60,7 @@ def _common_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="PATH", help=f"{what} or folders of them")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument(
-        "--adapter", type=Path, help="adapter file written by `train` (TransTIC prompts, TIC+SFT layers)"
+        "--adapter", type=Path, help="adapter file written by `train` (prompts, or a baseline's layers)"
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")

@@ -90,13 +90,16 @@ def pack_map(levels_index: Tensor, levels: int) -> bytes:
     """One image's quantised map ``(1, gh, gw)`` or ``(gh, gw)`` as a map string."""
     cells = levels_index.reshape(levels_index.shape[-2:]).to(torch.uint8).cpu()
     gh, gw = cells.shape
+    if max(gh, gw) > 0xFFFF:
+        raise ValueError(f"a quality map of {gh}x{gw} cells is too large to code (at most 65535 per side)")
     return _HEADER.pack(_MAGIC, gh, gw, levels) + zlib.compress(cells.numpy().tobytes(), 9)
 
 
 def unpack_map(data: bytes, grid: Sequence[int], levels: int) -> Tensor:
     """The level indexes ``(1, gh, gw)`` of a map string, checked against the grid the
     image header implies and the codec's level count; decompression never produces
-    more than ``gh * gw`` bytes.
+    more than ``gh * gw`` bytes, and nothing may follow the map. (The header's CRC does
+    not cover map strings; zlib's own checksum does.)
 
     Raises:
         BitstreamError: a malformed, truncated or foreign map string.
@@ -115,7 +118,7 @@ def unpack_map(data: bytes, grid: Sequence[int], levels: int) -> Tensor:
         raw = inflater.decompress(bytes(data[_HEADER.size :]), gh * gw + 1)
     except zlib.error as exc:
         raise BitstreamError(f"quality-map string is corrupt ({exc})") from None
-    if len(raw) != gh * gw or not inflater.eof or inflater.unconsumed_tail:
+    if len(raw) != gh * gw or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
         raise BitstreamError("quality-map string does not hold exactly one map of the declared size")
     cells = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(1, gh, gw)
     if int(cells.max()) >= levels:

@@ -391,6 +391,11 @@ def test_roi_maps_are_refused_for_other_codecs(classification_set, tmp_path, cap
     argv = ["eval", str(classification_set), "-q", "1", "--adapter", str(adapter), "--random-weights"]
     assert main(argv + ["--roi-map", "saliency", "-o", str(tmp_path / "out"), "--no-progress"]) == 2
     assert "--roi-map is for tic-roi adapters" in capsys.readouterr().err
+    checkpoint = tmp_path / "tic.pth.tar"
+    torch.save({"state_dict": base.state_dict()}, checkpoint)
+    argv = ["eval", str(classification_set), "-q", "1", "--checkpoint", str(checkpoint), "--task-weights", "random"]
+    assert main(argv + ["--roi-map", "saliency", "-o", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert f"{checkpoint} holds tic" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -133,6 +133,7 @@ def test_float64_round_trip(base):
         (lambda s: s[:7] + zlib.compress(bytes(10**6)), "does not hold exactly one map"),
         (lambda s: s[:7] + zlib.compress(bytes([9] * 16)), "levels above 3"),
         (lambda s: s[:7] + b"not zlib at all", "corrupt"),
+        (lambda s: s + b"more", "does not hold exactly one map"),
     ],
 )
 def test_bad_map_strings_are_refused(base, corrupt, message):
@@ -196,3 +197,19 @@ def test_weights_adapters_and_the_loader(base, tmp_path):
         load_adapter(sft, path)
     with pytest.raises(AdapterMismatchError, match="tic-roi configuration"):
         load_adapter(TICROI.from_base(base, SMALL), path)
+
+
+def test_weights_stored_with_other_map_settings_are_refused_before_loading(base):
+    stored = TICROI.from_base(base, ROIConfig(levels=5, width=4))
+    model = TICROI.from_base(base, ROIConfig(levels=4, width=4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="'roi_levels': 5"):
+        model.load_adapter_state_dict(stored.adapter_state_dict())
+    with pytest.raises(ValueError, match="'roi_levels': 5"):
+        TICROI.from_state_dict(stored.state_dict(), config=ROIConfig(levels=4, width=4))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_maps_too_large_to_code_are_a_clear_error():
+    with pytest.raises(ValueError, match="too large to code"):
+        pack_map(torch.zeros(1, 2, 70000, dtype=torch.uint8), 4)

@@ -154,6 +154,13 @@ def test_adapters_restore_the_sft_parts_on_the_same_base(base, tmp_path):
         assert torch.equal(rebuilt.state_dict()[key], value), key
 
 
+def test_an_adapter_goes_onto_the_base_of_another_adapted_codec(base, tmp_path):
+    path = save_adapter(trained(TICSFT.from_base(base, SMALL)), tmp_path / "sft.pth")
+    prompted = TransTIC.from_base(base, PromptConfig(generator_width=4))
+    rebuilt = model_from_adapter(prompted, path)  # the TransTIC's base codec, not its prompts
+    assert type(rebuilt) is TICSFT and rebuilt.base_state_dict().keys() == base.state_dict().keys()
+
+
 def test_adapters_of_sft_and_transtic_refuse_each_other_and_change_nothing(base, tmp_path):
     sft = trained(TICSFT.from_base(base, SMALL))
     transtic = TransTIC.from_base(base, PromptConfig(generator_width=4))

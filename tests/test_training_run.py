@@ -349,7 +349,7 @@ def test_resuming_with_another_variant_is_refused(files, full_run, tmp_path, no_
     run = dataclasses.replace(
         config, output=str(tmp_path / "other"), resume=str(result.output / "checkpoint.pth"), variant="stb-12"
     )
-    with pytest.raises(ResumeError, match="variant: checkpoint None, now 'stb-12'"):
+    with pytest.raises(ResumeError, match="variant: checkpoint 'deep', now 'stb-12'"):
         train(run)
 
 

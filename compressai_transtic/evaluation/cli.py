@@ -164,7 +164,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--adapter",
         nargs="+",
         type=Path,
-        help="TransTIC prompt adapters, one per -q quality, "
+        help="adapters written by `train` (TransTIC prompts or a baseline's layers), one per -q quality, "
         "applied to the released base codec of that quality (or --base-checkpoint)",
     )
     codecs.add_argument(
@@ -431,12 +431,24 @@ def _checkpoint_specs(args: argparse.Namespace, architectures: Sequence[str]) ->
     from .codecs import CodecSpec
 
     arch = architectures[0] if len(architectures) == 1 else None
+    if args.roi_map:
+        _check_roi_checkpoints(args.checkpoint)
     qualities = _paired_qualities(args, args.checkpoint, "--checkpoint")
     label = args.name or (_file_label(args.checkpoint[0]) if len(args.checkpoint) == 1 else "checkpoint")
     return [
         CodecSpec(label, arch, q, None, "checkpoint", str(p), seed=args.seed, roi_map=args.roi_map)
         for p, q in zip(args.checkpoint, qualities)
     ]
+
+
+def _check_roi_checkpoints(paths: Sequence[Path]) -> None:
+    """``--roi-map`` with checkpoints: every one must hold a tic-roi model (read up front)."""
+    from ..checkpoint import detect_architecture, load_state_dict
+
+    for path in paths:
+        found = detect_architecture(load_state_dict(path))
+        if found != "tic-roi":
+            raise CommandError(f"--roi-map is for tic-roi adapters and checkpoints; {path} holds {found}")
 
 
 def _adapter_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[Any]:

@@ -153,10 +153,14 @@ class AdaptedCodec(TIC):
         """Freshly initialised added parts on the weights of a base codec.
 
         Args:
-            base: a :class:`TIC` model or its state dict.
+            base: a :class:`TIC` model (or an adapted codec, whose base is taken) or its
+                state dict.
             config: the architecture's configuration (default: its default).
         """
-        sd = base.state_dict() if isinstance(base, nn.Module) else dict(base)
+        if hasattr(base, "base_state_dict"):  # an adapted codec: its base only
+            sd = base.base_state_dict()
+        else:
+            sd = base.state_dict() if isinstance(base, nn.Module) else dict(base)
         net = cls(config=config, N=sd["g_a0.weight"].size(0), M=sd["g_a6.weight"].size(0), **kwargs)
         net.load_base_state_dict(sd)
         return net

@@ -92,7 +92,10 @@ class TICChannelSelection(AdaptedCodec):
       frozen; only gate and transform train). Its layout: 3x3 conv, two stride-2
       transposed convolutions, 3x3 conv, ReLUs, ``width`` channels;
     * outputs: ``features`` (``{"res2": ...}``, cropped to ``ceil(H / 4) x ceil(W / 4)``)
-      for the machine, and ``x_hat`` from the frozen ``g_s`` for viewing.
+      for the machine, and ``x_hat`` from the frozen ``g_s`` for viewing;
+    * the bitstream does not say which channels it holds: the decoder must have the
+      encoder's gate (the same weights or adapter; ``.ttic`` files carry a fingerprint
+      of the weights and refuse others).
 
     Args:
         config: transform settings.

@@ -139,6 +139,26 @@ class TICROI(AdaptedCodec):
         self.freeze_base()
 
     # ------------------------------------------------------------------------------
+    # loading: the stored settings must be the model's
+    # ------------------------------------------------------------------------------
+    def _check_stored_settings(self, state_dict: Mapping[str, Tensor]) -> None:
+        stored = {k: state_dict[k] for k in ("roi_levels", "roi_min_weight") if k in state_dict}
+        ours = {"roi_levels": self.config.levels, "roi_min_weight": self.config.min_weight}
+        wrong = [k for k, v in stored.items() if not math.isclose(float(v), float(ours[k]), rel_tol=1e-6)]
+        if wrong:
+            found = {k: float(stored[k]) for k in wrong}
+            raise ValueError(f"tic-roi weights with settings {found}, but this model has {self.config}")
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """:meth:`TIC.load_state_dict`, refusing weights stored with other map settings."""
+        self._check_stored_settings(state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def load_adapter_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        self._check_stored_settings(state_dict)
+        super().load_adapter_state_dict(state_dict)
+
+    # ------------------------------------------------------------------------------
     # the map
     # ------------------------------------------------------------------------------
     def map_levels(self, x: Tensor, quality_map: Optional[Tensor]) -> Tensor:
@@ -225,10 +245,11 @@ class TICROI(AdaptedCodec):
                 "expected strings = [y_strings, z_strings, header_strings, map_strings] as returned by "
                 "TICROI.compress()"
             )
-        y_hat, size = self._decode_latents(strings[:3], shape)
-        if len(strings[3]) != y_hat.shape[0]:
-            raise BitstreamError(f"{len(strings[3])} quality-map strings for {y_hat.shape[0]} images")
+        y_strings, _, size = self._check_strings(strings[:3], shape)  # the maps are checked before decoding
+        if len(strings[3]) != len(y_strings):
+            raise BitstreamError(f"{len(strings[3])} quality-map strings for {len(y_strings)} images")
         grid = grid_size(size[0], size[1], PAD_MULTIPLE)
         levels_index = torch.stack([unpack_map(s, grid, self.config.levels) for s in strings[3]])
+        y_hat, size = self._decode_latents(strings[:3], shape)
         grid_map = self._grid_map(levels_index.to(y_hat.device), y_hat.dtype)
         return {"x_hat": self._crop(self.synthesis(y_hat, grid_map), size).clamp_(0, 1)}

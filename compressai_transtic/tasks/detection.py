@@ -193,8 +193,9 @@ class DetectionTask(Task):
     def detect_from_res2(self, res2: Tensor, size: Sequence[int], original_size: Sequence[int]) -> Dict[str, Tensor]:
         """:meth:`detect` when a channel-selection codec gives the backbone's ``res2``
         features ``(1, 256, ceil(H / 4), ceil(W / 4))`` of an image of ``size`` (H, W): they
-        are zero-padded as the image would be (to a multiple of 32) and run through
-        layer2..4, the FPN and the heads."""
+        are zero-padded to the grid of the image padded to a multiple of 32 (an
+        approximation: the network's own features of the padded border are not zero)
+        and run through layer2..4, the FPN and the heads."""
         if self.backend == "detectron2":
             raise ValueError("detection from channel-selection features needs the torchvision backend")
         from torchvision.models.detection.image_list import ImageList

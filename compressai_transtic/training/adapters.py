@@ -1,7 +1,7 @@
 """What the trainer adapts: a frozen base codec plus the trainable parts of an architecture.
 
 One :class:`AdapterKind` per adapted codec of :data:`compressai_transtic.models.ADAPTED_CODECS`
-(``transtic``, ``tic-sft``): it builds the model around a base codec from the run's
+(``transtic``, ``tic-sft``, ``tic-chsel``, ``tic-roi``): it builds the model around a base codec from the run's
 ``variant`` and options, and checks, saves and restores the adapter through the
 model's own methods and :mod:`compressai_transtic.adapter_files`.
 """

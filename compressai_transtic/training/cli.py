@@ -75,7 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="base codec (TIC) checkpoint file or URL (default: released base_codec_<quality>)",
     )
     g.add_argument(
-        "--arch", default=_S, help="adapted architecture: transtic (default, prompts) or tic-sft (TIC+SFT baseline)"
+        "--arch",
+        default=_S,
+        help="adapted architecture: transtic (default, prompts), or a baseline: tic-sft, tic-chsel, tic-roi",
     )
     g.add_argument(
         "--variant",
@@ -91,7 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_key_value,
         default=_S,
         metavar="KEY=VALUE",
-        help="override a field of the architecture's configuration (PromptConfig, SFTConfig), e.g. "
+        help="override a field of the architecture's configuration (PromptConfig, SFTConfig, "
+        "ChannelSelectionConfig, ROIConfig), e.g. "
         "encoder_mask=aligned or width=32 (repeatable)",
     )
     g.add_argument("--init-adapter", default=_S, metavar="FILE", help="start from these prompts instead of fresh ones")

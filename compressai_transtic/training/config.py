@@ -69,8 +69,8 @@ class TrainConfig:
         dataset: training images: any folder, searched recursively (ImageNet-style
             class folders, COCO ``train2017``, your own images).
         output: output directory (default ``runs/<task>-q<quality>``).
-        arch: adapted architecture: ``transtic`` (prompts) or ``tic-sft`` (the TIC+SFT
-            baseline); see ``compressai_transtic.models.ADAPTED_CODECS``.
+        arch: adapted architecture: ``transtic`` (prompts) or a baseline (``tic-sft``,
+            ``tic-chsel``, ``tic-roi``); see ``compressai_transtic.models.ADAPTED_CODECS``.
         base: base codec (TIC) checkpoint file or URL; default: the released
             ``base_codec_<quality>`` (cache or download).
         quality: quality level 1..4: selects the released base codec and the paper's lambda.
@@ -78,9 +78,9 @@ class TrainConfig:
         variant: configuration preset of the architecture (for ``transtic`` the prompt
             variants of ``compressai_transtic.prompts.VARIANTS``); default: the
             architecture's default configuration (TransTIC's ``deep``).
-        prompt_options: overrides of the configuration's fields (``PromptConfig`` or
-            ``SFTConfig``; ``--adapter-option`` / ``--prompt-option`` on the command line)
-            (e.g. ``{"encoder_mask": "aligned"}``).
+        prompt_options: overrides of the configuration's fields (``PromptConfig``,
+            ``SFTConfig``, ``ChannelSelectionConfig``, ``ROIConfig``; ``--adapter-option``
+            / ``--prompt-option`` on the command line), e.g. ``{"encoder_mask": "aligned"}``.
         init_adapter: adapter file to start from instead of freshly initialised prompts.
         task_weights: recognition network weights: ``default`` (torchvision's file),
             a path, or ``random`` (tests only: the loss is then meaningless).
@@ -232,6 +232,8 @@ class TrainConfig:
                 )
             lmbda = float(default_lambdas[self.quality])
         filled["lmbda"] = float(lmbda)
+        if self.variant is None and self.arch == "transtic":  # TransTIC's default preset, named as before
+            filled["variant"] = "deep"
         if self.output is None:
             filled["output"] = os.path.join("runs", f"{self.task}-q{self.quality}")
         if self.workers is None:
