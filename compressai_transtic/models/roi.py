@@ -226,17 +226,17 @@ class TICROI(AdaptedCodec):
         return out
 
     def coding_terms(self, x: Tensor, quality_map: Optional[Tensor] = None) -> CodingTerms:
-        """:meth:`TIC.coding_terms` under a quality map (the map string is not among them)."""
-        return self._coding_terms(x, (self._grid_map(self.map_levels(x, quality_map), x.dtype),))
+        """:meth:`TIC.coding_terms` under a quality map (see :meth:`map_levels`); the coded
+        map of each image is their side string."""
+        self._check_input(x)
+        levels_index = self.map_levels(x, quality_map)
+        terms = self._coding_terms(x, (self._grid_map(levels_index, x.dtype),))
+        return terms._replace(side_strings=([pack_map(m, self.config.levels) for m in levels_index],))
 
     def compress(self, x: Tensor, quality_map: Optional[Tensor] = None) -> Dict[str, Any]:
         """:meth:`TIC.compress` under a quality map; ``strings`` gains a fourth list: the
         coded map of each image."""
-        self._check_input(x)
-        levels_index = self.map_levels(x, quality_map)
-        out = self.compress_terms(self._coding_terms(x, (self._grid_map(levels_index, x.dtype),)), x.shape[-2:])
-        out["strings"] = [*out["strings"], [pack_map(m, self.config.levels) for m in levels_index]]
-        return out
+        return self.compress_terms(self.coding_terms(x, quality_map), x.shape[-2:])
 
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> Dict[str, Tensor]:
         """Decode ``[y, z, header, map]`` strings of :meth:`compress` (image clamped)."""

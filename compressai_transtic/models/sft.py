@@ -110,14 +110,14 @@ def _levels(pyramid: nn.ModuleList, x: Tensor) -> List[Tensor]:
 
 
 def run_stages(
-    x: Tensor, stages: Sequence[nn.Module], transforms: Optional[nn.ModuleList], conditions: Sequence[Tensor]
+    x: Tensor, stages: Sequence[nn.Module], transforms: nn.ModuleList, conditions: Sequence[Tensor]
 ) -> Tensor:
     """Run a transform's stages, the output of each Swin stage (not of a (transposed)
     convolution) passed through the next of ``transforms`` with the next condition."""
     sft = 0
     for stage in stages:
         x = stage(x)
-        if transforms is not None and not isinstance(stage, (nn.Conv2d, nn.ConvTranspose2d)):
+        if not isinstance(stage, (nn.Conv2d, nn.ConvTranspose2d)):
             x = transforms[sft](x, conditions[sft])
             sft += 1
     return x
@@ -172,20 +172,20 @@ class TICSFT(AdaptedCodec):
         self.freeze_base()
 
     def analysis(self, x: Tensor) -> Tensor:
-        stages = [getattr(self, f"g_a{i}") for i in range(8)]
         if not self.config.encoder:
-            return run_stages(x, stages, None, ())
+            return super().analysis(x)
+        stages = [getattr(self, f"g_a{i}") for i in range(8)]
         return run_stages(x, stages, self.g_a_sft, _levels(self.g_a_sft_condition, x))
 
     def h_a(self, y: Tensor) -> Tensor:
-        stages = [getattr(self, f"h_a{i}") for i in range(4)]
         if not self.config.hyper:
-            return run_stages(y, stages, None, ())
+            return super().h_a(y)
+        stages = [getattr(self, f"h_a{i}") for i in range(4)]
         return run_stages(y, stages, self.h_a_sft, _levels(self.h_a_sft_condition, y))
 
     def synthesis(self, y_hat: Tensor) -> Tensor:
+        if not self.config.decoder:
+            return super().synthesis(y_hat)
         y_hat = _channels_last(y_hat)
         stages = [getattr(self, f"g_s{i}") for i in range(8)]
-        if not self.config.decoder:
-            return run_stages(y_hat, stages, None, ())
         return run_stages(y_hat, stages, self.g_s_sft, _levels(self.g_s_sft_condition, y_hat))

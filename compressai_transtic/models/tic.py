@@ -45,6 +45,7 @@ class CodingTerms(NamedTuple):
     indexes: Tensor  # scale-table entries of the Gaussian conditional
     z_strings: List[bytes]
     z_shape: torch.Size
+    side_strings: Tuple[List[bytes], ...] = ()  # further per-image strings (an ROI codec's map)
 
 
 def _channels_last(x: Tensor) -> Tensor:
@@ -298,7 +299,7 @@ class TIC(CompressionModel):
         """The output of :meth:`compress` from its :meth:`coding_terms` and the image size."""
         y_strings = self.gaussian_conditional.compress(terms.y, terms.indexes, means=terms.means)
         headers = [pack_header(size[0], size[1], zs, ys) for zs, ys in zip(terms.z_strings, y_strings)]
-        return {"strings": [y_strings, terms.z_strings, headers], "shape": terms.z_shape}
+        return {"strings": [y_strings, terms.z_strings, headers, *terms.side_strings], "shape": terms.z_shape}
 
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> Dict[str, Tensor]:
         """Decode the output of :meth:`compress` to ``{"x_hat": (B, 3, H, W)}``, clamped
