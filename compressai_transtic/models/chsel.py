@@ -179,6 +179,7 @@ class TICChannelSelection(AdaptedCodec):
 
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> Dict[str, Any]:
         """Decode to ``{"x_hat", "features"}`` (``x_hat`` clamped to [0, 1])."""
-        y_hat, size = self._decode_latents(strings, shape)
+        y_strings, z_strings, size = self._check_strings(strings, shape)
+        y_hat = self._decode_latents(y_strings, z_strings, shape)
         x_hat = self._crop(self.synthesis(y_hat), size).clamp_(0, 1)
         return {"x_hat": x_hat, "features": self.machine_features(y_hat, size)}

@@ -245,11 +245,11 @@ class TICROI(AdaptedCodec):
                 "expected strings = [y_strings, z_strings, header_strings, map_strings] as returned by "
                 "TICROI.compress()"
             )
-        y_strings, _, size = self._check_strings(strings[:3], shape)  # the maps are checked before decoding
+        y_strings, z_strings, size = self._check_strings(strings[:3], shape)
         if len(strings[3]) != len(y_strings):
             raise BitstreamError(f"{len(strings[3])} quality-map strings for {len(y_strings)} images")
         grid = grid_size(size[0], size[1], PAD_MULTIPLE)
         levels_index = torch.stack([unpack_map(s, grid, self.config.levels) for s in strings[3]])
-        y_hat, size = self._decode_latents(strings[:3], shape)
+        y_hat = self._decode_latents(y_strings, z_strings, shape)  # after the maps passed their checks
         grid_map = self._grid_map(levels_index.to(y_hat.device), y_hat.dtype)
         return {"x_hat": self._crop(self.synthesis(y_hat, grid_map), size).clamp_(0, 1)}

@@ -310,15 +310,13 @@ class TIC(CompressionModel):
             BitstreamError: truncated, modified or foreign bitstreams (checked through the
                 header's CRC-32 before any entropy decoding).
         """
-        y_hat, size = self._decode_latents(strings, shape)
+        y_strings, z_strings, size = self._check_strings(strings, shape)
+        y_hat = self._decode_latents(y_strings, z_strings, shape)
         x_hat = self._crop(self.synthesis(y_hat), size).clamp_(0, 1)
         return {"x_hat": x_hat}
 
-    def _decode_latents(
-        self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]
-    ) -> Tuple[Tensor, Tuple[int, int]]:
-        """``y_hat`` of checked ``[y, z, header]`` strings, and the image size."""
-        y_strings, z_strings, size = self._check_strings(strings, shape)
+    def _decode_latents(self, y_strings: List[bytes], z_strings: List[bytes], shape: Sequence[int]) -> Tensor:
+        """``y_hat`` of y and z strings that :meth:`_check_strings` accepted."""
         try:
             z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(int(s) for s in shape))
         except BitstreamError as exc:
@@ -328,7 +326,7 @@ class TIC(CompressionModel):
             y_hat = self._decode_y(y_strings, scales, means)
         except BitstreamError as exc:
             raise BitstreamError(f"y string: {exc}") from exc
-        return y_hat, size
+        return y_hat
 
     def _decode_y(self, y_strings: List[bytes], scales: Tensor, means: Tensor) -> Tensor:
         """``y_hat`` from the y strings and the hyper-synthesis' scales and means."""
