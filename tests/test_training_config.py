@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from compressai_transtic.tasks.classification import ClassificationTask
+from compressai_transtic.tasks.detection import DetectionTask
 from compressai_transtic.training.cli import add_arguments, config_from_args
 from compressai_transtic.training.config import ConfigError, TrainConfig, load_config_file
 
@@ -21,7 +23,7 @@ CLS_DEFAULTS = {
     "clip_max_norm": 1.0,
     "samples_per_epoch": 40000,
 }
-CLS_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013}
+CLS_LAMBDA = ClassificationTask.lmbda  # the paper's lambda per quality
 
 
 def parse(*argv: str) -> TrainConfig:
@@ -31,7 +33,7 @@ def parse(*argv: str) -> TrainConfig:
 
 
 def test_unset_options_take_the_tasks_paper_defaults_and_lambda():
-    cfg = TrainConfig(task="cls", dataset="imgs", quality=2).resolve(CLS_DEFAULTS, CLS_LAMBDAS)
+    cfg = TrainConfig(task="cls", dataset="imgs", quality=2).resolve(CLS_DEFAULTS, CLS_LAMBDA)
     assert (cfg.batch_size, cfg.patch_size, cfg.crop, cfg.epochs, cfg.lr) == (16, 256, "center", 400, 1e-4)
     assert cfg.lr_milestones == (30, 60) and cfg.clip_max_norm == 1.0
     assert cfg.lmbda == 0.0035
@@ -39,7 +41,7 @@ def test_unset_options_take_the_tasks_paper_defaults_and_lambda():
 
 
 def test_a_task_without_some_defaults_gets_the_documented_fallbacks():
-    cfg = TrainConfig(task="det", dataset="imgs").resolve({"batch_size": 8, "epochs": 40}, {1: 2.0})
+    cfg = TrainConfig(task="det", dataset="imgs").resolve({"batch_size": 8, "epochs": 40}, DetectionTask.lmbda)
     assert cfg.crop == "random" and cfg.lr == 1e-4 and cfg.lr_milestones == () and cfg.clip_max_norm == 1.0
     assert cfg.lmbda == 2.0
 
@@ -54,7 +56,7 @@ def test_command_line_overrides_config_file_which_overrides_task_defaults(tmp_pa
     assert cfg.dataset == "from-file" and cfg.batch_size == 4  # file
     assert cfg.lr == 0.01  # command line wins
     assert cfg.prompt_options == {"generator_width": 4, "encoder_mask": "aligned"}  # merged, CLI wins
-    resolved = cfg.resolve(CLS_DEFAULTS, CLS_LAMBDAS)
+    resolved = cfg.resolve(CLS_DEFAULTS, CLS_LAMBDA)
     assert resolved.epochs == 400 and resolved.batch_size == 4  # task default fills the rest
 
 
@@ -84,14 +86,14 @@ def test_unknown_keys_in_a_config_file_are_refused_with_the_known_ones_listed(tm
 )
 def test_invalid_values_are_named_in_the_error(changes, message):
     with pytest.raises(ConfigError, match=message):
-        TrainConfig(task="cls", dataset="imgs", **changes).resolve(CLS_DEFAULTS, CLS_LAMBDAS)
+        TrainConfig(task="cls", dataset="imgs", **changes).resolve(CLS_DEFAULTS, CLS_LAMBDA)
 
 
 def test_a_task_and_a_dataset_are_required():
     with pytest.raises(ConfigError, match="--task"):
-        TrainConfig(dataset="x").resolve({}, {})
+        TrainConfig(dataset="x").resolve({}, CLS_LAMBDA)
     with pytest.raises(ConfigError, match="--dataset"):
-        TrainConfig(task="cls").resolve(CLS_DEFAULTS, CLS_LAMBDAS)
+        TrainConfig(task="cls").resolve(CLS_DEFAULTS, CLS_LAMBDA)
 
 
 def test_resume_without_a_value_means_the_output_directorys_checkpoint():

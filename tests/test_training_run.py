@@ -45,6 +45,7 @@ from compressai_transtic.training import cli as training_cli
 from compressai_transtic.training.config import ConfigError, TrainConfig
 from compressai_transtic.training.data import DatasetError, UnreadableImageError
 from compressai_transtic.training.metrics_log import read_metrics_csv
+from compressai_transtic.training.outputs import RunOutputs
 from compressai_transtic.training.state import ResumeError
 from compressai_transtic.training.trainer import Trainer, train
 
@@ -167,17 +168,17 @@ def test_resuming_an_interrupted_run_reproduces_the_uninterrupted_adapter_exactl
     config, reference = full_run
     output = files["root"] / "interrupted"
     run = dataclasses.replace(config, output=str(output), checkpoint_every=1)
-    save = Trainer._save_checkpoint
+    save = RunOutputs.save_checkpoint
 
-    def save_then_stop(self, epoch, step_in_epoch, sums):
-        save(self, epoch, step_in_epoch, sums)
-        if self.global_step == 3:  # in the middle of the second epoch
+    def save_then_stop(self, progress, training, dataset):  # the process dies right after a checkpoint
+        save(self, progress, training, dataset)
+        if progress.global_step == 3:  # in the middle of the second epoch
             raise Interrupted
 
-    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_stop)
+    monkeypatch.setattr(RunOutputs, "save_checkpoint", save_then_stop)
     with pytest.raises(Interrupted):
         train(run)
-    monkeypatch.setattr(Trainer, "_save_checkpoint", save)
+    monkeypatch.setattr(RunOutputs, "save_checkpoint", save)
     assert not (output / "adapter_final.pth").exists()
 
     resumed = train(dataclasses.replace(run, resume="last"))

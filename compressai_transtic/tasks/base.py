@@ -161,14 +161,19 @@ class Task:
         return (energy / peak).clamp(0, 1)
 
     # ------------------------------------------------------------------ loss
-    def lmbda(self, quality: int) -> float:
-        """The paper's trade-off weight for a quality level (1..4)."""
-        if quality not in self.default_lambdas:
+    @classmethod
+    def lmbda(cls, quality: int) -> float:
+        """The paper's trade-off weight for a quality level (1..4).
+
+        Raises:
+            ValueError: the task has no default for ``quality`` (pass lmbda explicitly).
+        """
+        if quality not in cls.default_lambdas:
             raise ValueError(
-                f"task {self.name!r} has default lambdas for qualities {sorted(self.default_lambdas)}, "
+                f"task {cls.name!r} has default lambdas for qualities {sorted(cls.default_lambdas)}, "
                 f"not {quality}; pass lmbda explicitly"
             )
-        return float(self.default_lambdas[quality])
+        return float(cls.default_lambdas[quality])
 
     def criterion(self, lmbda: Optional[float] = None, quality: Optional[int] = None) -> nn.Module:
         """The task's perceptual rate-distortion loss.

@@ -301,9 +301,9 @@ def run(args: argparse.Namespace) -> int:
                     "dry_run": True,
                     "output": str(trainer.output),
                     "config": trainer.config.to_dict(),
-                    "train_images": len(trainer.train_paths),
-                    "val_images": len(trainer.val_paths),
-                    "steps_per_epoch": trainer.sampler.steps_per_epoch,
+                    "train_images": len(trainer.images.train_paths),
+                    "val_images": len(trainer.images.val_paths),
+                    "steps_per_epoch": trainer.images.sampler.steps_per_epoch,
                     "trainable_parameters": sum(p.numel() for _, p in trainer.named_trainable),
                     "resume_from": trainer.resume_source,
                 }

@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 __all__ = [
     "CROP_MODES",
@@ -205,12 +205,13 @@ class TrainConfig:
         return d
 
     # ------------------------------------------------------------------ resolution
-    def resolve(self, task_defaults: Mapping[str, Any], default_lambdas: Mapping[int, float]) -> "TrainConfig":
+    def resolve(self, task_defaults: Mapping[str, Any], default_lambda: Callable[[int], float]) -> "TrainConfig":
         """Fill unset fields from the task's defaults and check every value.
 
         Args:
             task_defaults: the task's ``training_defaults``.
-            default_lambdas: the task's ``default_lambdas`` (quality -> lambda).
+            default_lambda: the task's lambda for a quality level (``Task.lmbda``); it
+                raises ValueError for a quality without one.
 
         Raises:
             ConfigError: a missing or invalid setting.
@@ -223,15 +224,10 @@ class TrainConfig:
         for key in TASK_DEFAULT_KEYS:
             if getattr(self, key) is None:
                 filled[key] = task_defaults.get(key, FALLBACK_DEFAULTS[key])
-        lmbda = self.lmbda
-        if lmbda is None:
-            if self.quality not in default_lambdas:
-                raise ConfigError(
-                    f"task {self.task!r} has default lambdas for qualities {sorted(default_lambdas)}, "
-                    f"not {self.quality}; pass --lambda explicitly"
-                )
-            lmbda = float(default_lambdas[self.quality])
-        filled["lmbda"] = float(lmbda)
+        try:
+            filled["lmbda"] = float(default_lambda(self.quality) if self.lmbda is None else self.lmbda)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (--lambda on the command line)") from None
         if self.variant is None and self.arch == "transtic":  # TransTIC's default preset, named as before
             filled["variant"] = "deep"
         if self.output is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -193,10 +193,7 @@ def check_images_everywhere(
     mine = [paths[i] for i in shard(list(range(len(paths))), ctx.rank, ctx.world_size)]
     failures = check_images(mine, mode, progress=progress and ctx.is_main and len(mine) > 1000, max_pixels=max_pixels)
     if ctx.distributed:
-        import torch.distributed as dist
-
-        gathered: List[Any] = [None] * ctx.world_size
-        dist.all_gather_object(gathered, [(str(p), r) for p, r in failures])
+        gathered = ctx.gather_objects([(str(p), r) for p, r in failures])
         failures = sorted((Path(p), r) for part in gathered for p, r in part)
     if failures:
         raise unreadable_error(failures)

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
     "DistributedContext",
@@ -115,6 +116,14 @@ class DistributedContext:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather_objects(self, obj: Any) -> List[Any]:
+        """Every process's ``obj``, in rank order, on every process."""
+        if not self.distributed:
+            return [obj]
+        gathered: List[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
     def raise_if_any(self, error: Optional[BaseException]) -> None:
         """Collective: if any process failed a check, every process raises.
 
@@ -125,8 +134,7 @@ class DistributedContext:
             if error is not None:
                 raise error
             return
-        messages: List[Optional[str]] = [None] * self.world_size
-        dist.all_gather_object(messages, None if error is None else f"{type(error).__name__}: {error}")
+        messages = self.gather_objects(None if error is None else f"{type(error).__name__}: {error}")
         if error is not None:
             raise error
         for rank, message in enumerate(messages):
@@ -162,8 +170,6 @@ class DistributedContext:
         with its BatchNorm layers synchronised, inside ``DistributedDataParallel``."""
         if not self.distributed:
             return model
-        from torch.nn.parallel import DistributedDataParallel
-
         convert_batchnorm(model)
         # buffers (base codec tables, synced BatchNorm statistics) are equal on every
         # process: no need to broadcast them before each forward

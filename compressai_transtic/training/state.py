@@ -33,7 +33,10 @@ __all__ = [
     "RESUME_KEYS",
     "ResumeError",
     "atomic_save",
+    "check_resume",
+    "check_resume_settings",
     "dataset_digest",
+    "find_resume_checkpoint",
     "read_checkpoint",
     "restore_rng_state",
     "restore_run_state",
@@ -177,6 +180,51 @@ def check_resume_settings(saved: Mapping[str, Any], current: Mapping[str, Any], 
         raise ResumeError(
             f"cannot resume from {source}: settings differ from the checkpoint's ({'; '.join(diffs)}). "
             "Use the checkpoint's settings, or start a new run in another --output directory."
+        )
+
+
+def find_resume_checkpoint(resume: Optional[str], output: Path) -> Optional[Path]:
+    """The checkpoint a run continues from, by its ``resume`` setting.
+
+    ``None``: a new run (refused if ``output`` already holds a checkpoint); ``"auto"``:
+    ``output``'s checkpoint if there is one; ``"last"``: ``output``'s checkpoint, which
+    must exist; anything else: a checkpoint file or a run folder holding one.
+
+    Raises:
+        ResumeError: a new run in a folder with a checkpoint, or ``"last"`` without one.
+    """
+    own = output / CHECKPOINT_NAME
+    if resume is None:
+        if own.exists():
+            raise ResumeError(
+                f"{output} already holds a training checkpoint ({own}); pass --resume to "
+                "continue that run, or choose another --output directory"
+            )
+        return None
+    if resume == "auto":
+        return own if own.exists() else None
+    if resume == "last":
+        if not own.exists():
+            raise ResumeError(f"cannot resume: {own} does not exist (nothing to resume in {output})")
+        return own
+    path = Path(resume).expanduser()
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+def check_resume(
+    checkpoint: Mapping[str, Any], config: Mapping[str, Any], digest: str, images: int, source: str
+) -> None:
+    """Refuse a checkpoint of other settings (:func:`check_resume_settings`) or other
+    training images (``digest`` of the ``images`` files now).
+
+    Raises:
+        ResumeError: naming what differs.
+    """
+    check_resume_settings(checkpoint["config"], config, source)
+    if checkpoint.get("dataset_digest") != digest:
+        raise ResumeError(
+            f"cannot resume from {source}: the training images differ from the "
+            f"checkpoint's ({checkpoint.get('num_train_images')} images then, {images} now)"
         )
 
 

@@ -30,57 +30,40 @@ Training the base codec itself for human perception is CompressAI's job: see
 from __future__ import annotations
 
 import logging
-import math
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
-import torch.nn as nn
 from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ..fileio import atomic_write_text, check_writable_folder
-from .adapters import AdapterKind, get_adapter_kind
-from .config import ConfigError, TrainConfig
-from .data import (
-    GlobalBatchSampler,
-    TrainingImages,
-    ValidationImages,
-    check_images_everywhere,
-    collate_training,
-    shard,
-    training_and_validation_images,
+from ..fileio import check_writable_folder
+from .build import (
+    build_criterion,
+    build_images,
+    build_model,
+    check_parameter_groups,
+    given,
+    load_adapter_state,
+    resolve_settings,
+    seed_everything,
 )
+from .config import TrainConfig
+from .data import check_images_everywhere, collate_training, shard, training_and_validation_images
 from .distributed import DistributedContext, init_distributed, resolve_device
 from .epoch_metrics import MetricSums
 from .metrics_log import MetricsLog
-from .precision import entropy_models_in_float32, resolve_precision
-from .randomness import SampleKeyedRandomness
-from .state import (
-    CHECKPOINT_NAME,
-    Progress,
-    ResumeError,
-    atomic_save,
-    check_resume_settings,
-    dataset_digest,
-    read_checkpoint,
-    restore_run_state,
-    run_state,
-)
+from .outputs import RunOutputs
+from .precision import resolve_precision
+from .state import Progress, check_resume, find_resume_checkpoint, read_checkpoint
+from .steps import Optimisation
 
 __all__ = ["TrainResult", "Trainer", "train"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-FINAL_ADAPTER = "adapter_final.pth"
-FINAL_MODEL = "model_final.pth.tar"
-BEST_ADAPTER = "adapter_best.pth"
 
 
 @dataclass
@@ -127,12 +110,6 @@ def train(config: TrainConfig) -> TrainResult:
         ctx.shutdown()
 
 
-def _given(value: Optional[T]) -> T:
-    """A setting that :meth:`TrainConfig.resolve` has filled (never ``None`` after it)."""
-    assert value is not None, "the training settings were not resolved"
-    return value
-
-
 class Trainer:
     """One training run; the constructor does every check and builds everything.
 
@@ -143,233 +120,53 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, ctx: Optional[DistributedContext] = None) -> None:
-        self.ctx = ctx if ctx is not None else DistributedContext(device=resolve_device(config.device))
-        self.device = self.ctx.device
-        self._setup(config)
-
-    # ==================================================================== setup
-    def _setup(self, config: TrainConfig) -> None:
-        from ..tasks import get_task_class
-
-        ctx = self.ctx
-        try:
-            task_cls = get_task_class(config.task) if config.task else None
-        except KeyError as exc:
-            raise ConfigError(exc.args[0]) from None
-        if task_cls is not None and not task_cls.trainable:
-            raise ConfigError(
-                f"task {config.task!r} only evaluates ({task_cls.title}); it has no loss to train "
-                "prompts for (train the base codec with CompressAI's examples/train.py)"
-            )
-        cfg = config.resolve(
-            getattr(task_cls, "training_defaults", {}) or {}, getattr(task_cls, "default_lambdas", {}) or {}
-        )
+        ctx = ctx if ctx is not None else DistributedContext(device=resolve_device(config.device))
+        self.ctx, self.device = ctx, ctx.device
+        cfg, self.kind = resolve_settings(config)
         self.config = cfg
-        try:
-            self.kind: AdapterKind = get_adapter_kind(cfg.arch)
-            self.kind.model_config(cfg.variant, cfg.prompt_options)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(str(exc)) from None
-        self.output = Path(_given(cfg.output)).expanduser()
-        if cfg.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
+        self.output = Path(given(cfg.output)).expanduser()
         self.precision = resolve_precision(cfg.amp, self.device)
-
-        self.ctx.on_main(lambda: check_writable_folder(self.output, "training output"))
-
-        # -- resume checkpoint / output folder (rank 0 reads, everyone gets it)
-        def read_resume() -> Optional[Dict[str, Any]]:
-            path = self._resume_path(cfg)
-            return None if path is None else {"path": str(path), "payload": read_checkpoint(path)}
-
-        resume = self.ctx.on_main(read_resume)
+        ctx.on_main(lambda: check_writable_folder(self.output, "training output"))
+        resume = ctx.on_main(self._read_resume)  # rank 0 reads, everyone gets it
         self.resume_source = None if resume is None else resume["path"]
         ckpt = None if resume is None else resume["payload"]
 
-        # -- images
-        self.ctx.collective(lambda: self._find_data(cfg))
-        check_images_everywhere(
-            self.train_paths + self.val_paths, cfg.verify_images, self.ctx, cfg.progress, cfg.max_pixels
+        paths = ctx.collective(
+            lambda: training_and_validation_images(
+                cfg.dataset, cfg.val_dataset, cfg.val_fraction, cfg.val_limit, cfg.seed
+            )
         )
-        self.ctx.collective(lambda: self._build_datasets(cfg))
+        check_images_everywhere(paths[0] + paths[1], cfg.verify_images, ctx, cfg.progress, cfg.max_pixels)
+        self.images = ctx.collective(lambda: build_images(cfg, ctx, *paths))
         if ckpt is not None:
-            self.ctx.collective(lambda: self._check_resume(ckpt))
+            ctx.collective(lambda: self._check_resume(ckpt))
 
-        # -- base codec and adapted model
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed % (2**32))
-        torch.manual_seed(cfg.seed)
-        self.model = self.ctx.collective(lambda: self._build_model(cfg), main_first=True)
-        self.ctx.collective(lambda: self._load_adapter_state(cfg, ckpt))
+        seed_everything(cfg.seed, cfg.deterministic)
+        self.model = ctx.collective(lambda: build_model(cfg, self.kind), main_first=True)
+        ctx.collective(lambda: load_adapter_state(self.kind, self.model, cfg, ckpt, str(self.resume_source)))
         self.model.to(self.device)
-        self.base_hash = self.kind.base_hash(self.model)
         self.named_trainable = self.kind.trainable_parameters(self.model)
-        self._check_frozen_base()
+        check_parameter_groups(self.model, self.named_trainable, cfg.arch)
+        self.base_hash = self.kind.base_hash(self.model)
+        criterion = ctx.collective(lambda: build_criterion(cfg, self.device), main_first=True)
 
-        # -- task and loss (rank 0 first: it may download the recognition network)
-        def build_criterion() -> nn.Module:
-            from ..tasks import get_task
-
-            task = get_task(cfg.task, weights=cfg.task_weights, device=self.device, seed=cfg.seed, **cfg.task_options)
-            return task.criterion(lmbda=cfg.lmbda, quality=cfg.quality).to(self.device)
-
-        self.criterion = self.ctx.collective(build_criterion, main_first=True)
-
-        # -- optimisation
-        params = [p for _, p in self.named_trainable]
-        self.optimizer = torch.optim.Adam(params, lr=_given(cfg.lr))
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(cfg.lr_milestones or ()), gamma=_given(cfg.lr_gamma)
-        )
-        self.scaler = self.precision.grad_scaler()
-        progress = Progress()
+        parameters = [p for _, p in self.named_trainable]
+        self.optimisation = Optimisation.for_run(cfg, self.model, parameters, criterion, self.precision, ctx.wrap)
+        self.progress = Progress() if ckpt is None else self.optimisation.restore(ckpt)
+        self.outputs = RunOutputs(self.output, self.kind, self.model, cfg, self.base_hash, ctx.is_main, self.progress)
         if ckpt is not None:
-            progress = restore_run_state(ckpt, self.optimizer, self.scheduler, self.scaler)
-        self.start_epoch, self.start_step, self.global_step = (
-            progress.epoch,
-            progress.step_in_epoch,
-            progress.global_step,
-        )
-        self.best_value, self.best_epoch = progress.best_value, progress.best_epoch
-        self.resumed_sums = progress.epoch_sums
-        if ckpt is not None:
+            p = self.progress
             logger.info(
-                "resuming from %s: epoch %d, step %d of the epoch (global step %d)",
-                self.resume_source,
-                self.start_epoch + 1,
-                self.start_step,
-                self.global_step,
+                "resuming from %s: epoch %d, step %d of the epoch", self.resume_source, p.epoch + 1, p.step_in_epoch
             )
 
-        # -- process-count independence, precision
-        self.randomness = SampleKeyedRandomness(self.model)
-        if self.precision.mode != "off":
-            entropy_models_in_float32(self.model, self.precision.device_type)
-        self.train_model = ctx.wrap(self.model)
-
-        self._resumed = ckpt is not None
-
-    def _resume_path(self, cfg: TrainConfig) -> Optional[Path]:
-        own = self.output / CHECKPOINT_NAME
-        if cfg.resume is None:
-            if own.exists():
-                raise ResumeError(
-                    f"{self.output} already holds a training checkpoint ({own}); pass --resume to "
-                    "continue that run, or choose another --output directory"
-                )
-            return None
-        if cfg.resume == "auto":
-            return own if own.exists() else None
-        if cfg.resume == "last":
-            if not own.exists():
-                raise ResumeError(f"cannot resume: {own} does not exist (nothing to resume in {self.output})")
-            return own
-        path = Path(cfg.resume).expanduser()
-        return path / CHECKPOINT_NAME if path.is_dir() else path
-
-    def _find_data(self, cfg: TrainConfig) -> None:
-        self.train_paths, self.val_paths = training_and_validation_images(
-            cfg.dataset, cfg.val_dataset, cfg.val_fraction, cfg.val_limit, cfg.seed
-        )
-
-    def _build_datasets(self, cfg: TrainConfig) -> None:
-        ctx = self.ctx
-        self.dataset_digest = dataset_digest(self.train_paths, cfg.dataset)
-        self.train_set = TrainingImages(
-            self.train_paths, _given(cfg.patch_size), _given(cfg.crop), cfg.seed, cfg.max_pixels
-        )
-        self.sampler = GlobalBatchSampler(
-            len(self.train_paths),
-            _given(cfg.batch_size),
-            ctx.rank,
-            ctx.world_size,
-            cfg.seed,
-            cfg.samples_per_epoch,
-        )
-        self.val_set = (
-            ValidationImages(self.val_paths, _given(cfg.patch_size), cfg.val_crop, cfg.max_pixels)
-            if self.val_paths
-            else None
-        )
-        logger.info(
-            "%d training images (%d per epoch, %d steps of %d), %d validation images",
-            len(self.train_paths),
-            self.sampler.samples,
-            self.sampler.steps_per_epoch,
-            cfg.batch_size,
-            len(self.val_paths),
-        )
+    def _read_resume(self) -> Optional[Dict[str, Any]]:
+        path = find_resume_checkpoint(self.config.resume, self.output)
+        return None if path is None else {"path": str(path), "payload": read_checkpoint(path)}
 
     def _check_resume(self, ckpt: Dict[str, Any]) -> None:
-        check_resume_settings(ckpt["config"], self.config.to_dict(), str(self.resume_source))
-        if ckpt.get("dataset_digest") != self.dataset_digest:
-            raise ResumeError(
-                f"cannot resume from {self.resume_source}: the training images differ from the "
-                f"checkpoint's ({ckpt.get('num_train_images')} images then, {len(self.train_paths)} now)"
-            )
-
-    def _build_model(self, cfg: TrainConfig) -> nn.Module:
-        from ..checkpoint import load_state_dict, model_from_state_dict
-
-        if cfg.base is None:
-            from ..zoo import load_pretrained
-
-            base = load_pretrained("tic", cfg.quality)
-            source = f"released base_codec_{cfg.quality}"
-        else:
-            state_dict = load_state_dict(cfg.base)
-            base = model_from_state_dict(state_dict, "tic", source=str(cfg.base))
-            source = str(cfg.base)
-        model = self.kind.build(base, cfg.variant, cfg.prompt_options)
-        n_train = sum(p.numel() for _, p in self.kind.trainable_parameters(model))
-        n_all = sum(p.numel() for p in model.parameters())
-        logger.info("base codec from %s; %s: %d trainable of %d parameters", source, cfg.arch, n_train, n_all)
-        return model
-
-    def _load_adapter_state(self, cfg: TrainConfig, ckpt: Optional[Dict[str, Any]]) -> None:
-        """Prompts from the resume checkpoint, else from ``init_adapter``, else fresh."""
-        if ckpt is not None:
-            if cfg.init_adapter:
-                logger.info("resuming: the prompts come from the checkpoint, not from %s", cfg.init_adapter)
-            adapter = ckpt["adapter"]
-            self.kind.check_compatible(
-                self.model, adapter["signature"], adapter["base_sha256"], str(self.resume_source)
-            )
-            self.kind.load_state_dict(self.model, adapter["state_dict"])
-        elif cfg.init_adapter:
-            header = self.kind.load(self.model, cfg.init_adapter)
-            logger.info("adapter initialised from %s (trained for task %s)", cfg.init_adapter, header.get("task"))
-
-    def _check_frozen_base(self) -> None:
-        trainable = {name for name, _ in self.named_trainable}
-        if not trainable:
-            raise ConfigError(f"the {self.config.arch} model has no trainable parameters")
-        wrong = [n for n, p in self.model.named_parameters() if p.requires_grad and n not in trainable]
-        frozen = [n for n, p in self.named_trainable if not p.requires_grad]
-        if wrong or frozen:
-            raise RuntimeError(
-                f"parameter groups are inconsistent: base parameters requiring gradients {wrong[:5]}, "
-                f"adapter parameters not requiring them {frozen[:5]}"
-            )
-
-    def _write_config(self) -> None:
-        import json
-
-        self.output.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "config": self.config.to_dict(),
-            "world_size": self.ctx.world_size,
-            "device": str(self.device),
-            "precision": self.precision.mode,
-            "base_sha256": self.base_hash,
-            "num_train_images": len(self.train_paths),
-            "num_val_images": len(self.val_paths),
-            "steps_per_epoch": self.sampler.steps_per_epoch,
-            "resumed_from": self.resume_source,
-        }
-        atomic_write_text(self.output / "config.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        images = self.images
+        check_resume(ckpt, self.config.to_dict(), images.digest, len(images.train_paths), str(self.resume_source))
 
     # ==================================================================== training
     def fit(self) -> TrainResult:
@@ -378,236 +175,163 @@ class Trainer:
         The output folder's files (``config.json``, the metrics log) are created here,
         not by the constructor, so that a dry run writes nothing.
         """
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
+        resumed = self.resume_source is not None
         self.log = MetricsLog(
             self.output,
             enabled=self.ctx.is_main,
             tensorboard=self.config.tensorboard,
-            resume_step=self.global_step if self._resumed else None,
+            resume_step=self.progress.global_step if resumed else None,
         )
         try:
-            if self.ctx.is_main:
-                self._write_config()
+            self.outputs.write_settings(self._facts())
             with logging_redirect_tqdm():  # log lines above the progress bar, not through it
                 return self._epochs()
         finally:
             self.log.close()
 
+    def _facts(self) -> Dict[str, Any]:
+        return {
+            "world_size": self.ctx.world_size,
+            "device": str(self.device),
+            "precision": self.precision.mode,
+            "num_train_images": len(self.images.train_paths),
+            "num_val_images": len(self.images.val_paths),
+            "steps_per_epoch": self.images.sampler.steps_per_epoch,
+            "resumed_from": self.resume_source,
+        }
+
     def _epochs(self) -> TrainResult:
-        cfg = self.config
         history: List[Dict[str, Any]] = []
-        if self.val_set is not None and self.resume_source is None:
+        if self.images.val_set is not None and self.resume_source is None:
+            self._validate_and_select(0, history)
+        start_epoch, start_step = self.progress.epoch, self.progress.step_in_epoch
+        for epoch in range(start_epoch, given(self.config.epochs)):
             started = time.perf_counter()
-            metrics = self.validate()
-            history.append(self._row("val", 0, metrics))
-            self._log("val", 0, metrics, time.perf_counter() - started)
-            self._consider_best(metrics, 0)
-        for epoch in range(self.start_epoch, _given(cfg.epochs)):
-            start_step = self.start_step if epoch == self.start_epoch else 0
-            metrics, seconds = self._train_epoch(epoch, start_step)
-            history.append(self._row("train", epoch + 1, metrics))
-            self._log("train", epoch + 1, metrics, seconds)
-            self.scheduler.step()
-            if self.val_set is not None:
-                started = time.perf_counter()
-                vmetrics = self.validate()
-                history.append(self._row("val", epoch + 1, vmetrics))
-                self._log("val", epoch + 1, vmetrics, time.perf_counter() - started)
-                self._consider_best(vmetrics, epoch + 1)
+            metrics = self._train_epoch(epoch, start_step if epoch == start_epoch else 0)
+            self._record("train", epoch + 1, metrics, time.perf_counter() - started, history)
+            self.optimisation.scheduler.step()
+            if self.images.val_set is not None:
+                self._validate_and_select(epoch + 1, history)
             self._save_checkpoint(epoch + 1, 0, None)
-            if cfg.save_every and (epoch + 1) % cfg.save_every == 0 and self.ctx.is_main:
-                self._save_adapter(self.output / f"adapter_epoch{epoch + 1:04d}.pth", epoch + 1)
+            every = self.config.save_every
+            if every and (epoch + 1) % every == 0:
+                self.outputs.save_adapter(f"adapter_epoch{epoch + 1:04d}.pth", epoch + 1, self.progress.global_step)
         return self._finish(history)
+
+    def _record(
+        self, split: str, epoch: int, metrics: Dict[str, float], seconds: float, history: List[Dict[str, Any]]
+    ) -> None:
+        history.append({"split": split, "epoch": epoch, "step": self.progress.global_step, **metrics})
+        self._log(split, epoch, metrics, seconds)
 
     def _log(self, split: str, epoch: int, metrics: Dict[str, float], seconds: float) -> None:
         values = {k: v for k, v in metrics.items() if k != "images"}
-        self.log.write(split, epoch, self.global_step, values, self._lr(), int(metrics["images"]), seconds)
+        step, lr = self.progress.global_step, self.optimisation.lr
+        self.log.write(split, epoch, step, values, lr, int(metrics["images"]), seconds)
 
-    def _row(self, split: str, epoch: int, metrics: Dict[str, float]) -> Dict[str, Any]:
-        return {"split": split, "epoch": epoch, "step": self.global_step, **metrics}
+    def _validate_and_select(self, epoch: int, history: List[Dict[str, Any]]) -> None:
+        started = time.perf_counter()
+        metrics = self.validate()
+        self._record("val", epoch, metrics, time.perf_counter() - started, history)
+        self.outputs.consider_best(metrics, epoch, self.progress.global_step)
 
-    def _lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def _train_epoch(self, epoch: int, start_step: int) -> Tuple[Dict[str, float], float]:
-        from tqdm.auto import tqdm
-
-        cfg, ctx = self.config, self.ctx
+    def _train_epoch(self, epoch: int, start_step: int) -> Dict[str, float]:
+        """One epoch from ``start_step`` on; the means of its metrics over all processes."""
+        cfg, ctx, progress = self.config, self.ctx, self.progress
         self.model.train()
-        self.sampler.set_epoch(epoch, start_step)
-        loader = DataLoader(
-            self.train_set,
-            batch_sampler=self.sampler,
-            num_workers=_given(cfg.workers),
-            collate_fn=collate_training,
-            pin_memory=self.device.type == "cuda",
-        )
-        steps = self.sampler.steps_per_epoch
-        resumed = self.resumed_sums if start_step > 0 and ctx.is_main else None
+        self.images.sampler.set_epoch(epoch, start_step)
+        resumed = progress.epoch_sums if start_step > 0 and ctx.is_main else None
         epoch_sums, window = MetricSums(self.device, resumed), MetricSums(self.device)
-        self.resumed_sums = None
-        params = [p for _, p in self.named_trainable]
+        progress.epoch_sums = None
         started = time.perf_counter()
         bar = tqdm(
-            total=steps,
+            total=self.images.sampler.steps_per_epoch,
             initial=start_step,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             leave=False,
             disable=not (cfg.progress and ctx.is_main),
             dynamic_ncols=True,
         )
-        try:
-            for i, (x, keys) in enumerate(loader):
-                step = start_step + i + 1  # steps completed in this epoch after this one
-                x = x.to(self.device, non_blocking=True)
-                with self.randomness.batch(keys.tolist()), self.precision.autocast():
-                    out = self.train_model(x)
-                    losses = self.criterion(out, x)
-                loss = losses["loss"]
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_max_norm or math.inf)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.global_step += 1
-
-                with torch.no_grad():
-                    mse = torch.nn.functional.mse_loss(out["x_hat"].detach().float().clamp(0, 1), x.float())
-                row = MetricSums.step(losses, mse, x.shape[0], grad_norm)
+        with bar:
+            for step, (x, keys) in enumerate(self._training_batches(), start=start_step + 1):
+                row = self.optimisation.step(x.to(self.device, non_blocking=True), keys.tolist())
+                progress.global_step += 1
                 epoch_sums.add(row)
                 window.add(row)
                 bar.update(1)
-                if self.global_step % cfg.log_every == 0:
-                    metrics = self._reduce(window, f"steps up to {self.global_step}")
+                if progress.global_step % cfg.log_every == 0:
+                    metrics = self._reduce(window, f"steps up to {progress.global_step}")
                     window.zero_()
                     bar.set_postfix(loss=f"{metrics['loss']:.4g}", bpp=f"{metrics['bpp_loss']:.4g}")
                     self._log("train_step", epoch + 1, metrics, time.perf_counter() - started)
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
-                    total = epoch_sums.total(ctx)
-                    self._check_finite(total, f"epoch {epoch + 1}")
+                if (
+                    cfg.checkpoint_every
+                    and step % cfg.checkpoint_every == 0
+                    and step < self.images.sampler.steps_per_epoch
+                ):
+                    total = self._total(epoch_sums, f"epoch {epoch + 1}")
                     self._save_checkpoint(epoch, step, total.values)
-        finally:
-            bar.close()
-        metrics = self._reduce(epoch_sums, f"epoch {epoch + 1}")
-        return metrics, time.perf_counter() - started
+        return self._reduce(epoch_sums, f"epoch {epoch + 1}")
 
-    def _reduce(self, sums: MetricSums, what: str) -> Dict[str, float]:
-        """Means over all processes; ``images`` is the number of images they cover."""
+    def _training_batches(self) -> DataLoader:
+        return DataLoader(
+            self.images.train_set,
+            batch_sampler=self.images.sampler,
+            num_workers=given(self.config.workers),
+            collate_fn=collate_training,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _total(self, sums: MetricSums, what: str) -> MetricSums:
+        """Sums over all processes, refused when not finite."""
         total = sums.total(self.ctx)
-        self._check_finite(total, what)
-        return total.means()
-
-    def _check_finite(self, sums: MetricSums, what: str) -> None:
-        if not sums.finite():
+        if not total.finite():
             raise FloatingPointError(
                 f"the training loss became non-finite ({what}); the last checkpoint in {self.output} is "
                 "intact. Lower --lr, use --amp off, or check the data."
             )
+        return total
 
-    @torch.no_grad()
+    def _reduce(self, sums: MetricSums, what: str) -> Dict[str, float]:
+        """Means over all processes; ``images`` is the number of images they cover."""
+        return self._total(sums, what).means()
+
     def validate(self) -> Dict[str, float]:
         """Mean loss terms over the validation set (eval mode: rounding, no noise)."""
-        if self.val_set is None:
+        val_set = self.images.val_set
+        if val_set is None:
             raise RuntimeError("no validation images: pass val_dataset or val_fraction")
-        cfg, ctx = self.config, self.ctx
-        self.model.eval()
-        indices = shard(list(range(len(self.val_set))), ctx.rank, ctx.world_size)
-        batch = self.sampler.local_batch if cfg.val_crop == "center" else 1
+        indices = shard(list(range(len(val_set))), self.ctx.rank, self.ctx.world_size)
         loader = DataLoader(
-            Subset(self.val_set, indices),
-            batch_size=batch,
-            num_workers=_given(cfg.workers),
+            Subset(val_set, indices),
+            batch_size=self.images.sampler.local_batch if self.config.val_crop == "center" else 1,
+            num_workers=given(self.config.workers),
             pin_memory=self.device.type == "cuda",
         )
-        sums = MetricSums(self.device)
-        try:
-            for x in loader:
-                x = x.to(self.device, non_blocking=True)
-                with self.precision.autocast():
-                    out = self.model(x)
-                    losses = self.criterion(out, x)
-                mse = torch.nn.functional.mse_loss(out["x_hat"].float().clamp(0, 1), x.float())
-                sums.add(MetricSums.step(losses, mse, x.shape[0]))
-        finally:
-            self.model.train()
-        return self._reduce(sums, "validation")
-
-    def _consider_best(self, metrics: Dict[str, float], epoch: int) -> None:
-        value = metrics[self.config.select_by]
-        if self.best_value is None or value < self.best_value:
-            self.best_value, self.best_epoch = value, epoch
-            if self.ctx.is_main:
-                self._save_adapter(
-                    self.output / BEST_ADAPTER, epoch, {"val": metrics, "selected_by": self.config.select_by}
-                )
-                logger.info("new best adapter (validation %s %.6g) at epoch %d", self.config.select_by, value, epoch)
+        return self._reduce(self.optimisation.evaluate(loader, self.device), "validation")
 
     # ==================================================================== outputs
-    def _metadata(self, epoch: int, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        cfg = self.config
-        meta = {
-            "trained_with": "compressai-transtic train",
-            "quality": cfg.quality,
-            "lmbda": cfg.lmbda,
-            "epoch": epoch,
-            "global_step": self.global_step,
-            "config": cfg.to_dict(),
-        }
-        meta.update(extra or {})
-        return meta
-
-    def _save_adapter(self, path: Path, epoch: int, extra: Optional[Dict[str, Any]] = None) -> Path:
-        return self.kind.save(self.model, path, self.config.task, self._metadata(epoch, extra))
-
     def _save_checkpoint(self, epoch: int, step_in_epoch: int, epoch_sums: Optional[torch.Tensor]) -> None:
-        if not self.ctx.is_main:
-            return
-        progress = Progress(epoch, step_in_epoch, self.global_step, self.best_value, self.best_epoch, epoch_sums)
-        adapter = {
-            "signature": self.kind.signature(self.model),
-            "base_sha256": self.base_hash,
-            "state_dict": self.kind.state_dict(self.model),
-        }
-        training = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
-        dataset = {"dataset_digest": self.dataset_digest, "num_train_images": len(self.train_paths)}
-        payload = run_state(progress, self.config.to_dict(), adapter, training, dataset)
-        path = atomic_save(payload, self.output / CHECKPOINT_NAME)
+        progress = Progress(epoch, step_in_epoch, self.progress.global_step, epoch_sums=epoch_sums)
+        dataset = {"dataset_digest": self.images.digest, "num_train_images": len(self.images.train_paths)}
+        self.outputs.save_checkpoint(progress, self.optimisation.state_dict(), dataset)
         self.log.flush()
-        logger.info("checkpoint: epoch %d, step %d of the epoch -> %s", epoch, step_in_epoch, path)
 
     def _finish(self, history: List[Dict[str, Any]]) -> TrainResult:
-        cfg = self.config
         if self.kind.base_hash(self.model) != self.base_hash:
             raise RuntimeError("the base codec's weights changed during training; this is a bug, please report it")
-        final_adapter = self.output / FINAL_ADAPTER
-        final_model = self.output / FINAL_MODEL
-        if self.ctx.is_main:
-            self._save_adapter(final_adapter, _given(cfg.epochs))
-            # the released weights' layout; the extra entry is ignored by checkpoint readers
-            atomic_save(
-                {
-                    "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                    "adapter_signature": self.kind.signature(self.model),
-                },
-                final_model,
-            )
-            logger.info("final adapter: %s; full model: %s", final_adapter, final_model)
+        epochs, step = given(self.config.epochs), self.progress.global_step
+        final_adapter, final_model = self.outputs.save_final(epochs, step)
         self.ctx.barrier()
-        best = self.output / BEST_ADAPTER if self.best_value is not None else None
+        outputs = self.outputs
         return TrainResult(
             output=self.output,
             final_adapter=final_adapter,
             final_model=final_model,
-            best_adapter=best,
-            best_value=self.best_value,
-            best_epoch=self.best_epoch,
-            epochs=_given(cfg.epochs),
-            global_step=self.global_step,
+            best_adapter=outputs.best_adapter,
+            best_value=outputs.best_value,
+            best_epoch=outputs.best_epoch,
+            epochs=epochs,
+            global_step=step,
             history=history,
         )
