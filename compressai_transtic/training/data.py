@@ -23,11 +23,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
+from torchvision.transforms import functional as TF
 
 from ..data.classification import IMAGE_EXTENSIONS
 from ..data.files import check_image, find_image_files
@@ -36,9 +38,6 @@ from ..data.subset import evenly_spaced
 from ..imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_rgb8
 from .distributed import DistributedContext
 from .randomness import mix_seed, sample_key, uniform01
-
-if TYPE_CHECKING:  # pragma: no cover
-    import PIL.Image
 
 __all__ = [
     "DatasetError",
@@ -146,7 +145,7 @@ def unreadable_error(failures: Sequence[Tuple[Path, str]], what: str = "training
     )
 
 
-def load_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> "PIL.Image.Image":
+def load_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """The image at ``path`` as 8-bit PIL RGB (:func:`~compressai_transtic.imageio.read_rgb8`:
     wide integer images scaled, not clipped).
 
@@ -224,15 +223,11 @@ def split_holdout(paths: Sequence[Path], fraction: float, seed: int) -> Tuple[Li
 # ----------------------------------------------------------------------------------------
 
 
-def _to_tensor(img: "PIL.Image.Image") -> Tensor:  # noqa: F821
-    from torchvision.transforms import functional as TF
-
+def _to_tensor(img: Image.Image) -> Tensor:
     return TF.to_tensor(img)
 
 
-def _resize_center_crop(img: "PIL.Image.Image", size: int) -> "PIL.Image.Image":
-    from torchvision.transforms import functional as TF
-
+def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     img = TF.resize(img, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     return TF.center_crop(img, [size, size])
 
@@ -273,16 +268,12 @@ class TrainingImages(Dataset):
             img = _resize_center_crop(img, p)
         else:
             if min(img.size) < p:
-                from torchvision.transforms import functional as TF
-
                 img = TF.resize(img, p, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
             w, h = img.size
             top = int(uniform01(key, _SALT_TOP) * (h - p + 1))
             left = int(uniform01(key, _SALT_LEFT) * (w - p + 1))
             img = img.crop((left, top, left + p, top + p))
             if uniform01(key, _SALT_FLIP) < 0.5:
-                from PIL import Image
-
                 img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return _to_tensor(img), key
 

@@ -9,6 +9,7 @@ from typing import Any, Callable, ContextManager, Optional
 
 import torch
 import torch.nn as nn
+from compressai.entropy_models import EntropyModel
 
 __all__ = ["Precision", "entropy_models_in_float32", "resolve_precision"]
 
@@ -69,8 +70,6 @@ def entropy_models_in_float32(model: nn.Module, device_type: str) -> Callable[[]
     Returns:
         A function that removes the patches.
     """
-    from compressai.entropy_models import EntropyModel
-
     patched = []
     for module in model.modules():
         if isinstance(module, EntropyModel):

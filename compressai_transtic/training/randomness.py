@@ -26,6 +26,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import torch
 import torch.nn as nn
+from compressai.entropy_models import EntropyBottleneck, EntropyModel
+from timm.layers import DropPath
 from torch import Tensor
 
 from ..quality_maps import QualityMapSampler
@@ -92,9 +94,6 @@ class SampleKeyedRandomness:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        from compressai.entropy_models import EntropyBottleneck, EntropyModel
-        from timm.layers import DropPath
-
         self._keys: Optional[List[int]] = None
         self._calls: Dict[int, int] = {}
         self._patched: List[Tuple[nn.Module, str]] = []
