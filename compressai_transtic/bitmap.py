@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.models import ResNet50_Weights
 
 from .adapter_files import read_adapter
 from .devices import check_device
@@ -34,6 +35,8 @@ from .filecodec import RANDOM_TAG, CodecChoice, CodecCommandError, load_codec, r
 from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from .models import TICROI
+from .tasks import get_task
+from .tasks.weights import TaskWeightsUnavailableError
 
 __all__ = ["BitMaps", "bit_maps", "add_bitmap_arguments", "run_bitmap"]
 
@@ -125,9 +128,6 @@ def _codecs(args: argparse.Namespace) -> List[Tuple[str, CodecChoice]]:
 
 
 def _classifier(args: argparse.Namespace):
-    from .tasks import get_task
-    from .tasks.weights import TaskWeightsUnavailableError
-
     task = get_task("cls", weights="random" if args.random_weights else "default", device=args.device)
     try:
         _ = task.network  # load the weights now: missing ones are a clean error
@@ -223,8 +223,6 @@ def run_bitmap(args: argparse.Namespace) -> int:
         maps = bit_maps(model, x.to(args.device), quality_map if isinstance(model, TICROI) else None)
         extra = ""
         if classifier is not None:
-            from torchvision.models import ResNet50_Weights
-
             top1 = classifier.predict(maps.x_hat.to(args.device), None)["top5"][0]
             extra = f"ResNet50: {ResNet50_Weights.IMAGENET1K_V1.meta['categories'][top1]}"
         panels.append((label, maps, extra))

@@ -45,6 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from .fileio import atomic_write_text, check_writable_folder
+from .layers import SwinBlock, WindowGeometry
 from .models import ADAPTED_CODECS, TIC, TransTIC
 from .prompts import TABLE_A1_ROWS, PromptConfig
 
@@ -143,15 +144,13 @@ def _prompt_projection_adjustment(model: Optional[nn.Module]) -> Iterator[Callab
     per block rather than once per window. Yields a function giving the MACs to add
     for the paper's convention (always 0 without a model).
     """
-    from .layers import SwinBlock
-
     extra = [0]
     blocks = [m for m in model.modules() if isinstance(m, SwinBlock)] if model is not None else []
 
     def counting(block: SwinBlock) -> Callable[..., Any]:
         original = block.forward_windows
 
-        def forward_windows(tokens: Tensor, geometry: Tuple[int, int, int, int], prompts: Any = None) -> Any:
+        def forward_windows(tokens: Tensor, geometry: WindowGeometry, prompts: Any = None) -> Any:
             if prompts is not None and not prompts.full_tokens:  # full tokens: q/k/v computed already
                 b, nw, _, c = tokens.shape
                 if prompts.tokens is not None:

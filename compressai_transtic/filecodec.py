@@ -28,9 +28,12 @@ from tqdm import tqdm
 from .container import SUFFIX, CodedFile, ContainerError, pack, unpack, weights_fingerprint
 from .data.files import find_image_files
 from .devices import check_device
+from .evaluation.codecs import CodecSpec
 from .fileio import atomic_write_bytes, check_writable_folder
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_image, write_png
+from .prompts import read_adapter
 from .state_dicts import ARCHITECTURES as CODEC_ARCHITECTURES
+from .zoo import ChecksumMismatchError, WeightsUnavailableError, get_weights
 
 __all__ = [
     "CodecChoice",
@@ -156,8 +159,6 @@ class CodecChoice:
     random_base: bool = False
 
     def spec(self, adapter_path: Optional[Path]):
-        from .evaluation.codecs import CodecSpec
-
         if self.source == "adapter" and adapter_path is None:
             raise CodecCommandError(f"coded with the adapter {self.adapter}: pass it with --adapter")
         return CodecSpec(
@@ -178,14 +179,10 @@ class CodecChoice:
             return f"adapter {self.adapter} on " + (
                 "a random base codec" if self.random_base else f"base_codec_{self.quality}.pth.tar"
             )
-        from .zoo import get_weights
-
         return get_weights(self.architecture, self.quality, self.task).filename
 
 
 def load_codec(codec: CodecChoice, adapter: Optional[Path], device: str):
-    from .zoo import ChecksumMismatchError, WeightsUnavailableError
-
     try:
         return codec.spec(adapter).load(device, progress=False)
     except WeightsUnavailableError as err:
@@ -198,8 +195,6 @@ def _encoder_codec(args: argparse.Namespace) -> CodecChoice:
     if args.model == "tic" and (args.task or args.adapter):
         raise CodecCommandError("--task and --adapter are for --model transtic")
     if args.adapter is not None:
-        from .prompts import read_adapter
-
         if not args.adapter.is_file():
             raise CodecCommandError(f"{args.adapter}: no such adapter file")
         header = read_adapter(args.adapter)

@@ -97,6 +97,6 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` atomically."""
-    import torch
+    import torch  # only here: this module, and results/plot/table/trust that use it, import without torch
 
     return atomic_write(path, lambda f: torch.save(obj, f))

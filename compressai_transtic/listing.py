@@ -14,6 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
+import torch
+
+from . import zoo
+from .evaluation.traditional import TRADITIONAL_CODECS, CodecUnavailableError, check_available, codec_version
+from .trust import TrustStore
+
 __all__ = ["add_models_arguments", "model_rows", "run_models"]
 
 
@@ -40,9 +46,6 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
 
 def model_rows() -> List[Dict[str, Any]]:
     """One dict per released weights file, with its cache path and whether it is there."""
-    from . import zoo
-    from .trust import TrustStore
-
     rows = []
     records: Dict[Path, Dict[str, Any]] = {}  # per cache folder, read once
     for w in zoo.weights:
@@ -75,9 +78,6 @@ def model_rows() -> List[Dict[str, Any]]:
 
 def _manage_hashes(args: argparse.Namespace, cache: Path) -> str:
     """``--pin`` / ``--forget``: the line that says what was done."""
-    from . import zoo
-    from .trust import TrustStore
-
     name = args.forget or args.pin[0]
     if name not in {w.filename for w in zoo.weights}:
         raise ValueError(f"{name} is not a released weights file; see the file column of compressai-transtic models")
@@ -90,8 +90,6 @@ def _manage_hashes(args: argparse.Namespace, cache: Path) -> str:
 
 
 def _codec_rows() -> List[Dict[str, Any]]:
-    from .evaluation.traditional import TRADITIONAL_CODECS, CodecUnavailableError, check_available, codec_version
-
     rows = []
     for name, info in TRADITIONAL_CODECS.items():
         try:
@@ -105,8 +103,6 @@ def _codec_rows() -> List[Dict[str, Any]]:
 
 def run_models(args: argparse.Namespace) -> int:
     """Run ``compressai-transtic models``."""
-    import torch
-
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     try:
         if args.pin or args.forget:

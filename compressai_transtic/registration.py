@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
+from importlib import metadata
 from types import ModuleType
 from typing import Any, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Tuple
 
@@ -96,8 +97,6 @@ class ModelEntry:
 
 
 def _entry_points() -> List[Any]:
-    from importlib import metadata
-
     eps = metadata.entry_points()
     if hasattr(eps, "select"):  # Python >= 3.10
         return list(eps.select(group=ENTRY_POINT_GROUP))
@@ -160,6 +159,7 @@ def _same(existing: Any, new: Any) -> bool:
 
 
 def _tables() -> List[Tuple[str, MutableMapping[str, Any], Callable[[ModelEntry], Any]]]:
+    # imported on use: this module stays standard-library only (see the module docstring)
     import compressai.registry
     import compressai.zoo
     import compressai.zoo.image

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional, Union
 
+from pycocotools.coco import COCO
+
 from ..imageio import DEFAULT_MAX_PIXELS
 from .files import ImageItem
 from .subset import ImageList
@@ -65,8 +67,6 @@ class CocoImages(ImageList[CocoImage]):
     """
 
     def __init__(self, image_root: Union[str, Path], annotation_file: Union[str, Path]) -> None:
-        from pycocotools.coco import COCO
-
         self.root = Path(image_root)
         self.annotation_file = Path(annotation_file)
         if not self.annotation_file.is_file():

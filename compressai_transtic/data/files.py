@@ -23,6 +23,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
 
+from tqdm.auto import tqdm
+
 from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, open_image, read_rgb8
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -193,8 +195,6 @@ def check_images(
     """
     if not items:
         return []
-    from tqdm.auto import tqdm
-
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         results = pool.map(check, items, chunksize=64)
         reasons = list(tqdm(results, total=len(items), desc=desc, disable=not progress, leave=False))

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Tuple
+from typing import List, Tuple
 
-if TYPE_CHECKING:  # pragma: no cover
-    import PIL.Image
+from PIL import Image
 
 __all__ = ["SAMPLES", "SampleImage", "labelled_samples", "load_sample", "sample_images"]
 
@@ -86,9 +85,7 @@ def labelled_samples() -> List[SampleImage]:
     return [s for s in SAMPLES if s.labels]
 
 
-def load_sample(sample: SampleImage) -> "PIL.Image.Image":
+def load_sample(sample: SampleImage) -> Image.Image:
     """The sample as a PIL RGB image."""
-    from PIL import Image
-
     with Image.open(sample.path) as img:
         return img.convert("RGB")

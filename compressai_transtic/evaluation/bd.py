@@ -63,7 +63,7 @@ def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str, w
         poly = np.polyint(np.polyfit(x, y, 3))
         return float(np.polyval(poly, hi) - np.polyval(poly, lo))
     if method == "pchip":
-        from scipy.interpolate import PchipInterpolator
+        from scipy.interpolate import PchipInterpolator  # scipy is heavy: imported for pchip only
 
         if len(x) < 2:
             raise ValueError(f"BD needs at least 2 points per curve, {what} has {len(x)}")

@@ -1,8 +1,7 @@
 """Command-line front ends of the evaluator: ``eval``, ``compare`` and ``plot``.
 
 Each subcommand has an ``add_*_arguments(parser)`` and a ``run_*(args) -> int`` pair,
-used by :mod:`compressai_transtic.cli`. Heavy imports (torch, pycocotools) happen in
-the ``run_*`` functions only, so ``--help`` stays fast.
+used by :mod:`compressai_transtic.cli`.
 """
 
 from __future__ import annotations
@@ -13,10 +12,27 @@ import math
 import sys
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..tasks.base import Task
+import torch
+
+from ..checkpoint import detect_architecture, load_state_dict
+from ..data import ClassificationImages, CocoImages, ImageFiles
+from ..data.files import check_images
+from ..devices import check_device
+from ..fileio import OutputError, check_writable_folder
+from ..prompts import read_adapter
+from ..tasks import Task, available_tasks, get_task_class
+from ..tasks.weights import TaskWeightsUnavailableError
+from ..zoo import ChecksumMismatchError, WeightsUnavailableError
+from .bd import LOW_OVERLAP, bd_metric, bd_rate, overlap_share
+from .codecs import ROI_MAP_SOURCES, CodecSpec
+from .plot import plot_curves, plot_format
+from .records import RecordsLockedError
+from .results import atomic_write_text, curve_values, load_curve, write_json
+from .runner import Evaluation
+from .table import TableFormat, cross_model_table, render
+from .traditional import TRADITIONAL_CODECS, CodecFailedError, CodecUnavailableError, check_available
 
 __all__ = [
     "add_compare_arguments",
@@ -34,10 +50,8 @@ logger = logging.getLogger(__name__)
 
 RANDOM_TAG = "[RANDOM WEIGHTS] "
 
-#: the codecs of :mod:`.traditional` (named here so that ``--help`` imports nothing heavy)
-TRADITIONAL_NAMES = ("jpeg", "webp", "avif", "jpeg2000", "bpg", "hm", "vtm")
-#: the quality-map sources of ROI codecs (:data:`.codecs.ROI_MAP_SOURCES`, named here for the same reason)
-ROI_MAP_SOURCES = ("saliency", "boxes")
+#: the codecs of :mod:`.traditional`
+TRADITIONAL_NAMES = tuple(TRADITIONAL_CODECS)
 
 
 #: how to reproduce the paper's rate-accuracy curves with the released weights
@@ -258,10 +272,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v, -vv)")
 
 
-def _task_classes(args: argparse.Namespace) -> List[Type["Task"]]:
+def _task_classes(args: argparse.Namespace) -> List[Type[Task]]:
     """The requested task classes, checked against the dataset options."""
-    from ..tasks import available_tasks, get_task_class
-
     names = args.task or (["det"] if args.annotations else ["cls"])
     classes = []
     for name in names:
@@ -289,8 +301,6 @@ def _task_classes(args: argparse.Namespace) -> List[Type["Task"]]:
 
 
 def _load_dataset(args: argparse.Namespace, kind: str) -> Any:
-    from ..data import ClassificationImages, CocoImages, ImageFiles
-
     if args.annotations and args.labels:
         raise CommandError("--annotations (COCO) and --labels (classification) exclude each other")
     if kind == "images":
@@ -303,7 +313,7 @@ def _load_dataset(args: argparse.Namespace, kind: str) -> Any:
 
 
 def _build_tasks(
-    args: argparse.Namespace, dataset: Any, classes: Sequence[Type["Task"]], random_weights: bool
+    args: argparse.Namespace, dataset: Any, classes: Sequence[Type[Task]], random_weights: bool
 ) -> List[Any]:
     tasks = []
     for cls in classes:
@@ -353,8 +363,6 @@ LEARNED = ("tic", "transtic")
 
 def _parse_codecs(entries: Optional[Sequence[str]]) -> List[Tuple[str, Optional[List[int]]]]:
     """``-a`` entries ``NAME`` or ``NAME:Q1,Q2`` -> ``(name, qualities or None)``."""
-    from .traditional import TRADITIONAL_CODECS
-
     parsed: List[Tuple[str, Optional[List[int]]]] = []
     for entry in entries or []:
         name, sep, rest = entry.partition(":")
@@ -379,9 +387,6 @@ def _parse_codecs(entries: Optional[Sequence[str]]) -> List[Tuple[str, Optional[
 
 def _traditional_specs(args: argparse.Namespace, entries: Sequence[Tuple[str, Optional[List[int]]]]) -> List[Any]:
     """Rate points of traditional codecs, their programs checked before any coding."""
-    from .codecs import CodecSpec
-    from .traditional import TRADITIONAL_CODECS, check_available
-
     raw = {
         "vtm": {"build": args.vtm_build, "config": args.vtm_config},
         "hm": {"build": args.hm_build, "config": args.hm_config},
@@ -428,8 +433,6 @@ def _check_model_files(args: argparse.Namespace) -> None:
 
 
 def _checkpoint_specs(args: argparse.Namespace, architectures: Sequence[str]) -> List[Any]:
-    from .codecs import CodecSpec
-
     arch = architectures[0] if len(architectures) == 1 else None
     if args.roi_map:
         _check_roi_checkpoints(args.checkpoint)
@@ -443,8 +446,6 @@ def _checkpoint_specs(args: argparse.Namespace, architectures: Sequence[str]) ->
 
 def _check_roi_checkpoints(paths: Sequence[Path]) -> None:
     """``--roi-map`` with checkpoints: every one must hold a tic-roi model (read up front)."""
-    from ..checkpoint import detect_architecture, load_state_dict
-
     for path in paths:
         found = detect_architecture(load_state_dict(path))
         if found != "tic-roi":
@@ -452,9 +453,6 @@ def _check_roi_checkpoints(paths: Sequence[Path]) -> None:
 
 
 def _adapter_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[Any]:
-    from ..prompts import read_adapter
-    from .codecs import CodecSpec
-
     if args.quality is None:
         raise CommandError("--adapter needs -q: the quality of the base codec of each adapter, in order")
     _paired_qualities(args, args.adapter, "--adapter")  # one quality per adapter
@@ -495,8 +493,6 @@ def _adapter_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[
 def _learned_specs(
     args: argparse.Namespace, entries: Sequence[Tuple[str, Optional[List[int]]]], task_names: Sequence[str]
 ) -> List[Any]:
-    from .codecs import CodecSpec
-
     source = "random" if args.random_weights else "pretrained"
     architectures = [n for n, _ in entries]
     own = {n: q for n, q in entries if q is not None}
@@ -551,12 +547,6 @@ def run_eval(args: argparse.Namespace) -> int:
     setup_logging(args.verbose, random_weights)
     out = _printer(random_weights)
     try:
-        import torch
-
-        from ..devices import check_device
-        from ..fileio import check_writable_folder
-        from .runner import Evaluation
-
         if args.threads:
             torch.set_num_threads(args.threads)
         check_device(args.device)
@@ -645,8 +635,6 @@ def _checked_images(items: Any, args: argparse.Namespace) -> Tuple[Any, List[Tup
         CommandError: some images fail and ``--skip-bad`` is not given (one line per
             file), or every image fails.
     """
-    from ..data.files import check_images
-
     failures = check_images(
         list(items),
         lambda item: item.problem(args.check_images, args.max_pixels),
@@ -687,12 +675,6 @@ def _warn_if_not_the_papers_detectors(specs: Sequence[Any], backend: str) -> Non
 
 def _is_user_error(err: BaseException) -> bool:
     """Errors whose message says what to do (missing files, weights, bad arguments)."""
-    from ..fileio import OutputError
-    from ..tasks.weights import TaskWeightsUnavailableError
-    from ..zoo import ChecksumMismatchError, WeightsUnavailableError
-    from .records import RecordsLockedError
-    from .traditional import CodecFailedError, CodecUnavailableError
-
     return isinstance(
         err,
         (
@@ -714,9 +696,6 @@ def _is_user_error(err: BaseException) -> bool:
 
 def _error(err: BaseException, random_weights: bool) -> None:
     """Print a one-line error (labelled when results would be random) to stderr."""
-    from ..tasks.weights import TaskWeightsUnavailableError
-    from ..zoo import WeightsUnavailableError
-
     message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
     if isinstance(err, (TaskWeightsUnavailableError, WeightsUnavailableError)):
         message += "\n(or run with --random-weights to test the pipeline without any weights)"
@@ -745,10 +724,6 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Run ``compressai-transtic compare``."""
-    from ..fileio import check_writable_folder
-    from .bd import LOW_OVERLAP, bd_metric, bd_rate, overlap_share
-    from .results import curve_values, load_curve, write_json
-
     try:
         if args.json:
             check_writable_folder(args.json.parent, "--json")
@@ -842,10 +817,6 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_plot(args: argparse.Namespace) -> int:
     """Run ``compressai-transtic plot``."""
-    from ..fileio import check_writable_folder
-    from .plot import plot_curves, plot_format
-    from .results import load_curve
-
     random_weights = False
     try:
         plot_format(args.output)  # before reading anything
@@ -892,10 +863,6 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_table(args: argparse.Namespace) -> int:
     """Run ``compressai-transtic table``."""
-    from ..fileio import check_writable_folder
-    from .results import atomic_write_text, load_curve
-    from .table import TableFormat, cross_model_table, render
-
     random_weights = False
     try:
         fmt = TableFormat(args.format) if args.format else None

@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import zoo
+from ..checkpoint import load_model, model_from_adapter
 from ..losses import likelihood_bits
 from .metrics import fidelity_metrics, psnr
 from .protocol import CodingProtocol
@@ -162,8 +164,6 @@ class CodecSpec:
             compressai_transtic.zoo.WeightsUnavailableError: released weights that are
                 neither cached nor downloadable.
         """
-        from .. import zoo
-
         if self.traditional:
             return ExternalCodec(self.architecture or "", self.quality or 0, dict(self.options))
         if self.source == "pretrained":
@@ -174,16 +174,12 @@ class CodecSpec:
         elif self.source == "random":
             model = self._random(self.architecture or "tic")
         elif self.source == "checkpoint":
-            from ..checkpoint import load_model
-
             model = load_model(self.architecture, str(self.path), progress=progress)
         else:
             model = self._adapter_model(progress)
         return model.to(device).eval()
 
     def _random(self, architecture: str) -> nn.Module:
-        from .. import zoo
-
         model: Any
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1000 + (self.quality or 0))
@@ -195,9 +191,6 @@ class CodecSpec:
         return model
 
     def _adapter_model(self, progress: bool) -> nn.Module:
-        from .. import zoo
-        from ..checkpoint import load_model, model_from_adapter
-
         if self.base_path:
             base: Any = load_model("tic", self.base_path, progress=progress)
         elif self.random_base:

@@ -21,7 +21,20 @@ import time
 from dataclasses import replace
 from typing import Any, Callable, List, Sequence, Tuple
 
+import torch
+from torchvision.models import ResNet50_Weights
 from tqdm import tqdm
+
+from ..data import labelled_samples, load_sample
+from ..devices import DeviceUnavailableError, check_device
+from ..tasks import get_task
+from ..tasks.weights import TaskWeightsUnavailableError
+from ..trust import TrustStoreError
+from ..zoo import ChecksumMismatchError, WeightsUnavailableError
+from .cli import setup_logging
+from .codecs import CodecSpec, code_image
+from .metrics import topk_accuracy
+from .protocol import classification_protocol
 
 __all__ = ["add_demo_arguments", "run_demo"]
 
@@ -51,9 +64,6 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_classifier(device: str, random_weights: bool, missing: List[str]) -> Any:
-    from ..tasks import get_task
-    from ..tasks.weights import TaskWeightsUnavailableError
-
     if not random_weights:
         task = get_task("cls", weights="default", device=device)
         try:
@@ -69,9 +79,6 @@ def _load_classifier(device: str, random_weights: bool, missing: List[str]) -> A
 def _load_codecs(
     qualities: Sequence[int], device: str, random_weights: bool, missing: List[str]
 ) -> List[Tuple[Any, Any]]:
-    from ..zoo import WeightsUnavailableError
-    from .codecs import CodecSpec
-
     out = []
     points = [(arch, q) for arch in ("tic", "transtic") for q in qualities]
     for arch, q in tqdm(points, desc="loading codecs", unit="codec", leave=False):
@@ -90,17 +97,6 @@ def _load_codecs(
 
 def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
     """Run the demo; ``out`` receives every line (already labelled when random)."""
-    import torch
-
-    from ..data import labelled_samples, load_sample
-    from ..devices import DeviceUnavailableError, check_device
-    from ..evaluation.cli import setup_logging
-    from ..evaluation.metrics import topk_accuracy
-    from ..evaluation.protocol import classification_protocol
-    from ..trust import TrustStoreError
-    from ..zoo import ChecksumMismatchError
-    from .codecs import code_image
-
     setup_logging(args.verbose, args.random_weights)
     start = time.time()
     try:
@@ -130,8 +126,6 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
         say("meanwhile the demo runs on RANDOM WEIGHTS: the numbers below test the pipeline and mean nothing")
     elif random_weights:
         say("--random-weights: the numbers below test the pipeline and mean nothing")
-
-    from torchvision.models import ResNet50_Weights
 
     categories = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
     protocol = classification_protocol(args.crop)

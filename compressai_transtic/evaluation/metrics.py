@@ -12,8 +12,12 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy
     import torch
 
 __all__ = [
@@ -63,7 +67,7 @@ def fidelity_metrics(original: "torch.Tensor", decoded: "torch.Tensor") -> Dict[
     MS-SSIM is ``None`` for images with a side of at most :data:`MS_SSIM_MIN_SIDE`
     pixels, which five scales cannot analyse.
     """
-    from pytorch_msssim import ms_ssim
+    from pytorch_msssim import ms_ssim  # imported on use: only the fidelity metrics need it
 
     if original.shape != decoded.shape:
         raise ValueError(f"images of different shapes {tuple(original.shape)} and {tuple(decoded.shape)}")
@@ -104,18 +108,13 @@ def topk_accuracy(ranked: Sequence[Sequence[int]], labels: Sequence[Label], k: i
     return correct / len(ranked)
 
 
-def rle_encode(mask: "numpy.ndarray") -> Dict[str, Any]:
+def rle_encode(mask: np.ndarray) -> Dict[str, Any]:
     """COCO run-length encoding of a binary (H, W) mask, JSON-serialisable."""
-    import numpy as np
-    from pycocotools import mask as mask_utils
-
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def _empty_results(coco_gt: Any) -> Any:
-    from pycocotools.coco import COCO
-
     coco_dt = COCO()
     coco_dt.dataset = {
         "images": list(coco_gt.dataset.get("images", [])),
@@ -146,8 +145,6 @@ def coco_evaluate(
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` as fractions; ``nan`` where the
         ground truth has no object of that size range (pycocotools' -1).
     """
-    from pycocotools.cocoeval import COCOeval
-
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     dets: List[Dict[str, Any]] = []

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-if TYPE_CHECKING:  # pragma: no cover
-    import PIL.Image
-    import torch
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.transforms import functional as TF
 
 __all__ = [
     "CodingProtocol",
@@ -106,11 +107,8 @@ class CodingProtocol:
             height, width = min(height, self.center_crop), min(width, self.center_crop)
         return int(height), int(width)
 
-    def prepare(self, image: "PIL.Image.Image") -> "torch.Tensor":
+    def prepare(self, image: Image.Image) -> torch.Tensor:
         """Resize/crop a PIL RGB image; returns a (3, H, W) float tensor in [0, 1]."""
-        from PIL import Image
-        from torchvision.transforms import functional as TF
-
         image = image.convert("RGB")
         if self.resize == "shorter-side":
             image = TF.resize(image, self.short_edge, interpolation=TF.InterpolationMode.BILINEAR)
@@ -129,19 +127,15 @@ class CodingProtocol:
         m = self.code_multiple
         return max(m, math.ceil(height / m) * m), max(m, math.ceil(width / m) * m)
 
-    def to_codec(self, x: "torch.Tensor") -> "torch.Tensor":
+    def to_codec(self, x: torch.Tensor) -> torch.Tensor:
         """Resize a (B, 3, H, W) batch to :meth:`codec_size` (bilinear; identity if equal)."""
-        import torch.nn.functional as F
-
         size = self.codec_size(*x.shape[-2:])
         if tuple(size) == tuple(x.shape[-2:]):
             return x
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
-    def from_codec(self, x_hat: "torch.Tensor", size: Tuple[int, int]) -> "torch.Tensor":
+    def from_codec(self, x_hat: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """Resize a decoded batch back to ``size`` (bilinear) and clamp it to [0, 1]."""
-        import torch.nn.functional as F
-
         if tuple(x_hat.shape[-2:]) != tuple(size):
             x_hat = F.interpolate(x_hat, size=tuple(size), mode="bilinear", align_corners=False)
         return x_hat.clamp(0.0, 1.0)

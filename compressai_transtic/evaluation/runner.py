@@ -19,6 +19,7 @@ import enum
 import logging
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -33,6 +34,7 @@ from ..quality_maps import box_map
 from ..tasks.base import Task
 from .codecs import CodecSpec, code_batch, fingerprint
 from .history import curve_identity, remember
+from .plot import plot_curves
 from .records import REFERENCE_CODEC, RecordStore
 from .results import atomic_write_text, write_csv, write_json
 
@@ -302,8 +304,6 @@ class Evaluation:
 
     def _set_aside_earlier_runs(self, store: RecordStore) -> None:
         """``--fresh``: move the records and rate points of earlier runs to ``previous-<time>/``."""
-        import time
-
         folder = self.output_dir / time.strftime("previous-%Y%m%d-%H%M%S", time.gmtime())
         moved = store.move_to(folder)
         if self.history_path.exists():
@@ -648,8 +648,6 @@ class Evaluation:
 
     def _write_plots(self, curves: Sequence[Curve]) -> None:
         """``<task>-<metric>.png`` per task, and ``<task>-psnr-rgb.png`` next to each task plot."""
-        from .plot import plot_curves
-
         for task in self.tasks:
             task_curves = [c.to_json() for c in curves if c.task is task]
             if not task_curves:

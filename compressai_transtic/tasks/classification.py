@@ -7,7 +7,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torchvision.models import resnet50
 
+from ..evaluation.metrics import topk_accuracy
 from ..evaluation.protocol import CodingProtocol, classification_protocol
 from .base import Task
 from .features import FrozenFeatureExtractor, ImageNetNormalize, ResNetStages
@@ -78,8 +80,6 @@ class ClassificationTask(Task):
         self.crop = int(crop)
 
     def _build(self, weights: Any) -> nn.Module:
-        from torchvision.models import resnet50
-
         net = resnet50(weights=None)
         state_dict = resolve_torchvision_state_dict(RESNET50_WEIGHTS, weights, progress=self.progress)
         if state_dict is not None:
@@ -131,8 +131,6 @@ class ClassificationTask(Task):
         return [{"top5": [int(i) for i in row]} for row in self.logits(x).topk(5, dim=1).indices]
 
     def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
-        from ..evaluation.metrics import topk_accuracy
-
         ranked, labels = [], []
         for item in dataset:
             ranked.append(predictions[item.image_id]["top5"])

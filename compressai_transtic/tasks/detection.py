@@ -10,9 +10,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops.misc import FrozenBatchNorm2d
 
+from ..evaluation.metrics import coco_evaluate, rle_encode
 from ..evaluation.protocol import CodingProtocol, detection_protocol
 from .base import Task
+from .detectron2_backend import build_detectron2_model, detectron2_detect, detectron2_feature_extractor
 from .features import FPNFromRes2, FrozenFeatureExtractor, ImageNetNormalize
 from .weights import TorchvisionWeights, WeightsOption, resolve_torchvision_state_dict
 
@@ -110,13 +116,7 @@ class DetectionTask(Task):
     # ------------------------------------------------------------------ network
     def _build(self, weights: Any) -> nn.Module:
         if self.backend == "detectron2":
-            from .detectron2_backend import build_detectron2_model
-
             return build_detectron2_model(self.name, weights, self.short_edge, self.max_size)
-        from torchvision.models.detection import FasterRCNN, MaskRCNN
-        from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-        from torchvision.ops.misc import FrozenBatchNorm2d
-
         # the structure of torchvision's pretrained detectors (frozen batch norm), also
         # for random initialisation, so that both load the same state dicts
         backbone = resnet_fpn_backbone(
@@ -132,8 +132,6 @@ class DetectionTask(Task):
     def feature_extractor(self, network: Optional[nn.Module] = None) -> FrozenFeatureExtractor:
         net: Any = self.network if network is None else network  # a torchvision or detectron2 R-CNN
         if self.backend == "detectron2":
-            from .detectron2_backend import detectron2_feature_extractor
-
             return detectron2_feature_extractor(net)
         return FrozenFeatureExtractor(
             ImageNetNormalize(net.transform.image_mean, net.transform.image_std),
@@ -166,11 +164,7 @@ class DetectionTask(Task):
             for segmentation, ``masks`` (N, 1, H0, W0) probabilities.
         """
         if self.backend == "detectron2":
-            from .detectron2_backend import detectron2_detect
-
             return detectron2_detect(self.network, x, original_size)
-        from torchvision.models.detection.image_list import ImageList
-
         net: Any = self.network
         x = x.to(next(net.parameters()).device)
         images = [net.transform.normalize(img) for img in x]
@@ -198,8 +192,6 @@ class DetectionTask(Task):
         and run through layer2..4, the FPN and the heads."""
         if self.backend == "detectron2":
             raise ValueError("detection from channel-selection features needs the torchvision backend")
-        from torchvision.models.detection.image_list import ImageList
-
         net: Any = self.network
         res2 = res2.to(next(net.parameters()).device)
         divisible = int(net.transform.size_divisible)
@@ -220,8 +212,6 @@ class DetectionTask(Task):
         return self._records(self.detect(x, (image.height, image.width)))
 
     def _records(self, det: Mapping[str, Tensor]) -> List[Dict[str, Any]]:
-        from ..evaluation.metrics import rle_encode
-
         boxes = det["boxes"].cpu().double()
         scores = det["scores"].cpu().tolist()
         labels = det["labels"].cpu().tolist()
@@ -253,8 +243,6 @@ class DetectionTask(Task):
         return coco
 
     def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
-        from ..evaluation.metrics import coco_evaluate
-
         ids = [int(item.image_id) for item in dataset]
         stats = coco_evaluate(self._coco(dataset), self._detections(predictions, dataset), "bbox", img_ids=ids)
         return {f"bbox-{k}": 100.0 * v for k, v in stats.items()}
@@ -278,8 +266,6 @@ class SegmentationTask(DetectionTask):
     with_masks = True
 
     def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
-        from ..evaluation.metrics import coco_evaluate
-
         coco = self._coco(dataset)
         ids = [int(item.image_id) for item in dataset]
         dets = self._detections(predictions, dataset)

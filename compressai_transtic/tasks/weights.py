@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
+import torch
+import torch.hub
+
 __all__ = [
     "TaskWeightsUnavailableError",
     "TorchvisionWeights",
@@ -121,8 +124,6 @@ def normalize_weights_option(weights: WeightsOption) -> Union[str, Path]:
 
 def hub_checkpoint_path(filename: str) -> Path:
     """Where torch.hub caches a downloaded weight file of this name."""
-    import torch.hub
-
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
@@ -137,8 +138,6 @@ def load_state_dict_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     Raises:
         ValueError: the file does not hold a state dict.
     """
-    import torch
-
     obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
@@ -170,8 +169,6 @@ def resolve_torchvision_state_dict(
     if isinstance(option, Path):
         logger.info("loading %s weights from %s", spec.description, option)
         return load_state_dict_file(option)
-    import torch.hub
-
     path = hub_checkpoint_path(spec.filename)
     if path.is_file():
         logger.info("loading %s weights from the torch hub cache: %s", spec.description, path)
