@@ -26,7 +26,7 @@ before once ``import compressai`` returns.
 If CompressAI is already imported when this module is imported, registration
 runs at once. Interpreters that skip ``.pth`` files (``python -S``) can call
 :func:`compressai_transtic.registration.register_models` themselves, or use
-``python -m compressai_transtic.eval_model``.
+``python -m compressai_transtic.evaluation.eval_model``.
 """
 
 import sys

@@ -3,7 +3,7 @@
 Subcommands:
 
 - ``eval``: rate-accuracy evaluation of codecs on ImageNet-style or COCO-format data
-  (also ``python -m compressai_transtic.eval``);
+  (also ``python -m compressai_transtic.evaluation``);
 - ``compare``: BD-rate / BD-metric of result files against an anchor;
 - ``plot``: rate vs metric plot (PNG) of result files;
 - ``demo``: TIC and TransTIC on bundled sample photos, judged by ResNet50;
@@ -17,7 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from importlib import metadata
 from typing import List, Optional, Sequence
+
+from . import __version__
 
 __all__ = ["build_parser", "main"]
 
@@ -32,9 +35,6 @@ def _quiet_dependency_warnings() -> None:
 
 def _version_line() -> str:
     """``compressai-transtic X (compressai Y, torch Z)``, read from the installed metadata."""
-    from importlib import metadata
-
-    from . import __version__
 
     def installed(dist: str) -> str:
         try:
@@ -47,6 +47,8 @@ def _version_line() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand except ``train`` (see :func:`main`)."""
+    # the subcommands' modules import CompressAI: here, after main() has silenced its warning
+    # (interpreters without the start-up hook would print it), not at the top
     from .bitmap import add_bitmap_arguments
     from .evaluation.cli import add_compare_arguments, add_eval_arguments, add_plot_arguments, add_table_arguments
     from .evaluation.demo import add_demo_arguments
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_train(argv: Sequence[str]) -> int:
-    from .training import cli as training_cli
+    from .training import cli as training_cli  # after main() silenced CompressAI's warning (build_parser)
 
     parser = argparse.ArgumentParser(prog=f"{PROG} train")
     training_cli.add_arguments(parser)
@@ -89,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args_list: List[str] = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "train":
         return _run_train(args_list[1:])
-    args = build_parser().parse_args(args_list)
+    args = build_parser().parse_args(args_list)  # the modules imported below are loaded by now
     if args.command == "eval":
         from .evaluation.cli import run_eval
 

@@ -337,7 +337,7 @@ def test_fallback_entry_point_registers_without_the_startup_hook(workspace, tmp_
     result = run_python(
         [
             "-m",
-            "compressai_transtic.eval_model",
+            "compressai_transtic.evaluation.eval_model",
             "checkpoint",
             str(workspace.images),
             "-a",

@@ -8,7 +8,10 @@ Modules (imported on demand, so that ``import compressai_transtic.evaluation`` i
 - :mod:`.codecs`: rate points (:class:`~.codecs.CodecSpec`) and real-bitstream coding;
 - :mod:`.runner`: the resumable evaluator (:class:`~.runner.Evaluation`);
 - :mod:`.results`, :mod:`.records`, :mod:`.plot`: output files;
-- :mod:`.cli`, :mod:`.demo`: the ``eval``, ``compare``, ``plot`` and ``demo`` commands.
+- :mod:`.cli`, :mod:`.demo`: the ``eval``, ``compare``, ``plot`` and ``demo`` commands
+  (``python -m compressai_transtic.evaluation`` is ``compressai-transtic eval``);
+- :mod:`.eval_model`: CompressAI's ``eval_model`` with this package's models
+  registered first, for interpreters that skip the start-up hook.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m compressai_transtic.eval_model ...``: CompressAI's eval_model with our models registered.
+"""``python -m compressai_transtic.evaluation.eval_model ...``: CompressAI's eval_model with our models registered.
 
 Same arguments and output as ``python -m compressai.utils.eval_model``; it
 registers this package's models first. Use it where the startup hook does not
@@ -12,6 +12,10 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
+from compressai.utils.eval_model.__main__ import main as eval_main
+
+from ..registration import RegistrationError, register_models
+
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Register the models, then run ``compressai.utils.eval_model``'s main.
@@ -19,14 +23,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     Args:
         argv: command-line arguments (default: ``sys.argv[1:]``).
     """
-    from .registration import RegistrationError, register_models
-
     try:
         register_models()
     except RegistrationError as exc:  # the models that could be registered still are
         print(f"warning: {exc}", file=sys.stderr)
-    from compressai.utils.eval_model.__main__ import main as eval_main
-
     eval_main(sys.argv[1:] if argv is None else argv)
 
 
