@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from codec_models import describe, read_tsv
 
 from compressai_transtic import zoo
 from compressai_transtic.checkpoint import ArchitectureMismatchError
@@ -106,9 +107,9 @@ def test_cache_path_follows_torch_home(hub_dir):
     assert w.cache_path == hub_dir / "checkpoints" / "base_codec_2.pth.tar"
 
 
-def test_untrained_tic_has_the_zoo_widths():
-    model = zoo.tic(1)
-    assert (model.N, model.M) == (128, 192)
+@pytest.mark.parametrize("quality", [1, 2, 3, 4])
+def test_untrained_tic_has_the_released_checkpoints_layout(quality):
+    assert describe(zoo.tic(quality)) == read_tsv("tic.tsv")  # keys, shapes, parameters vs buffers
 
 
 @pytest.mark.parametrize(
