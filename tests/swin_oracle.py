@@ -1,7 +1,7 @@
 """An independent, functional reference of the TIC / TransTIC Swin block (test oracle).
 
-Written from the project's facts page (``reference/transtic-facts.md`` of the shared reference) (and the parameter names of
-``state-dict/*.tsv``), not from the package: it imports nothing from
+Written from the project's facts page (``transtic-facts.md`` of the shared reference)
+and the parameter names of ``state-dict/*.tsv``, not from the package: it imports nothing from
 ``compressai_transtic``, takes the block's parameters as plain tensors (for example
 ``block.state_dict()``), and spells every stage out on whole tensors with ``roll``,
 ``view`` and ``permute``, slowly and plainly. Nothing is cached, fused or done in place.

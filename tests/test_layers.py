@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import pytest
@@ -11,17 +12,19 @@ import torch.nn.functional as F
 from compressai_transtic.layers import (
     RSTB,
     SwinBlock,
+    WindowGeometry,
     WindowPrompts,
-    _legacy_prompt_mask,
-    _scratch,
-    _workspace,
     reference_attention,
     release_workspace,
     set_cpu_attention,
     shifted_window_mask,
     window_order,
     window_partition_index,
+    workspace,
 )
+from compressai_transtic.layers.cache import LRUCache
+from compressai_transtic.layers.masks import PromptMode, legacy_prompt_mask
+from compressai_transtic.layers.workspace import scratch
 
 
 def swin_reference_mask(h: int, w: int, window: int, shift: int) -> torch.Tensor:
@@ -62,7 +65,7 @@ def test_legacy_prompt_mask_follows_the_released_construction(num_prompts):
     middle = image_mask[:, :, num_prompts : n - num_prompts].unsqueeze(1)
     prompt_part = F.interpolate(middle, size=(n, num_prompts), mode="nearest").squeeze(1)
     expected = torch.cat([image_mask, prompt_part], dim=-1)
-    assert torch.equal(_legacy_prompt_mask(image_mask, num_prompts), expected)
+    assert torch.equal(legacy_prompt_mask(image_mask, num_prompts), expected)
 
 
 @pytest.mark.parametrize("h,w,window,shift", [(16, 24, 8, 4), (8, 8, 4, 2), (16, 16, 8, 0)])
@@ -194,14 +197,12 @@ def test_gradients_flow_through_the_fast_path():
 
 def test_stochastic_depth_drops_whole_samples_whatever_the_chunking(monkeypatch):
     """One draw per residual branch and sample for the whole block, not per chunk."""
-    import compressai_transtic.layers as layers
-
     torch.manual_seed(0)
     block = SwinBlock(32, 4, 8, 4, drop_path=0.5, mask_resolution=(16, 16)).train()
     x = torch.randn(4, 16, 32, 32)
     outputs = []
     for chunk in (64, 100_000):
-        monkeypatch.setattr(layers, "_CHUNK_TOKENS", chunk)
+        monkeypatch.setattr(workspace, "CHUNK_TOKENS", chunk)
         torch.manual_seed(1)
         outputs.append(block(x))
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-5)
@@ -255,20 +256,20 @@ def test_outputs_never_share_the_reused_scratch_buffers():
     with torch.no_grad():
         first = rstb(first_in)
         kept = first.clone()
-        reused = [b.data_ptr() for b in _workspace.buffers[(first.device, first.dtype)]]
+        reused = [b.data_ptr() for b in workspace.WORKSPACE.buffers[(first.device, first.dtype)]]
         rstb(second_in)
         rstb(_map(8, 8, 3))
-        assert [b.data_ptr() for b in _workspace.buffers[(first.device, first.dtype)]] == reused
+        assert [b.data_ptr() for b in workspace.WORKSPACE.buffers[(first.device, first.dtype)]] == reused
     assert torch.equal(first, kept)
     assert torch.equal(first_in, _map(16, 24, 1)), "a plain RSTB must not modify its input"
     release_workspace()
-    assert not _workspace.buffers
+    assert not workspace.WORKSPACE.buffers
 
 
 def test_nested_scratch_use_gets_its_own_buffers():
     like = torch.empty(0)
-    with _scratch(like, (4, 5)) as outer:
-        with _scratch(like, (4, 5)) as inner:
+    with scratch(like, (4, 5)) as outer:
+        with scratch(like, (4, 5)) as inner:
             pointers = {t.data_ptr() for t in outer + inner}
     assert len(pointers) == 4
 
@@ -308,3 +309,39 @@ def test_inplace_rstb_adds_into_its_input_at_inference_only(h, w):
     out = inplace(trained)
     assert torch.equal(trained.detach(), x), "with autograd the input must stay as it was"
     torch.testing.assert_close(out.detach(), expected, rtol=0, atol=1e-5)
+
+
+def test_window_geometry_pads_to_whole_windows_and_scales_for_prompt_maps():
+    geometry = WindowGeometry.cover(19, 13, 8, 4)
+    assert (geometry.height, geometry.width, geometry.num_windows, geometry.window_tokens) == (24, 16, 6, 64)
+    assert geometry.padded and not WindowGeometry.cover(16, 24, 8).padded
+    prompts = geometry.downsampled(2)
+    assert (prompts.height, prompts.width, prompts.window, prompts.shift, prompts.padded) == (12, 8, 4, 2, False)
+    x = torch.randn(2, 19, 13, 3)
+    windows = geometry.partition(geometry.pad(x))
+    assert windows.shape == (2, 6, 64, 3)
+    assert torch.equal(geometry.crop(geometry.unpartition(windows)), x)
+    assert torch.equal(geometry.crop(geometry.unpartition_reference(geometry.partition_reference(geometry.pad(x)))), x)
+
+
+def test_prompt_modes_follow_the_prompts_and_the_shift():
+    tokens, pmap = torch.zeros(16, 8), torch.zeros(1, 4, 4, 8)
+    assert WindowPrompts(tokens=tokens).layout(8, shifted=True) == (PromptMode.SHARED, 16, 1)
+    assert WindowPrompts(tokens=tokens, full_tokens=True).layout(8, shifted=False) == (PromptMode.FULL, 16, 2)
+    legacy = WindowPrompts(prompt_map=pmap, downsample=2, legacy_mask=True)
+    assert legacy.layout(8, shifted=True) == (PromptMode.LEGACY, 16, 2)
+    assert legacy.layout(8, shifted=False) == (PromptMode.WINDOW, 16, 2)
+    with pytest.raises(ValueError, match="cannot be tiled"):
+        WindowPrompts(tokens=torch.zeros(15, 8), full_tokens=True).layout(8, shifted=False)
+
+
+def test_the_cache_drops_the_least_recently_used_entry_and_copies_empty():
+    cache = LRUCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # "b" is now the oldest
+    cache.put("c", 3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
+    assert cache.get_or_build("b", lambda: 4) == 4 and cache.get("a") is None
+    copied = copy.deepcopy(cache)
+    assert len(copied) == 0 and copied.size == 2

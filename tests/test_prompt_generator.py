@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from compressai_transtic.layers import PromptGenerator
 from compressai_transtic.models import TransTIC
+from compressai_transtic.models.prompt_generator import PromptGenerator
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, as in the released model
 

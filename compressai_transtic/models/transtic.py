@@ -10,10 +10,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..layers import PromptGenerator, WindowPrompts, conv, deconv
+from ..layers import WindowPrompts, conv, deconv
 from ..prompts import VARIANTS, PromptConfig
 from ..state_dicts import ADAPTER_KEYWORDS
 from .adapted import AdaptedCodec
+from .prompt_generator import PromptGenerator
 from .tic import _channels_last
 
 __all__ = ["TransTIC", "PROMPT_KEYWORD"]
