@@ -345,3 +345,36 @@ def test_the_cache_drops_the_least_recently_used_entry_and_copies_empty():
     assert cache.get_or_build("b", lambda: 4) == 4 and cache.get("a") is None
     copied = copy.deepcopy(cache)
     assert len(copied) == 0 and copied.size == 2
+
+
+@pytest.mark.parametrize(
+    "prompts, message",
+    [
+        (lambda: WindowPrompts(tokens=torch.zeros(2, 16, 32)), r"shared prompts must be \(P, C\)"),
+        (lambda: WindowPrompts(prompt_map=torch.zeros(8, 12, 32)), r"prompt map must be \(B, H / d, W / d, C\)"),
+        (lambda: WindowPrompts(), "exactly one of tokens and prompt_map"),
+        (lambda: WindowPrompts(tokens=torch.zeros(16, 32), prompt_map=torch.zeros(1, 8, 12, 32)), "exactly one"),
+        (lambda: WindowPrompts(prompt_map=torch.zeros(1, 8, 12, 32), downsample=0), "downsample must be >= 1"),
+    ],
+)
+def test_malformed_prompts_are_refused_when_made(prompts, message):
+    with pytest.raises(ValueError, match=message):
+        prompts()
+
+
+def test_a_prompt_map_on_another_window_grid_is_refused():
+    """16x24 has 2x3 windows of 8; a 12x8 map at 1/2 also has six 4x4 prompt windows, but 3x2."""
+    block = SwinBlock(32, 2, 8, 4).eval()
+    x = torch.randn(1, 16, 24, 32)
+    with torch.no_grad():
+        block(x, WindowPrompts(prompt_map=torch.randn(1, 8, 12, 32), downsample=2))  # the right grid
+        with pytest.raises(ValueError, match="does not tile"):
+            block(x, WindowPrompts(prompt_map=torch.randn(1, 12, 8, 32), downsample=2))
+
+
+def test_the_legacy_mask_needs_a_prompt_map_coarser_than_the_image():
+    """The released construction keeps image-mask columns P..N-P: none are left when P = N."""
+    block = SwinBlock(32, 2, 8, 4).eval()
+    x = torch.randn(1, 16, 16, 32)
+    with torch.no_grad(), pytest.raises(ValueError, match="legacy prompt mask"):
+        block(x, WindowPrompts(prompt_map=torch.randn(1, 16, 16, 32), downsample=1, legacy_mask=True))

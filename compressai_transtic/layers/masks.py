@@ -143,6 +143,11 @@ def legacy_prompt_mask(image_mask: Tensor, num_prompts: int) -> Tensor:
     ``(num_windows, N, P + N)`` mask as it is applied.
     """
     n = image_mask.shape[-1]
+    if 2 * num_prompts >= n:
+        raise ValueError(
+            f"the legacy prompt mask keeps image-mask columns P..N-P, none for {num_prompts} prompts per window "
+            f"of {n} tokens: use the aligned mask for prompt maps this fine (legacy_mask=False)"
+        )
     middle = image_mask[:, :, num_prompts : n - num_prompts]
     src = (torch.arange(num_prompts) * middle.shape[-1]) // num_prompts  # floor(j * in / out)
     prompt_part = middle[:, :, src]

@@ -41,6 +41,16 @@ class WindowPrompts:
     legacy_mask: bool = False
     full_tokens: bool = False
 
+    def __post_init__(self) -> None:
+        if (self.tokens is None) == (self.prompt_map is None):
+            raise ValueError("WindowPrompts takes exactly one of tokens and prompt_map")
+        if self.tokens is not None and self.tokens.dim() != 2:
+            raise ValueError(f"shared prompts must be (P, C), got shape {tuple(self.tokens.shape)}")
+        if self.prompt_map is not None and self.prompt_map.dim() != 4:
+            raise ValueError(f"a prompt map must be (B, H / d, W / d, C), got shape {tuple(self.prompt_map.shape)}")
+        if self.downsample < 1:
+            raise ValueError(f"the prompt map's downsample must be >= 1, got {self.downsample}")
+
     def mode(self, shifted: bool) -> PromptMode:
         """How these prompts join the windows of a block (shifted or not)."""
         if self.full_tokens:
@@ -101,9 +111,10 @@ class WindowPrompts:
             raise ValueError(f"prompt downsample {d} does not divide window {geometry.window} / shift {geometry.shift}")
         pw, ps = geometry.window // d, geometry.shift // d
         ph, pwid = pmap.shape[1:3]
-        nw = geometry.num_windows
-        if ph % pw or pwid % pw or (ph // pw) * (pwid // pw) != nw:
+        grid = (geometry.windows_h, geometry.windows_w)
+        if ph % pw or pwid % pw or (ph // pw, pwid // pw) != grid:
             raise ValueError(
-                f"prompt map of {ph}x{pwid} does not tile the {nw} windows of this block with {pw}x{pw} windows"
+                f"prompt map of {ph}x{pwid} does not tile the {grid[0]}x{grid[1]} windows of this block "
+                f"with {pw}x{pw} windows"
             )
         return pmap, WindowGeometry(ph, pwid, ph, pwid, pw, ps)
