@@ -13,11 +13,19 @@ Measures, in one run:
   repetitions of each one's share of its own peak), and the peak resident memory of
   a fresh process doing that operation.
 
+* with ``--batch``: images per second of ``forward`` / ``compress`` on batches of equal-size
+  images (the ImageNet protocol codes 256x256 crops), against batch 1.
+
+The CPU's model name and vector extensions (AVX2, AVX-512, AMX) head the table:
+attention and GELU kernels, and so the share of peak, differ between CPU classes.
+
 Prints a table and writes JSON::
 
     python benchmarks/bench_codec.py --size 512 768 --threads 2 --json benchmarks/results.json
+    python benchmarks/bench_codec.py --size 1024 1536 --size 2160 3840 --repeat 1   # peak memory
+    python benchmarks/bench_codec.py --size 256 256 --batch 1 8 32 --ops forward compress
 
-Every (model, operation) runs in its own subprocess so that peak memory is its own.
+Every (model, operation, size, batch) runs in its own subprocess so that peak memory is its own.
 """
 
 from __future__ import annotations
@@ -30,10 +38,11 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
+
+from compressai_transtic.fileio import atomic_write_text
 
 OPS = ("forward", "compress", "decompress")
 
@@ -58,8 +67,36 @@ def matmul_peak(threads: int, n: int = 2048, repeat: int = 7) -> float:
     return statistics.median(rates)
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def cpu_description() -> Dict[str, Any]:
+    """The CPU's model name and the vector extensions it reports (Linux ``/proc/cpuinfo``)."""
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags], "cpus": os.cpu_count()}
+
+
 def worker(
-    model_name: str, op: str, height: int, width: int, threads: int, repeat: int, cpu_attention: str = "auto"
+    model_name: str,
+    op: str,
+    height: int,
+    width: int,
+    threads: int,
+    repeat: int,
+    cpu_attention: str = "auto",
+    batch: int = 1,
 ) -> Dict[str, Any]:
     """Time one operation in this (fresh) process; returns timings, MACs and peak RSS."""
     import warnings
@@ -76,7 +113,7 @@ def worker(
     set_cpu_attention(cpu_attention)
     model = (TIC() if model_name == "tic" else TransTIC()).eval()
     model.update(force=True)
-    x = torch.rand(1, 3, height, width)
+    x = torch.rand(batch, 3, height, width)
     rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with torch.no_grad():
         if op == "decompress":
@@ -101,6 +138,9 @@ def worker(
         "matmul_peak_gflops": statistics.median(peaks),
         "model": model_name,
         "op": op,
+        "size": [height, width],
+        "batch": batch,
+        "images_per_second": batch / statistics.median(times),
         "cpu_attention": cpu_attention,
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -115,12 +155,54 @@ def worker(
     }
 
 
+def run_worker(args: argparse.Namespace, model: str, op: str, size: Sequence[int], batch: int) -> Dict[str, Any]:
+    """One measurement in a fresh interpreter (its peak memory is its own)."""
+    cmd = [sys.executable, __file__, "--worker", model, op, "--size", str(size[0]), str(size[1])]
+    cmd += ["--threads", str(args.threads), "--repeat", str(args.repeat), "--cpu-attention", args.cpu_attention]
+    cmd += ["--batch", str(batch)]
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    row["gflops"] = 2 * row["macs"] / row["seconds"] / 1e9
+    return row
+
+
+def print_table(rows: List[Dict[str, Any]], cpu: Dict[str, Any], args: argparse.Namespace) -> None:
+    isa = ", ".join(cpu["isa"]) or "none of " + ", ".join(ISA_FLAGS)
+    print(f"CPU: {cpu['model']} ({cpu['cpus']} logical CPUs; {isa})")
+    if rows:
+        print(f"torch {rows[0]['torch']}, CPU capability {rows[0]['cpu_capability']}")
+    print(
+        f"{args.threads} threads, CPU attention {args.cpu_attention}; peak = median fp32 2048^3 matmul GFLOP/s "
+        "around each repetition; % peak = median of each repetition's share of its peak"
+    )
+    header = (
+        f"{'model':<9} {'op':<10} {'size':>10} {'batch':>5} {'seconds':>8} {'img/s':>7} {'GMACs':>8} "
+        f"{'GFLOP/s':>8} {'peak':>6} {'% peak':>7} {'peak RSS MB':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        size = "x".join(str(v) for v in r["size"])
+        print(
+            f"{r['model']:<9} {r['op']:<10} {size:>10} {r['batch']:>5} {r['seconds']:>8.2f} "
+            f"{r['images_per_second']:>7.2f} {r['macs'] / 1e9:>8.1f} {r['gflops']:>8.1f} "
+            f"{r['matmul_peak_gflops']:>6.1f} {100 * r['share_of_peak']:>6.1f}% {r['peak_rss_mb']:>12.0f}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, nargs=2, default=(512, 768), metavar=("H", "W"))
+    parser.add_argument(
+        "--size", type=int, nargs=2, action="append", metavar=("H", "W"), help="repeatable (default: 512 768)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["tic", "transtic"], choices=["tic", "transtic"])
+    parser.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1], help="images per call (equal size)")
     parser.add_argument(
         "--cpu-attention",
         default="auto",
@@ -130,69 +212,31 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"))
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "OP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    h, w = args.size
+    sizes = args.size or [(512, 768)]
 
     if args.worker:
-        print(json.dumps(worker(args.worker[0], args.worker[1], h, w, args.threads, args.repeat, args.cpu_attention)))
+        h, w = sizes[0]
+        model, op = args.worker
+        print(json.dumps(worker(model, op, h, w, args.threads, args.repeat, args.cpu_attention, args.batch[0])))
         return 0
 
     rows = []
-    for model in args.models:
-        for op in OPS:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--worker",
-                model,
-                op,
-                "--size",
-                str(h),
-                str(w),
-                "--threads",
-                str(args.threads),
-                "--repeat",
-                str(args.repeat),
-                "--cpu-attention",
-                args.cpu_attention,
-            ]
-            env = dict(os.environ)
-            root = str(Path(__file__).resolve().parents[1])
-            env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            row["gflops"] = 2 * row["macs"] / row["seconds"] / 1e9
-            rows.append(row)
-            print(f"  {model:<9} {op:<10} {row['seconds']:.2f} s", file=sys.stderr)
-
-    if rows:
-        print(f"torch {rows[0]['torch']}, CPU capability {rows[0]['cpu_capability']}")
-    header = (
-        f"{'model':<9} {'op':<10} {'seconds':>8} {'GMACs':>7} {'GFLOP/s':>8} {'peak':>6} {'% peak':>7} "
-        f"{'peak RSS MB':>12}"
-    )
-    print(
-        f"input {h}x{w}, {args.threads} threads, CPU attention {args.cpu_attention}; peak = median fp32 "
-        "2048^3 matmul GFLOP/s around each repetition; % peak = median of each repetition's share of its peak"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r['model']:<9} {r['op']:<10} {r['seconds']:>8.2f} {r['macs'] / 1e9:>7.1f} {r['gflops']:>8.1f} "
-            f"{r['matmul_peak_gflops']:>6.1f} {100 * r['share_of_peak']:>6.1f}% {r['peak_rss_mb']:>12.0f}"
-        )
+    for size in sizes:
+        for model in args.models:
+            for op in args.ops:
+                for batch in args.batch:
+                    row = run_worker(args, model, op, size, batch)
+                    rows.append(row)
+                    print(f"  {model:<9} {op:<10} {size} x{batch} {row['seconds']:.2f} s", file=sys.stderr)
+    cpu = cpu_description()
+    print_table(rows, cpu, args)
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpu": cpu},
         "threads": args.threads,
         "cpu_attention": args.cpu_attention,
-        "size": [h, w],
         "rows": rows,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(args.json.parent), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.json)
+    atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0
 
