@@ -14,6 +14,7 @@ from compressai_transtic.layers import (
     SwinBlock,
     WindowGeometry,
     WindowPrompts,
+    packed_attention_is_faster,
     reference_attention,
     release_workspace,
     set_cpu_attention,
@@ -378,3 +379,18 @@ def test_the_legacy_mask_needs_a_prompt_map_coarser_than_the_image():
     x = torch.randn(1, 16, 16, 32)
     with torch.no_grad(), pytest.raises(ValueError, match="legacy prompt mask"):
         block(x, WindowPrompts(prompt_map=torch.randn(1, 16, 16, 32), downsample=1, legacy_mask=True))
+
+
+@pytest.mark.parametrize(
+    "capability, vendor, packed",
+    [
+        ("AVX2", "GenuineIntel", True),
+        ("AVX2", "AuthenticAMD", True),
+        ("AVX512", "AuthenticAMD", True),  # 512-bit operations in two 256-bit halves
+        ("AVX512", "GenuineIntel", False),  # full-width AVX-512: the fused kernel
+        ("AVX512", "", False),
+        ("DEFAULT", "AuthenticAMD", False),
+    ],
+)
+def test_auto_cpu_attention_takes_the_packed_products_where_they_are_faster(capability, vendor, packed):
+    assert packed_attention_is_faster(capability, vendor) is packed

@@ -23,7 +23,13 @@ TransTIC's prompt generator lives with TransTIC
 
 from __future__ import annotations
 
-from .attention import CPU_ATTENTION_CHOICES, WindowAttention, reference_attention, set_cpu_attention
+from .attention import (
+    CPU_ATTENTION_CHOICES,
+    WindowAttention,
+    packed_attention_is_faster,
+    reference_attention,
+    set_cpu_attention,
+)
 from .block import Mlp, SwinBlock
 from .convs import conv, deconv
 from .geometry import WindowGeometry, ceil_to, window_order, window_partition_index, window_unpartition_index
@@ -47,6 +53,7 @@ __all__ = [
     "PromptMode",
     "reference_attention",
     "set_cpu_attention",
+    "packed_attention_is_faster",
     "release_workspace",
     "WindowGeometry",
     "window_order",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import threading
 from typing import Iterator, NamedTuple, Optional, Tuple
 
@@ -34,7 +35,9 @@ __all__ = [
     "PackedWeights",
     "WindowAttention",
     "attention_backend",
+    "cpu_vendor",
     "pack_weights",
+    "packed_attention_is_faster",
     "packed_window_attention",
     "reference_attention",
     "set_cpu_attention",
@@ -93,10 +96,7 @@ def set_cpu_attention(kind: str) -> None:
         kind: ``"packed"``: batched matrix products over per-window, per-head matrices
             with in-place residual updates (:func:`packed_window_attention`);
             ``"sdpa"``: PyTorch's fused scaled-dot-product attention; ``"auto"``
-            (default): ``packed`` where PyTorch's CPU kernels run with AVX2, ``sdpa``
-            elsewhere. With head dimension 16, the fused kernel's AVX2 code falls
-            well short of the machine's matrix-product speed, which the packed
-            products reach; its AVX-512 code does not.
+            (default): as :func:`packed_attention_is_faster` says for this CPU.
 
     Both compute the same function; results differ by float rounding only.
     """
@@ -113,9 +113,45 @@ def _cpu_autocast() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
+def packed_attention_is_faster(capability: str, vendor: str) -> bool:
+    """The rule behind ``set_cpu_attention("auto")``, from PyTorch's CPU capability
+    (``torch.backends.cpu.get_cpu_capability()``) and the CPU's vendor string.
+
+    With windows of 64 tokens and head dimension 16 to 32, the fused kernel's AVX2
+    code falls well short of the machine's matrix-product speed, which the packed
+    products reach. Intel's AVX-512 cores run the fused kernel's 512-bit code at full
+    width and it wins there; AMD's AVX-512 cores (Zen 4 on) split 512-bit operations
+    into two 256-bit halves, and the packed products win as on AVX2. Elsewhere
+    (other architectures, no vector extension) the fused kernel is kept.
+    ``benchmarks/bench_codec.py --cpu-attention packed|sdpa`` measures both.
+    """
+    if capability == "AVX2":
+        return True
+    return capability.startswith("AVX512") and vendor == "AuthenticAMD"
+
+
+@functools.lru_cache(maxsize=None)
+def _auto_packed() -> bool:
+    return packed_attention_is_faster(torch.backends.cpu.get_cpu_capability(), cpu_vendor())
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``; Linux
+    ``/proc/cpuinfo``), or ``""`` where the system does not say."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
 def _packed_chosen() -> bool:
     if _cpu_attention == "auto":
-        return torch.backends.cpu.get_cpu_capability() == "AVX2"
+        return _auto_packed()
     return _cpu_attention == "packed"
 
 
