@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_train(argv: Sequence[str]) -> int:
-    from .training import cli as training_cli  # after main() silenced CompressAI's warning (build_parser)
+    from .training import cli as training_cli  # light: the trainer is imported when a run starts
 
     parser = argparse.ArgumentParser(prog=f"{PROG} train")
     training_cli.add_arguments(parser)

@@ -283,7 +283,7 @@ def test_plot_format_follows_the_extension_and_dpi_sets_the_png_size(tmp_path, c
 
 
 # ---------------------------------------------------------------------------- CLI plumbing
-def test_python_m_compressai_transtic_eval_is_the_eval_command():
+def test_python_m_compressai_transtic_evaluation_is_the_eval_command():
     out = subprocess.run(
         [sys.executable, "-m", "compressai_transtic.evaluation", "--help"],
         cwd=ROOT,

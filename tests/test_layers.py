@@ -420,3 +420,20 @@ def test_the_packed_kernel_adds_window_attention_to_the_residual(num_prompts):
             x, bias, residual, pack_weights(qkv, proj, heads, (c // heads) ** -0.5), heads, prompt_kv
         )
     torch.testing.assert_close(residual, expected, rtol=0, atol=1e-12)
+
+
+FUSED_OP, PACKED_OP = "aten::scaled_dot_product_attention", "aten::baddbmm_"
+
+
+@pytest.mark.parametrize("kind, runs, absent", [("packed", PACKED_OP, FUSED_OP), ("sdpa", FUSED_OP, PACKED_OP)])
+def test_the_chosen_cpu_attention_is_the_one_that_runs(kind, runs, absent):
+    """Seen from the operators PyTorch runs, not from the package's internals."""
+    block, x = _block_and_input(4, 2, 16, 24)
+    set_cpu_attention(kind)
+    try:
+        with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            block(x)
+    finally:
+        set_cpu_attention("auto")
+    names = {event.key for event in prof.key_averages()}
+    assert runs in names and absent not in names

@@ -2,7 +2,7 @@
 
 The oracle below is written from ``transtic-facts.md`` (prompt generator section) with
 plain functional calls on the state dict; it shares no code with
-:class:`compressai_transtic.layers.PromptGenerator`. Its two concatenations put the skip
+:class:`compressai_transtic.models.prompt_generator.PromptGenerator`. Its two concatenations put the skip
 connection first and the upsampled map second, as the released weights expect. The
 other order loads with ``strict=True`` too, so only a test of values can catch it.
 """

@@ -23,7 +23,7 @@ CLS_DEFAULTS = {
     "clip_max_norm": 1.0,
     "samples_per_epoch": 40000,
 }
-CLS_LAMBDA = ClassificationTask.lmbda  # the paper's lambda per quality
+CLS_LAMBDA = ClassificationTask.default_lambda  # the paper's lambda per quality
 
 
 def parse(*argv: str) -> TrainConfig:
@@ -41,7 +41,7 @@ def test_unset_options_take_the_tasks_paper_defaults_and_lambda():
 
 
 def test_a_task_without_some_defaults_gets_the_documented_fallbacks():
-    cfg = TrainConfig(task="det", dataset="imgs").resolve({"batch_size": 8, "epochs": 40}, DetectionTask.lmbda)
+    cfg = TrainConfig(task="det", dataset="imgs").resolve({"batch_size": 8, "epochs": 40}, DetectionTask.default_lambda)
     assert cfg.crop == "random" and cfg.lr == 1e-4 and cfg.lr_milestones == () and cfg.clip_max_norm == 1.0
     assert cfg.lmbda == 2.0
 

@@ -162,18 +162,20 @@ class Task:
 
     # ------------------------------------------------------------------ loss
     @classmethod
-    def lmbda(cls, quality: int) -> float:
-        """The paper's trade-off weight for a quality level (1..4).
+    def default_lambda(cls, quality: int) -> float:
+        """The paper's trade-off weight for a quality level (1..4), from ``default_lambdas``.
 
         Raises:
-            ValueError: the task has no default for ``quality`` (pass lmbda explicitly).
+            ValueError: the task has no default for ``quality``.
         """
-        if quality not in cls.default_lambdas:
-            raise ValueError(
-                f"task {cls.name!r} has default lambdas for qualities {sorted(cls.default_lambdas)}, "
-                f"not {quality}; pass lmbda explicitly"
-            )
-        return float(cls.default_lambdas[quality])
+        lambdas = cls.default_lambdas or {}
+        if quality not in lambdas:
+            raise ValueError(f"task {cls.name!r} has default lambdas for qualities {sorted(lambdas)}, not {quality}")
+        return float(lambdas[quality])
+
+    def lmbda(self, quality: int) -> float:
+        """This task's trade-off weight for a quality level (default: :meth:`default_lambda`)."""
+        return self.default_lambda(quality)
 
     def criterion(self, lmbda: Optional[float] = None, quality: Optional[int] = None) -> nn.Module:
         """The task's perceptual rate-distortion loss.
@@ -190,7 +192,10 @@ class Task:
                 raise ValueError(
                     f"the {self.name} criterion needs lmbda or quality (the paper's lambdas: {self.default_lambdas})"
                 )
-            lmbda = self.lmbda(quality)
+            try:
+                lmbda = self.lmbda(quality)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; pass lmbda explicitly") from None
         return CRITERIONS[self.criterion_name](lmbda=lmbda, features=self.feature_extractor())
 
     # ------------------------------------------------------------------ evaluation

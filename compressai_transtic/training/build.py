@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import load_state_dict, model_from_state_dict
-from ..tasks import get_task, get_task_class
+from ..tasks import Task, get_task, get_task_class
 from ..zoo import load_pretrained
 from .adapters import AdapterKind, get_adapter_kind
 from .config import ConfigError, TrainConfig
@@ -67,18 +67,14 @@ def resolve_settings(config: TrainConfig) -> Tuple[TrainConfig, AdapterKind]:
             f"task {config.task!r} only evaluates ({task_cls.title}); it has no loss to train "
             "prompts for (train the base codec with CompressAI's examples/train.py)"
         )
-    defaults = task_cls.training_defaults if task_cls is not None else {}
-    cfg = config.resolve(defaults, task_cls.lmbda if task_cls is not None else _no_default_lambda)
+    task = task_cls if task_cls is not None else Task  # no task: resolve says so
+    cfg = config.resolve(task.training_defaults or {}, task.default_lambda)
     try:
         kind = get_adapter_kind(cfg.arch)
         kind.model_config(cfg.variant, cfg.prompt_options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     return cfg, kind
-
-
-def _no_default_lambda(quality: int) -> float:
-    raise ValueError(f"no task, so no default lambda for quality {quality}")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -17,8 +17,8 @@ Options given on the command line override those of ``--config FILE`` (JSON or T
 with the same names), which override the task's defaults (the paper's settings).
 
 The trainer and the modules whose errors :func:`run` reports are imported when a run
-starts, not with this module: the top-level command line builds its parser from
-:func:`add_arguments`, and ``compressai-transtic --help`` should not import torch.
+starts, not with this module: ``compressai-transtic train --help`` builds its parser
+from :func:`add_arguments` and should not import torch.
 """
 
 from __future__ import annotations

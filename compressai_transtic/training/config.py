@@ -210,8 +210,8 @@ class TrainConfig:
 
         Args:
             task_defaults: the task's ``training_defaults``.
-            default_lambda: the task's lambda for a quality level (``Task.lmbda``); it
-                raises ValueError for a quality without one.
+            default_lambda: the task's lambda for a quality level
+                (``Task.default_lambda``); it raises ValueError for a quality without one.
 
         Raises:
             ConfigError: a missing or invalid setting.
@@ -227,7 +227,7 @@ class TrainConfig:
         try:
             filled["lmbda"] = float(default_lambda(self.quality) if self.lmbda is None else self.lmbda)
         except ValueError as exc:
-            raise ConfigError(f"{exc} (--lambda on the command line)") from None
+            raise ConfigError(f"{exc}; pass --lambda") from None
         if self.variant is None and self.arch == "transtic":  # TransTIC's default preset, named as before
             filled["variant"] = "deep"
         if self.output is None:

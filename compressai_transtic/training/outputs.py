@@ -93,7 +93,7 @@ class RunOutputs:
         """Save ``adapter_best.pth`` when ``metrics`` beat the best validation so far."""
         select_by = self.config.select_by
         value = metrics[select_by]
-        if self.best_value is not None and value >= self.best_value:
+        if self.best_value is not None and not value < self.best_value:  # NaN never wins
             return False
         self.best_value, self.best_epoch = value, epoch
         self.save_adapter(BEST_ADAPTER, epoch, global_step, {"val": dict(metrics), "selected_by": select_by})

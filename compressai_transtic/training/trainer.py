@@ -156,9 +156,8 @@ class Trainer:
         self.outputs = RunOutputs(self.output, self.kind, self.model, cfg, self.base_hash, ctx.is_main, self.progress)
         if ckpt is not None:
             p = self.progress
-            logger.info(
-                "resuming from %s: epoch %d, step %d of the epoch", self.resume_source, p.epoch + 1, p.step_in_epoch
-            )
+            where = (self.resume_source, p.epoch + 1, p.step_in_epoch, p.global_step)
+            logger.info("resuming from %s: epoch %d, step %d of the epoch (global step %d)", *where)
 
     def _read_resume(self) -> Optional[Dict[str, Any]]:
         path = find_resume_checkpoint(self.config.resume, self.output)
