@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from compressai_transtic.fileio import atomic_write_text
+ROOT = Path(__file__).resolve().parents[1]
 
 OPS = ("forward", "compress", "decompress")
 
@@ -161,8 +161,7 @@ def run_worker(args: argparse.Namespace, model: str, op: str, size: Sequence[int
     cmd += ["--threads", str(args.threads), "--repeat", str(args.repeat), "--cpu-attention", args.cpu_attention]
     cmd += ["--batch", str(batch)]
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     row = json.loads(out.stdout.strip().splitlines()[-1])
     row["gflops"] = 2 * row["macs"] / row["seconds"] / 1e9
@@ -220,6 +219,10 @@ def main() -> int:
         print(json.dumps(worker(model, op, h, w, args.threads, args.repeat, args.cpu_attention, args.batch[0])))
         return 0
 
+    sys.path.insert(0, str(ROOT))  # the checkout's package, installed or not
+    from compressai_transtic.fileio import atomic_write_text, check_writable_folder
+
+    check_writable_folder(args.json.parent, "benchmark result")  # before a long run
     rows = []
     for size in sizes:
         for model in args.models:

@@ -119,10 +119,10 @@ def packed_attention_is_faster(capability: str, vendor: str) -> bool:
 
     With windows of 64 tokens and head dimension 16 to 32, the fused kernel's AVX2
     code falls well short of the machine's matrix-product speed, which the packed
-    products reach. Intel's AVX-512 cores run the fused kernel's 512-bit code at full
-    width and it wins there; AMD's AVX-512 cores (Zen 4 on) split 512-bit operations
-    into two 256-bit halves, and the packed products win as on AVX2. Elsewhere
-    (other architectures, no vector extension) the fused kernel is kept.
+    products reach. The packed products were also measured faster on an AMD CPU with
+    AVX-512, the fused kernel on an Intel one; other CPUs (other architectures, no
+    vector extension) keep the fused kernel. The rule is per CPU class, not per run,
+    so that an encoder and a decoder on one machine always compute alike.
     ``benchmarks/bench_codec.py --cpu-attention packed|sdpa`` measures both.
     """
     if capability == "AVX2":
