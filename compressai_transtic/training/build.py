@@ -13,7 +13,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Tuple, TypeVar
+from typing import Any, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from ..checkpoint import load_state_dict, model_from_state_dict
 from ..tasks import Task, get_task, get_task_class
 from ..zoo import load_pretrained
 from .adapters import AdapterKind, get_adapter_kind
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, given
 from .data import GlobalBatchSampler, TrainingImages, ValidationImages
 from .distributed import DistributedContext
 from .state import dataset_digest
@@ -34,21 +34,12 @@ __all__ = [
     "build_images",
     "build_model",
     "check_parameter_groups",
-    "given",
     "load_adapter_state",
     "resolve_settings",
     "seed_everything",
 ]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-
-def given(value: Optional[T]) -> T:
-    """A setting that :meth:`TrainConfig.resolve` has filled (never ``None`` after it)."""
-    assert value is not None, "the training settings were not resolved"
-    return value
 
 
 def resolve_settings(config: TrainConfig) -> Tuple[TrainConfig, AdapterKind]:

@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar, Union
 
 __all__ = [
     "CROP_MODES",
@@ -51,6 +51,15 @@ FALLBACK_DEFAULTS: Dict[str, Any] = {
     "samples_per_epoch": None,
 }
 TASK_DEFAULT_KEYS = tuple(FALLBACK_DEFAULTS)
+
+
+T = TypeVar("T")
+
+
+def given(value: Optional[T]) -> T:
+    """A setting that :meth:`TrainConfig.resolve` has filled (never ``None`` after it)."""
+    assert value is not None, "the training settings were not resolved"
+    return value
 
 
 class ConfigError(ValueError):

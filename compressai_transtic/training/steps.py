@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import TrainConfig
+from .config import TrainConfig, given
 from .epoch_metrics import MetricSums
 from .precision import Precision, entropy_models_in_float32
 from .randomness import SampleKeyedRandomness
@@ -75,8 +75,7 @@ class Optimisation:
         randomness = SampleKeyedRandomness(model)
         if precision.mode != "off":
             entropy_models_in_float32(model, precision.device_type)
-        lr, gamma, milestones = cfg.lr, cfg.lr_gamma, cfg.lr_milestones or ()
-        assert lr is not None and gamma is not None, "the training settings were not resolved"
+        lr, gamma, milestones = given(cfg.lr), given(cfg.lr_gamma), cfg.lr_milestones or ()
         return cls(
             model, wrap(model), criterion, parameters, lr, milestones, gamma, cfg.clip_max_norm, precision, randomness
         )

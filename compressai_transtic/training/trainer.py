@@ -46,12 +46,11 @@ from .build import (
     build_images,
     build_model,
     check_parameter_groups,
-    given,
     load_adapter_state,
     resolve_settings,
     seed_everything,
 )
-from .config import TrainConfig
+from .config import TrainConfig, given
 from .data import check_images_everywhere, collate_training, shard, training_and_validation_images
 from .distributed import DistributedContext, init_distributed, resolve_device
 from .epoch_metrics import MetricSums
