@@ -230,16 +230,19 @@ def window_biases(bias: Tensor, mask: Optional[Tensor], geometry: WindowGeometry
     Windows before the first one that carries a mask share the broadcast ``bias``.
     That is every interior window, except when padding and shift together push
     padded keys into the second-to-last window row or column. The boundary windows
-    get ``mask + bias`` in ``like``'s dtype and on its device.
+    get ``mask + bias`` in ``like``'s dtype and on its device. Both parts are
+    contiguous: the attention kernels add them to every window's scores, and a bias
+    in the table's head-last order makes that add several times slower.
     """
     nw = geometry.num_windows
+    bias = bias.contiguous()
     if mask is None:
         return [BiasPart(0, nw, bias[None])]
     ordered = mask[window_order(geometry.windows_h, geometry.windows_w)]
     masked = ordered.flatten(1).ne(0).any(1).tolist()
     first = masked.index(True) if True in masked else nw
     boundary = ordered[first:].to(device=like.device, dtype=like.dtype)
-    return [BiasPart(0, first, bias[None]), BiasPart(first, nw, boundary[:, None] + bias)]
+    return [BiasPart(0, first, bias[None]), BiasPart(first, nw, (boundary[:, None] + bias).contiguous())]
 
 
 def reference_biases(bias: Tensor, mask: Optional[Tensor], geometry: WindowGeometry, like: Tensor) -> List[BiasPart]:
