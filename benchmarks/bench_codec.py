@@ -131,7 +131,7 @@ def worker(
             fn()
             times.append(time.perf_counter() - t)
             samples.append(matmul_peak(threads))
-    macs = count_macs(fn, "true")
+    macs = count_macs(fn, "true", model)
     peaks = [(a + b) / 2 for a, b in zip(samples, samples[1:])]  # right before and right after
     shares = [2 * macs / t / 1e9 / p for t, p in zip(times, peaks)]
     return {

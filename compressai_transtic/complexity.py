@@ -47,6 +47,7 @@ from tqdm import tqdm
 from .fileio import atomic_write_text, check_writable_folder
 from .layers import SwinBlock, WindowGeometry
 from .models import ADAPTED_CODECS, TIC, TransTIC
+from .models.prompt_generator import ConvBNReLU
 from .prompts import TABLE_A1_ROWS, PromptConfig
 
 __all__ = ["count_macs", "count_macs_both", "ComplexityRow", "measure", "table_a1", "main", "TABLE_A1"]
@@ -173,11 +174,25 @@ def _prompt_projection_adjustment(model: Optional[nn.Module]) -> Iterator[Callab
             block.__dict__.pop("forward_windows", None)
 
 
+@contextlib.contextmanager
+def _batchnorms_as_layers(model: Optional[nn.Module]) -> Iterator[None]:
+    """Run the BatchNorms of ``model`` as layers while the context is open (inference
+    folds them into the convolutions before them; Table A1 counts them)."""
+    stacks = [m for m in model.modules() if isinstance(m, ConvBNReLU)] if model is not None else []
+    for stack in stacks:
+        stack.fold_batchnorm = False
+    try:
+        yield
+    finally:
+        for stack in stacks:
+            del stack.fold_batchnorm  # the class default again
+
+
 def count_macs_both(fn: Callable[[], Any], model: Optional[nn.Module] = None) -> Tuple[int, int]:
     """``(paper, true)`` multiply-accumulates of ``fn()`` in one pass (see :func:`count_macs`)."""
     delta = [0]
     counter = FlopCounterMode(display=False, custom_mapping=_formulas(delta))
-    with _prompt_projection_adjustment(model) as adjustment, torch.no_grad(), counter:
+    with _prompt_projection_adjustment(model) as adjustment, _batchnorms_as_layers(model), torch.no_grad(), counter:
         fn()
     flops = counter.get_total_flops()
     return flops // 2 + adjustment(), (flops + delta[0]) // 2
@@ -192,11 +207,12 @@ def count_macs(fn: Callable[[], Any], convention: str = "paper", model: Optional
             A1's convention (transposed convolutions on their output grid, linear
             without bias adds, prompts projected as the authors' code does; the
             latter needs ``model``).
-        model: the model ``fn`` runs, to find its Swin blocks.
+        model: the model ``fn`` runs, to find its Swin blocks and to count its
+            BatchNorms as layers (inference folds them into the convolutions).
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    paper, true = count_macs_both(fn, model if convention == "paper" else None)
+    paper, true = count_macs_both(fn, model)
     return paper if convention == "paper" else true
 
 

@@ -394,27 +394,28 @@ def _plain_window_attention(x, qkv, proj, heads, bias, prompts=None):
     nw, n, c = x.shape
     hd = c // heads
     q, k, v = qkv(x).view(nw, n, 3, heads, hd).permute(2, 0, 3, 1, 4)
-    if prompts is not None:
-        pk, pv = qkv(prompts).view(-1, 3, heads, hd).permute(1, 2, 0, 3)[1:]
-        k = torch.cat([pk.expand(nw, -1, -1, -1), k], dim=2)
-        v = torch.cat([pv.expand(nw, -1, -1, -1), v], dim=2)
+    if prompts is not None:  # (P, C) shared by the windows or (nW, P, C)
+        pk, pv = qkv(prompts.expand(nw, -1, -1)).view(nw, -1, 3, heads, hd).permute(2, 0, 3, 1, 4)[1:]
+        k = torch.cat([pk, k], dim=2)
+        v = torch.cat([pv, v], dim=2)
     weights = torch.softmax(q @ k.transpose(-1, -2) * hd**-0.5 + bias, dim=-1)
     return proj((weights @ v).transpose(1, 2).reshape(nw, n, c))
 
 
-@pytest.mark.parametrize("num_prompts", [0, 4])
-def test_the_packed_kernel_adds_window_attention_to_the_residual(num_prompts):
+@pytest.mark.parametrize("prompt_shape", [None, (4,), (3, 4)], ids=["no-prompts", "shared", "per-window"])
+def test_the_packed_kernel_adds_window_attention_to_the_residual(prompt_shape):
     torch.manual_seed(0)
     c, heads, n, nw = 32, 2, 16, 3
     qkv, proj = nn.Linear(c, 3 * c).double(), nn.Linear(c, c).double()
     x, residual = torch.randn(nw, n, c, dtype=torch.float64), torch.randn(nw, n, c, dtype=torch.float64)
+    num_prompts = prompt_shape[-1] if prompt_shape else 0
     bias = torch.randn(1, heads, n, num_prompts + n, dtype=torch.float64)
-    prompts = torch.randn(num_prompts, c, dtype=torch.float64) if num_prompts else None
+    prompts = torch.randn(*prompt_shape, c, dtype=torch.float64) if prompt_shape else None
     expected = residual + _plain_window_attention(x, qkv, proj, heads, bias, prompts)
     prompt_kv = None
-    if prompts is not None:  # keys and values of the prompts without their biases, (heads, d, P)
-        projected = F.linear(prompts, qkv.weight).view(num_prompts, 3, heads, c // heads)
-        prompt_kv = tuple(projected[:, i].permute(1, 2, 0).contiguous() for i in (1, 2))
+    if prompts is not None:  # keys and values of the prompts without their biases, (..., heads, d, P)
+        projected = F.linear(prompts, qkv.weight).unflatten(-1, (3, heads, c // heads))
+        prompt_kv = tuple(projected.select(-3, i).movedim(-3, -1).contiguous() for i in (1, 2))
     with torch.no_grad():
         packed_window_attention(
             x, bias, residual, pack_weights(qkv, proj, heads, (c // heads) ** -0.5), heads, prompt_kv
@@ -425,14 +426,21 @@ def test_the_packed_kernel_adds_window_attention_to_the_residual(num_prompts):
 FUSED_OP, PACKED_OP = "aten::scaled_dot_product_attention", "aten::baddbmm_"
 
 
+@pytest.mark.parametrize("prompts", ["none", "shared", "per-window"])
 @pytest.mark.parametrize("kind, runs, absent", [("packed", PACKED_OP, FUSED_OP), ("sdpa", FUSED_OP, PACKED_OP)])
-def test_the_chosen_cpu_attention_is_the_one_that_runs(kind, runs, absent):
-    """Seen from the operators PyTorch runs, not from the package's internals."""
+def test_the_chosen_cpu_attention_is_the_one_that_runs(kind, runs, absent, prompts):
+    """Seen from the operators PyTorch runs, not from the package's internals; prompts
+    as keys and values take the packed products too."""
     block, x = _block_and_input(4, 2, 16, 24)
+    window_prompts = {
+        "none": None,
+        "shared": WindowPrompts(tokens=torch.randn(16, 32)),
+        "per-window": WindowPrompts(prompt_map=torch.randn(2, 8, 12, 32), downsample=2),
+    }[prompts]
     set_cpu_attention(kind)
     try:
         with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            block(x)
+            block(x, window_prompts)
     finally:
         set_cpu_attention("auto")
     names = {event.key for event in prof.key_averages()}

@@ -69,15 +69,30 @@ def _generator_with_random_statistics(seed: int = 0) -> PromptGenerator:
     return gen
 
 
+@pytest.mark.parametrize("autograd", [False, True], ids=["inference", "autograd"])
 @pytest.mark.parametrize("height,width", [(64, 64), (128, 192), (36, 20)])
-def test_prompt_generator_matches_the_facts_page_in_float64(height, width):
+def test_prompt_generator_matches_the_facts_page_in_float64(height, width, autograd):
+    """Inference folds each BatchNorm into its convolution; with autograd every layer
+    runs as it is. Both compute the facts page's function."""
     gen = _generator_with_random_statistics()
     x = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    with torch.no_grad():
+    with torch.set_grad_enabled(autograd):
         got = gen(x)
-        expected = oracle(gen.state_dict(), x)
+    expected = oracle(gen.state_dict(), x)
     assert got.shape == (2, 128, height // 2, width // 2)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def test_inference_follows_weights_and_statistics_changed_in_place():
+    """The folded convolutions are rebuilt when a loaded state dict (or an optimiser
+    step) changes a weight or a running statistic in place."""
+    gen = _generator_with_random_statistics(seed=0)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        gen(x)
+        gen.load_state_dict(_generator_with_random_statistics(seed=2).state_dict())
+        got = gen(x)
+    torch.testing.assert_close(got, oracle(gen.state_dict(), x), rtol=0, atol=1e-12)
 
 
 def test_skip_connections_come_first_in_both_concatenations():
@@ -89,8 +104,8 @@ def test_skip_connections_come_first_in_both_concatenations():
 
     gen.down1.register_forward_hook(keep("down1"))
     gen.down2.register_forward_hook(keep("down2"))
-    gen.up2[0].register_forward_pre_hook(keep("up2_input"))
-    gen.up1[0].register_forward_pre_hook(keep("up1_input"))
+    gen.up2.register_forward_pre_hook(keep("up2_input"))
+    gen.up1.register_forward_pre_hook(keep("up1_input"))
     with torch.no_grad():
         gen(torch.rand(1, 3, 32, 32, dtype=torch.float64))
     assert seen["up2_input"].shape[1] == 64 + 128

@@ -295,14 +295,14 @@ def test_swin_block_matches_the_independent_reference(b, h, w, window, shifted, 
 
 def _prompted_cases(kinds_and_shifts, sizes) -> list:
     """Every (prompt kind, shift, size, route); the packed CPU attention is offered
-    shared prompts only (the other kinds take the SDPA route there too)."""
+    prompts as keys and values (full-token prompts take the SDPA route there too)."""
     cases = []
     for kind, shifts, *extra_sizes in kinds_and_shifts:
         sizes_of_kind = list(sizes) + (extra_sizes[0] if extra_sizes else [])
         for shifted in shifts:
             for b, h, w in sizes_of_kind:
                 for route in ROUTES:
-                    if route == "inference-packed" and PROMPT_KINDS[kind][0] != "tp":
+                    if route == "inference-packed" and PROMPT_KINDS[kind][0].startswith("full"):
                         continue
                     name = f"{kind}-{'shifted' if shifted else 'unshifted'}-b{b}-{h}x{w}-{route}"
                     cases.append(pytest.param(kind, shifted, b, h, w, route, id=name))

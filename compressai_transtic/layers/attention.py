@@ -7,7 +7,8 @@ Three implementations compute the same function (:class:`AttentionBackend`):
   call; the tests check the others against it;
 * ``FUSED``: :func:`torch.nn.functional.scaled_dot_product_attention`, with the
   relative position bias and the masks folded into one additive bias;
-* ``PACKED``: CPU inference of blocks without prompts or with shared prompts, as
+* ``PACKED``: CPU inference of blocks without prompts or with prompts as keys and
+  values (shared or per window), as
   batched matrix products over compact per-window, per-head matrices that update the
   residual in place (:func:`packed_window_attention`); :func:`set_cpu_attention`
   says where it replaces ``FUSED``.
@@ -19,7 +20,7 @@ import contextlib
 import enum
 import functools
 import threading
-from typing import Iterator, NamedTuple, Optional, Tuple
+from typing import Hashable, Iterator, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import Tensor
 
+from .cache import tensors_key
 from .masks import relative_position_index
 
 __all__ = [
@@ -89,8 +91,8 @@ def reference_attention(enabled: bool = True) -> Iterator[None]:
 
 
 def set_cpu_attention(kind: str) -> None:
-    """Choose how Swin blocks without prompts (or with shared prompts) attend on the
-    CPU at inference.
+    """Choose how Swin blocks without prompts (or with prompts as keys and values)
+    attend on the CPU at inference.
 
     Args:
         kind: ``"packed"``: batched matrix products over per-window, per-head matrices
@@ -158,8 +160,8 @@ def _packed_chosen() -> bool:
 def attention_backend(device: torch.device) -> AttentionBackend:
     """The implementation that window attention on ``device`` uses now.
 
-    ``PACKED`` means that blocks which can (no prompts or shared ones, inference,
-    no stochastic depth) take the packed products; the others use ``FUSED``. It is
+    ``PACKED`` means that blocks which can (inference without stochastic depth, no
+    full-token prompts) take the packed products; the others use ``FUSED``. It is
     never chosen under CPU autocast: its in-place sums need one dtype throughout.
     """
     if _switches.reference:
@@ -228,8 +230,8 @@ def packed_window_attention(
         residual: ``(nW, N, C)`` contiguous tokens, updated in place.
         weights: from :func:`pack_weights`.
         heads: attention heads.
-        prompt_kv: keys and values of shared prompts, two ``(heads, d, P)`` tensors
-            without the key and value biases.
+        prompt_kv: keys and values of prompts without the key and value biases: two
+            ``(heads, d, P)`` tensors shared by every window, or two ``(nW, heads, d, P)``.
     """
     nw, n, c = x.shape
     hd = c // heads
@@ -277,8 +279,8 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
-        # (versions and addresses of the weights, their packed layout)
-        self._packed: Optional[Tuple[Tuple[Tuple[int, int], ...], PackedWeights]] = None
+        # (tensors_key of the weights, their packed layout)
+        self._packed: Optional[Tuple[Tuple[Hashable, ...], PackedWeights]] = None
 
     def relative_position_bias(self) -> Tensor:
         """``(num_heads, N, N)`` bias, ``N = window_size ** 2``."""
@@ -324,15 +326,14 @@ class WindowAttention(nn.Module):
     def packed_weights(self) -> PackedWeights:
         """:func:`pack_weights` of this module, cached until a weight changes (in place
         or replaced)."""
-        tensors = [self.qkv.weight, self.proj.weight] + [t for t in (self.qkv.bias, self.proj.bias) if t is not None]
-        key = tuple((t._version, t.data_ptr()) for t in tensors)
+        key = tensors_key((self.qkv.weight, self.proj.weight, self.qkv.bias, self.proj.bias))
         if self._packed is None or self._packed[0] != key:
             self._packed = (key, pack_weights(self.qkv, self.proj, self.num_heads, self.scale))
         return self._packed[1]
 
     def packed_prompt_kv(self, tokens: Tensor) -> Tuple[Tensor, Tensor]:
-        """Keys and values of shared prompt tokens ``(P, C)`` for :meth:`attend_windows`:
-        two ``(heads, d, P)`` tensors, without the key and value biases (which the
+        """Keys and values of prompt tokens ``(..., P, C)`` for :meth:`attend_windows`:
+        two ``(..., heads, d, P)`` tensors, without the key and value biases (which the
         packed path leaves out for every key, see :func:`pack_weights`)."""
         k, v = self.project_kv(tokens, with_bias=False)
         return k.transpose(-2, -1), v.transpose(-2, -1)

@@ -5,7 +5,8 @@ whole windows, shifts and cuts it (:class:`~.geometry.WindowGeometry`), runs
 attention and the MLP chunk by chunk of windows, and puts the map back together.
 Each call first settles a plan (:class:`_Plan`: prompt layout, attention backend,
 chunk size, stochastic depth), then runs straight through one of three paths: the
-packed CPU kernel, prompts as extra keys/values, or prompts as full tokens.
+packed CPU kernel (inference, prompts as keys/values or none), prompts as extra
+keys/values, or prompts as full tokens.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from timm.layers import DropPath
 from torch import Tensor
 
 from .attention import AttentionBackend, WindowAttention, attention_backend, use_reference
-from .cache import LRUCache
+from .cache import LRUCache, tensors_key
 from .geometry import WindowGeometry
 from .masks import (
     BiasPart,
@@ -198,10 +199,10 @@ class SwinBlock(nn.Module):
             full-token prompts (else None).
         """
         plan = self._plan(tokens, geometry, prompts)
-        if plan.packed:
-            self._forward_packed(tokens, plan, prompts.tokens if prompts is not None else None)
-            return tokens, None
         prompt_tokens = self._prompt_tokens(prompts, plan, tokens.shape[0])
+        if plan.packed:
+            self._forward_packed(tokens, plan, prompts.tokens if prompts is not None else None, prompt_tokens)
+            return tokens, None
         keep = self._draw_keep(plan, tokens)
         if plan.mode is PromptMode.FULL:
             assert prompt_tokens is not None
@@ -221,25 +222,27 @@ class SwinBlock(nn.Module):
         chunked = tokens.device.type == "cpu" and backend is not AttentionBackend.REFERENCE
         stochastic_depth = self.training and not isinstance(self.drop_path, nn.Identity)
         in_place = not torch.is_grad_enabled()
-        # the packed kernel takes no prompts, or one set of shared prompts (P, C) for the batch
-        packable = prompts is None or (
-            mode is PromptMode.SHARED and prompts.tokens is not None and prompts.tokens.dim() == 2
-        )
+        # the packed kernel takes prompts as keys and values (shared or per window), not as tokens
+        packable = mode is not PromptMode.FULL
         packed = backend is AttentionBackend.PACKED and in_place and not stochastic_depth and packable
         step = chunk_windows(b, n + p) if chunked else nw
         return _Plan(geometry, mode, p, d, backend, in_place, step, stochastic_depth, packed)
 
     # -- the three paths ----------------------------------------------------------------
-    def _forward_packed(self, tokens: Tensor, plan: _Plan, shared_prompts: Optional[Tensor]) -> None:
-        """CPU inference without prompts or with shared prompts ``(P, C)``: every chunk
-        of windows is updated in place by :meth:`WindowAttention.attend_windows` and
-        :meth:`Mlp.accumulate`."""
+    def _forward_packed(
+        self, tokens: Tensor, plan: _Plan, shared_prompts: Optional[Tensor], window_prompts: Optional[Tensor]
+    ) -> None:
+        """CPU inference with prompts as keys and values, if any: shared ones ``(P, C)``
+        or the per-window ``(B, nW, P, C)``. Every chunk of windows is updated in place
+        by :meth:`WindowAttention.attend_windows` and :meth:`Mlp.accumulate`."""
         b, c = tokens.shape[0], tokens.shape[-1]
         kv = self.attn.packed_prompt_kv(shared_prompts) if shared_prompts is not None else None
         step = max(1, plan.windows_per_chunk * b)  # chunks are taken per image, so each one is contiguous
         for start, end, bias in self._chunks(plan, tokens, step):
             for i in range(b):
                 t = tokens[i, start:end]
+                if window_prompts is not None:
+                    kv = self.attn.packed_prompt_kv(window_prompts[i, start:end])
                 self.attn.attend_windows(self.norm1(t), bias, t, kv)
                 flat = t.view(-1, c)
                 self.mlp.accumulate(self.norm2(flat), flat)
@@ -304,7 +307,7 @@ class SwinBlock(nn.Module):
         if torch.is_grad_enabled() and table.requires_grad:
             return self._build_window_biases(plan, like)
         size = (plan.geometry, plan.mode, plan.num_prompts, plan.downsample)
-        key = size + (table._version, table.data_ptr(), like.dtype, str(like.device))
+        key = size + tensors_key([table]) + (like.dtype, like.device)
         return self._bias_cache.get_or_build(key, lambda: self._build_window_biases(plan, like))
 
     def _build_window_biases(self, plan: _Plan, like: Tensor) -> List[BiasPart]:

@@ -1,4 +1,5 @@
-"""The cache of the layers: a small least-recently-used map.
+"""The caches of the layers: a small least-recently-used map, and keys for values
+derived from parameters.
 
 One instance holds the window indices (:mod:`.geometry`, per map size), and each
 Swin block has one for its attention biases (per map size and prompt layout). Both
@@ -10,11 +11,20 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Generic, Hashable, Optional, TypeVar
+from typing import Any, Callable, Dict, Generic, Hashable, Iterable, Optional, Tuple, TypeVar
+
+from torch import Tensor
 
 V = TypeVar("V")
 
-__all__ = ["LRUCache"]
+__all__ = ["LRUCache", "tensors_key"]
+
+
+def tensors_key(tensors: Iterable[Optional[Tensor]]) -> Tuple[Hashable, ...]:
+    """A key for values derived from ``tensors`` that changes whenever one of them is
+    changed in place (its version counter) or replaced (its storage address, dtype or
+    device)."""
+    return tuple(None if t is None else (t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
 
 
 class LRUCache(Generic[V]):

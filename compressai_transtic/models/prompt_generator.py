@@ -3,18 +3,32 @@ the prompt features of the encoder stages."""
 
 from __future__ import annotations
 
-from typing import List
+from typing import Hashable, List, Optional, Tuple, cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-__all__ = ["PromptGenerator"]
+from ..layers.cache import tensors_key
+
+__all__ = ["ConvBNReLU", "PromptGenerator"]
 
 
-class _ConvBNReLU(nn.Sequential):
-    """``repeats`` x (conv3x3, BatchNorm, ReLU); indices 0/1/2, 3/4/5, ..."""
+class ConvBNReLU(nn.Sequential):
+    """``repeats`` x (conv3x3, BatchNorm, ReLU); indices 0/1/2, 3/4/5, ...
+
+    At inference (eval mode, no autograd) each BatchNorm is a fixed per-channel affine
+    map, folded into the convolution before it: one pass over the map instead of two,
+    same function up to float rounding. The folded weights are cached until a
+    parameter or running statistic changes; forward hooks on the inner convolutions
+    and BatchNorms do not fire on that path.
+    """
+
+    #: fold the BatchNorms at inference; complexity counting turns it off on an instance
+    #: to count the layers as built
+    fold_batchnorm: bool = True
 
     def __init__(self, in_channels: int, out_channels: int, repeats: int) -> None:
         layers: List[nn.Module] = []
@@ -25,6 +39,42 @@ class _ConvBNReLU(nn.Sequential):
                 nn.ReLU(inplace=True),
             ]
         super().__init__(*layers)
+        # (tensors_key of the convolutions and BatchNorms, folded (weight, bias) per layer)
+        self._folded: Optional[Tuple[Tuple[Hashable, ...], List[Tuple[Tensor, Tensor]]]] = None
+
+    def _pairs(self) -> List[Tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        layers = list(self)
+        return [(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, bn)) for conv, bn in zip(layers[0::3], layers[1::3])]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or torch.is_grad_enabled() or not self.fold_batchnorm:
+            return super().forward(x)
+        for (conv, _), (weight, bias) in zip(self._pairs(), self.folded_layers()):
+            x = F.relu_(conv._conv_forward(x, weight, bias))
+        return x
+
+    def folded_layers(self) -> List[Tuple[Tensor, Tensor]]:
+        """``(weight, bias)`` of every convolution with its BatchNorm's running
+        statistics and affine parameters folded in."""
+        pairs = self._pairs()
+        key = tensors_key(
+            t
+            for conv, bn in pairs
+            for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        )
+        if self._folded is None or self._folded[0] != key:
+            self._folded = (key, [_fold(conv, bn) for conv, bn in pairs])
+        return self._folded[1]
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
+    """A convolution followed by a BatchNorm in eval mode as one convolution's
+    ``(weight, bias)``."""
+    mean, var = bn.running_mean, bn.running_var
+    assert mean is not None and var is not None, "the prompt generator's BatchNorms keep running statistics"
+    with torch.no_grad():
+        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, mean, var, bn.eps, bn.weight, bn.bias)
+    return weight.detach(), bias.detach()
 
 
 class PromptGenerator(nn.Module):
@@ -50,12 +100,12 @@ class PromptGenerator(nn.Module):
 
     def __init__(self, out_channels: int, width: int = 32, in_channels: int = 3) -> None:
         super().__init__()
-        self.down1 = _ConvBNReLU(in_channels, width, 2)
-        self.down2 = _ConvBNReLU(width, 2 * width, 2)
-        self.down3 = _ConvBNReLU(2 * width, 4 * width, 2)
+        self.down1 = ConvBNReLU(in_channels, width, 2)
+        self.down2 = ConvBNReLU(width, 2 * width, 2)
+        self.down3 = ConvBNReLU(2 * width, 4 * width, 2)
         self.maxpool = nn.MaxPool2d(2)
-        self.up2 = _ConvBNReLU(4 * width + 2 * width, 2 * width, 3)
-        self.up1 = _ConvBNReLU(2 * width + width, width, 3)
+        self.up2 = ConvBNReLU(4 * width + 2 * width, 2 * width, 3)
+        self.up1 = ConvBNReLU(2 * width + width, width, 3)
         self.classifier = nn.Sequential(nn.Conv2d(width, out_channels, 3, stride=2, padding=1))
 
     @staticmethod
