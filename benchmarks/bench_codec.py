@@ -7,8 +7,9 @@ Measures, in one run:
   repetition (shared machines drift by tens of percent within minutes, so every
   timing is set against the mean of the two peaks around it);
 * for each model: median wall time of ``forward`` / ``compress`` / ``decompress`` at the
-  chosen size (random weights, entropy tables built), the multiply-accumulates each
-  performs (true counting, see :mod:`compressai_transtic.complexity`), the achieved
+  chosen size (random weights, entropy tables built), the multiply-accumulates of its
+  layers (true counting, see :mod:`compressai_transtic.complexity`; BatchNorms that
+  inference folds into convolutions count as layers), the achieved
   GFLOP/s (2 FLOPs per MAC) as a share of the matmul peak (the median over the
   repetitions of each one's share of its own peak), and the peak resident memory of
   a fresh process doing that operation.

@@ -179,13 +179,17 @@ def _batchnorms_as_layers(model: Optional[nn.Module]) -> Iterator[None]:
     """Run the BatchNorms of ``model`` as layers while the context is open (inference
     folds them into the convolutions before them; Table A1 counts them)."""
     stacks = [m for m in model.modules() if isinstance(m, ConvBNReLU)] if model is not None else []
+    saved = [stack.__dict__.get("fold_batchnorm") for stack in stacks]
     for stack in stacks:
         stack.fold_batchnorm = False
     try:
         yield
     finally:
-        for stack in stacks:
-            del stack.fold_batchnorm  # the class default again
+        for stack, value in zip(stacks, saved):
+            if value is None:
+                stack.__dict__.pop("fold_batchnorm", None)  # the class default again
+            else:
+                stack.fold_batchnorm = value
 
 
 def count_macs_both(fn: Callable[[], Any], model: Optional[nn.Module] = None) -> Tuple[int, int]:
@@ -208,7 +212,8 @@ def count_macs(fn: Callable[[], Any], convention: str = "paper", model: Optional
             without bias adds, prompts projected as the authors' code does; the
             latter needs ``model``).
         model: the model ``fn`` runs, to find its Swin blocks and to count its
-            BatchNorms as layers (inference folds them into the convolutions).
+            BatchNorms as layers under both conventions (inference folds them into
+            the convolutions, so without ``model`` "true" leaves them out).
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from compressai_transtic.complexity import TABLE_A1, count_macs, format_table, main, table_a1
+from compressai_transtic.models.prompt_generator import PromptGenerator
 
 # Shallow is not expressible in the released code: its reading (see PromptConfig and
 # docs) is held to 3%, every other row to 0.5% (in practice they match to the printed
@@ -69,6 +70,20 @@ def test_deconvolutions_are_counted_on_their_output_grid_under_the_paper_convent
     paper = count_macs(lambda: deconv(x), "paper")
     assert true == 5 * 5 * 8 * 4 * 9
     assert paper == 10 * 10 * 8 * 4 * 9 == 4 * true
+
+
+def test_batchnorms_folded_at_inference_are_counted_as_layers_when_the_model_is_given():
+    """2 MACs per element of every BatchNorm's input (as the paper counts), which
+    inference folds into the convolutions; without the model, what runs is counted."""
+    gen = PromptGenerator(8, width=4).eval()
+    x = torch.rand(1, 3, 8, 8)
+    folded = count_macs(lambda: gen(x), "true")
+    bn_inputs = sum(4 * 8 * 8 for _ in range(2)) + sum(8 * 4 * 4 for _ in range(2))  # down1 (8x8), down2 (4x4)
+    bn_inputs += 16 * 2 * 2 * 2 + 8 * 4 * 4 * 3 + 4 * 8 * 8 * 3  # down3 (2x2), up2 (4x4), up1 (8x8)
+    assert count_macs(lambda: gen(x), "true", gen) == folded + 2 * bn_inputs
+    gen.down1.fold_batchnorm = False  # the user's setting survives a count
+    count_macs(lambda: gen(x), "paper", gen)
+    assert gen.down1.fold_batchnorm is False
 
 
 @pytest.mark.slow

@@ -445,3 +445,11 @@ def test_the_chosen_cpu_attention_is_the_one_that_runs(kind, runs, absent, promp
         set_cpu_attention("auto")
     names = {event.key for event in prof.key_averages()}
     assert runs in names and absent not in names
+
+
+@pytest.mark.parametrize("map_batch", [1, 3])
+def test_a_prompt_map_for_another_batch_is_refused(map_batch, cpu_attention):
+    block, x = _block_and_input(4, 2, 16, 24)
+    prompts = WindowPrompts(prompt_map=torch.randn(map_batch, 8, 12, 32), downsample=2)
+    with torch.no_grad(), pytest.raises(ValueError, match=f"prompt map holds {map_batch} images, the feature map 2"):
+        block(x, prompts)

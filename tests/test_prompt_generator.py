@@ -95,6 +95,40 @@ def test_inference_follows_weights_and_statistics_changed_in_place():
     torch.testing.assert_close(got, oracle(gen.state_dict(), x), rtol=0, atol=1e-12)
 
 
+def _batch_norm_ran(gen: PromptGenerator, x: Tensor) -> bool:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        gen(x)
+    return any("batch_norm" in event.key for event in prof.key_averages())
+
+
+def test_inference_folds_the_batchnorms_and_training_does_not():
+    """Seen from the operators PyTorch runs: no BatchNorm at inference; with autograd,
+    in training mode, or with one BatchNorm put back in training mode, every
+    BatchNorm runs (on its batch statistics where it is training)."""
+    gen = _generator_with_random_statistics()
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        assert not _batch_norm_ran(gen, x)
+    assert _batch_norm_ran(gen, x)  # autograd
+    gen.down2[4].train()
+    with torch.no_grad():
+        assert _batch_norm_ran(gen, x)
+
+
+def test_inference_follows_statistics_updated_by_a_training_pass():
+    """A training-mode pass updates the running statistics without bumping their
+    version counters; the next inference still uses the new statistics."""
+    gen = _generator_with_random_statistics()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        gen(x)
+        gen.train()
+        gen(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
+        gen.eval()
+        got = gen(x)
+    torch.testing.assert_close(got, oracle(gen.state_dict(), x), rtol=0, atol=1e-12)
+
+
 def test_skip_connections_come_first_in_both_concatenations():
     gen = _generator_with_random_statistics()
     seen: Dict[str, Tensor] = {}

@@ -315,10 +315,10 @@ PROMPTED = [
     ("tp-16", BOTH, [(2, 40, 56)]),  # and 35 windows: several chunks of windows
     ("tp-4", BOTH),
     ("tp-64", (True,)),
-    ("ip-legacy-d2", (True,)),
+    ("ip-legacy-d2", (True,), [(2, 40, 56)]),  # several chunks of windows per image
     ("ip-legacy-d4", (True,)),
     ("ip-aligned-d1", BOTH),
-    ("ip-aligned-d2", BOTH),
+    ("ip-aligned-d2", BOTH, [(2, 40, 56)]),
     ("ip-aligned-d4", (True,)),
     ("full-map-d2", BOTH),
     ("full-map-d4", (True,)),
@@ -330,7 +330,7 @@ PROMPTED = [
 @pytest.mark.parametrize("kind,shifted,b,h,w,route", _prompted_cases(PROMPTED, [(2, 16, 24)]))
 def test_prompted_swin_block_matches_the_independent_reference(kind, shifted, b, h, w, route, dtype):
     """Every prompt kind and mask layout on a 16x24 map (window 8: 2 x 3 windows), and
-    shared prompts on a 40x56 map as well (35 windows)."""
+    shared, per-window and full-token prompts on a 40x56 map as well (35 windows)."""
     check_block(b, h, w, 8, 4 if shifted else 0, kind, route, dtype)
 
 

@@ -4,7 +4,8 @@ Swin-transformer blocks that work on channel-last feature maps ``(B, H, W, C)`` 
 size, and residual Swin-transformer blocks (RSTB) that plug between convolutions.
 The modules, from the bottom up (each imports only those before it):
 
-* :mod:`.cache`: the least-recently-used cache of indices and biases;
+* :mod:`.cache`: the least-recently-used cache of indices and biases, and values
+  derived from parameters (:class:`~.cache.DerivedValue`);
 * :mod:`.geometry`: where the windows fall on a map (:class:`WindowGeometry`), and the
   cached gathers that move tokens between the map and window order;
 * :mod:`.masks`: relative position index, shifted-window, padding and prompt masks,

@@ -20,7 +20,7 @@ import contextlib
 import enum
 import functools
 import threading
-from typing import Hashable, Iterator, NamedTuple, Optional, Tuple
+from typing import Iterator, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import Tensor
 
-from .cache import tensors_key
+from .cache import DerivedValue
 from .masks import relative_position_index
 
 __all__ = [
@@ -279,8 +279,7 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
-        # (tensors_key of the weights, their packed layout)
-        self._packed: Optional[Tuple[Tuple[Hashable, ...], PackedWeights]] = None
+        self._packed: DerivedValue[PackedWeights] = DerivedValue()
 
     def relative_position_bias(self) -> Tensor:
         """``(num_heads, N, N)`` bias, ``N = window_size ** 2``."""
@@ -326,10 +325,10 @@ class WindowAttention(nn.Module):
     def packed_weights(self) -> PackedWeights:
         """:func:`pack_weights` of this module, cached until a weight changes (in place
         or replaced)."""
-        key = tensors_key((self.qkv.weight, self.proj.weight, self.qkv.bias, self.proj.bias))
-        if self._packed is None or self._packed[0] != key:
-            self._packed = (key, pack_weights(self.qkv, self.proj, self.num_heads, self.scale))
-        return self._packed[1]
+        return self._packed.get(
+            (self.qkv.weight, self.proj.weight, self.qkv.bias, self.proj.bias),
+            lambda: pack_weights(self.qkv, self.proj, self.num_heads, self.scale),
+        )
 
     def packed_prompt_kv(self, tokens: Tensor) -> Tuple[Tensor, Tensor]:
         """Keys and values of prompt tokens ``(..., P, C)`` for :meth:`attend_windows`:

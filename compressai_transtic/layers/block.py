@@ -342,10 +342,12 @@ class SwinBlock(nn.Module):
     def _prompt_tokens(self, prompts: Optional[WindowPrompts], plan: _Plan, b: int) -> Optional[Tensor]:
         """The prompt tokens of every window ``(B, nW, P, C)``, for full-token and
         per-window prompts (else None)."""
-        if prompts is None:
+        if prompts is None or not (plan.mode is PromptMode.FULL or plan.mode.per_window):
             return None
         if plan.mode is PromptMode.FULL:
-            return self._partition(prompts.full_token_map(plan.geometry, plan.downsample, b), plan.prompt_geometry)
-        if plan.mode.per_window:
-            return self._partition(*prompts.window_prompt_map(plan.geometry, plan.downsample))
-        return None
+            tokens = self._partition(prompts.full_token_map(plan.geometry, plan.downsample, b), plan.prompt_geometry)
+        else:
+            tokens = self._partition(*prompts.window_prompt_map(plan.geometry, plan.downsample))
+        if tokens.shape[0] != b:
+            raise ValueError(f"the prompt map holds {tokens.shape[0]} images, the feature map {b}")
+        return tokens

@@ -1,30 +1,63 @@
-"""The caches of the layers: a small least-recently-used map, and keys for values
-derived from parameters.
+"""The caches of the layers: a small least-recently-used map, and values derived from
+parameters.
 
-One instance holds the window indices (:mod:`.geometry`, per map size), and each
-Swin block has one for its attention biases (per map size and prompt layout). Both
-are rebuilt on a miss, so an evicted entry only costs time. The cache takes a lock
-because several threads may run the same layer at once.
+One :class:`LRUCache` holds the window indices (:mod:`.geometry`, per map size), and
+each Swin block has one for its attention biases (per map size and prompt layout).
+Both are rebuilt on a miss, so an evicted entry only costs time. The cache takes a
+lock because several threads may run the same layer at once. A
+:class:`DerivedValue` holds one value computed from some tensors (the packed
+attention weights, the prompt generator's folded convolutions) and rebuilds it when
+one of them changes.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Generic, Hashable, Iterable, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Generic, Hashable, Iterable, Optional, Sequence, Tuple, TypeVar
 
 from torch import Tensor
 
 V = TypeVar("V")
 
-__all__ = ["LRUCache", "tensors_key"]
+__all__ = ["DerivedValue", "LRUCache", "tensors_key"]
 
 
 def tensors_key(tensors: Iterable[Optional[Tensor]]) -> Tuple[Hashable, ...]:
-    """A key for values derived from ``tensors`` that changes whenever one of them is
-    changed in place (its version counter) or replaced (its storage address, dtype or
-    device)."""
+    """A key that changes whenever one of ``tensors`` is changed in place (its version
+    counter) or replaced by a tensor at another address, of another dtype or on
+    another device. A freed tensor's address can be taken by its successor; a cache
+    that must tell them apart keeps the old storage alive (:class:`DerivedValue`)."""
     return tuple(None if t is None else (t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
+
+
+class DerivedValue(Generic[V]):
+    """One value computed from some tensors, rebuilt when one of them changes in place
+    or is replaced.
+
+    The entry keeps the storages it was built from alive, so that no later tensor can
+    take over one of their addresses and pass for it. Copies of the owner (deepcopy,
+    pickling) start empty.
+    """
+
+    def __init__(self) -> None:
+        self._entry: Optional[Tuple[Tuple[Hashable, ...], Tuple[Optional[Tensor], ...], V]] = None
+
+    def get(self, tensors: Sequence[Optional[Tensor]], build: Callable[[], V]) -> V:
+        """The value for ``tensors``, built by ``build()`` when they changed."""
+        key = tensors_key(tensors)
+        entry = self._entry
+        if entry is None or entry[0] != key:
+            sources = tuple(None if t is None else t.detach() for t in tensors)  # same storage and version counter
+            entry = (key, sources, build())
+            self._entry = entry
+        return entry[2]
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self._entry = None
 
 
 class LRUCache(Generic[V]):

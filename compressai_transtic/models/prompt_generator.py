@@ -3,7 +3,7 @@ the prompt features of the encoder stages."""
 
 from __future__ import annotations
 
-from typing import Hashable, List, Optional, Tuple, cast
+from typing import List, Optional, Tuple, cast
 
 import torch
 import torch.nn as nn
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ..layers.cache import tensors_key
+from ..layers.cache import DerivedValue
 
 __all__ = ["ConvBNReLU", "PromptGenerator"]
 
@@ -19,11 +19,11 @@ __all__ = ["ConvBNReLU", "PromptGenerator"]
 class ConvBNReLU(nn.Sequential):
     """``repeats`` x (conv3x3, BatchNorm, ReLU); indices 0/1/2, 3/4/5, ...
 
-    At inference (eval mode, no autograd) each BatchNorm is a fixed per-channel affine
-    map, folded into the convolution before it: one pass over the map instead of two,
-    same function up to float rounding. The folded weights are cached until a
-    parameter or running statistic changes; forward hooks on the inner convolutions
-    and BatchNorms do not fire on that path.
+    At inference (no autograd, every BatchNorm in eval mode with running statistics)
+    each BatchNorm is a fixed per-channel affine map, folded into the convolution
+    before it: one pass over the map instead of two, the same function up to float
+    rounding. The folded weights are rebuilt when a weight or running statistic
+    changes; forward hooks on the inner layers do not fire on that path.
     """
 
     #: fold the BatchNorms at inference; complexity counting turns it off on an instance
@@ -39,39 +39,57 @@ class ConvBNReLU(nn.Sequential):
                 nn.ReLU(inplace=True),
             ]
         super().__init__(*layers)
-        # (tensors_key of the convolutions and BatchNorms, folded (weight, bias) per layer)
-        self._folded: Optional[Tuple[Tuple[Hashable, ...], List[Tuple[Tensor, Tensor]]]] = None
-
-    def _pairs(self) -> List[Tuple[nn.Conv2d, nn.BatchNorm2d]]:
-        layers = list(self)
-        return [(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, bn)) for conv, bn in zip(layers[0::3], layers[1::3])]
+        self._folded: DerivedValue[List[Tuple[Tensor, Tensor]]] = DerivedValue()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training or torch.is_grad_enabled() or not self.fold_batchnorm:
+        pairs = self._foldable_pairs()
+        if pairs is None:
             return super().forward(x)
-        for (conv, _), (weight, bias) in zip(self._pairs(), self.folded_layers()):
+        for (conv, _), (weight, bias) in zip(pairs, self._folded_layers(pairs)):
             x = F.relu_(conv._conv_forward(x, weight, bias))
         return x
 
-    def folded_layers(self) -> List[Tuple[Tensor, Tensor]]:
-        """``(weight, bias)`` of every convolution with its BatchNorm's running
-        statistics and affine parameters folded in."""
-        pairs = self._pairs()
-        key = tensors_key(
+    def _foldable_pairs(self) -> Optional[List[Tuple[nn.Conv2d, nn.BatchNorm2d]]]:
+        """The (convolution, BatchNorm) pairs when this call may fold them, else None."""
+        if torch.is_grad_enabled() or not self.fold_batchnorm:
+            return None
+        layers = list(self)
+        pairs = list(zip(layers[0::3], layers[1::3]))
+        kinds = all(type(r) is nn.ReLU for r in layers[2::3]) and len(layers) == 3 * len(pairs)
+        if not kinds or not all(_foldable(conv, bn) for conv, bn in pairs):
+            return None
+        return cast(List[Tuple[nn.Conv2d, nn.BatchNorm2d]], pairs)
+
+    def _folded_layers(self, pairs: List[Tuple[nn.Conv2d, nn.BatchNorm2d]]) -> List[Tuple[Tensor, Tensor]]:
+        """``(weight, bias)`` of every convolution with its BatchNorm folded in.
+
+        ``num_batches_tracked`` is part of the key: a BatchNorm updates its running
+        statistics in training mode without bumping their version counters.
+        """
+        tensors = [
             t
             for conv, bn in pairs
-            for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        )
-        if self._folded is None or self._folded[0] != key:
-            self._folded = (key, [_fold(conv, bn) for conv, bn in pairs])
-        return self._folded[1]
+            for t in (conv.weight, conv.bias, bn.weight, bn.bias)
+            + (bn.running_mean, bn.running_var, bn.num_batches_tracked)
+        ]
+        return self._folded.get(tensors, lambda: [_fold(conv, bn) for conv, bn in pairs])
+
+
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    return (
+        isinstance(conv, nn.Conv2d)
+        and isinstance(bn, nn.BatchNorm2d)
+        and not bn.training
+        and bn.running_mean is not None
+        and bn.running_var is not None
+    )
 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
     """A convolution followed by a BatchNorm in eval mode as one convolution's
     ``(weight, bias)``."""
     mean, var = bn.running_mean, bn.running_var
-    assert mean is not None and var is not None, "the prompt generator's BatchNorms keep running statistics"
+    assert mean is not None and var is not None  # _foldable checked it
     with torch.no_grad():
         weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, mean, var, bn.eps, bn.weight, bn.bias)
     return weight.detach(), bias.detach()
