@@ -11,6 +11,7 @@ from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianC
 from torch import Tensor
 
 from .entropy_coder import SYMBOL_LIMIT, CodingTables, decode, encode
+from .layers.cache import DerivedValue
 
 __all__ = ["LegacyEntropyBottleneck", "BucketizedGaussianConditional", "SafeEntropyCoding"]
 
@@ -32,12 +33,8 @@ class SafeEntropyCoding(EntropyModel):
         buffers = (self._quantized_cdf, self._cdf_length, self._offset)
         if any(t.numel() == 0 for t in buffers):
             raise ValueError(f"{type(self).__name__} has no coding tables: call update() (or update(force=True))")
-        key = tuple((t._version, t.data_ptr(), tuple(t.shape)) for t in buffers)
-        cached = self.__dict__.get("_tables")
-        if cached is None or cached[0] != key:
-            tables = CodingTables.from_cdfs(*(t.detach().cpu().numpy() for t in buffers))
-            cached = self.__dict__["_tables"] = (key, tables)
-        return cached[1]
+        cache: DerivedValue[CodingTables] = self.__dict__.setdefault("_tables", DerivedValue())
+        return cache.get(buffers, lambda: CodingTables.from_cdfs(*(t.detach().cpu().numpy() for t in buffers)))
 
     def compress(self, inputs: Tensor, indexes: Tensor, means: Optional[Tensor] = None) -> List[bytes]:
         """Entropy-code ``inputs`` (``(B, C, ...)``) with the tables picked by ``indexes``;

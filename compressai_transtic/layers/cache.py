@@ -6,8 +6,8 @@ each Swin block has one for its attention biases (per map size and prompt layout
 Both are rebuilt on a miss, so an evicted entry only costs time. The cache takes a
 lock because several threads may run the same layer at once. A
 :class:`DerivedValue` holds one value computed from some tensors (the packed
-attention weights, the prompt generator's folded convolutions) and rebuilds it when
-one of them changes.
+attention weights, the prompt generator's folded convolutions, the entropy coder's
+tables) and rebuilds it when one of them changes.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ __all__ = ["DerivedValue", "LRUCache", "tensors_key"]
 
 def tensors_key(tensors: Iterable[Optional[Tensor]]) -> Tuple[Hashable, ...]:
     """A key that changes whenever one of ``tensors`` is changed in place (its version
-    counter) or replaced by a tensor at another address, of another dtype or on
-    another device. A freed tensor's address can be taken by its successor; a cache
+    counter) or replaced by a tensor at another address, of another shape or dtype or
+    on another device. A freed tensor's address can be taken by its successor; a cache
     that must tell them apart keeps the old storage alive (:class:`DerivedValue`)."""
-    return tuple(None if t is None else (t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
+    return tuple(None if t is None else (t._version, t.data_ptr(), tuple(t.shape), t.dtype, t.device) for t in tensors)
 
 
 class DerivedValue(Generic[V]):

@@ -242,7 +242,7 @@ def window_biases(bias: Tensor, mask: Optional[Tensor], geometry: WindowGeometry
     masked = ordered.flatten(1).ne(0).any(1).tolist()
     first = masked.index(True) if True in masked else nw
     boundary = ordered[first:].to(device=like.device, dtype=like.dtype)
-    return [BiasPart(0, first, bias[None]), BiasPart(first, nw, (boundary[:, None] + bias).contiguous())]
+    return [BiasPart(0, first, bias[None]), BiasPart(first, nw, boundary[:, None] + bias)]
 
 
 def reference_biases(bias: Tensor, mask: Optional[Tensor], geometry: WindowGeometry, like: Tensor) -> List[BiasPart]:
