@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import compressai_transtic.layers.block as block_module
 from compressai_transtic.layers import (
     RSTB,
     SwinBlock,
@@ -26,7 +27,7 @@ from compressai_transtic.layers import (
 )
 from compressai_transtic.layers.attention import pack_weights, packed_window_attention
 from compressai_transtic.layers.cache import LRUCache
-from compressai_transtic.layers.masks import PromptMode, legacy_prompt_mask
+from compressai_transtic.layers.masks import PromptMode, attention_mask, legacy_prompt_mask, masked_windows
 from compressai_transtic.layers.workspace import scratch
 
 
@@ -85,6 +86,53 @@ def test_window_order_puts_last_row_and_column_last():
     order = window_order(3, 4).tolist()
     assert order[:6] == [0, 1, 2, 4, 5, 6]
     assert sorted(order[6:]) == [3, 7, 8, 9, 10, 11]
+
+
+_MASK_CASES = [
+    # (map h, w, window, shift, mode, prompts per window, prompt-map stride)
+    (32, 48, 8, 4, PromptMode.NONE, 0, 1),
+    (25, 41, 8, 4, PromptMode.NONE, 0, 1),  # padding and shift reach the second-to-last row/column
+    (30, 29, 8, 0, PromptMode.NONE, 0, 1),
+    (30, 29, 8, 4, PromptMode.SHARED, 5, 1),
+    (32, 48, 8, 4, PromptMode.WINDOW, 4, 4),
+    (32, 48, 8, 4, PromptMode.LEGACY, 4, 4),
+    (32, 48, 8, 4, PromptMode.FULL, 4, 4),
+    (30, 29, 8, 4, PromptMode.FULL, 4, 4),
+]
+
+
+@pytest.mark.parametrize("h,w,window,shift,mode,p,d", _MASK_CASES)
+def test_the_mask_of_some_windows_is_their_rows_of_the_whole_mask(h, w, window, shift, mode, p, d):
+    geometry = WindowGeometry.cover(h, w, window, shift)
+    whole = attention_mask(geometry, mode, p, d)
+    assert whole is not None
+    windows = torch.tensor([geometry.num_windows - 1, 0, 3])
+    assert torch.equal(attention_mask(geometry, mode, p, d, windows), whole[windows])
+
+
+@pytest.mark.parametrize("h,w,window,shift,mode,p,d", _MASK_CASES)
+def test_every_window_with_a_mask_is_flagged_without_building_the_mask(h, w, window, shift, mode, p, d):
+    geometry = WindowGeometry.cover(h, w, window, shift)
+    carries_mask = attention_mask(geometry, mode, p, d).flatten(1).ne(0).any(1)
+    flags = masked_windows(geometry, mode, d)
+    assert not (carries_mask & ~flags).any()
+    assert torch.equal(flags, carries_mask)  # and, in these layouts, only those
+
+
+def test_a_large_map_builds_the_masks_of_its_boundary_windows_only(monkeypatch):
+    """At 512x768 a mask of every window would take 100 MB; the boundary has 159 windows."""
+    built = []
+
+    def recording_mask(*args, **kwargs):
+        mask = attention_mask(*args, **kwargs)
+        built.append(mask.shape[0])
+        return mask
+
+    monkeypatch.setattr(block_module, "attention_mask", recording_mask)
+    block = SwinBlock(8, 2, 8, 4).eval()
+    with torch.no_grad():
+        block(torch.randn(1, 512, 768, 8))
+    assert built == [64 + 96 - 1]
 
 
 def _block_and_input(shift: int, b: int, h: int, w: int, dim: int = 32):

@@ -12,7 +12,7 @@ shared by the windows that need no mask.
 from __future__ import annotations
 
 import enum
-from typing import List, NamedTuple, Optional
+from typing import Callable, List, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -28,6 +28,7 @@ __all__ = [
     "shifted_window_mask",
     "legacy_prompt_mask",
     "attention_mask",
+    "masked_windows",
     "prompt_bias",
     "window_biases",
     "reference_biases",
@@ -154,61 +155,104 @@ def legacy_prompt_mask(image_mask: Tensor, num_prompts: int) -> Tensor:
     return torch.cat([image_mask, prompt_part], dim=-1)
 
 
-def _geometry_labels(geometry: WindowGeometry) -> Tensor:
-    return region_labels(geometry.height, geometry.width, geometry.window, geometry.shift)
+def _rows(t: Tensor, windows: Optional[Tensor]) -> Tensor:
+    return t if windows is None else t[windows]
 
 
-def _image_key_mask(geometry: WindowGeometry, mode: PromptMode, num_prompts: int) -> Optional[Tensor]:
+def _geometry_labels(geometry: WindowGeometry, windows: Optional[Tensor] = None) -> Tensor:
+    return _rows(region_labels(geometry.height, geometry.width, geometry.window, geometry.shift), windows)
+
+
+def _padding_mask(geometry: WindowGeometry, windows: Optional[Tensor]) -> Tensor:
+    return _rows(padding_key_mask(geometry), windows)[:, None, :]  # nW, 1, N
+
+
+def _image_key_mask(
+    geometry: WindowGeometry, mode: PromptMode, num_prompts: int, windows: Optional[Tensor]
+) -> Optional[Tensor]:
     """The mask without prompts, or with shared prompt keys (which every token sees)."""
     n = geometry.window_tokens
     mask = None
     if geometry.shift:
-        labels = _geometry_labels(geometry)
+        labels = _geometry_labels(geometry, windows)
         mask = label_mask(labels, labels)
     if geometry.padded:
-        pad = padding_key_mask(geometry)[:, None, :]  # nW, 1, N
+        pad = _padding_mask(geometry, windows)
         mask = pad.expand(-1, n, -1) if mask is None else mask + pad
     if mask is not None and mode is PromptMode.SHARED:
         mask = torch.cat([mask.new_zeros(mask.shape[0], n, num_prompts), mask], dim=-1)
     return mask
 
 
-def _full_token_mask(geometry: WindowGeometry, prompt_labels: Tensor, num_prompts: int) -> Tensor:
+def _full_token_mask(
+    geometry: WindowGeometry, prompt_labels: Tensor, num_prompts: int, windows: Optional[Tensor]
+) -> Tensor:
     """The mask when prompts are full tokens: every token, prompt or not, keeps to its
     region, and nobody attends to padded keys."""
-    labels = torch.cat([prompt_labels, _geometry_labels(geometry)], dim=1)
+    labels = torch.cat([prompt_labels, _geometry_labels(geometry, windows)], dim=1)
     mask = label_mask(labels, labels)
     if geometry.padded:
-        pad = padding_key_mask(geometry)[:, None, :]
+        pad = _padding_mask(geometry, windows)
         mask = mask + torch.cat([pad.new_zeros(pad.shape[0], 1, num_prompts), pad], dim=-1)
     return mask
 
 
-def attention_mask(
-    geometry: WindowGeometry, mode: PromptMode, num_prompts: int = 0, downsample: int = 1
-) -> Optional[Tensor]:
-    """Additive mask ``(nW, Nq, K)`` in raster window order, or None if nothing is masked.
-
-    ``K`` counts the prompt keys (first) then the window's tokens; ``Nq`` counts the
-    prompts too when they are full tokens. ``downsample`` is the stride of the prompt
-    map relative to the block's map (per-window and full-token prompts).
-    """
+def _check_prompt_geometry(geometry: WindowGeometry, mode: PromptMode) -> None:
     if geometry.padded and mode.per_window:
         raise RuntimeError(
             f"per-window prompts need a feature map that is a multiple of the window ({geometry.window}); "
             f"got {geometry.valid_height}x{geometry.valid_width}"
         )
+
+
+def attention_mask(
+    geometry: WindowGeometry,
+    mode: PromptMode,
+    num_prompts: int = 0,
+    downsample: int = 1,
+    windows: Optional[Tensor] = None,
+) -> Optional[Tensor]:
+    """Additive mask ``(nW, Nq, K)`` in raster window order, or None if nothing is masked.
+
+    ``K`` counts the prompt keys (first) then the window's tokens; ``Nq`` counts the
+    prompts too when they are full tokens. ``downsample`` is the stride of the prompt
+    map relative to the block's map (per-window and full-token prompts). ``windows``
+    (raster ids) builds the mask of those windows only, in that order: a mask of every
+    window of a large map takes hundreds of megabytes, of which only the boundary
+    windows' part is not zero.
+    """
+    _check_prompt_geometry(geometry, mode)
     if mode in (PromptMode.NONE, PromptMode.SHARED):
-        return _image_key_mask(geometry, mode, num_prompts)
+        return _image_key_mask(geometry, mode, num_prompts, windows)
     if not geometry.shift and not geometry.padded:
         return None
-    image_labels = _geometry_labels(geometry)
+    image_labels = _geometry_labels(geometry, windows)
     if mode is PromptMode.LEGACY:
         return legacy_prompt_mask(label_mask(image_labels, image_labels), num_prompts)
-    prompt_labels = _geometry_labels(geometry.downsampled(downsample))
+    prompt_labels = _geometry_labels(geometry.downsampled(downsample), windows)
     if mode is PromptMode.WINDOW:
         return torch.cat([label_mask(image_labels, prompt_labels), label_mask(image_labels, image_labels)], dim=-1)
-    return _full_token_mask(geometry, prompt_labels, num_prompts)
+    return _full_token_mask(geometry, prompt_labels, num_prompts, windows)
+
+
+def masked_windows(geometry: WindowGeometry, mode: PromptMode, downsample: int = 1) -> Tensor:
+    """``(nW,)`` booleans in raster window order: the windows whose :func:`attention_mask`
+    may hold a non-zero entry, found without building it.
+
+    A window's mask is zero unless its tokens (and, for per-window and full-token
+    prompts, its prompts) carry more than one region label, or it holds padded keys.
+    The flags may include a window whose mask turns out zero, never miss one that is not.
+    """
+    _check_prompt_geometry(geometry, mode)
+    flags = torch.zeros(geometry.num_windows, dtype=torch.bool)
+    if geometry.shift:
+        labels = _geometry_labels(geometry)
+        if mode.per_window or mode is PromptMode.FULL:
+            labels = torch.cat([_geometry_labels(geometry.downsampled(downsample)), labels], dim=1)
+        flags |= labels.ne(labels[:, :1]).any(1)
+    if geometry.padded:
+        flags |= padding_key_mask(geometry).ne(0).any(1)
+    return flags
 
 
 def prompt_bias(relative: Tensor, mode: PromptMode, num_prompts: int) -> Tensor:
@@ -224,24 +268,29 @@ def prompt_bias(relative: Tensor, mode: PromptMode, num_prompts: int) -> Tensor:
     return torch.cat([relative.new_zeros(heads, n, num_prompts), relative], dim=-1)
 
 
-def window_biases(bias: Tensor, mask: Optional[Tensor], geometry: WindowGeometry, like: Tensor) -> List[BiasPart]:
+def window_biases(
+    bias: Tensor, masks: Callable[[Tensor], Optional[Tensor]], flags: Tensor, geometry: WindowGeometry, like: Tensor
+) -> List[BiasPart]:
     """The bias of every window in :func:`window_order`, in at most two parts.
 
-    Windows before the first one that carries a mask share the broadcast ``bias``.
-    That is every interior window, except when padding and shift together push
-    padded keys into the second-to-last window row or column. The boundary windows
-    get ``mask + bias`` in ``like``'s dtype and on its device. Both parts are
-    contiguous: the attention kernels add them to every window's scores, and a bias
-    in the table's head-last order makes that add several times slower.
+    Windows before the first one that may carry a mask (``flags``, from
+    :func:`masked_windows`) share the broadcast ``bias``. That is every interior
+    window, except when padding and shift together push padded keys into the
+    second-to-last window row or column. The windows from there on get
+    ``mask + bias`` in ``like``'s dtype and on its device, their masks built by
+    ``masks(raster window ids)`` (:func:`attention_mask` for those windows only). Both
+    parts are contiguous: the attention kernels add them to every window's scores, and
+    a bias in the table's head-last order makes that add several times slower.
     """
     nw = geometry.num_windows
     bias = bias.contiguous()
+    order = window_order(geometry.windows_h, geometry.windows_w)
+    ordered_flags = flags[order].tolist()
+    first = ordered_flags.index(True) if True in ordered_flags else nw
+    mask = masks(order[first:]) if first < nw else None
     if mask is None:
         return [BiasPart(0, nw, bias[None])]
-    ordered = mask[window_order(geometry.windows_h, geometry.windows_w)]
-    masked = ordered.flatten(1).ne(0).any(1).tolist()
-    first = masked.index(True) if True in masked else nw
-    boundary = ordered[first:].to(device=like.device, dtype=like.dtype)
+    boundary = mask.to(device=like.device, dtype=like.dtype)
     return [BiasPart(0, first, bias[None]), BiasPart(first, nw, boundary[:, None] + bias)]
 
 
