@@ -19,6 +19,10 @@ Measures, in one run:
 
 The CPU's model name and vector extensions (AVX2, AVX-512, AMX) head the table:
 attention and GELU kernels, and so the share of peak, differ between CPU classes.
+``--isa avx2`` runs the workers with every library's vector code limited to AVX2
+(PyTorch's kernels, oneDNN's convolutions, MKL's products): an AVX2 CPU's code on
+this CPU's cores and caches, for a machine with AVX-512 and no AVX2-only machine at
+hand. The table says so in its heading.
 
 Prints a table and writes JSON::
 
@@ -69,6 +73,13 @@ def matmul_peak(threads: int, n: int = 2048, repeat: int = 7) -> float:
 
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+#: environment that limits each library's CPU dispatch to an instruction set; read
+#: when the libraries load, so set for the worker processes only
+ISA_LIMITS: Dict[str, Dict[str, str]] = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
 
 
 def cpu_description() -> Dict[str, Any]:
@@ -161,7 +172,7 @@ def run_worker(args: argparse.Namespace, model: str, op: str, size: Sequence[int
     cmd = [sys.executable, __file__, "--worker", model, op, "--size", str(size[0]), str(size[1])]
     cmd += ["--threads", str(args.threads), "--repeat", str(args.repeat), "--cpu-attention", args.cpu_attention]
     cmd += ["--batch", str(batch)]
-    env = dict(os.environ)
+    env = dict(os.environ, **ISA_LIMITS[args.isa])
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -172,6 +183,9 @@ def run_worker(args: argparse.Namespace, model: str, op: str, size: Sequence[int
 def print_table(rows: List[Dict[str, Any]], cpu: Dict[str, Any], args: argparse.Namespace) -> None:
     isa = ", ".join(cpu["isa"]) or "none of " + ", ".join(ISA_FLAGS)
     print(f"CPU: {cpu['model']} ({cpu['cpus']} logical CPUs; {isa})")
+    if ISA_LIMITS[args.isa]:
+        limits = ", ".join(f"{k}={v}" for k, v in ISA_LIMITS[args.isa].items())
+        print(f"vector code limited to {args.isa.upper()} on this CPU ({limits})")
     if rows:
         print(f"torch {rows[0]['torch']}, CPU capability {rows[0]['cpu_capability']}")
     print(
@@ -209,6 +223,12 @@ def main() -> int:
         choices=["auto", "packed", "sdpa"],
         help="CPU attention implementation (see compressai_transtic.layers.set_cpu_attention)",
     )
+    parser.add_argument(
+        "--isa",
+        default="native",
+        choices=sorted(ISA_LIMITS),
+        help="limit the libraries' vector code to this instruction set (an AVX2 CPU's code on an AVX-512 one)",
+    )
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"))
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "OP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -238,6 +258,7 @@ def main() -> int:
         "machine": {"platform": platform.platform(), "cpu": cpu},
         "threads": args.threads,
         "cpu_attention": args.cpu_attention,
+        "isa_limit": ISA_LIMITS[args.isa],
         "rows": rows,
     }
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
