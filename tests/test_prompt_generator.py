@@ -9,14 +9,14 @@ other order loads with ``strict=True`` too, so only a test of values can catch i
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from compressai_transtic.models import TransTIC
+from compressai_transtic.models import TransTIC, prompt_generator
 from compressai_transtic.models.prompt_generator import PromptGenerator
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, as in the released model
@@ -83,6 +83,55 @@ def test_prompt_generator_matches_the_facts_page_in_float64(height, width, autog
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("height,width", [(64, 48), (36, 20)])
+@pytest.mark.parametrize("strip_pixels", [1, 150])
+def test_inference_in_strips_of_rows_matches_the_facts_page(monkeypatch, height, width, strip_pixels):
+    """At inference the full-resolution top level runs in strips of rows (one output
+    row per strip with ``strip_pixels=1``); the strips' margins make it the same function."""
+    monkeypatch.setattr(prompt_generator, "STRIP_PIXELS", strip_pixels)
+    gen = _generator_with_random_statistics()
+    x = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        got = gen(x)
+    torch.testing.assert_close(got, oracle(gen.state_dict(), x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("height,width", [(30, 22), (33, 17), (5, 9)])
+def test_strips_match_the_whole_map_on_sizes_the_pooling_does_not_halve_evenly(monkeypatch, height, width):
+    """Odd sizes (outside the facts page, whose input is a multiple of 4): the strips
+    against the layers run on whole maps with autograd, in float64 and in float32."""
+    monkeypatch.setattr(prompt_generator, "STRIP_PIXELS", 40)
+    gen = _generator_with_random_statistics()
+    for dtype, atol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        gen = gen.to(dtype)
+        x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(1), dtype=dtype)
+        with torch.no_grad():
+            got = gen(x)
+        torch.testing.assert_close(got, gen(x).detach(), rtol=0, atol=atol)
+
+
+def test_inference_never_holds_the_way_up_of_the_whole_map(monkeypatch):
+    """Every convolution of ``up2``, ``up1`` and the classifier sees a strip of a few rows."""
+    monkeypatch.setattr(prompt_generator, "STRIP_PIXELS", 64 * 8)
+    heights: Dict[int, List[int]] = {64: [], 32: []}  # by width: full and half resolution
+    conv2d = F.conv2d
+
+    def recording_conv2d(x, *args, **kwargs):
+        heights.get(x.shape[-1], []).append(x.shape[-2])
+        return conv2d(x, *args, **kwargs)
+
+    monkeypatch.setattr(F, "conv2d", recording_conv2d)
+    gen = _generator_with_random_statistics()
+    with torch.no_grad():
+        gen(torch.rand(1, 3, 96, 64, dtype=torch.float64))
+    full, half = heights[64], heights[32]
+    assert full[:2] == [96, 96] and half[:2] == [48, 48]  # down1 and down2 run on whole maps
+    # up2: 16 rows per strip, 3 rows of margin each way
+    assert len(half[2:]) == 3 * (48 // 16) and max(half[2:]) <= 16 + 2 * 3
+    # classifier: 4 output rows per strip from 10 input rows at most; up1: 3 rows of margin each way
+    assert len(full[2:]) == 4 * (48 // 4) and max(full[2:]) <= 10 + 2 * 3
+
+
 def test_inference_follows_weights_and_statistics_changed_in_place():
     """The folded convolutions are rebuilt when a loaded state dict (or an optimiser
     step) changes a weight or a running statistic in place."""
@@ -140,8 +189,7 @@ def test_skip_connections_come_first_in_both_concatenations():
     gen.down2.register_forward_hook(keep("down2"))
     gen.up2.register_forward_pre_hook(keep("up2_input"))
     gen.up1.register_forward_pre_hook(keep("up1_input"))
-    with torch.no_grad():
-        gen(torch.rand(1, 3, 32, 32, dtype=torch.float64))
+    gen(torch.rand(1, 3, 32, 32, dtype=torch.float64))  # with autograd: inference runs up1 in strips
     assert seen["up2_input"].shape[1] == 64 + 128
     assert seen["up1_input"].shape[1] == 32 + 64
     assert torch.equal(seen["up2_input"][:, :64], seen["down2"])

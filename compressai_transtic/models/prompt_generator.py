@@ -3,7 +3,7 @@ the prompt features of the encoder stages."""
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, cast
+from typing import List, NamedTuple, Optional, Tuple, cast
 
 import torch
 import torch.nn as nn
@@ -48,6 +48,12 @@ class ConvBNReLU(nn.Sequential):
         for (conv, _), (weight, bias) in zip(pairs, self._folded_layers(pairs)):
             x = F.relu_(conv._conv_forward(x, weight, bias))
         return x
+
+    def folded(self) -> Optional[List[Tuple[Tensor, Tensor]]]:
+        """``(weight, bias)`` of every 3x3 convolution with its BatchNorm folded in (each
+        followed by a ReLU), when this call would fold them (see the class), else None."""
+        pairs = self._foldable_pairs()
+        return None if pairs is None else self._folded_layers(pairs)
 
     def _foldable_pairs(self) -> Optional[List[Tuple[nn.Conv2d, nn.BatchNorm2d]]]:
         """The (convolution, BatchNorm) pairs when this call may fold them, else None."""
@@ -131,9 +137,151 @@ class PromptGenerator(nn.Module):
         return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        d1 = self.down1(x)
-        d2 = self.down2(self.maxpool(d1))
-        d3 = self.down3(self.maxpool(d2))
+        levels = self._down(x)
+        up2, up1 = self.up2.folded(), self.up1.folded()
+        if up2 is not None and up1 is not None and self._convolutions_as_built():
+            return self._merge_in_strips(levels, up2, up1)
+        d1, d2, d3 = levels
         u2 = self.up2(torch.cat([d2, self._up(d3, d2)], dim=1))  # skip first, then upsampled
         u1 = self.up1(torch.cat([d1, self._up(u2, d1)], dim=1))
         return self.classifier(u1)
+
+    def _down(self, x: Tensor) -> List[Tensor]:
+        """The U-Net's three levels on the way down (full, 1/2 and 1/4 resolution)."""
+        d1 = self.down1(x)
+        d2 = self.down2(self.maxpool(d1))
+        return [d1, d2, self.down3(self.maxpool(d2))]
+
+    def _convolutions_as_built(self) -> bool:
+        """Whether ``up2``, ``up1`` and ``classifier`` still hold the 3x3 zero-padded
+        convolutions that the strips assume (a user may have swapped a layer)."""
+        convs = list(self.up2)[0::3] + list(self.up1)[0::3] + list(self.classifier)
+        strides = [1] * (len(convs) - 1) + [2]
+        return len(self.classifier) == 1 and all(_is_3x3(conv, stride) for conv, stride in zip(convs, strides))
+
+    def _merge_in_strips(
+        self, levels: List[Tensor], up2: List[Tuple[Tensor, Tensor]], up1: List[Tuple[Tensor, Tensor]]
+    ) -> Tensor:
+        """Inference: the U-Net's way up strip by strip of rows, with the folded layers
+        ``up2`` and ``up1``; ``levels`` (from :meth:`_down`) is emptied as they are used.
+
+        On the whole map, the concatenation, the upsampled map and the layers of ``up1``
+        take seven maps of ``width`` channels at full resolution (900 bytes per pixel at
+        width 32), those of ``up2`` six of twice the width at half resolution. A strip of
+        about :data:`STRIP_PIXELS` pixels holds them for a few rows only. Each strip
+        reads a margin of rows (one per 3x3 convolution), so it computes the same
+        function as the whole map, up to float rounding.
+        """
+        d3, d2 = levels.pop(), levels.pop()
+        height, width = d2.shape[-2:]
+        u2 = _empty_map(d2, up2[-1][0].shape[0], height, width)
+        step = max(1, STRIP_PIXELS // width)
+        for start in range(0, height, step):
+            rows = _RowSpan(start, min(height, start + step), height)
+            u2[:, :, rows.start : rows.end] = _merged_rows(d2, d3, up2, rows)
+        del d2, d3  # the last references: the list gave them up
+        d1 = levels.pop()
+        conv = cast(nn.Conv2d, self.classifier[0])
+        height, width = d1.shape[-2:]
+        out = _empty_map(d1, conv.out_channels, (height - 1) // 2 + 1, (width - 1) // 2 + 1)
+        step = max(1, STRIP_PIXELS // (2 * width))  # output rows per strip
+        for start in range(0, out.shape[-2], step):
+            rows = _RowSpan(start, min(out.shape[-2], start + step), out.shape[-2])
+            source = _RowSpan(2 * rows.start - 2, 2 * rows.end, height).clipped()  # from an even row
+            u1 = _merged_rows(d1, u2, up1, source)
+            out[:, :, rows.start : rows.end] = _conv_rows(u1, source, conv.weight, conv.bias, 2, rows)
+        return out
+
+
+#: pixels per strip of the prompt generator's way up at inference
+STRIP_PIXELS = 1 << 17
+
+
+class _RowSpan(NamedTuple):
+    """Rows ``start:end`` of a map ``height`` rows tall (possibly reaching past its edges)."""
+
+    start: int
+    end: int
+    height: int
+
+    def clipped(self) -> "_RowSpan":
+        return _RowSpan(max(0, self.start), min(self.height, self.end), self.height)
+
+    def widened(self, margin: int) -> "_RowSpan":
+        """The rows within ``margin`` of these, inside the map."""
+        return _RowSpan(self.start - margin, self.end + margin, self.height).clipped()
+
+
+def _merged_rows(skip: Tensor, low: Tensor, layers: List[Tuple[Tensor, Tensor]], rows: _RowSpan) -> Tensor:
+    """Rows ``rows`` of ``layers([skip, up(low)])``: 3x3 convolutions ``(weight, bias)``,
+    each followed by a ReLU, on the skip connection and the upsampled lower level."""
+    spans = [rows.widened(len(layers) - i) for i in range(len(layers) + 1)]  # input rows of every layer
+    first = spans[0]
+    x = torch.cat([skip[:, :, first.start : first.end], _upsampled_rows(low, first, skip.shape[-1])], dim=1)
+    for (weight, bias), source, target in zip(layers, spans, spans[1:]):
+        x = F.relu_(_conv_rows(x, source, weight, bias, 1, target))
+    return x
+
+
+def _conv_rows(
+    x: Tensor, source: _RowSpan, weight: Tensor, bias: Optional[Tensor], stride: int, target: _RowSpan
+) -> Tensor:
+    """Rows ``target`` of a 3x3 convolution (padding 1, ``stride``) of a map of which
+    ``x`` holds rows ``source`` (each target row's three input rows, where the map has
+    them; ``source.start`` a multiple of ``stride``).
+
+    The convolution pads the strip itself with a zero row above and below: right at
+    the map's edges, where the whole map's convolution pads too; elsewhere only rows
+    outside ``target`` see the padding, and they are dropped.
+    """
+    out = F.conv2d(x, weight, bias, stride=stride, padding=1)
+    first = target.start - source.start // stride
+    return out[:, :, first : first + target.end - target.start]
+
+
+def _upsampled_rows(x: Tensor, rows: _RowSpan, width: int) -> Tensor:
+    """Rows ``rows`` of ``x`` resized to ``rows.height x width`` (bilinear, corners aligned).
+
+    Height first: each output row mixes the two source rows it lies between, with
+    the weights of PyTorch's ``upsample_bilinear2d``; then the width, by that function
+    itself (the height unchanged, so it only resizes the rows). The same function as
+    resizing both at once up to float rounding, at half the width for the first step.
+    """
+    in_height = x.shape[-2]
+    scale = torch.zeros((), dtype=x.dtype)
+    if rows.height > 1:
+        scale = torch.tensor(in_height - 1, dtype=x.dtype) / (rows.height - 1)
+    position = torch.arange(rows.start, rows.end, dtype=x.dtype) * scale
+    below = position.long().clamp_(max=in_height - 1)
+    above = (below + 1).clamp_(max=in_height - 1)
+    weight_above = (position - below.to(x.dtype)).to(x.device).view(-1, 1, 1)
+    source = x.permute(0, 2, 3, 1)  # rows outermost: contiguous for channels-last maps
+    mixed = source.index_select(1, below.to(x.device)).mul_(1 - weight_above)
+    mixed.add_(source.index_select(1, above.to(x.device)).mul_(weight_above))
+    tall = mixed.permute(0, 3, 1, 2)
+    return F.interpolate(tall, size=(rows.end - rows.start, width), mode="bilinear", align_corners=True)
+
+
+def _is_3x3(conv: nn.Module, stride: int) -> bool:
+    """A plain 3x3 convolution with zero padding 1 and the given stride."""
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (stride, stride)
+        and conv.padding == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+    )
+
+
+def _empty_map(like: Tensor, channels: int, height: int, width: int) -> Tensor:
+    """An uninitialised ``(B, channels, height, width)`` map in ``like``'s dtype, device
+    and memory format (channels last or not)."""
+    channels_last = like.is_contiguous(memory_format=torch.channels_last)
+    return torch.empty(
+        (like.shape[0], channels, height, width),
+        dtype=like.dtype,
+        device=like.device,
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    )
