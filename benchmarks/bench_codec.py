@@ -82,6 +82,13 @@ ISA_LIMITS: Dict[str, Dict[str, str]] = {
 }
 
 
+def isa_limits(isa: str) -> Dict[str, str]:
+    """The variables of :data:`ISA_LIMITS` in force for the workers: those of ``isa``
+    over any that the caller's environment already sets."""
+    inherited = {name: os.environ[name] for names in ISA_LIMITS.values() for name in names if name in os.environ}
+    return {**inherited, **ISA_LIMITS[isa]}
+
+
 def cpu_description() -> Dict[str, Any]:
     """The CPU's model name and the vector extensions it reports (Linux ``/proc/cpuinfo``)."""
     model, flags = "", set()
@@ -172,7 +179,7 @@ def run_worker(args: argparse.Namespace, model: str, op: str, size: Sequence[int
     cmd = [sys.executable, __file__, "--worker", model, op, "--size", str(size[0]), str(size[1])]
     cmd += ["--threads", str(args.threads), "--repeat", str(args.repeat), "--cpu-attention", args.cpu_attention]
     cmd += ["--batch", str(batch)]
-    env = dict(os.environ, **ISA_LIMITS[args.isa])
+    env = dict(os.environ, **isa_limits(args.isa))
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -183,9 +190,9 @@ def run_worker(args: argparse.Namespace, model: str, op: str, size: Sequence[int
 def print_table(rows: List[Dict[str, Any]], cpu: Dict[str, Any], args: argparse.Namespace) -> None:
     isa = ", ".join(cpu["isa"]) or "none of " + ", ".join(ISA_FLAGS)
     print(f"CPU: {cpu['model']} ({cpu['cpus']} logical CPUs; {isa})")
-    if ISA_LIMITS[args.isa]:
-        limits = ", ".join(f"{k}={v}" for k, v in ISA_LIMITS[args.isa].items())
-        print(f"vector code limited to {args.isa.upper()} on this CPU ({limits})")
+    limits = isa_limits(args.isa)
+    if limits:
+        print("vector code limited on this CPU: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
     if rows:
         print(f"torch {rows[0]['torch']}, CPU capability {rows[0]['cpu_capability']}")
     print(
@@ -240,6 +247,9 @@ def main() -> int:
         print(json.dumps(worker(model, op, h, w, args.threads, args.repeat, args.cpu_attention, args.batch[0])))
         return 0
 
+    cpu = cpu_description()
+    if args.isa != "native" and args.isa not in cpu["isa"]:
+        parser.error(f"--isa {args.isa}: this CPU ({cpu['model']}) does not report {args.isa}")
     sys.path.insert(0, str(ROOT))  # the checkout's package, installed or not
     from compressai_transtic.fileio import atomic_write_text, check_writable_folder
 
@@ -252,13 +262,12 @@ def main() -> int:
                     row = run_worker(args, model, op, size, batch)
                     rows.append(row)
                     print(f"  {model:<9} {op:<10} {size} x{batch} {row['seconds']:.2f} s", file=sys.stderr)
-    cpu = cpu_description()
     print_table(rows, cpu, args)
     result = {
         "machine": {"platform": platform.platform(), "cpu": cpu},
         "threads": args.threads,
         "cpu_attention": args.cpu_attention,
-        "isa_limit": ISA_LIMITS[args.isa],
+        "isa_limit": isa_limits(args.isa),
         "rows": rows,
     }
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")

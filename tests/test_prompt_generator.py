@@ -110,6 +110,43 @@ def test_strips_match_the_whole_map_on_sizes_the_pooling_does_not_halve_evenly(m
         torch.testing.assert_close(got, gen(x).detach(), rtol=0, atol=atol)
 
 
+def test_inference_on_a_channels_last_image_in_float32_matches_the_facts_page(monkeypatch):
+    """What TransTIC feeds the generator: a channels-last float32 image, here in strips
+    of two output rows; the output keeps the memory format."""
+    monkeypatch.setattr(prompt_generator, "STRIP_PIXELS", 2 * 2 * 40)
+    gen = _generator_with_random_statistics().float()
+    x = torch.rand(1, 3, 64, 40, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = gen(x.contiguous(memory_format=torch.channels_last))
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    sd = {k: v.double() for k, v in gen.state_dict().items()}
+    torch.testing.assert_close(got.double(), oracle(sd, x.double()), rtol=0, atol=1e-5)
+
+
+def test_a_generator_with_swapped_layers_runs_them_on_whole_maps(monkeypatch):
+    """The strips assume 3x3 convolutions; a classifier of another kind runs as built."""
+    monkeypatch.setattr(prompt_generator, "STRIP_PIXELS", 1)
+    gen = _generator_with_random_statistics()
+    gen.classifier = torch.nn.Sequential(torch.nn.Conv2d(32, 128, 5, stride=2, padding=2).double())
+    x = torch.rand(1, 3, 32, 24, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        got = gen(x)
+    torch.testing.assert_close(got, gen(x).detach(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_rows_upsampled_in_half_precision_take_pytorchs_float32_weights(dtype):
+    """Positions past 256 rows are not representable in bfloat16; the row weights are
+    computed in float32, as in PyTorch's own bilinear resize."""
+    x = torch.rand(1, 4, 300, 8, generator=torch.Generator().manual_seed(1)).to(dtype)
+    whole = F.interpolate(x.float(), size=(599, 16), mode="bilinear", align_corners=True)
+    rows = prompt_generator._RowSpan(520, 599, 599)
+    got = prompt_generator._upsampled_rows(x, rows, 16)
+    assert got.dtype == dtype
+    tolerance = {torch.bfloat16: 2e-2, torch.float16: 2e-3, torch.float32: 1e-6}[dtype]
+    torch.testing.assert_close(got.float(), whole[:, :, 520:599], rtol=0, atol=tolerance)
+
+
 def test_inference_never_holds_the_way_up_of_the_whole_map(monkeypatch):
     """Every convolution of ``up2``, ``up1`` and the classifier sees a strip of a few rows."""
     monkeypatch.setattr(prompt_generator, "STRIP_PIXELS", 64 * 8)

@@ -13,7 +13,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ..layers.cache import DerivedValue
 
-__all__ = ["ConvBNReLU", "PromptGenerator"]
+__all__ = ["ConvBNReLU", "PromptGenerator", "STRIP_PIXELS"]
+
+#: pixels per strip of rows on the prompt generator's way up at inference; read at
+#: every call, so tests may change it
+STRIP_PIXELS = 1 << 17
 
 
 class ConvBNReLU(nn.Sequential):
@@ -116,6 +120,11 @@ class PromptGenerator(nn.Module):
     prompts, so ``tests/test_prompt_generator.py`` checks it against an independent
     functional implementation.
 
+    At inference (no autograd, every BatchNorm in eval mode) the BatchNorms are folded
+    into the convolutions (:class:`ConvBNReLU`) and the way up runs strip by strip of
+    rows (:data:`STRIP_PIXELS`), in a fraction of the memory of whole maps; hooks on
+    ``up2``, ``up1``, ``classifier`` and their layers do not fire on that path.
+
     Args:
         out_channels: channels of the prompt features (N of the codec).
         width: channels of the first level.
@@ -163,7 +172,8 @@ class PromptGenerator(nn.Module):
         self, levels: List[Tensor], up2: List[Tuple[Tensor, Tensor]], up1: List[Tuple[Tensor, Tensor]]
     ) -> Tensor:
         """Inference: the U-Net's way up strip by strip of rows, with the folded layers
-        ``up2`` and ``up1``; ``levels`` (from :meth:`_down`) is emptied as they are used.
+        ``up2`` and ``up1``; ``levels`` (from :meth:`_down`) is emptied as they are used,
+        so that each level is freed once merged.
 
         On the whole map, the concatenation, the upsampled map and the layers of ``up1``
         take seven maps of ``width`` channels at full resolution (900 bytes per pixel at
@@ -173,14 +183,13 @@ class PromptGenerator(nn.Module):
         function as the whole map, up to float rounding.
         """
         d3, d2 = levels.pop(), levels.pop()
-        height, width = d2.shape[-2:]
-        u2 = _empty_map(d2, up2[-1][0].shape[0], height, width)
-        step = max(1, STRIP_PIXELS // width)
-        for start in range(0, height, step):
-            rows = _RowSpan(start, min(height, start + step), height)
-            u2[:, :, rows.start : rows.end] = _merged_rows(d2, d3, up2, rows)
+        u2 = _merge_level_in_strips(d2, d3, up2)
         del d2, d3  # the last references: the list gave them up
-        d1 = levels.pop()
+        return self._top_in_strips(levels.pop(), u2, up1)
+
+    def _top_in_strips(self, d1: Tensor, u2: Tensor, up1: List[Tuple[Tensor, Tensor]]) -> Tensor:
+        """``classifier(up1([d1, up(u2)]))`` strip by strip of output rows; output row
+        ``o`` of the stride-2 classifier is centred on row ``2 o`` of its input."""
         conv = cast(nn.Conv2d, self.classifier[0])
         height, width = d1.shape[-2:]
         out = _empty_map(d1, conv.out_channels, (height - 1) // 2 + 1, (width - 1) // 2 + 1)
@@ -193,10 +202,6 @@ class PromptGenerator(nn.Module):
         return out
 
 
-#: pixels per strip of the prompt generator's way up at inference
-STRIP_PIXELS = 1 << 17
-
-
 class _RowSpan(NamedTuple):
     """Rows ``start:end`` of a map ``height`` rows tall (possibly reaching past its edges)."""
 
@@ -204,12 +209,23 @@ class _RowSpan(NamedTuple):
     end: int
     height: int
 
-    def clipped(self) -> "_RowSpan":
+    def clipped(self) -> _RowSpan:
         return _RowSpan(max(0, self.start), min(self.height, self.end), self.height)
 
-    def widened(self, margin: int) -> "_RowSpan":
+    def widened(self, margin: int) -> _RowSpan:
         """The rows within ``margin`` of these, inside the map."""
         return _RowSpan(self.start - margin, self.end + margin, self.height).clipped()
+
+
+def _merge_level_in_strips(skip: Tensor, low: Tensor, layers: List[Tuple[Tensor, Tensor]]) -> Tensor:
+    """``layers([skip, up(low)])`` on the whole map, computed strip by strip of rows."""
+    height, width = skip.shape[-2:]
+    out = _empty_map(skip, layers[-1][0].shape[0], height, width)
+    step = max(1, STRIP_PIXELS // width)
+    for start in range(0, height, step):
+        rows = _RowSpan(start, min(height, start + step), height)
+        out[:, :, rows.start : rows.end] = _merged_rows(skip, low, layers, rows)
+    return out
 
 
 def _merged_rows(skip: Tensor, low: Tensor, layers: List[Tuple[Tensor, Tensor]], rows: _RowSpan) -> Tensor:
@@ -243,22 +259,23 @@ def _upsampled_rows(x: Tensor, rows: _RowSpan, width: int) -> Tensor:
     """Rows ``rows`` of ``x`` resized to ``rows.height x width`` (bilinear, corners aligned).
 
     Height first: each output row mixes the two source rows it lies between, with
-    the weights of PyTorch's ``upsample_bilinear2d``; then the width, by that function
-    itself (the height unchanged, so it only resizes the rows). The same function as
-    resizing both at once up to float rounding, at half the width for the first step.
+    the weights of PyTorch's ``upsample_bilinear2d`` (computed, as there, in float32
+    for half-precision maps); then the width, by that function itself (the height
+    unchanged, so it only resizes the rows). The same function as resizing both at
+    once up to float rounding, at half the width for the first step.
     """
     in_height = x.shape[-2]
-    scale = torch.zeros((), dtype=x.dtype)
-    if rows.height > 1:
-        scale = torch.tensor(in_height - 1, dtype=x.dtype) / (rows.height - 1)
-    position = torch.arange(rows.start, rows.end, dtype=x.dtype) * scale
+    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
+    last = torch.tensor(in_height - 1, dtype=opmath, device=x.device)
+    scale = last / (rows.height - 1) if rows.height > 1 else last * 0
+    position = torch.arange(rows.start, rows.end, dtype=opmath, device=x.device) * scale
     below = position.long().clamp_(max=in_height - 1)
     above = (below + 1).clamp_(max=in_height - 1)
-    weight_above = (position - below.to(x.dtype)).to(x.device).view(-1, 1, 1)
+    weight_above = (position - below).view(-1, 1, 1)
     source = x.permute(0, 2, 3, 1)  # rows outermost: contiguous for channels-last maps
-    mixed = source.index_select(1, below.to(x.device)).mul_(1 - weight_above)
-    mixed.add_(source.index_select(1, above.to(x.device)).mul_(weight_above))
-    tall = mixed.permute(0, 3, 1, 2)
+    mixed = source.index_select(1, below).to(opmath).mul_(1 - weight_above)
+    mixed.add_(source.index_select(1, above).to(opmath).mul_(weight_above))
+    tall = mixed.to(x.dtype).permute(0, 3, 1, 2)
     return F.interpolate(tall, size=(rows.end - rows.start, width), mode="bilinear", align_corners=True)
 
 
