@@ -45,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from .fileio import atomic_write_text, check_writable_folder
-from .layers import SwinBlock, WindowGeometry
+from .layers import SubPixelConvTranspose2d, SwinBlock, WindowGeometry
 from .models import ADAPTED_CODECS, TIC, TransTIC
 from .models.prompt_generator import ConvBNReLU
 from .prompts import TABLE_A1_ROWS, PromptConfig
@@ -174,29 +174,39 @@ def _prompt_projection_adjustment(model: Optional[nn.Module]) -> Iterator[Callab
             block.__dict__.pop("forward_windows", None)
 
 
+#: inference shortcuts that compute a layer in another form, and the switch that turns
+#: each off: counting counts the layers as built
+_SHORTCUTS = ((ConvBNReLU, "fold_batchnorm"), (SubPixelConvTranspose2d, "subpixel"))
+
+
 @contextlib.contextmanager
-def _batchnorms_as_layers(model: Optional[nn.Module]) -> Iterator[None]:
-    """Run the BatchNorms of ``model`` as layers while the context is open (inference
-    folds them into the convolutions before them; Table A1 counts them)."""
-    stacks = [m for m in model.modules() if isinstance(m, ConvBNReLU)] if model is not None else []
-    saved = [stack.__dict__.get("fold_batchnorm") for stack in stacks]
-    for stack in stacks:
-        stack.fold_batchnorm = False
+def _layers_as_built(model: Optional[nn.Module]) -> Iterator[None]:
+    """Run the layers of ``model`` as built while the context is open: inference folds
+    BatchNorms into the convolutions before them and runs some transposed convolutions
+    as sub-pixel convolutions; Table A1 counts the layers."""
+    switched = [
+        (module, name, module.__dict__.get(name))
+        for kind, name in _SHORTCUTS
+        for module in (model.modules() if model is not None else ())
+        if isinstance(module, kind)
+    ]
+    for module, name, _ in switched:
+        setattr(module, name, False)
     try:
         yield
     finally:
-        for stack, value in zip(stacks, saved):
+        for module, name, value in switched:
             if value is None:
-                stack.__dict__.pop("fold_batchnorm", None)  # the class default again
+                module.__dict__.pop(name, None)  # the class default again
             else:
-                stack.fold_batchnorm = value
+                setattr(module, name, value)
 
 
 def count_macs_both(fn: Callable[[], Any], model: Optional[nn.Module] = None) -> Tuple[int, int]:
     """``(paper, true)`` multiply-accumulates of ``fn()`` in one pass (see :func:`count_macs`)."""
     delta = [0]
     counter = FlopCounterMode(display=False, custom_mapping=_formulas(delta))
-    with _prompt_projection_adjustment(model) as adjustment, _batchnorms_as_layers(model), torch.no_grad(), counter:
+    with _prompt_projection_adjustment(model) as adjustment, _layers_as_built(model), torch.no_grad(), counter:
         fn()
     flops = counter.get_total_flops()
     return flops // 2 + adjustment(), (flops + delta[0]) // 2

@@ -32,7 +32,7 @@ from .attention import (
     set_cpu_attention,
 )
 from .block import Mlp, SwinBlock
-from .convs import conv, deconv
+from .convs import SubPixelConvTranspose2d, conv, deconv
 from .geometry import WindowGeometry, ceil_to, window_order, window_partition_index, window_unpartition_index
 from .masks import PAD_MASK_VALUE, SHIFT_MASK_VALUE, PromptMode, shifted_window_mask
 from .stage import RSTB, BasicLayer, drop_path_rates
@@ -45,6 +45,7 @@ __all__ = [
     "CPU_ATTENTION_CHOICES",
     "conv",
     "deconv",
+    "SubPixelConvTranspose2d",
     "Mlp",
     "WindowAttention",
     "SwinBlock",

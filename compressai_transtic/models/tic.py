@@ -154,7 +154,7 @@ class TIC(CompressionModel):
         self.g_s4 = rstb(N, 1, 8, 4, dec_dpr[4])
         self.g_s5 = deconv(N, N, 3, 2)
         self.g_s6 = rstb(N, 0, 8, 2, dec_dpr[5])
-        self.g_s7 = deconv(N, 3, 5, 2)
+        self.g_s7 = deconv(N, 3, 5, 2, subpixel=True)  # to 3 channels: the sub-pixel form is far faster on CPUs
 
         # typed loosely: its compress/decompress are CompressAI's EntropyBottleneck's (untyped)
         self.entropy_bottleneck: Any = LegacyEntropyBottleneck(N)
