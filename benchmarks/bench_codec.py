@@ -8,8 +8,10 @@ Measures, in one run:
   timing is set against the mean of the two peaks around it);
 * for each model: median wall time of ``forward`` / ``compress`` / ``decompress`` at the
   chosen size (random weights, entropy tables built), the multiply-accumulates of its
-  layers (true counting, see :mod:`compressai_transtic.complexity`; BatchNorms that
-  inference folds into convolutions count as layers), the achieved
+  layers (true counting, see :mod:`compressai_transtic.complexity`; layers that
+  inference computes in another form count as built: BatchNorms folded into
+  convolutions as layers, the sub-pixel form of the last transposed convolution as
+  that convolution, which leaves out about 1 kMAC per pixel that runs), the achieved
   GFLOP/s (2 FLOPs per MAC) as a share of the matmul peak (the median over the
   repetitions of each one's share of its own peak), and the peak resident memory of
   a fresh process doing that operation.

@@ -221,9 +221,10 @@ def count_macs(fn: Callable[[], Any], convention: str = "paper", model: Optional
             A1's convention (transposed convolutions on their output grid, linear
             without bias adds, prompts projected as the authors' code does; the
             latter needs ``model``).
-        model: the model ``fn`` runs, to find its Swin blocks and to count its
-            BatchNorms as layers under both conventions (inference folds them into
-            the convolutions, so without ``model`` "true" leaves them out).
+        model: the model ``fn`` runs, to find its Swin blocks and to count its layers
+            as built under both conventions: inference folds BatchNorms into the
+            convolutions and runs :class:`~.layers.SubPixelConvTranspose2d` layers as
+            sub-pixel convolutions, so without ``model`` "true" counts those forms.
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")

@@ -11,15 +11,30 @@ import torch.nn.functional as F
 
 from compressai_transtic.complexity import count_macs
 from compressai_transtic.layers import SubPixelConvTranspose2d, deconv
+from compressai_transtic.models import TIC
 
 
 def _transposed(layer: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
     return F.conv_transpose2d(x, layer.weight, layer.bias, layer.stride, layer.padding, layer.output_padding).detach()
 
 
+@pytest.fixture
+def transposed_calls(monkeypatch):
+    """How often PyTorch's transposed convolution runs."""
+    calls = []
+    original = F.conv_transpose2d
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(F, "conv_transpose2d", counting)
+    return calls
+
+
 @pytest.mark.parametrize("kernel,stride", [(5, 2), (7, 3), (3, 1)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_subpixel_inference_is_the_transposed_convolution(kernel, stride, channels_last):
+def test_subpixel_inference_is_the_transposed_convolution(kernel, stride, channels_last, transposed_calls):
     torch.manual_seed(0)
     layer = deconv(16, 3, kernel, stride, subpixel=True).double()
     x = torch.randn(2, 16, 7, 10, dtype=torch.float64)
@@ -27,6 +42,7 @@ def test_subpixel_inference_is_the_transposed_convolution(kernel, stride, channe
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         got = layer(x)
+    assert not transposed_calls  # the sub-pixel form ran
     assert got.shape == (2, 3, 7 * stride, 10 * stride)
     torch.testing.assert_close(got, _transposed(layer, x), rtol=0, atol=1e-12)
 
@@ -42,6 +58,33 @@ def test_subpixel_form_follows_weights_changed_in_place_and_stays_out_of_autogra
     out = layer(x)
     assert out.grad_fn is not None and "ConvolutionBackward" in type(out.grad_fn).__name__
     torch.testing.assert_close(out.detach(), _transposed(layer, x), rtol=0, atol=1e-12)
+
+
+def test_the_layer_runs_as_a_transposed_convolution_when_asked_or_reshaped(transposed_calls):
+    torch.manual_seed(0)
+    layer = deconv(8, 3, 5, 2, subpixel=True).double()
+    x = torch.randn(1, 8, 6, 5, dtype=torch.float64)
+    with torch.no_grad():
+        layer(x, output_size=[12, 10])
+        layer.subpixel = False
+        layer(x)
+        layer.subpixel = True
+        layer.padding = (1, 1)  # a geometry the phases were not derived for
+        got = layer(x)
+    assert len(transposed_calls) == 3
+    torch.testing.assert_close(got, _transposed(layer, x), rtol=0, atol=0)
+
+
+def test_tic_reconstructs_through_the_subpixel_layer_as_through_the_transposed_convolution():
+    torch.manual_seed(0)
+    model = TIC().eval()
+    assert isinstance(model.g_s7, SubPixelConvTranspose2d)
+    y_hat = torch.randn(1, model.M, 2, 3)
+    with torch.no_grad():
+        fast = model.g_s(y_hat)
+        model.g_s7.subpixel = False
+        plain = model.g_s(y_hat)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)
 
 
 def test_subpixel_layer_keeps_the_state_dict_of_a_transposed_convolution():

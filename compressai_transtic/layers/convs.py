@@ -51,8 +51,11 @@ class SubPixelConvTranspose2d(nn.ConvTranspose2d):
     built), the module runs as the transposed convolution it is.
 
     Takes the arguments of :func:`deconv`'s layers: odd kernel, ``padding = kernel //
-    2``, ``output_padding = stride - 1``, and the kernel must reach as far on both sides
-    of every phase (5x5 at stride 2 does; 3x3 at stride 2 does not).
+    2``, ``output_padding = stride - 1``, and the phases together must reach as far
+    before as after (5x5 at stride 2 does; 3x3 at stride 2 does not). Its geometry is
+    fixed: after a change of ``stride``, ``padding``, ``dilation`` or ``groups`` it runs
+    as a transposed convolution. The phase weights are derived from the parameters, so
+    set ``subpixel = False`` before scripting, tracing or exporting the module.
     """
 
     #: run the sub-pixel convolution at CPU inference; complexity counting turns it off
@@ -78,17 +81,29 @@ class SubPixelConvTranspose2d(nn.ConvTranspose2d):
         low, high = _phase_offsets(kernel_size, stride, padding)
         if low != -high:
             raise ValueError(
-                f"a {kernel_size}x{kernel_size} kernel at stride {stride} reaches input offsets {low}..{high} "
-                "around an output phase: not symmetric, no sub-pixel convolution with plain padding"
+                f"a sub-pixel transposed convolution needs phases that reach as far before as after; a "
+                f"{kernel_size}x{kernel_size} kernel at stride {stride} reaches input offsets {low}..{high}"
             )
         self._reach = high
+        self._geometry = self._current_geometry()
         self._derived: DerivedValue[Tuple[Tensor, Optional[Tensor]]] = DerivedValue()
 
     def forward(self, x: Tensor, output_size: Optional[List[int]] = None) -> Tensor:
-        if not self.subpixel or output_size is not None or torch.is_grad_enabled() or x.device.type != "cpu":
+        if not self._runs_subpixel(x) or output_size is not None:
             return super().forward(x, output_size)
         weight, bias = self._derived.get([self.weight, self.bias], self._phase_weights)
         return F.pixel_shuffle(F.conv2d(x, weight, bias, padding=self._reach), self.stride[0])
+
+    def _runs_subpixel(self, x: Tensor) -> bool:
+        return (
+            self.subpixel
+            and not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and self._current_geometry() == self._geometry
+        )
+
+    def _current_geometry(self) -> Tuple[object, ...]:
+        return (self.stride, self.padding, self.output_padding, self.dilation, self.groups, self.padding_mode)
 
     def _phase_weights(self) -> Tuple[Tensor, Optional[Tensor]]:
         """The convolution's ``(weight, bias)``: output channel ``(o, r_y, r_x)`` (the
