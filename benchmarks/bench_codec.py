@@ -14,7 +14,7 @@ Measures, in one run:
   that convolution, which leaves out about 1 kMAC per pixel that runs), the achieved
   GFLOP/s (2 FLOPs per MAC) as a share of the matmul peak (the median over the
   repetitions of each one's share of its own peak), and the peak resident memory of
-  a fresh process doing that operation.
+  a fresh process doing that operation (before its MACs are counted).
 
 * with ``--batch``: images per second of ``forward`` / ``compress`` on batches of equal-size
   images (the ImageNet protocol codes 256x256 crops), against batch 1.
@@ -152,6 +152,9 @@ def worker(
             fn()
             times.append(time.perf_counter() - t)
             samples.append(matmul_peak(threads))
+    # the operation's own peak: counting below runs the layers as built (whole-map
+    # prompt generator, unfolded BatchNorms), which takes more memory than inference
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     macs = count_macs(fn, "true", model)
     peaks = [(a + b) / 2 for a, b in zip(samples, samples[1:])]  # right before and right after
     shares = [2 * macs / t / 1e9 / p for t, p in zip(times, peaks)]
@@ -171,7 +174,7 @@ def worker(
         "share_of_peak": statistics.median(shares),
         "all_shares": shares,
         "macs": macs,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss,
         "rss_after_build_mb": rss_model,
     }
 
