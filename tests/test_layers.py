@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import compressai_transtic.layers.block as block_module
+import compressai_transtic.layers.masks as masks_module
 from compressai_transtic.layers import (
     RSTB,
     SwinBlock,
@@ -128,7 +128,7 @@ def test_a_large_map_builds_the_masks_of_its_boundary_windows_only(monkeypatch):
         built.append(mask.shape[0])
         return mask
 
-    monkeypatch.setattr(block_module, "attention_mask", recording_mask)
+    monkeypatch.setattr(masks_module, "attention_mask", recording_mask)
     block = SwinBlock(8, 2, 8, 4).eval()
     with torch.no_grad():
         block(torch.randn(1, 512, 768, 8))

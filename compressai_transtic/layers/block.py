@@ -27,7 +27,6 @@ from .masks import (
     BiasPart,
     PromptMode,
     attention_mask,
-    masked_windows,
     prompt_bias,
     reference_biases,
     shifted_window_mask,
@@ -313,11 +312,10 @@ class SwinBlock(nn.Module):
 
     def _build_window_biases(self, plan: _Plan, like: Tensor) -> List[BiasPart]:
         bias = prompt_bias(self.attn.relative_position_bias(), plan.mode, plan.num_prompts).to(dtype=like.dtype)
-        flags = masked_windows(plan.geometry, plan.mode, plan.downsample)
-        return window_biases(bias, lambda windows: self._mask(plan, windows), flags, plan.geometry, like)
+        return window_biases(bias, plan.geometry, plan.mode, plan.num_prompts, plan.downsample, like)
 
-    def _mask(self, plan: _Plan, windows: Optional[Tensor] = None) -> Optional[Tensor]:
-        return attention_mask(plan.geometry, plan.mode, plan.num_prompts, plan.downsample, windows)
+    def _mask(self, plan: _Plan) -> Optional[Tensor]:
+        return attention_mask(plan.geometry, plan.mode, plan.num_prompts, plan.downsample)
 
     def _draw_keep(self, plan: _Plan, like: Tensor) -> _Keep:
         """Stochastic depth: one per-sample draw per residual branch for the whole call."""

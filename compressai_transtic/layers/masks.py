@@ -12,7 +12,7 @@ shared by the windows that need no mask.
 from __future__ import annotations
 
 import enum
-from typing import Callable, List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -269,25 +269,24 @@ def prompt_bias(relative: Tensor, mode: PromptMode, num_prompts: int) -> Tensor:
 
 
 def window_biases(
-    bias: Tensor, masks: Callable[[Tensor], Optional[Tensor]], flags: Tensor, geometry: WindowGeometry, like: Tensor
+    bias: Tensor, geometry: WindowGeometry, mode: PromptMode, num_prompts: int, downsample: int, like: Tensor
 ) -> List[BiasPart]:
     """The bias of every window in :func:`window_order`, in at most two parts.
 
-    Windows before the first one that may carry a mask (``flags``, from
-    :func:`masked_windows`) share the broadcast ``bias``. That is every interior
-    window, except when padding and shift together push padded keys into the
-    second-to-last window row or column. The windows from there on get
-    ``mask + bias`` in ``like``'s dtype and on its device, their masks built by
-    ``masks(raster window ids)`` (:func:`attention_mask` for those windows only). Both
-    parts are contiguous: the attention kernels add them to every window's scores, and
-    a bias in the table's head-last order makes that add several times slower.
+    Windows before the first one that may carry a mask (:func:`masked_windows`) share
+    the broadcast ``bias``. That is every interior window, except when padding and
+    shift together push padded keys into the second-to-last window row or column.
+    The windows from there on get ``mask + bias`` in ``like``'s dtype and on its
+    device, with :func:`attention_mask` built for those windows only. Both parts are
+    contiguous: the attention kernels add them to every window's scores, and a bias in
+    the table's head-last order makes that add several times slower.
     """
     nw = geometry.num_windows
     bias = bias.contiguous()
     order = window_order(geometry.windows_h, geometry.windows_w)
-    ordered_flags = flags[order].tolist()
-    first = ordered_flags.index(True) if True in ordered_flags else nw
-    mask = masks(order[first:]) if first < nw else None
+    flags = masked_windows(geometry, mode, downsample)[order].tolist()
+    first = flags.index(True) if True in flags else nw
+    mask = attention_mask(geometry, mode, num_prompts, downsample, order[first:]) if first < nw else None
     if mask is None:
         return [BiasPart(0, nw, bias[None])]
     boundary = mask.to(device=like.device, dtype=like.dtype)
