@@ -13,8 +13,9 @@ Measures, in one run:
   convolutions as layers, the sub-pixel form of the last transposed convolution as
   that convolution, which leaves out about 1 kMAC per pixel that runs), the achieved
   GFLOP/s (2 FLOPs per MAC) as a share of the matmul peak (the median over the
-  repetitions of each one's share of its own peak), and the peak resident memory of
-  a fresh process doing that operation (before its MACs are counted).
+  repetitions of each one's share of its own peak), the peak resident memory of
+  a fresh process doing that operation (before its MACs are counted), and the minor
+  page faults of one call (fresh memory that the kernel maps in, page by page).
 
 * with ``--batch``: images per second of ``forward`` / ``compress`` on batches of equal-size
   images (the ImageNet protocol codes 256x256 crops), against batch 1.
@@ -25,6 +26,13 @@ attention and GELU kernels, and so the share of peak, differ between CPU classes
 (PyTorch's kernels, oneDNN's convolutions, MKL's products): an AVX2 CPU's code on
 this CPU's cores and caches, for a machine with AVX-512 and no AVX2-only machine at
 hand. The table says so in its heading.
+
+Every map that PyTorch allocates afresh on the CPU is paid for in page faults as it
+is first written (glibc gives blocks above 32 MB back to the system when they are
+freed). ``--huge-pages`` runs the workers with PyTorch's ``THP_MEM_ALLOC_ENABLE=1``,
+which puts large allocations on 2 MB transparent huge pages: one fault where there
+were 512 (where the kernel's transparent-huge-page mode is ``madvise`` or
+``always``, shown in the heading).
 
 Prints a table and writes JSON::
 
@@ -83,12 +91,40 @@ ISA_LIMITS: Dict[str, Dict[str, str]] = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
 }
 
+#: PyTorch's switch for CPU allocations on transparent huge pages (blocks of 2 MB and
+#: more are aligned to them and advised with MADV_HUGEPAGE); read at the first
+#: allocation, so set for the worker processes only
+HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"
+
 
 def isa_limits(isa: str) -> Dict[str, str]:
     """The variables of :data:`ISA_LIMITS` in force for the workers: those of ``isa``
     over any that the caller's environment already sets."""
     inherited = {name: os.environ[name] for names in ISA_LIMITS.values() for name in names if name in os.environ}
     return {**inherited, **ISA_LIMITS[isa]}
+
+
+def worker_environment(args: argparse.Namespace) -> Dict[str, str]:
+    """The variables that the benchmark sets for its workers: the ISA limits, and
+    :data:`HUGE_PAGES` with ``--huge-pages`` (else the caller's, if set)."""
+    env = isa_limits(args.isa)
+    if args.huge_pages:
+        env[HUGE_PAGES] = "1"
+    elif HUGE_PAGES in os.environ:
+        env[HUGE_PAGES] = os.environ[HUGE_PAGES]
+    return env
+
+
+def kernel_huge_pages() -> str:
+    """The kernel's transparent-huge-page mode (``always``, ``madvise``, ``never``), or
+    ``unknown`` where the system does not say (Linux only)."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="utf-8") as f:
+            words = f.read().split()
+    except OSError:
+        return "unknown"
+    chosen = [w[1:-1] for w in words if w.startswith("[") and w.endswith("]")]
+    return chosen[0] if chosen else "unknown"
 
 
 def cpu_description() -> Dict[str, Any]:
@@ -146,11 +182,14 @@ def worker(
             fn = lambda: model(x)  # noqa: E731
         fn()  # warm-up: builds masks and indices for this size
         times: List[float] = []
+        faults: List[int] = []
         samples = [matmul_peak(threads)]
         for _ in range(repeat):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
             samples.append(matmul_peak(threads))
     # the operation's own peak: counting below runs the layers as built (whole-map
     # prompt generator, unfolded BatchNorms), which takes more memory than inference
@@ -175,6 +214,7 @@ def worker(
         "all_shares": shares,
         "macs": macs,
         "peak_rss_mb": peak_rss,
+        "page_faults": statistics.median(faults),
         "rss_after_build_mb": rss_model,
     }
 
@@ -184,7 +224,7 @@ def run_worker(args: argparse.Namespace, model: str, op: str, size: Sequence[int
     cmd = [sys.executable, __file__, "--worker", model, op, "--size", str(size[0]), str(size[1])]
     cmd += ["--threads", str(args.threads), "--repeat", str(args.repeat), "--cpu-attention", args.cpu_attention]
     cmd += ["--batch", str(batch)]
-    env = dict(os.environ, **isa_limits(args.isa))
+    env = dict(os.environ, **worker_environment(args))
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -200,13 +240,18 @@ def print_table(rows: List[Dict[str, Any]], cpu: Dict[str, Any], args: argparse.
         print("vector code limited on this CPU: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
     if rows:
         print(f"torch {rows[0]['torch']}, CPU capability {rows[0]['cpu_capability']}")
+    huge = worker_environment(args).get(HUGE_PAGES, "0") not in ("", "0")
+    print(
+        f"PyTorch CPU allocations on huge pages ({HUGE_PAGES}): {'on' if huge else 'off'}; "
+        f"kernel transparent huge pages: {kernel_huge_pages()}"
+    )
     print(
         f"{args.threads} threads, CPU attention {args.cpu_attention}; peak = median fp32 2048^3 matmul GFLOP/s "
         "around each repetition; % peak = median of each repetition's share of its peak"
     )
     header = (
         f"{'model':<9} {'op':<10} {'size':>10} {'batch':>5} {'seconds':>8} {'img/s':>7} {'GMACs':>8} "
-        f"{'GFLOP/s':>8} {'peak':>6} {'% peak':>7} {'peak RSS MB':>12}"
+        f"{'GFLOP/s':>8} {'peak':>6} {'% peak':>7} {'peak RSS MB':>12} {'faults/op':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -215,7 +260,8 @@ def print_table(rows: List[Dict[str, Any]], cpu: Dict[str, Any], args: argparse.
         print(
             f"{r['model']:<9} {r['op']:<10} {size:>10} {r['batch']:>5} {r['seconds']:>8.2f} "
             f"{r['images_per_second']:>7.2f} {r['macs'] / 1e9:>8.1f} {r['gflops']:>8.1f} "
-            f"{r['matmul_peak_gflops']:>6.1f} {100 * r['share_of_peak']:>6.1f}% {r['peak_rss_mb']:>12.0f}"
+            f"{r['matmul_peak_gflops']:>6.1f} {100 * r['share_of_peak']:>6.1f}% {r['peak_rss_mb']:>12.0f} "
+            f"{r['page_faults']:>10.0f}"
         )
 
 
@@ -240,6 +286,11 @@ def main() -> int:
         default="native",
         choices=sorted(ISA_LIMITS),
         help="limit the libraries' vector code to this instruction set (an AVX2 CPU's code on an AVX-512 one)",
+    )
+    parser.add_argument(
+        "--huge-pages",
+        action="store_true",
+        help=f"run the workers with {HUGE_PAGES}=1: PyTorch's large CPU allocations on transparent huge pages",
     )
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"))
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "OP"), help=argparse.SUPPRESS)
@@ -273,6 +324,8 @@ def main() -> int:
         "threads": args.threads,
         "cpu_attention": args.cpu_attention,
         "isa_limit": isa_limits(args.isa),
+        "worker_environment": worker_environment(args),
+        "kernel_huge_pages": kernel_huge_pages(),
         "rows": rows,
     }
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
