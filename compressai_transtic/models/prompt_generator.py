@@ -17,9 +17,10 @@ __all__ = ["ConvBNReLU", "PromptGenerator", "STRIP_PIXELS"]
 
 #: pixels per strip of rows on the prompt generator's way up at inference; read at
 #: every call, so tests may change it. At width 32 a strip's concatenation then takes
-#: about 24 MiB: it stays in a server CPU's last-level cache, and below the size above
-#: which glibc's allocator hands every block back to the system, so that the next
-#: strip reuses its pages instead of faulting in fresh ones
+#: about 24 MiB and its margin rows: it stays in a server CPU's last-level cache and,
+#: for images up to about 2000 pixels wide, below the size above which glibc's
+#: allocator hands every freed block back to the system, so that the next strip
+#: reuses its pages instead of faulting in fresh ones
 STRIP_PIXELS = 1 << 16
 
 
