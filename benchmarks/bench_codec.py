@@ -55,7 +55,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,7 +152,7 @@ def worker(
     width: int,
     threads: int,
     repeat: int,
-    cpu_attention: str = "auto",
+    cpu_attention: Optional[str] = None,
     batch: int = 1,
 ) -> Dict[str, Any]:
     """Time one operation in this (fresh) process; returns timings, MACs and peak RSS."""
@@ -162,6 +162,7 @@ def worker(
     import torch
 
     from compressai_transtic.complexity import count_macs
+    from compressai_transtic.layers import cpu_attention as attention_in_force
     from compressai_transtic.layers import set_cpu_attention
     from compressai_transtic.models import TIC, TransTIC
 
@@ -204,7 +205,7 @@ def worker(
         "size": [height, width],
         "batch": batch,
         "images_per_second": batch / statistics.median(times),
-        "cpu_attention": cpu_attention,
+        "cpu_attention": attention_in_force(),
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "seconds": statistics.median(times),
@@ -277,9 +278,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[1], help="images per call (equal size)")
     parser.add_argument(
         "--cpu-attention",
-        default="auto",
         choices=["auto", "packed", "sdpa"],
-        help="CPU attention implementation (see compressai_transtic.layers.set_cpu_attention)",
+        help="CPU attention implementation (see compressai_transtic.layers.set_cpu_attention; "
+        "default: the environment's COMPRESSAI_TRANSTIC_CPU_ATTENTION, else auto)",
     )
     parser.add_argument(
         "--isa",
@@ -308,6 +309,13 @@ def main() -> int:
         parser.error(f"--isa {args.isa}: this CPU ({cpu['model']}) does not report {args.isa}")
     sys.path.insert(0, str(ROOT))  # the checkout's package, installed or not
     from compressai_transtic.fileio import atomic_write_text, check_writable_folder
+    from compressai_transtic.layers import cpu_attention
+
+    if args.cpu_attention is None:  # the workers are told explicitly what the default is here
+        try:
+            args.cpu_attention = cpu_attention()
+        except ValueError as err:
+            parser.error(str(err))
 
     check_writable_folder(args.json.parent, "benchmark result")  # before a long run
     rows = []

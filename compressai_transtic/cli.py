@@ -25,6 +25,8 @@ from . import __version__
 __all__ = ["build_parser", "main"]
 
 PROG = "compressai-transtic"
+#: subcommands that run the codecs, and so depend on the CPU attention choice
+CODING_COMMANDS = ("demo", "encode", "decode", "bitmap", "eval", "train")
 
 
 def _quiet_dependency_warnings() -> None:
@@ -85,13 +87,34 @@ def _run_train(argv: Sequence[str]) -> int:
     return int(training_cli.run(parser.parse_args(list(argv))) or 0)
 
 
+def _environment_error() -> Optional[str]:
+    """What is wrong with this package's environment variables, found before a coding
+    command starts rather than at its first image."""
+    from .layers import cpu_attention
+
+    try:
+        cpu_attention()
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _refused(command: str) -> bool:
+    problem = _environment_error() if command in CODING_COMMANDS else None
+    if problem:
+        print(f"{PROG} {command}: error: {problem}", file=sys.stderr)
+    return problem is not None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``compressai-transtic``; returns the exit status."""
     _quiet_dependency_warnings()
     args_list: List[str] = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "train":
-        return _run_train(args_list[1:])
+        return 2 if _refused("train") else _run_train(args_list[1:])
     args = build_parser().parse_args(args_list)  # the modules imported below are loaded by now
+    if _refused(args.command):
+        return 2
     if args.command == "eval":
         from .evaluation.cli import run_eval
 

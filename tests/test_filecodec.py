@@ -346,3 +346,23 @@ def test_roi_adapters_code_files_under_a_given_quality_map(images, tmp_path, cap
     assert _encode(coffee, tmp_path / "tic", "--model", "tic", "--roi-map", str(maps)) == 2
     assert "--roi-map is for a tic-roi --adapter, not for tic" in capsys.readouterr().err
     assert not (tmp_path / "none").exists() and not (tmp_path / "tic").exists()
+
+
+@pytest.mark.parametrize("command", ["encode", "decode", "eval", "demo", "bitmap", "train"])
+def test_a_bad_cpu_attention_in_the_environment_stops_a_coding_command_before_it_starts(
+    images, tmp_path, monkeypatch, capsys, command
+):
+    monkeypatch.setenv("COMPRESSAI_TRANSTIC_CPU_ATTENTION", "fastest")
+    argv = ["demo", "--random-weights"] if command == "demo" else [command, str(images), "-o", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"compressai-transtic {command}: error: environment variable COMPRESSAI_TRANSTIC_CPU_ATTENTION" in err
+    assert "'fastest' is not one of auto, packed, sdpa" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cpu_attention_in_the_environment_does_not_concern_commands_that_code_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("COMPRESSAI_TRANSTIC_CPU_ATTENTION", "fastest")
+    assert main(["models"]) == 0

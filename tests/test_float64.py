@@ -40,7 +40,7 @@ def _build(name: str) -> TIC:
 def cpu_attention(request):
     set_cpu_attention(request.param)
     yield request.param
-    set_cpu_attention("auto")
+    set_cpu_attention(None)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import threading
 
 import pytest
@@ -25,6 +26,7 @@ from compressai_transtic.layers import (
     window_partition_index,
     workspace,
 )
+from compressai_transtic.layers import cpu_attention as cpu_attention_in_force
 from compressai_transtic.layers.attention import pack_weights, packed_window_attention
 from compressai_transtic.layers.cache import LRUCache
 from compressai_transtic.layers.masks import PromptMode, attention_mask, legacy_prompt_mask, masked_windows
@@ -156,7 +158,7 @@ def cpu_attention(request):
     """Run the test with each CPU attention implementation, then restore the default."""
     set_cpu_attention(request.param)
     yield request.param
-    set_cpu_attention("auto")
+    set_cpu_attention(None)
 
 
 @pytest.mark.parametrize("shift", [0, 4])
@@ -490,9 +492,47 @@ def test_the_chosen_cpu_attention_is_the_one_that_runs(kind, runs, absent, promp
         with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             block(x, window_prompts)
     finally:
-        set_cpu_attention("auto")
+        set_cpu_attention(None)
     names = {event.key for event in prof.key_averages()}
     assert runs in names and absent not in names
+
+
+def _operators_run(block, x):
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        block(x)
+    return {event.key for event in prof.key_averages()}
+
+
+@pytest.mark.parametrize("kind, runs, absent", [("packed", PACKED_OP, FUSED_OP), ("sdpa", FUSED_OP, PACKED_OP)])
+def test_the_environment_chooses_the_cpu_attention_where_code_does_not(monkeypatch, kind, runs, absent):
+    block, x = _block_and_input(4, 2, 16, 24)
+    monkeypatch.setenv("COMPRESSAI_TRANSTIC_CPU_ATTENTION", kind)
+    assert cpu_attention_in_force() == kind
+    names = _operators_run(block, x)
+    assert runs in names and absent not in names
+
+
+def test_code_overrides_the_environment_until_it_restores_the_default(monkeypatch):
+    block, x = _block_and_input(4, 2, 16, 24)
+    monkeypatch.setenv("COMPRESSAI_TRANSTIC_CPU_ATTENTION", "sdpa")
+    set_cpu_attention("packed")
+    try:
+        assert cpu_attention_in_force() == "packed"
+        assert PACKED_OP in _operators_run(block, x)
+    finally:
+        set_cpu_attention(None)
+    assert cpu_attention_in_force() == "sdpa"
+    monkeypatch.delenv("COMPRESSAI_TRANSTIC_CPU_ATTENTION")
+    assert cpu_attention_in_force() == "auto"
+
+
+@pytest.mark.parametrize("value", ["fast", "Packed", "packed,sdpa"])
+def test_an_unknown_cpu_attention_in_the_environment_is_refused_by_name(monkeypatch, value):
+    block, x = _block_and_input(4, 2, 16, 24)
+    monkeypatch.setenv("COMPRESSAI_TRANSTIC_CPU_ATTENTION", value)
+    expected = f"COMPRESSAI_TRANSTIC_CPU_ATTENTION='{value}' is not one of auto, packed, sdpa"
+    with pytest.raises(ValueError, match=re.escape(expected)), torch.no_grad():
+        block(x)
 
 
 @pytest.mark.parametrize("map_batch", [1, 3])

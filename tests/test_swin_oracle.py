@@ -68,7 +68,7 @@ def on_route(route: str) -> Iterator[str]:
             stack.enter_context(reference_attention())
         else:
             set_cpu_attention(attention)
-            stack.callback(set_cpu_attention, "auto")
+            stack.callback(set_cpu_attention, None)
         yield path
 
 

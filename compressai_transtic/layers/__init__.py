@@ -12,7 +12,8 @@ The modules, from the bottom up (each imports only those before it):
   folded into one additive bias per window;
 * :mod:`.workspace`: chunking and per-thread scratch buffers of CPU inference;
 * :mod:`.attention`: :class:`WindowAttention` and the switches that choose how it is
-  computed (:func:`reference_attention`, :func:`set_cpu_attention`);
+  computed (:func:`reference_attention`, :func:`set_cpu_attention`, or the
+  environment variable ``COMPRESSAI_TRANSTIC_CPU_ATTENTION``);
 * :mod:`.window_prompts`: :class:`WindowPrompts`, the prompts given to a block;
 * :mod:`.block`: :class:`SwinBlock` and its :class:`Mlp`;
 * :mod:`.stage`: :class:`BasicLayer` and :class:`RSTB`;
@@ -26,7 +27,9 @@ from __future__ import annotations
 
 from .attention import (
     CPU_ATTENTION_CHOICES,
+    CPU_ATTENTION_ENV,
     WindowAttention,
+    cpu_attention,
     packed_attention_is_faster,
     reference_attention,
     set_cpu_attention,
@@ -43,6 +46,7 @@ __all__ = [
     "SHIFT_MASK_VALUE",
     "PAD_MASK_VALUE",
     "CPU_ATTENTION_CHOICES",
+    "CPU_ATTENTION_ENV",
     "conv",
     "deconv",
     "SubPixelConvTranspose2d",
@@ -55,6 +59,7 @@ __all__ = [
     "PromptMode",
     "reference_attention",
     "set_cpu_attention",
+    "cpu_attention",
     "packed_attention_is_faster",
     "release_workspace",
     "WindowGeometry",

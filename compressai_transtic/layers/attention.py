@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import os
 import threading
 from typing import Iterator, NamedTuple, Optional, Tuple
 
@@ -33,10 +34,12 @@ from .masks import relative_position_index
 
 __all__ = [
     "CPU_ATTENTION_CHOICES",
+    "CPU_ATTENTION_ENV",
     "AttentionBackend",
     "PackedWeights",
     "WindowAttention",
     "attention_backend",
+    "cpu_attention",
     "cpu_vendor",
     "pack_weights",
     "packed_attention_is_faster",
@@ -47,6 +50,10 @@ __all__ = [
 ]
 
 CPU_ATTENTION_CHOICES = ("auto", "packed", "sdpa")
+#: environment variable that chooses the CPU attention where no code has called
+#: :func:`set_cpu_attention` (for programs that cannot call it, such as CompressAI's
+#: ``eval_model``)
+CPU_ATTENTION_ENV = "COMPRESSAI_TRANSTIC_CPU_ATTENTION"
 
 
 class _Switches(threading.local):
@@ -57,8 +64,8 @@ class _Switches(threading.local):
 
 
 _switches = _Switches()
-#: one of :data:`CPU_ATTENTION_CHOICES`, for every thread
-_cpu_attention = "auto"
+#: one of :data:`CPU_ATTENTION_CHOICES` for every thread, or None: not set by code
+_cpu_attention: Optional[str] = None
 
 
 class AttentionBackend(enum.Enum):
@@ -90,22 +97,47 @@ def reference_attention(enabled: bool = True) -> Iterator[None]:
         _switches.reference = previous
 
 
-def set_cpu_attention(kind: str) -> None:
+def set_cpu_attention(kind: Optional[str]) -> None:
     """Choose how Swin blocks without prompts (or with prompts as keys and values)
     attend on the CPU at inference.
 
     Args:
         kind: ``"packed"``: batched matrix products over per-window, per-head matrices
             with in-place residual updates (:func:`packed_window_attention`);
-            ``"sdpa"``: PyTorch's fused scaled-dot-product attention; ``"auto"``
-            (default): as :func:`packed_attention_is_faster` says for this CPU.
+            ``"sdpa"``: PyTorch's fused scaled-dot-product attention; ``"auto"``:
+            as :func:`packed_attention_is_faster` says for this CPU; ``None``: back
+            to the default, the environment variable :data:`CPU_ATTENTION_ENV` where
+            it is set, else ``"auto"``.
 
-    Both compute the same function; results differ by float rounding only.
+    Both compute the same function; results differ by float rounding only, so an
+    encoder and its decoder should make the same choice.
     """
     global _cpu_attention
-    if kind not in CPU_ATTENTION_CHOICES:
-        raise ValueError(f"cpu attention must be one of {CPU_ATTENTION_CHOICES}, got {kind!r}")
+    if kind is not None and kind not in CPU_ATTENTION_CHOICES:
+        raise ValueError(f"cpu attention must be one of {CPU_ATTENTION_CHOICES} or None, got {kind!r}")
     _cpu_attention = kind
+
+
+def cpu_attention() -> str:
+    """The CPU attention choice in force: the one :func:`set_cpu_attention` made, else
+    the environment variable :data:`CPU_ATTENTION_ENV`, else ``"auto"``.
+
+    Raises:
+        ValueError: the environment variable holds something else than one of
+            :data:`CPU_ATTENTION_CHOICES` (refused rather than ignored, as it
+            changes results).
+    """
+    if _cpu_attention is not None:
+        return _cpu_attention
+    kind = os.environ.get(CPU_ATTENTION_ENV, "").strip()
+    if not kind:
+        return "auto"
+    if kind not in CPU_ATTENTION_CHOICES:
+        raise ValueError(
+            f"environment variable {CPU_ATTENTION_ENV}={kind!r} is not one of {', '.join(CPU_ATTENTION_CHOICES)}: "
+            "set it to one of them, or unset it for 'auto'"
+        )
+    return kind
 
 
 def _cpu_autocast() -> bool:
@@ -152,9 +184,10 @@ def cpu_vendor() -> str:
 
 
 def _packed_chosen() -> bool:
-    if _cpu_attention == "auto":
+    kind = cpu_attention()
+    if kind == "auto":
         return _auto_packed()
-    return _cpu_attention == "packed"
+    return kind == "packed"
 
 
 def attention_backend(device: torch.device) -> AttentionBackend:
