@@ -28,10 +28,11 @@ from torch import Tensor
 from torchvision.models import ResNet50_Weights
 
 from .adapter_files import read_adapter
+from .console import RANDOM_TAG
 from .devices import check_device
 from .entropy_coder import symbol_bits
 from .evaluation.metrics import psnr
-from .filecodec import RANDOM_TAG, CodecChoice, CodecCommandError, load_codec, read_quality_map, report_error
+from .filecodec import CodecChoice, CodecCommandError, load_codec, read_quality_map, report_error
 from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from .models import TICROI

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     # the subcommands' modules import CompressAI: here, after main() has silenced its warning
     # (interpreters without the start-up hook would print it), not at the top
     from .bitmap import add_bitmap_arguments
-    from .evaluation.cli import add_compare_arguments, add_eval_arguments, add_plot_arguments, add_table_arguments
+    from .evaluation.cli import add_eval_arguments
+    from .evaluation.curve_commands import add_compare_arguments, add_plot_arguments, add_table_arguments
     from .evaluation.demo import add_demo_arguments
     from .filecodec import add_decode_arguments, add_encode_arguments
     from .listing import add_models_arguments
@@ -128,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return (run_encode if args.command == "encode" else run_decode)(args)
     if args.command == "compare":
-        from .evaluation.cli import run_compare
+        from .evaluation.curve_commands import run_compare
 
         return run_compare(args)
     if args.command == "models":
@@ -136,11 +137,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return run_models(args)
     if args.command == "plot":
-        from .evaluation.cli import run_plot
+        from .evaluation.curve_commands import run_plot
 
         return run_plot(args)
     if args.command == "table":
-        from .evaluation.cli import run_table
+        from .evaluation.curve_commands import run_table
 
         return run_table(args)
     from .evaluation.demo import run_demo

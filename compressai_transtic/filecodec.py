@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
+from .console import RANDOM_TAG
 from .container import SUFFIX, CodedFile, ContainerError, pack, unpack, weights_fingerprint
 from .data.files import find_image_files
 from .devices import check_device
@@ -47,7 +48,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-RANDOM_TAG = "[RANDOM WEIGHTS] "
 
 
 class CodecCommandError(Exception):

@@ -124,7 +124,7 @@ def test_eval_names_every_bad_image_before_building_any_model(set_with_bad_files
     def no_models(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(eval_cli, "_build_tasks", no_models)
+    monkeypatch.setattr(eval_cli, "build_tasks", no_models)
     argv = [
         "eval",
         str(set_with_bad_files),

@@ -449,7 +449,7 @@ def test_released_detection_prompts_under_torchvision_detectors_are_flagged(
     )
     monkeypatch.setattr(
         cli,
-        "_build_tasks",
+        "build_tasks",
         lambda args, dataset, classes, random: [  # no detectron2 needed
             cls(weights="random", short_edge=32, max_size=48, code_multiple=64) for cls in classes
         ],

@@ -25,13 +25,13 @@ import torch
 from torchvision.models import ResNet50_Weights
 from tqdm import tqdm
 
+from ..console import RANDOM_TAG, setup_logging
 from ..data import labelled_samples, load_sample
 from ..devices import DeviceUnavailableError, check_device
 from ..tasks import get_task
 from ..tasks.weights import TaskWeightsUnavailableError
 from ..trust import TrustStoreError
 from ..zoo import ChecksumMismatchError, WeightsUnavailableError
-from .cli import setup_logging
 from .codecs import CodecSpec, code_image
 from .metrics import topk_accuracy
 from .protocol import classification_protocol
@@ -112,7 +112,7 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
         print(f"error: {err}", file=sys.stderr)
         return 2
     random_weights = classifier.random_weights or any(spec.random_weights for spec, _ in codecs)
-    tag = "[RANDOM WEIGHTS] " if random_weights else ""
+    tag = RANDOM_TAG if random_weights else ""
     if random_weights and not args.random_weights:
         setup_logging(args.verbose, True)
 

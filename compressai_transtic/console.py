@@ -1,0 +1,51 @@
+"""What the command lines print, and where.
+
+Results go to standard output, errors and log lines to standard error. When results
+come from randomly initialised weights (no released weights at hand, or asked for),
+every line carries :data:`RANDOM_TAG`: such figures test the pipeline and mean nothing,
+and a line copied out of context must still say so.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+__all__ = ["RANDOM_TAG", "USER_ERROR", "CommandError", "print_error", "printer", "setup_logging"]
+
+RANDOM_TAG = "[RANDOM WEIGHTS] "
+
+#: exit status of a command refused for a user error (as argparse's)
+USER_ERROR = 2
+
+
+class CommandError(Exception):
+    """A user error: the message is printed and the command exits with :data:`USER_ERROR`."""
+
+
+def setup_logging(verbose: int = 0, random_weights: bool = False) -> None:
+    """Log to stderr at WARNING (``verbose`` 1: INFO, 2: DEBUG); every line carries
+    :data:`RANDOM_TAG` when results are random."""
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
+    fmt = (RANDOM_TAG if random_weights else "") + "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+def printer(random_weights: bool) -> Callable[[str], None]:
+    """A ``print`` for result lines: to stdout, flushed, each line of a multi-line text
+    tagged when results are random."""
+
+    def out(line: str = "") -> None:
+        for part in str(line).split("\n"):
+            print((RANDOM_TAG if random_weights else "") + part, flush=True)
+
+    return out
+
+
+def print_error(message: str, random_weights: bool = False) -> int:
+    """Print ``error: message`` to stderr (each line tagged when results would be random);
+    returns the exit status of a user error."""
+    for line in f"error: {message}".split("\n"):
+        print((RANDOM_TAG if random_weights else "") + line, file=sys.stderr)
+    return USER_ERROR

@@ -1,0 +1,219 @@
+"""The commands that work on result files: ``compare`` (Bjontegaard deltas against an
+anchor), ``plot`` (rate against a metric) and ``table`` (a cross-model table).
+
+Each has an ``add_*_arguments(parser)`` and a ``run_*(args) -> int`` pair, used by
+:mod:`compressai_transtic.cli`. They read the JSON curves that ``eval`` writes, and
+every line they print is tagged when a curve came from random weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+from ..console import print_error, printer, setup_logging
+from ..fileio import check_writable_folder
+from .bd import LOW_OVERLAP, bd_metric, bd_rate, overlap_share
+from .plot import plot_curves, plot_format
+from .results import atomic_write_text, curve_values, load_curve, write_json
+from .table import TableFormat, cross_model_table, render
+
+__all__ = [
+    "add_compare_arguments",
+    "add_plot_arguments",
+    "add_table_arguments",
+    "run_compare",
+    "run_plot",
+    "run_table",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- compare
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``compressai-transtic compare``."""
+    parser.description = (
+        "Bjontegaard deltas of curves against an anchor: BD-rate (%% rate change at equal "
+        "metric; negative = savings) and BD-metric (metric change at equal rate)."
+    )
+    parser.add_argument("anchor", type=Path, help="anchor curve (JSON results file)")
+    parser.add_argument("tests", type=Path, nargs="+", help="curves to compare with the anchor")
+    parser.add_argument("--metric", help="metric (default: the anchor's primary metric, else psnr-rgb)")
+    parser.add_argument(
+        "--method",
+        choices=("pchip", "cubic"),
+        default="pchip",
+        help="interpolation: pchip (piecewise cubic, default) or cubic (polynomial fit, VCEG-M33)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the deltas to this JSON file")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Run ``compressai-transtic compare``."""
+    try:
+        if args.json:
+            check_writable_folder(args.json.parent, "--json")
+        anchor = load_curve(args.anchor)
+        tests = [load_curve(p) for p in args.tests]
+    except (OSError, ValueError) as err:
+        return print_error(str(err))
+    random_weights = bool(anchor.get("random_weights")) or any(t.get("random_weights") for t in tests)
+    setup_logging(0, random_weights)
+    out = printer(random_weights)
+    metric = args.metric or anchor.get("primary_metric") or "psnr-rgb"
+    unit = (anchor.get("units") or {}).get(metric, "")
+    unit = "percentage points" if unit == "%" else unit
+    rows: List[Dict[str, Any]] = []
+    failed: List[str] = []
+    try:
+        ra, ma = curve_values(anchor, "bpp", args.anchor), curve_values(anchor, metric, args.anchor)
+        for path, test in zip(args.tests, tests):
+            rt, mt = curve_values(test, "bpp", path), curve_values(test, metric, path)
+            row = {"anchor": str(args.anchor), "test": str(path), "metric": metric, "method": args.method}
+            row.update(_deltas(ra, ma, rt, mt, args.method), bd_metric_unit=unit)
+            rows.append(row)
+            if row["bd_rate"] is None and row["bd_metric"] is None:
+                failed.append(f"{path} vs {args.anchor}: {row['bd_rate_error']}")
+                continue
+            out(
+                f"{test.get('name', path)} vs {anchor.get('name', args.anchor)} ({metric}, {args.method}): "
+                + _delta_text(row, "bd_rate", "BD-rate", "+.2f", " %")
+                + ", "
+                + _delta_text(row, "bd_metric", f"BD-{metric}", "+.3f", f" {unit}" if unit else "")
+            )
+            _warn_of_low_overlap(row, path, args.anchor)
+    except ValueError as err:
+        return print_error(str(err), random_weights)
+    if args.json:
+        try:
+            write_json(args.json, {"random_weights": random_weights, "comparisons": rows})
+        except OSError as err:  # OutputError: names the file
+            return print_error(str(err), random_weights)
+        out(f"wrote {args.json}")
+    for message in failed:  # the other curves were compared; these could not be
+        print_error(message, random_weights)
+    return 2 if failed else 0
+
+
+def _deltas(ra: Any, ma: Any, rt: Any, mt: Any, method: str) -> Dict[str, Any]:
+    """BD-rate and BD-metric of a test curve against the anchor, with the share of the
+    range they have in common. BD-rate needs the curves to share metric values,
+    BD-metric rates: each one that exists is given, the other as ``None`` with its reason."""
+    deltas: Dict[str, Any] = {}
+    for key, delta_of, axis in (("bd_rate", bd_rate, "metric"), ("bd_metric", bd_metric, "rate")):
+        try:
+            deltas[key] = delta_of(ra, ma, rt, mt, method=method)
+            deltas[f"{key}_overlap"] = overlap_share(ra, ma, rt, mt, axis)
+        except ValueError as err:
+            deltas[key], deltas[f"{key}_error"] = None, str(err)
+    return deltas
+
+
+def _warn_of_low_overlap(row: Dict[str, Any], path: Path, anchor: Path) -> None:
+    low = [
+        f"{row[key + '_overlap']:.0%} of their {axis} range"
+        for key, axis in (("bd_rate", "metric"), ("bd_metric", "log-rate"))
+        if row.get(key + "_overlap", 1.0) < LOW_OVERLAP
+    ]
+    if low:
+        logger.warning("%s and %s share only %s: the delta extrapolates the rest", path, anchor, " and ".join(low))
+
+
+def _delta_text(row: Dict[str, Any], key: str, name: str, fmt: str, unit: str) -> str:
+    if row[key] is None:
+        return f"{name} n/a ({row[key + '_error']})"
+    return f"{name} {format(row[key], fmt)}{unit} (overlap {row[key + '_overlap']:.0%})"
+
+
+# ---------------------------------------------------------------------------- plot
+def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``compressai-transtic plot``."""
+    parser.description = "Plot rate (bpp) against a metric for several result files (PNG, PDF or SVG)."
+    parser.add_argument("files", type=Path, nargs="+", help="curve files (JSON results)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="file to write: .png, .pdf or .svg")
+    parser.add_argument("--dpi", type=int, default=150, help="resolution of PNG output (default 150)")
+    parser.add_argument("--metric", help="metric (default: the first file's primary metric, else psnr-rgb)")
+    parser.add_argument("--title", help="plot title")
+    parser.add_argument("--no-reference", action="store_true", help="do not draw the uncompressed reference")
+    parser.add_argument(
+        "--bd-rate",
+        action="store_true",
+        help="annotate each curve after the first with its BD-rate against the first one",
+    )
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    """Run ``compressai-transtic plot``."""
+    random_weights = False
+    try:
+        plot_format(args.output)  # before reading anything
+        check_writable_folder(args.output.parent, "plot")
+        curves = [load_curve(p) for p in args.files]
+        random_weights = any(c.get("random_weights") for c in curves)
+        setup_logging(0, random_weights)
+        path = plot_curves(
+            curves,
+            args.output,
+            metric=args.metric,
+            title=args.title,
+            show_reference=not args.no_reference,
+            dpi=args.dpi,
+            bd_rate_against_first=args.bd_rate,
+        )
+    except (OSError, ValueError) as err:
+        return print_error(str(err), random_weights)
+    printer(random_weights)(f"wrote {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- table
+def add_table_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``compressai-transtic table``."""
+    parser.description = (
+        "A cross-model table of result files: one row per rate point (rate and metrics with "
+        "their units) and each model's BD-rate against the first file."
+    )
+    parser.add_argument("files", type=Path, nargs="+", help="curve files (JSON results); the first is the anchor")
+    parser.add_argument(
+        "--metric", nargs="+", help="metric columns (default: the first file's primary metric, then psnr-rgb)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("markdown", "latex"),
+        help="syntax (default: from the -o extension .md / .tex, else markdown)",
+    )
+    parser.add_argument("-o", "--output", type=Path, help="write the table to this file (default: print it)")
+    parser.add_argument("--caption", default="", help="table caption")
+    parser.add_argument("--no-bd-rate", action="store_true", help="leave out the BD-rate column")
+
+
+def run_table(args: argparse.Namespace) -> int:
+    """Run ``compressai-transtic table``."""
+    random_weights = False
+    try:
+        fmt = TableFormat(args.format) if args.format else None
+        if args.output is not None:
+            fmt = fmt or TableFormat.from_suffix(args.output.suffix)
+            check_writable_folder(args.output.parent, "table")
+        curves = [load_curve(p) for p in args.files]
+        random_weights = any(c.get("random_weights") for c in curves)
+        first = curves[0].get("primary_metric")
+        metrics = args.metric or list(dict.fromkeys(m for m in (first, "psnr-rgb") if m))
+        text = render(
+            cross_model_table(curves, metrics, bd=not args.no_bd_rate),
+            fmt or TableFormat.MARKDOWN,
+            caption=(("RANDOM WEIGHTS: not meaningful. " if random_weights else "") + args.caption).strip(),
+        )
+        if args.output is not None:
+            atomic_write_text(args.output, text)
+    except (OSError, ValueError) as err:
+        return print_error(str(err), random_weights)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        printer(random_weights)(f"wrote {args.output}")
+    return 0
