@@ -56,6 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Options not given stay absent from the parsed namespace, so that a ``--config``
     file and the task's defaults can fill them (see :func:`config_from_args`).
     """
+    for add_group in (
+        _model_arguments,
+        _data_arguments,
+        _optimisation_arguments,
+        _output_arguments,
+        _run_arguments,
+    ):
+        add_group(parser)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The codec, its adaptation and the task."""
     g = parser.add_argument_group("what to train")
     g.add_argument("--task", default=_S, help="task plugin name: cls, det, seg or a registered plugin's")
     g.add_argument(
@@ -118,6 +130,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="task constructor option, e.g. backend=detectron2 (repeatable)",
     )
 
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Training and validation images."""
     g = parser.add_argument_group("data")
     g.add_argument(
         "-d", "--dataset", default=_S, metavar="DIR", help="training images (any folder, searched recursively)"
@@ -157,6 +172,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--max-pixels", type=int, default=_S, help="largest image accepted, width x height (default 2^24)")
 
+
+def _optimisation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Epochs, batches, learning rate, precision, device."""
     g = parser.add_argument_group("optimisation")
     g.add_argument("-e", "--epochs", type=int, default=_S, help="epochs (cls 400, det/seg 40)")
     g.add_argument(
@@ -180,6 +198,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--deterministic", action="store_true", default=_S, help="deterministic GPU kernels (slower)")
 
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the run writes, how often, and resuming."""
     g = parser.add_argument_group("checkpoints and logs")
     g.add_argument(
         "-o", "--output", default=_S, metavar="DIR", help="output directory (default runs/<task>-q<quality>)"
@@ -213,6 +234,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--no-progress", dest="progress", action="store_false", default=_S, help="no progress bars")
 
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Settings files and dry runs."""
     g = parser.add_argument_group("run")
     g.add_argument(
         "-c",
