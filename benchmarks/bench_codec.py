@@ -164,6 +164,7 @@ def worker(
     from compressai_transtic.complexity import count_macs
     from compressai_transtic.layers import cpu_attention as attention_in_force
     from compressai_transtic.layers import set_cpu_attention
+    from compressai_transtic.layers.attention import attention_backend
     from compressai_transtic.models import TIC, TransTIC
 
     torch.set_num_threads(threads)
@@ -206,6 +207,7 @@ def worker(
         "batch": batch,
         "images_per_second": batch / statistics.median(times),
         "cpu_attention": attention_in_force(),
+        "cpu_attention_backend": attention_backend(torch.device("cpu")).value,
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "seconds": statistics.median(times),
@@ -233,6 +235,12 @@ def run_worker(args: argparse.Namespace, model: str, op: str, size: Sequence[int
     return row
 
 
+def _backends(rows: List[Dict[str, Any]]) -> str:
+    """`` (packed)``: the implementation that the workers' choice ran on this CPU."""
+    found = sorted({r["cpu_attention_backend"] for r in rows if "cpu_attention_backend" in r})
+    return f" ({', '.join(found)})" if found else ""
+
+
 def print_table(rows: List[Dict[str, Any]], cpu: Dict[str, Any], args: argparse.Namespace) -> None:
     isa = ", ".join(cpu["isa"]) or "none of " + ", ".join(ISA_FLAGS)
     print(f"CPU: {cpu['model']} ({cpu['cpus']} logical CPUs; {isa})")
@@ -247,8 +255,9 @@ def print_table(rows: List[Dict[str, Any]], cpu: Dict[str, Any], args: argparse.
         f"kernel transparent huge pages: {kernel_huge_pages()}"
     )
     print(
-        f"{args.threads} threads, CPU attention {args.cpu_attention}; peak = median fp32 2048^3 matmul GFLOP/s "
-        "around each repetition; % peak = median of each repetition's share of its peak"
+        f"{args.threads} threads, CPU attention {args.cpu_attention}{_backends(rows)}; "
+        "peak = median fp32 2048^3 matmul GFLOP/s around each repetition; "
+        "% peak = median of each repetition's share of its peak"
     )
     header = (
         f"{'model':<9} {'op':<10} {'size':>10} {'batch':>5} {'seconds':>8} {'img/s':>7} {'GMACs':>8} "

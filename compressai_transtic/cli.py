@@ -25,8 +25,9 @@ from . import __version__
 __all__ = ["build_parser", "main"]
 
 PROG = "compressai-transtic"
-#: subcommands that run the codecs, and so depend on the CPU attention choice
-CODING_COMMANDS = ("demo", "encode", "decode", "bitmap", "eval", "train")
+#: subcommands that run the codecs, and so depend on the CPU attention choice (``train``
+#: checks it itself, see :func:`compressai_transtic.training.cli.run`)
+CODING_COMMANDS = ("demo", "encode", "decode", "bitmap", "eval")
 
 
 def _quiet_dependency_warnings() -> None:
@@ -112,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _quiet_dependency_warnings()
     args_list: List[str] = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "train":
-        return 2 if _refused("train") else _run_train(args_list[1:])
+        return _run_train(args_list[1:])
     args = build_parser().parse_args(args_list)  # the modules imported below are loaded by now
     if _refused(args.command):
         return 2

@@ -18,6 +18,13 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _default_cpu_attention(monkeypatch):
+    """Every test starts from the package's default CPU attention, whatever the shell
+    running the tests sets (tests that need the variable set it themselves)."""
+    monkeypatch.delenv("COMPRESSAI_TRANSTIC_CPU_ATTENTION", raising=False)
+
+
 @dataclass
 class CocoSet:
     """A generated COCO-format dataset."""

@@ -348,7 +348,7 @@ def test_roi_adapters_code_files_under_a_given_quality_map(images, tmp_path, cap
     assert not (tmp_path / "none").exists() and not (tmp_path / "tic").exists()
 
 
-@pytest.mark.parametrize("command", ["encode", "decode", "eval", "demo", "bitmap", "train"])
+@pytest.mark.parametrize("command", ["encode", "decode", "eval", "demo", "bitmap"])
 def test_a_bad_cpu_attention_in_the_environment_stops_a_coding_command_before_it_starts(
     images, tmp_path, monkeypatch, capsys, command
 ):
@@ -361,8 +361,23 @@ def test_a_bad_cpu_attention_in_the_environment_stops_a_coding_command_before_it
     assert not (tmp_path / "out").exists()
 
 
-def test_the_cpu_attention_in_the_environment_does_not_concern_commands_that_code_nothing(
-    tmp_path, monkeypatch, capsys
-):
+def test_a_bad_cpu_attention_in_the_environment_stops_training_before_it_starts(images, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COMPRESSAI_TRANSTIC_CPU_ATTENTION", "fastest")
-    assert main(["models"]) == 0
+    argv = ["train", "-d", str(images), "-o", str(tmp_path / "run"), "--task-weights", "random", "--dry-run"]
+    assert main(argv) == 2
+    assert "error: environment variable COMPRESSAI_TRANSTIC_CPU_ATTENTION='fastest'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit) as stopped:  # help is still given
+        main(["train", "--help"])
+    assert stopped.value.code == 0
+
+
+@pytest.mark.parametrize("command", [["models"], ["compare", "--help"], ["plot", "--help"], ["table", "--help"]])
+def test_the_cpu_attention_in_the_environment_does_not_concern_commands_that_code_nothing(monkeypatch, capsys, command):
+    monkeypatch.setenv("COMPRESSAI_TRANSTIC_CPU_ATTENTION", "fastest")
+    try:
+        status = main(command)
+    except SystemExit as stopped:  # --help
+        status = stopped.code
+    assert status == 0
+    assert "COMPRESSAI_TRANSTIC_CPU_ATTENTION" not in capsys.readouterr().err

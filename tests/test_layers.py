@@ -526,6 +526,12 @@ def test_code_overrides_the_environment_until_it_restores_the_default(monkeypatc
     assert cpu_attention_in_force() == "auto"
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_cpu_attention_in_the_environment_means_auto(monkeypatch, value):
+    monkeypatch.setenv("COMPRESSAI_TRANSTIC_CPU_ATTENTION", value)
+    assert cpu_attention_in_force() == "auto"
+
+
 @pytest.mark.parametrize("value", ["fast", "Packed", "packed,sdpa"])
 def test_an_unknown_cpu_attention_in_the_environment_is_refused_by_name(monkeypatch, value):
     block, x = _block_and_input(4, 2, 16, 24)

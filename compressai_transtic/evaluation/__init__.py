@@ -8,8 +8,11 @@ Modules (imported on demand, so that ``import compressai_transtic.evaluation`` i
 - :mod:`.codecs`: rate points (:class:`~.codecs.CodecSpec`) and real-bitstream coding;
 - :mod:`.runner`: the resumable evaluator (:class:`~.runner.Evaluation`);
 - :mod:`.results`, :mod:`.records`, :mod:`.plot`: output files;
-- :mod:`.cli`, :mod:`.demo`: the ``eval``, ``compare``, ``plot`` and ``demo`` commands
-  (``python -m compressai_transtic.evaluation`` is ``compressai-transtic eval``);
+- :mod:`.selection`: what an ``eval`` command line asks for, as tasks and rate points;
+- :mod:`.cli`: the ``eval`` command (``python -m compressai_transtic.evaluation`` is
+  ``compressai-transtic eval``);
+- :mod:`.curve_commands`: the ``compare``, ``plot`` and ``table`` commands on result files;
+- :mod:`.demo`: the ``demo`` command;
 - :mod:`.eval_model`: CompressAI's ``eval_model`` with this package's models
   registered first, for interpreters that skip the start-up hook.
 """
@@ -19,7 +22,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["bd", "cli", "codecs", "demo", "metrics", "plot", "protocol", "records", "results", "runner"]
+__all__ = [
+    "bd",
+    "cli",
+    "codecs",
+    "curve_commands",
+    "demo",
+    "metrics",
+    "plot",
+    "protocol",
+    "records",
+    "results",
+    "runner",
+    "selection",
+]
 
 
 def __getattr__(name: str) -> Any:

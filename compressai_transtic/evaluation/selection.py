@@ -1,10 +1,10 @@
 """What an ``eval`` command line asks for, as tasks and codec specifications.
 
-Every choice is checked here, before any image is read or any model is built: the
-tasks against the dataset options, the codecs (``-a NAME[:Q,...]``), their qualities,
-and the model files (``--checkpoint``, ``--adapter``, ``--base-checkpoint``) against one
-another. A bad combination is a :class:`~compressai_transtic.console.CommandError`
-that says what to give instead.
+The choices are checked before any image is coded: the tasks against the dataset
+options, the codecs (``-a NAME[:Q,...]``), their qualities, and the model files
+(``--checkpoint``, ``--adapter``, ``--base-checkpoint``) against one another (adapter
+headers and, with ``--roi-map``, checkpoints are read to do so). A bad combination is
+a :class:`~compressai_transtic.console.CommandError` that says what to give instead.
 """
 
 from __future__ import annotations

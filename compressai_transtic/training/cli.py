@@ -315,11 +315,13 @@ def run(args: argparse.Namespace) -> int:
     returns 2, before any training step.
     """
     _configure_logging()
+    from ..layers import cpu_attention
     from .distributed import init_distributed
     from .trainer import Trainer
 
     errors = _user_errors()
     try:
+        cpu_attention()  # a bad COMPRESSAI_TRANSTIC_CPU_ATTENTION stops the run here, not at its first step
         config = config_from_args(args)
         ctx = init_distributed(config.device)
         try:
