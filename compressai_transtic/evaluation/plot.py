@@ -6,7 +6,7 @@ import io
 import logging
 import math
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .bd import curve_bd_rate
 from .results import atomic_write_bytes, axis_label, curve_values, load_curve, metric_title
@@ -51,7 +51,7 @@ def plot_curves(
 
     Args:
         curves: curve files (or their loaded contents).
-        output: the PNG file.
+        output: the file to write (``.png``, ``.pdf`` or ``.svg``).
         metric: the metric to plot (default: the first curve's ``primary_metric``, or
             ``psnr-rgb`` for files without one).
         title: plot title (default: the task names and the metric).
@@ -70,40 +70,14 @@ def plot_curves(
     metric = metric or loaded[0].get("primary_metric") or "psnr-rgb"
     fig = Figure(figsize=(6.4, 4.8), dpi=dpi)
     ax = fig.add_subplot(1, 1, 1)
-    references: dict = {}
-    any_random = False
-    for i, (curve, source) in enumerate(zip(loaded, names)):
-        ys = curve_values(curve, metric, source)
-        xs = [math.nan if v is None else float(v) for v in curve["results"]["bpp"]]
-        points = sorted((x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y))
-        random = bool(curve.get("random_weights"))
-        any_random |= random
-        label = str(curve.get("name", source)) + (" [RANDOM WEIGHTS]" if random else "")
-        if bd_rate_against_first and i > 0:
-            label += _bd_note(loaded[0], curve, metric)
-        ax.plot(
-            [p[0] for p in points],
-            [p[1] for p in points],
-            marker=_MARKERS[i % len(_MARKERS)],
-            linestyle=_LINES[i % len(_LINES)],
-            label=label,
-        )
-        ref = (curve.get("reference") or {}).get(metric)
-        if show_reference and ref is not None and math.isfinite(float(ref)):
-            references.setdefault((round(float(ref), 6), curve.get("task"), random), None)
-    for j, (value, task, random) in enumerate(references):
-        label = f"uncompressed ({task})" if task else "uncompressed"
-        ax.axhline(
-            value,
-            color="0.35",
-            linestyle=("--", ":", "-.")[j % 3],
-            linewidth=1.2,
-            label=label + (" [RANDOM WEIGHTS]" if random else ""),
-        )
+    references = _draw_curves(ax, loaded, names, metric, bd_rate_against_first)
+    if show_reference:
+        _draw_references(ax, references)
     ax.set_xlabel(axis_label("bpp"))
     ax.set_ylabel(axis_label(metric, loaded[0]))
     tasks = sorted({str(c["task"]) for c in loaded if c.get("task")})
     default_title = f"{metric_title(metric)} vs rate" + (f" ({', '.join(tasks)})" if tasks else "")
+    any_random = any(c.get("random_weights") for c in loaded)
     ax.set_title((title or default_title) + ("\nRANDOM WEIGHTS: not meaningful" if any_random else ""))
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
@@ -113,6 +87,46 @@ def plot_curves(
     path = atomic_write_bytes(output, buffer.getvalue())
     logger.info("wrote %s", path)
     return path
+
+
+def _draw_curves(
+    ax: Any, curves: Sequence[Mapping[str, Any]], names: Sequence[str], metric: str, bd_rate_against_first: bool
+) -> List[Tuple[float, Any, bool]]:
+    """One line per curve (its points sorted by rate, non-finite ones left out); returns
+    the distinct uncompressed references ``(value, task, random)``, in order of appearance."""
+    references: Dict[Tuple[float, Any, bool], None] = {}
+    for i, (curve, source) in enumerate(zip(curves, names)):
+        ys = curve_values(curve, metric, source)
+        xs = [math.nan if v is None else float(v) for v in curve["results"]["bpp"]]
+        points = sorted((x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y))
+        random = bool(curve.get("random_weights"))
+        label = str(curve.get("name", source)) + (" [RANDOM WEIGHTS]" if random else "")
+        if bd_rate_against_first and i > 0:
+            label += _bd_note(curves[0], curve, metric)
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker=_MARKERS[i % len(_MARKERS)],
+            linestyle=_LINES[i % len(_LINES)],
+            label=label,
+        )
+        ref = (curve.get("reference") or {}).get(metric)
+        if ref is not None and math.isfinite(float(ref)):
+            references.setdefault((round(float(ref), 6), curve.get("task"), random), None)
+    return list(references)
+
+
+def _draw_references(ax: Any, references: Sequence[Tuple[float, Any, bool]]) -> None:
+    """A dashed horizontal line per uncompressed reference (one per task network)."""
+    for j, (value, task, random) in enumerate(references):
+        label = f"uncompressed ({task})" if task else "uncompressed"
+        ax.axhline(
+            value,
+            color="0.35",
+            linestyle=("--", ":", "-.")[j % 3],
+            linewidth=1.2,
+            label=label + (" [RANDOM WEIGHTS]" if random else ""),
+        )
 
 
 def _bd_note(anchor: Mapping[str, Any], curve: Mapping[str, Any], metric: str) -> str:
