@@ -230,6 +230,33 @@ def test_cached_bias_follows_in_place_updates_of_the_bias_table():
     torch.testing.assert_close(after, ref, rtol=0, atol=1e-5)
 
 
+def test_cached_bias_is_not_taken_for_a_replaced_table_at_the_same_address():
+    """A table replaced by a fresh one could land at the freed address with the same
+    version and shape, and pass for the old one in the cache's key (CUDA's caching
+    allocator hands a freed block out again at once; glibc often does). The cache keeps
+    the old storage alive instead: no allocation takes that address, and the biases
+    are rebuilt for each new table."""
+    block, x = _block_and_input(4, 1, 16, 16)
+    for _ in range(10):
+        with torch.no_grad():
+            block(x)
+            old = block.attn.relative_position_bias_table
+            address, version, shape = old.data_ptr(), old._version, old.shape
+            del block.attn.relative_position_bias_table
+            del old  # the block held the last reference to the table
+            candidates = [torch.empty(shape) for _ in range(200)]
+            assert address not in {t.data_ptr() for t in candidates}
+            fresh = candidates[0].normal_(0, 1)
+            while fresh._version < version:
+                fresh.add_(0)
+            del candidates
+            block.attn.relative_position_bias_table = nn.Parameter(fresh)
+            out = block(x)
+            with reference_attention():
+                ref = block(x)
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+
+
 def test_gradients_flow_through_the_fast_path():
     block, x = _block_and_input(4, 2, 16, 16)
     block.train()

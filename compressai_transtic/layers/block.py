@@ -154,7 +154,7 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         # window biases per map size and prompt layout, valid for one version of the table
-        self._bias_cache: LRUCache[List[BiasPart]] = LRUCache(4)
+        self._bias_cache: LRUCache[Tuple[Tensor, List[BiasPart]]] = LRUCache(4)
 
     def geometry(self, height: int, width: int) -> WindowGeometry:
         """The windows of this block on a ``height x width`` map."""
@@ -308,7 +308,9 @@ class SwinBlock(nn.Module):
             return self._build_window_biases(plan, like)
         size = (plan.geometry, plan.mode, plan.num_prompts, plan.downsample)
         key = size + tensors_key([table]) + (like.dtype, like.device)
-        return self._bias_cache.get_or_build(key, lambda: self._build_window_biases(plan, like))
+        # an entry holds the table's storage: no later table can take its address and pass for it
+        _, biases = self._bias_cache.get_or_build(key, lambda: (table.detach(), self._build_window_biases(plan, like)))
+        return biases
 
     def _build_window_biases(self, plan: _Plan, like: Tensor) -> List[BiasPart]:
         bias = prompt_bias(self.attn.relative_position_bias(), plan.mode, plan.num_prompts).to(dtype=like.dtype)

@@ -2,8 +2,9 @@
 parameters.
 
 One :class:`LRUCache` holds the window indices (:mod:`.geometry`, per map size), and
-each Swin block has one for its attention biases (per map size and prompt layout).
-Both are rebuilt on a miss, so an evicted entry only costs time. The cache takes a
+each Swin block has one for its attention biases (per map size, prompt layout and
+bias table, whose storage an entry keeps alive, as :class:`DerivedValue` does). Both
+are rebuilt on a miss, so an evicted entry only costs time. The cache takes a
 lock because several threads may run the same layer at once. A
 :class:`DerivedValue` holds one value computed from some tensors (the packed
 attention weights, the prompt generator's folded convolutions, the entropy coder's
