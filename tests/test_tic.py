@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Dict
+
 import pytest
 import torch
 from codec_models import calibrated_tic, describe, num_threads, read_tsv, round_trip, sample_image, synthesis_inputs
@@ -109,6 +112,53 @@ def test_compress_is_deterministic_and_independent_of_thread_count(tic):
     assert first["strings"] == second["strings"]
     assert first["strings"] == one_thread["strings"]
     assert torch.equal(dec_one, dec_two)  # h_s runs on one thread: identical scale indexes and y_hat
+
+
+def test_h_s_runs_on_one_thread_in_each_of_two_python_threads_coding_at_once(tic, monkeypatch):
+    """PyTorch keeps the intra-op thread count per Python thread once that thread has
+    used it: each encoder's hyper-synthesis sets one thread in its own thread, whatever
+    the other one does (else that encoder would pick other scale-table entries than the
+    decoder, which runs h_s on one thread). Here both are inside h_s at once, and the
+    first leaves while the second is still inside."""
+    x = sample_image(64, 64)
+    second_initialised, second_inside, first_done = threading.Event(), threading.Event(), threading.Event()
+    seen: Dict[str, int] = {}
+    inner_first, inner_last = tic.h_s0.forward, tic.h_s3.forward
+
+    def entering(z):  # the first layer of h_s
+        if threading.current_thread().name == "second":
+            second_inside.set()
+        return inner_first(z)
+
+    def leaving(z):  # the last layer of h_s
+        name = threading.current_thread().name
+        if name == "first":
+            assert second_inside.wait(timeout=60)
+        else:
+            assert first_done.wait(timeout=60)
+        seen[name] = torch.get_num_threads()
+        return inner_last(z)
+
+    def run(name: str) -> None:
+        if name == "second":
+            assert torch.get_num_threads() == 2  # this thread's own count, set on first use
+            second_initialised.set()
+        with torch.no_grad():
+            tic.compress(x)
+        if name == "first":
+            first_done.set()
+
+    monkeypatch.setattr(tic.h_s0, "forward", entering)
+    monkeypatch.setattr(tic.h_s3, "forward", leaving)
+    with num_threads(2):
+        second = threading.Thread(target=run, args=("second",), name="second")
+        first = threading.Thread(target=run, args=("first",), name="first")
+        second.start()
+        assert second_initialised.wait(timeout=60)
+        first.start()
+        for worker in (first, second):
+            worker.join(timeout=120)
+    assert seen == {"first": 1, "second": 1}
 
 
 def test_fast_path_equals_reference_path(tic):

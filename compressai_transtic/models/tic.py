@@ -54,7 +54,13 @@ def _channels_last(x: Tensor) -> Tensor:
 
 @contextlib.contextmanager
 def _one_cpu_thread(x: Tensor) -> Iterator[None]:
-    """Run the body with one intra-op thread when ``x`` is on the CPU."""
+    """Run the body with one intra-op thread when ``x`` is on the CPU.
+
+    PyTorch keeps the thread count per Python thread once that thread has used it, so
+    the count is set and restored in the calling thread alone, and Python threads
+    coding at once each run their own section on one thread. (A Python thread that
+    first uses PyTorch while another is inside starts from that one's count.)
+    """
     threads = torch.get_num_threads()
     if x.device.type != "cpu" or threads == 1:
         yield
