@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,7 @@ def test_records_survive_an_interrupted_write(tmp_path):
         (json.dumps(record(9, 1e9)).encode() + b"\n", "'bpp' is 1000000000.0, not 8 * bytes / pixels = 0.5"),
         (json.dumps(record(9, -1.0, bytes=-2000)).encode() + b"\n", "'bytes' is -2000"),
         (json.dumps(record(9, 0.5, pixels=0)).encode() + b"\n", "'pixels' is 0"),
+        (json.dumps(record(9, 0.5, bytes=10**400)).encode() + b"\n", "'bytes' is 100000000000000000000"),  # no float
         (json.dumps(record(9, bpp_likelihood=float("inf"))).encode() + b"\n", "'bpp_likelihood' is inf"),
         (json.dumps(record(9, psnr=None)).encode() + b"\n", "'psnr' is None"),
         (json.dumps(record(9, quality="1")).encode() + b"\n", "'quality' is '1'"),
@@ -429,6 +431,51 @@ def test_fresh_sets_earlier_runs_aside_and_starts_again(two_images, tmp_path):
     (previous,) = out.glob("previous-*")
     assert (previous / "records.jsonl").read_bytes() == earlier and (previous / "codecs.json").is_file()
     assert len((out / "records.jsonl").read_text().splitlines()) == 2  # jpeg q50 on two images, nothing else
+
+
+def test_fresh_never_overwrites_an_earlier_set_aside_folder(two_images, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    assert fidelity_run(two_images, out, "jpeg:10") == 0
+    first = (out / "records.jsonl").read_bytes()
+    monkeypatch.setattr(time, "gmtime", lambda *args: time.struct_time((2026, 12, 4, 12, 0, 0, 4, 338, 0)))
+    assert fidelity_run(two_images, out, "jpeg:30", extra=["--fresh"]) == 0
+    second = (out / "records.jsonl").read_bytes()
+    assert fidelity_run(two_images, out, "jpeg:50", extra=["--fresh"]) == 0  # in the same second
+    assert (out / "previous-20261204-120000" / "records.jsonl").read_bytes() == first
+    assert (out / "previous-20261204-120000-2" / "records.jsonl").read_bytes() == second
+
+
+def test_fresh_sets_aside_the_rate_points_of_a_run_stopped_before_any_record(two_images, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "codecs.json").write_text('{"codecs": []}\n')  # a first run stopped before its first record
+    assert fidelity_run(two_images, out, "jpeg:50", extra=["--fresh"]) == 0
+    (previous,) = out.glob("previous-*")
+    assert (previous / "codecs.json").read_text() == '{"codecs": []}\n'
+    assert qualities(out, "jpeg") == [50]
+
+
+def test_an_entry_of_the_rate_point_history_that_this_version_cannot_read_is_kept(two_images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert fidelity_run(two_images, out, "jpeg:10") == 0
+    history = json.loads((out / "codecs.json").read_text())
+    newer = {**history["codecs"][0], "future_field": 1}  # as a newer version might write
+    (out / "codecs.json").write_text(json.dumps({"codecs": [*history["codecs"], newer]}))
+    assert fidelity_run(two_images, out, "webp:30") == 0
+    assert "codecs.json: entry 1 is not a rate point of this version" in capsys.readouterr().err
+    assert fidelity_run(two_images, out, "jpeg:70") == 0
+    assert qualities(out, "jpeg") == [10, 70]  # the earlier point is still merged
+    assert newer in json.loads((out / "codecs.json").read_text())["codecs"]  # and the newer entry kept
+
+
+def test_an_unreadable_rate_point_history_is_kept_aside_before_it_is_rewritten(two_images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert fidelity_run(two_images, out, "jpeg:10") == 0
+    (out / "codecs.json").write_text('{"codecs": [')  # cut short
+    assert fidelity_run(two_images, out, "webp:30") == 0
+    assert "codecs.json is unreadable" in capsys.readouterr().err
+    assert (out / "codecs.json.damaged").read_text() == '{"codecs": [\n'
+    assert [e["architecture"] for e in json.loads((out / "codecs.json").read_text())["codecs"]] == ["webp"]
 
 
 @pytest.mark.parametrize("backend, warned", [("torchvision", True), ("detectron2", False)])

@@ -4,8 +4,10 @@
 evaluated there. A later run with other qualities or codecs builds its curves from the
 records of all of them that are complete for its dataset, tasks and protocol (the
 records' keys say so), instead of replacing ``tic-cls.json`` with its own points only.
-The file is rewritten atomically; an unreadable one is reported and rebuilt from the
-current run (the records themselves are untouched).
+The file is rewritten atomically. Nothing in it is lost: an entry this version cannot
+read (one written by a newer version, say) is reported and kept as it is, not merged;
+a file that is not such a list at all is appended to ``codecs.json.damaged``, reported,
+and rebuilt from the current run (the records themselves are untouched).
 """
 
 from __future__ import annotations
@@ -30,29 +32,54 @@ def _spec(entry: Any) -> CodecSpec:
 
 
 def read_history(path: Path) -> List[CodecSpec]:
-    """The rate points recorded in ``path`` (empty when missing or unreadable)."""
-    if not path.exists():
-        return []
+    """The rate points recorded in ``path`` that this version reads (empty when missing
+    or unreadable)."""
+    return _read(path)[0]
+
+
+def _read(path: Path) -> Tuple[List[CodecSpec], List[Any]]:
+    """The rate points of ``path``, and the entries this version cannot read (as they are)."""
     try:
-        entries = json.loads(path.read_text())["codecs"]
-        return [_spec(dict(entry)) for entry in entries]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return [], []
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} cannot be read ({err}); fix or remove it, or use another output folder") from None
+    try:
+        entries = json.loads(text)["codecs"]
+        if not isinstance(entries, list):
+            raise TypeError(f"'codecs' is a {type(entries).__name__}, not a list")
+    except (ValueError, KeyError, TypeError) as err:
+        damaged = path.with_name(path.name + ".damaged")
+        with open(damaged, "a", encoding="utf-8") as side:
+            side.write(text if text.endswith("\n") else text + "\n")
         logger.warning(
-            "%s is unreadable (%s): earlier rate points are not merged into the curves; "
-            "it is rewritten with this run's",
+            "%s is unreadable (%s): it is kept in %s and rewritten with this run's rate points; "
+            "earlier ones are not merged into the curves",
             path,
             err,
+            damaged,
         )
-        return []
+        return [], []
+    specs, unread = [], []
+    for i, entry in enumerate(entries):
+        try:
+            specs.append(_spec(dict(entry)))
+        except (ValueError, KeyError, TypeError) as err:
+            logger.warning(
+                "%s: entry %d is not a rate point of this version (%s); kept as it is, not merged", path, i, err
+            )
+            unread.append(entry)
+    return specs, unread
 
 
 def remember(path: Path, specs: Sequence[CodecSpec]) -> List[CodecSpec]:
     """Add ``specs`` to the history in ``path``; returns the earlier entries."""
-    earlier = read_history(path)
+    earlier, unread = _read(path)
     known = {spec.key() for spec in earlier}
     new = [spec for spec in specs if spec.key() not in known]
     if new or not path.exists():
-        entries = [asdict(spec) for spec in [*earlier, *new]]
+        entries = unread + [asdict(spec) for spec in [*earlier, *new]]
         atomic_write_text(path, json.dumps({"codecs": entries}, indent=1) + "\n")
     return earlier
 

@@ -37,6 +37,16 @@ class RecordsLockedError(RuntimeError):
     """Another evaluation is writing to the same records file."""
 
 
+#: the largest byte or pixel count of a record (exact in a float, far above any image)
+_MAX_COUNT = 2**53
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut short for a message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _number(value: Any) -> Optional[float]:
     """``value`` as a float when it is a JSON number (not a boolean), else ``None``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -64,8 +74,8 @@ def _coding_problem(record: Dict[str, Any]) -> Optional[str]:
     """What is wrong with the coding fields (rate, fidelity, times) of a codec's record."""
     for field, low in (("bytes", 0), ("pixels", 1)):
         value = record.get(field)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            return f"{field!r} is {value!r}, not an integer of at least {low}"
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= _MAX_COUNT:
+            return f"{field!r} is {_shown(value)}, not an integer from {low} to 2^53"
     expected = 8.0 * record["bytes"] / record["pixels"]
     bpp = _number(record.get("bpp"))
     if bpp is None or not math.isclose(bpp, expected, rel_tol=1e-9):

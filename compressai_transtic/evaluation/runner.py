@@ -159,6 +159,19 @@ def _mean(values: Sequence[Any]) -> float:
     return float(sum(values) / len(values))
 
 
+def _new_folder(parent: Path, name: str) -> Path:
+    """Create and return ``parent/name``, or ``name-2``, ``name-3``... when it exists:
+    never a folder that holds something already."""
+    for n in range(1, 1000):
+        folder = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{parent}: {name} and 998 folders after it exist; move some of them away")
+
+
 @dataclass(frozen=True)
 class DecodedFeatures:
     """What a channel-selection codec decodes for the network: ``res2`` features of a
@@ -303,14 +316,16 @@ class Evaluation:
         return curves
 
     def _set_aside_earlier_runs(self, store: RecordStore) -> None:
-        """``--fresh``: move the records and rate points of earlier runs to ``previous-<time>/``."""
-        folder = self.output_dir / time.strftime("previous-%Y%m%d-%H%M%S", time.gmtime())
-        moved = store.move_to(folder)
+        """``--fresh``: move the records and rate points of earlier runs to a folder of
+        their own, ``previous-<time>/`` (``-2``, ``-3``... after it when that exists)."""
+        earlier = [p for p in (store.path, store.damaged_path, self.history_path) if p.exists()]
+        if not earlier:
+            return
+        folder = _new_folder(self.output_dir, time.strftime("previous-%Y%m%d-%H%M%S", time.gmtime()))
+        store.move_to(folder)
         if self.history_path.exists():
             self.history_path.replace(folder / self.history_path.name)
-            moved = True
-        if moved:
-            logger.info("earlier records set aside in %s (--fresh)", folder)
+        logger.info("earlier records set aside in %s (--fresh)", folder)
 
     def _merged_specs(self, store: RecordStore, earlier: Sequence[CodecSpec]) -> List[CodecSpec]:
         """This run's rate points, then earlier runs' that are complete here and fit a curve."""
