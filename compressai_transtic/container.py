@@ -135,6 +135,12 @@ class _Reader:
             raise ContainerError(f"the {what} is not UTF-8 text") from None
 
 
+def _short(value: object, limit: int = 80) -> str:
+    """``str(value)`` cut short for a message."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def unpack(data: bytes) -> CodedFile:
     """Parse and check the bytes of a ``.ttic`` file.
 
@@ -158,11 +164,13 @@ def unpack(data: bytes) -> CodedFile:
         raise ContainerError(f"container version {version} is not supported (this version reads {VERSION})")
     try:
         codec = json.loads(reader.text("codec description"))
-    except json.JSONDecodeError as exc:
-        raise ContainerError(f"the codec description is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # not JSON, nested too deep, a number of too many digits
+        raise ContainerError(f"the codec description is not valid JSON ({_short(exc)})") from None
     if not isinstance(codec, dict) or not isinstance(codec.get("architecture"), str):
         raise ContainerError("the codec description does not name an architecture")
     weights_name = reader.text("weights name")
+    if not weights_name.isprintable():
+        raise ContainerError(f"the weights name {_short(weights_name)!r} holds control characters")
     weights_sha256 = reader.take(32, "weights hash").hex()
     height = reader.varint("image height", 1 << 31)
     width = reader.varint("image width", 1 << 31)

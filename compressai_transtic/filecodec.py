@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import stat
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -297,11 +299,33 @@ def run_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_files(plan: Iterable[Tuple[Path, Path]]) -> List[Tuple[Path, Path, CodedFile]]:
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest ``.ttic`` file read for images of at most ``max_pixels`` pixels: 64
+    bits per pixel (far above any learned codec's rate), plus 1 MiB for the rest."""
+    return 8 * max_pixels + (1 << 20)
+
+
+def _read_coded(source: Path, max_pixels: int) -> CodedFile:
+    """``source``, a regular file of at most :func:`max_file_bytes`, unpacked."""
+    limit = max_file_bytes(max_pixels)
+    fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ContainerError("not a regular file (a pipe, a device...)")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ContainerError(
+            f"more than {limit} bytes, more than a .ttic of images of at most {max_pixels} pixels holds; "
+            "raise --max-pixels if it is one"
+        )
+    return unpack(data)
+
+
+def _read_files(plan: Iterable[Tuple[Path, Path]], max_pixels: int) -> List[Tuple[Path, Path, CodedFile]]:
     read, bad = [], []
     for source, target in plan:
         try:
-            read.append((source, target, unpack(source.read_bytes())))
+            read.append((source, target, _read_coded(source, max_pixels)))
         except (ContainerError, OSError) as exc:
             bad.append(f"{source}: {exc}")
     if bad:
@@ -341,7 +365,7 @@ def run_decode(args: argparse.Namespace) -> int:
     """``compressai-transtic decode``; returns the exit status."""
     try:
         plan = _plan_outputs(_collect(args.inputs, (SUFFIX,), f"{SUFFIX} files"), args.output, ".png", args.force)
-        files = _read_files(plan)
+        files = _read_files(plan, args.max_pixels)
         check_device(args.device)
         models: Dict[Tuple[CodecChoice, str], Any] = {}
         for source, _, coded in files:
@@ -370,6 +394,11 @@ def run_decode(args: argparse.Namespace) -> int:
         try:
             with torch.no_grad():
                 x_hat = model.decompress(strings, coded.latent_shape)["x_hat"]
+            if tuple(x_hat.shape[-2:]) != (coded.height, coded.width):
+                raise ContainerError(
+                    f"the file says {coded.width}x{coded.height} pixels, its bitstream codes "
+                    f"{x_hat.shape[-1]}x{x_hat.shape[-2]}: it was modified"
+                )
             write_png(target, x_hat)
         except (ValueError, OSError) as exc:  # BitstreamError and friends, an unwritable folder
             status = report_error(ValueError(f"{source}: {exc}"))

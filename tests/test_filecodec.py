@@ -6,6 +6,7 @@ commands and the file format are the same.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import zlib
@@ -18,8 +19,9 @@ from codec_models import num_threads, randomize_adapter
 from PIL import Image
 from skimage import data
 
+from compressai_transtic.bitstream import BitstreamError
 from compressai_transtic.cli import main
-from compressai_transtic.container import CodedFile, ContainerError, pack, unpack, weights_fingerprint
+from compressai_transtic.container import MAGIC, VERSION, CodedFile, ContainerError, pack, unpack, weights_fingerprint
 from compressai_transtic.evaluation.codecs import CodecSpec
 from compressai_transtic.imageio import ImageReadError, read_image
 from compressai_transtic.prompts import save_adapter
@@ -296,6 +298,38 @@ def _with_crc(body: bytes) -> bytes:
     return body + (zlib.crc32(body) & 0xFFFFFFFF).to_bytes(4, "big")
 
 
+def _leb128(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value >> 7 else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def _container(codec_text: str, weights_name: str = "w") -> bytes:
+    """A .ttic file written field by field (with a valid checksum) around the given
+    codec description (JSON text) and weights name."""
+    field = lambda data: _leb128(len(data)) + data  # noqa: E731
+    body = MAGIC + bytes([VERSION]) + field(codec_text.encode()) + field(weights_name.encode())
+    body += bytes.fromhex("ab" * 32) + _leb128(17) + _leb128(23) + _leb128(1) + field(b"h")
+    return _with_crc(body)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (lambda: _container("[" * 60000), "not valid JSON"),
+        (lambda: _container('{"architecture": "tic", "quality": ' + "9" * 5000 + "}"), "not valid JSON"),
+        (lambda: _container('{"architecture": "tic"}', "w\x1b[2J\x1b[31mFAKE OK"), "holds control characters"),
+    ],
+    ids=["nested-too-deep", "too-many-digits", "control-characters"],
+)
+def test_hostile_container_fields_raise_a_container_error(data, message):
+    with pytest.raises(ContainerError, match=message):
+        unpack(data())
+
+
 @pytest.mark.parametrize(
     "mangle, message",
     [
@@ -311,6 +345,58 @@ def _with_crc(body: bytes) -> bytes:
 def test_damaged_containers_raise_a_container_error(mangle, message):
     with pytest.raises(ContainerError, match=message):
         unpack(mangle(_sample_file()))
+
+
+def test_decode_refuses_a_file_larger_than_its_pixel_limit_allows_without_reading_it(images, tmp_path, capsys):
+    huge = tmp_path / "in" / "huge.ttic"
+    huge.parent.mkdir()
+    with open(huge, "wb") as f:
+        f.truncate(4 << 30)  # sparse: 4 GiB that reading would have to allocate
+    assert _decode(huge.parent, tmp_path / "out", "--max-pixels", "4096") == 2
+    err = capsys.readouterr().err
+    assert "huge.ttic: more than 1081344 bytes" in err and "nothing was written" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_decode_refuses_a_pipe_among_the_files_instead_of_waiting_on_it(images, tmp_path, capsys):
+    assert _encode(images / "chelsea.png", tmp_path / "coded", "--model", "tic") == 0
+    os.mkfifo(tmp_path / "coded" / "pipe.ttic")
+    assert _decode(tmp_path / "coded", tmp_path / "out") == 2  # it used to wait for a writer forever
+    assert "pipe.ttic: not a regular file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_decode_refuses_a_file_whose_size_differs_from_its_bitstream(images, tmp_path, capsys):
+    assert _encode(images / "chelsea.png", tmp_path / "coded", "--model", "tic") == 0
+    path = tmp_path / "coded" / "chelsea.ttic"
+    coded = unpack(path.read_bytes())
+    path.write_bytes(pack(dataclasses.replace(coded, height=coded.height - 4, width=coded.width - 6)))
+    assert _decode(path, tmp_path / "out") == 2
+    assert "the file says 154x116 pixels, its bitstream codes 160x120" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "chelsea.png").exists()
+
+
+def test_one_decode_call_is_bounded_however_often_a_small_stream_is_repeated():
+    model = CodecSpec("tic", "tic", 1, None, "random").load()
+    with torch.no_grad():
+        enc = model.compress(torch.rand(1, 3, 64, 64))
+        model.max_decode_pixels = 10 * 64 * 64
+        ten = [s * 10 for s in enc["strings"]]
+        assert model.decompress(ten, enc["shape"])["x_hat"].shape[0] == 10
+        with pytest.raises(BitstreamError, match="11 images of 64x64 pixels are more than this decoder's limit"):
+            model.decompress([s * 11 for s in enc["strings"]], enc["shape"])
+
+
+def test_a_batch_that_the_evaluator_coded_itself_decodes_past_the_limit_of_one_call():
+    from compressai_transtic.evaluation.codecs import code_batch
+    from compressai_transtic.evaluation.protocol import CodingProtocol
+
+    model = CodecSpec("tic", "tic", 1, None, "random").load()
+    model.max_decode_pixels = 2 * 64 * 64
+    with torch.no_grad():
+        results = code_batch(model, torch.rand(3, 3, 64, 64), CodingProtocol(), likelihood=False)
+    assert len(results) == 3 and model.max_decode_pixels == 2 * 64 * 64  # the limit is back
 
 
 def test_the_weights_fingerprint_sees_every_weight_and_table():

@@ -7,13 +7,14 @@ real bitstreams.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -305,6 +306,22 @@ def code_image(
 
 
 @torch.no_grad()
+@contextlib.contextmanager
+def _decoding_limit(model: Any, pixels: int) -> Iterator[None]:
+    """Let ``model`` decode ``pixels`` in one call: the streams of a batch that it has
+    just coded itself are trusted, though their total may pass its limit for one call
+    (``max_decode_pixels``, which guards against hostile streams)."""
+    limit = getattr(model, "max_decode_pixels", None)
+    if limit is None or pixels <= limit:
+        yield
+        return
+    model.max_decode_pixels = pixels
+    try:
+        yield
+    finally:
+        model.max_decode_pixels = limit
+
+
 def code_batch(
     model: Union[Any, ExternalCodec],
     x: Tensor,
@@ -341,7 +358,8 @@ def code_batch(
     enc = model.compress(x_code, **extra)
     encoding_time = _seconds(device, started) / batch
     started = time.perf_counter()
-    dec = model.decompress(enc["strings"], enc["shape"])
+    with _decoding_limit(model, batch * int(x_code.shape[-2]) * int(x_code.shape[-1])):
+        dec = model.decompress(enc["strings"], enc["shape"])
     decoding_time = _seconds(device, started) / batch
     x_hat = protocol.from_codec(dec["x_hat"], (height, width))
     features = _prepared_features(dec, (height, width))

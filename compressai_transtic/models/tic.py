@@ -98,8 +98,9 @@ class TIC(CompressionModel):
 
     ``decompress`` takes everything from the bitstream and checks it before decoding:
     a header that declares more than ``max_decode_pixels`` pixels (default
-    :data:`MAX_DECODE_PIXELS`, an instance attribute) is refused, so that no stream can
-    make the decoder allocate without bound.
+    :data:`MAX_DECODE_PIXELS`, an instance attribute) is refused, and so is a call
+    whose images together have more, so that no stream can make the decoder allocate
+    without bound.
 
     Args:
         N: channels of the transforms.
@@ -375,6 +376,11 @@ class TIC(CompressionModel):
         if len(sizes) != 1:
             raise BitstreamError(f"images of one batch must share one size, headers give {sorted(sizes)}")
         (height, width) = sizes.pop()
+        if len(headers) * height * width > self.max_decode_pixels:
+            raise BitstreamError(
+                f"{len(headers)} images of {height}x{width} pixels are more than this decoder's limit of "
+                f"{self.max_decode_pixels} pixels per call; decode fewer at once, or raise model.max_decode_pixels"
+            )
         expected = (ceil_to(height, PAD_MULTIPLE) // PAD_MULTIPLE, ceil_to(width, PAD_MULTIPLE) // PAD_MULTIPLE)
         if shape != expected:
             raise BitstreamError(
