@@ -151,3 +151,41 @@ def test_compare_warns_on_little_overlap_and_gives_the_bd_metric_unit(tmp_path, 
     assert "BD-rate" in captured.out and "(overlap 35%)" in captured.out
     assert "BD-top1 +8.000 percentage points (overlap 100%)" in captured.out
     assert "share only 35% of their metric range: the delta extrapolates the rest" in captured.err
+
+
+HOSTILE_CURVES = {
+    "rate-as-number": ({"results": {"bpp": 5, "top1": [1]}}, "results['bpp'] is a int, not a list"),
+    "rate-as-text": ({"results": {"bpp": "124", "top1": [1, 2, 3]}}, "results['bpp'] is a str, not a list"),
+    "nested-rates": ({"results": {"bpp": [[0.1]], "top1": [1]}}, "results['bpp'] holds '[0.1]'"),
+    "boolean-rate": ({"results": {"bpp": [True], "top1": [1]}}, "results['bpp'] holds 'True'"),
+    "huge-rate": ({"results": {"bpp": [10**400], "top1": [1]}}, "results['bpp'] holds '1000000000"),
+    "text-quality": ({"results": {"bpp": [0.1], "quality": ["7"], "top1": [1]}}, "expected integers or null"),
+    "reference-list": ({"reference": [1], "results": {"bpp": [0.1], "top1": [1]}}, "'reference' is a list"),
+    "reference-of-lists": ({"reference": {"top1": [1]}, "results": {"bpp": [0.1], "top1": [1]}}, "reference['top1']"),
+    "units-list": ({"units": ["x"], "results": {"bpp": [0.1], "top1": [1]}}, "'units' is a list"),
+    "unit-number": ({"units": {"top1": 5}, "results": {"bpp": [0.1], "top1": [1]}}, "units['top1'] is not a string"),
+    "task-list": ({"task": ["cls"], "results": {"bpp": [0.1], "top1": [1]}}, "'task' is a list, not a string"),
+    "metric-list": ({"primary_metric": ["top1"], "results": {"bpp": [0.1], "top1": [1]}}, "'primary_metric' is a"),
+    "metric-object": ({"results": {"bpp": [0.1], "top1": {"a": 1}}}, "results['top1'] is a dict"),
+    "random-as-text": ({"random_weights": "false", "results": {"bpp": [0.1], "top1": [1]}}, "not true or false"),
+    "nested-too-deep": ("[" * 100000, "is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("command", ["compare", "plot", "table"])
+@pytest.mark.parametrize("document, problem", list(HOSTILE_CURVES.values()), ids=list(HOSTILE_CURVES))
+def test_a_hostile_curve_file_is_refused_by_name_and_field(tmp_path, capsys, command, document, problem):
+    from compressai_transtic.cli import main
+
+    good = write_curve(tmp_path / "good.json", "tic", RATES, ACCURACY)
+    bad = tmp_path / "bad.json"
+    bad.write_text(document if isinstance(document, str) else json.dumps(document))
+    argv = {
+        "compare": ["compare", str(good), str(bad)],
+        "plot": ["plot", str(good), str(bad), "-o", str(tmp_path / "plot.png")],
+        "table": ["table", str(good), str(bad), "-o", str(tmp_path / "table.md")],
+    }[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"error: {bad}" in err and problem in err
+    assert not (tmp_path / "plot.png").exists() and not (tmp_path / "table.md").exists()

@@ -78,21 +78,66 @@ def load_curve(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a curve file (ours or ``compressai.utils.eval_model``'s) and check its shape.
 
     Raises:
-        ValueError: not a JSON object with ``results`` lists of equal length including ``bpp``.
+        ValueError: not a JSON object with ``results`` lists of equal length including
+            ``bpp``, or a field of the wrong type (the message names the file and field).
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    except (ValueError, RecursionError) as err:  # not JSON (or not UTF-8), nested too deep, too many digits
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, dict) or "bpp" not in results:
         raise ValueError(f"{path} is not a results file: expected an object with a 'results' mapping holding 'bpp'")
-    lengths = {k: len(v) for k, v in results.items() if isinstance(v, list)}
+    problem = _curve_problem(data)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
+    lengths = {k: len(v) for k, v in results.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"{path}: the result lists have different lengths {lengths}")
     data.setdefault("name", path.stem)
     return data
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number that a float holds (not a boolean, not beyond the float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _curve_problem(data: Mapping[str, Any]) -> Optional[str]:
+    """What is wrong with the fields of a curve file, or ``None``."""
+    for key, values in data["results"].items():
+        if not isinstance(values, list):
+            return f"results[{key!r}] is a {type(values).__name__}, not a list"
+        wanted, test = ("integers", lambda v: isinstance(v, int)) if key == "quality" else ("numbers", _is_number)
+        bad = [v for v in values if v is not None and (isinstance(v, bool) or not test(v))]
+        if bad:
+            return f"results[{key!r}] holds {str(bad[0])[:40]!r}; expected {wanted} or null"
+    for key in ("name", "description", "task", "primary_metric", "rate_average"):
+        if key in data and not isinstance(data[key], str):
+            return f"{key!r} is a {type(data[key]).__name__}, not a string"
+    if "random_weights" in data and not isinstance(data["random_weights"], bool):
+        return f"'random_weights' is {data['random_weights']!r}, not true or false"
+    for key, check, wanted in (
+        ("units", lambda v: isinstance(v, str), "a string"),
+        ("reference", _is_number, "a number"),
+    ):
+        table = data.get(key, {})
+        if not isinstance(table, dict):
+            return f"{key!r} is a {type(table).__name__}, not an object"
+        bad_keys = [k for k, v in table.items() if not (check(v) or (key == "reference" and v is None))]
+        if bad_keys:
+            return f"{key}[{bad_keys[0]!r}] is not {wanted}"
+    names = data.get("metric_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return "'metric_names' is not a list of strings"
+    return None
 
 
 def curve_values(curve: Mapping[str, Any], metric: str, path: Union[str, Path] = "") -> List[float]:
