@@ -433,6 +433,53 @@ def test_fresh_sets_earlier_runs_aside_and_starts_again(two_images, tmp_path):
     assert len((out / "records.jsonl").read_text().splitlines()) == 2  # jpeg q50 on two images, nothing else
 
 
+@pytest.mark.parametrize(
+    "prediction, problem",
+    [
+        (None, "no 'psnr-rgb' of 0 dB or more"),
+        ({}, "no 'psnr-rgb' of 0 dB or more"),
+        ({"psnr-rgb": "31.2", "ms-ssim-rgb": None}, "no 'psnr-rgb' of 0 dB or more"),
+        ({"psnr-rgb": 31.2, "ms-ssim-rgb": 7}, "'ms-ssim-rgb' is not a number in [-1, 1] or null"),
+    ],
+    ids=["null", "empty", "text", "out-of-range"],
+)
+def test_a_stored_prediction_its_task_cannot_use_is_set_aside_and_predicted_again(
+    two_images, tmp_path, capsys, prediction, problem
+):
+    out = tmp_path / "out"
+    assert fidelity_run(two_images, out, "jpeg:10") == 0
+    lines = (out / "records.jsonl").read_text().splitlines()
+    codec_line = next(i for i, line in enumerate(lines) if json.loads(line)["codec"] != "reference")
+    tampered = {**json.loads(lines[codec_line]), "prediction": prediction}
+    lines[codec_line] = json.dumps(tampered)
+    (out / "records.jsonl").write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert fidelity_run(two_images, out, "jpeg:10") == 0  # every resume used to stop with a TypeError
+    err = capsys.readouterr().err
+    assert f"'prediction' of task 'fidelity': {problem}" in err and "set aside in" in err
+    assert json.loads((out / "records.jsonl.damaged").read_text())["prediction"] == prediction
+    restored = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(restored) == len(lines) and all(r["prediction"]["psnr-rgb"] > 0 for r in restored)
+
+
+def test_each_built_in_task_checks_the_predictions_it_stores():
+    from compressai_transtic.tasks import get_task
+
+    cls, det, seg = (get_task(name, weights="random") for name in ("cls", "det", "seg"))
+    box = {"category_id": 3, "bbox": [1.0, 2.0, 30.5, 40.0], "score": 0.9}
+    mask = {"size": [48, 64], "counts": "abc"}
+    assert cls.prediction_problem({"top5": [1, 2, 3, 4, 5]}) is None
+    assert det.prediction_problem([box]) is None and det.prediction_problem([]) is None
+    assert seg.prediction_problem([{**box, "segmentation": mask}]) is None
+    assert cls.prediction_problem({"top5": [1, True]}) == "'top5' is [1, True], not class indices"
+    assert cls.prediction_problem([1, 2]) == "not {'top5': [up to 5 class indices]}"
+    assert det.prediction_problem({"bbox": []}) == "not a list of detections"
+    assert det.prediction_problem([box, {**box, "bbox": [1, 2, 3]}]) == "detection 1: 'bbox' is not 4 finite numbers"
+    assert det.prediction_problem([{**box, "score": float("nan")}]) == "detection 0: 'score' is not a finite number"
+    assert det.prediction_problem([{**box, "category_id": "3"}]) == "detection 0: 'category_id' is not an integer"
+    assert seg.prediction_problem([box]).startswith("detection 0: 'segmentation' is not a run-length mask")
+
+
 def test_fresh_never_overwrites_an_earlier_set_aside_folder(two_images, tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert fidelity_run(two_images, out, "jpeg:10") == 0

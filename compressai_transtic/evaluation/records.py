@@ -7,7 +7,8 @@ run holds millions of detections, which are read back one rate point at a time.
 
 Nothing finished is thrown away because of a damaged line: a line cut short by a crash,
 NUL bytes left by a file system, or a record whose fields have the wrong type or an
-impossible value (a ``bpp`` that is a string, or not ``8 * bytes / pixels``) is
+impossible value (a ``bpp`` that is a string, or not ``8 * bytes / pixels``; a
+prediction that its task cannot use) is
 moved to the side file ``<name>.damaged`` (appended, never overwritten), reported, and
 recomputed; every good record is kept. One evaluation at a time may write to a file: a
 second one is refused with the process id of the first (an advisory ``flock`` on
@@ -21,7 +22,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import IO, Any, Dict, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 
 __all__ = ["REFERENCE_CODEC", "RecordKey", "RecordStore", "RecordsLockedError", "record_problem"]
 
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: (codec key, task key, image id as text)
 RecordKey = Tuple[str, str, str]
+#: a task's check of one of its stored predictions: (task key, prediction) -> problem or None
+PredictionCheck = Callable[[str, Any], Optional[str]]
 #: the codec key of uncompressed-reference records (they have no rate)
 REFERENCE_CODEC = "reference"
 
@@ -106,13 +109,18 @@ class RecordStore:
 
     Args:
         path: the ``.jsonl`` file (created with its directory when missing).
+        prediction_problem: ``(task key, prediction) -> problem or None``: the tasks'
+            own check of the predictions they stored (see
+            :meth:`~compressai_transtic.tasks.base.Task.prediction_problem`); a
+            record it finds wrong is set aside as damaged.
 
     Raises:
         RecordsLockedError: another evaluation holds the file.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, prediction_problem: Optional[PredictionCheck] = None) -> None:
         self.path = Path(path)
+        self._prediction_problem = prediction_problem
         self.damaged_path = self.path.with_name(self.path.name + ".damaged")
         self._index: Dict[RecordKey, Tuple[int, int]] = {}
         self._writer: Optional[IO[bytes]] = None
@@ -179,14 +187,17 @@ class RecordStore:
                 self._index[self.key(rec["codec"], rec["task"], rec["image"])] = (offset, len(line))
             offset += len(line)
 
-    @staticmethod
-    def _line_problem(line: bytes) -> Optional[str]:
+    def _line_problem(self, line: bytes) -> Optional[str]:
         if not line.endswith(b"\n"):
             return "incomplete last line (interrupted write)"
         try:
-            return record_problem(json.loads(line))
-        except (ValueError, UnicodeDecodeError) as err:
-            return f"not JSON ({err})"
+            record = json.loads(line)
+        except (ValueError, RecursionError) as err:  # not JSON or UTF-8, nested too deep
+            return f"not JSON ({str(err)[:80]})"
+        problem = record_problem(record)
+        if problem is None and self._prediction_problem is not None:
+            problem = self._prediction_problem(record["task"], record["prediction"])
+        return problem
 
     def _set_aside(self, good: List[bytes], damaged: List[Tuple[int, bytes, str]]) -> None:
         """Append damaged lines to the side file, then rewrite the records file with the good ones."""

@@ -288,6 +288,15 @@ class Evaluation:
             )
         return key
 
+    def _prediction_problem(self, task_key: str, prediction: Any) -> Optional[str]:
+        """A stored prediction that its task (one of this run's) cannot use; records of
+        other tasks are not judged here."""
+        task = next((t for t in self.tasks if self.task_key(t) == task_key), None)
+        if task is None:
+            return None
+        problem = task.prediction_problem(prediction)
+        return None if problem is None else f"'prediction' of task {task.name!r}: {problem}"
+
     def codec_key(self, spec: CodecSpec) -> str:
         """Fingerprint of a rate point under this protocol."""
         return fingerprint({"codec": spec.key(), "protocol": self.protocol.as_dict()})
@@ -302,7 +311,7 @@ class Evaluation:
     def run(self) -> List[Curve]:
         """Run (or continue) the evaluation and write all outputs; returns the curves."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        with RecordStore(self.records_path) as store:
+        with RecordStore(self.records_path, self._prediction_problem) as store:
             if self.fresh:
                 self._set_aside_earlier_runs(store)
             if len(store):

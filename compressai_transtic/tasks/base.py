@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -18,6 +19,16 @@ from .weights import WeightsOption, is_random, normalize_weights_option
 __all__ = ["Task"]
 
 logger = logging.getLogger(__name__)
+
+
+def is_integer(value: Any) -> bool:
+    """A JSON integer (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """A finite JSON number (not a boolean)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class Task:
@@ -236,6 +247,13 @@ class Task:
             ValueError: the task's network has no such entry point.
         """
         raise ValueError(f"task {self.name!r} cannot predict from channel-selection features")
+
+    def prediction_problem(self, prediction: Any) -> Optional[str]:
+        """What is wrong with a prediction read back from the evaluation records (a
+        damaged or edited file), or ``None`` when :meth:`compute_metrics` can use it.
+        The evaluator sets a record with a problem aside and predicts again. Tasks that
+        do not override it accept every prediction."""
+        return None
 
     def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
         """Task metrics (percentages) of per-image predictions over ``dataset`` items.

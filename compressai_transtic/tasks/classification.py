@@ -11,7 +11,7 @@ from torchvision.models import resnet50
 
 from ..evaluation.metrics import topk_accuracy
 from ..evaluation.protocol import CodingProtocol, classification_protocol
-from .base import Task
+from .base import Task, is_integer
 from .features import FrozenFeatureExtractor, ImageNetNormalize, ResNetStages
 from .weights import TorchvisionWeights, WeightsOption, resolve_torchvision_state_dict
 
@@ -129,6 +129,14 @@ class ClassificationTask(Task):
     def predict_batch(self, x: Tensor, images: Sequence[Any]) -> List[Dict[str, Any]]:
         """The five best classes of each image of a batch, in one pass of the network."""
         return [{"top5": [int(i) for i in row]} for row in self.logits(x).topk(5, dim=1).indices]
+
+    def prediction_problem(self, prediction: Any) -> Optional[str]:
+        top5 = prediction.get("top5") if isinstance(prediction, dict) else None
+        if not isinstance(top5, list) or not 1 <= len(top5) <= 5:
+            return "not {'top5': [up to 5 class indices]}"
+        if not all(is_integer(c) and c >= 0 for c in top5):
+            return f"'top5' is {str(top5)[:60]}, not class indices"
+        return None
 
     def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
         ranked, labels = [], []

@@ -17,7 +17,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..evaluation.metrics import coco_evaluate, rle_encode
 from ..evaluation.protocol import CodingProtocol, detection_protocol
-from .base import Task
+from .base import Task, is_finite_number, is_integer
 from .detectron2_backend import build_detectron2_model, detectron2_detect, detectron2_feature_extractor
 from .features import FPNFromRes2, FrozenFeatureExtractor, ImageNetNormalize
 from .weights import TorchvisionWeights, WeightsOption, resolve_torchvision_state_dict
@@ -228,6 +228,36 @@ class DetectionTask(Task):
                 record["segmentation"] = rle_encode(masks[i])
             out.append(record)
         return out
+
+    def prediction_problem(self, prediction: Any) -> Optional[str]:
+        if not isinstance(prediction, list):
+            return "not a list of detections"
+        for i, det in enumerate(prediction):
+            problem = self._detection_problem(det)
+            if problem:
+                return f"detection {i}: {problem}"
+        return None
+
+    def _detection_problem(self, det: Any) -> Optional[str]:
+        if not isinstance(det, dict):
+            return "not an object"
+        if not is_integer(det.get("category_id")):
+            return "'category_id' is not an integer"
+        box = det.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(is_finite_number(v) for v in box)):
+            return "'bbox' is not 4 finite numbers"
+        if not is_finite_number(det.get("score")):
+            return "'score' is not a finite number"
+        rle = det.get("segmentation")
+        if self.with_masks and not (
+            isinstance(rle, dict)
+            and isinstance(rle.get("counts"), str)
+            and isinstance(rle.get("size"), list)
+            and len(rle["size"]) == 2
+            and all(is_integer(v) and v >= 0 for v in rle["size"])
+        ):
+            return "'segmentation' is not a run-length mask {'size': [h, w], 'counts': '...'}"
+        return None
 
     def _detections(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> List[Dict[str, Any]]:
         dets = []

@@ -22,7 +22,7 @@ from torch import Tensor
 from ..evaluation.metrics import MS_SSIM_MIN_SIDE, fidelity_metrics
 from ..evaluation.protocol import CodingProtocol
 from ..imageio import DEFAULT_MAX_PIXELS
-from .base import Task
+from .base import Task, is_finite_number
 
 __all__ = ["FidelityTask", "MS_SSIM_MIN_SIDE", "fidelity_metrics"]
 
@@ -70,6 +70,15 @@ class FidelityTask(Task):
         """PSNR and MS-SSIM of a decoded image against the original file."""
         original = self.protocol().prepare(image.load(self.max_pixels))[None]
         return fidelity_metrics(original, x.detach().cpu())
+
+    def prediction_problem(self, prediction: Any) -> Optional[str]:
+        psnr = prediction.get("psnr-rgb") if isinstance(prediction, dict) else None
+        if not (isinstance(psnr, (int, float)) and not isinstance(psnr, bool) and psnr >= 0.0):
+            return "no 'psnr-rgb' of 0 dB or more (infinite for an exact copy)"
+        similarity = prediction.get("ms-ssim-rgb")
+        if similarity is not None and not (is_finite_number(similarity) and -1.0 <= similarity <= 1.0):
+            return "'ms-ssim-rgb' is not a number in [-1, 1] or null"
+        return None
 
     def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
         """Means over the images; MS-SSIM is NaN when an image is too small for it."""
