@@ -350,15 +350,26 @@ _FIELD_TYPES: Dict[str, Any] = {
 }
 
 
+def _has_type(value: Any, kind: Any) -> bool:
+    """``isinstance``, except that a boolean is no integer."""
+    if isinstance(value, bool) and kind is int:
+        return False
+    return isinstance(value, kind)
+
+
 def _codec_of(source: Path, coded: CodedFile) -> CodecChoice:
     fields = {k: v for k, v in coded.codec.items() if k != "config"}
-    wrong = [k for k, v in fields.items() if k not in _FIELD_TYPES or not isinstance(v, _FIELD_TYPES[k])]
+    wrong = [k for k, v in fields.items() if k not in _FIELD_TYPES or not _has_type(v, _FIELD_TYPES[k])]
+    if "seed" in fields and "seed" not in wrong and not 0 <= fields["seed"] < 2**63:
+        wrong.append("seed")
+    shown = str(dict(coded.codec))
+    shown = shown if len(shown) <= 200 else shown[:197] + "..."
     if wrong or fields.get("architecture") not in CODEC_ARCHITECTURES or fields.get("source") not in SOURCES:
-        raise CodecCommandError(f"{source}: unknown codec description {dict(coded.codec)}")
+        raise CodecCommandError(f"{source}: unknown codec description {shown}")
     try:
         return CodecChoice(**fields)
     except TypeError:  # a field missing
-        raise CodecCommandError(f"{source}: incomplete codec description {dict(coded.codec)}") from None
+        raise CodecCommandError(f"{source}: incomplete codec description {shown}") from None
 
 
 def run_decode(args: argparse.Namespace) -> int:

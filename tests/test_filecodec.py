@@ -399,6 +399,17 @@ def test_a_batch_that_the_evaluator_coded_itself_decodes_past_the_limit_of_one_c
     assert len(results) == 3 and model.max_decode_pixels == 2 * 64 * 64  # the limit is back
 
 
+@pytest.mark.parametrize("field, value", [("seed", 2**64), ("seed", -1), ("quality", True)])
+def test_decode_refuses_a_codec_field_out_of_its_range_by_file(images, tmp_path, capsys, field, value):
+    assert _encode(images / "chelsea.png", tmp_path / "coded", "--model", "tic") == 0
+    path = tmp_path / "coded" / "chelsea.ttic"
+    coded = unpack(path.read_bytes())
+    path.write_bytes(pack(dataclasses.replace(coded, codec={**coded.codec, field: value})))
+    assert _decode(path, tmp_path / "out") == 2
+    assert f"{path}: unknown codec description" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_weights_fingerprint_sees_every_weight_and_table():
     model = CodecSpec("tic", "tic", 1, None, "random").load()
     before = weights_fingerprint(model)
