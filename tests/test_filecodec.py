@@ -394,9 +394,11 @@ def test_a_batch_that_the_evaluator_coded_itself_decodes_past_the_limit_of_one_c
 
     model = CodecSpec("tic", "tic", 1, None, "random").load()
     model.max_decode_pixels = 2 * 64 * 64
-    with torch.no_grad():
-        results = code_batch(model, torch.rand(3, 3, 64, 64), CodingProtocol(), likelihood=False)
+    grad_modes = []
+    model.g_a0.register_forward_pre_hook(lambda module, args: grad_modes.append(torch.is_grad_enabled()))
+    results = code_batch(model, torch.rand(3, 3, 64, 64), CodingProtocol(), likelihood=True)
     assert len(results) == 3 and model.max_decode_pixels == 2 * 64 * 64  # the limit is back
+    assert grad_modes == [False, False]  # forward and compress, without autograd
 
 
 @pytest.mark.parametrize("field, value", [("seed", 2**64), ("seed", -1), ("quality", True)])

@@ -305,7 +305,6 @@ def code_image(
     return result
 
 
-@torch.no_grad()
 @contextlib.contextmanager
 def _decoding_limit(model: Any, pixels: int) -> Iterator[None]:
     """Let ``model`` decode ``pixels`` in one call: the streams of a batch that it has
@@ -322,6 +321,7 @@ def _decoding_limit(model: Any, pixels: int) -> Iterator[None]:
         model.max_decode_pixels = limit
 
 
+@torch.no_grad()
 def code_batch(
     model: Union[Any, ExternalCodec],
     x: Tensor,
