@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 import zlib
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Tuple
@@ -169,7 +170,7 @@ def unpack(data: bytes) -> CodedFile:
     if not isinstance(codec, dict) or not isinstance(codec.get("architecture"), str):
         raise ContainerError("the codec description does not name an architecture")
     weights_name = reader.text("weights name")
-    if not weights_name.isprintable():
+    if any(unicodedata.category(c) == "Cc" for c in weights_name):
         raise ContainerError(f"the weights name {_short(weights_name)!r} holds control characters")
     weights_sha256 = reader.take(32, "weights hash").hex()
     height = reader.varint("image height", 1 << 31)

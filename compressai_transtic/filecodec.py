@@ -61,6 +61,17 @@ class CodecCommandError(Exception):
 # ----------------------------------------------------------------------------------------
 
 
+#: the largest seed, either way, of --random-weights: ``seed * 1000 + quality`` seeds torch
+MAX_SEED = 2**53
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if abs(value) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is beyond 2^53 either way")
+    return value
+
+
 def _common_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="PATH", help=f"{what} or folders of them")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
@@ -95,7 +106,7 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--random-weights", action="store_true", help="seeded random weights (tests; results mean nothing)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of --random-weights (at most 2^53 either way)")
 
 
 def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +131,8 @@ def _collect(inputs: Sequence[Path], suffixes: Tuple[str, ...], what: str) -> Li
             found += [(p, p.relative_to(item).with_suffix("")) for p in files]
         elif item.is_file():
             found.append((item, Path(item.stem)))
+        elif item.exists():
+            raise CodecCommandError(f"{item}: not a regular file or folder (a pipe, a device...)")
         else:
             raise CodecCommandError(f"{item}: no such file or folder")
     return found
@@ -308,11 +321,13 @@ def max_file_bytes(max_pixels: int) -> int:
 def _read_coded(source: Path, max_pixels: int) -> CodedFile:
     """``source``, a regular file of at most :func:`max_file_bytes`, unpacked."""
     limit = max_file_bytes(max_pixels)
-    fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+    # binary on Windows; a FIFO must not block the open
+    fd = os.open(source, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
     with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
             raise ContainerError("not a regular file (a pipe, a device...)")
-        data = f.read(limit + 1)
+        data = f.read(min(status.st_size, limit) + 1)  # one byte more tells a file that grew past the limit
     if len(data) > limit:
         raise ContainerError(
             f"more than {limit} bytes, more than a .ttic of images of at most {max_pixels} pixels holds; "
@@ -360,7 +375,7 @@ def _has_type(value: Any, kind: Any) -> bool:
 def _codec_of(source: Path, coded: CodedFile) -> CodecChoice:
     fields = {k: v for k, v in coded.codec.items() if k != "config"}
     wrong = [k for k, v in fields.items() if k not in _FIELD_TYPES or not _has_type(v, _FIELD_TYPES[k])]
-    if "seed" in fields and "seed" not in wrong and not 0 <= fields["seed"] < 2**63:
+    if "seed" in fields and "seed" not in wrong and not abs(fields["seed"]) <= MAX_SEED:
         wrong.append("seed")
     shown = str(dict(coded.codec))
     shown = shown if len(shown) <= 200 else shown[:197] + "..."

@@ -478,6 +478,18 @@ def test_each_built_in_task_checks_the_predictions_it_stores():
     assert det.prediction_problem([{**box, "score": float("nan")}]) == "detection 0: 'score' is not a finite number"
     assert det.prediction_problem([{**box, "category_id": "3"}]) == "detection 0: 'category_id' is not an integer"
     assert seg.prediction_problem([box]).startswith("detection 0: 'segmentation' is not a run-length mask")
+    huge = [{**box, "bbox": [10**400, 0, 1, 1]}]  # beyond the float range: refused, not an OverflowError
+    assert det.prediction_problem(huge) == "detection 0: 'bbox' is not 4 finite numbers"
+    fidelity = get_task("fidelity")
+    assert fidelity.prediction_problem({"psnr-rgb": float("inf"), "ms-ssim-rgb": None}) is None  # an exact copy
+    assert fidelity.prediction_problem({"psnr-rgb": 48.1, "ms-ssim-rgb": 1.0000004768}) is None  # float32 rounding
+
+
+def test_records_take_float32_rounding_of_ms_ssim_and_refuse_numbers_beyond_floats():
+    from compressai_transtic.evaluation.records import record_problem
+
+    assert record_problem(record(1, ms_ssim=1.0000004768)) is None
+    assert record_problem(record(1, psnr=10**400)).startswith("'psnr' is 1000")
 
 
 def test_fresh_never_overwrites_an_earlier_set_aside_folder(two_images, tmp_path, monkeypatch):
@@ -513,6 +525,18 @@ def test_an_entry_of_the_rate_point_history_that_this_version_cannot_read_is_kep
     assert fidelity_run(two_images, out, "jpeg:70") == 0
     assert qualities(out, "jpeg") == [10, 70]  # the earlier point is still merged
     assert newer in json.loads((out / "codecs.json").read_text())["codecs"]  # and the newer entry kept
+
+
+def test_the_other_fields_of_the_rate_point_history_are_kept_and_deep_nesting_set_aside(two_images, tmp_path):
+    out = tmp_path / "out"
+    assert fidelity_run(two_images, out, "jpeg:10") == 0
+    history = json.loads((out / "codecs.json").read_text())
+    (out / "codecs.json").write_text(json.dumps({"written_by": "a newer version", **history}))
+    assert fidelity_run(two_images, out, "webp:30") == 0
+    assert json.loads((out / "codecs.json").read_text())["written_by"] == "a newer version"
+    (out / "codecs.json").write_text("[" * 100000)  # it used to stop every run with a RecursionError
+    assert fidelity_run(two_images, out, "jpeg:50") == 0
+    assert (out / "codecs.json.damaged").read_text() == "[" * 100000 + "\n"
 
 
 def test_an_unreadable_rate_point_history_is_kept_aside_before_it_is_rewritten(two_images, tmp_path, capsys):

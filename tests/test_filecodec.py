@@ -367,6 +367,24 @@ def test_decode_refuses_a_pipe_among_the_files_instead_of_waiting_on_it(images, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_given_by_name_is_called_what_it_is(tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe.ttic")
+    assert _decode(tmp_path / "pipe.ttic", tmp_path / "out") == 2
+    assert "pipe.ttic: not a regular file or folder (a pipe, a device...)" in capsys.readouterr().err
+
+
+def test_encode_refuses_a_seed_that_decode_could_not_use(images, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _encode(images / "chelsea.png", tmp_path / "out", "--seed", str(2**53 + 1))
+    assert "is beyond 2^53 either way" in capsys.readouterr().err
+
+
+def test_a_weights_name_with_unicode_spaces_is_no_control_character():
+    name = "my\u00a0adapter\u3000v2.pt"  # spaces that str.isprintable() would not accept
+    assert unpack(_container('{"architecture": "tic"}', name)).weights_name == name
+
+
 def test_decode_refuses_a_file_whose_size_differs_from_its_bitstream(images, tmp_path, capsys):
     assert _encode(images / "chelsea.png", tmp_path / "coded", "--model", "tic") == 0
     path = tmp_path / "coded" / "chelsea.ttic"
@@ -389,19 +407,26 @@ def test_one_decode_call_is_bounded_however_often_a_small_stream_is_repeated():
 
 
 def test_a_batch_that_the_evaluator_coded_itself_decodes_past_the_limit_of_one_call():
-    from compressai_transtic.evaluation.codecs import code_batch
+    from compressai_transtic.evaluation.codecs import code_batch, code_image
     from compressai_transtic.evaluation.protocol import CodingProtocol
 
     model = CodecSpec("tic", "tic", 1, None, "random").load()
     model.max_decode_pixels = 2 * 64 * 64
-    grad_modes = []
+    grad_modes, decoded = [], []
     model.g_a0.register_forward_pre_hook(lambda module, args: grad_modes.append(torch.is_grad_enabled()))
-    results = code_batch(model, torch.rand(3, 3, 64, 64), CodingProtocol(), likelihood=True)
-    assert len(results) == 3 and model.max_decode_pixels == 2 * 64 * 64  # the limit is back
+    model.g_s0.register_forward_pre_hook(lambda module, args: decoded.append(args[0].shape[0]))
+    x = torch.rand(3, 3, 64, 64)
+    results = code_batch(model, x, CodingProtocol(), likelihood=True)
+    assert decoded == [3, 2, 1]  # forward on the batch, then two decoding calls within the limit
+    assert model.max_decode_pixels == 2 * 64 * 64
     assert grad_modes == [False, False]  # forward and compress, without autograd
+    alone = [code_image(model, x[i : i + 1], CodingProtocol(), likelihood=False) for i in range(3)]
+    assert [r.num_bytes for r in results] == [r.num_bytes for r in alone]
+    for r, a in zip(results, alone):  # the same streams; batched products round a little differently
+        torch.testing.assert_close(r.x_hat, a.x_hat, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("field, value", [("seed", 2**64), ("seed", -1), ("quality", True)])
+@pytest.mark.parametrize("field, value", [("seed", 2**64), ("seed", -(2**53) - 1), ("quality", True)])
 def test_decode_refuses_a_codec_field_out_of_its_range_by_file(images, tmp_path, capsys, field, value):
     assert _encode(images / "chelsea.png", tmp_path / "coded", "--model", "tic") == 0
     path = tmp_path / "coded" / "chelsea.ttic"

@@ -7,14 +7,13 @@ real bitstreams.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -305,20 +304,23 @@ def code_image(
     return result
 
 
-@contextlib.contextmanager
-def _decoding_limit(model: Any, pixels: int) -> Iterator[None]:
-    """Let ``model`` decode ``pixels`` in one call: the streams of a batch that it has
-    just coded itself are trusted, though their total may pass its limit for one call
-    (``max_decode_pixels``, which guards against hostile streams)."""
-    limit = getattr(model, "max_decode_pixels", None)
-    if limit is None or pixels <= limit:
-        yield
-        return
-    model.max_decode_pixels = pixels
-    try:
-        yield
-    finally:
-        model.max_decode_pixels = limit
+def _decompress_in_parts(model: Any, strings: List[List[bytes]], shape: Any, pixels: int) -> Dict[str, Any]:
+    """``model.decompress`` of a batch, in parts of as many images of ``pixels`` each as
+    one call may decode (``max_decode_pixels``, which bounds what a stream can make the
+    decoder allocate); the outputs' tensors joined along the batch."""
+    count = len(strings[0])
+    step = max(1, int(getattr(model, "max_decode_pixels", count * pixels)) // pixels)
+    parts = [model.decompress([s[i : i + step] for s in strings], shape) for i in range(0, count, step)]
+    return parts[0] if len(parts) == 1 else _joined(parts)
+
+
+def _joined(parts: List[Any]) -> Any:
+    """Tensors joined along the batch, dictionaries of them key by key."""
+    if isinstance(parts[0], Tensor):
+        return torch.cat(parts)
+    if isinstance(parts[0], dict):
+        return {k: _joined([p[k] for p in parts]) for k in parts[0]}
+    return parts[0]
 
 
 @torch.no_grad()
@@ -358,8 +360,7 @@ def code_batch(
     enc = model.compress(x_code, **extra)
     encoding_time = _seconds(device, started) / batch
     started = time.perf_counter()
-    with _decoding_limit(model, batch * int(x_code.shape[-2]) * int(x_code.shape[-1])):
-        dec = model.decompress(enc["strings"], enc["shape"])
+    dec = _decompress_in_parts(model, enc["strings"], enc["shape"], int(x_code.shape[-2]) * int(x_code.shape[-1]))
     decoding_time = _seconds(device, started) / batch
     x_hat = protocol.from_codec(dec["x_hat"], (height, width))
     features = _prepared_features(dec, (height, width))

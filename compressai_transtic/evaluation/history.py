@@ -16,7 +16,7 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
 from ..fileio import atomic_write_text
 from .codecs import CodecSpec
@@ -34,33 +34,30 @@ def _spec(entry: Any) -> CodecSpec:
 def read_history(path: Path) -> List[CodecSpec]:
     """The rate points recorded in ``path`` that this version reads (empty when missing
     or unreadable)."""
-    return _read(path)[0]
+    return _read(path).specs
 
 
-def _read(path: Path) -> Tuple[List[CodecSpec], List[Any]]:
-    """The rate points of ``path``, and the entries this version cannot read (as they are)."""
+class _History(NamedTuple):
+    specs: List[CodecSpec]
+    unread: List[Any]  # entries this version cannot read, as they are
+    others: Dict[str, Any]  # the file's other top-level fields, as they are
+
+
+def _read(path: Path) -> _History:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return [], []
+        return _History([], [], {})
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} cannot be read ({err}); fix or remove it, or use another output folder") from None
     try:
-        entries = json.loads(text)["codecs"]
+        document = json.loads(text)
+        entries = document["codecs"]
         if not isinstance(entries, list):
             raise TypeError(f"'codecs' is a {type(entries).__name__}, not a list")
-    except (ValueError, KeyError, TypeError) as err:
-        damaged = path.with_name(path.name + ".damaged")
-        with open(damaged, "a", encoding="utf-8") as side:
-            side.write(text if text.endswith("\n") else text + "\n")
-        logger.warning(
-            "%s is unreadable (%s): it is kept in %s and rewritten with this run's rate points; "
-            "earlier ones are not merged into the curves",
-            path,
-            err,
-            damaged,
-        )
-        return [], []
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
+        _keep_damaged(path, text, err)
+        return _History([], [], {})
     specs, unread = [], []
     for i, entry in enumerate(entries):
         try:
@@ -70,18 +67,31 @@ def _read(path: Path) -> Tuple[List[CodecSpec], List[Any]]:
                 "%s: entry %d is not a rate point of this version (%s); kept as it is, not merged", path, i, err
             )
             unread.append(entry)
-    return specs, unread
+    return _History(specs, unread, {k: v for k, v in document.items() if k != "codecs"})
+
+
+def _keep_damaged(path: Path, text: str, err: BaseException) -> None:
+    damaged = path.with_name(path.name + ".damaged")
+    with open(damaged, "a", encoding="utf-8") as side:
+        side.write(text if text.endswith("\n") else text + "\n")
+    logger.warning(
+        "%s is unreadable (%s): it is kept in %s and rewritten with this run's rate points; "
+        "earlier ones are not merged into the curves",
+        path,
+        str(err)[:200],
+        damaged,
+    )
 
 
 def remember(path: Path, specs: Sequence[CodecSpec]) -> List[CodecSpec]:
     """Add ``specs`` to the history in ``path``; returns the earlier entries."""
-    earlier, unread = _read(path)
-    known = {spec.key() for spec in earlier}
+    history = _read(path)
+    known = {spec.key() for spec in history.specs}
     new = [spec for spec in specs if spec.key() not in known]
     if new or not path.exists():
-        entries = unread + [asdict(spec) for spec in [*earlier, *new]]
-        atomic_write_text(path, json.dumps({"codecs": entries}, indent=1) + "\n")
-    return earlier
+        entries = history.unread + [asdict(spec) for spec in [*history.specs, *new]]
+        atomic_write_text(path, json.dumps({**history.others, "codecs": entries}, indent=1) + "\n")
+    return history.specs
 
 
 def curve_identity(spec: CodecSpec) -> Tuple[Any, ...]:

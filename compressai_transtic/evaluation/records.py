@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 
-__all__ = ["REFERENCE_CODEC", "RecordKey", "RecordStore", "RecordsLockedError", "record_problem"]
+__all__ = ["MS_SSIM_MAX", "REFERENCE_CODEC", "RecordKey", "RecordStore", "RecordsLockedError", "record_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ class RecordsLockedError(RuntimeError):
     """Another evaluation is writing to the same records file."""
 
 
+#: the largest MS-SSIM accepted: float32 arithmetic gives values a few ulps above 1
+#: for images almost identical to their originals
+MS_SSIM_MAX = 1.0 + 1e-5
 #: the largest byte or pixel count of a record (exact in a float, far above any image)
 _MAX_COUNT = 2**53
 
@@ -53,7 +56,10 @@ def _shown(value: Any) -> str:
 def _number(value: Any) -> Optional[float]:
     """``value`` as a float when it is a JSON number (not a boolean), else ``None``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the float range
+            return None
     return None
 
 
@@ -91,7 +97,7 @@ def _coding_problem(record: Dict[str, Any]) -> Optional[str]:
         return f"'psnr' is {record.get('psnr')!r}, not a number of dB"
     ms_ssim = record.get("ms_ssim")
     similarity = _number(ms_ssim)
-    if ms_ssim is not None and (similarity is None or not -1.0 <= similarity <= 1.0):
+    if ms_ssim is not None and (similarity is None or not -1.0 <= similarity <= MS_SSIM_MAX):
         return f"'ms_ssim' is {ms_ssim!r}, not a number in [-1, 1] or null"
     for field in ("encoding_time", "decoding_time"):  # absent from records of earlier versions
         seconds = record.get(field)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..evaluation.metrics import MS_SSIM_MIN_SIDE, fidelity_metrics
 from ..evaluation.protocol import CodingProtocol
+from ..evaluation.records import MS_SSIM_MAX
 from ..imageio import DEFAULT_MAX_PIXELS
 from .base import Task, is_finite_number
 
@@ -76,7 +77,7 @@ class FidelityTask(Task):
         if not (isinstance(psnr, (int, float)) and not isinstance(psnr, bool) and psnr >= 0.0):
             return "no 'psnr-rgb' of 0 dB or more (infinite for an exact copy)"
         similarity = prediction.get("ms-ssim-rgb")
-        if similarity is not None and not (is_finite_number(similarity) and -1.0 <= similarity <= 1.0):
+        if similarity is not None and not (is_finite_number(similarity) and -1.0 <= similarity <= MS_SSIM_MAX):
             return "'ms-ssim-rgb' is not a number in [-1, 1] or null"
         return None
 
