@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Callable
 
-__all__ = ["RANDOM_TAG", "USER_ERROR", "CommandError", "print_error", "printer", "setup_logging"]
+__all__ = ["RANDOM_TAG", "USER_ERROR", "CommandError", "print_error", "printer", "setup_logging", "shorten"]
 
 RANDOM_TAG = "[RANDOM WEIGHTS] "
 
@@ -41,6 +41,12 @@ def printer(random_weights: bool) -> Callable[[str], None]:
             print((RANDOM_TAG if random_weights else "") + part, flush=True)
 
     return out
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (ending in ``...``) for a message: what an
+    attacker put into a file must not flood the terminal."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def print_error(message: str, random_weights: bool = False) -> int:

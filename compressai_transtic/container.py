@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .bitstream import BitstreamError, varint
+from .console import shorten
 
 __all__ = ["ContainerError", "CodedFile", "pack", "unpack", "weights_fingerprint", "SUFFIX", "MAGIC"]
 
@@ -136,12 +137,6 @@ class _Reader:
             raise ContainerError(f"the {what} is not UTF-8 text") from None
 
 
-def _short(value: object, limit: int = 80) -> str:
-    """``str(value)`` cut short for a message."""
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def unpack(data: bytes) -> CodedFile:
     """Parse and check the bytes of a ``.ttic`` file.
 
@@ -166,12 +161,12 @@ def unpack(data: bytes) -> CodedFile:
     try:
         codec = json.loads(reader.text("codec description"))
     except (ValueError, RecursionError) as exc:  # not JSON, nested too deep, a number of too many digits
-        raise ContainerError(f"the codec description is not valid JSON ({_short(exc)})") from None
+        raise ContainerError(f"the codec description is not valid JSON ({shorten(str(exc))})") from None
     if not isinstance(codec, dict) or not isinstance(codec.get("architecture"), str):
         raise ContainerError("the codec description does not name an architecture")
     weights_name = reader.text("weights name")
     if any(unicodedata.category(c) == "Cc" for c in weights_name):
-        raise ContainerError(f"the weights name {_short(weights_name)!r} holds control characters")
+        raise ContainerError(f"the weights name {shorten(weights_name)!r} holds control characters")
     weights_sha256 = reader.take(32, "weights hash").hex()
     height = reader.varint("image height", 1 << 31)
     width = reader.varint("image width", 1 << 31)

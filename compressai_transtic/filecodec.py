@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from .console import RANDOM_TAG
+from .console import RANDOM_TAG, shorten
 from .container import SUFFIX, CodedFile, ContainerError, pack, unpack, weights_fingerprint
 from .data.files import find_image_files
 from .devices import check_device
@@ -377,8 +377,7 @@ def _codec_of(source: Path, coded: CodedFile) -> CodecChoice:
     wrong = [k for k, v in fields.items() if k not in _FIELD_TYPES or not _has_type(v, _FIELD_TYPES[k])]
     if "seed" in fields and "seed" not in wrong and not abs(fields["seed"]) <= MAX_SEED:
         wrong.append("seed")
-    shown = str(dict(coded.codec))
-    shown = shown if len(shown) <= 200 else shown[:197] + "..."
+    shown = shorten(str(dict(coded.codec)), 200)
     if wrong or fields.get("architecture") not in CODEC_ARCHITECTURES or fields.get("source") not in SOURCES:
         raise CodecCommandError(f"{source}: unknown codec description {shown}")
     try:

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
+from ..console import shorten
 from ..fileio import atomic_write_text
 from .codecs import CodecSpec
 
@@ -78,7 +79,7 @@ def _keep_damaged(path: Path, text: str, err: BaseException) -> None:
         "%s is unreadable (%s): it is kept in %s and rewritten with this run's rate points; "
         "earlier ones are not merged into the curves",
         path,
-        str(err)[:200],
+        shorten(str(err), 200),
         damaged,
     )
 

@@ -24,7 +24,17 @@ import os
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 
-__all__ = ["MS_SSIM_MAX", "REFERENCE_CODEC", "RecordKey", "RecordStore", "RecordsLockedError", "record_problem"]
+from ..console import shorten
+
+__all__ = [
+    "MS_SSIM_MAX",
+    "REFERENCE_CODEC",
+    "RecordKey",
+    "RecordStore",
+    "RecordsLockedError",
+    "as_number",
+    "record_problem",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +57,9 @@ MS_SSIM_MAX = 1.0 + 1e-5
 _MAX_COUNT = 2**53
 
 
-def _shown(value: Any) -> str:
-    """``repr(value)``, cut short for a message."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _number(value: Any) -> Optional[float]:
-    """``value`` as a float when it is a JSON number (not a boolean), else ``None``."""
+def as_number(value: Any) -> Optional[float]:
+    """``value`` as a float when it is a JSON number (not a boolean, not an integer
+    beyond the float range), else ``None``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             return float(value)
@@ -84,24 +89,24 @@ def _coding_problem(record: Dict[str, Any]) -> Optional[str]:
     for field, low in (("bytes", 0), ("pixels", 1)):
         value = record.get(field)
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= _MAX_COUNT:
-            return f"{field!r} is {_shown(value)}, not an integer from {low} to 2^53"
+            return f"{field!r} is {shorten(repr(value), 40)}, not an integer from {low} to 2^53"
     expected = 8.0 * record["bytes"] / record["pixels"]
-    bpp = _number(record.get("bpp"))
+    bpp = as_number(record.get("bpp"))
     if bpp is None or not math.isclose(bpp, expected, rel_tol=1e-9):
         return f"'bpp' is {record.get('bpp')!r}, not 8 * bytes / pixels = {expected!r}"
-    likelihood = _number(record.get("bpp_likelihood"))
+    likelihood = as_number(record.get("bpp_likelihood"))
     if likelihood is None or not (math.isnan(likelihood) or 0.0 <= likelihood < math.inf):
         return f"'bpp_likelihood' is {record.get('bpp_likelihood')!r}, not a finite rate or NaN"
-    psnr = _number(record.get("psnr"))
+    psnr = as_number(record.get("psnr"))
     if psnr is None or math.isnan(psnr):
         return f"'psnr' is {record.get('psnr')!r}, not a number of dB"
     ms_ssim = record.get("ms_ssim")
-    similarity = _number(ms_ssim)
+    similarity = as_number(ms_ssim)
     if ms_ssim is not None and (similarity is None or not -1.0 <= similarity <= MS_SSIM_MAX):
         return f"'ms_ssim' is {ms_ssim!r}, not a number in [-1, 1] or null"
     for field in ("encoding_time", "decoding_time"):  # absent from records of earlier versions
         seconds = record.get(field)
-        value = _number(seconds)
+        value = as_number(seconds)
         if seconds is not None and (value is None or not (math.isnan(value) or 0.0 <= value < math.inf)):
             return f"{field!r} is {seconds!r}, not a number of seconds"
     quality = record.get("quality")
@@ -199,7 +204,7 @@ class RecordStore:
         try:
             record = json.loads(line)
         except (ValueError, RecursionError) as err:  # not JSON or UTF-8, nested too deep
-            return f"not JSON ({str(err)[:80]})"
+            return f"not JSON ({shorten(str(err))})"
         problem = record_problem(record)
         if problem is None and self._prediction_problem is not None:
             problem = self._prediction_problem(record["task"], record["prediction"])

@@ -31,7 +31,9 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
+from ..console import shorten
 from ..fileio import atomic_write_bytes, atomic_write_text
+from .records import as_number
 
 __all__ = [
     "atomic_write_bytes",
@@ -100,14 +102,7 @@ def load_curve(path: Union[str, Path]) -> Dict[str, Any]:
 
 
 def _is_number(value: Any) -> bool:
-    """A JSON number that a float holds (not a boolean, not beyond the float range)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        float(value)
-    except OverflowError:
-        return False
-    return True
+    return as_number(value) is not None
 
 
 def _curve_problem(data: Mapping[str, Any]) -> Optional[str]:
@@ -118,7 +113,7 @@ def _curve_problem(data: Mapping[str, Any]) -> Optional[str]:
         wanted, test = ("integers", lambda v: isinstance(v, int)) if key == "quality" else ("numbers", _is_number)
         bad = [v for v in values if v is not None and (isinstance(v, bool) or not test(v))]
         if bad:
-            return f"results[{key!r}] holds {str(bad[0])[:40]!r}; expected {wanted} or null"
+            return f"results[{key!r}] holds {shorten(str(bad[0]), 40)!r}; expected {wanted} or null"
     for key in ("name", "description", "task", "primary_metric", "rate_average"):
         if key in data and not isinstance(data[key], str):
             return f"{key!r} is a {type(data[key]).__name__}, not a string"

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..evaluation.protocol import CodingProtocol
+from ..evaluation.records import as_number
 from ..losses import CRITERIONS  # importing the losses registers the criteria
 from .features import FrozenFeatureExtractor
 from .weights import WeightsOption, is_random, normalize_weights_option
@@ -28,12 +29,8 @@ def is_integer(value: Any) -> bool:
 
 def is_finite_number(value: Any) -> bool:
     """A finite JSON number (not a boolean, not an integer beyond the float range)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
+    number = as_number(value)
+    return number is not None and math.isfinite(number)
 
 
 class Task:

@@ -9,6 +9,7 @@ import torch.nn as nn
 from torch import Tensor
 from torchvision.models import resnet50
 
+from ..console import shorten
 from ..evaluation.metrics import topk_accuracy
 from ..evaluation.protocol import CodingProtocol, classification_protocol
 from .base import Task, is_integer
@@ -135,7 +136,7 @@ class ClassificationTask(Task):
         if not isinstance(top5, list) or not 1 <= len(top5) <= 5:
             return "not {'top5': [up to 5 class indices]}"
         if not all(is_integer(c) and c >= 0 for c in top5):
-            return f"'top5' is {str(top5)[:60]}, not class indices"
+            return f"'top5' is {shorten(str(top5), 60)}, not class indices"
         return None
 
     def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
