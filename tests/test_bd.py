@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from compressai_transtic.evaluation.bd import METHODS, bd_metric, bd_rate, overlap_share
+from compressai_transtic.evaluation.bd import METHODS, bd_metric, bd_rate, falling_steps, overlap_share
 
 RATES = [0.12, 0.21, 0.37, 0.66]
 ACCURACY = [61.0, 67.5, 71.2, 73.4]
@@ -151,6 +151,39 @@ def test_compare_warns_on_little_overlap_and_gives_the_bd_metric_unit(tmp_path, 
     assert "BD-rate" in captured.out and "(overlap 35%)" in captured.out
     assert "BD-top1 +8.000 percentage points (overlap 100%)" in captured.out
     assert "share only 35% of their metric range: the delta extrapolates the rest" in captured.err
+
+
+def test_falling_steps_are_the_rate_steps_over_which_the_metric_drops():
+    assert falling_steps(RATES, ACCURACY) == []
+    assert falling_steps([0.1, 0.2, 0.3], [50.0, 50.0, 60.0]) == []  # a flat step is no fall
+    # found in rate order, whatever the order of the points
+    assert falling_steps([0.4, 0.1, 0.3, 0.2], [70.0, 60.0, 66.0, 68.0]) == [(0.2, 68.0, 0.3, 66.0)]
+    assert falling_steps([0.1, 0.2, math.nan, 0.3], [60.0, 70.0, 10.0, 65.0]) == [(0.2, 70.0, 0.3, 65.0)]
+
+
+FALLING = [61.0, 71.2, 67.5, 73.4]  # accuracy drops between the 2nd and 3rd rate
+
+
+@pytest.mark.parametrize("command", ["compare", "plot", "table"])
+def test_bd_commands_warn_of_a_curve_whose_metric_falls_as_the_rate_rises(tmp_path, capsys, command):
+    from compressai_transtic.cli import main
+
+    a = write_curve(tmp_path / "a.json", "tic", RATES, ACCURACY)
+    b = write_curve(tmp_path / "b.json", "noisy", [0.9 * r for r in RATES], FALLING)
+    argv = {
+        "compare": ["compare", str(a), str(b), "--json", str(tmp_path / "bd.json")],
+        "plot": ["plot", str(a), str(b), "-o", str(tmp_path / "plot.png"), "--bd-rate"],
+        "table": ["table", str(a), str(b), "--metric", "top1"],
+    }[command]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "noisy: top1 falls as the rate rises (71.2 at 0.189 bpp to 67.5 at 0.333 bpp)" in err
+    assert "BD-rate assumes a rising curve" in err and "tic:" not in err
+    if command == "compare":
+        (row,) = json.loads((tmp_path / "bd.json").read_text())["comparisons"]
+        assert row["falling"] == {"anchor": False, "test": True}
+    assert main([*argv[:1], str(b), str(a), *argv[3:]]) == 0  # the anchor is checked too
+    assert "noisy: top1 falls" in capsys.readouterr().err
 
 
 HOSTILE_CURVES = {

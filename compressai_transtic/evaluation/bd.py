@@ -25,18 +25,37 @@ A delta only describes the interval the two curves share. :func:`overlap_share` 
 how much of the curves that interval is: the smaller of the two fractions of each
 curve's own range (metric range for BD-rate, log-rate range for BD-metric) that it
 covers. ``compare`` prints it and warns below :data:`LOW_OVERLAP`.
+
+BD-rate reads each curve's rate as a function of its metric, so it assumes a metric
+that rises with the rate. Where a curve's metric falls from one rate point to the next
+(a noisy accuracy curve, or a model past its useful range), the interpolation still
+succeeds but pairs rates with the wrong metric values. :func:`falling_steps` finds those
+steps; ``compare``, ``table`` and ``plot --bd-rate`` warn of them rather than refuse,
+as such curves are common in the field and their BD-rate is still often reported.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .results import curve_values
 
-__all__ = ["LOW_OVERLAP", "METHODS", "bd_metric", "bd_rate", "curve_bd_rate", "overlap_share"]
+__all__ = [
+    "LOW_OVERLAP",
+    "METHODS",
+    "bd_metric",
+    "bd_rate",
+    "curve_bd_rate",
+    "falling_steps",
+    "overlap_share",
+    "warn_of_falling_curves",
+]
+
+logger = logging.getLogger(__name__)
 
 METHODS = ("pchip", "cubic")
 #: below this overlap share a BD delta extrapolates most of a curve's range away
@@ -162,6 +181,43 @@ def bd_metric(
     ia = _integral(la, ma, lo, hi, method, "the anchor curve")
     it = _integral(lt, mt, lo, hi, method, "the test curve")
     return (it - ia) / (hi - lo)
+
+
+def falling_steps(rate: Sequence[float], metric: Sequence[float]) -> List[Tuple[float, float, float, float]]:
+    """The steps between consecutive points, in rate order, over which the metric falls.
+
+    Returns:
+        ``(rate_from, metric_from, rate_to, metric_to)`` for each such step; empty for a
+        curve whose metric never falls as the rate rises (equal metrics are not a fall).
+        Points with a non-finite rate or metric are left out.
+    """
+    points = sorted((float(r), float(m)) for r, m in zip(rate, metric) if math.isfinite(r) and math.isfinite(m))
+    return [(r0, m0, r1, m1) for (r0, m0), (r1, m1) in zip(points, points[1:]) if m1 < m0]
+
+
+def warn_of_falling_curves(curves: Sequence[Mapping[str, Any]], metric: str) -> List[str]:
+    """Log a warning for each loaded curve file whose ``metric`` falls as its rate
+    rises (see :func:`falling_steps`), as BD-rate assumes it does not.
+
+    Returns:
+        The names of the falling curves.
+    """
+    falling = []
+    for curve in curves:
+        name = str(curve.get("name", "?"))
+        steps = falling_steps(curve_values(curve, "bpp", name), curve_values(curve, metric, name))
+        if steps:
+            falling.append(name)
+            shown = "; ".join(f"{m0:g} at {r0:g} bpp to {m1:g} at {r1:g} bpp" for r0, m0, r1, m1 in steps[:3])
+            more = f" and {len(steps) - 3} more" if len(steps) > 3 else ""
+            logger.warning(
+                "%s: %s falls as the rate rises (%s%s); BD-rate assumes a rising curve, so its value is unreliable",
+                name,
+                metric,
+                shown,
+                more,
+            )
+    return falling
 
 
 def curve_bd_rate(anchor: Mapping[str, Any], test: Mapping[str, Any], metric: str) -> Optional[float]:

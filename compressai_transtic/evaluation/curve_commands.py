@@ -16,7 +16,7 @@ from typing import Any, Dict, List
 
 from ..console import print_error, printer, setup_logging
 from ..fileio import check_writable_folder
-from .bd import LOW_OVERLAP, bd_metric, bd_rate, overlap_share
+from .bd import LOW_OVERLAP, bd_metric, bd_rate, overlap_share, warn_of_falling_curves
 from .plot import plot_curves, plot_format
 from .results import atomic_write_text, curve_values, load_curve, write_json
 from .table import TableFormat, cross_model_table, render
@@ -71,10 +71,12 @@ def run_compare(args: argparse.Namespace) -> int:
     failed: List[str] = []
     try:
         ra, ma = curve_values(anchor, "bpp", args.anchor), curve_values(anchor, metric, args.anchor)
+        anchor_falls = bool(warn_of_falling_curves([anchor], metric))
         for path, test in zip(args.tests, tests):
             rt, mt = curve_values(test, "bpp", path), curve_values(test, metric, path)
             row = {"anchor": str(args.anchor), "test": str(path), "metric": metric, "method": args.method}
             row.update(_deltas(ra, ma, rt, mt, args.method), bd_metric_unit=unit)
+            row["falling"] = {"anchor": anchor_falls, "test": bool(warn_of_falling_curves([test], metric))}
             rows.append(row)
             if row["bd_rate"] is None and row["bd_metric"] is None:
                 failed.append(f"{path} vs {args.anchor}: {row['bd_rate_error']}")
@@ -201,6 +203,7 @@ def run_table(args: argparse.Namespace) -> int:
             check_writable_folder(args.output.parent, "table")
         curves = [load_curve(p) for p in args.files]
         random_weights = any(c.get("random_weights") for c in curves)
+        setup_logging(0, random_weights)
         first = curves[0].get("primary_metric")
         metrics = args.metric or list(dict.fromkeys(m for m in (first, "psnr-rgb") if m))
         text = render(

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .bd import curve_bd_rate
+from .bd import curve_bd_rate, warn_of_falling_curves
 from .results import atomic_write_bytes, axis_label, curve_values, load_curve, metric_title
 
 __all__ = ["FORMATS", "axis_label", "plot_curves", "plot_format"]
@@ -113,6 +113,8 @@ def _draw_curves(
         ref = (curve.get("reference") or {}).get(metric)
         if ref is not None and math.isfinite(float(ref)):
             references.setdefault((round(float(ref), 6), curve.get("task"), random), None)
+    if bd_rate_against_first:
+        warn_of_falling_curves(curves, metric)
     return list(references)
 
 

@@ -12,7 +12,7 @@ import enum
 import math
 from typing import Any, List, Mapping, Optional, Sequence
 
-from .bd import curve_bd_rate
+from .bd import curve_bd_rate, warn_of_falling_curves
 from .results import axis_label, curve_values
 
 __all__ = ["TableFormat", "cross_model_table", "render"]
@@ -73,6 +73,8 @@ def cross_model_table(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str
             if bd:
                 row.append(("anchor" if index == 0 else _bd_cell(curves[0], curve, metrics[0])) if point == 0 else "")
             rows.append(row)
+    if bd:
+        warn_of_falling_curves(curves, metrics[0])
     return rows
 
 
