@@ -277,6 +277,36 @@ def test_demo_offline_lists_the_missing_files_and_labels_every_line(tmp_path, mo
         assert any(line.split("] ", 1)[1].startswith(row) and "top-1" in line for line in lines), row
 
 
+def test_demo_refuses_a_cached_file_that_changed_since_first_use_rather_than_run_on_random(
+    tmp_path, monkeypatch, capsys
+):
+    from compressai_transtic import zoo
+    from compressai_transtic.models import TIC
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    path = tmp_path / "torch" / "hub" / "checkpoints" / "base_codec_1.pth.tar"
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save({"state_dict": TIC().state_dict()}, path)
+    zoo.tic(1, pretrained=True)  # first use pins its sha256
+    torch.manual_seed(1)
+    torch.save({"state_dict": TIC().state_dict()}, path)
+
+    assert main(["demo", "--qualities", "1", "--crop", "64"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert (
+        captured.err.count("error: ") == 1
+        and "base_codec_1.pth.tar" in captured.err
+        and "when first used" in captured.err
+    )
+
+
 def test_checkpoint_and_adapter_files_are_evaluated(classification_set, tmp_path, capsys):
     from compressai_transtic.evaluation.codecs import CodecSpec
     from compressai_transtic.models import TransTIC

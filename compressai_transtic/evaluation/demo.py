@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from dataclasses import replace
 from typing import Any, Callable, List, Sequence, Tuple
@@ -25,7 +24,7 @@ import torch
 from torchvision.models import ResNet50_Weights
 from tqdm import tqdm
 
-from ..console import RANDOM_TAG, setup_logging
+from ..console import RANDOM_TAG, print_error, setup_logging
 from ..data import labelled_samples, load_sample
 from ..devices import DeviceUnavailableError, check_device
 from ..tasks import get_task
@@ -78,7 +77,7 @@ def _load_classifier(device: str, random_weights: bool, missing: List[str]) -> A
 
 def _load_codecs(
     qualities: Sequence[int], device: str, random_weights: bool, missing: List[str]
-) -> List[Tuple[Any, Any]]:
+) -> List[Tuple[CodecSpec, Any]]:
     out = []
     points = [(arch, q) for arch in ("tic", "transtic") for q in qualities]
     for arch, q in tqdm(points, desc="loading codecs", unit="codec", leave=False):
@@ -99,26 +98,28 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
     """Run the demo; ``out`` receives every line (already labelled when random)."""
     setup_logging(args.verbose, args.random_weights)
     start = time.time()
-    try:
-        check_device(args.device)
-    except DeviceUnavailableError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     missing: List[str] = []
     try:
+        check_device(args.device)
         classifier = _load_classifier(args.device, args.random_weights, missing)
         codecs = _load_codecs(args.qualities, args.device, args.random_weights, missing)
-    except (ChecksumMismatchError, TrustStoreError) as err:  # a changed file is refused, never replaced by random
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (DeviceUnavailableError, ChecksumMismatchError, TrustStoreError) as err:
+        return print_error(str(err))  # a changed file is refused, never replaced by random
     random_weights = classifier.random_weights or any(spec.random_weights for spec, _ in codecs)
-    tag = RANDOM_TAG if random_weights else ""
     if random_weights and not args.random_weights:
         setup_logging(args.verbose, True)
+    tag = RANDOM_TAG if random_weights else ""
 
     def say(line: str = "") -> None:
         out(tag + line)
 
+    _say_which_weights(say, missing, random_weights)
+    _code_and_classify(say, classifier, codecs, args.crop)
+    say(f"done in {time.time() - start:.0f} s")
+    return 0
+
+
+def _say_which_weights(say: Callable[[str], None], missing: Sequence[str], random_weights: bool) -> None:
     if missing:
         say("some released weights are neither cached nor downloadable; fetch these files (URL -> cache path):")
         for line in missing:
@@ -127,32 +128,33 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
     elif random_weights:
         say("--random-weights: the numbers below test the pipeline and mean nothing")
 
+
+def _code_and_classify(
+    say: Callable[[str], None], classifier: Any, codecs: Sequence[Tuple[CodecSpec, Any]], crop: int
+) -> None:
+    """One line for the uncompressed photos, then one per codec: rate, PSNR, accuracy."""
     categories = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
-    protocol = classification_protocol(args.crop)
+    protocol = classification_protocol(crop)
     samples = labelled_samples()
     images = [protocol.prepare(load_sample(s))[None] for s in samples]
     labels = [s.labels for s in samples]
     say(
-        f"{len(samples)} sample photos ({', '.join(s.name for s in samples)}), Resize {args.crop} + "
-        f"CenterCrop {args.crop}; ResNet50 ({classifier.describe_weights()})"
+        f"{len(samples)} sample photos ({', '.join(s.name for s in samples)}), Resize {crop} + "
+        f"CenterCrop {crop}; ResNet50 ({classifier.describe_weights()})"
     )
 
-    def classify(batch: Sequence[torch.Tensor]) -> List[List[int]]:
-        return [classifier.predict(x, None)["top5"] for x in batch]
-
-    def summary(ranked: List[List[int]]) -> str:
+    def summary(batch: Sequence[torch.Tensor]) -> str:
+        ranked = [classifier.predict(x, None)["top5"] for x in batch]
         top1 = 100 * topk_accuracy(ranked, labels, 1)
         top5 = 100 * topk_accuracy(ranked, labels, 5)
         names = ", ".join(f"{s.name}: {categories[r[0]]}" for s, r in zip(samples, ranked))
         return f"top-1 {top1:5.1f} %  top-5 {top5:5.1f} %  ({names})"
 
-    say(f"{'uncompressed':<22} {'':>20}  " + summary(classify(images)))
+    say(f"{'uncompressed':<22} {'':>20}  " + summary(images))
     for spec, model in codecs:
         bar = tqdm(images, desc=f"{spec.label} q{spec.quality}", unit="img", leave=False)
         coded = [code_image(model, x, protocol, likelihood=False) for x in bar]
         bpp = sum(c.bpp for c in coded) / len(coded)
         psnr = sum(c.psnr for c in coded) / len(coded)
         name = f"{spec.label} q{spec.quality}" + (" (random)" if spec.random_weights else "")
-        say(f"{name:<22} {bpp:6.3f} bpp {psnr:6.2f} dB  " + summary(classify([c.x_hat for c in coded])))
-    say(f"done in {time.time() - start:.0f} s")
-    return 0
+        say(f"{name:<22} {bpp:6.3f} bpp {psnr:6.2f} dB  " + summary([c.x_hat for c in coded]))
