@@ -106,6 +106,24 @@ def test_outputs_are_not_overwritten_without_force_and_follow_the_umask(images, 
     assert target.read_bytes() != before
 
 
+
+def test_an_input_is_never_overwritten_by_its_own_output_even_with_force(images, tmp_path, capsys):
+    photo = tmp_path / "photo.ttic"  # an image whose name is the output's
+    photo.write_bytes((images / "chelsea.png").read_bytes())
+    os.link(photo, tmp_path / "again.ttic")
+    for name in ("photo.ttic", "again.ttic"):  # by its own name, and by another name of the same file
+        assert _encode(tmp_path / name, tmp_path, "--model", "tic", "--force") == 2
+        assert "is one of the inputs and would be overwritten" in capsys.readouterr().err
+        assert photo.read_bytes() == (images / "chelsea.png").read_bytes()
+
+    assert _encode(images / "coffee.jpg", tmp_path / "codes", "--model", "tic") == 0
+    stream = tmp_path / "codes" / "coffee.png"  # a bitstream whose name is the decoded image's
+    (tmp_path / "codes" / "coffee.ttic").rename(stream)
+    before = stream.read_bytes()
+    assert _decode(stream, tmp_path / "codes", "--force") == 2
+    assert "is one of the inputs" in capsys.readouterr().err and stream.read_bytes() == before
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
