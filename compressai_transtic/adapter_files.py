@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .fileio import atomic_torch_save
-from .integrity import non_finite_tensors
+from .integrity import tensor_problems
 from .torchfile import load_torch_file
 
 __all__ = [
@@ -141,12 +141,16 @@ def read_adapter(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     payload.setdefault("arch", _DEFAULT_ARCH)
     if not isinstance(payload["arch"], str) or not isinstance(payload["config"], dict):
         raise AdapterError(f"{path}: the adapter's 'arch' or 'config' entry is malformed")
+    if not isinstance(payload["base_sha256"], str) or not isinstance(payload.get("task"), (str, type(None))):
+        raise AdapterError(f"{path}: the adapter's 'base_sha256' or 'task' entry is not text")
     tensors = payload["state_dict"]
-    if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
+    if not isinstance(tensors, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in tensors.items()
+    ):
         raise AdapterError(f"{path}: the adapter's 'state_dict' entry is not a dict of tensors")
-    bad = non_finite_tensors(tensors)
-    if bad:
-        raise AdapterError(f"{path}: holds NaN or Inf values in {bad[:5]}; the file is damaged or was modified")
+    problems = tensor_problems(tensors)
+    if problems:
+        raise AdapterError(f"{path}: {'; '.join(problems)}; the file is damaged or was modified")
     return payload
 
 
@@ -193,7 +197,10 @@ def load_adapter(model: Any, path: Union[str, os.PathLike]) -> Dict[str, Any]:
             f"{payload['base_sha256'][:12]}..., this model's base is {expected[:12]}...); "
             "load the matching base weights first"
         )
-    model.load_adapter_state_dict(payload["state_dict"])
+    try:
+        model.load_adapter_state_dict(payload["state_dict"])
+    except ValueError as err:  # keys or shapes: checked before any tensor changed
+        raise AdapterMismatchError(f"adapter {path}: {err}") from None
     header = {k: v for k, v in payload.items() if k != "state_dict"}
     logger.info("loaded %s %s adapter from %s", payload.get("task") or "", model.arch, path)
     return header

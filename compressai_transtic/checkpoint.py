@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .adapter_files import AdapterError, adapter_config, load_adapter, read_adapter
 from .download import fetch_url
-from .integrity import non_finite_tensors
+from .integrity import tensor_problems
 from .models import ADAPTED_CODECS, TIC, AdaptedCodec
 from .state_dicts import (
     ADAPTER_FORMAT_KEY,
@@ -93,11 +93,11 @@ def _unwrap(obj: Any, source: str) -> Any:
         )
     if not state_dict:
         raise CheckpointError(f"{source}: the state dict is empty.")
-    bad = non_finite_tensors(state_dict)
-    if bad:
+    problems = tensor_problems(state_dict)
+    if problems:
         raise CheckpointError(
-            f"{source}: holds NaN or Inf values in {bad[:5]}{' and more' if len(bad) > 5 else ''}; the file is "
-            "damaged or was modified: delete it and fetch or export it again."
+            f"{source}: {'; '.join(problems)}; the file is damaged or was modified: "
+            "delete it and fetch or export it again."
         )
     return state_dict
 
@@ -155,7 +155,8 @@ def model_from_state_dict(state_dict: Mapping[str, Tensor], arch: Optional[str] 
 
     Raises:
         ArchitectureMismatchError: ``arch`` is given and the weights are another one.
-        CheckpointError: the architecture cannot be recognised.
+        CheckpointError: the architecture cannot be recognised, or the weights do not
+            fit it (keys, shapes) or are unusable (NaN, Inf, sparse, expanded views).
     """
     found = detect_architecture(state_dict)
     if found == "unknown":
@@ -164,7 +165,10 @@ def model_from_state_dict(state_dict: Mapping[str, Tensor], arch: Optional[str] 
         raise ArchitectureMismatchError(found, arch, source)
     if found not in ARCHITECTURES:
         raise ArchitectureMismatchError(found, arch or " or ".join(ARCHITECTURES), source)
-    return CLASSES[found].from_state_dict(state_dict)
+    try:
+        return CLASSES[found].from_state_dict(state_dict)
+    except CheckpointError as err:  # keys, shapes or values, found before the model changed
+        raise CheckpointError(f"{source}: {err}" if source else str(err)) from None
 
 
 def load_model(

@@ -297,6 +297,8 @@ def run_encode(args: argparse.Namespace) -> int:
         check_device(args.device)
         model = load_codec(codec, args.adapter, args.device)
         name, sha = codec.weights_name(), weights_fingerprint(model)
+        description = {**asdict(codec), "config": _prompt_config(model)}
+        _check_decodable(description, name, sha)
     except (CodecCommandError, ValueError, OSError) as err:
         return report_error(err)
     tag = RANDOM_TAG if codec.source == "random" or codec.random_base else ""
@@ -307,7 +309,6 @@ def run_encode(args: argparse.Namespace) -> int:
                 extra = {} if maps is None else {"quality_map": read_quality_map(maps[source], args.max_pixels)}
                 enc = model.compress(x.to(args.device), **extra)
             strings = tuple(s[0] for s in enc["strings"])
-            description = {**asdict(codec), "config": _prompt_config(model)}
             data = pack(CodedFile(description, name, sha, x.shape[-2], x.shape[-1], strings))
             atomic_write_bytes(target, data)
         except (ValueError, OSError) as err:  # e.g. NaN in the image, an unwritable folder
@@ -319,6 +320,17 @@ def run_encode(args: argparse.Namespace) -> int:
             flush=True,
         )
     return 0
+
+
+def _check_decodable(description: Dict[str, Any], weights_name: str, weights_sha256: str) -> None:
+    """Refuse, before anything is coded, a codec description that ``decode`` would not
+    read back (an adapter whose task or file name cannot be stored, for instance)."""
+    try:
+        _codec_of(Path("the file"), unpack(pack(CodedFile(description, weights_name, weights_sha256, 1, 1, ()))))
+    except (CodecCommandError, ContainerError) as err:
+        raise CodecCommandError(
+            f"decode could not read back what this codec would write ({err}); nothing was written"
+        ) from None
 
 
 def max_file_bytes(max_pixels: int) -> int:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from .integrity import tensor_problems
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ __all__ = [
     "check_architecture",
     "checkpoint_filter_fn",
     "detect_architecture",
+    "fit_problems",
+    "tic_channels",
     "needs_entropy_update",
     "unknown_architecture_message",
 ]
@@ -78,6 +82,44 @@ ARCHITECTURES = ("tic",) + tuple(ADAPTER_KEYWORDS)
 
 class CheckpointError(ValueError):
     """A file cannot be read as a checkpoint (the message names the file and the cause)."""
+
+
+def fit_problems(
+    own: Mapping[str, Tensor], given: Mapping[str, Any], strict: bool, resizable: Collection[str] = ()
+) -> List[str]:
+    """Why ``given`` cannot be loaded into a model whose state dict is ``own``, one line
+    per kind of problem; empty when it fits.
+
+    Args:
+        own: the model's state dict.
+        given: the weights to load.
+        strict: missing and unexpected keys are problems (shapes always are).
+        resizable: keys of buffers that loading resizes to any shape (the
+            entropy-coder tables, empty until built).
+    """
+    problems = []
+    if strict:
+        missing = sorted(set(own) - set(given))
+        unexpected = sorted(map(str, set(given) - set(own)))
+        if missing:
+            problems.append(
+                f"missing keys {missing[:5]}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            )
+        if unexpected:
+            problems.append(
+                f"unexpected keys {unexpected[:5]}"
+                + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else "")
+            )
+    shapes = []
+    for key, value in given.items():
+        if key not in own or not isinstance(value, Tensor):
+            continue
+        expected = own[key]
+        if key not in resizable and value.shape != expected.shape:
+            shapes.append(f"{key} {tuple(value.shape)} instead of {tuple(expected.shape)}")
+    if shapes:
+        problems.append("tensors of other shapes: " + ", ".join(shapes[:5]) + (" and more" if len(shapes) > 5 else ""))
+    return problems
 
 
 class ArchitectureMismatchError(ValueError):
@@ -211,6 +253,28 @@ def check_architecture(state_dict: Mapping[str, Any], expected: str, source: str
         raise CheckpointError(unknown_architecture_message(state_dict, source))
     if found != expected:
         raise ArchitectureMismatchError(found, expected, source)
+
+
+def tic_channels(state_dict: Mapping[str, Any]) -> Tuple[int, int]:
+    """``(N, M)`` of the TIC whose weights (or whose base codec's) ``state_dict`` holds,
+    read from ``g_a0.weight`` and ``g_a6.weight``: what a model is built with before
+    it loads them, so the weights are checked first.
+
+    Raises:
+        CheckpointError: unusable tensors (NaN, Inf, sparse, more values declared than
+            stored: a small file must not build a huge model), or those two weights
+            missing or not convolution weights.
+    """
+    problems = tensor_problems(state_dict)
+    if problems:
+        raise CheckpointError(f"weights refused: {'; '.join(problems)}")
+    channels = []
+    for key in ("g_a0.weight", "g_a6.weight"):
+        weight = state_dict.get(key)
+        if not (isinstance(weight, Tensor) and weight.dim() == 4 and weight.size(0) > 0):
+            raise CheckpointError(f"{key} must be a convolution weight (4 dimensions)")
+        channels.append(int(weight.size(0)))
+    return channels[0], channels[1]
 
 
 def unknown_architecture_message(state_dict: Mapping[str, Any], source: str) -> str:

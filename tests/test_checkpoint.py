@@ -84,6 +84,55 @@ def test_weights_with_nan_or_inf_are_refused_naming_the_tensor(tmp_path, bad):
         load_state_dict(tmp_path / "damaged.pth.tar")
 
 
+def _expanded(shape) -> torch.Tensor:
+    """A tensor of ``shape`` over one stored value, as a hostile file can declare."""
+    return torch.zeros(1).expand(*shape)
+
+
+def test_a_small_file_declaring_a_huge_model_is_refused_before_any_model_is_built(tmp_path, tic_state_dict):
+    from compressai_transtic.models import TIC
+
+    huge = {
+        k: _expanded((4096, *v.shape[1:])) if k in ("g_a0.weight", "g_a6.weight") else v
+        for k, v in tic_state_dict.items()
+    }
+    torch.save({"state_dict": huge}, tmp_path / "bomb.pth.tar")
+    with pytest.raises(
+        CheckpointError, match=r"bomb.pth.tar: tensors \['g_a0.weight', 'g_a6.weight'\] declare more values than"
+    ):
+        load_model(None, tmp_path / "bomb.pth.tar")
+    with pytest.raises(CheckpointError, match="expanded views"):  # in memory too (CompressAI's update_model)
+        TIC.from_state_dict(huge)
+
+
+@pytest.mark.parametrize(
+    "mangle, problem",
+    [
+        (lambda sd: sd.update({"g_s7.weight": torch.zeros(3, 3)}), r"other shapes: g_s7.weight \(3, 3\) instead of"),
+        (lambda sd: sd.pop("g_s5.weight"), r"missing keys \['g_s5.weight'\]"),
+        (lambda sd: sd.update({"bogus.weight": torch.zeros(1)}), r"unexpected keys \['bogus.weight'\]"),
+        (lambda sd: sd["g_s7.weight"].view(-1)[:1].fill_(float("nan")), r"NaN or Inf values in \['g_s7.weight'\]"),
+        (lambda sd: sd.update({"g_s7.bias": sd["g_s7.bias"].to_sparse()}), r"\['g_s7.bias'\] are not dense"),
+        (lambda sd: sd.update({"g_s7.bias": sd["g_s7.bias"].to(torch.complex64)}), "hold complex values"),
+    ],
+    ids=["shape", "missing", "unexpected", "nan", "sparse", "complex"],
+)
+def test_a_refused_load_names_the_problem_and_leaves_the_model_as_it_was(tic_state_dict, mangle, problem):
+    from compressai_transtic.models import TIC
+
+    torch.manual_seed(3)
+    model = TIC()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    weights = {k: v.clone() for k, v in tic_state_dict.items()}
+    mangle(weights)
+    with pytest.raises(CheckpointError, match=problem):
+        model.load_state_dict(weights)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
+    with pytest.raises(CheckpointError, match=problem):
+        TIC.from_state_dict(weights)
+
+
 @pytest.mark.parametrize("wrapper", ["state_dict", "network", "model_state_dict"])
 def test_wrapped_state_dict_is_unwrapped(tmp_path, wrapper):
     sd = {"g_a0.weight": torch.ones(1)}

@@ -106,7 +106,6 @@ def test_outputs_are_not_overwritten_without_force_and_follow_the_umask(images, 
     assert target.read_bytes() != before
 
 
-
 def test_an_input_is_never_overwritten_by_its_own_output_even_with_force(images, tmp_path, capsys):
     photo = tmp_path / "photo.ttic"  # an image whose name is the output's
     photo.write_bytes((images / "chelsea.png").read_bytes())
@@ -154,6 +153,27 @@ def test_decoding_with_other_weights_is_refused(images, tmp_path, capsys):
     (tmp_path / "forged" / "coffee.ttic").write_bytes(pack(other_variant))
     assert _decode(tmp_path / "forged", tmp_path / "dec") == 2
     assert "coded with the prompt configuration {'depth': 'shallow'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "task, name, problem",
+    [
+        ("x" * 100_000, "long.adapter", "codec description length"),
+        ("cls", "bell\x07.adapter", "holds control characters"),
+    ],
+    ids=["task-too-long", "control-character-in-name"],
+)
+def test_encode_refuses_an_adapter_whose_files_decode_could_not_read(images, tmp_path, capsys, task, name, problem):
+    from compressai_transtic.models import TransTIC
+
+    adapter = save_adapter(
+        TransTIC.from_base(CodecSpec("tic", "tic", 1, None, "random").load()), tmp_path / name, task=task
+    )
+    argv = [str(images / "coffee.jpg"), "--model", "transtic", "--adapter", str(adapter)]
+    assert _encode(*argv[:1], tmp_path / "e", *argv[1:]) == 2
+    err = capsys.readouterr().err
+    assert "decode could not read back what this codec would write" in err and problem in err
+    assert "nothing was written" in err and not (tmp_path / "e" / "coffee.ttic").exists()
 
 
 @pytest.mark.parametrize("arch", ["transtic", "tic-sft"])

@@ -232,6 +232,37 @@ def test_adapters_with_nan_are_refused_before_loading(base, tmp_path):
     assert all(torch.equal(model.prompt_state_dict()[k], v) for k, v in before.items())
 
 
+@pytest.mark.parametrize(
+    "mangle, error, problem",
+    [
+        (
+            lambda p: p["state_dict"].pop(sorted(p["state_dict"])[0]),
+            AdapterMismatchError,
+            "do not fit this model: missing",
+        ),
+        (
+            lambda p: p["state_dict"].update({7: torch.zeros(1)}),
+            AdapterError,
+            "'state_dict' entry is not a dict of tensors",
+        ),
+        (lambda p: p.update(base_sha256=5), AdapterError, "'base_sha256' or 'task' entry is not text"),
+        (lambda p: p.update(task=5), AdapterError, "'base_sha256' or 'task' entry is not text"),
+    ],
+    ids=["missing-key", "number-key", "number-hash", "number-task"],
+)
+def test_malformed_adapters_are_refused_naming_the_file_before_loading(base, tmp_path, mangle, error, problem):
+    model = TransTIC.from_base(base)
+    path = save_adapter(model, tmp_path / "a.pt", task="cls")
+    payload = torch.load(path, weights_only=True)
+    mangle(payload)
+    torch.save(payload, path)
+    before = {k: v.clone() for k, v in model.prompt_state_dict().items()}
+    with pytest.raises(error, match=problem) as info:
+        load_adapter(model, path)
+    assert str(path) in str(info.value)
+    assert all(torch.equal(model.prompt_state_dict()[k], v) for k, v in before.items())
+
+
 def test_non_adapter_files_are_refused(tmp_path):
     bogus = tmp_path / "bogus.pt"
     torch.save({"state_dict": {}}, bogus)

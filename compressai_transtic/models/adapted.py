@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..state_dicts import ADAPTER_KEYWORDS, check_architecture, checkpoint_filter_fn, needs_entropy_update
+from ..state_dicts import ADAPTER_KEYWORDS, check_architecture, checkpoint_filter_fn, needs_entropy_update, tic_channels
 from .tic import TIC
 
 __all__ = ["AdaptedCodec", "ConfigDict"]
@@ -109,11 +109,15 @@ class AdaptedCodec(TIC):
 
     def load_adapter_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
         """Replace the added parts' tensors; keys and shapes must match exactly and are
-        all checked before any tensor changes."""
+        all checked before any tensor changes.
+
+        Raises:
+            ValueError: missing or unexpected keys, or a tensor of another shape.
+        """
         expected, given = set(self.adapter_state_dict()), set(state_dict)
         if expected != given:
-            missing, unexpected = sorted(expected - given), sorted(given - expected)
-            raise KeyError(
+            missing, unexpected = sorted(expected - given), sorted(map(str, given - expected))
+            raise ValueError(
                 f"{self.arch} adapter weights do not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         own = self.state_dict(keep_vars=True)
@@ -141,7 +145,8 @@ class AdaptedCodec(TIC):
         check_architecture(state_dict, cls.arch)
         if config is None:
             config = cls.config_class.from_state_dict(state_dict)
-        net = cls(config=config, N=state_dict["g_a0.weight"].size(0), M=state_dict["g_a6.weight"].size(0), **kwargs)
+        N, M = tic_channels(state_dict)
+        net = cls(config=config, N=N, M=M, **kwargs)
         net.load_state_dict(state_dict)
         if needs_entropy_update(state_dict):  # e.g. the released base_codec_4 lacks its tables
             logger.info("rebuilding the entropy-coder tables the weights lack (update())")
@@ -161,6 +166,7 @@ class AdaptedCodec(TIC):
             sd = base.base_state_dict()
         else:
             sd = base.state_dict() if isinstance(base, nn.Module) else dict(base)
-        net = cls(config=config, N=sd["g_a0.weight"].size(0), M=sd["g_a6.weight"].size(0), **kwargs)
+        N, M = tic_channels(sd)
+        net = cls(config=config, N=N, M=M, **kwargs)
         net.load_base_state_dict(sd)
         return net

@@ -16,8 +16,16 @@ from torch import Tensor
 
 from ..bitstream import BitstreamError, checksum, pack_header, unpack_header
 from ..entropy_models import BucketizedGaussianConditional, LegacyEntropyBottleneck
+from ..integrity import tensor_problems
 from ..layers import RSTB, ceil_to, conv, deconv, drop_path_rates
-from ..state_dicts import check_architecture, checkpoint_filter_fn, needs_entropy_update
+from ..state_dicts import (
+    CheckpointError,
+    check_architecture,
+    checkpoint_filter_fn,
+    fit_problems,
+    needs_entropy_update,
+    tic_channels,
+)
 
 __all__ = ["TIC", "CodingTerms", "PAD_MULTIPLE", "MAX_DECODE_PIXELS"]
 
@@ -403,8 +411,7 @@ class TIC(CompressionModel):
         """
         state_dict = checkpoint_filter_fn(state_dict)
         check_architecture(state_dict, "tic")
-        N = state_dict["g_a0.weight"].size(0)
-        M = state_dict["g_a6.weight"].size(0)
+        N, M = tic_channels(state_dict)
         net = cls(N=N, M=M, **kwargs)
         net.load_state_dict(state_dict)
         if needs_entropy_update(state_dict):  # e.g. the released base_codec_4 lacks its tables
@@ -412,18 +419,36 @@ class TIC(CompressionModel):
             net.update()
         return net
 
+    def _entropy_tables(self) -> List[Tuple[str, nn.Module, Tuple[str, ...]]]:
+        """``(name, module, table buffers)`` of every entropy model: buffers whose size
+        comes from the trained distributions, resized to the loaded weights'."""
+        found: List[Tuple[str, nn.Module, Tuple[str, ...]]] = []
+        for name, module in self.named_modules():
+            if isinstance(module, EntropyBottleneck):
+                found.append((name, module, ("_quantized_cdf", "_offset", "_cdf_length")))
+            elif isinstance(module, GaussianConditional):
+                found.append((name, module, ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")))
+        return found
+
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Load weights in the released layout (entropy tables of any size).
 
         Unlike :meth:`CompressionModel.load_state_dict`, entropy-bottleneck keys are not
         renamed to CompressAI's newer ``matrices.i`` layout: ours are ``_matrix{i}``.
         Use :func:`compressai_transtic.state_dicts.checkpoint_filter_fn` for foreign layouts.
+
+        Every key, shape and value is checked before anything changes, so a refused
+        load leaves the model as it was.
+
+        Raises:
+            CheckpointError: missing or unexpected keys (``strict``), tensors of other
+                shapes, or unusable values (NaN, Inf, sparse, expanded views).
         """
-        for name, module in self.named_modules():
-            if isinstance(module, EntropyBottleneck):
-                update_registered_buffers(module, name, ["_quantized_cdf", "_offset", "_cdf_length"], state_dict)
-            elif isinstance(module, GaussianConditional):
-                update_registered_buffers(
-                    module, name, ["_quantized_cdf", "_offset", "_cdf_length", "scale_table"], state_dict
-                )
+        tables = self._entropy_tables()
+        resizable = {f"{name}.{buffer}" for name, _, buffers in tables for buffer in buffers}
+        problems = tensor_problems(state_dict) + fit_problems(self.state_dict(), state_dict, strict, resizable)
+        if problems:
+            raise CheckpointError(f"weights refused by {type(self).__name__}: {'; '.join(problems)}")
+        for name, module, buffers in tables:
+            update_registered_buffers(module, name, list(buffers), state_dict)
         return nn.Module.load_state_dict(self, state_dict, strict=strict, assign=assign)
