@@ -127,7 +127,9 @@ def load_state_dict(
             arbitrary Python objects (refused by ``weights_only=True``).
     """
     if _is_url(path_or_url):
-        path = fetch_url(str(path_or_url), progress=progress)
+        path = fetch_url(
+            str(path_or_url), progress=progress, check=lambda p: _unwrap(load_torch_file(p, CheckpointError), str(p))
+        )
     else:
         path = Path(path_or_url).expanduser()
     if not path.is_file():

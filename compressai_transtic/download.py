@@ -16,7 +16,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch.hub
 
@@ -97,32 +97,50 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verify(path: Path, filename: str, sha256: str, url: str) -> None:
-    """Check ``path`` (the cache file ``filename``) against the manifest's sha256, else
-    against the trust store's record of it, else record it (trust on first use)."""
-    actual = sha256_of(path)
+#: reads a file as the caller needs it and raises if it cannot (see :func:`fetch_url`)
+FileCheck = Callable[[Path], object]
+
+
+def _verify(path: Path, filename: str, sha256: str, url: str, check: Optional[FileCheck]) -> None:
+    """Check ``path`` (the cache file ``filename``, or its download) against the
+    manifest's sha256, else against the trust store's record of it, else run ``check``
+    and record its hash (trust on first use): a file that cannot be read is never
+    recorded, so once deleted a good copy is accepted."""
+    shown = path.parent / filename  # a download's temporary name means nothing to the user
     if sha256:
+        actual = sha256_of(path)
         if actual != sha256:
-            raise ChecksumMismatchError(path, sha256, actual, url)
+            raise ChecksumMismatchError(shown, sha256, actual, url)
         return
     store = TrustStore(path.parent)
     record = store.get(filename)
-    if record is None:
-        try:
-            store.record(filename, actual, url)
-            logger.info(
-                "recorded sha256 %s of %s in %s (trust on first use: a changed file will be refused)",
-                actual,
-                filename,
-                store.path,
-            )
-        except OSError as exc:  # a read-only shared cache: the file is used, unrecorded
-            logger.warning("cannot record the sha256 of %s (%s): it is not verified", filename, exc)
-    elif record.sha256 != actual:
-        raise ChecksumMismatchError(path, record.sha256, actual, url, record=record, store=store.path)
+    if record is not None:
+        actual = sha256_of(path)
+        if record.sha256 != actual:
+            raise ChecksumMismatchError(shown, record.sha256, actual, url, record=record, store=store.path)
+        return
+    if check is not None:
+        check(path)
+    actual = sha256_of(path)
+    try:
+        store.record(filename, actual, url)
+        logger.info(
+            "recorded sha256 %s of %s in %s (trust on first use: a changed file will be refused)",
+            actual,
+            filename,
+            store.path,
+        )
+    except OSError as exc:  # a read-only shared cache: the file is used, unrecorded
+        logger.warning("cannot record the sha256 of %s (%s): it is not verified", filename, exc)
 
 
-def fetch_url(url: str, filename: Optional[str] = None, sha256: str = "", progress: bool = True) -> Path:
+def fetch_url(
+    url: str,
+    filename: Optional[str] = None,
+    sha256: str = "",
+    progress: bool = True,
+    check: Optional[FileCheck] = None,
+) -> Path:
     """Return the cached copy of ``url``, downloading it into the torch hub cache if needed.
 
     The file is ``<torch.hub.get_dir()>/checkpoints/<filename>``. A download
@@ -136,6 +154,9 @@ def fetch_url(url: str, filename: Optional[str] = None, sha256: str = "", progre
         filename: cache file name (default: the URL's basename).
         sha256: expected hex digest; empty: trust on first use.
         progress: show a progress bar on stderr while downloading.
+        check: reads the file as the caller will (e.g. loads the weights) and raises
+            if it cannot; run before a hash is recorded at first use, so that a damaged
+            file is refused (and a download of one not kept) without being trusted.
 
     Raises:
         WeightsUnavailableError: not cached and the download failed (offline ...).
@@ -146,7 +167,7 @@ def fetch_url(url: str, filename: Optional[str] = None, sha256: str = "", progre
     path = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if path.is_file():
         logger.debug("using cached %s", path)
-        _verify(path, filename, sha256, url)
+        _verify(path, filename, sha256, url, check)
         return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,10 +177,12 @@ def fetch_url(url: str, filename: Optional[str] = None, sha256: str = "", progre
     logger.info("downloading %s to %s", url, path)
     try:
         torch.hub.download_url_to_file(url, str(tmp), hash_prefix=None, progress=progress)
-        _verify(tmp, filename, sha256, url)
+        _verify(tmp, filename, sha256, url, check)
         os.replace(tmp, path)
     except (OSError, http.client.HTTPException) as exc:
         raise WeightsUnavailableError(url, path, f"{type(exc).__name__}: {exc}") from exc
+    except ValueError as exc:  # the check refused what was downloaded (not kept)
+        raise WeightsUnavailableError(url, path, f"the downloaded file is not usable: {exc}") from exc
     finally:
         if tmp.exists():
             tmp.unlink()

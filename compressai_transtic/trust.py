@@ -2,7 +2,8 @@
 
 The authors publish no hashes for the released files, so the manifest cannot verify
 them. Instead, the first time a file of the cache is used (downloaded, or found
-there), its sha256 is recorded in ``<torch hub dir>/checkpoints/compressai-transtic-sha256.json``;
+there) and loads as the weights it should hold, its sha256 is recorded in
+``<torch hub dir>/checkpoints/compressai-transtic-sha256.json``;
 later loads refuse a file whose content changed (a byte flipped on disk, a file
 replaced by another). A user who knows the right hash can pin it (it then counts as
 a manifest hash), and a user who replaced a file on purpose can forget its record::

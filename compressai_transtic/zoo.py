@@ -201,6 +201,10 @@ def get_weights(arch: str, quality: int, task: Optional[str] = None, metric: str
 def fetch_weights(w: Weights, progress: bool = True) -> Path:
     """Return the local path of released weights, downloading them if needed.
 
+    At a file's first use (no sha256 in the manifest, none recorded yet), its weights
+    are loaded into their model before their hash is recorded: a damaged file is
+    refused, not trusted.
+
     Args:
         w: manifest row (see :func:`get_weights`).
         progress: show a progress bar on stderr while downloading.
@@ -208,8 +212,14 @@ def fetch_weights(w: Weights, progress: bool = True) -> Path:
     Raises:
         WeightsUnavailableError: not cached and not downloadable.
         ChecksumMismatchError: the file's sha256 differs from the manifest's.
+        CheckpointError, ArchitectureMismatchError: a file used for the first time
+            cannot be loaded as these weights.
     """
-    return fetch_url(w.url, filename=w.filename, sha256=w.sha256, progress=progress)
+
+    def check(path: Path) -> None:
+        model_from_state_dict(load_state_dict(path), w.arch, source=str(path))
+
+    return fetch_url(w.url, filename=w.filename, sha256=w.sha256, progress=progress, check=check)
 
 
 def load_pretrained(

@@ -310,6 +310,39 @@ def test_a_released_file_that_changes_after_first_use_is_refused_until_forgotten
     assert zoo.TrustStore(cache).get("base_codec_3.pth.tar").sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "wrong-shape"])
+def test_a_file_that_cannot_be_loaded_at_first_use_is_not_trusted(
+    hub_dir, monkeypatch, tic_state_dict, tmp_path, damage
+):
+    good = tmp_path / "good.pth.tar"
+    torch.save({"state_dict": tic_state_dict}, good)
+    cache = hub_dir / "checkpoints"
+    cache.mkdir(parents=True)
+    path = cache / "base_codec_2.pth.tar"
+    if damage == "truncated":
+        path.write_bytes(good.read_bytes()[:1000])
+    else:
+        torch.save({"state_dict": {**tic_state_dict, "g_s7.weight": torch.zeros(3, 3)}}, path)
+    with pytest.raises(ValueError, match="base_codec_2.pth.tar"):
+        zoo.tic(2, pretrained=True)
+    assert zoo.TrustStore(cache).get("base_codec_2.pth.tar") is None
+
+    path.unlink()  # as the message says; a good copy is then downloaded and trusted
+    fake_downloader(monkeypatch, good.read_bytes())
+    zoo.tic(2, pretrained=True)
+    assert zoo.TrustStore(cache).get("base_codec_2.pth.tar").sha256 == hashlib.sha256(good.read_bytes()).hexdigest()
+
+
+def test_a_download_that_cannot_be_loaded_is_neither_kept_nor_trusted(hub_dir, monkeypatch):
+    targets = fake_downloader(monkeypatch, b"<html>rate limited</html>")
+    with pytest.raises(
+        zoo.WeightsUnavailableError, match="the downloaded file is not usable: .*not a PyTorch checkpoint"
+    ):
+        zoo.tic(3, pretrained=True)
+    cache = hub_dir / "checkpoints"
+    assert targets and sorted(p.name for p in cache.iterdir()) == []
+
+
 def test_a_pinned_sha256_verifies_the_file_as_a_manifest_hash_would(hub_dir, offline, tic_state_dict, capsys):
     from compressai_transtic.cli import main
 
