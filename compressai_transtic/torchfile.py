@@ -30,7 +30,15 @@ def _explain(path: Path, exc: BaseException) -> str:
     name = str(path)
     message = str(exc)
     if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in message:
-        match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+        # PyTorch words it "Unsupported global: GLOBAL x" or, for modules it blocks
+        # outright (os, subprocess, ...), "unsupported GLOBAL x whose module ... is blocked"
+        match = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", message)
+        if match and "is blocked" in message:
+            return (
+                f"{name}: refused to load: the file calls {match.group(1)} when unpickled, a function "
+                "that runs commands or touches the system; nothing was run. No checkpoint needs this: "
+                "do not load the file, delete it."
+            )
         if match:
             return (
                 f"{name}: refused to load: the file holds Python objects other than "

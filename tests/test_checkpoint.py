@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Dict, List
 
@@ -167,6 +168,25 @@ def test_arbitrary_pickled_objects_are_refused_without_running_them(tmp_path):
     assert "_record" in message  # names the refused global
     assert "weights_only" in message
     assert SIDE_EFFECTS == []
+
+
+class SystemCall:
+    """An object whose unpickling would run a shell command."""
+
+    def __reduce__(self):
+        return (os.system, ("echo unpickled > side-effect",))
+
+
+def test_a_pickle_that_would_run_a_command_is_refused_as_such(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "extra": SystemCall()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: refused to load: the file calls ") and "system" in message
+    assert "do not load the file" in message and "weights_only=False" not in message
+    assert not (tmp_path / "side-effect").exists()
 
 
 def test_truncated_checkpoint_is_reported_as_truncated(tmp_path):
