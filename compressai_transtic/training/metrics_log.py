@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from ..fileio import atomic_write_text
+from ..fileio import OutputError, atomic_write_text
 
 __all__ = ["CSV_COLUMNS", "MetricsLog", "read_metrics_csv"]
 
@@ -73,6 +73,8 @@ class MetricsLog:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_file():
+            raise OutputError(f"{self.path} is not a file (a folder?): move it away or choose another --output")
         if resume_step is not None and self.path.is_file():
             self._truncate(resume_step)
         if not self.path.is_file():
@@ -88,21 +90,45 @@ class MetricsLog:
                 self._tb = SummaryWriter(log_dir=str(Path(directory) / "tensorboard"), purge_step=purge)
 
     def _truncate(self, step: int) -> None:
-        with self.path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+        """Keep the rows up to ``step``; rows that cannot be read (a line half-written when
+        the run was stopped, an edited file) are dropped too, the file as it was being
+        kept as ``metrics.csv.damaged`` so that nothing is lost."""
+        with self.path.open(newline="", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        rows = list(csv.reader(io.StringIO(text, newline="")))
         if not rows:
             return
         header, body = rows[0], rows[1:]
-        step_col = header.index("step") if "step" in header else None
-        kept = [r for r in body if step_col is None or int(r[step_col]) <= step]
+        if "step" not in header:
+            raise OutputError(
+                f"{self.path}: not a metrics log (its first line names no 'step' column); "
+                "move it away or choose another --output"
+            )
+        steps = [_row_step(row, header) for row in body]
+        if steps and not text.endswith(("\n", "\r")):
+            steps[-1] = None  # the last line was cut short
+        kept = [row for row, at in zip(body, steps) if at is not None and at <= step]
         if len(kept) == len(body):
             return
-        text = io.StringIO(newline="")
-        writer = csv.writer(text)
+        unreadable = steps.count(None)
+        if unreadable:
+            damaged = self.path.with_name(self.path.name + ".damaged")
+            with damaged.open("a", encoding="utf-8") as f:
+                f.write(text if text.endswith(("\n", "\r")) else text + "\n")
+            logger.warning(
+                "%s: %d unreadable rows dropped (a line half-written when the run stopped?); "
+                "the file as it was is appended to %s",
+                self.path,
+                unreadable,
+                damaged,
+            )
+        out = io.StringIO(newline="")
+        writer = csv.writer(out)
         writer.writerow(header)
         writer.writerows(kept)
-        atomic_write_text(self.path, text.getvalue())
-        logger.info("removed %d metric rows logged after the resumed checkpoint (step %d)", len(body) - len(kept), step)
+        atomic_write_text(self.path, out.getvalue())
+        later = len(body) - unreadable - len(kept)
+        logger.info("removed %d metric rows logged after the resumed checkpoint (step %d)", later, step)
 
     def write(
         self, split: str, epoch: int, step: int, metrics: Mapping[str, float], lr: float, images: int, seconds: float
@@ -147,6 +173,16 @@ class MetricsLog:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _row_step(row: List[str], header: List[str]) -> Optional[int]:
+    """The step of a row of ``metrics.csv``, or ``None`` for a row that cannot be read."""
+    if len(row) != len(header):
+        return None
+    try:
+        return int(row[header.index("step")])
+    except ValueError:
+        return None
 
 
 def _fmt(value: Any) -> Any:
