@@ -70,6 +70,20 @@ def test_unreadable_files_are_all_reported_by_name(folder):
         load_rgb(bad)
 
 
+def test_an_image_unreadable_in_a_loader_worker_is_reported_as_in_the_main_process(folder):
+    whole = write_image(folder / "n02" / "whole.jpg", size=(96, 96), seed=9)
+    cut = folder / "n02" / "cut.jpg"  # passes the header check, fails to decode
+    cut.write_bytes(whole.read_bytes()[: 2 * whole.stat().st_size // 3])
+    data = TrainingImages([cut], patch_size=32, crop="center", seed=0)
+    with pytest.raises(UnreadableImageError) as in_process:
+        data[(0, 0)]
+    loader = torch.utils.data.DataLoader(data, sampler=[(0, 0)], num_workers=1)
+    with pytest.raises(UnreadableImageError) as in_worker:
+        next(iter(loader))
+    assert str(in_worker.value) == str(in_process.value)
+    assert str(cut) in str(in_worker.value) and "Traceback" not in str(in_worker.value)
+
+
 def test_global_batches_are_the_same_whatever_the_number_of_processes():
     one = GlobalBatchSampler(20, 4, rank=0, world_size=1, seed=3)
     two = [GlobalBatchSampler(20, 4, rank=r, world_size=2, seed=3) for r in range(2)]

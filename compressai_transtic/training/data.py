@@ -70,10 +70,17 @@ class UnreadableImageError(DatasetError):
     """Image files that cannot be read.
 
     Attributes:
-        paths: the unreadable files (all of them found by the check).
+        paths: the unreadable files (all of them found by the check; empty for an error
+            raised in a ``DataLoader`` worker process, which passes on its message only).
     """
 
-    def __init__(self, message: str, paths: Sequence[Path]) -> None:
+    def __init__(self, message: str, paths: Sequence[Path] = ()) -> None:
+        # A worker's error is rebuilt in the main process from its traceback text
+        # ("Caught ... in DataLoader worker process 0. Original Traceback ..."): keep
+        # the original message, which says which file and what to do.
+        marker = f"{type(self).__name__}: "
+        if message.startswith("Caught ") and marker in message:
+            message = message.rsplit(marker, 1)[1].strip()
         super().__init__(message)
         self.paths = list(paths)
 
