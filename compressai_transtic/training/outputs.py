@@ -23,6 +23,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch.nn as nn
 
 from ..fileio import atomic_write_text
+from ..integrity import non_finite_tensors
 from .adapters import AdapterKind
 from .config import TrainConfig
 from .state import CHECKPOINT_NAME, Progress, atomic_save, run_state
@@ -85,9 +86,20 @@ class RunOutputs:
             **(extra or {}),
         }
         path = self.folder / name
+        self._refuse_non_finite(name)
         if self.writes:
             self.kind.save(self.model, path, cfg.task, meta)
         return path
+
+    def _refuse_non_finite(self, name: str) -> None:
+        """Stop before ``name`` is written from weights that hold NaN or Inf (a diverged
+        step). Every process checks: their weights are the same, so all stop together."""
+        bad = non_finite_tensors(self.kind.state_dict(self.model))
+        if bad:
+            raise FloatingPointError(
+                f"the adapter's weights became non-finite ({bad[:5]}); {name} was not written and the last "
+                f"checkpoint in {self.folder} is intact. Lower --lr, use --amp off, or check the data."
+            )
 
     def consider_best(self, metrics: Mapping[str, float], epoch: int, global_step: int) -> bool:
         """Save ``adapter_best.pth`` when ``metrics`` beat the best validation so far."""
@@ -104,6 +116,7 @@ class RunOutputs:
     def save_checkpoint(self, progress: Progress, training: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
         """The resume checkpoint: ``progress`` (its best value is this object's), the
         optimiser states ``training`` and the ``dataset`` digest."""
+        self._refuse_non_finite(CHECKPOINT_NAME)
         if not self.writes:
             return
         progress.best_value, progress.best_epoch = self.best_value, self.best_epoch
