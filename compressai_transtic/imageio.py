@@ -53,7 +53,11 @@ def _to_array(img: Image.Image, notes: List[str]) -> np.ndarray:
     """``(H, W, 3)`` float64 in [0, 1]."""
     if img.mode in _WIDE_INTEGER_MODES:
         gray = np.asarray(img, dtype=np.float64)
-        top = _WIDE_INTEGER_MODES[img.mode] if gray.max(initial=0) <= 65535 else 2**32 - 1
+        if gray.min(initial=0) < 0:
+            raise ImageReadError("signed integer pixels below 0: no defined value range")
+        # Pillow reads 16-bit PNGs as mode "I" too: values within 16 bits are read as
+        # 16-bit samples, larger ones as 32-bit signed samples (top 2^31 - 1)
+        top = _WIDE_INTEGER_MODES[img.mode] if gray.max(initial=0) <= 65535 else 2**31 - 1
         return np.repeat((gray / top)[..., None], 3, axis=2)
     if img.mode == "F":
         raise ImageReadError("floating-point images are not supported (no defined value range)")
@@ -118,6 +122,12 @@ def _decode(path: Path, max_pixels: int, exif: bool) -> Tuple[np.ndarray, List[s
                 raise ImageReadError(
                     f"{path}: {width}x{height} is {width * height} pixels, above the limit of {max_pixels}; "
                     "raise it with --max-pixels if you mean it"
+                )
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:
+                raise ImageReadError(
+                    f"{path}: holds {frames} frames (an animation or a multi-page file), and only still "
+                    "images are coded; save the frame you mean as an image of its own"
                 )
             if exif:
                 img = ImageOps.exif_transpose(img)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import stat
 import zlib
 from pathlib import Path
@@ -284,10 +285,11 @@ def test_a_folder_without_images_and_a_decompression_bomb_are_refused(tmp_path, 
         ("CMYK", lambda: Image.new("CMYK", (6, 4), (0, 255, 255, 0)), None),
         ("L", lambda: Image.new("L", (6, 4), 51), 0.2),
         ("LA", lambda: Image.new("LA", (6, 4), (102, 7)), 0.4),
+        ("I", lambda: Image.fromarray(np.full((4, 6), 2**31 - 1, dtype=np.int32)), 1.0),  # 32-bit: full scale
     ],
 )
 def test_image_modes_are_converted_by_scaling_not_clipping(tmp_path, mode, make, expected):
-    path = tmp_path / f"{mode.replace(';', '')}.png" if mode != "CMYK" else tmp_path / "cmyk.tiff"
+    path = tmp_path / f"{mode.replace(';', '')}.png" if mode not in ("CMYK", "I") else tmp_path / f"{mode}.tiff"
     make().save(path)
     x, notes = read_image(path)
     assert x.shape == (1, 3, 4, 6) and x.dtype == torch.float32
@@ -296,6 +298,21 @@ def test_image_modes_are_converted_by_scaling_not_clipping(tmp_path, mode, make,
     else:  # red stays red
         torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([1.0, 0.0, 0.0]), rtol=0, atol=1e-3)
     assert bool(notes) == (mode == "LA")
+
+
+def test_images_without_one_meaning_are_refused_not_guessed(tmp_path):
+    frames = [Image.new("RGB", (6, 4), color) for color in ("red", "blue")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "pages.tiff", save_all=True, append_images=frames[1:])
+    Image.fromarray(np.full((4, 6), -5, dtype=np.int32)).save(tmp_path / "signed.tiff")
+    for name, problem in [
+        ("anim.gif", "holds 2 frames (an animation or a multi-page file)"),
+        ("pages.tiff", "holds 2 frames"),
+        ("signed.tiff", "signed integer pixels below 0"),
+    ]:
+        with pytest.raises(ImageReadError, match=re.escape(problem)) as info:
+            read_image(tmp_path / name)
+        assert str(info.value).startswith(str(tmp_path / name))
 
 
 def test_exif_orientation_is_applied(tmp_path):
