@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import logging
 import os
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Callable, Optional
@@ -173,17 +174,37 @@ def fetch_url(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsUnavailableError(url, path, f"cannot create {path.parent}: {exc}") from exc
+    if not _is_http_url(url):
+        raise WeightsUnavailableError(url, path, "not an http(s) URL")
     tmp = path.with_name(f".{filename}.{uuid.uuid4().hex}.download")
     logger.info("downloading %s to %s", url, path)
     try:
-        torch.hub.download_url_to_file(url, str(tmp), hash_prefix=None, progress=progress)
-        _verify(tmp, filename, sha256, url, check)
+        _download(url, tmp, progress)
+        try:
+            _verify(tmp, filename, sha256, url, check)
+        except ValueError as exc:  # the check refused what was downloaded (not kept)
+            raise WeightsUnavailableError(url, path, f"the downloaded file is not usable: {exc}") from exc
         os.replace(tmp, path)
-    except (OSError, http.client.HTTPException) as exc:
+    except OSError as exc:
         raise WeightsUnavailableError(url, path, f"{type(exc).__name__}: {exc}") from exc
-    except ValueError as exc:  # the check refused what was downloaded (not kept)
-        raise WeightsUnavailableError(url, path, f"the downloaded file is not usable: {exc}") from exc
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for leftover in [tmp, *tmp.parent.glob(f"{tmp.name}.*.partial")]:  # torch.hub's own temporary file
+            leftover.unlink(missing_ok=True)
     return path
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+
+
+def _download(url: str, tmp: Path, progress: bool) -> None:
+    """``url`` to ``tmp``; what goes wrong is an ``OSError`` (offline, HTTP errors, a URL
+    that ``urllib`` cannot request)."""
+    try:
+        torch.hub.download_url_to_file(url, str(tmp), hash_prefix=None, progress=progress)
+    except (http.client.HTTPException, ValueError) as exc:  # ValueError: e.g. an invalid IPv6 host
+        raise OSError(f"{type(exc).__name__}: {exc}") from exc

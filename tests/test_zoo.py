@@ -343,6 +343,25 @@ def test_a_download_that_cannot_be_loaded_is_neither_kept_nor_trusted(hub_dir, m
     assert targets and sorted(p.name for p in cache.iterdir()) == []
 
 
+@pytest.mark.parametrize("url", ["notaurl/x.pth", "ftp://host/x.pth", "http://[::1/x.pth", "https:///x.pth"])
+def test_a_url_that_cannot_be_fetched_is_named_and_nothing_is_left_in_the_cache(hub_dir, url):
+    with pytest.raises(zoo.WeightsUnavailableError, match="not an http\\(s\\) URL") as info:
+        zoo.fetch_url(url)
+    assert url in str(info.value) and str(hub_dir / "checkpoints" / "x.pth") in str(info.value)
+    assert not (hub_dir / "checkpoints").exists() or list((hub_dir / "checkpoints").iterdir()) == []
+
+
+def test_a_download_refused_by_urllib_leaves_no_partial_file(hub_dir, monkeypatch):
+    def refused(url, dst, hash_prefix=None, progress=True):  # as torch.hub does: its file first, then the request
+        Path(f"{dst}.0123.partial").write_bytes(b"")
+        raise ValueError("unknown url type")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refused)
+    with pytest.raises(zoo.WeightsUnavailableError, match="ValueError: unknown url type"):
+        zoo.fetch_url("https://example.org/x.pth")
+    assert list((hub_dir / "checkpoints").iterdir()) == []
+
+
 def test_a_pinned_sha256_verifies_the_file_as_a_manifest_hash_would(hub_dir, offline, tic_state_dict, capsys):
     from compressai_transtic.cli import main
 
