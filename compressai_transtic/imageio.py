@@ -112,7 +112,8 @@ def _decode(path: Path, max_pixels: int, exif: bool) -> Tuple[np.ndarray, List[s
     """``(H, W, 3)`` float64 in [0, 1] and notes, after every check."""
     notes: List[str] = []
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+        what = "not a regular file (a folder, a pipe, a device...)" if path.exists() else "no such file"
+        raise ImageReadError(f"{path}: {what}")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: the file is empty (0 bytes)")
     try:

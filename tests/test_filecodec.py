@@ -329,6 +329,9 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_reading_a_missing_file_names_it(tmp_path):
     with pytest.raises(ImageReadError, match="nope.png: no such file"):
         read_image(tmp_path / "nope.png")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(ImageReadError, match="folder.png: not a regular file"):
+        read_image(tmp_path / "folder.png")
 
 
 def _sample_file() -> bytes:
