@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 
 from compressai_transtic.tasks.classification import ClassificationTask
 from compressai_transtic.tasks.detection import DetectionTask
+from compressai_transtic.training import cli as training_cli
+from compressai_transtic.training.build import resolve_settings
 from compressai_transtic.training.cli import add_arguments, config_from_args
 from compressai_transtic.training.config import ConfigError, TrainConfig, load_config_file
 
@@ -100,3 +103,147 @@ def test_resume_without_a_value_means_the_output_directorys_checkpoint():
     assert parse("--task", "cls", "-d", "x", "--resume").resume == "last"
     assert parse("--task", "cls", "-d", "x", "--resume", "auto").resume == "auto"
     assert parse("--task", "cls", "-d", "x").resume is None
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("epochs", "ten", "epochs must be a 64-bit integer (got 'ten')"),
+        ("patch_size", "64", "patch_size must be a 64-bit integer (got '64')"),
+        ("epochs", 1.5, "epochs must be a 64-bit integer (got 1.5)"),
+        ("epochs", float("inf"), "epochs must be a 64-bit integer (got inf)"),
+        ("batch_size", True, "batch_size must be a 64-bit integer (got True)"),
+        ("seed", "x", "seed must be a 64-bit integer (got 'x')"),
+        ("seed", 10**20, "seed must be a 64-bit integer (got 100000000000000000000)"),
+        ("lr_milestones", [1.7], "lr_milestones must be a list of 64-bit integers (got [1.7])"),
+        ("dataset", 5, "dataset must be a string (got 5)"),
+        ("base", 5, "base must be a string (got 5)"),
+        ("resume", 5, "resume must be a string (got 5)"),
+        ("arch", ["transtic"], "arch must be a string (got ['transtic'])"),
+        ("tensorboard", "no", "tensorboard must be true or false (got 'no')"),
+        ("task_options", [1], "task_options must be a table of options (got [1])"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_naming_the_option_and_the_value(option, value, message):
+    settings = {"task": "cls", "dataset": "imgs", option: value}
+    with pytest.raises(ConfigError, match=f"^run.toml: {re.escape(message)}$"):
+        TrainConfig.from_dict(settings, source="run.toml").resolve(CLS_DEFAULTS, CLS_LAMBDA)
+
+
+def test_values_of_the_right_type_are_kept_as_given():
+    cfg = TrainConfig.from_dict({"task": "cls", "dataset": "imgs", "lr": 1, "lr_milestones": "60, 30"})
+    assert cfg.lr == 1 and cfg.lr_milestones == (30, 60)  # a whole number is a number; milestones sorted
+    assert TrainConfig(task="cls", dataset="imgs", seed=2**63 - 1, lr_milestones=[2, 1]).lr_milestones == (1, 2)
+
+
+@pytest.mark.parametrize("option", ["lr", "lr_gamma", "clip_max_norm", "lambda", "val_fraction"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_numbers_are_refused_before_training(option, value):
+    with pytest.raises(ConfigError, match=f"{option} must be a finite number \\(got {value}\\)"):
+        TrainConfig.from_dict({"task": "cls", "dataset": "imgs", option: value}).resolve(CLS_DEFAULTS, CLS_LAMBDA)
+
+
+def test_an_infinite_learning_rate_on_the_command_line_is_refused():
+    with pytest.raises(ConfigError, match=r"lr must be a finite number \(got inf\)"):
+        parse("--task", "cls", "-d", "x", "--lr", "inf")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"patch_size": 100000}, r"patch_size must be at most 4096 \(got 100000\)"),
+        ({"workers": 10**6}, r"workers must be at most 256 \(got 1000000\)"),
+    ],
+)
+def test_settings_that_size_memory_or_processes_are_bounded(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(task="cls", dataset="imgs", **changes).resolve(CLS_DEFAULTS, CLS_LAMBDA)
+
+
+@pytest.mark.parametrize(
+    "arch, options, message",
+    [
+        (
+            "transtic",
+            {"generator_width": 10**9},
+            r"transtic option generator_width must be at most 512 \(got 1000000000\)",
+        ),
+        (
+            "transtic",
+            {"generator_width": True},
+            r"transtic option generator_width must be a 64-bit integer \(got True\)",
+        ),
+        (
+            "transtic",
+            {"generator_width": "four"},
+            r"transtic option generator_width must be a 64-bit integer \(got 'four'\)",
+        ),
+        ("transtic", {"decoder_tp_stbs": [1.7]}, r"transtic option decoder_tp_stbs must be a list of 64-bit integers"),
+        ("transtic", {"encoder_prompts": "yes"}, r"transtic option encoder_prompts must be true or false"),
+        ("tic-sft", {"width": 10**6}, r"tic-sft option width must be at most 512 \(got 1000000\)"),
+        ("tic-roi", {"min_weight": float("nan")}, r"tic-roi option min_weight must be a finite number \(got nan\)"),
+    ],
+)
+def test_adapter_options_are_checked_against_the_configurations_field_types_and_sizes(arch, options, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_settings(TrainConfig(task="cls", dataset="imgs", arch=arch, prompt_options=options))
+
+
+def test_an_adapter_option_of_the_command_line_is_named_when_its_value_is_wrong():
+    with pytest.raises(ConfigError, match=r"generator_width must be a 64-bit integer \(got 'four'\)"):
+        resolve_settings(parse("--task", "cls", "-d", "x", "--adapter-option", 'generator_width="four"'))
+    cfg, _ = resolve_settings(parse("--task", "cls", "-d", "x", "--adapter-option", "generator_width=512"))
+    assert cfg.prompt_options == {"generator_width": 512}
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("deep.toml", f"lr_milestones = {nested(5000)}\n"),
+        ("deep.json", f'{{"task_options": {{"x": {nested(100000)}}}}}'),
+        ("deep-enough-to-break-copies.json", f'{{"task_options": {{"x": {nested(600)}}}}}'),
+    ],
+)
+def test_a_config_file_nested_too_deeply_is_refused_naming_the_file(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(
+        ConfigError, match=f"config file {re.escape(str(path))} nests lists or tables more than 32 deep"
+    ):
+        parse("--task", "cls", "-d", "x", "--config", str(path))
+
+
+def test_a_command_line_option_nested_too_deeply_is_refused_naming_it(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse("--task", "cls", "-d", "x", "--task-option", f"x={nested(30000)}")
+    assert stop.value.code == 2
+    assert "--task-option: the value of x nests lists or tables more than 32 deep" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"bogus": 1}, r"task 'cls' has no options \['bogus'\] .*its options: backend, crop, progress"),
+        ({"seed": 1}, r"task 'cls' has no options \['seed'\] .*seed are set by --task-weights, --device and --seed"),
+        ({"crop": "x"}, r"task option crop must be a 64-bit integer \(got 'x'\)"),
+    ],
+)
+def test_task_options_are_those_of_the_tasks_constructor(options, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_settings(TrainConfig(task="cls", dataset="imgs", task_options=options))
+    assert resolve_settings(TrainConfig(task="cls", dataset="imgs", task_options={"crop": 224}))[0].task_options
+
+
+def test_an_unknown_task_option_stops_the_command_before_anything_is_written(tmp_path, capsys):
+    output = tmp_path / "run"
+    argv = ["--task", "cls", "-d", str(tmp_path), "--base", str(tmp_path / "missing.pth"), "-o", str(output)]
+    assert training_cli.main([*argv, "--task-weights", "random", "--task-option", "bogus=1", "--dry-run"]) == 2
+    assert "error: task 'cls' has no options ['bogus']" in capsys.readouterr().err
+    assert not output.exists()

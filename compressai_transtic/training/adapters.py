@@ -18,8 +18,14 @@ from torch import Tensor
 
 from ..adapter_files import AdapterMismatchError, adapter_config, base_codec_hash, load_adapter, save_adapter
 from ..models import ADAPTED_CODECS, AdaptedCodec
+from .config import ConfigError, check_type
 
-__all__ = ["ADAPTER_KINDS", "AdapterKind", "get_adapter_kind"]
+__all__ = ["ADAPTER_KINDS", "MAX_ADAPTER_SIZE", "AdapterKind", "get_adapter_kind"]
+
+#: the largest value of an integer option of an architecture (each is a size: channels,
+#: prompts or levels): 16 x TransTIC's generator width, 2 x the largest default width;
+#: the parameters and activations grow with its square
+MAX_ADAPTER_SIZE = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,18 +47,29 @@ class AdapterKind:
         """The configuration of a run: a named preset (or the default) with fields overridden.
 
         Raises:
-            ValueError: an unknown preset or option (the message lists the known ones).
+            ValueError: an unknown preset or option (the message lists the known ones),
+                or a value of the wrong type or size (:class:`~.config.ConfigError`).
         """
         presets = self.codec.presets
         if variant is not None and variant not in presets:
             known = ", ".join(sorted(presets)) or "none: set fields with --adapter-option"
             raise ValueError(f"unknown {self.name} variant {variant!r}; variants: {known}")
         config = presets[variant] if variant is not None else self.codec.config_class()
-        known_fields = {f.name for f in dataclasses.fields(config)}
-        unknown = sorted(set(options) - known_fields)
-        if unknown:
-            raise ValueError(f"unknown {self.name} options {unknown}; known: {sorted(known_fields)}")
+        self._check_options(config, options)
         return dataclasses.replace(config, **options) if options else config
+
+    def _check_options(self, config: Any, options: Mapping[str, Any]) -> None:
+        """Refuse unknown options, values not of their field's type and sizes above
+        :data:`MAX_ADAPTER_SIZE`."""
+        types = {f.name: f.type for f in dataclasses.fields(config)}
+        unknown = sorted(set(options) - set(types))
+        if unknown:
+            raise ValueError(f"unknown {self.name} options {unknown}; known: {sorted(types)}")
+        for name, value in options.items():
+            option = f"{self.name} option {name}"
+            check_type(option, value, types[name])
+            if types[name] in ("int", int) and value > MAX_ADAPTER_SIZE:
+                raise ConfigError(f"{option} must be at most {MAX_ADAPTER_SIZE} (got {value})")
 
     def build(self, base: Any, variant: Optional[str], options: Mapping[str, Any]) -> AdaptedCodec:
         """The adapted model around ``base``, base frozen, fresh trainable parts."""

@@ -8,12 +8,13 @@ stops all of them.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from ..checkpoint import load_state_dict, model_from_state_dict
 from ..tasks import Task, get_task, get_task_class
 from ..zoo import load_pretrained
 from .adapters import AdapterKind, get_adapter_kind
-from .config import ConfigError, TrainConfig, given
+from .config import ConfigError, TrainConfig, check_type, given
 from .data import GlobalBatchSampler, TrainingImages, ValidationImages
 from .distributed import DistributedContext
 from .state import dataset_digest
@@ -34,12 +35,17 @@ __all__ = [
     "build_images",
     "build_model",
     "check_parameter_groups",
+    "check_task_options",
     "load_adapter_state",
     "resolve_settings",
     "seed_everything",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: the task constructor's arguments that are no task options: ``self`` and those that
+#: :func:`build_criterion` sets from other settings
+_RUN_TASK_ARGUMENTS = ("self", "weights", "device", "seed")
 
 
 def resolve_settings(config: TrainConfig) -> Tuple[TrainConfig, AdapterKind]:
@@ -60,12 +66,39 @@ def resolve_settings(config: TrainConfig) -> Tuple[TrainConfig, AdapterKind]:
         )
     task = task_cls if task_cls is not None else Task  # no task: resolve says so
     cfg = config.resolve(task.training_defaults or {}, task.default_lambda)
+    check_task_options(task, cfg.task, cfg.task_options)
     try:
         kind = get_adapter_kind(cfg.arch)
         kind.model_config(cfg.variant, cfg.prompt_options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     return cfg, kind
+
+
+def check_task_options(task_cls: Type[Task], name: str, options: Mapping[str, Any]) -> None:
+    """Refuse options that the task's constructor does not take, or takes from other
+    settings, and values not of the type of its parameter.
+
+    Raises:
+        ConfigError: naming the option and listing the accepted ones.
+    """
+    parameters = inspect.signature(task_cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return  # the task takes any option
+    accepted = {
+        n: p.annotation
+        for n, p in parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in _RUN_TASK_ARGUMENTS
+    }
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"task {name!r} has no options {unknown} (--task-option / task_options); its options: "
+            f"{', '.join(sorted(accepted)) or 'none'} (its weights, device and seed are set by "
+            "--task-weights, --device and --seed)"
+        )
+    for option, value in options.items():
+        check_type(f"task option {option}", value, accepted[option])
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -30,7 +30,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from .config import CROP_MODES, ConfigError, TrainConfig, load_config_file
+from .config import CROP_MODES, ConfigError, TrainConfig, load_config_file, parse_nested
 
 __all__ = ["add_arguments", "config_from_args", "main", "run"]
 
@@ -44,8 +44,10 @@ def _key_value(text: str) -> List[Any]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
-        parsed = json.loads(value)
-    except ValueError:
+        parsed = parse_nested(json.loads, value, f"the value of {key.strip()}")
+    except ConfigError as exc:  # before ValueError: it is one
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    except ValueError:  # not JSON: the text itself
         parsed = value
     return [key.strip().replace("-", "_"), parsed]
 

@@ -18,7 +18,9 @@ This module imports no torch: the command line can be built and parsed cheaply.
 from __future__ import annotations
 
 import json
+import math
 import os
+import reprlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar, Union
@@ -26,10 +28,14 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar, Union
 __all__ = [
     "CROP_MODES",
     "FALLBACK_DEFAULTS",
+    "MAX_NESTING",
+    "MAX_VALUES",
     "TASK_DEFAULT_KEYS",
     "ConfigError",
     "TrainConfig",
+    "check_type",
     "load_config_file",
+    "parse_nested",
 ]
 
 #: ``"center"``: Resize(patch) + CenterCrop(patch) (the paper's ImageNet setting);
@@ -51,6 +57,14 @@ FALLBACK_DEFAULTS: Dict[str, Any] = {
     "samples_per_epoch": None,
 }
 TASK_DEFAULT_KEYS = tuple(FALLBACK_DEFAULTS)
+
+#: upper bounds of the settings that size memory or processes: a patch of 4096 x 4096
+#: pixels is the default ``max_pixels``, and more workers than this only cost memory
+MAX_VALUES = {"patch_size": 4096, "workers": 256}
+
+#: the deepest nesting of lists and tables in settings (the options are flat: an option's
+#: list is at depth 3 of a config file); deeper ones would exhaust Python's recursion
+MAX_NESTING = 32
 
 
 T = TypeVar("T")
@@ -89,11 +103,13 @@ class TrainConfig:
             architecture's default configuration (TransTIC's ``deep``).
         prompt_options: overrides of the configuration's fields (``PromptConfig``,
             ``SFTConfig``, ``ChannelSelectionConfig``, ``ROIConfig``; ``--adapter-option``
-            / ``--prompt-option`` on the command line), e.g. ``{"encoder_mask": "aligned"}``.
+            / ``--prompt-option`` on the command line), e.g. ``{"encoder_mask": "aligned"}``;
+            each of its field's type, integer sizes at most 512 (``adapters.MAX_ADAPTER_SIZE``).
         init_adapter: adapter file to start from instead of freshly initialised prompts.
         task_weights: recognition network weights: ``default`` (torchvision's file),
             a path, or ``random`` (tests only: the loss is then meaningless).
-        task_options: further constructor options of the task (e.g. ``backend``).
+        task_options: further constructor options of the task (e.g. ``backend``), each of
+            its parameter's type.
         val_dataset: validation images (folder); enables best-checkpoint selection.
         val_fraction: fraction of the training images held out for validation instead
             (deterministic split by ``seed``); 0 disables.
@@ -103,7 +119,7 @@ class TrainConfig:
         epochs: training epochs.
         batch_size: GLOBAL batch size (split evenly over the processes of a
             distributed run, so results do not depend on the number of processes).
-        patch_size: side of the training crops.
+        patch_size: side of the training crops (at most 4096, see :data:`MAX_VALUES`).
         crop: ``center`` or ``random`` (see :data:`CROP_MODES`).
         lr: Adam learning rate.
         lr_milestones: epochs after which the rate is multiplied by ``lr_gamma``
@@ -112,7 +128,8 @@ class TrainConfig:
         clip_max_norm: gradient-norm clipping of the prompt parameters (0: off).
         samples_per_epoch: images drawn (without replacement) per epoch; default all.
         seed: seed of initialisation, data order, crops and quantization noise.
-        workers: data-loading processes per training process (default min(4, CPUs)).
+        workers: data-loading processes per training process (default min(4, CPUs);
+            at most 256).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         amp: mixed precision: ``auto`` (bf16 on GPUs that support it, else fp16;
             off on CPU), ``off``, ``bf16`` or ``fp16`` (with loss scaling).
@@ -172,6 +189,18 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Normalise the values (paths to strings, ``lr_milestones`` to a sorted tuple)
+        and check their types.
+
+        Raises:
+            ConfigError: naming the first option whose value is not of its field's type.
+        """
+        for f in fields(self):
+            value = _normalised(f.name, getattr(self, f.name))
+            check_type(_option_name(f.name), value, f.type)
+            object.__setattr__(self, f.name, value)
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def field_names(cls) -> Tuple[str, ...]:
@@ -182,7 +211,8 @@ class TrainConfig:
         """Build from a mapping whose keys are field names (``-`` allowed for ``_``).
 
         Raises:
-            ConfigError: unknown keys (the message lists the known ones).
+            ConfigError: unknown keys (the message lists the known ones) or a value of
+                the wrong type.
         """
         known = set(cls.field_names())
         values: Dict[str, Any] = {}
@@ -197,7 +227,10 @@ class TrainConfig:
             values[name] = value
         if unknown:
             raise ConfigError(f"{source}: unknown training options {sorted(unknown)}; known options: {sorted(known)}")
-        return cls(**_normalise(values))
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     def merged(self, overrides: Mapping[str, Any]) -> "TrainConfig":
         """A copy with ``overrides`` (field name -> value) applied."""
@@ -243,7 +276,7 @@ class TrainConfig:
             filled["output"] = os.path.join("runs", f"{self.task}-q{self.quality}")
         if self.workers is None:
             filled["workers"] = min(4, os.cpu_count() or 1)
-        resolved = replace(self, **_normalise(filled))
+        resolved = replace(self, **filled)
         resolved.validate()
         return resolved
 
@@ -261,8 +294,6 @@ class TrainConfig:
             raise ConfigError(f"quality must be 1..4 to pick a released base codec (got {self.quality})")
         if self.val_fraction and self.val_dataset:
             raise ConfigError("give either val_dataset or val_fraction, not both")
-        if not isinstance(self.prompt_options, dict) or not isinstance(self.task_options, dict):
-            raise ConfigError("prompt_options and task_options must be tables / dicts")
 
     def _check_numbers(self) -> None:
         def positive(name: str, allow_zero: bool = False) -> None:
@@ -278,6 +309,9 @@ class TrainConfig:
         for name in ("samples_per_epoch", "val_limit"):
             if getattr(self, name) is not None:
                 positive(name)
+        for name, most in MAX_VALUES.items():
+            if getattr(self, name) > most:
+                raise ConfigError(f"{name} must be at most {most} (got {getattr(self, name)})")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1) (got {self.val_fraction})")
         if self.lmbda is not None and self.lmbda < 0:
@@ -296,24 +330,105 @@ _CHOICES = {
 }
 
 
-def _normalise(values: Dict[str, Any]) -> Dict[str, Any]:
-    """Coerce values read from JSON/TOML/argparse to the field types."""
-    out = dict(values)
-    if out.get("lr_milestones") is not None:
-        ms = out["lr_milestones"]
-        if isinstance(ms, str):
-            ms = [m for m in ms.replace(",", " ").split() if m]
+#: the options that name a file, a folder or a URL (``os.PathLike`` values become strings)
+_PATH_OPTIONS = ("base", "init_adapter", "val_dataset", "resume", "output", "dataset", "task_weights")
+
+
+def _option_name(field_name: str) -> str:
+    """The option's name in messages and on the command line (``lambda``, not ``lmbda``)."""
+    return "lambda" if field_name == "lmbda" else field_name
+
+
+def _normalised(name: str, value: Any) -> Any:
+    """A value read from JSON/TOML/argparse/Python in the form of its field; a value of
+    another type is returned unchanged, for :func:`check_type` to name."""
+    if name == "lr_milestones":
+        return _milestones(value)
+    if name in ("prompt_options", "task_options") and value is None:
+        return {}
+    if name in _PATH_OPTIONS and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _milestones(value: Any) -> Any:
+    """Epoch numbers from a list or a text such as ``"30, 60"``, as a sorted tuple."""
+    if isinstance(value, str):
         try:
-            out["lr_milestones"] = tuple(sorted(int(m) for m in ms))
-        except (TypeError, ValueError):
-            raise ConfigError(f"lr_milestones must be a list of epoch numbers (got {ms!r})") from None
-    for key in ("prompt_options", "task_options"):
-        if key in out and out[key] is None:
-            out[key] = {}
-    for key in ("base", "init_adapter", "val_dataset", "resume", "output", "dataset"):
-        if isinstance(out.get(key), os.PathLike):
-            out[key] = os.fspath(out[key])
-    return out
+            value = [int(m) for m in value.replace(",", " ").split()]
+        except ValueError:
+            return value
+    if isinstance(value, (list, tuple)) and all(map(_is_int, value)):
+        return tuple(sorted(value))
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    """An integer that fits 64 bits (what torch and NumPy take); ``True`` is no number."""
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+
+
+def _is_finite(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+#: annotation (as written) -> what a value must be, and the test of it
+_TYPES: Dict[str, Tuple[str, Callable[[Any], bool]]] = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "int": ("a 64-bit integer", _is_int),
+    "float": ("a finite number", _is_finite),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "Tuple[int, ...]": ("a list of 64-bit integers", lambda v: isinstance(v, (list, tuple)) and all(map(_is_int, v))),
+    "Dict[str, Any]": ("a table of options", lambda v: isinstance(v, dict)),
+}
+
+_SHOWN = reprlib.Repr()  # values in messages: long or deeply nested ones abbreviated
+_SHOWN.maxstring = _SHOWN.maxother = 100
+
+
+def check_type(option: str, value: Any, annotation: Any) -> None:
+    """Check ``value`` against a field's or parameter's type ``annotation``: ``int``,
+    ``float``, ``bool``, ``str``, ``Tuple[int, ...]``, ``Dict[str, Any]`` or
+    ``Optional[...]`` of one (written so, or the type itself); others are not checked.
+
+    Raises:
+        ConfigError: naming ``option``, what it must be, and the value.
+    """
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    inner = text[len("Optional[") : -1] if text.startswith("Optional[") else text
+    if inner not in _TYPES or (value is None and inner != text):
+        return
+    what, ok = _TYPES[inner]
+    if not ok(value):
+        raise ConfigError(f"{option} must be {what} (got {_SHOWN.repr(value)})")
+
+
+def parse_nested(loads: Callable[[str], Any], text: str, what: str) -> Any:
+    """``loads(text)``, refused when it nests lists or tables deeper than :data:`MAX_NESTING`.
+
+    Raises:
+        ConfigError: too deep (naming ``what``); ``loads``'s own errors pass through.
+    """
+    try:
+        data = loads(text)
+        too_deep = _nests_deeper(data, MAX_NESTING)
+    except RecursionError:
+        too_deep = True
+    if too_deep:
+        raise ConfigError(f"{what} nests lists or tables more than {MAX_NESTING} deep; the options are flat")
+    return data
+
+
+def _nests_deeper(value: Any, depth: int) -> bool:
+    """Whether lists, tuples and dicts nest deeper than ``depth`` in ``value`` (without recursion)."""
+    level = [value]
+    for _ in range(depth + 1):
+        level = [child for v in level if isinstance(v, (list, tuple, dict)) for child in _children(v)]
+    return bool(level)
+
+
+def _children(container: Any) -> Any:
+    return container.values() if isinstance(container, dict) else container
 
 
 #: the keys of the ``config.json`` a run writes (its options are under ``config``)
@@ -345,7 +460,7 @@ def load_config_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = parse_nested(json.loads, path.read_text(encoding="utf-8"), f"config file {path}")
         elif suffix == ".toml":
             try:
                 import tomllib  # Python >= 3.11
@@ -357,7 +472,7 @@ def load_config_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
                         f"reading {path} needs Python >= 3.11 or the 'tomli' package (pip install tomli); "
                         "or write the options as JSON"
                     ) from None
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = parse_nested(tomllib.loads, path.read_text(encoding="utf-8"), f"config file {path}")
         else:
             raise ConfigError(f"config file {path}: unsupported extension {suffix!r}; use .json or .toml")
     except ConfigError:
