@@ -36,7 +36,9 @@ def _cannot_write(path: Path, exc: OSError) -> OutputError:
 
 
 def check_writable_folder(folder: PathLike, what: str = "output") -> Path:
-    """Check, before any work, that files can be created in ``folder`` (made if missing).
+    """Check, before any work, that files can be created in ``folder`` (made later where
+    missing): by creating and removing a file in it, or in the nearest existing folder
+    above it, as permissions alone do not tell (root, read-only mounts, ``/proc``).
 
     Raises:
         OutputError: the folder, or the nearest existing folder above it, is a file or
@@ -48,10 +50,15 @@ def check_writable_folder(folder: PathLike, what: str = "output") -> Path:
         probe = probe.parent
     if not probe.is_dir():
         raise OutputError(f"{what} folder {folder}: {probe} is a file, not a folder; choose another location")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    try:
+        fd, name = tempfile.mkstemp(prefix=".write-check.", dir=str(probe))
+    except OSError as exc:
         raise OutputError(
-            f"{what} folder {folder}: {probe} is not writable; choose another location or make it writable"
-        )
+            f"{what} folder {folder}: {probe} is not writable ({exc.strerror or exc}); "
+            "choose another location or make it writable"
+        ) from None
+    os.close(fd)
+    os.unlink(name)
     return folder
 
 

@@ -132,6 +132,14 @@ def test_a_failed_write_names_the_file_and_leaves_no_partial_file(blocker):
         check_writable_folder(blocker / "deeper" / "still")
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_that_permissions_call_writable_but_refuses_files_is_refused(tmp_path):
+    with pytest.raises(OutputError, match="/proc is not writable"):  # even for root
+        check_writable_folder("/proc/compressai-transtic-test/out")
+    assert check_writable_folder(tmp_path / "new" / "out") == tmp_path / "new" / "out"
+    assert list(tmp_path.iterdir()) == []  # the check leaves nothing behind
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only folders")
 def test_a_read_only_folder_is_refused(tmp_path):
     folder = tmp_path / "read-only"
