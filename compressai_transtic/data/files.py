@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
 
@@ -163,7 +164,10 @@ def check_image(
         if mode == "full":
             width, height = read_rgb8(path, max_pixels).size
         else:
-            if os.path.getsize(path) == 0:
+            status = os.stat(path)
+            if not stat.S_ISREG(status.st_mode):
+                return "not a regular file (a folder, a pipe, a device...)"
+            if status.st_size == 0:
                 return "the file is empty (0 bytes)"
             with open_image(path) as img:
                 width, height = img.size
@@ -214,9 +218,21 @@ class ImageItem:
         """The image as 8-bit PIL RGB (:func:`~compressai_transtic.imageio.read_rgb8`)."""
         return read_rgb8(self.path, max_pixels)
 
-    def problem(self, mode: str = "header", max_pixels: int = DEFAULT_MAX_PIXELS) -> Optional[str]:
-        """Why this item cannot be evaluated, or ``None`` (:func:`check_image`)."""
-        return check_image(self.path, mode, max_pixels, self.size_problem)
+    def problem(
+        self,
+        mode: str = "header",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        size_problem: Optional[Callable[[int, int], Optional[str]]] = None,
+    ) -> Optional[str]:
+        """Why this item cannot be evaluated, or ``None`` (:func:`check_image`); besides
+        this item's own :meth:`size_problem`, ``size_problem`` is asked about its size
+        (e.g. what the evaluation protocol would make of it)."""
+
+        def problem_of_size(width: int, height: int) -> Optional[str]:
+            own = self.size_problem(width, height)
+            return own if own is not None or size_problem is None else size_problem(width, height)
+
+        return check_image(self.path, mode, max_pixels, problem_of_size)
 
     def size_problem(self, width: int, height: int) -> Optional[str]:
         """What is wrong with this item's image having this size (nothing, by default)."""

@@ -291,10 +291,11 @@ def _prepare(args: argparse.Namespace, random_weights: bool) -> Evaluation:
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}")
     classes = task_classes(args)
+    _check_protocol_options(args, classes[0].dataset_kind)
     dataset = load_dataset(args, classes[0].dataset_kind)
     specs = build_specs(args, [c.name for c in classes])
-    items, skipped = _checked_images(dataset.subset(args.limit), args)
     tasks = build_tasks(args, dataset, classes, random_weights)
+    items, skipped = _checked_images(dataset.subset(args.limit), args, tasks[0].protocol())
     for task in tasks:
         if task.has_network:
             _ = task.network  # load the weights now: missing ones stop the run before any output
@@ -357,8 +358,28 @@ def _report(
         out(f"{len(skipped)} unreadable image(s) left out: {args.output_dir / 'skipped-images.txt'}")
 
 
-def _checked_images(items: Any, args: argparse.Namespace) -> Tuple[Any, List[Tuple[Any, str]]]:
-    """The images that pass ``--check-images``, and the others with their reasons.
+def _check_protocol_options(args: argparse.Namespace, dataset_kind: str) -> None:
+    """The sizes of the protocol of ``dataset_kind``: positive, and no image of the
+    smallest size they make (their square) above ``--max-pixels``; each image is checked
+    against the limit too, with what the protocol makes of its size. ``None`` is an
+    option turned off (``--code-multiple 0``)."""
+    sizes = {
+        "classification": {"--crop": args.crop},
+        "coco": {"--short-edge": args.short_edge, "--code-multiple": args.code_multiple},
+    }.get(dataset_kind, {})
+    for option, value in sizes.items():
+        if value is not None and value < 1:
+            raise CommandError(f"{option} must be positive, got {value}")
+        if value is not None and value * value > args.max_pixels:
+            raise CommandError(
+                f"{option} {value} makes images of {value * value} pixels or more, above --max-pixels "
+                f"{args.max_pixels}; choose a smaller size or raise --max-pixels"
+            )
+
+
+def _checked_images(items: Any, args: argparse.Namespace, protocol: Any) -> Tuple[Any, List[Tuple[Any, str]]]:
+    """The images that pass ``--check-images`` and whose prepared and coded sizes (under
+    ``protocol``) stay within ``--max-pixels``, and the others with their reasons.
 
     Raises:
         CommandError: some images fail and ``--skip-bad`` is not given (one line per
@@ -366,7 +387,9 @@ def _checked_images(items: Any, args: argparse.Namespace) -> Tuple[Any, List[Tup
     """
     failures = check_images(
         list(items),
-        lambda item: item.problem(args.check_images, args.max_pixels),
+        lambda item: item.problem(
+            args.check_images, args.max_pixels, lambda w, h: protocol.size_problem(h, w, args.max_pixels)
+        ),
         progress=not args.no_progress and len(items) > 1000,
     )
     if not failures:

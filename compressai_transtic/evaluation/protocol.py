@@ -96,6 +96,13 @@ class CodingProtocol:
 
     def prepared_size(self, height: int, width: int) -> Tuple[int, int]:
         """Size of the image the codec pipeline receives for an input of this size."""
+        height, width = self.resized_size(height, width)
+        if self.center_crop is not None:
+            height, width = min(height, self.center_crop), min(width, self.center_crop)
+        return int(height), int(width)
+
+    def resized_size(self, height: int, width: int) -> Tuple[int, int]:
+        """Size of an input of this size after the resize rule (before any crop)."""
         if self.resize == "shorter-side":
             edge = int(self.short_edge)  # type: ignore[arg-type]  # set whenever resize is
             short, long_ = (height, width) if height <= width else (width, height)
@@ -103,12 +110,31 @@ class CodingProtocol:
             height, width = (edge, new_long) if height <= width else (new_long, edge)
         elif self.resize == "shortest-edge":
             height, width = shortest_edge_size(height, width, self.short_edge, self.max_size)  # type: ignore[arg-type]
-        if self.center_crop is not None:
-            height, width = min(height, self.center_crop), min(width, self.center_crop)
         return int(height), int(width)
 
-    def prepare(self, image: Image.Image) -> torch.Tensor:
-        """Resize/crop a PIL RGB image; returns a (3, H, W) float tensor in [0, 1]."""
+    def size_problem(self, height: int, width: int, max_pixels: int) -> Optional[str]:
+        """What is wrong with preparing and coding an input of this size under a limit
+        of ``max_pixels`` pixels for every image made on the way, or ``None``."""
+        resized = self.resized_size(height, width)
+        coded = self.codec_size(*self.prepared_size(height, width))
+        for what, (h, w) in (("resized", resized), ("coded", coded)):
+            if h * w > max_pixels:
+                return (
+                    f"{width}x{height} would be {what} at {w}x{h}, {h * w} pixels, above the limit of "
+                    f"{max_pixels} (--max-pixels); choose a smaller size in the protocol options"
+                )
+        return None
+
+    def prepare(self, image: Image.Image, max_pixels: Optional[int] = None) -> torch.Tensor:
+        """Resize/crop a PIL RGB image; returns a (3, H, W) float tensor in [0, 1].
+
+        Raises:
+            ValueError: ``max_pixels`` is given and the resized or coded image would be
+                larger (:meth:`size_problem`), checked before any resizing.
+        """
+        problem = None if max_pixels is None else self.size_problem(image.height, image.width, max_pixels)
+        if problem is not None:
+            raise ValueError(problem)
         image = image.convert("RGB")
         if self.resize == "shorter-side":
             image = TF.resize(image, self.short_edge, interpolation=TF.InterpolationMode.BILINEAR)

@@ -305,7 +305,12 @@ class Evaluation:
         return [t for t in self.tasks if spec.task is None or spec.task == t.name]
 
     def _prepare(self, item: Any) -> torch.Tensor:
-        return self.protocol.prepare(item.load(self.max_pixels))[None].to(self.device)
+        image = item.load(self.max_pixels)
+        try:
+            x = self.protocol.prepare(image, self.max_pixels)
+        except ValueError as exc:  # the size the protocol would make
+            raise ValueError(f"{item.path}: {exc}") from None
+        return x[None].to(self.device)
 
     # ------------------------------------------------------------------ running
     def run(self) -> List[Curve]:
