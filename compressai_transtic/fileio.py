@@ -98,8 +98,13 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 ``text`` to ``path`` atomically.
+
+    What UTF-8 cannot hold is written as a backslash escape: Python reads a file name
+    that is not UTF-8 with lone surrogates (``\udcff`` for the byte 0xff), and such a
+    name must not stop a report from being written.
+    """
+    return atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:

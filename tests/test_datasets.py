@@ -202,3 +202,44 @@ def test_a_coco_image_of_another_size_than_annotated_is_found_by_the_check(tmp_p
     reason = CocoImage(1, path, height=40, width=32).problem(mode)
     assert reason.startswith("the image is 32x40 but the annotation file says 40x32")
     assert CocoImage(1, path, height=40, width=32).problem("off") is None
+
+
+def _folder_beyond_path_max(root: Path) -> str:
+    """Folders nested past PATH_MAX under ``root`` (made relative to open folders, as no
+    absolute path can name them), an image at the bottom; returns the first folder's name."""
+    name = "d" * 250
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(20):  # 20 x 251 characters > 4096
+        os.mkdir(name, dir_fd=fd)
+        inner = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    with open("deep.png", "wb", opener=lambda p, flags: os.open(p, flags, dir_fd=fd)) as f:
+        Image.new("RGB", (8, 8)).save(f, format="PNG")
+    os.close(fd)
+    return name
+
+
+def test_folders_that_cannot_be_listed_stop_the_search_instead_of_dropping_their_images(tmp_path, capsys):
+    root = tmp_path / "data"
+    (root / "281").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "281" / "a.png")
+    _folder_beyond_path_max(root / "281")
+    with pytest.raises(ValueError, match="folders that cannot be read .*File name too long"):
+        find_image_files(root)
+    with pytest.raises(ValueError, match="training dataset: .*folders that cannot be read"):
+        find_images(root)
+    out = tmp_path / "out"
+    assert main(["eval", str(root), "--task", "fidelity", "-a", "jpeg:10", "-o", str(out), "--no-progress"]) == 2
+    assert "folders that cannot be read" in capsys.readouterr().err
+
+
+def test_file_names_that_are_not_utf8_are_written_escaped_in_the_reports(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (48, 40), (90, 60, 30)).save(os.fsdecode(os.fsencode(folder) + b"/\xff\xfe.png"))
+    Image.new("RGB", (48, 40), (30, 60, 90)).save(folder / "plain.png")
+    out = tmp_path / "out"
+    assert main(["eval", str(folder), "--task", "fidelity", "-a", "jpeg:10", "-o", str(out), "--no-progress"]) == 0
+    per_image = (out / "per-image.csv").read_text(encoding="utf-8")
+    assert "\\udcff\\udcfe.png" in per_image and "plain.png" in per_image

@@ -31,7 +31,15 @@ from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, open_i
 if TYPE_CHECKING:  # pragma: no cover
     import PIL.Image
 
-__all__ = ["CHECK_MODES", "ImageItem", "check_image", "check_images", "find_image_files", "is_alias_of"]
+__all__ = [
+    "CHECK_MODES",
+    "ImageItem",
+    "UnreadableFolderError",
+    "check_image",
+    "check_images",
+    "find_image_files",
+    "is_alias_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +75,20 @@ def is_alias_of(folder: Path, root: Path) -> bool:
     return _links_into(str(folder), os.path.realpath(root))
 
 
+class UnreadableFolderError(ValueError):
+    """Folders of a dataset or an input tree that cannot be listed (the message names them)."""
+
+
 def find_image_files(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> List[Path]:
     """Every image file under ``root`` (hidden names skipped), each file once, sorted.
 
     Args:
         root: an existing folder.
         suffixes: file name endings that mark images (compared in lower case).
+
+    Raises:
+        UnreadableFolderError: a folder under ``root`` cannot be listed (permissions, a
+            path too long).
     """
     root = Path(root)
     real_root = os.path.realpath(root)
@@ -80,7 +96,8 @@ def find_image_files(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> Li
     visited: Set[_Identity] = set()
     found: List[Tuple[str, _Identity, bool]] = []
     skipped: Dict[str, List[str]] = {"alias": [], "loop": [], "broken": []}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    unreadable: List[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append, followlinks=True):
         ident = _identity(dirpath)
         if ident is None or ident in visited:
             skipped["loop"].append(dirpath)
@@ -106,6 +123,10 @@ def find_image_files(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> Li
                 skipped["broken"].append(full)
                 continue
             found.append((full, file_ident, os.path.islink(full)))
+    if unreadable:  # leaving their images out would change what is evaluated or coded
+        shown = "; ".join(f"{e.filename}: {e.strerror or e}" for e in unreadable[:5])
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        raise UnreadableFolderError(f"{root}: folders that cannot be read ({shown}{more}); fix them or move them out")
     unique = _one_path_per_file(found)
     _log_skips(root, skipped, len(found) - len(unique))
     return sorted(Path(p) for p in unique)

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import functional as TF
 
 from ..data.classification import IMAGE_EXTENSIONS
-from ..data.files import check_image, find_image_files
+from ..data.files import UnreadableFolderError, check_image, find_image_files
 from ..data.files import check_images as check_files
 from ..data.subset import evenly_spaced
 from ..imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_rgb8
@@ -107,7 +107,10 @@ def find_images(root: Union[str, os.PathLike], what: str = "training") -> List[P
         raise DatasetError(f"{what} dataset folder {root} does not exist")
     if not root.is_dir():
         raise DatasetError(f"{what} dataset {root} is not a folder; pass the folder that holds the images")
-    paths = find_image_files(root, IMAGE_EXTENSIONS)
+    try:
+        paths = find_image_files(root, IMAGE_EXTENSIONS)
+    except UnreadableFolderError as exc:
+        raise DatasetError(f"{what} dataset: {exc}") from None
     if not paths:
         raise DatasetError(
             f"{what} dataset folder {root} holds no images (looked recursively for files ending in "
