@@ -119,12 +119,14 @@ def set_with_bad_files(classification_set, tmp_path):
 
 
 def test_eval_names_every_bad_image_before_building_any_model(set_with_bad_files, tmp_path, capsys, monkeypatch):
-    import compressai_transtic.evaluation.cli as eval_cli
+    import compressai_transtic.evaluation.codecs as codecs
+    from compressai_transtic.tasks.base import Task
 
     def no_models(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(eval_cli, "build_tasks", no_models)
+    monkeypatch.setattr(Task, "network", property(no_models))
+    monkeypatch.setattr(codecs.CodecSpec, "load", no_models)
     argv = [
         "eval",
         str(set_with_bad_files),
