@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar, Union
 
+from ..nesting import nests_deeper
+
 __all__ = [
     "CROP_MODES",
     "FALLBACK_DEFAULTS",
@@ -411,24 +413,12 @@ def parse_nested(loads: Callable[[str], Any], text: str, what: str) -> Any:
     """
     try:
         data = loads(text)
-        too_deep = _nests_deeper(data, MAX_NESTING)
+        too_deep = nests_deeper(data, MAX_NESTING)
     except RecursionError:
         too_deep = True
     if too_deep:
         raise ConfigError(f"{what} nests lists or tables more than {MAX_NESTING} deep; the options are flat")
     return data
-
-
-def _nests_deeper(value: Any, depth: int) -> bool:
-    """Whether lists, tuples and dicts nest deeper than ``depth`` in ``value`` (without recursion)."""
-    level = [value]
-    for _ in range(depth + 1):
-        level = [child for v in level if isinstance(v, (list, tuple, dict)) for child in _children(v)]
-    return bool(level)
-
-
-def _children(container: Any) -> Any:
-    return container.values() if isinstance(container, dict) else container
 
 
 #: the keys of the ``config.json`` a run writes (its options are under ``config``)
