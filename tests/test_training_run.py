@@ -55,10 +55,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
+    return make_files(tmp_path_factory.mktemp("training"))
+
+
+def make_files(root: Path) -> dict:
     """8 small photos (crops of scikit-image's samples) and a random N=16, M=16 TIC."""
     from skimage import data
 
-    root = tmp_path_factory.mktemp("training")
     images = root / "images"
     k = 0
     for name in ("astronaut", "chelsea", "coffee", "rocket"):
@@ -296,6 +299,12 @@ def test_two_process_torchrun_matches_one_process_with_the_same_global_batch(fil
 
 @pytest.fixture
 def no_training(monkeypatch):
+    forbid_training(monkeypatch)
+
+
+def forbid_training(monkeypatch) -> None:
+    """Any training step or validation pass fails the test."""
+
     def fail(*args, **kwargs):
         raise AssertionError("a training step ran")
 

@@ -12,6 +12,11 @@ dataset index)`` (:func:`sample_key`). The distributions are unchanged (uniform 
 in [-0.5, 0.5), Bernoulli keep masks scaled by 1 / keep probability); the noise is
 drawn on the CPU in float32, so it is also the same on every device.
 
+What remains drawn from the global generators (Python's, NumPy's and torch's) is kept
+in a training checkpoint: :func:`rng_state` gives their states, :func:`restore_rng_state`
+sets them again, and :func:`rng_state_problems` says why a state read from a file
+cannot be set.
+
 Supported modules: CompressAI's entropy models (``EntropyBottleneck`` and the Gaussian
 conditionals), timm's ``DropPath`` and the random training maps of the ROI codec
 (:class:`~compressai_transtic.quality_maps.QualityMapSampler`). A model with other sources of randomness in
@@ -22,8 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+import math
+import random
+import reprlib
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 from compressai.entropy_models import EntropyBottleneck, EntropyModel
@@ -32,7 +41,15 @@ from torch import Tensor
 
 from ..quality_maps import QualityMapSampler
 
-__all__ = ["SampleKeyedRandomness", "mix_seed", "sample_key", "uniform01"]
+__all__ = [
+    "SampleKeyedRandomness",
+    "mix_seed",
+    "restore_rng_state",
+    "rng_state",
+    "rng_state_problems",
+    "sample_key",
+    "uniform01",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -200,3 +217,126 @@ class SampleKeyedRandomness:
             return x * mask.to(device=x.device, dtype=x.dtype, non_blocking=True)
 
         return forward
+
+
+# ---------------------------------------------------------------------- global generators
+
+#: words of the Mersenne Twister state of NumPy's legacy generator
+_MT_WORDS = 624
+
+
+def rng_state() -> Dict[str, Any]:
+    """States of Python's, NumPy's and torch's (CPU and CUDA) global generators."""
+    np_state: Any = np.random.get_state()
+    state: Dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`rng_state`, for a state without :func:`rng_state_problems`.
+
+    The CUDA states are set only where they fit this machine's devices (a run may
+    continue on another machine; nothing the trainer draws comes from them).
+    """
+    random.setstate(_as_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        states = state["cuda"]
+        live = [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
+        if [s.shape for s in states] == [s.shape for s in live]:
+            torch.cuda.set_rng_state_all(states)
+        else:
+            logger.warning(
+                "the %d saved CUDA generator states do not fit this machine's GPUs: not restored", len(states)
+            )
+
+
+def rng_state_problems(state: Mapping[str, Any]) -> List[str]:
+    """Why :func:`restore_rng_state` cannot set ``state`` (read from a file): one line per
+    generator, ``"<generator>[.<field>] <what>"``, empty when it can. Python's and
+    torch's states are tried on generators of their own, never on the global ones."""
+    checks = {"python": _python_problem, "numpy": _numpy_problem, "torch": _torch_problem, "cuda": _cuda_problem}
+    problems = []
+    for name, check in checks.items():
+        if name in state:
+            problem = check(state[name])
+            problems += [f"{name}{problem}"] if problem else []
+        elif name != "cuda":  # saved only by a run that used a GPU
+            problems.append(f"{name} is missing")
+    return problems
+
+
+def _as_tuple(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_as_tuple(v) for v in value)
+    return value
+
+
+def _python_problem(state: Any) -> Optional[str]:
+    if not isinstance(state, (tuple, list)):
+        return f" is {reprlib.repr(state)}, not a tuple"
+    try:
+        random.Random().setstate(_as_tuple(state))
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
+        return f" is not a state of Python's generator ({exc})"
+    return None
+
+
+def _numpy_problem(state: Any) -> Optional[str]:
+    if not isinstance(state, Mapping):
+        return f" is {reprlib.repr(state)}, not a mapping"
+    keys = state.get("keys")
+    if not (isinstance(keys, Tensor) and keys.dtype == torch.int64 and tuple(keys.shape) == (_MT_WORDS,)):
+        return f".keys is not a tensor of {_MT_WORDS} int64 values"
+    if not bool(((keys >= 0) & (keys < 2**32)).all()):
+        return ".keys holds values outside 0..2**32-1"
+    fields = {
+        "name": lambda v: v == "MT19937",
+        "pos": lambda v: _is_int(v) and 0 <= v <= _MT_WORDS,
+        "has_gauss": lambda v: _is_int(v) and v in (0, 1),
+        "cached_gaussian": lambda v: isinstance(v, float) and math.isfinite(v),
+    }
+    wrong = [name for name, ok in fields.items() if not ok(state.get(name))]
+    return (
+        f".{wrong[0]} is {reprlib.repr(state.get(wrong[0]))}, not a valid {wrong[0]} of NumPy's MT19937 generator"
+        if wrong
+        else None
+    )
+
+
+def _torch_problem(state: Any) -> Optional[str]:
+    size = torch.get_rng_state().numel()
+    if not (isinstance(state, Tensor) and state.dtype == torch.uint8 and tuple(state.shape) == (size,)):
+        return f" is not a tensor of the {size} bytes of torch's CPU generator"
+    try:
+        torch.Generator().set_state(state)
+    except RuntimeError as exc:
+        return f" is not a state of torch's CPU generator ({exc})"
+    return None
+
+
+def _cuda_problem(states: Any) -> Optional[str]:
+    ok = isinstance(states, (list, tuple)) and all(
+        isinstance(s, Tensor) and s.dtype == torch.uint8 and s.dim() == 1 for s in states
+    )
+    return None if ok else f" is {reprlib.repr(states)}, not a list of byte tensors"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

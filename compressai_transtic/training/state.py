@@ -7,24 +7,30 @@ the position in training (completed epochs, steps into the current epoch, global
 step), the partial sums of the current epoch's metrics, the best validation value so
 far, the random-number generator states, the digest of the training image list and
 the run's settings. It is a torch file readable with ``weights_only=True``.
+
+A checkpoint is checked field by field when it is read (:func:`check_checkpoint`),
+against the run that continues it (:func:`check_resume`, :func:`check_training_state`)
+and against the output folder it continues in (:func:`find_resume_checkpoint`), so
+that a damaged or foreign checkpoint is refused before anything is written or trained.
 """
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import logging
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..fileio import atomic_torch_save
 from ..torchfile import load_torch_file
+from .checkpoint_checks import ResumeError, canonical, check_checkpoint, check_training_state, failed_checks, refuse
+from .randomness import restore_rng_state, rng_state
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -33,8 +39,10 @@ __all__ = [
     "RESUME_KEYS",
     "ResumeError",
     "atomic_save",
+    "check_checkpoint",
     "check_resume",
     "check_resume_settings",
+    "check_training_state",
     "dataset_digest",
     "find_resume_checkpoint",
     "read_checkpoint",
@@ -49,6 +57,16 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "compressai-transtic-training"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pth"
+
+#: files a run writes into its output folder (:mod:`.outputs`): a folder holding one holds a run
+RUN_FILES = (
+    CHECKPOINT_NAME,
+    "config.json",
+    "metrics.csv",
+    "adapter_final.pth",
+    "model_final.pth.tar",
+    "adapter_best.pth",
+)
 
 #: settings a resumed run must share with its checkpoint (anything else may change,
 #: e.g. ``epochs`` to train longer, ``workers``, validation and logging options)
@@ -73,10 +91,6 @@ RESUME_KEYS = (
 )
 
 
-class ResumeError(ValueError):
-    """A checkpoint that cannot continue this run (the message says why)."""
-
-
 def atomic_save(obj: Any, path: Union[str, os.PathLike]) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
     return atomic_torch_save(obj, path)
@@ -96,51 +110,13 @@ def dataset_digest(paths: Sequence[Path], root: Union[str, os.PathLike]) -> str:
     return digest.hexdigest()
 
 
-def rng_state() -> Dict[str, Any]:
-    """States of Python's, NumPy's and torch's (CPU and CUDA) global generators."""
-    np_state: Any = np.random.get_state()
-    state: Dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {
-            "name": np_state[0],
-            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Inverse of :func:`rng_state`."""
-    random.setstate(_as_tuple(state["python"]))
-    n = state["numpy"]
-    np.random.set_state(
-        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        states = state["cuda"]
-        if len(states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states)
-
-
-def _as_tuple(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_as_tuple(v) for v in value)
-    return value
-
-
 def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """Read a training checkpoint written by the trainer.
 
     Raises:
         ResumeError: missing file, unreadable file, an adapter or model file instead of
-            a training checkpoint, or an unsupported format version.
+            a training checkpoint, an unsupported format version, or fields that this
+            trainer cannot use (:func:`check_checkpoint`).
     """
     path = Path(path)
     if not path.is_file():
@@ -160,6 +136,7 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         raise ResumeError(
             f"cannot resume: {path} has checkpoint version {payload.get('version')}, expected {CHECKPOINT_VERSION}"
         )
+    check_checkpoint(payload, str(path))
     return payload
 
 
@@ -173,7 +150,7 @@ def check_resume_settings(saved: Mapping[str, Any], current: Mapping[str, Any], 
     current = _command_line_names(current)
     diffs = []
     for key in RESUME_KEYS:
-        a, b = _canon(saved.get(key)), _canon(current.get(key))
+        a, b = canonical(saved.get(key)), canonical(current.get(key))
         if a != b:
             diffs.append(f"{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}")
     if diffs:
@@ -188,10 +165,12 @@ def find_resume_checkpoint(resume: Optional[str], output: Path) -> Optional[Path
 
     ``None``: a new run (refused if ``output`` already holds a checkpoint); ``"auto"``:
     ``output``'s checkpoint if there is one; ``"last"``: ``output``'s checkpoint, which
-    must exist; anything else: a checkpoint file or a run folder holding one.
+    must exist; anything else: a checkpoint file or a run folder holding one, refused
+    when ``output`` holds another run (:func:`check_output_folder`).
 
     Raises:
-        ResumeError: a new run in a folder with a checkpoint, or ``"last"`` without one.
+        ResumeError: a new run in a folder with a checkpoint, ``"last"`` without one, or
+            a checkpoint that would continue in the folder of another run.
     """
     own = output / CHECKPOINT_NAME
     if resume is None:
@@ -208,14 +187,42 @@ def find_resume_checkpoint(resume: Optional[str], output: Path) -> Optional[Path
             raise ResumeError(f"cannot resume: {own} does not exist (nothing to resume in {output})")
         return own
     path = Path(resume).expanduser()
-    return path / CHECKPOINT_NAME if path.is_dir() else path
+    path = path / CHECKPOINT_NAME if path.is_dir() else path
+    check_output_folder(path, output)
+    return path
+
+
+def check_output_folder(checkpoint: Path, output: Path) -> None:
+    """Refuse to continue ``checkpoint`` in an ``output`` folder that holds another run:
+    one whose files (:data:`RUN_FILES`) are there while its ``checkpoint.pth`` is not
+    ``checkpoint`` (the same file, or a copy of it). The run's files would be replaced.
+
+    Raises:
+        ResumeError: naming the folder's run files and what to do instead.
+    """
+    own = output / CHECKPOINT_NAME
+    if not checkpoint.is_file() or (own.is_file() and filecmp.cmp(checkpoint, own, shallow=False)):
+        return  # a missing checkpoint is reported when read; the folder's own continues its run
+    held = [name for name in RUN_FILES if (output / name).exists()]
+    if held:
+        instead = f", or continue that run from its own checkpoint (--resume {own})" if own.is_file() else ""
+        raise ResumeError(
+            f"cannot resume {checkpoint} in {output}: that folder already holds another run "
+            f"({', '.join(held)}), whose files resuming would replace; choose another --output directory{instead}"
+        )
 
 
 def check_resume(
-    checkpoint: Mapping[str, Any], config: Mapping[str, Any], digest: str, images: int, source: str
+    checkpoint: Mapping[str, Any],
+    config: Mapping[str, Any],
+    digest: str,
+    images: int,
+    steps_per_epoch: int,
+    source: str,
 ) -> None:
-    """Refuse a checkpoint of other settings (:func:`check_resume_settings`) or other
-    training images (``digest`` of the ``images`` files now).
+    """Refuse a checkpoint of other settings (:func:`check_resume_settings`), other
+    training images (``digest`` of the ``images`` files now), a position in training
+    that does not fit ``steps_per_epoch``, or more epochs trained than ``config`` asks for.
 
     Raises:
         ResumeError: naming what differs.
@@ -226,21 +233,37 @@ def check_resume(
             f"cannot resume from {source}: the training images differ from the "
             f"checkpoint's ({checkpoint.get('num_train_images')} images then, {images} now)"
         )
+    refuse(source, _position_problems(checkpoint, steps_per_epoch))
+    epoch, step, epochs = checkpoint["epoch"], checkpoint["step_in_epoch"], config["epochs"]
+    begun = epoch + (1 if step else 0)
+    if epochs < begun:
+        trained = f"{epoch} epochs" + (f" and {step} steps of epoch {epoch + 1}" if step else "")
+        raise ResumeError(
+            f"cannot resume from {source}: it has trained {trained}, more than --epochs {epochs}; "
+            f"pass --epochs {begun} or more to continue it (a run is not shortened: start a new one for fewer epochs)"
+        )
+
+
+def _position_problems(checkpoint: Mapping[str, Any], steps_per_epoch: int) -> List[str]:
+    """Where the checkpoint stands, against this run's steps per epoch."""
+    epoch, step = checkpoint["epoch"], checkpoint["step_in_epoch"]
+    expected = epoch * steps_per_epoch + step
+    return failed_checks(
+        [
+            ("step_in_epoch", step, lambda v: v < steps_per_epoch, f"below the {steps_per_epoch} steps of an epoch"),
+            (
+                "global_step",
+                checkpoint["global_step"],
+                lambda v: v == expected,
+                f"{expected} ({epoch} epochs of {steps_per_epoch} steps, then {step})",
+            ),
+        ]
+    )
 
 
 def _command_line_names(config: Mapping[str, Any]) -> Dict[str, Any]:
     """Checkpoints written before the settings used ``lambda`` name it ``lmbda``."""
     return {("lambda" if k == "lmbda" else k): v for k, v in config.items()}
-
-
-def _canon(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return tuple(_canon(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _canon(v)) for k, v in value.items()))
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
 
 
 @dataclass
@@ -299,11 +322,13 @@ def run_state(
 
 
 def restore_run_state(checkpoint: Mapping[str, Any], optimizer: Any, scheduler: Any, scaler: Any) -> Progress:
-    """Load a checkpoint's optimiser, scheduler, scaler and random generator states;
-    returns where the run stood."""
+    """Load a checkpoint's optimiser, scheduler, scaler and random generator states
+    (checked by :func:`check_checkpoint` and :func:`check_training_state`); returns
+    where the run stood."""
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
-    scaler.load_state_dict(checkpoint["scaler"])
+    if checkpoint["scaler"]:  # empty: saved without loss scaling (e.g. on the CPU); this run starts its own
+        scaler.load_state_dict(checkpoint["scaler"])
     restore_rng_state(checkpoint["rng"])
     sums = checkpoint.get("epoch_sums")
     return Progress(

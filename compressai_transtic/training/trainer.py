@@ -57,7 +57,7 @@ from .epoch_metrics import MetricSums
 from .metrics_log import MetricsLog
 from .outputs import RunOutputs
 from .precision import resolve_precision
-from .state import Progress, check_resume, find_resume_checkpoint, read_checkpoint
+from .state import Progress, check_resume, check_training_state, find_resume_checkpoint, read_checkpoint
 from .steps import Optimisation
 
 __all__ = ["TrainResult", "Trainer", "train"]
@@ -151,7 +151,7 @@ class Trainer:
 
         parameters = [p for _, p in self.named_trainable]
         self.optimisation = Optimisation.for_run(cfg, self.model, parameters, criterion, self.precision, ctx.wrap)
-        self.progress = Progress() if ckpt is None else self.optimisation.restore(ckpt)
+        self.progress = Progress() if ckpt is None else self._restore(ckpt)
         self.outputs = RunOutputs(self.output, self.kind, self.model, cfg, self.base_hash, ctx.is_main, self.progress)
         if ckpt is not None:
             p = self.progress
@@ -163,8 +163,17 @@ class Trainer:
         return None if path is None else {"path": str(path), "payload": read_checkpoint(path)}
 
     def _check_resume(self, ckpt: Dict[str, Any]) -> None:
-        images = self.images
-        check_resume(ckpt, self.config.to_dict(), images.digest, len(images.train_paths), str(self.resume_source))
+        images, source = self.images, str(self.resume_source)
+        steps = images.sampler.steps_per_epoch
+        check_resume(ckpt, self.config.to_dict(), images.digest, len(images.train_paths), steps, source)
+
+    def _restore(self, ckpt: Dict[str, Any]) -> Progress:
+        """The checkpoint's optimiser, scheduler, scaler and generator states, once they fit this run's."""
+        o = self.optimisation
+        self.ctx.collective(
+            lambda: check_training_state(ckpt, o.optimizer, o.scheduler, o.scaler, str(self.resume_source))
+        )
+        return o.restore(ckpt)
 
     # ==================================================================== training
     def fit(self) -> TrainResult:

@@ -1,0 +1,178 @@
+"""Resuming a training run: what ``--resume`` accepts, and what it refuses before anything changes.
+
+Promises checked here:
+
+- a run resumes from its own checkpoint whatever the checkpoint is called (``last``,
+  ``auto``, the file, the folder, a copy of the file);
+- a checkpoint is never resumed into a folder that holds another run: that run's files
+  stay as they were;
+- a run cannot be resumed with fewer epochs than its checkpoint has trained;
+- every field of a checkpoint is checked when it is read (types, ranges, shapes, NaN,
+  sizes that would allocate without bound); a damaged checkpoint is refused with an
+  error naming the file and the field, before any file is written or any step runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+import pytest
+import torch
+from test_training_run import forbid_training, make_files, tiny_config
+
+from compressai_transtic.training import cli as training_cli
+from compressai_transtic.training.state import ResumeError
+from compressai_transtic.training.trainer import Trainer, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return make_files(tmp_path_factory.mktemp("resume"))
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    forbid_training(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def finished(files):
+    """A finished run of 2 epochs (2 steps each), seed 7."""
+    return train(tiny_config(files, files["root"] / "finished", epochs=2)).output
+
+
+def copy_run(run: Path, where: Path) -> Path:
+    shutil.copytree(run, where)
+    return where
+
+
+def contents(folder: Path) -> Dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def save_damaged(run: Path, tmp_path: Path, damage: Callable[[Dict[str, Any]], Any]) -> Path:
+    """A copy of ``run``'s checkpoint changed by ``damage``."""
+    payload = torch.load(run / "checkpoint.pth", weights_only=True)
+    damage(payload)
+    path = tmp_path / "damaged.pth"
+    torch.save(payload, path)
+    return path
+
+
+# ------------------------------------------------------------------ which checkpoint into which folder
+
+
+def test_a_run_resumes_from_its_own_checkpoint_by_any_name(files, finished, tmp_path, no_training):
+    out = copy_run(finished, tmp_path / "run")
+    copy = tmp_path / "copy.pth"
+    shutil.copyfile(out / "checkpoint.pth", copy)
+    for resume in ("last", "auto", str(out / "checkpoint.pth"), str(out), str(copy)):
+        trainer = Trainer(tiny_config(files, out, resume=resume, epochs=3))
+        assert trainer.resume_source is not None and trainer.progress.epoch == 2, resume
+
+
+def test_a_checkpoint_is_not_resumed_into_a_folder_holding_another_run(files, finished, tmp_path, monkeypatch):
+    other = train(tiny_config(files, tmp_path / "other", epochs=2, seed=5)).output
+    before = contents(other)
+    forbid_training(monkeypatch)
+    with pytest.raises(ResumeError, match="already holds another run") as refused:
+        train(tiny_config(files, other, resume=str(finished / "checkpoint.pth"), epochs=3))
+    assert "choose another --output" in str(refused.value) and str(other / "checkpoint.pth") in str(refused.value)
+    assert contents(other) == before
+
+    (other / "checkpoint.pth").unlink()  # its outputs alone still make it a run
+    with pytest.raises(ResumeError, match=r"already holds another run \(.*metrics.csv"):
+        train(tiny_config(files, other, resume=str(finished / "checkpoint.pth"), epochs=3))
+    assert contents(other) == {k: v for k, v in before.items() if k != "checkpoint.pth"}
+
+
+def test_a_run_is_not_resumed_with_fewer_epochs_than_it_has_trained(files, finished, tmp_path, no_training):
+    out = copy_run(finished, tmp_path / "run")
+    before = contents(out)
+    with pytest.raises(ResumeError, match=r"has trained 2 epochs.*pass --epochs 2 or more"):
+        train(tiny_config(files, out, resume="last", epochs=1))
+    assert contents(out) == before
+
+
+def test_a_run_stopped_inside_an_epoch_needs_that_epoch_to_finish(files, finished, tmp_path, no_training):
+    def stopped_in_epoch_2(c: Dict[str, Any]) -> None:
+        c.update(epoch=1, step_in_epoch=1, global_step=3, epoch_sums=torch.zeros(7).double())
+        c["scheduler"]["last_epoch"] = 1
+
+    path = save_damaged(finished, tmp_path, stopped_in_epoch_2)
+    with pytest.raises(ResumeError, match=r"has trained 1 epochs and 1 steps of epoch 2.*pass --epochs 2 or more"):
+        Trainer(tiny_config(files, tmp_path / "out", resume=str(path), epochs=1))
+
+
+# ------------------------------------------------------------------ damaged checkpoints
+
+
+def first_adapter_tensor(c: Dict[str, Any]) -> torch.Tensor:
+    return next(v for v in c["adapter"]["state_dict"].values() if v.is_floating_point())
+
+
+def set_nested(*keys: Any, value: Any) -> Callable[[Dict[str, Any]], None]:
+    def damage(c: Dict[str, Any]) -> None:
+        for key in keys[:-1]:
+            c = c[key]
+        c[keys[-1]] = value
+
+    return damage
+
+
+def inside_an_epoch(step: int, sums: int = 7) -> Callable[[Dict[str, Any]], None]:
+    """Stopped at ``step`` of the third epoch (the finished run trained two), with ``sums`` metric sums."""
+    return lambda c: c.update(step_in_epoch=step, global_step=4 + step, epoch_sums=torch.zeros(sums).double())
+
+
+#: the field the error names (the first word), and how the checkpoint is damaged; the expanded
+#: views are a few bytes in the file (restoring them allocated 137 GB and 16 GiB before they were
+#: refused; the keys are expanded further here so that a regression fails at once)
+DAMAGES = {
+    "optimizer.state.0.exp_avg NaN": lambda c: c["optimizer"]["state"][0]["exp_avg"].view(-1)[0].fill_(float("nan")),
+    "adapter.state_dict NaN": lambda c: first_adapter_tensor(c).view(-1)[0].fill_(float("nan")),
+    "epoch_sums expanded": set_nested("epoch_sums", value=torch.zeros(1).expand(2**34)),
+    "rng.numpy.keys expanded": set_nested("rng", "numpy", "keys", value=torch.zeros(1).long().expand(2**40)),
+    "optimizer missing": lambda c: c.pop("optimizer"),
+    "rng missing": lambda c: c.pop("rng"),
+    "config missing": lambda c: c.pop("config"),
+    "adapter missing": lambda c: c.pop("adapter"),
+    "adapter.signature": set_nested("adapter", "signature", value="x"),
+    "config": set_nested("config", value=None),
+    "rng.torch": set_nested("rng", "torch", value=torch.zeros(3, dtype=torch.uint8)),
+    "rng.torch state": set_nested("rng", "torch", value=torch.full((5056,), 255, dtype=torch.uint8)),
+    "rng.numpy.pos": set_nested("rng", "numpy", "pos", value=1000),
+    "rng.python": set_nested("rng", "python", value=(3, (1, 2, 3), None)),
+    "optimizer.state.0.exp_avg shape": set_nested("optimizer", "state", 0, "exp_avg", value=torch.zeros(1)),
+    "optimizer.param_groups.0.lr": set_nested("optimizer", "param_groups", 0, "lr", value=float("nan")),
+    "optimizer.param_groups.0.betas": set_nested("optimizer", "param_groups", 0, "betas", value=(0.9, 1.0)),
+    "scheduler.last_epoch": set_nested("scheduler", "last_epoch", value="x"),
+    "epoch": set_nested("epoch", value=-5),
+    "step_in_epoch": inside_an_epoch(1000),
+    "global_step": set_nested("global_step", value=7),
+    "best.value": set_nested("best", value={"value": float("nan"), "epoch": 1}),
+    "epoch_sums shape": inside_an_epoch(1, sums=3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGES))
+def test_a_damaged_checkpoint_is_refused_naming_the_file_and_the_field(files, finished, tmp_path, case, no_training):
+    path = save_damaged(finished, tmp_path, DAMAGES[case])
+    with pytest.raises(ResumeError) as refused:
+        Trainer(tiny_config(files, tmp_path / "out", resume=str(path), epochs=3))
+    message, field = str(refused.value), case.split()[0]
+    assert str(path) in message and field in message, message
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_reports_a_damaged_checkpoint_as_an_error(files, finished, tmp_path, capsys, no_training):
+    path = save_damaged(finished, tmp_path, set_nested("config", value=None))
+    argv = ["--task", "cls", "--task-weights", "random", "--base", str(files["base"]), "-d", str(files["images"])]
+    argv += ["--batch-size", "4", "--patch-size", "64", "-o", str(tmp_path / "out"), "--resume", str(path), "--dry-run"]
+    assert training_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot resume from {path}") and "Traceback" not in err
