@@ -90,6 +90,24 @@ def test_a_checkpoint_is_not_resumed_into_a_folder_holding_another_run(files, fi
     assert contents(other) == {k: v for k, v in before.items() if k != "checkpoint.pth"}
 
 
+@pytest.mark.parametrize("resume", [None, "auto"])
+def test_a_new_run_does_not_append_to_the_files_of_a_run_without_a_checkpoint(files, tmp_path, resume, no_training):
+    out = tmp_path / "stopped-early"  # what a run stopped before its first checkpoint leaves
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "metrics.csv").write_text("split,epoch,step\ntrain_step,1,1\n")
+    before = contents(out)
+    with pytest.raises(ResumeError, match=r"holds files of an earlier run that has no checkpoint \(config.json"):
+        Trainer(tiny_config(files, out, resume=resume))
+    assert contents(out) == before
+
+
+def test_an_adapter_of_other_shapes_in_a_checkpoint_is_refused_naming_the_file(files, finished, tmp_path, no_training):
+    path = save_damaged(finished, tmp_path, lambda c: first_adapter_tensor(c).resize_(1))
+    with pytest.raises(ValueError, match=rf"cannot resume from {path}: .*adapter tensor .*shape \(1,\)"):
+        Trainer(tiny_config(files, tmp_path / "out", resume=str(path), epochs=3))
+
+
 def test_a_run_is_not_resumed_with_fewer_epochs_than_it_has_trained(files, finished, tmp_path, no_training):
     out = copy_run(finished, tmp_path / "run")
     before = contents(out)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..adapter_files import AdapterMismatchError
 from ..checkpoint import load_state_dict, model_from_state_dict
 from ..tasks import Task, get_task, get_task_class
 from ..zoo import load_pretrained
@@ -173,7 +174,10 @@ def load_adapter_state(
             logger.info("resuming: the adapter comes from the checkpoint, not from %s", cfg.init_adapter)
         adapter = checkpoint["adapter"]
         kind.check_compatible(model, adapter["signature"], adapter["base_sha256"], source)
-        kind.load_state_dict(model, adapter["state_dict"])
+        try:
+            kind.load_state_dict(model, adapter["state_dict"])
+        except ValueError as exc:  # keys or shapes, checked before any tensor changed
+            raise AdapterMismatchError(f"cannot resume from {source}: {exc}") from None
     elif cfg.init_adapter:
         header = kind.load(model, cfg.init_adapter)
         logger.info("adapter initialised from %s (trained for task %s)", cfg.init_adapter, header.get("task"))

@@ -163,7 +163,8 @@ def check_resume_settings(saved: Mapping[str, Any], current: Mapping[str, Any], 
 def find_resume_checkpoint(resume: Optional[str], output: Path) -> Optional[Path]:
     """The checkpoint a run continues from, by its ``resume`` setting.
 
-    ``None``: a new run (refused if ``output`` already holds a checkpoint); ``"auto"``:
+    ``None``: a new run (refused if ``output`` already holds a checkpoint or other files
+    of a run, :data:`RUN_FILES`); ``"auto"``:
     ``output``'s checkpoint if there is one; ``"last"``: ``output``'s checkpoint, which
     must exist; anything else: a checkpoint file or a run folder holding one, refused
     when ``output`` holds another run (:func:`check_output_folder`).
@@ -179,9 +180,15 @@ def find_resume_checkpoint(resume: Optional[str], output: Path) -> Optional[Path
                 f"{output} already holds a training checkpoint ({own}); pass --resume to "
                 "continue that run, or choose another --output directory"
             )
+        held = [name for name in RUN_FILES if (output / name).exists()]
+        if held:  # a run stopped before its first checkpoint: its log would be appended to
+            raise ResumeError(
+                f"{output} holds files of an earlier run that has no checkpoint ({', '.join(held)}); "
+                "move them away (or delete them) to start a new run there, or choose another --output directory"
+            )
         return None
     if resume == "auto":
-        return own if own.exists() else None
+        return own if own.exists() else find_resume_checkpoint(None, output)
     if resume == "last":
         if not own.exists():
             raise ResumeError(f"cannot resume: {own} does not exist (nothing to resume in {output})")
