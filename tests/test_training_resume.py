@@ -102,6 +102,16 @@ def test_a_new_run_does_not_append_to_the_files_of_a_run_without_a_checkpoint(fi
     assert contents(out) == before
 
 
+def test_a_checkpoint_that_is_not_a_file_is_called_what_it_is(tmp_path):
+    from compressai_transtic.training.state import read_checkpoint
+
+    (tmp_path / "folder.pth").mkdir()
+    with pytest.raises(ResumeError, match="folder.pth is not a file"):
+        read_checkpoint(tmp_path / "folder.pth")
+    with pytest.raises(ResumeError, match="missing.pth does not exist"):
+        read_checkpoint(tmp_path / "missing.pth")
+
+
 def test_an_adapter_of_other_shapes_in_a_checkpoint_is_refused_naming_the_file(files, finished, tmp_path, no_training):
     path = save_damaged(finished, tmp_path, lambda c: first_adapter_tensor(c).resize_(1))
     with pytest.raises(ValueError, match=rf"cannot resume from {path}: .*adapter tensor .*shape \(1,\)"):

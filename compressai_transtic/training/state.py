@@ -120,7 +120,8 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ResumeError(f"cannot resume: checkpoint {path} does not exist")
+        what = "is not a file (a folder without checkpoint.pth, a pipe...)" if path.exists() else "does not exist"
+        raise ResumeError(f"cannot resume: checkpoint {path} {what}")
     try:
         payload = load_torch_file(path, ResumeError)
     except ResumeError as exc:
