@@ -544,7 +544,9 @@ def test_baseline_outputs_load_as_their_architecture(files, baseline_run):
 
 def test_adapters_of_one_architecture_are_refused_by_a_run_of_another(files, baseline_run, tmp_path, no_training):
     config, result = baseline_run
-    with pytest.raises(AdapterMismatchError, match=f"holds {config.arch} weights, not transtic"):
+    with pytest.raises(
+        AdapterMismatchError, match=f"holds {config.arch} weights, not transtic ones: train with --arch"
+    ):
         train(tiny_config(files, tmp_path / "transtic", init_adapter=str(result.final_adapter)))
     base = torch.load(files["base"], weights_only=True)["state_dict"]
     prompts = save_adapter(TransTIC.from_base(base, PromptConfig(generator_width=4)), tmp_path / "prompts.pth")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..adapter_files import AdapterMismatchError
+from ..adapter_files import AdapterMismatchError, read_adapter
 from ..checkpoint import load_state_dict, model_from_state_dict
 from ..tasks import Task, get_task, get_task_class
 from ..zoo import load_pretrained
@@ -179,6 +179,12 @@ def load_adapter_state(
         except ValueError as exc:  # keys or shapes, checked before any tensor changed
             raise AdapterMismatchError(f"cannot resume from {source}: {exc}") from None
     elif cfg.init_adapter:
+        arch = read_adapter(cfg.init_adapter)["arch"]
+        if arch != kind.name:
+            raise AdapterMismatchError(
+                f"--init-adapter {cfg.init_adapter} holds {arch} weights, not {kind.name} ones: "
+                f"train with --arch {arch} to start from it, or pass a {kind.name} adapter"
+            )
         header = kind.load(model, cfg.init_adapter)
         logger.info("adapter initialised from %s (trained for task %s)", cfg.init_adapter, header.get("task"))
 
