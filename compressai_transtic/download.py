@@ -182,8 +182,9 @@ def fetch_url(
         _download(url, tmp, progress)
         try:
             _verify(tmp, filename, sha256, url, check)
-        except ValueError as exc:  # the check refused what was downloaded (not kept)
-            raise WeightsUnavailableError(url, path, f"the downloaded file is not usable: {exc}") from exc
+        except ValueError as exc:  # the check refused what was downloaded (not kept): named as the cache file
+            reason = str(exc).replace(str(tmp), str(path))
+            raise WeightsUnavailableError(url, path, f"the downloaded file is not usable: {reason}") from exc
         os.replace(tmp, path)
     except OSError as exc:
         raise WeightsUnavailableError(url, path, f"{type(exc).__name__}: {exc}") from exc

@@ -20,7 +20,7 @@ import contextlib
 import os
 import warnings
 from pathlib import Path
-from typing import Iterator, List, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from .fileio import atomic_write
 
 __all__ = [
     "ImageReadError",
+    "frames_problem",
     "open_image",
     "read_image",
     "read_rgb8",
@@ -67,6 +68,19 @@ def _to_array(img: Image.Image, notes: List[str]) -> np.ndarray:
         img = img.convert("RGBA")
     rgb = img.convert("RGB")
     return np.asarray(rgb, dtype=np.float64) / 255.0
+
+
+def frames_problem(img: Image.Image) -> Optional[str]:
+    """Why an opened image is not one still image (an animation, a multi-page TIFF), or
+    ``None``. A camera JPEG that carries a preview or a gain map (Pillow's ``MPO``) is
+    one: its first frame is the photo."""
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1 and img.format != "MPO":
+        return (
+            f"holds {frames} frames (an animation or a multi-page file), and only still images are coded; "
+            "save the frame you mean as an image of its own"
+        )
+    return None
 
 
 @contextlib.contextmanager
@@ -124,12 +138,9 @@ def _decode(path: Path, max_pixels: int, exif: bool) -> Tuple[np.ndarray, List[s
                     f"{path}: {width}x{height} is {width * height} pixels, above the limit of {max_pixels}; "
                     "raise it with --max-pixels if you mean it"
                 )
-            frames = getattr(img, "n_frames", 1)
-            if frames > 1:
-                raise ImageReadError(
-                    f"{path}: holds {frames} frames (an animation or a multi-page file), and only still "
-                    "images are coded; save the frame you mean as an image of its own"
-                )
+            problem = frames_problem(img)
+            if problem is not None:
+                raise ImageReadError(f"{path}: {problem}")
             if exif:
                 img = ImageOps.exif_transpose(img)
             array = _to_array(img, notes)

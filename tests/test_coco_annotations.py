@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Sequence, Union
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -68,8 +69,9 @@ def edited(keys: Sequence[Union[str, int]], value: Any) -> Dict[str, Any]:
 def image_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "images"
     folder.mkdir()
-    for name in ("a.png", "b.png"):
-        Image.new("RGB", (10, 8)).save(folder / name)
+    for seed, name in enumerate(("a.png", "b.png")):
+        noise = np.random.default_rng(seed).integers(0, 256, (8, 10, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(folder / name)
     return folder
 
 
@@ -197,8 +199,22 @@ def test_an_entry_missing_a_field_or_with_one_of_the_wrong_type_is_refused(image
     ],
 )
 def test_segmentations_are_polygons_or_an_rle_of_the_image_size(image_dir, keys, value, message):
-    where = f"annotations[{keys[1]}]: 'segmentation' "
-    assert refusal(image_dir, edited(keys, value)).startswith(where + message)
+    """Only mask AP reads them: the file loads (box AP is scored as before), and ``seg`` is refused."""
+    dataset = CocoImages(image_dir, annotation_file(image_dir.parent, edited(keys, value)))
+    (problem,) = dataset.mask_problems
+    assert problem.startswith(f"annotations[{keys[1]}]: 'segmentation' {message}")
+
+
+def test_eval_refuses_mask_ap_on_unusable_masks_and_scores_box_ap(image_dir, tmp_path, capsys):
+    from compressai_transtic.cli import main
+
+    path = annotation_file(tmp_path, edited(["annotations", 0, "segmentation"], [[1, 1, 5, 1]]))
+    common = ["eval", str(image_dir), "--annotations", str(path), "-a", "jpeg:50", "--random-weights", "--no-progress"]
+    common += ["--short-edge", "32", "--max-size", "48", "--code-multiple", "0"]
+    assert main([*common, "--task", "seg", "-o", str(tmp_path / "seg")]) == 2
+    err = capsys.readouterr().err
+    assert "task 'seg' cannot score the masks of" in err and "annotations[0]: 'segmentation' polygon 0 has 4" in err
+    assert main([*common, "--task", "det", "-o", str(tmp_path / "det")]) == 0
 
 
 @pytest.mark.parametrize("part", ["images", "annotations", "categories"])

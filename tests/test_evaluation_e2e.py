@@ -307,6 +307,17 @@ def test_demo_refuses_a_cached_file_that_changed_since_first_use_rather_than_run
     )
 
 
+def test_demo_reports_a_damaged_cached_file_at_its_first_use(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    path = tmp_path / "torch" / "hub" / "checkpoints" / "base_codec_1.pth.tar"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x80\x02garbage" * 100)
+    assert main(["demo", "--qualities", "1", "--crop", "64"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert f"error: {path}: " in captured.err
+
+
 def test_checkpoint_and_adapter_files_are_evaluated(classification_set, tmp_path, capsys):
     from compressai_transtic.evaluation.codecs import CodecSpec
     from compressai_transtic.models import TransTIC

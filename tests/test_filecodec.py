@@ -23,6 +23,7 @@ from skimage import data
 from compressai_transtic.bitstream import BitstreamError
 from compressai_transtic.cli import main
 from compressai_transtic.container import MAGIC, VERSION, CodedFile, ContainerError, pack, unpack, weights_fingerprint
+from compressai_transtic.data.files import check_image
 from compressai_transtic.evaluation.codecs import CodecSpec
 from compressai_transtic.imageio import ImageReadError, read_image
 from compressai_transtic.prompts import save_adapter
@@ -313,6 +314,23 @@ def test_images_without_one_meaning_are_refused_not_guessed(tmp_path):
         with pytest.raises(ImageReadError, match=re.escape(problem)) as info:
             read_image(tmp_path / name)
         assert str(info.value).startswith(str(tmp_path / name))
+        if name != "signed.tiff":  # the up-front check finds them from the header already
+            assert check_image(tmp_path / name, "header") == read_image_problem(tmp_path / name)
+
+
+def read_image_problem(path) -> str:
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    return str(info.value).removeprefix(f"{path}: ")
+
+
+def test_a_camera_jpeg_with_a_preview_is_one_still_image(tmp_path):
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    photo.save(tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[photo.resize((15, 10))])
+    with Image.open(tmp_path / "camera.jpg") as stored:
+        assert (stored.format, stored.n_frames) == ("MPO", 2)  # Pillow's reading of such files
+    assert read_image(tmp_path / "camera.jpg")[0].shape == (1, 3, 20, 30)
+    assert check_image(tmp_path / "camera.jpg", "header") is None
 
 
 def test_exif_orientation_is_applied(tmp_path):

@@ -337,10 +337,11 @@ def test_a_download_that_cannot_be_loaded_is_neither_kept_nor_trusted(hub_dir, m
     targets = fake_downloader(monkeypatch, b"<html>rate limited</html>")
     with pytest.raises(
         zoo.WeightsUnavailableError, match="the downloaded file is not usable: .*not a PyTorch checkpoint"
-    ):
+    ) as info:
         zoo.tic(3, pretrained=True)
     cache = hub_dir / "checkpoints"
     assert targets and sorted(p.name for p in cache.iterdir()) == []
+    assert ".download" not in str(info.value) and f"{cache / 'base_codec_3.pth.tar'}: not a" in str(info.value)
 
 
 @pytest.mark.parametrize("url", ["notaurl/x.pth", "ftp://host/x.pth", "http://[::1/x.pth", "https:///x.pth"])

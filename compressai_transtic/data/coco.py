@@ -23,7 +23,7 @@ from .subset import ImageList
 if TYPE_CHECKING:  # pragma: no cover
     import PIL.Image
 
-__all__ = ["AnnotationError", "CocoImage", "CocoImages", "load_annotations"]
+__all__ = ["AnnotationError", "CocoImage", "CocoImages", "load_annotations", "mask_problems"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,15 @@ class CocoImages(ImageList[CocoImage]):
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"COCO image directory {self.root} does not exist")
         document = load_annotations(self.annotation_file)
+        #: why mask AP cannot be scored on these annotations (empty: it can); box AP can anyway
+        self.mask_problems = mask_problems(document)
+        if self.mask_problems:
+            logger.warning(
+                "%s: %d annotation(s) have segmentations that mask AP cannot use (box AP is unaffected), e.g. %s",
+                self.annotation_file,
+                len(self.mask_problems),
+                self.mask_problems[0],
+            )
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
             self.coco: Any = COCO()
             self.coco.dataset = document
@@ -215,16 +224,29 @@ def _checked(document: Dict[str, Any], part: str, fields: Sequence[_Field]) -> D
 def _check_annotations(
     annotations: Dict[int, Dict[str, Any]], images: Dict[int, Dict[str, Any]], categories: Dict[int, Dict[str, Any]]
 ) -> None:
-    """The image and the category of each annotation are there; its segmentation fits the image."""
+    """The image and the category of each annotation are there (its segmentation, which
+    only mask AP reads, is checked by :func:`mask_problems`)."""
     for i, ann in enumerate(annotations.values()):
         where = f"annotations[{i}]"
         if ann["image_id"] not in images:
             raise AnnotationError(f"{where}: image_id {ann['image_id']} is not the id of any image")
         if ann["category_id"] not in categories:
             raise AnnotationError(f"{where}: category_id {ann['category_id']} is not the id of any category")
-        problem = _segmentation_problem(ann["segmentation"], images[ann["image_id"]]) if "segmentation" in ann else None
-        if problem:
-            raise AnnotationError(f"{where}: 'segmentation' {problem}")
+
+
+def mask_problems(document: Dict[str, Any]) -> List[str]:
+    """What makes the segmentations of a checked document (:func:`load_annotations`)
+    unusable for mask AP, one line per annotation (pycocotools fails on them, or scores
+    them wrongly); box AP does not read them.
+    """
+    images = {image["id"]: image for image in document["images"]}
+    problems = []
+    for i, ann in enumerate(document["annotations"]):
+        if "segmentation" in ann:
+            problem = _segmentation_problem(ann["segmentation"], images[ann["image_id"]])
+            if problem:
+                problems.append(f"annotations[{i}]: 'segmentation' {problem}")
+    return problems
 
 
 def _segmentation_problem(segmentation: Any, image: Dict[str, Any]) -> Optional[str]:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequ
 
 from tqdm.auto import tqdm
 
-from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, open_image, read_rgb8
+from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, frames_problem, open_image, read_rgb8
 
 if TYPE_CHECKING:  # pragma: no cover
     import PIL.Image
@@ -194,6 +194,9 @@ def check_image(
                 width, height = img.size
                 if width * height > max_pixels:
                     return f"{width}x{height} is above the pixel limit of {max_pixels} (see --max-pixels)"
+                frames = frames_problem(img)
+                if frames is not None:
+                    return frames
                 img.verify()
     except ImageReadError as exc:
         return str(exc).removeprefix(f"{path}: ")

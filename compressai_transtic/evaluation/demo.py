@@ -103,7 +103,7 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
         check_device(args.device)
         classifier = _load_classifier(args.device, args.random_weights, missing)
         codecs = _load_codecs(args.qualities, args.device, args.random_weights, missing)
-    except (DeviceUnavailableError, ChecksumMismatchError, TrustStoreError) as err:
+    except (DeviceUnavailableError, ChecksumMismatchError, TrustStoreError, ValueError) as err:
         return print_error(str(err))  # a changed file is refused, never replaced by random
     random_weights = classifier.random_weights or any(spec.random_weights for spec, _ in codecs)
     if random_weights and not args.random_weights:

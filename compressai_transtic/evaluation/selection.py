@@ -79,6 +79,12 @@ def build_tasks(
         kind = cls.dataset_kind
         if name == "seg" and not dataset.has_masks:
             raise CommandError(f"task 'seg' needs segmentation annotations; {args.annotations} has objects without")
+        if name == "seg" and dataset.mask_problems:
+            shown = "\n  ".join(dataset.mask_problems[:10])
+            raise CommandError(
+                f"task 'seg' cannot score the masks of {args.annotations}:\n  {shown}\n"
+                "fix or remove these annotations, or evaluate --task det (box AP does not read them)"
+            )
         weights = args.task_weights or ("random" if random_weights else "default")
         options: Dict[str, Any] = {
             "weights": weights,
