@@ -174,8 +174,8 @@ def fetch_url(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsUnavailableError(url, path, f"cannot create {path.parent}: {exc}") from exc
-    if not _is_http_url(url):
-        raise WeightsUnavailableError(url, path, "not an http(s) URL")
+    if not _is_fetchable_url(url):
+        raise WeightsUnavailableError(url, path, "not an http(s) or file: URL")
     tmp = path.with_name(f".{filename}.{uuid.uuid4().hex}.download")
     logger.info("downloading %s to %s", url, path)
     try:
@@ -194,12 +194,14 @@ def fetch_url(
     return path
 
 
-def _is_http_url(url: str) -> bool:
+def _is_fetchable_url(url: str) -> bool:
+    """An http(s) URL with a host, or a ``file:`` URL (a local mirror)."""
     try:
         parts = urllib.parse.urlsplit(url)
-        return parts.scheme in ("http", "https") and bool(parts.hostname)
+        host = parts.hostname
     except ValueError:  # e.g. an unclosed IPv6 bracket
         return False
+    return (parts.scheme in ("http", "https") and bool(host)) or (parts.scheme == "file" and bool(parts.path))
 
 
 def _download(url: str, tmp: Path, progress: bool) -> None:

@@ -346,7 +346,7 @@ def test_a_download_that_cannot_be_loaded_is_neither_kept_nor_trusted(hub_dir, m
 
 @pytest.mark.parametrize("url", ["notaurl/x.pth", "ftp://host/x.pth", "http://[::1/x.pth", "https:///x.pth"])
 def test_a_url_that_cannot_be_fetched_is_named_and_nothing_is_left_in_the_cache(hub_dir, url):
-    with pytest.raises(zoo.WeightsUnavailableError, match="not an http\\(s\\) URL") as info:
+    with pytest.raises(zoo.WeightsUnavailableError, match="not an http\\(s\\) or file: URL") as info:
         zoo.fetch_url(url)
     assert url in str(info.value) and str(hub_dir / "checkpoints" / "x.pth") in str(info.value)
     assert not (hub_dir / "checkpoints").exists() or list((hub_dir / "checkpoints").iterdir()) == []
