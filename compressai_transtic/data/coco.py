@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import reprlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 from pycocotools.coco import COCO
 
 from ..imageio import DEFAULT_MAX_PIXELS
-from ..nesting import nests_deeper
+from ..jsonvalues import is_finite_number, is_integer, nests_deeper
 from .files import ImageItem
 from .subset import ImageList
 
@@ -133,36 +132,27 @@ class CocoImages(ImageList[CocoImage]):
 # ---------------------------------------------------------------------------- checks
 # pycocotools checks nothing: a bad entry fails (or silently changes the scores) only when
 # the detections are scored, after every image was coded. Everything it will use is checked here.
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    """A finite number (not a boolean, NaN, infinity or an integer beyond the float range)."""
-    return (isinstance(value, float) or _is_int(value)) and abs(value) <= sys.float_info.max
-
-
 def _is_box(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 4 and all(map(_is_number, value)) and min(value[2:]) >= 0
+    return isinstance(value, list) and len(value) == 4 and all(map(is_finite_number, value)) and min(value[2:]) >= 0
 
 
 #: (key, what it must be, test) of a field every entry of a part needs
 _Field = Tuple[str, str, Callable[[Any], bool]]
-_ID: _Field = ("id", "an integer", _is_int)
+_ID: _Field = ("id", "an integer", is_integer)
 _IMAGE_FIELDS: Tuple[_Field, ...] = (
     _ID,
     ("file_name", "a file name", lambda v: isinstance(v, str) and v != ""),
-    ("height", "a positive integer", lambda v: _is_int(v) and v > 0),
-    ("width", "a positive integer", lambda v: _is_int(v) and v > 0),
+    ("height", "a positive integer", lambda v: is_integer(v) and v > 0),
+    ("width", "a positive integer", lambda v: is_integer(v) and v > 0),
 )
 _CATEGORY_FIELDS: Tuple[_Field, ...] = (_ID, ("name", "a text", lambda v: isinstance(v, str)))
 _ANNOTATION_FIELDS: Tuple[_Field, ...] = (
     _ID,
-    ("image_id", "an integer", _is_int),
-    ("category_id", "an integer", _is_int),
+    ("image_id", "an integer", is_integer),
+    ("category_id", "an integer", is_integer),
     ("bbox", "[x, y, width, height]: 4 finite numbers, width and height >= 0", _is_box),
-    ("area", "a finite number >= 0", lambda v: _is_number(v) and v >= 0),
-    ("iscrowd", "0 or 1", lambda v: _is_int(v) and v in (0, 1)),
+    ("area", "a finite number >= 0", lambda v: is_finite_number(v) and v >= 0),
+    ("iscrowd", "0 or 1", lambda v: is_integer(v) and v in (0, 1)),
 )
 
 
@@ -263,7 +253,7 @@ def _segmentation_problem(segmentation: Any, image: Dict[str, Any]) -> Optional[
 
 
 def _polygon_problem(polygon: Any, height: int, width: int) -> Optional[str]:
-    if not isinstance(polygon, list) or not all(map(_is_number, polygon)):
+    if not isinstance(polygon, list) or not all(map(is_finite_number, polygon)):
         return f"is not a list of finite numbers [x1, y1, x2, y2, ...]: {_show(polygon)}"
     if len(polygon) < 6 or len(polygon) % 2:
         return f"has {len(polygon)} numbers: it needs the x, y of 3 points or more (an even number, at least 6)"
@@ -276,12 +266,12 @@ def _polygon_problem(polygon: Any, height: int, width: int) -> Optional[str]:
 def _rle_problem(rle: Dict[str, Any], height: int, width: int) -> Optional[str]:
     if "size" not in rle or "counts" not in rle:
         return "is an RLE object without 'size' ([height, width] of its image) or 'counts'"
-    if rle["size"] != [height, width] or not all(map(_is_int, rle["size"])):
+    if rle["size"] != [height, width] or not all(map(is_integer, rle["size"])):
         return f"is an RLE of size {_show(rle['size'])}, but its image has [height, width] = [{height}, {width}]"
     counts = rle["counts"]
     if isinstance(counts, str):
         return None
-    if not isinstance(counts, list) or not all(_is_int(c) and c >= 0 for c in counts):
+    if not isinstance(counts, list) or not all(is_integer(c) and c >= 0 for c in counts):
         return f"'counts' is neither an RLE string nor a list of non-negative integers: {_show(counts)}"
     if sum(counts) != height * width:
         return f"'counts' add up to {sum(counts)} pixels, but its image has {height} x {width} = {height * width}"

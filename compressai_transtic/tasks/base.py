@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -12,7 +11,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..evaluation.protocol import CodingProtocol
-from ..evaluation.records import as_number
 from ..losses import CRITERIONS  # importing the losses registers the criteria
 from .features import FrozenFeatureExtractor
 from .weights import WeightsOption, is_random, normalize_weights_option
@@ -20,17 +18,6 @@ from .weights import WeightsOption, is_random, normalize_weights_option
 __all__ = ["Task"]
 
 logger = logging.getLogger(__name__)
-
-
-def is_integer(value: Any) -> bool:
-    """A JSON integer (not a boolean)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_finite_number(value: Any) -> bool:
-    """A finite JSON number (not a boolean, not an integer beyond the float range)."""
-    number = as_number(value)
-    return number is not None and math.isfinite(number)
 
 
 class Task:

@@ -12,7 +12,8 @@ from torchvision.models import resnet50
 from ..console import shorten
 from ..evaluation.metrics import topk_accuracy
 from ..evaluation.protocol import CodingProtocol, classification_protocol
-from .base import Task, is_integer
+from ..jsonvalues import is_integer
+from .base import Task
 from .features import FrozenFeatureExtractor, ImageNetNormalize, ResNetStages
 from .weights import TorchvisionWeights, WeightsOption, resolve_torchvision_state_dict
 

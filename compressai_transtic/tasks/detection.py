@@ -17,7 +17,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..evaluation.metrics import coco_evaluate, rle_encode
 from ..evaluation.protocol import CodingProtocol, detection_protocol
-from .base import Task, is_finite_number, is_integer
+from ..jsonvalues import is_finite_number, is_integer
+from .base import Task
 from .detectron2_backend import build_detectron2_model, detectron2_detect, detectron2_feature_extractor
 from .features import FPNFromRes2, FrozenFeatureExtractor, ImageNetNormalize
 from .weights import TorchvisionWeights, WeightsOption, resolve_torchvision_state_dict

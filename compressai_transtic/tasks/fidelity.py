@@ -23,7 +23,8 @@ from ..evaluation.metrics import MS_SSIM_MIN_SIDE, fidelity_metrics
 from ..evaluation.protocol import CodingProtocol
 from ..evaluation.records import MS_SSIM_MAX
 from ..imageio import DEFAULT_MAX_PIXELS
-from .base import Task, is_finite_number
+from ..jsonvalues import is_finite_number
+from .base import Task
 
 __all__ = ["FidelityTask", "MS_SSIM_MIN_SIDE", "fidelity_metrics"]
 

@@ -5,13 +5,13 @@ naming the file and the fields, before anything is written or trained."""
 
 from __future__ import annotations
 
-import math
 import reprlib
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Tuple
 
 from torch import Tensor
 
 from ..integrity import tensor_problems
+from ..jsonvalues import is_finite_number
 from .epoch_metrics import MetricSums
 from .randomness import rng_state_problems
 
@@ -63,7 +63,7 @@ def _is_count(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     """A finite number of at least 0."""
-    return _is(int, float)(value) and math.isfinite(value) and value >= 0
+    return is_finite_number(value) and value >= 0
 
 
 def _is_positive(value: Any) -> bool:
@@ -251,7 +251,12 @@ def _progress_checks(checkpoint: Mapping[str, Any]) -> List[_Check]:
         sums = (lambda v: _is(Tensor)(v) and v.is_floating_point() and v.shape == (size,), f"{size} sums")
     return [
         ("epoch_sums", checkpoint["epoch_sums"], *sums),
-        ("best.value", best.get("value", _MISSING), lambda v: v is None or _is_finite(v), "a finite number or None"),
+        (
+            "best.value",
+            best.get("value", _MISSING),
+            lambda v: v is None or is_finite_number(v),
+            "a finite number or None",
+        ),
         (
             "best.epoch",
             best.get("epoch", _MISSING),
@@ -261,8 +266,8 @@ def _progress_checks(checkpoint: Mapping[str, Any]) -> List[_Check]:
     ]
 
 
-def _is_finite(value: Any) -> bool:
-    return _is(int, float)(value) and math.isfinite(value)
+def _is_optional_number(value: Any) -> bool:
+    return value is None or is_finite_number(value)
 
 
 def _is_signature(value: Any) -> bool:

@@ -18,14 +18,13 @@ This module imports no torch: the command line can be built and parsed cheaply.
 from __future__ import annotations
 
 import json
-import math
 import os
 import reprlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar, Union
 
-from ..nesting import nests_deeper
+from ..jsonvalues import is_finite_number, is_integer, nests_deeper
 
 __all__ = [
     "CROP_MODES",
@@ -367,18 +366,14 @@ def _milestones(value: Any) -> Any:
 
 def _is_int(value: Any) -> bool:
     """An integer that fits 64 bits (what torch and NumPy take); ``True`` is no number."""
-    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
-
-
-def _is_finite(value: Any) -> bool:
-    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+    return is_integer(value) and -(2**63) <= value < 2**63
 
 
 #: annotation (as written) -> what a value must be, and the test of it
 _TYPES: Dict[str, Tuple[str, Callable[[Any], bool]]] = {
     "str": ("a string", lambda v: isinstance(v, str)),
     "int": ("a 64-bit integer", _is_int),
-    "float": ("a finite number", _is_finite),
+    "float": ("a finite number", is_finite_number),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "Tuple[int, ...]": ("a list of 64-bit integers", lambda v: isinstance(v, (list, tuple)) and all(map(_is_int, v))),
     "Dict[str, Any]": ("a table of options", lambda v: isinstance(v, dict)),

@@ -39,6 +39,7 @@ from compressai.entropy_models import EntropyBottleneck, EntropyModel
 from timm.layers import DropPath
 from torch import Tensor
 
+from ..jsonvalues import is_integer
 from ..quality_maps import QualityMapSampler
 
 __all__ = [
@@ -308,8 +309,8 @@ def _numpy_problem(state: Any) -> Optional[str]:
         return ".keys holds values outside 0..2**32-1"
     fields = {
         "name": lambda v: v == "MT19937",
-        "pos": lambda v: _is_int(v) and 0 <= v <= _MT_WORDS,
-        "has_gauss": lambda v: _is_int(v) and v in (0, 1),
+        "pos": lambda v: is_integer(v) and 0 <= v <= _MT_WORDS,
+        "has_gauss": lambda v: is_integer(v) and v in (0, 1),
         "cached_gaussian": lambda v: isinstance(v, float) and math.isfinite(v),
     }
     wrong = [name for name, ok in fields.items() if not ok(state.get(name))]
@@ -336,7 +337,3 @@ def _cuda_problem(states: Any) -> Optional[str]:
         isinstance(s, Tensor) and s.dtype == torch.uint8 and s.dim() == 1 for s in states
     )
     return None if ok else f" is {reprlib.repr(states)}, not a list of byte tensors"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

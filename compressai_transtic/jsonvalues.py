@@ -1,0 +1,47 @@
+"""Checks of values read from JSON, TOML or torch files written by someone else: a leaf
+for the readers of user files (training settings and checkpoints, COCO annotations,
+evaluation records and task predictions).
+
+- :func:`is_integer`, :func:`is_finite_number`: what a number field may hold (never a
+  boolean, NaN, infinity or an integer beyond the float range);
+- :func:`nests_deeper`: values nested deeper than a reader uses, refused before a
+  recursive copy, comparison or ``repr`` of them can exhaust Python's stack.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["is_finite_number", "is_integer", "nests_deeper"]
+
+
+def is_integer(value: Any) -> bool:
+    """A JSON integer (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """A finite JSON number (not a boolean, not an integer beyond the float range)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond the float range
+        return False
+
+
+def nests_deeper(value: Any, depth: int) -> bool:
+    """Whether lists, tuples and dicts nest more than ``depth`` levels deep in ``value``
+    (found level by level, without recursion)."""
+    level = [value]
+    for _ in range(depth + 1):
+        level = [
+            child
+            for container in level
+            if isinstance(container, (list, tuple, dict))
+            for child in (container.values() if isinstance(container, dict) else container)
+        ]
+        if not level:
+            return False
+    return True
