@@ -124,7 +124,8 @@ def read_adapter(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """Read and check an adapter file without applying it; ``arch`` is always filled."""
     path = Path(path)
     if not path.is_file():
-        raise AdapterError(f"adapter file {path} does not exist")
+        what = "is not a file (a folder, a pipe...)" if path.exists() else "does not exist"
+        raise AdapterError(f"adapter file {path} {what}")
     payload = load_torch_file(path, AdapterError)
     if not isinstance(payload, dict) or payload.get("adapter_format") is None:
         raise AdapterError(

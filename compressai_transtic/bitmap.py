@@ -118,8 +118,6 @@ def _codecs(args: argparse.Namespace) -> List[Tuple[str, CodecChoice]]:
         task = args.task if name == "transtic" else None
         codecs.append((name + (f" ({task})" if task else ""), CodecChoice(name, args.quality, task, source, args.seed)))
     if args.adapter is not None:
-        if not args.adapter.is_file():
-            raise CodecCommandError(f"{args.adapter}: no such adapter file")
         arch = read_adapter(args.adapter)["arch"]
         choice = CodecChoice(arch, args.quality, None, "adapter", args.seed, args.adapter.name, args.random_weights)
         codecs.append((f"{args.adapter.name} ({arch})", choice))

@@ -219,8 +219,6 @@ def _encoder_codec(args: argparse.Namespace) -> CodecChoice:
     if args.model == "tic" and (args.task or args.adapter):
         raise CodecCommandError("--task and --adapter are for --model transtic")
     if args.adapter is not None:
-        if not args.adapter.is_file():
-            raise CodecCommandError(f"{args.adapter}: no such adapter file")
         header = read_adapter(args.adapter)
         return CodecChoice(
             header["arch"],

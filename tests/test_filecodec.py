@@ -178,6 +178,14 @@ def test_encode_refuses_an_adapter_whose_files_decode_could_not_read(images, tmp
     assert "nothing was written" in err and not (tmp_path / "e" / "coffee.ttic").exists()
 
 
+def test_an_adapter_path_that_is_a_folder_or_missing_is_called_that(images, tmp_path, capsys):
+    (tmp_path / "folder.adapter").mkdir()
+    for name, what in (("folder.adapter", "is not a file"), ("missing.adapter", "does not exist")):
+        argv = ["--model", "transtic", "--adapter", str(tmp_path / name)]
+        assert _encode(images / "coffee.jpg", tmp_path / "out", *argv) == 2
+        assert f"adapter file {tmp_path / name} {what}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("arch", ["transtic", "tic-sft"])
 def test_adapters_travel_by_name_and_are_checked_by_hash(images, tmp_path, capsys, arch):
     base = CodecSpec("tic", "tic", 1, None, "random").load()
