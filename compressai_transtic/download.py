@@ -58,6 +58,8 @@ class ChecksumMismatchError(RuntimeError):
         url: where the file comes from.
         record: the trust store's record, when the hash comes from there (not the manifest).
         store: the trust store's file.
+        size: the file's size, when it was refused for differing from the recorded size
+            (``actual`` is then empty: the file was not hashed).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class ChecksumMismatchError(RuntimeError):
         url: str = "",
         record: Optional[HashRecord] = None,
         store: Optional[Path] = None,
+        size: Optional[int] = None,
     ) -> None:
         self.path = Path(path)
         self.expected = expected
@@ -81,8 +84,9 @@ class ChecksumMismatchError(RuntimeError):
             )
         else:
             when = "you pinned" if record.source == "user" else f"it had when first used ({record.since})"
+            found = f"sha256 {actual}, not the {expected}" if size is None else f"{size} bytes, not the {record.size}"
             message = (
-                f"{self.path}{origin} has sha256 {actual}, not the {expected} {when}, recorded in {store}. "
+                f"{self.path}{origin} has {found} {when}, recorded in {store}. "
                 "The file changed: delete it and load again to download a fresh copy, or, if you "
                 f"replaced it on purpose, run `compressai-transtic models --forget {self.path.name}`."
             )
@@ -116,6 +120,9 @@ def _verify(path: Path, filename: str, sha256: str, url: str, check: Optional[Fi
     store = TrustStore(path.parent)
     record = store.get(filename)
     if record is not None:
+        size = path.stat().st_size
+        if record.size is not None and size != record.size:  # refused at once, however large the file
+            raise ChecksumMismatchError(shown, record.sha256, "", url, record=record, store=store.path, size=size)
         actual = sha256_of(path)
         if record.sha256 != actual:
             raise ChecksumMismatchError(shown, record.sha256, actual, url, record=record, store=store.path)
@@ -124,7 +131,7 @@ def _verify(path: Path, filename: str, sha256: str, url: str, check: Optional[Fi
         check(path)
     actual = sha256_of(path)
     try:
-        store.record(filename, actual, url)
+        store.record(filename, actual, url, size=path.stat().st_size)
         logger.info(
             "recorded sha256 %s of %s in %s (trust on first use: a changed file will be refused)",
             actual,

@@ -23,9 +23,10 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from .fileio import atomic_write_text
+from .jsonvalues import is_integer
 
 __all__ = ["HashRecord", "TrustStore", "TrustStoreError", "STORE_NAME"]
 
@@ -33,6 +34,14 @@ logger = logging.getLogger(__name__)
 
 STORE_NAME = "compressai-transtic-sha256.json"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _is_record(entry: Any) -> bool:
+    """A record as :meth:`TrustStore.record` writes it: a sha256, and a size if any."""
+    if not isinstance(entry, dict) or not _HEX.match(str(entry.get("sha256", ""))):
+        return False
+    size = entry.get("size")
+    return size is None or (is_integer(size) and size >= 0)
 
 
 class TrustStoreError(ValueError):
@@ -48,12 +57,15 @@ class HashRecord:
         source: ``first-use`` (recorded from the file itself) or ``user`` (pinned).
         url: where the file came from.
         since: UTC time of the record (ISO 8601).
+        size: the file's size in bytes (records of first use; ``None`` in older stores
+            and for pinned hashes): a file of another size is refused without hashing it.
     """
 
     sha256: str
     source: str
     url: str = ""
     since: str = ""
+    size: Optional[int] = None
 
 
 class TrustStore:
@@ -66,7 +78,7 @@ class TrustStore:
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / STORE_NAME
 
-    def _read(self) -> Dict[str, Dict[str, str]]:
+    def _read(self) -> Dict[str, Dict[str, Any]]:
         if not self.path.exists():
             return {}
         try:
@@ -77,22 +89,22 @@ class TrustStore:
                 "delete it to record the hashes of the cached files again"
             ) from exc
         files = doc.get("files") if isinstance(doc, dict) else None
-        if not isinstance(files, dict) or not all(
-            isinstance(v, dict) and _HEX.match(str(v.get("sha256", ""))) for v in files.values()
-        ):
+        if not isinstance(files, dict) or not all(_is_record(v) for v in files.values()):
             raise TrustStoreError(
                 f"{self.path} is not a store of sha256 records; delete it to record the hashes "
                 "of the cached files again"
             )
         return files
 
-    def _write(self, files: Dict[str, Dict[str, str]]) -> None:
+    def _write(self, files: Dict[str, Dict[str, Any]]) -> None:
         atomic_write_text(self.path, json.dumps({"format_version": 1, "files": files}, indent=1, sort_keys=True) + "\n")
 
     def records(self) -> Dict[str, HashRecord]:
         """Every file's record (one read of the store)."""
         return {
-            name: HashRecord(e["sha256"], e.get("source", "first-use"), e.get("url", ""), e.get("since", ""))
+            name: HashRecord(
+                e["sha256"], e.get("source", "first-use"), e.get("url", ""), e.get("since", ""), e.get("size")
+            )
             for name, e in self._read().items()
         }
 
@@ -100,8 +112,10 @@ class TrustStore:
         """The record of a file, or ``None``."""
         return self.records().get(filename)
 
-    def record(self, filename: str, sha256: str, url: str = "", source: str = "first-use") -> HashRecord:
-        """Record (or pin, ``source="user"``) the hash of a file.
+    def record(
+        self, filename: str, sha256: str, url: str = "", source: str = "first-use", size: Optional[int] = None
+    ) -> HashRecord:
+        """Record (or pin, ``source="user"``) the hash of a file (and its ``size``, when known).
 
         Raises:
             TrustStoreError: ``sha256`` is not 64 hex digits, or the store is damaged.
@@ -110,12 +124,14 @@ class TrustStore:
         if not _HEX.match(sha256):
             raise TrustStoreError(f"{sha256!r} is not a sha256 (64 hex digits)")
         files = self._read()
-        entry = {
+        entry: Dict[str, Any] = {
             "sha256": sha256,
             "source": source,
             "url": url,
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if size is not None:
+            entry["size"] = size
         files[filename] = entry
         self._write(files)
         return HashRecord(**entry)

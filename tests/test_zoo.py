@@ -363,6 +363,22 @@ def test_a_download_refused_by_urllib_leaves_no_partial_file(hub_dir, monkeypatc
     assert list((hub_dir / "checkpoints").iterdir()) == []
 
 
+def test_a_recorded_file_of_another_size_is_refused_without_reading_it(hub_dir, offline, tic_state_dict, monkeypatch):
+    import compressai_transtic.download as download
+
+    cache = hub_dir / "checkpoints"
+    cache.mkdir(parents=True)
+    path = cache / "base_codec_1.pth.tar"
+    torch.save({"state_dict": tic_state_dict}, path)
+    zoo.tic(1, pretrained=True)  # first use records the hash and the size
+    assert zoo.TrustStore(cache).get("base_codec_1.pth.tar").size == path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(64 << 30)  # a sparse 64 GiB file: hashing it would take minutes
+    monkeypatch.setattr(download, "sha256_of", lambda p: pytest.fail("the file was hashed"))
+    with pytest.raises(zoo.ChecksumMismatchError, match=f"has {64 << 30} bytes, not the .* when first used"):
+        zoo.tic(1, pretrained=True)
+
+
 def test_a_pinned_sha256_verifies_the_file_as_a_manifest_hash_would(hub_dir, offline, tic_state_dict, capsys):
     from compressai_transtic.cli import main
 
