@@ -194,6 +194,7 @@ def test_an_entry_missing_a_field_or_with_one_of_the_wrong_type_is_refused(image
         (["annotations", 0, "segmentation"], [[1, 1, 1e12, 1, 5, 4]], "polygon 0 has points farther than"),
         (["annotations", 1, "segmentation", "size"], DELETE, "is an RLE object without 'size'"),
         (["annotations", 1, "segmentation", "size"], [10, 8], "is an RLE of size [10, 8], but its image has"),
+        (["annotations", 1, "segmentation", "size"], [8.0, 10.0], "is an RLE whose 'size' is not two integers"),
         (["annotations", 1, "segmentation", "counts"], [0, 2, -2, 10, 70], "'counts' is neither an RLE string nor"),
         (["annotations", 1, "segmentation", "counts"], [0, 2, 6, 2, 60], "'counts' add up to 70 pixels"),
     ],

@@ -266,8 +266,11 @@ def _polygon_problem(polygon: Any, height: int, width: int) -> Optional[str]:
 def _rle_problem(rle: Dict[str, Any], height: int, width: int) -> Optional[str]:
     if "size" not in rle or "counts" not in rle:
         return "is an RLE object without 'size' ([height, width] of its image) or 'counts'"
-    if rle["size"] != [height, width] or not all(map(is_integer, rle["size"])):
-        return f"is an RLE of size {_show(rle['size'])}, but its image has [height, width] = [{height}, {width}]"
+    size = rle["size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(map(is_integer, size))):
+        return f"is an RLE whose 'size' is not two integers [height, width]: {_show(size)}"
+    if size != [height, width]:
+        return f"is an RLE of size {_show(size)}, but its image has [height, width] = [{height}, {width}]"
     counts = rle["counts"]
     if isinstance(counts, str):
         return None
