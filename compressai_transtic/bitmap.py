@@ -32,7 +32,7 @@ from .console import RANDOM_TAG
 from .devices import check_device
 from .entropy_coder import symbol_bits
 from .evaluation.metrics import psnr
-from .filecodec import CodecChoice, CodecCommandError, load_codec, read_quality_map, report_error
+from .filecodec import CodecChoice, CodecCommandError, file_identity, load_codec, read_quality_map, report_error
 from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from .models import TICROI
@@ -199,16 +199,48 @@ def _save_maps(f: BinaryIO, maps: BitMaps) -> None:
     np.save(f, np.stack([maps.likelihood, maps.stream]))
 
 
+#: the most elongated image drawn (height to width or width to height): the figure's
+#: height follows the image's, and a strip of pixels would make a figure of gigapixels
+MAX_ASPECT = 16
+
+
+def _check_aspect(x: Tensor) -> None:
+    height, width = x.shape[-2:]
+    if max(height / width, width / height) > MAX_ASPECT:
+        raise CodecCommandError(
+            f"a {width}x{height} image is more elongated than {MAX_ASPECT}:1, which bitmap draws; crop it first"
+        )
+
+
+def _npy_target(output: Path, label: str) -> Path:
+    """``OUTPUT.<codec>.npy``: the maps of one panel (``--npy``)."""
+    return output.with_suffix(f".{label.split(' ')[0].replace('.', '_')}.npy")
+
+
+def _check_targets(args: argparse.Namespace, targets: Sequence[Path]) -> None:
+    """Refuse targets that repeat, that are one of the inputs (even with ``--force``), or
+    that exist without ``--force``."""
+    if len(set(targets)) < len(targets):
+        raise CodecCommandError(f"two outputs would be written to the same file among {[str(t) for t in targets]}")
+    inputs = {file_identity(p) for p in (args.image, args.roi_map, args.adapter) if p is not None and p.exists()}
+    for target in targets:
+        if target.exists() and file_identity(target) in inputs:
+            raise CodecCommandError(f"{target} is one of the inputs and would be overwritten; choose another -o")
+        if target.exists() and not args.force:
+            raise CodecCommandError(f"{target} exists; pass --force to overwrite it")
+
+
 def run_bitmap(args: argparse.Namespace) -> int:
     """``compressai-transtic bitmap``; returns the exit status."""
     try:
         if args.output.suffix.lower() != ".png":
             raise CodecCommandError(f"{args.output}: the output must be a .png file")
-        if args.output.exists() and not args.force:
-            raise CodecCommandError(f"{args.output} exists; pass --force to overwrite it")
         check_writable_folder(args.output.parent, "output")
         x, notes = read_image(args.image, args.max_pixels)
+        _check_aspect(x)
         codecs = _codecs(args)
+        npy = {label: _npy_target(args.output, label) for label, _ in codecs} if args.npy else {}
+        _check_targets(args, [args.output, *npy.values()])
         check_device(args.device)
         classifier = _classifier(args) if args.classify else None
         models = [(label, codec, load_codec(codec, args.adapter, args.device)) for label, codec in codecs]
@@ -226,9 +258,8 @@ def run_bitmap(args: argparse.Namespace) -> int:
             extra = f"ResNet50: {ResNet50_Weights.IMAGENET1K_V1.meta['categories'][top1]}"
         panels.append((label, maps, extra))
         if args.npy:
-            target = args.output.with_suffix(f".{label.split(' ')[0].replace('.', '_')}.npy")
             try:
-                atomic_write(target, functools.partial(_save_maps, maps=maps))
+                atomic_write(npy[label], functools.partial(_save_maps, maps=maps))
             except OSError as err:  # OutputError: names the file
                 return report_error(err)
         share = maps.stream.sum() / max(maps.likelihood.sum(), 1e-9)
@@ -240,7 +271,7 @@ def run_bitmap(args: argparse.Namespace) -> int:
         )
     try:
         atomic_write_bytes(args.output, _draw(x, panels, random))
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a figure matplotlib cannot draw
         return report_error(err)
     note = f" ({'; '.join(notes)})" if notes else ""
     print(f"{tag}wrote {args.output}{note}", flush=True)

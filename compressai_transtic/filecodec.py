@@ -138,7 +138,7 @@ def _collect(inputs: Sequence[Path], suffixes: Tuple[str, ...], what: str) -> Li
     return found
 
 
-def _file_identity(path: Path) -> Tuple[int, int]:
+def file_identity(path: Path) -> Tuple[int, int]:
     """(device, inode): equal for two names of one file (links, ``./a`` and ``a``)."""
     info = path.stat()
     return info.st_dev, info.st_ino
@@ -148,13 +148,13 @@ def _plan_outputs(found: List[Tuple[Path, Path]], out: Path, suffix: str, force:
     if out.exists() and not out.is_dir():
         raise CodecCommandError(f"{out}: the output must be a folder")
     check_writable_folder(out, "output")
-    inputs = {_file_identity(source) for source, _ in found}
+    inputs = {file_identity(source) for source, _ in found}
     plan: Dict[Path, Path] = {}
     for source, relative in found:
         target = out / relative.with_suffix(suffix)
         if target in plan:
             raise CodecCommandError(f"{plan[target]} and {source} would both be written to {target}")
-        if target.exists() and _file_identity(target) in inputs:  # even with --force: it would destroy an input
+        if target.exists() and file_identity(target) in inputs:  # even with --force: it would destroy an input
             raise CodecCommandError(f"{target} is one of the inputs and would be overwritten; choose another -o folder")
         if target.exists() and not force:
             raise CodecCommandError(f"{target} exists; pass --force to overwrite it")

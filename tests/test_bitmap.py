@@ -70,3 +70,34 @@ def test_an_roi_adapter_gets_its_quality_map_drawn_as_the_last_panel(tmp_path, c
     assert maps.quality_map is not None and maps.quality_map.shape == (4, 4) and (maps.quality_map == 0).all()
     assert main(argv + ["--roi-map", str(tmp_path / "roi.png"), "--force"]) == 2
     assert "--roi-map is for a tic-roi --adapter" in capsys.readouterr().err
+
+
+def test_no_output_replaces_an_input_or_an_existing_file_without_force(tmp_path, capsys):
+    photo = np.asarray(data.chelsea()[:40, :48])
+    Image.fromarray(photo).save(tmp_path / "in.png")
+    (tmp_path / "o.tic.npy").write_bytes((tmp_path / "in.png").read_bytes())  # an image named like a maps file
+    base = ["--random-weights", "--models", "tic"]
+    cases = [
+        (
+            ["bitmap", str(tmp_path / "o.tic.npy"), "-o", str(tmp_path / "o.png"), "--npy", "--force"],
+            "is one of the inputs",
+        ),
+        (["bitmap", str(tmp_path / "in.png"), "-o", str(tmp_path / "in.png"), "--force"], "is one of the inputs"),
+        (
+            ["bitmap", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"), "--npy"],
+            "o.tic.npy exists; pass --force",
+        ),
+    ]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for argv, problem in cases:
+        assert main([*argv, *base]) == 2
+        assert problem in capsys.readouterr().err
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_an_image_too_elongated_to_draw_is_refused_before_coding(tmp_path, capsys):
+    Image.new("RGB", (1000, 20), (90, 60, 30)).save(tmp_path / "strip.png")
+    argv = ["bitmap", str(tmp_path / "strip.png"), "-o", str(tmp_path / "o.png"), "--random-weights", "--models", "tic"]
+    assert main(argv) == 2
+    assert "a 1000x20 image is more elongated than 16:1" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
