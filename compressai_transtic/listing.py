@@ -17,6 +17,7 @@ from typing import Any, Dict, List
 import torch
 
 from . import zoo
+from .console import shorten
 from .evaluation.traditional import TRADITIONAL_CODECS, CodecUnavailableError, check_available, codec_version
 from .trust import TrustStore
 
@@ -30,13 +31,14 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
         "cache or missing) and the traditional codecs that can run here."
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    parser.add_argument(
+    hashes = parser.add_mutually_exclusive_group()
+    hashes.add_argument(
         "--pin",
         nargs=2,
         metavar=("FILE", "SHA256"),
         help="verify a weights file of the cache against this sha256 from now on (as if the manifest held it)",
     )
-    parser.add_argument(
+    hashes.add_argument(
         "--forget",
         metavar="FILE",
         help="forget the sha256 recorded for a weights file (after "
@@ -78,11 +80,13 @@ def model_rows() -> List[Dict[str, Any]]:
 
 def _manage_hashes(args: argparse.Namespace, cache: Path) -> str:
     """``--pin`` / ``--forget``: the line that says what was done."""
-    name = args.forget or args.pin[0]
+    name = args.forget if args.forget is not None else args.pin[0]
     if name not in {w.filename for w in zoo.weights}:
-        raise ValueError(f"{name} is not a released weights file; see the file column of compressai-transtic models")
+        raise ValueError(
+            f"{shorten(name)!r} is not a released weights file; see the file column of compressai-transtic models"
+        )
     store = TrustStore(cache)
-    if args.forget:
+    if args.forget is not None:
         forgotten = store.forget(name)
         return f"forgot the sha256 of {name}" if forgotten else f"no sha256 was recorded for {name}"
     record = store.record(name, args.pin[1], source="user")
@@ -105,7 +109,7 @@ def run_models(args: argparse.Namespace) -> int:
     """Run ``compressai-transtic models``."""
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     try:
-        if args.pin or args.forget:
+        if args.pin or args.forget is not None:
             print(_manage_hashes(args, cache))
             return 0
         models = model_rows()

@@ -38,7 +38,9 @@ _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 def _is_record(entry: Any) -> bool:
     """A record as :meth:`TrustStore.record` writes it: a sha256, and a size if any."""
-    if not isinstance(entry, dict) or not _HEX.match(str(entry.get("sha256", ""))):
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not _HEX.fullmatch(entry["sha256"]):
+        return False
+    if not all(isinstance(entry.get(key, ""), str) for key in ("source", "url", "since")):
         return False
     size = entry.get("size")
     return size is None or (is_integer(size) and size >= 0)
@@ -83,6 +85,11 @@ class TrustStore:
             return {}
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except RecursionError:
+            raise TrustStoreError(
+                f"{self.path} (recorded sha256 of downloaded weights) is nested too deeply to be a store of "
+                "records; delete it to record the hashes of the cached files again"
+            ) from None
         except (OSError, ValueError) as exc:
             raise TrustStoreError(
                 f"{self.path} (recorded sha256 of downloaded weights) cannot be read ({exc}); "
@@ -121,7 +128,7 @@ class TrustStore:
             TrustStoreError: ``sha256`` is not 64 hex digits, or the store is damaged.
         """
         sha256 = sha256.strip().lower()
-        if not _HEX.match(sha256):
+        if not _HEX.fullmatch(sha256):
             raise TrustStoreError(f"{sha256!r} is not a sha256 (64 hex digits)")
         files = self._read()
         entry: Dict[str, Any] = {

@@ -407,3 +407,31 @@ def test_a_damaged_store_of_hashes_is_named_and_nothing_is_loaded(hub_dir, offli
     (cache / "compressai-transtic-sha256.json").write_text('{"files": {"base_codec_1.pth.tar": {"sha256": "1')
     with pytest.raises(zoo.TrustStoreError, match="compressai-transtic-sha256.json.*delete it"):
         zoo.tic(1, pretrained=True)
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        json.dumps({"files": {"base_codec_1.pth.tar": {"sha256": "a" * 64, "since": 5}}}),
+        json.dumps({"files": {"base_codec_1.pth.tar": {"sha256": "a" * 64 + "\n"}}}),
+    ],
+    ids=["nested", "since-number", "hash-newline"],
+)
+def test_a_damaged_trust_store_is_named_by_every_command(hub_dir, store, capsys):
+    from compressai_transtic.cli import main
+
+    (hub_dir / "checkpoints").mkdir(parents=True)
+    (hub_dir / "checkpoints" / "compressai-transtic-sha256.json").write_text(store)
+    assert main(["models"]) == 2
+    assert "compressai-transtic-sha256.json" in capsys.readouterr().err
+
+
+def test_pin_and_forget_are_one_at_a_time(hub_dir, capsys):
+    from compressai_transtic.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["models", "--pin", "cls_1.pth.tar", "a" * 64, "--forget", "cls_2.pth.tar"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["models", "--forget", ""]) == 2
+    assert "'' is not a released weights file" in capsys.readouterr().err
