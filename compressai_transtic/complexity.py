@@ -45,6 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from .fileio import atomic_write_text, check_writable_folder
+from .imageio import DEFAULT_MAX_PIXELS
 from .layers import SubPixelConvTranspose2d, SwinBlock, WindowGeometry
 from .models import ADAPTED_CODECS, TIC, TransTIC
 from .models.prompt_generator import ConvBNReLU
@@ -424,6 +425,24 @@ def format_table(rows: Sequence[ComplexityRow]) -> str:
     return "\n".join(lines)
 
 
+def _check_size(size: Sequence[int]) -> None:
+    """A size the counting pass (one forward of each model) can run at."""
+    height, width = size
+    if height < 1 or width < 1 or height * width > DEFAULT_MAX_PIXELS:
+        raise ValueError(
+            f"--size {height} {width}: sides must be positive and the image at most {DEFAULT_MAX_PIXELS} pixels"
+        )
+
+
+def _check_outputs(paths: Sequence[Path], force: bool) -> None:
+    if len(set(paths)) < len(paths):
+        raise ValueError("--json and --csv name the same file")
+    for path in paths:
+        check_writable_folder(path.parent, "output")
+        if path.exists() and not force:
+            raise ValueError(f"{path} exists; pass --force to overwrite it")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m compressai_transtic.complexity",
@@ -446,13 +465,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     parser.add_argument("--csv", type=Path, help="also write the rows as CSV to this file")
+    parser.add_argument("--force", action="store_true", help="overwrite existing --json / --csv files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         select_rows(args.variant)
-        for path in (args.json, args.csv):
-            if path is not None:
-                check_writable_folder(path.parent, "output")
+        _check_size(args.size)
+        _check_outputs([p for p in (args.json, args.csv) if p is not None], args.force)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -152,3 +152,19 @@ def test_a_read_only_folder_is_refused(tmp_path):
             atomic_write_text(folder / "x.txt", "x")
     finally:
         folder.chmod(0o700)
+
+
+@pytest.mark.parametrize("size", [["-5", "64"], ["0", "0"], ["100000", "100000"]])
+def test_complexity_refuses_sizes_it_cannot_count_at(size, capsys):
+    assert complexity.main(["--variant", "tic", "--size", *size]) == 2
+    assert f"--size {size[0]} {size[1]}: sides must be positive" in capsys.readouterr().err
+
+
+def test_complexity_keeps_existing_files_unless_forced(tmp_path, capsys):
+    kept = tmp_path / "keep.txt"
+    kept.write_text("mine")
+    assert complexity.main(["--variant", "tic", "--json", str(kept)]) == 2
+    assert "keep.txt exists; pass --force" in capsys.readouterr().err and kept.read_text() == "mine"
+    same = str(tmp_path / "c.json")
+    assert complexity.main(["--variant", "tic", "--json", same, "--csv", same]) == 2
+    assert "--json and --csv name the same file" in capsys.readouterr().err
