@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import reprlib
 from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
@@ -309,7 +310,13 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: Optional[nn.Mo
 
     Returns:
         A new state dict.
+
+    Raises:
+        CheckpointError: ``state_dict`` is not a mapping of text keys (e.g. a list, or
+            numbers as keys), as CompressAI's tools may pass whatever a file held.
     """
+    if not isinstance(state_dict, Mapping) or not all(isinstance(k, str) for k in state_dict):
+        raise CheckpointError(f"not a state dict (a mapping of parameter names to tensors): {reprlib.repr(state_dict)}")
     sd: StateDict = {_strip_prefix(k): v for k, v in state_dict.items()}
     sd = _strip_common_prefix(sd, set(model.state_dict()) if model is not None else set(_TIC_MARKERS))
     bottlenecks = {k[: -len("._matrix0")] for k in sd if k.endswith("._matrix0")}

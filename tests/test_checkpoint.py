@@ -330,3 +330,12 @@ def test_load_model_names_the_file_of_an_unknown_checkpoint(tmp_path):
     torch.save({"conv.weight": torch.ones(1)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="other.pth.*conv.weight"):
         load_model(None, tmp_path / "other.pth")
+
+
+@pytest.mark.parametrize("weights", [[1], {1: torch.zeros(1)}, "state_dict"], ids=["list", "number-keys", "text"])
+def test_what_compressais_tools_pass_from_a_malformed_file_is_a_checkpoint_error(weights):
+    from compressai_transtic.models import TIC, TransTIC
+
+    for cls in (TIC, TransTIC):
+        with pytest.raises(CheckpointError, match="not a state dict"):
+            cls.from_state_dict(weights)
