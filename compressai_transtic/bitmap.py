@@ -32,7 +32,15 @@ from .console import RANDOM_TAG
 from .devices import check_device
 from .entropy_coder import symbol_bits
 from .evaluation.metrics import psnr
-from .filecodec import CodecChoice, CodecCommandError, file_identity, load_codec, read_quality_map, report_error
+from .filecodec import (
+    CodecChoice,
+    CodecCommandError,
+    file_identity,
+    load_codec,
+    read_quality_map,
+    report_error,
+    seed_argument,
+)
 from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from .models import TICROI
@@ -105,7 +113,9 @@ def add_bitmap_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--npy", action="store_true", help="also write OUTPUT.<codec>.npy with the raw maps")
     parser.add_argument("--classify", action="store_true", help="ResNet50's top-1 label under each panel")
     parser.add_argument("--random-weights", action="store_true", help="seeded random weights (results mean nothing)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights")
+    parser.add_argument(
+        "--seed", type=seed_argument, default=0, help="seed of --random-weights (at most 2^53 either way)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)

@@ -65,7 +65,8 @@ class CodecCommandError(Exception):
 MAX_SEED = 2**53
 
 
-def _seed(text: str) -> int:
+def seed_argument(text: str) -> int:
+    """``--seed``: an integer within :data:`MAX_SEED` either way."""
     value = int(text)
     if abs(value) > MAX_SEED:
         raise argparse.ArgumentTypeError(f"{value} is beyond 2^53 either way")
@@ -106,7 +107,9 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--random-weights", action="store_true", help="seeded random weights (tests; results mean nothing)"
     )
-    parser.add_argument("--seed", type=_seed, default=0, help="seed of --random-weights (at most 2^53 either way)")
+    parser.add_argument(
+        "--seed", type=seed_argument, default=0, help="seed of --random-weights (at most 2^53 either way)"
+    )
 
 
 def add_decode_arguments(parser: argparse.ArgumentParser) -> None:

@@ -101,3 +101,11 @@ def test_an_image_too_elongated_to_draw_is_refused_before_coding(tmp_path, capsy
     assert main(argv) == 2
     assert "a 1000x20 image is more elongated than 16:1" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_seed_beyond_2_53_is_refused_naming_the_option(tmp_path, capsys):
+    Image.fromarray(np.asarray(data.chelsea()[:40, :48])).save(tmp_path / "in.png")
+    argv = ["bitmap", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"), "--random-weights"]
+    with pytest.raises(SystemExit):
+        main([*argv, "--seed", "99999999999999999999999"])
+    assert "argument --seed: 99999999999999999999999 is beyond 2^53 either way" in capsys.readouterr().err
