@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable
+from typing import Callable, Sized
 
-__all__ = ["RANDOM_TAG", "USER_ERROR", "CommandError", "print_error", "printer", "setup_logging", "shorten"]
+__all__ = ["RANDOM_TAG", "USER_ERROR", "CommandError", "and_more", "print_error", "printer", "setup_logging", "shorten"]
 
 RANDOM_TAG = "[RANDOM WEIGHTS] "
 
@@ -47,6 +47,11 @@ def shorten(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters (ending in ``...``) for a message: what an
     attacker put into a file must not flood the terminal."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def and_more(items: Sized, shown: int) -> str:
+    """`` and N more`` after the first ``shown`` of ``items`` named in a message, or ``""``."""
+    return f" and {len(items) - shown} more" if len(items) > shown else ""
 
 
 def print_error(message: str, random_weights: bool = False) -> int:

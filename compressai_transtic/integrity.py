@@ -9,6 +9,8 @@ from typing import Any, List, Mapping
 import torch
 from torch import Tensor
 
+from .console import and_more
+
 __all__ = ["non_finite_tensors", "tensor_problems"]
 
 #: tensor names shown per kind of problem in a message
@@ -31,7 +33,7 @@ def _stores_every_value(tensor: Tensor) -> bool:
 
 
 def _names(keys: List[str]) -> str:
-    return f"{keys[:SHOWN]}" + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
+    return f"{keys[:SHOWN]}{and_more(keys, SHOWN)}"
 
 
 def tensor_problems(tensors: Mapping[str, Any]) -> List[str]:

@@ -21,6 +21,7 @@ from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Tup
 import torch
 from torch import Tensor, nn
 
+from .console import and_more
 from .integrity import tensor_problems
 
 logger = logging.getLogger(__name__)
@@ -103,14 +104,9 @@ def fit_problems(
         missing = sorted(set(own) - set(given))
         unexpected = sorted(map(str, set(given) - set(own)))
         if missing:
-            problems.append(
-                f"missing keys {missing[:5]}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            )
+            problems.append(f"missing keys {missing[:5]}{and_more(missing, 5)}")
         if unexpected:
-            problems.append(
-                f"unexpected keys {unexpected[:5]}"
-                + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else "")
-            )
+            problems.append(f"unexpected keys {unexpected[:5]}{and_more(unexpected, 5)}")
     shapes = []
     for key, value in given.items():
         if key not in own or not isinstance(value, Tensor):
@@ -119,7 +115,7 @@ def fit_problems(
         if key not in resizable and value.shape != expected.shape:
             shapes.append(f"{key} {tuple(value.shape)} instead of {tuple(expected.shape)}")
     if shapes:
-        problems.append("tensors of other shapes: " + ", ".join(shapes[:5]) + (" and more" if len(shapes) > 5 else ""))
+        problems.append("tensors of other shapes: " + ", ".join(shapes[:5]) + and_more(shapes, 5))
     return problems
 
 

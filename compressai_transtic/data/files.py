@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequ
 
 from tqdm.auto import tqdm
 
+from ..console import and_more
 from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, frames_problem, open_image, read_rgb8
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,7 +126,7 @@ def find_image_files(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> Li
             found.append((full, file_ident, os.path.islink(full)))
     if unreadable:  # leaving their images out would change what is evaluated or coded
         shown = "; ".join(f"{e.filename}: {e.strerror or e}" for e in unreadable[:5])
-        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        more = and_more(unreadable, 5)
         raise UnreadableFolderError(f"{root}: folders that cannot be read ({shown}{more}); fix them or move them out")
     unique = _one_path_per_file(found)
     _log_skips(root, skipped, len(found) - len(unique))

@@ -42,6 +42,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..console import and_more
 from .results import curve_values
 
 __all__ = [
@@ -209,7 +210,7 @@ def warn_of_falling_curves(curves: Sequence[Mapping[str, Any]], metric: str) -> 
         if steps:
             falling.append(name)
             shown = "; ".join(f"{m0:g} at {r0:g} bpp to {m1:g} at {r1:g} bpp" for r0, m0, r1, m1 in steps[:3])
-            more = f" and {len(steps) - 3} more" if len(steps) > 3 else ""
+            more = and_more(steps, 3)
             logger.warning(
                 "%s: %s falls as the rate rises (%s%s); BD-rate assumes a rising curve, so its value is unreliable",
                 name,
