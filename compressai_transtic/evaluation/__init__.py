@@ -7,7 +7,9 @@ Modules (imported on demand, so that ``import compressai_transtic.evaluation`` i
 - :mod:`.bd`: BD-rate and BD-metric;
 - :mod:`.codecs`: rate points (:class:`~.codecs.CodecSpec`) and real-bitstream coding;
 - :mod:`.runner`: the resumable evaluator (:class:`~.runner.Evaluation`);
-- :mod:`.results`, :mod:`.records`, :mod:`.plot`: output files;
+- :mod:`.curves`: records aggregated into curves (:class:`~.curves.Curve`);
+- :mod:`.records`: the per-image records an evaluation resumes from;
+- :mod:`.outputs`, :mod:`.results`, :mod:`.plot`: output files;
 - :mod:`.selection`: what an ``eval`` command line asks for, as tasks and rate points;
 - :mod:`.cli`: the ``eval`` command (``python -m compressai_transtic.evaluation`` is
   ``compressai-transtic eval``);
@@ -27,8 +29,10 @@ __all__ = [
     "cli",
     "codecs",
     "curve_commands",
+    "curves",
     "demo",
     "metrics",
+    "outputs",
     "plot",
     "protocol",
     "records",

@@ -7,20 +7,14 @@ where it stopped), then every curve is aggregated into a JSON file per (curve, t
 one CSV table and one PNG plot per task. The uncompressed reference accuracy of each
 task is evaluated the same way without coding.
 
-Rates of a curve point are averaged over the images in one of two ways
-(:class:`RateAverage`): the mean of per-image bpp (CompressAI's ``eval_model`` and the
-authors' evaluation; the default) or total bits over total pixels (MPEG's common test
-conditions), which weights large images more. Both come from the same records.
+Curves and their rate averages are in :mod:`.curves`, the output files in :mod:`.outputs`.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-import math
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -32,11 +26,13 @@ from ..imageio import DEFAULT_MAX_PIXELS
 from ..models import TICROI
 from ..quality_maps import box_map
 from ..tasks.base import Task
+from . import outputs
 from .codecs import CodecSpec, code_batch, fingerprint
+from .curves import Curve, RateAverage, coding_means
 from .history import curve_identity, remember
-from .plot import plot_curves
+from .outputs import SKIPPED_FILE
 from .records import REFERENCE_CODEC, RecordStore
-from .results import atomic_write_text, write_csv, write_json
+from .results import write_json
 
 __all__ = ["Curve", "Evaluation", "RateAverage", "REFERENCE_KEY", "RANDOM_LABEL"]
 
@@ -44,119 +40,6 @@ logger = logging.getLogger(__name__)
 
 REFERENCE_KEY = REFERENCE_CODEC
 RANDOM_LABEL = "RANDOM WEIGHTS"
-
-SKIPPED_FILE = "skipped-images.txt"
-
-#: per-image columns, in CompressAI ``eval_model``'s vocabulary
-PER_IMAGE_COLUMNS = (
-    "curve",
-    "quality",
-    "weights",
-    "image",
-    "bytes",
-    "pixels",
-    "bpp",
-    "bpp-likelihood",
-    "psnr-rgb",
-    "ms-ssim-rgb",
-    "encoding_time",
-    "decoding_time",
-)
-
-
-class RateAverage(str, enum.Enum):
-    """How the bpp of a curve point averages its images."""
-
-    #: mean of the per-image bpp (CompressAI's eval_model, the authors' evaluation)
-    IMAGE = "image"
-    #: total bits over total pixels (MPEG common test conditions)
-    TOTAL = "total"
-
-    def describe(self) -> str:
-        return "bpp = mean of per-image bpp" if self is RateAverage.IMAGE else "bpp = total bits / total pixels"
-
-
-@dataclass
-class Curve:
-    """One aggregated curve: a codec label on one task.
-
-    Args:
-        name: the codec label.
-        task: the task.
-        specs: its rate points.
-        points: per point, ``quality``, ``bpp``, ``bpp-likelihood``, ``psnr-rgb`` and the
-            task metrics (percent).
-        reference: task metrics on the uncompressed images (empty if not evaluated).
-        num_images: images per point.
-        description: human description.
-        rate_average: how ``bpp`` averages the images.
-    """
-
-    name: str
-    task: Task
-    specs: List[CodecSpec]
-    points: List[Dict[str, Any]] = field(default_factory=list)
-    reference: Dict[str, float] = field(default_factory=dict)
-    num_images: int = 0
-    description: str = ""
-    rate_average: RateAverage = RateAverage.IMAGE
-
-    @property
-    def random_weights(self) -> bool:
-        return self.task.random_weights or any(s.random_weights for s in self.specs)
-
-    def to_json(self) -> Dict[str, Any]:
-        """The curve in CompressAI's result format (plus ``task``, ``reference``...)."""
-        keys = list(
-            dict.fromkeys(
-                [
-                    "quality",
-                    "bpp",
-                    "bpp-likelihood",
-                    "psnr-rgb",
-                    "ms-ssim-rgb",
-                    *self.task.metric_names,
-                    "encoding_time",
-                    "decoding_time",
-                ]
-            )
-        )
-        units = {
-            "bpp": "bits per pixel",
-            "bpp-likelihood": "bits per pixel",
-            "psnr-rgb": "dB",
-            "ms-ssim-rgb": "1 (fraction)",
-            "encoding_time": "s",
-            "decoding_time": "s",
-        }
-        units.update({m: self.task.metric_units.get(m, "%") for m in self.task.metric_names})
-        return {
-            "name": self.name,
-            "description": self.description,
-            "task": self.task.name,
-            "primary_metric": self.task.primary_metric,
-            "metric_names": list(self.task.metric_names),
-            "units": units,
-            "random_weights": self.random_weights,
-            "num_images": self.num_images,
-            "rate_average": self.rate_average.value,
-            "reference": dict(self.reference),
-            "results": {k: [p.get(k) for p in self.points] for k in keys},
-        }
-
-
-def _point_order(spec: CodecSpec, point: Dict[str, Any]) -> Tuple[Any, ...]:
-    """Learned codecs by quality level; traditional ones (QPs run backwards) by rate."""
-    if spec.traditional:
-        return (False, point["bpp"], 0)
-    return (point["quality"] is None, point["quality"] or 0, point["bpp"])
-
-
-def _mean(values: Sequence[Any]) -> float:
-    """The mean; NaN when empty or when a value is missing (``None``: e.g. records of earlier versions)."""
-    if not values or any(v is None for v in values):
-        return math.nan
-    return float(sum(values) / len(values))
 
 
 def _new_folder(parent: Path, name: str) -> Path:
@@ -512,7 +395,7 @@ class Evaluation:
                         spec.label, task, [], num_images=len(self.dataset), rate_average=self.rate_average
                     )
                 records = self._collect(store, self.codec_key(spec), task)
-                point = self._coding_means(spec, list(records.values()))
+                point = coding_means(spec, list(records.values()), self.rate_average)
                 point.update(self._metrics(task, records))
                 curve.specs.append(spec)
                 curve.points.append(point)
@@ -520,28 +403,10 @@ class Evaluation:
             task.name: self._metrics(task, self._collect(store, REFERENCE_KEY, task)) for task in self.reference_tasks
         }
         for curve in curves.values():
-            order = sorted(range(len(curve.points)), key=lambda i: _point_order(curve.specs[i], curve.points[i]))
-            curve.points = [curve.points[i] for i in order]
-            curve.specs = [curve.specs[i] for i in order]
+            curve.sort_points()
             curve.reference = references.get(curve.task.name, {})
             curve.description = self._describe(curve)
         return list(curves.values())
-
-    def _coding_means(self, spec: CodecSpec, records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-        """Rate, fidelity and times of one rate point, averaged over its images."""
-        if self.rate_average is RateAverage.TOTAL:
-            bpp = 8.0 * sum(r["bytes"] for r in records) / sum(r["pixels"] for r in records)
-        else:
-            bpp = _mean([r["bpp"] for r in records])
-        return {
-            "quality": spec.quality,
-            "bpp": bpp,
-            "bpp-likelihood": _mean([r["bpp_likelihood"] for r in records]),
-            "psnr-rgb": _mean([r["psnr"] for r in records]),
-            "ms-ssim-rgb": _mean([r.get("ms_ssim") for r in records]),
-            "encoding_time": _mean([r.get("encoding_time") for r in records]),
-            "decoding_time": _mean([r.get("decoding_time") for r in records]),
-        }
 
     def _describe(self, curve: Curve) -> str:
         protocol = self.protocol.as_dict()
@@ -564,127 +429,37 @@ class Evaluation:
 
     # ------------------------------------------------------------------ outputs
     def curve_path(self, curve: Curve) -> Path:
-        """``<output_dir>/<curve name>-<task>.json`` (unsafe characters of the name as ``_``)."""
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", curve.name)
-        return self.output_dir / f"{name}-{curve.task.name}.json"
+        """Where ``curve``'s JSON file goes (:func:`.outputs.curve_path`)."""
+        return outputs.curve_path(self.output_dir, curve)
+
+    def plot_path(self, task: Task, metric: str = "") -> Path:
+        """Where ``task``'s plot of ``metric`` goes (:func:`.outputs.plot_path`)."""
+        return outputs.plot_path(self.output_dir, task, metric)
 
     def _write_outputs(self, curves: Sequence[Curve], store: RecordStore) -> None:
         for curve in curves:
             write_json(self.curve_path(curve), curve.to_json())
-        self._write_table(curves)
-        self._write_per_image(curves, store)
-        for task in self.tasks:
-            self._write_mpeg_table(task, [c for c in curves if c.task is task])
-        self._write_plots(curves)
-        skipped = self.output_dir / SKIPPED_FILE
-        if self.skipped:
-            atomic_write_text(skipped, "".join(f"{item.path}\t{reason}\n" for item, reason in self.skipped))
-        elif skipped.exists():
-            skipped.unlink()  # from an earlier run: this run evaluated every image
-
-    def _write_table(self, curves: Sequence[Curve]) -> None:
-        """``results.csv``: one row per curve point and task, the uncompressed references first."""
-        columns = [
-            "curve",
-            "task",
-            "quality",
-            "weights",
-            "random_weights",
-            "num_images",
-            "bpp",
-            "bpp-likelihood",
-            "psnr-rgb",
-            "ms-ssim-rgb",
-        ]
-        for task in self.tasks:
-            columns += [m for m in task.metric_names if m not in columns]
-        columns += ["encoding_time", "decoding_time"]
-        rows = []
+        table = self.output_dir / "results.csv"
+        outputs.write_results_table(table, curves, self.tasks, self.reference_tasks, len(self.dataset))
+        outputs.write_per_image(self.output_dir / "per-image.csv", self._coded_images(curves, store))
         for task in self.tasks:
             task_curves = [c for c in curves if c.task is task]
-            if task in self.reference_tasks and task_curves:
-                ref = task_curves[0].reference
-                rows.append(
-                    {
-                        "curve": "uncompressed",
-                        "task": task.name,
-                        "weights": "",
-                        "random_weights": task.random_weights,
-                        "num_images": len(self.dataset),
-                        **ref,
-                    }
-                )
-            for curve in task_curves:
-                for spec, point in zip(curve.specs, curve.points):
-                    rows.append(
-                        {
-                            "curve": curve.name,
-                            "task": task.name,
-                            "weights": spec.describe(),
-                            "random_weights": curve.random_weights,
-                            "num_images": curve.num_images,
-                            **point,
-                        }
-                    )
-        write_csv(self.output_dir / "results.csv", rows, columns)
+            if task_curves:
+                mpeg = self.output_dir / f"{task.name}-mpeg.csv"
+                outputs.write_mpeg_table(mpeg, task, task_curves, self.dataset_description)
+                outputs.write_plots(self.output_dir, task, task_curves)
+        outputs.write_skipped(self.output_dir / SKIPPED_FILE, self.skipped)
 
-    def _write_per_image(self, curves: Sequence[Curve], store: RecordStore) -> None:
-        """``per-image.csv``: bytes, bpp, PSNR, MS-SSIM and times of every coded image."""
-        rows, done = [], set()
+    def _coded_images(
+        self, curves: Sequence[Curve], store: RecordStore
+    ) -> Iterator[Tuple[Curve, CodecSpec, str, Dict[str, Any]]]:
+        """Every coded image's record once: a codec without prompts is one set of
+        bitstreams for every task."""
+        done = set()
         for curve in curves:
             for spec in curve.specs:
                 key = self.codec_key(spec)
-                if key in done:  # a codec without prompts is one set of bitstreams for every task
-                    continue
-                done.add(key)
-                for image_id, r in self._collect(store, key, curve.task).items():
-                    rows.append(
-                        {
-                            "curve": curve.name,
-                            "quality": spec.quality,
-                            "weights": spec.describe(),
-                            "image": image_id,
-                            "bytes": r["bytes"],
-                            "pixels": r["pixels"],
-                            "bpp": r["bpp"],
-                            "bpp-likelihood": r["bpp_likelihood"],
-                            "psnr-rgb": r["psnr"],
-                            "ms-ssim-rgb": r.get("ms_ssim"),
-                            "encoding_time": r.get("encoding_time"),
-                            "decoding_time": r.get("decoding_time"),
-                        }
-                    )
-        write_csv(self.output_dir / "per-image.csv", rows, PER_IMAGE_COLUMNS)
-
-    def _write_mpeg_table(self, task: Task, curves: Sequence[Curve]) -> None:
-        """``<task>-mpeg.csv``: dataset, codec, quality, average bpp and the task's accuracy."""
-        if not curves:
-            return
-        metric = task.primary_metric
-        columns = ["dataset", "codec", "quality", "bpp", metric]
-        rows = [
-            {
-                "dataset": self.dataset_description,
-                "codec": curve.name,
-                "quality": point["quality"],
-                "bpp": point["bpp"],
-                metric: point.get(metric),
-            }
-            for curve in curves
-            for point in curve.points
-        ]
-        write_csv(self.output_dir / f"{task.name}-mpeg.csv", rows, columns)
-
-    def _write_plots(self, curves: Sequence[Curve]) -> None:
-        """``<task>-<metric>.png`` per task, and ``<task>-psnr-rgb.png`` next to each task plot."""
-        for task in self.tasks:
-            task_curves = [c.to_json() for c in curves if c.task is task]
-            if not task_curves:
-                continue
-            plot_curves(task_curves, self.plot_path(task))
-            if task.primary_metric != "psnr-rgb":
-                plot_curves(task_curves, self.plot_path(task, "psnr-rgb"), metric="psnr-rgb", show_reference=False)
-
-    def plot_path(self, task: Task, metric: str = "") -> Path:
-        """``<output_dir>/<task>-<metric>.png`` (the task's primary metric by default)."""
-        return self.output_dir / f"{task.name}-{metric or task.primary_metric}.png"
+                if key not in done:
+                    done.add(key)
+                    for image_id, record in self._collect(store, key, curve.task).items():
+                        yield curve, spec, image_id, record
