@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .fileio import atomic_torch_save
+from .filekinds import regular_file_problem
 from .integrity import tensor_problems
 from .torchfile import load_torch_file
 
@@ -123,9 +124,9 @@ def save_adapter(
 def read_adapter(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """Read and check an adapter file without applying it; ``arch`` is always filled."""
     path = Path(path)
-    if not path.is_file():
-        what = "is not a file (a folder, a pipe...)" if path.exists() else "does not exist"
-        raise AdapterError(f"adapter file {path} {what}")
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise AdapterError(f"adapter file {path}: {problem}")
     payload = load_torch_file(path, AdapterError)
     if not isinstance(payload, dict) or payload.get("adapter_format") is None:
         raise AdapterError(

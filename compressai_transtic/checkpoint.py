@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .adapter_files import AdapterError, adapter_config, load_adapter, read_adapter
 from .download import fetch_url
+from .filekinds import regular_file_problem
 from .integrity import tensor_problems
 from .models import ADAPTED_CODECS, TIC, AdaptedCodec
 from .state_dicts import (
@@ -132,8 +133,9 @@ def load_state_dict(
         )
     else:
         path = Path(path_or_url).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise FileNotFoundError(f"checkpoint file {path}: {problem}")
     obj = load_torch_file(path, CheckpointError, map_location)
     return _unwrap(obj, str(path))
 

@@ -33,6 +33,7 @@ from .data.files import find_image_files
 from .devices import check_device
 from .evaluation.codecs import CodecSpec
 from .fileio import atomic_write_bytes, check_writable_folder
+from .filekinds import mode_kind, regular_file_problem
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_image, write_png
 from .prompts import read_adapter
 from .state_dicts import ARCHITECTURES as CODEC_ARCHITECTURES
@@ -135,7 +136,7 @@ def _collect(inputs: Sequence[Path], suffixes: Tuple[str, ...], what: str) -> Li
         elif item.is_file():
             found.append((item, Path(item.stem)))
         elif item.exists():
-            raise CodecCommandError(f"{item}: not a regular file or folder (a pipe, a device...)")
+            raise CodecCommandError(f"{item}: {regular_file_problem(item)}")
         else:
             raise CodecCommandError(f"{item}: no such file or folder")
     return found
@@ -348,7 +349,7 @@ def _read_coded(source: Path, max_pixels: int) -> CodedFile:
     with open(fd, "rb") as f:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
-            raise ContainerError("not a regular file (a pipe, a device...)")
+            raise ContainerError(f"{mode_kind(status.st_mode)}, not a regular file")
         data = f.read(min(status.st_size, limit) + 1)  # one byte more tells a file that grew past the limit
     if len(data) > limit:
         raise ContainerError(

@@ -28,6 +28,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from .fileio import atomic_write
+from .filekinds import regular_file_problem
 
 __all__ = [
     "ImageReadError",
@@ -125,9 +126,9 @@ def read_rgb8(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXEL
 def _decode(path: Path, max_pixels: int, exif: bool) -> Tuple[np.ndarray, List[str]]:
     """``(H, W, 3)`` float64 in [0, 1] and notes, after every check."""
     notes: List[str] = []
-    if not path.is_file():
-        what = "not a regular file (a folder, a pipe, a device...)" if path.exists() else "no such file"
-        raise ImageReadError(f"{path}: {what}")
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise ImageReadError(f"{path}: {problem}")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: the file is empty (0 bytes)")
     try:

@@ -17,6 +17,8 @@ from typing import Any, Type
 
 import torch
 
+from .filekinds import regular_file_problem
+
 __all__ = ["load_torch_file"]
 
 
@@ -79,8 +81,9 @@ def load_torch_file(path: Path, error: Type[Exception], map_location: Any = "cpu
         FileNotFoundError: ``path`` does not exist.
         error: the file cannot be read.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise FileNotFoundError(f"{path}: {problem}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # the unpickler raises many types on damaged input: classify them

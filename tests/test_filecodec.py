@@ -180,10 +180,10 @@ def test_encode_refuses_an_adapter_whose_files_decode_could_not_read(images, tmp
 
 def test_an_adapter_path_that_is_a_folder_or_missing_is_called_that(images, tmp_path, capsys):
     (tmp_path / "folder.adapter").mkdir()
-    for name, what in (("folder.adapter", "is not a file"), ("missing.adapter", "does not exist")):
+    for name, what in (("folder.adapter", "a folder, not a regular file"), ("missing.adapter", "no such file")):
         argv = ["--model", "transtic", "--adapter", str(tmp_path / name)]
         assert _encode(images / "coffee.jpg", tmp_path / "out", *argv) == 2
-        assert f"adapter file {tmp_path / name} {what}" in capsys.readouterr().err
+        assert f"adapter file {tmp_path / name}: {what}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arch", ["transtic", "tic-sft"])
@@ -356,7 +356,7 @@ def test_reading_a_missing_file_names_it(tmp_path):
     with pytest.raises(ImageReadError, match="nope.png: no such file"):
         read_image(tmp_path / "nope.png")
     (tmp_path / "folder.png").mkdir()
-    with pytest.raises(ImageReadError, match="folder.png: not a regular file"):
+    with pytest.raises(ImageReadError, match="folder.png: a folder, not a regular file"):
         read_image(tmp_path / "folder.png")
 
 
@@ -447,7 +447,7 @@ def test_decode_refuses_a_pipe_among_the_files_instead_of_waiting_on_it(images, 
     assert _encode(images / "chelsea.png", tmp_path / "coded", "--model", "tic") == 0
     os.mkfifo(tmp_path / "coded" / "pipe.ttic")
     assert _decode(tmp_path / "coded", tmp_path / "out") == 2  # it used to wait for a writer forever
-    assert "pipe.ttic: not a regular file" in capsys.readouterr().err
+    assert "pipe.ttic: a FIFO (named pipe), not a regular file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -455,7 +455,7 @@ def test_decode_refuses_a_pipe_among_the_files_instead_of_waiting_on_it(images, 
 def test_a_pipe_given_by_name_is_called_what_it_is(tmp_path, capsys):
     os.mkfifo(tmp_path / "pipe.ttic")
     assert _decode(tmp_path / "pipe.ttic", tmp_path / "out") == 2
-    assert "pipe.ttic: not a regular file or folder (a pipe, a device...)" in capsys.readouterr().err
+    assert "pipe.ttic: a FIFO (named pipe), not a regular file" in capsys.readouterr().err
 
 
 def test_encode_refuses_a_seed_that_decode_could_not_use(images, tmp_path, capsys):

@@ -57,7 +57,7 @@ def test_a_damaged_row_is_dropped_and_the_log_as_it_was_kept_aside(tmp_path, dam
 
 def test_a_metrics_log_that_is_a_folder_or_another_file_is_refused_by_name(tmp_path):
     (tmp_path / "metrics.csv").mkdir()
-    with pytest.raises(OutputError, match="metrics.csv is not a file"):
+    with pytest.raises(OutputError, match="metrics.csv: a folder, not a regular file"):
         MetricsLog(tmp_path, enabled=True, tensorboard=False)
     other = tmp_path / "other"
     other.mkdir()

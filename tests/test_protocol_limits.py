@@ -58,4 +58,4 @@ def test_a_pipe_among_the_dataset_images_is_called_a_pipe(tmp_path, capsys):
     Image.new("RGB", (32, 32)).save(tmp_path / "281" / "a.png")
     os.mkfifo(tmp_path / "281" / "b.png")
     assert _eval(tmp_path, tmp_path / "out", "--crop", "32") == 2
-    assert "b.png: not a regular file" in capsys.readouterr().err
+    assert "b.png: a FIFO (named pipe), not a regular file" in capsys.readouterr().err

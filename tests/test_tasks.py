@@ -154,8 +154,10 @@ def test_weights_from_an_explicit_state_dict_file(random_task, tmp_path):
     torch.save({"state_dict": state}, path)
     loaded = get_task("cls", weights=path).build_network()
     assert torch.equal(loaded.fc.bias, state["fc.bias"])
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="missing.pth: no such file"):
         get_task("cls", weights=tmp_path / "missing.pth")
+    with pytest.raises(FileNotFoundError, match="a folder, not a regular file"):
+        get_task("cls", weights=tmp_path)
 
 
 def test_default_weights_come_from_the_torch_hub_cache_without_download(random_task, tmp_path, monkeypatch):

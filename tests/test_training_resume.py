@@ -106,9 +106,9 @@ def test_a_checkpoint_that_is_not_a_file_is_called_what_it_is(tmp_path):
     from compressai_transtic.training.state import read_checkpoint
 
     (tmp_path / "folder.pth").mkdir()
-    with pytest.raises(ResumeError, match="folder.pth is not a file"):
+    with pytest.raises(ResumeError, match="folder.pth: a folder, not a regular file"):
         read_checkpoint(tmp_path / "folder.pth")
-    with pytest.raises(ResumeError, match="missing.pth does not exist"):
+    with pytest.raises(ResumeError, match="missing.pth: no such file"):
         read_checkpoint(tmp_path / "missing.pth")
 
 

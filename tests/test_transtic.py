@@ -272,7 +272,7 @@ def test_non_adapter_files_are_refused(tmp_path):
     text.write_text("hello")
     with pytest.raises(AdapterError, match="notes.txt: not a PyTorch checkpoint"):
         load_adapter(TransTIC(), text)
-    with pytest.raises(AdapterError, match="does not exist"):
+    with pytest.raises(AdapterError, match="missing.pt: no such file"):
         load_adapter(TransTIC(), tmp_path / "missing.pt")
 
 

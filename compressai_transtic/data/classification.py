@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
+from ..filekinds import mode_kind
 from ..imageio import IMAGE_SUFFIXES
 from .files import ImageItem, find_image_files, is_alias_of
 from .subset import ImageList
@@ -142,27 +143,12 @@ def _stat(path: Path, what: str) -> os.stat_result:
         raise ValueError(f"{what} {path} cannot be opened: {exc}") from None
 
 
-#: what a path that is not a regular file is, by its mode
-_KINDS = (
-    (stat.S_ISREG, "a file"),
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a device"),
-    (stat.S_ISBLK, "a device"),
-)
-
-
-def _kind(mode: int) -> str:
-    return next((name for test, name in _KINDS if test(mode)), "a special file")
-
-
 def _dataset_folder(root: Union[str, Path]) -> Path:
     root = Path(root)
     mode = _stat(root, "classification dataset directory").st_mode
     if not stat.S_ISDIR(mode):
         raise ValueError(
-            f"classification dataset {root} is {_kind(mode)}, not a folder; pass the folder that holds "
+            f"classification dataset {root} is {mode_kind(mode)}, not a folder; pass the folder that holds "
             f"the class folders (or, with --labels, the listed images)"
         )
     return root
@@ -172,7 +158,7 @@ def _regular_file_identity(path: Path, what: str) -> Tuple[int, int]:
     """``(device, inode)`` of ``path``, which must be a regular file (links followed)."""
     st = _stat(path, what)
     if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{what} {path} is {_kind(st.st_mode)}, not a regular file")
+        raise ValueError(f"{what} {path} is {mode_kind(st.st_mode)}, not a regular file")
     return st.st_dev, st.st_ino
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 from pycocotools.coco import COCO
 
+from ..filekinds import regular_file_problem
 from ..imageio import DEFAULT_MAX_PIXELS
 from ..jsonvalues import is_finite_number, is_integer, nests_deeper
 from .files import ImageItem
@@ -86,8 +87,9 @@ class CocoImages(ImageList[CocoImage]):
     def __init__(self, image_root: Union[str, Path], annotation_file: Union[str, Path]) -> None:
         self.root = Path(image_root)
         self.annotation_file = Path(annotation_file)
-        if not os.path.isfile(self.annotation_file):  # False, not OSError, for a name too long
-            raise FileNotFoundError(f"COCO annotation file {self.annotation_file} does not exist")
+        problem = regular_file_problem(self.annotation_file)
+        if problem is not None:
+            raise FileNotFoundError(f"COCO annotation file {self.annotation_file}: {problem}")
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"COCO image directory {self.root} does not exist")
         document = load_annotations(self.annotation_file)

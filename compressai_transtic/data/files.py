@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequ
 from tqdm.auto import tqdm
 
 from ..console import and_more
+from ..filekinds import mode_kind
 from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, frames_problem, open_image, read_rgb8
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -188,7 +189,7 @@ def check_image(
         else:
             status = os.stat(path)
             if not stat.S_ISREG(status.st_mode):
-                return "not a regular file (a folder, a pipe, a device...)"
+                return f"{mode_kind(status.st_mode)}, not a regular file"
             if status.st_size == 0:
                 return "the file is empty (0 bytes)"
             with open_image(path) as img:

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 from ..checkpoint import detect_architecture, load_state_dict
 from ..console import CommandError
 from ..data import ClassificationImages, CocoImages, ImageFiles
+from ..filekinds import regular_file_problem
 from ..prompts import read_adapter
 from ..tasks import Task, available_tasks, get_task_class
 from .codecs import CodecSpec
@@ -190,9 +191,10 @@ def _check_model_files(args: argparse.Namespace) -> None:
         ("--adapter", args.adapter),
         ("--base-checkpoint", args.base_checkpoint),
     ):
-        missing = [p for p in paths or [] if not p.is_file()]
-        if missing:
-            raise CommandError(f"{option} {missing[0]}: no such file")
+        for path in paths or []:
+            problem = regular_file_problem(path)
+            if problem is not None:
+                raise CommandError(f"{option} {path}: {problem}")
 
 
 def _checkpoint_specs(args: argparse.Namespace, architectures: Sequence[str]) -> List[Any]:

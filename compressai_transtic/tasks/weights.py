@@ -27,6 +27,8 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 import torch.hub
 
+from ..filekinds import regular_file_problem
+
 __all__ = [
     "TaskWeightsUnavailableError",
     "TorchvisionWeights",
@@ -114,9 +116,10 @@ def normalize_weights_option(weights: WeightsOption) -> Union[str, Path]:
     if isinstance(weights, str) and weights in (_DEFAULT, "pretrained"):
         return _DEFAULT
     path = Path(os.fspath(weights)).expanduser()  # type: ignore[arg-type]
-    if not path.is_file():
+    problem = regular_file_problem(path)
+    if problem is not None:
         raise FileNotFoundError(
-            f"task weights file {path} does not exist; pass an existing state-dict file, "
+            f"task weights file {path}: {problem}; pass an existing state-dict file, "
             f"'default' (torchvision's standard weights) or 'random'"
         )
     return path

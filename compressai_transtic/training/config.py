@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar, Union
 
+from ..filekinds import regular_file_problem
 from ..jsonvalues import is_finite_number, is_integer, nests_deeper
 
 __all__ = [
@@ -440,8 +441,9 @@ def load_config_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         ConfigError: missing file, unsupported extension or invalid syntax.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise ConfigError(f"config file {path}: {problem}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":

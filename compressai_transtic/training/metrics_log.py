@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from ..fileio import OutputError, atomic_write_text
+from ..filekinds import regular_file_problem
 
 __all__ = ["CSV_COLUMNS", "MetricsLog", "read_metrics_csv"]
 
@@ -73,8 +74,9 @@ class MetricsLog:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and not self.path.is_file():
-            raise OutputError(f"{self.path} is not a file (a folder?): move it away or choose another --output")
+        problem = regular_file_problem(self.path) if self.path.exists() else None
+        if problem is not None:
+            raise OutputError(f"{self.path}: {problem}; move it away or choose another --output")
         if resume_step is not None and self.path.is_file():
             self._truncate(resume_step)
         if not self.path.is_file():

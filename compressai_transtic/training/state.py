@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..fileio import atomic_torch_save
+from ..filekinds import regular_file_problem
 from ..torchfile import load_torch_file
 from .checkpoint_checks import ResumeError, canonical, check_checkpoint, check_training_state, failed_checks, refuse
 from .randomness import restore_rng_state, rng_state
@@ -119,9 +120,9 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
             trainer cannot use (:func:`check_checkpoint`).
     """
     path = Path(path)
-    if not path.is_file():
-        what = "is not a file (a folder without checkpoint.pth, a pipe...)" if path.exists() else "does not exist"
-        raise ResumeError(f"cannot resume: checkpoint {path} {what}")
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise ResumeError(f"cannot resume: checkpoint {path}: {problem}")
     try:
         payload = load_torch_file(path, ResumeError)
     except ResumeError as exc:
