@@ -19,7 +19,6 @@ import argparse
 import logging
 import os
 import stat
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -27,7 +26,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from .console import RANDOM_TAG, shorten
+from .console import RANDOM_TAG, print_error, shorten
 from .container import SUFFIX, CodedFile, ContainerError, pack, unpack, weights_fingerprint
 from .data.files import find_image_files
 from .devices import check_device
@@ -243,9 +242,9 @@ def _encoder_codec(args: argparse.Namespace) -> CodecChoice:
 
 
 def report_error(err: BaseException) -> int:
-    for line in str(err).splitlines() or [type(err).__name__]:
-        print(f"error: {line}", file=sys.stderr)
-    return 2
+    """Print ``err`` as :func:`~.console.print_error` does (its type when it has no
+    message); returns the exit status of a user error."""
+    return print_error(str(err) or type(err).__name__)
 
 
 def _roi_map_files(
