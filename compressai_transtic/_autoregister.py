@@ -49,6 +49,23 @@ def _warn(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=2)
 
 
+def _failure_message(exc: BaseException) -> str:
+    """What the warning says: the models registered, and each one refused with why."""
+    registered = getattr(exc, "registered", None)
+    problems = getattr(exc, "problems", None)
+    if registered is None or not problems:  # not a RegistrationError: nothing was registered
+        return (
+            "compressai-transtic could not register any of its models with CompressAI (none of "
+            f"tic, transtic, ... is available to CompressAI's tools): {exc!r}. Run "
+            "`python -m compressai_transtic.registration` to see the full error."
+        )
+    lines = "".join(f"\n  - {problem}" for problem in problems)
+    return (
+        f"compressai-transtic registered these models with CompressAI: {', '.join(registered) or 'none'}; "
+        f"not registered (refused, each with the reason):{lines}"
+    )
+
+
 def _register() -> None:
     """Run registration once; a failure becomes a warning so CompressAI still imports."""
     _State.pending = False
@@ -58,12 +75,10 @@ def _register() -> None:
         from compressai_transtic.registration import register_models
 
         register_models()
-    except Exception as exc:  # reported, not raised: importing CompressAI must not fail
-        _warn(
-            "compressai-transtic could not register its models with CompressAI, so "
-            f"names such as 'tic' are unavailable to CompressAI's tools: {exc!r}. Run "
-            "`python -m compressai_transtic.registration` to see the full error."
-        )
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # reported, not raised: importing CompressAI must not fail or exit
+        _warn(_failure_message(exc))
 
 
 def _maybe_register() -> None:

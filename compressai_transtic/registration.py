@@ -21,6 +21,18 @@ another package) already uses for a different object. It runs automatically
 when CompressAI is imported (see :mod:`compressai_transtic._autoregister`);
 ``python -m compressai_transtic.registration`` runs it and lists the names.
 
+Plugins (the entry points of other distributions, here and in
+:mod:`compressai_transtic.tasks`) are refused one by one, each named by its entry
+point and distribution, without affecting the others:
+
+- a name that is not a simple identifier (see :data:`NAME_RULE`);
+- a name of a built-in (an entry point of the ``compressai-transtic``
+  distribution, or one pointing into ``compressai_transtic.``): the built-in wins;
+- a name that several third-party distributions declare: all of them are
+  refused, whatever their order on ``sys.path``;
+- an entry point whose import raises anything but :class:`KeyboardInterrupt`
+  (``SystemExit`` included), or names the wrong kind of object.
+
 This module imports only the standard library at import time (CompressAI
 and torch are imported when registering).
 """
@@ -28,28 +40,59 @@ and torch are imported when registering).
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
-from typing import Any, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DISTRIBUTION",
     "ENTRY_POINT_GROUP",
+    "NAME_RULE",
     "ModelEntry",
+    "Plugin",
+    "PluginError",
     "RegistrationError",
     "discover_entries",
+    "escaped",
+    "find_plugins",
+    "load_plugin",
     "register_models",
+    "select_plugins",
 ]
 
 #: Entry-point group listing the models to register (values: :class:`ModelEntry` objects).
 ENTRY_POINT_GROUP = "compressai_transtic.models"
 
 
+#: the distribution whose entry points are the built-ins
+DISTRIBUTION = "compressai-transtic"
+_OWN_PACKAGE = "compressai_transtic"
+#: what a model or task name may hold (checked before a plugin is loaded)
+NAME_RULE = "ASCII letters, digits, '-', '_' and '.', starting with a letter or digit"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 class RegistrationError(RuntimeError):
-    """A model cannot be registered (name clash, malformed entry, nothing installed)."""
+    """A model cannot be registered (name clash, malformed entry, nothing installed).
+
+    Attributes:
+        registered: the names newly registered before the error was raised.
+        problems: one message per entry point (or entry) not registered, saying why.
+    """
+
+    def __init__(self, message: str, registered: Sequence[str] = (), problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.registered = list(registered)
+        self.problems = list(problems)
+
+
+class PluginError(RuntimeError):
+    """A plugin's entry point cannot be loaded, names the wrong kind of object, or is refused."""
 
 
 @dataclass(frozen=True)
@@ -96,56 +139,200 @@ class ModelEntry:
         return self.name.replace("-", "_")
 
 
-def _entry_points() -> List[Any]:
-    eps = metadata.entry_points()
-    if hasattr(eps, "select"):  # Python >= 3.10
-        return list(eps.select(group=ENTRY_POINT_GROUP))
-    return list(eps.get(ENTRY_POINT_GROUP, []))  # pragma: no cover - Python 3.9
+# ---------------------------------------------------------------------------- plugins
+def escaped(text: str, limit: int = 200) -> str:
+    """``text`` (from a plugin) safe to print: non-printable and non-ASCII characters
+    escaped as in a Python literal, cut to ``limit`` characters."""
+    out = ascii(str(text))[1:-1]
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """One entry point of a group and the distribution that declares it."""
+
+    distribution: str
+    entry_point: Any  # importlib.metadata.EntryPoint
+
+    @property
+    def name(self) -> str:
+        return str(self.entry_point.name)
+
+    @property
+    def value(self) -> str:
+        return str(self.entry_point.value)
+
+    @property
+    def builtin(self) -> bool:
+        """Declared by this package's distribution, or pointing into this package."""
+        module = self.value.partition(":")[0].strip()
+        return _normalized(self.distribution) == DISTRIBUTION or module.split(".")[0] == _OWN_PACKAGE
+
+    def describe(self) -> str:
+        entry_point = f"{escaped(self.name)} = {escaped(self.value)}"
+        return f"entry point '{entry_point}' of distribution '{escaped(self.distribution)}'"
+
+
+def _distribution_name(dist: Any) -> Optional[str]:
+    meta = dist.metadata
+    return str(meta["Name"]) if meta is not None and "Name" in meta else None
+
+
+def find_plugins(group: str) -> Tuple[List[Plugin], List[str]]:
+    """The entry points of ``group`` with their distributions, and one message per
+    distribution whose entry points cannot be read.
+
+    A distribution found twice on ``sys.path`` counts once (the first, as in
+    :func:`importlib.metadata.entry_points`).
+    """
+    plugins: List[Plugin] = []
+    problems: List[str] = []
+    seen = set()
+    for dist in metadata.distributions():
+        try:
+            name = _distribution_name(dist)
+            if name is not None and _normalized(name) in seen:
+                continue
+            eps = [ep for ep in dist.entry_points if ep.group == group]
+        except Exception as exc:  # a broken distribution must not hide the others
+            where = getattr(dist, "_path", "?")
+            problems.append(
+                f"the entry points of the distribution at {escaped(str(where))} cannot be read: {_exception_text(exc)}"
+            )
+            continue
+        if name is not None:
+            seen.add(_normalized(name))
+        plugins.extend(Plugin(name or "(unnamed)", ep) for ep in eps)
+    return plugins, problems
+
+
+def _settle(kind: str, name: str, candidates: List[Plugin]) -> Tuple[Optional[Plugin], List[str]]:
+    """The entry point that gets ``name`` (or None), and why the others do not."""
+    best = max(_rank(c) for c in candidates)
+    top = sorted((c for c in candidates if _rank(c) == best), key=lambda c: (c.distribution, c.value))
+    if len({c.value for c in top}) > 1:
+        listed = "; ".join(c.describe() for c in top)
+        why = f"{kind} '{escaped(name)}' is refused: several distributions declare it ({listed}); uninstall all but one"
+        return None, [why]
+    winner = top[0]  # any candidate with another value ranks lower, so the winner is a built-in
+    problems = [
+        f"{kind} '{escaped(name)}' from {c.describe()} is refused: the name belongs to a built-in {kind} of "
+        f"{DISTRIBUTION}"
+        for c in sorted(candidates, key=lambda c: (c.distribution, c.value))
+        if c.value != winner.value
+    ]
+    return winner, problems
+
+
+def _rank(plugin: Plugin) -> int:
+    """Which entry point keeps a name: this distribution's, then one pointing into this package."""
+    if _normalized(plugin.distribution) == DISTRIBUTION:
+        return 2
+    return 1 if plugin.builtin else 0
+
+
+def select_plugins(plugins: Sequence[Plugin], kind: str) -> Tuple[Dict[str, Plugin], List[Tuple[str, str]]]:
+    """The entry point that gets each name, and ``(name, why)`` per entry point refused.
+
+    ``kind`` (``"model"``, ``"task"``) words the messages. Refused: names that do not
+    follow :data:`NAME_RULE`; a built-in's name declared by another distribution;
+    a name several third-party distributions declare (all of them).
+    """
+    by_name: Dict[str, List[Plugin]] = {}
+    problems: List[Tuple[str, str]] = []
+    for plugin in plugins:
+        if _NAME.fullmatch(plugin.name):
+            by_name.setdefault(plugin.name, []).append(plugin)
+        else:
+            why = f"{kind} name '{escaped(plugin.name)}' from {plugin.describe()} is refused"
+            problems.append((plugin.name, f"{why}: a {kind} name may hold only {NAME_RULE}"))
+    chosen: Dict[str, Plugin] = {}
+    for name in sorted(by_name):
+        winner, refused = _settle(kind, name, by_name[name])
+        problems.extend((name, why) for why in refused)
+        if winner is not None:
+            chosen[name] = winner
+    return chosen, problems
+
+
+def _exception_text(exc: BaseException) -> str:
+    """What a plugin's exception says, safe to print (its ``str`` may itself fail)."""
+    try:
+        text = f"it called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+    except Exception:
+        text = f"{type(exc).__name__} (its message cannot be shown)"
+    return escaped(text, limit=300)
+
+
+def load_plugin(plugin: Plugin, kind: str) -> Any:
+    """The object the entry point names.
+
+    Raises:
+        PluginError: importing it raised (anything but KeyboardInterrupt, which
+            propagates: a plugin calling ``sys.exit()`` must not end the program).
+    """
+    try:
+        return plugin.entry_point.load()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit & co. from a plugin's import are reported
+        raise PluginError(
+            f"{kind} '{escaped(plugin.name)}' cannot be loaded from {plugin.describe()}: {_exception_text(exc)}"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------- models
+def _model_entry(plugin: Plugin) -> ModelEntry:
+    """The ModelEntry of an entry point (raises PluginError)."""
+    entry = load_plugin(plugin, "model")
+    if not isinstance(entry, ModelEntry):
+        raise PluginError(
+            f"model '{escaped(plugin.name)}' from {plugin.describe()} names an object of type "
+            f"{escaped(type(entry).__name__)}, not a compressai_transtic.registration.ModelEntry"
+        )
+    if entry.name != plugin.name:
+        raise PluginError(
+            f"model '{escaped(plugin.name)}' from {plugin.describe()} names a ModelEntry called '{escaped(entry.name)}'"
+        )
+    return entry
 
 
 def _discover() -> Tuple[List[ModelEntry], List[str]]:
-    """Load the entries of the group; return them and one message per entry that failed."""
-    entries: Dict[str, ModelEntry] = {}
-    errors: List[str] = []
-    eps = _entry_points()
-    if not eps:
-        raise RegistrationError(
-            f"no models in the entry-point group {ENTRY_POINT_GROUP!r}: compressai-transtic "
+    """Load the entries of the group; return them and one message per entry point refused."""
+    found, problems = find_plugins(ENTRY_POINT_GROUP)
+    if not any(p.builtin for p in found):
+        problems.append(
+            f"no built-in models in the entry-point group {ENTRY_POINT_GROUP!r}: {DISTRIBUTION} "
             "is not installed in this environment (a source checkout on sys.path has no "
             "entry points). Install it with `pip install .` (or `pip install -e .`)."
         )
-    for ep in eps:
+    chosen, refused = select_plugins(found, "model")
+    problems.extend(why for _name, why in refused)
+    entries: List[ModelEntry] = []
+    for plugin in chosen.values():
         try:
-            entry = ep.load()
-        except Exception as exc:
-            errors.append(f"entry point {ep.name} = {ep.value} cannot be loaded: {exc!r}")
-            continue
-        if not isinstance(entry, ModelEntry):
-            errors.append(
-                f"entry point {ep.name} = {ep.value} is a {type(entry).__name__}, not a "
-                "compressai_transtic.registration.ModelEntry"
-            )
-        elif entry.name != ep.name:
-            errors.append(f"entry point {ep.name} = {ep.value} names a ModelEntry called {entry.name!r}")
-        elif ep.name in entries and entries[ep.name] is not entry:
-            errors.append(f"two entry points of {ENTRY_POINT_GROUP!r} are named {ep.name!r}")
-        else:
-            entries[ep.name] = entry
-    return list(entries.values()), errors
+            entries.append(_model_entry(plugin))
+        except PluginError as exc:
+            problems.append(str(exc))
+    return entries, problems
 
 
 def discover_entries() -> List[ModelEntry]:
     """Load the :class:`ModelEntry` objects of the entry-point group.
 
     Raises:
-        RegistrationError: the group is empty (the package is not installed:
-            a source checkout on ``sys.path`` has no entry points), or an entry
-            point cannot be loaded, does not name a matching ModelEntry, or
-            shares its name with another.
+        RegistrationError: the built-ins are missing (the package is not
+            installed: a source checkout on ``sys.path`` has no entry points), or
+            an entry point is refused (see :func:`select_plugins`), cannot be
+            loaded, or does not name a matching ModelEntry.
     """
     entries, errors = _discover()
     if errors:
-        raise RegistrationError("; ".join(errors))
+        raise RegistrationError("; ".join(errors), problems=errors)
     return entries
 
 
@@ -225,9 +412,9 @@ def register_models(entries: Optional[Iterable[ModelEntry]] = None) -> List[str]
 
     Raises:
         RegistrationError: a name is taken by a different object in one of
-            CompressAI's tables, two entries share a name, or an entry point
-            cannot be loaded (the message lists every failure and what was
-            registered).
+            CompressAI's tables, two entries share a name, or an entry point is
+            refused or cannot be loaded (the message lists every failure and what
+            was registered; so do its ``problems`` and ``registered``).
     """
     if entries is None:
         entries, errors = _discover()
@@ -257,22 +444,25 @@ def register_models(entries: Optional[Iterable[ModelEntry]] = None) -> List[str]
         logger.debug("registered %s into CompressAI", registered)
     if errors:
         done = f" (registered: {', '.join(registered)})" if registered else ""
-        raise RegistrationError("; ".join(errors) + done)
+        raise RegistrationError("; ".join(errors) + done, registered=registered, problems=errors)
     return registered
 
 
 def main() -> int:
-    """Register the models and list the ones CompressAI now knows (diagnostic CLI)."""
+    """Register the models, list the ones CompressAI now knows and say which were
+    refused, and why (diagnostic CLI; exit status 1 when one was)."""
+    entries, problems = _discover()
     try:
-        register_models()
+        register_models(entries)
     except RegistrationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        problems += exc.problems
     import compressai.zoo
 
-    names = [e.name for e in discover_entries()]
-    print("registered with CompressAI: " + ", ".join(n for n in names if n in compressai.zoo.image_models))
-    return 0
+    known = [e.name for e in entries if compressai.zoo.image_models.get(e.name) is e.zoo_function]
+    print("registered with CompressAI: " + (", ".join(known) or "none"))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -130,9 +130,12 @@ def test_zoo_attribute_taken_by_something_else_is_an_error(restore_compressai_ta
 
 
 def test_good_entries_are_registered_when_another_fails(restore_compressai_tables):
-    with pytest.raises(RegistrationError, match=r"mbt2018.*registered: test-codec"):
+    with pytest.raises(RegistrationError, match=r"mbt2018.*registered: test-codec") as caught:
         register_models([_entry("mbt2018"), _entry("test-codec")])
     assert "test-codec" in restore_compressai_tables["image_models"]
+    # the error says which were registered and which not (the startup hook's warning repeats both)
+    assert caught.value.registered == ["test-codec"]
+    assert [problem.split(":")[0] for problem in caught.value.problems] == ["cannot register model 'mbt2018'"]
 
 
 @pytest.mark.parametrize("name", ["", "a.b", "has space", "test-vbr"])

@@ -67,13 +67,6 @@ def test_a_third_party_task_is_found_through_the_entry_point_group(tmp_path, mon
     monkeypatch.delitem(sys.modules, "toyplugin_tasks", raising=False)
 
 
-def test_two_packages_registering_one_task_name_is_an_error(tmp_path, monkeypatch):
-    site = _install_fake_distribution(tmp_path, "clash", "[compressai_transtic.tasks]\ncls = clash_tasks:Other\n")
-    monkeypatch.syspath_prepend(str(site))
-    with pytest.raises(RuntimeError, match="two packages register the task 'cls'"):
-        available_tasks()
-
-
 def test_unknown_task_names_list_the_available_ones():
     with pytest.raises(KeyError, match="available tasks: cls, det, fidelity, seg"):
         get_task("depth")

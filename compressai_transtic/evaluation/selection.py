@@ -18,7 +18,7 @@ from ..console import CommandError
 from ..data import ClassificationImages, CocoImages, ImageFiles
 from ..filekinds import regular_file_problem
 from ..prompts import read_adapter
-from ..tasks import Task, available_tasks, get_task_class
+from ..tasks import PluginError, Task, available_tasks, get_task_class
 from .codecs import CodecSpec
 from .traditional import TRADITIONAL_CODECS, check_available
 
@@ -33,9 +33,12 @@ def task_classes(args: argparse.Namespace) -> List[Type[Task]]:
     names = args.task or (["det"] if args.annotations else ["cls"])
     classes = []
     for name in names:
-        if name not in available_tasks():
-            raise CommandError(f"unknown task {name!r}; available: {', '.join(available_tasks())}")
-        classes.append(get_task_class(name))
+        try:
+            classes.append(get_task_class(name))
+        except KeyError:
+            raise CommandError(f"unknown task {name!r}; available: {', '.join(available_tasks())}") from None
+        except PluginError as err:  # a refused or broken plugin: the message names it
+            raise CommandError(str(err)) from None
     kinds = {cls.dataset_kind for cls in classes}
     if len(kinds) > 1:
         raise CommandError(f"tasks {', '.join(names)} need different datasets; evaluate them separately")

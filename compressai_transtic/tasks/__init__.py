@@ -9,9 +9,15 @@ built-in ones are registered there by this package's own ``pyproject.toml``::
     seg = "compressai_transtic.tasks.detection:SegmentationTask"
     fidelity = "compressai_transtic.tasks.fidelity:FidelityTask"
 
-A third-party package adds a task the same way (a :class:`Task` subclass). When this
-package runs from a source checkout without installed metadata, the built-in table
-above is used instead, so the built-ins are always available.
+A third-party package adds a task the same way (a :class:`Task` subclass). Without
+this package's installed metadata (a source checkout on ``sys.path``) the group holds
+no built-ins, and an unknown task name says to ``pip install .``.
+
+A plugin is refused, with a warning naming its entry point and distribution, when its
+name is not a simple identifier, is a built-in's (the built-in keeps it), or is
+declared by several third-party distributions (all of them are refused); the other
+tasks stay available. A plugin whose import fails is a :class:`PluginError` naming it,
+raised when that task is asked for.
 
 Example::
 
@@ -23,16 +29,17 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as metadata
 import logging
-from typing import Any, Dict, List, Type
+from typing import Any, Dict, List, Set, Tuple, Type
 
+from ..registration import DISTRIBUTION, Plugin, PluginError, escaped, find_plugins, load_plugin, select_plugins
 from .base import Task
 from .weights import TaskWeightsUnavailableError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "PluginError",
     "Task",
     "TaskWeightsUnavailableError",
     "available_tasks",
@@ -43,14 +50,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "compressai_transtic.tasks"
-DISTRIBUTION = "compressai-transtic"
 
-
-def _group_entry_points() -> List[Any]:
-    eps = metadata.entry_points()
-    if hasattr(eps, "select"):  # Python >= 3.10
-        return list(eps.select(group=ENTRY_POINT_GROUP))
-    return list(eps.get(ENTRY_POINT_GROUP, []))
+#: the refusals already logged in this process (each is logged once)
+_reported: Set[str] = set()
 
 
 def _our_metadata_installed() -> bool:
@@ -61,23 +63,26 @@ def _our_metadata_installed() -> bool:
     return True
 
 
+def _tasks() -> Tuple[Dict[str, Plugin], Dict[str, str]]:
+    """The entry point of each task name, and why each refused name is (logged once)."""
+    found, unreadable = find_plugins(ENTRY_POINT_GROUP)
+    chosen, problems = select_plugins(found, "task")
+    for problem in unreadable + [why for _name, why in problems]:
+        if problem not in _reported:
+            _reported.add(problem)
+            logger.warning("%s", problem)
+    refused = {name: why for name, why in reversed(problems) if name not in chosen}  # the first reason
+    return chosen, refused
+
+
 def _task_table() -> Dict[str, str]:
     """name -> ``module:attribute`` of every task, from the entry points."""
-    table: Dict[str, str] = {}
-    for ep in _group_entry_points():
-        previous = table.get(ep.name)
-        if previous is not None and previous != ep.value:
-            raise RuntimeError(
-                f"two packages register the task {ep.name!r} in the entry-point group "
-                f"{ENTRY_POINT_GROUP!r}: {previous} and {ep.value}; uninstall one of them"
-            )
-        table[ep.name] = ep.value
-    return table
+    return {name: plugin.value for name, plugin in _tasks()[0].items()}
 
 
 def available_tasks() -> List[str]:
-    """Names of the installed tasks (sorted)."""
-    return sorted(_task_table())
+    """Names of the installed tasks (sorted; refused plugins left out)."""
+    return sorted(_tasks()[0])
 
 
 def get_task_class(name: str) -> Type[Task]:
@@ -85,25 +90,31 @@ def get_task_class(name: str) -> Type[Task]:
 
     Raises:
         KeyError: no task of that name (the message lists the available ones).
-        TypeError: the entry point does not name a Task subclass.
+        PluginError: the name was refused (see the module docstring), or its entry
+            point cannot be loaded or does not name a Task subclass; the message
+            names the entry point and its distribution.
     """
-    table = _task_table()
-    if name not in table:
+    chosen, refused = _tasks()
+    if name in refused:
+        raise PluginError(refused[name])
+    if name not in chosen:
         hint = (
             ""
             if _our_metadata_installed()
             else (f"; {DISTRIBUTION} is not installed, so its built-in tasks are not registered: pip install .")
         )
         raise KeyError(
-            f"unknown task {name!r}; available tasks: {', '.join(sorted(table)) or 'none'} "
+            f"unknown task {name!r}; available tasks: {', '.join(sorted(chosen)) or 'none'} "
             f"(tasks are registered in the entry-point group {ENTRY_POINT_GROUP!r}){hint}"
         )
-    module_name, _, attr = table[name].partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
+    plugin = chosen[name]
+    obj = load_plugin(plugin, "task")
     if not (isinstance(obj, type) and issubclass(obj, Task)):
-        raise TypeError(f"task {name!r} -> {table[name]} is not a subclass of {Task.__module__}.Task")
+        what = f"the class {obj.__qualname__}" if isinstance(obj, type) else f"an object of type {type(obj).__name__}"
+        raise PluginError(
+            f"task '{escaped(name)}' from {plugin.describe()} names {escaped(what)}, "
+            f"not a subclass of {Task.__module__}.Task"
+        )
     return obj
 
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..adapter_files import AdapterMismatchError, read_adapter
 from ..checkpoint import load_state_dict, model_from_state_dict
-from ..tasks import Task, get_task, get_task_class
+from ..tasks import PluginError, Task, get_task, get_task_class
 from ..zoo import load_pretrained
 from .adapters import AdapterKind, get_adapter_kind
 from .config import ConfigError, TrainConfig, check_type, given
@@ -60,6 +60,8 @@ def resolve_settings(config: TrainConfig) -> Tuple[TrainConfig, AdapterKind]:
         task_cls = get_task_class(config.task) if config.task else None
     except KeyError as exc:
         raise ConfigError(exc.args[0]) from None
+    except PluginError as exc:  # a refused or broken plugin: the message names it
+        raise ConfigError(str(exc)) from None
     if task_cls is not None and not task_cls.trainable:
         raise ConfigError(
             f"task {config.task!r} only evaluates ({task_cls.title}); it has no loss to train "
