@@ -230,6 +230,7 @@ def decode(data: bytes, indexes: np.ndarray, tables: CodingTables) -> np.ndarray
     # exact coding of what was decoded.
     if encode(symbols, indexes, tables) != bytes(data):
         raise EntropyCodingError(
-            "the stream is not the coding of the symbols it decodes to (truncated, extended or modified)"
+            "the stream is not the coding of the symbols it decodes to: it was truncated, extended or modified, "
+            "or the decoder's tables are not the encoder's (other weights, another floating-point precision)"
         )
     return symbols.astype(np.int32)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+import math
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -10,10 +11,44 @@ import torch.nn as nn
 from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
 from torch import Tensor
 
-from .entropy_coder import SYMBOL_LIMIT, CodingTables, decode, encode
+from .entropy_coder import CDF_PRECISION, SYMBOL_LIMIT, CodingTables, decode, encode
 from .layers.cache import DerivedValue
 
-__all__ = ["LegacyEntropyBottleneck", "BucketizedGaussianConditional", "SafeEntropyCoding"]
+__all__ = [
+    "LegacyEntropyBottleneck",
+    "BucketizedGaussianConditional",
+    "SafeEntropyCoding",
+    "MAX_PMF_LENGTH",
+    "MAX_SCALES",
+    "scale_table_problem",
+]
+
+#: the most symbols one table can code: a CDF of this precision rises strictly from 0
+#: to 2**CDF_PRECISION, so it has at most that many steps (one is the escape)
+MAX_PMF_LENGTH = 2**CDF_PRECISION - 1
+#: the most entries of a scale table (CompressAI's default has 64); each is a CDF row
+MAX_SCALES = 1024
+
+
+def scale_table_problem(table: Tensor, multiplier: float) -> Optional[str]:
+    """Why ``table`` cannot be a Gaussian conditional's scale table; ``None`` when it can.
+
+    The entries must be finite, positive and rising (:meth:`build_indexes` bisects
+    them), at most :data:`MAX_SCALES`, and each one's table (``2 * ceil(scale *
+    multiplier) + 1`` symbols, ``multiplier`` from the tail mass) must fit a CDF.
+    """
+    if table.dim() != 1 or not 1 <= table.numel() <= MAX_SCALES:
+        return f"it must be 1-D with 1 to {MAX_SCALES} entries, got shape {tuple(table.shape)}"
+    values = table.detach().double().cpu()
+    if not bool(torch.isfinite(values).all()) or not bool((values > 0).all()):
+        return "its entries must be finite and positive"
+    if not bool((values[1:] > values[:-1]).all()):
+        return "its entries must rise strictly"
+    longest = 2 * math.ceil(float(values[-1]) * multiplier) + 1
+    if longest > MAX_PMF_LENGTH:
+        largest = float(values[-1])
+        return f"its largest scale {largest:.6g} needs {longest} symbols, more than a CDF holds ({MAX_PMF_LENGTH})"
+    return None
 
 
 class SafeEntropyCoding(EntropyModel):
@@ -125,6 +160,34 @@ class LegacyEntropyBottleneck(EntropyBottleneck, SafeEntropyCoding):
         likelihood = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
         return likelihood, lower, upper
 
+    def update(self, force: bool = False, update_quantiles: bool = False) -> bool:
+        """CompressAI's ``update``, after checking that the quantiles make tables a CDF
+        can hold (quantiles far apart would make it allocate without bound)."""
+        if self._offset.numel() > 0 and not force:
+            return False
+        if update_quantiles:
+            self._update_quantiles()
+        problem = self.quantiles_problem()
+        if problem is not None:
+            raise ValueError(f"cannot build the entropy bottleneck's coding tables: {problem}")
+        return super().update(force=True)
+
+    def quantiles_problem(self) -> Optional[str]:
+        """Why the quantiles cannot make coding tables (``None`` when they can): each
+        channel's table spans its quantiles, rounded up on both sides of the median."""
+        q = self.quantiles.detach().double().cpu()[:, 0, :]
+        if not bool(torch.isfinite(q).all()):
+            return "the quantiles hold NaN or Inf"
+        median = q[:, 1]
+        lengths = (median - q[:, 0]).ceil().clamp(min=0) + (q[:, 2] - median).ceil().clamp(min=0) + 1
+        longest = int(lengths.argmax())
+        if lengths[longest] > MAX_PMF_LENGTH:
+            return (
+                f"the quantiles of channel {longest} span {lengths[longest]:.6g} symbols, more than a CDF holds "
+                f"({MAX_PMF_LENGTH}); the weights are damaged"
+            )
+        return None
+
     def _collect(self, prefix: str, count: int) -> List[Tensor]:
         return [getattr(self, f"{prefix}{i}") for i in range(count)]
 
@@ -148,6 +211,26 @@ class BucketizedGaussianConditional(GaussianConditional, SafeEntropyCoding):
     scale table in turn (64 passes over the latent); each scale gets the number of
     table entries (the last one left out) that are smaller than it, as there.
     """
+
+    def update_scale_table(self, scale_table: Union[Sequence[float], Tensor], force: bool = False) -> bool:
+        """CompressAI's ``update_scale_table``, after checking the new table
+        (:func:`scale_table_problem`); a refused table leaves the model as it was."""
+        if self._offset.numel() > 0 and not force:
+            return False
+        if len(scale_table) > MAX_SCALES:
+            raise ValueError(f"scale table refused: {len(scale_table)} entries, more than {MAX_SCALES}")
+        try:
+            table = self._prepare_scale_table(scale_table)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"scale table refused: it must be a sequence of numbers ({exc})") from None
+        problem = scale_table_problem(table, self.tail_multiplier())
+        if problem is not None:
+            raise ValueError(f"scale table refused: {problem}")
+        return super().update_scale_table(table, force=True)
+
+    def tail_multiplier(self) -> float:
+        """How many scales from the mean a table reaches (from the tail mass)."""
+        return float(-self._standardized_quantile(self.tail_mass / 2))
 
     def build_indexes(self, scales: Tensor) -> Tensor:
         scales = self.lower_bound_scale(scales).contiguous()

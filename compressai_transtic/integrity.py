@@ -40,14 +40,17 @@ def tensor_problems(tensors: Mapping[str, Any]) -> List[str]:
     """What makes these tensors unusable as weights: one line per kind of problem,
     empty when there is none. Entries that are not tensors are not looked at.
 
-    Refused: sparse or other non-strided layouts, complex values, tensors that declare
-    more values than their storage holds, and NaN or Inf in floating-point tensors.
+    Refused: sparse or other non-strided layouts, tensors on the ``meta`` device (they
+    hold no values), complex values, tensors that declare more values than their
+    storage holds, and NaN or Inf in floating-point tensors.
     """
     found = {k: v for k, v in tensors.items() if isinstance(v, Tensor)}
-    strided = {k: v for k, v in found.items() if v.layout == torch.strided}
+    meta = [k for k, v in found.items() if v.is_meta]
+    strided = {k: v for k, v in found.items() if v.layout == torch.strided and not v.is_meta}
     problems = []
     checks = (
-        ("are not dense (sparse or another layout)", [k for k in found if k not in strided]),
+        ("are not dense (sparse or another layout)", [k for k in found if k not in strided and k not in meta]),
+        ("are on the meta device (they hold no values)", meta),
         ("hold complex values", [k for k, v in strided.items() if v.is_complex()]),
         (
             "declare more values than their storage holds (expanded views)",

@@ -107,13 +107,16 @@ def fit_problems(
             problems.append(f"missing keys {missing[:5]}{and_more(missing, 5)}")
         if unexpected:
             problems.append(f"unexpected keys {unexpected[:5]}{and_more(unexpected, 5)}")
-    shapes = []
+    shapes, others = [], []
     for key, value in given.items():
-        if key not in own or not isinstance(value, Tensor):
+        if key not in own:
             continue
-        expected = own[key]
-        if key not in resizable and value.shape != expected.shape:
-            shapes.append(f"{key} {tuple(value.shape)} instead of {tuple(expected.shape)}")
+        if not isinstance(value, Tensor):
+            others.append(f"{key} ({type(value).__name__})")
+        elif key not in resizable and value.shape != own[key].shape:
+            shapes.append(f"{key} {tuple(value.shape)} instead of {tuple(own[key].shape)}")
+    if others:
+        problems.append("values that are not tensors: " + ", ".join(others[:5]) + and_more(others, 5))
     if shapes:
         problems.append("tensors of other shapes: " + ", ".join(shapes[:5]) + and_more(shapes, 5))
     return problems

@@ -251,8 +251,8 @@ def load_pretrained(
 def _check_args(quality: int, metric: str) -> None:
     if metric not in METRICS:
         raise ValueError(f"invalid metric {metric!r}: the released base codecs are trained for {METRICS}")
-    if quality not in QUALITIES:
-        raise ValueError(f"invalid quality {quality!r}: choose one of {QUALITIES}")
+    if isinstance(quality, bool) or not hasattr(quality, "__index__") or quality not in QUALITIES:
+        raise ValueError(f"invalid quality {quality!r}: choose one of the integers {QUALITIES}")
 
 
 def _no_kwargs_with_pretrained(kwargs: Mapping[str, Any]) -> None:

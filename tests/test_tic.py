@@ -250,15 +250,28 @@ def test_forged_inputs_to_decompress_fail_cleanly_before_any_large_allocation(ti
             tic.decompress(strings(enc["strings"]), shape)
 
 
-def test_the_pixel_limit_is_a_setting_of_the_model(tic, monkeypatch):
-    x = sample_image(64, 96)
+def test_the_pixel_limit_is_a_setting_of_the_model_and_counts_padded_pixels(tic, monkeypatch):
+    x = sample_image(64, 96)  # synthesised as 64 x 128: the padded size is what costs time and memory
     with torch.no_grad():
         enc = tic.compress(x)
-        monkeypatch.setattr(tic, "max_decode_pixels", 64 * 96 - 1)
-        with pytest.raises(BitstreamError, match="limit of 6143"):
+        monkeypatch.setattr(tic, "max_decode_pixels", 64 * 128 - 1)
+        with pytest.raises(BitstreamError, match="64x96 pixels, coded as 8192 .* limit of 8191"):
             tic.decompress(enc["strings"], enc["shape"])
-        monkeypatch.setattr(tic, "max_decode_pixels", 64 * 96)
+        monkeypatch.setattr(tic, "max_decode_pixels", 64 * 128)
         assert tic.decompress(enc["strings"], enc["shape"])["x_hat"].shape == x.shape
+
+
+def test_a_one_pixel_tall_strip_counts_as_the_64_rows_it_is_decoded_as(tic, monkeypatch):
+    x = sample_image(1, 128)
+    with torch.no_grad():
+        enc = tic.compress(x)
+        monkeypatch.setattr(tic, "max_decode_pixels", 4 * 128)  # four times its 128 declared pixels
+        with pytest.raises(BitstreamError, match="1x128 pixels, coded as 8192"):
+            tic.decompress(enc["strings"], enc["shape"])
+        repeated = [[s[0]] * 2 for s in enc["strings"]]
+        monkeypatch.setattr(tic, "max_decode_pixels", 64 * 128 * 2 - 1)
+        with pytest.raises(BitstreamError, match="2 images of 1x128 pixels .each coded as 8192"):
+            tic.decompress(repeated, enc["shape"])
 
 
 @pytest.mark.parametrize("where", ["image", "weights"])

@@ -23,6 +23,7 @@ from torch import Tensor
 from .. import zoo
 from ..checkpoint import load_model, model_from_adapter
 from ..losses import likelihood_bits
+from ..models.tic import coded_pixels
 from .metrics import fidelity_metrics, psnr
 from .protocol import CodingProtocol
 from .traditional import TRADITIONAL_CODECS, ExternalCodec, codec_version
@@ -305,9 +306,10 @@ def code_image(
 
 
 def _decompress_in_parts(model: Any, strings: List[List[bytes]], shape: Any, pixels: int) -> Dict[str, Any]:
-    """``model.decompress`` of a batch, in parts of as many images of ``pixels`` each as
-    one call may decode (``max_decode_pixels``, which bounds what a stream can make the
-    decoder allocate); the outputs' tensors joined along the batch."""
+    """``model.decompress`` of a batch, in parts of as many images as one call may
+    decode (``max_decode_pixels``, which bounds what a stream can make the decoder
+    allocate; ``pixels`` per image as :func:`~..models.tic.coded_pixels` counts them);
+    the outputs' tensors joined along the batch."""
     count = len(strings[0])
     step = max(1, int(getattr(model, "max_decode_pixels", count * pixels)) // pixels)
     parts = [model.decompress([s[i : i + step] for s in strings], shape) for i in range(0, count, step)]
@@ -360,7 +362,7 @@ def code_batch(
     enc = model.compress(x_code, **extra)
     encoding_time = _seconds(device, started) / batch
     started = time.perf_counter()
-    dec = _decompress_in_parts(model, enc["strings"], enc["shape"], int(x_code.shape[-2]) * int(x_code.shape[-1]))
+    dec = _decompress_in_parts(model, enc["strings"], enc["shape"], coded_pixels(*x_code.shape[-2:]))
     decoding_time = _seconds(device, started) / batch
     x_hat = protocol.from_codec(dec["x_hat"], (height, width))
     features = _prepared_features(dec, (height, width))

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Sequence, Tuple
+import math
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Sequence, Tuple, TypeVar
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models import CompressionModel
-from compressai.models.utils import update_registered_buffers
 from torch import Tensor
 
 from ..bitstream import BitstreamError, checksum, pack_header, unpack_header
-from ..entropy_models import BucketizedGaussianConditional, LegacyEntropyBottleneck
+from ..entropy_models import BucketizedGaussianConditional, LegacyEntropyBottleneck, scale_table_problem
 from ..integrity import tensor_problems
 from ..layers import RSTB, ceil_to, conv, deconv, drop_path_rates
 from ..state_dicts import (
@@ -27,7 +29,7 @@ from ..state_dicts import (
     tic_channels,
 )
 
-__all__ = ["TIC", "CodingTerms", "PAD_MULTIPLE", "MAX_DECODE_PIXELS"]
+__all__ = ["TIC", "CodingTerms", "PAD_MULTIPLE", "MAX_DECODE_PIXELS", "coded_pixels", "codes_in_eval_mode"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +39,9 @@ PAD_MULTIPLE = 64
 #: the released checkpoints were built for this input size (persistent masks, and the
 #: windows of the 1/64 stages)
 REFERENCE_SIZE = 256
-#: default largest image (in pixels) that ``decompress`` accepts from a header: twice
-#: 3840 x 2160; set ``model.max_decode_pixels`` to change it
+#: default limit of ``decompress`` on the pixels it synthesises per call, counted as
+#: :func:`coded_pixels` (twice a 3840 x 2160 image); set ``model.max_decode_pixels``
+#: to change it
 MAX_DECODE_PIXELS = 2**24
 
 ENCODER_DEPTHS = (2, 4, 6, 2, 2, 2)
@@ -54,6 +57,39 @@ class CodingTerms(NamedTuple):
     z_strings: List[bytes]
     z_shape: torch.Size
     side_strings: Tuple[List[bytes], ...] = ()  # further per-image strings (an ROI codec's map)
+
+
+def coded_pixels(height: int, width: int) -> int:
+    """Pixels the transforms process for an image of ``height`` x ``width``: its size
+    padded to multiples of :data:`PAD_MULTIPLE`. What a decoder's time and memory go
+    by (a 1 x 8192 image is decoded as 64 x 8192)."""
+    return ceil_to(height, PAD_MULTIPLE) * ceil_to(width, PAD_MULTIPLE)
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def codes_in_eval_mode(method: Method) -> Method:
+    """Run a coding method with every module in eval mode, and restore the modes after.
+
+    Coding is inference: in training mode stochastic depth would make the encoder's
+    latents depend on chance (bitstreams that differ from run to run, which the
+    decoder then reconstructs from other features), and the prompt generator's batch
+    norm would use and update batch statistics. Models from the zoo are returned in
+    training mode, as CompressAI's are, so coding does not depend on it.
+    """
+
+    @functools.wraps(method)
+    def coded(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        modes = [(module, module.training) for module in self.modules()]
+        self.eval()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            for module, training in modes:
+                module.training = training
+
+    return coded  # type: ignore[return-value]
 
 
 def _channels_last(x: Tensor) -> Tensor:
@@ -78,6 +114,19 @@ def _one_cpu_thread(x: Tensor) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _latent_shape(shape: Any) -> Tuple[int, int]:
+    """``shape`` as the ``(h, w)`` of z: two positive integers (Python or NumPy
+    integers, or an integer ``torch.Size``), as :meth:`TIC.compress` returns."""
+    values = tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else None
+    if values is None or len(values) != 2 or not all(_is_int(v) and int(v) >= 1 for v in values):
+        raise BitstreamError(f"invalid latent shape {shape!r}; expected the (h, w) of z as two positive integers")
+    return int(values[0]), int(values[1])
+
+
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
 
 
 class TIC(CompressionModel):
@@ -105,10 +154,15 @@ class TIC(CompressionModel):
     sees it updated.
 
     ``decompress`` takes everything from the bitstream and checks it before decoding:
-    a header that declares more than ``max_decode_pixels`` pixels (default
+    a header whose image takes more than ``max_decode_pixels`` pixels to synthesise
+    (counted as :func:`coded_pixels`, padded to multiples of 64; default
     :data:`MAX_DECODE_PIXELS`, an instance attribute) is refused, and so is a call
-    whose images together have more, so that no stream can make the decoder allocate
+    whose images together take more, so that no stream can make the decoder allocate
     without bound.
+
+    ``compress`` and ``decompress`` run in eval mode whatever the model's mode
+    (:func:`codes_in_eval_mode`); ``compress`` takes images of the model's dtype and
+    device with values in [0, 1].
 
     Args:
         N: channels of the transforms.
@@ -236,13 +290,41 @@ class TIC(CompressionModel):
     # ------------------------------------------------------------------------------
     # padding
     # ------------------------------------------------------------------------------
-    @staticmethod
-    def _check_input(x: Tensor) -> None:
+    def _check_tables(self) -> None:
+        """Both entropy models have coding tables (``update()`` was called or loaded)."""
+        self.entropy_bottleneck.coding_tables()
+        self.gaussian_conditional.coding_tables()
+
+    def _check_input(self, x: Tensor) -> None:
+        """An image batch this model can take: ``(B, 3, H, W)``, not empty, of the
+        weights' floating-point dtype and on their device."""
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"expected an image batch of shape (B, 3, H, W), got {shape}")
         if x.shape[-1] < 1 or x.shape[-2] < 1 or x.shape[0] < 1:
             raise ValueError(f"empty image batch of shape {tuple(x.shape)}")
+        weight = self.g_a0.weight
+        if x.dtype != weight.dtype:
+            hint = "divide 8-bit images by 255 and " if not x.is_floating_point() else ""
+            raise TypeError(
+                f"images of dtype {x.dtype} for a model of dtype {weight.dtype}; {hint}convert them with "
+                f".to({weight.dtype}) (or the model with .to(dtype))"
+            )
+        if x.device != weight.device:
+            raise ValueError(f"images on {x.device} for a model on {weight.device}; move one of them")
+
+    @staticmethod
+    def _check_pixel_range(x: Tensor) -> None:
+        """Pixels to code are in [0, 1]: the range the codec was trained on (an image
+        in 0..255 would code to a valid-looking stream that decodes clamped)."""
+        low, high = (float(v) for v in torch.aminmax(x))
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError("cannot code non-finite pixel values (NaN or Inf in the image)")
+        if not (0.0 <= low and high <= 1.0):
+            raise ValueError(
+                f"pixel values must lie in [0, 1], got {low:.4g}..{high:.4g}; divide 8-bit images by 255 "
+                "and clamp resampled ones"
+            )
 
     def _pad(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -288,14 +370,16 @@ class TIC(CompressionModel):
         x_hat = self._crop(self.synthesis(y_hat, *side), size)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
+    @codes_in_eval_mode
     def compress(self, x: Tensor) -> Dict[str, Any]:
-        """Entropy-code ``x``.
+        """Entropy-code ``x`` (values in [0, 1]).
 
         Returns ``{"strings": [y_strings, z_strings, header_strings], "shape": z_size}``;
         every list has one ``bytes`` per image.
         """
         return self.compress_terms(self.coding_terms(x), x.shape[-2:])
 
+    @codes_in_eval_mode
     def coding_terms(self, x: Tensor) -> CodingTerms:
         """What :meth:`compress` codes: ``y``, and the means and scale-table indexes it is
         coded with (from the decoded ``z``), and the z strings."""
@@ -303,6 +387,7 @@ class TIC(CompressionModel):
 
     def _coding_terms(self, x: Tensor, side: Tuple[Tensor, ...]) -> CodingTerms:
         self._check_input(x)
+        self._check_pixel_range(x)
         y = self.analysis(self._pad(x), *side)
         z = self.h_a(y, *side)
         z_strings = self.entropy_bottleneck.compress(z)
@@ -316,6 +401,7 @@ class TIC(CompressionModel):
         headers = [pack_header(size[0], size[1], zs, ys) for zs, ys in zip(terms.z_strings, y_strings)]
         return {"strings": [y_strings, terms.z_strings, headers, *terms.side_strings], "shape": terms.z_shape}
 
+    @codes_in_eval_mode
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> Dict[str, Tensor]:
         """Decode the output of :meth:`compress` to ``{"x_hat": (B, 3, H, W)}``, clamped
         to [0, 1] as in every CompressAI model (``forward`` leaves it unclamped, as
@@ -362,21 +448,18 @@ class TIC(CompressionModel):
         y_strings, z_strings, headers = (list(s) for s in strings)
         if not (len(y_strings) == len(z_strings) == len(headers)) or not headers:
             raise BitstreamError("y, z and header string lists have different lengths (or are empty)")
-        try:
-            shape = tuple(int(s) for s in shape)
-        except (TypeError, ValueError, OverflowError):
-            raise BitstreamError(f"invalid latent shape {shape!r}; expected the (h, w) of z as integers") from None
-        if len(shape) != 2 or min(shape) < 1:
-            raise BitstreamError(f"invalid latent shape {shape}; expected the (h, w) of z")
+        self._check_tables()
+        shape = _latent_shape(shape)
         sizes = set()
         for i, (ys, zs, hs) in enumerate(zip(y_strings, z_strings, headers)):
             if not isinstance(ys, (bytes, bytearray)) or not isinstance(zs, (bytes, bytearray)):
                 raise BitstreamError(f"image {i}: y/z strings must be bytes")
             header = unpack_header(hs)
-            if header.height * header.width > self.max_decode_pixels:
+            if coded_pixels(header.height, header.width) > self.max_decode_pixels:
                 raise BitstreamError(
-                    f"image {i}: the header declares {header.height}x{header.width} pixels, more than this "
-                    f"decoder's limit of {self.max_decode_pixels}; raise model.max_decode_pixels to decode it"
+                    f"image {i}: the header declares {header.height}x{header.width} pixels, coded as "
+                    f"{coded_pixels(header.height, header.width)} (padded to multiples of {PAD_MULTIPLE}), more "
+                    f"than this decoder's limit of {self.max_decode_pixels}; raise model.max_decode_pixels to decode it"
                 )
             if checksum(zs, ys) != header.crc:
                 raise BitstreamError(f"image {i}: bitstream checksum mismatch: the data is truncated or was modified")
@@ -384,10 +467,11 @@ class TIC(CompressionModel):
         if len(sizes) != 1:
             raise BitstreamError(f"images of one batch must share one size, headers give {sorted(sizes)}")
         (height, width) = sizes.pop()
-        if len(headers) * height * width > self.max_decode_pixels:
+        if len(headers) * coded_pixels(height, width) > self.max_decode_pixels:
             raise BitstreamError(
-                f"{len(headers)} images of {height}x{width} pixels are more than this decoder's limit of "
-                f"{self.max_decode_pixels} pixels per call; decode fewer at once, or raise model.max_decode_pixels"
+                f"{len(headers)} images of {height}x{width} pixels (each coded as {coded_pixels(height, width)}) "
+                f"are more than this decoder's limit of {self.max_decode_pixels} pixels per call; decode fewer at "
+                "once, or raise model.max_decode_pixels"
             )
         expected = (ceil_to(height, PAD_MULTIPLE) // PAD_MULTIPLE, ceil_to(width, PAD_MULTIPLE) // PAD_MULTIPLE)
         if shape != expected:
@@ -430,6 +514,18 @@ class TIC(CompressionModel):
                 found.append((name, module, ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")))
         return found
 
+    def _scale_table_problems(self, state_dict: Mapping[str, Any]) -> List[str]:
+        """The Gaussian conditionals' scale tables in ``state_dict`` that
+        :func:`~compressai_transtic.entropy_models.scale_table_problem` refuses."""
+        problems = []
+        for name, module in self.named_modules():
+            table = state_dict.get(f"{name}.scale_table")
+            if isinstance(module, BucketizedGaussianConditional) and isinstance(table, Tensor) and table.numel():
+                problem = scale_table_problem(table, module.tail_multiplier())
+                if problem is not None:
+                    problems.append(f"{name}.scale_table: {problem}")
+        return problems
+
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Load weights in the released layout (entropy tables of any size).
 
@@ -447,8 +543,14 @@ class TIC(CompressionModel):
         tables = self._entropy_tables()
         resizable = {f"{name}.{buffer}" for name, _, buffers in tables for buffer in buffers}
         problems = tensor_problems(state_dict) + fit_problems(self.state_dict(), state_dict, strict, resizable)
+        if not problems:
+            problems = self._scale_table_problems(state_dict)
         if problems:
             raise CheckpointError(f"weights refused by {type(self).__name__}: {'; '.join(problems)}")
-        for name, module, buffers in tables:
-            update_registered_buffers(module, name, list(buffers), state_dict)
+        for name, module, buffers in tables:  # sized as the weights' tables, larger or smaller
+            for buffer in buffers:
+                value = state_dict.get(f"{name}.{buffer}")
+                if isinstance(value, Tensor):
+                    old = getattr(module, buffer)
+                    setattr(module, buffer, torch.empty(value.shape, dtype=old.dtype, device=old.device))
         return nn.Module.load_state_dict(self, state_dict, strict=strict, assign=assign)
