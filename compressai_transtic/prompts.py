@@ -9,7 +9,7 @@ functions this module re-exports under their established names).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor
 
@@ -22,8 +22,10 @@ from .adapter_files import (
     read_adapter,
     save_adapter,
 )
+from .jsonvalues import is_integer
 
 __all__ = [
+    "MAX_ADAPTER_SIZE",
     "PromptConfig",
     "VARIANTS",
     "TABLE_A1_ROWS",
@@ -42,6 +44,38 @@ ENCODER_DOWNSAMPLE = {4: 4, 16: 2, 64: 1}
 
 #: decoder STB numbering of the paper: STB-1 is g_s6 (nearest the image), STB-4 is g_s0
 DECODER_STB_MODULES = {1: "g_s6", 2: "g_s4", 3: "g_s2", 4: "g_s0"}
+
+#: the largest integer size (channels, prompts, levels) of an adapted codec's
+#: configuration: 16 x TransTIC's default generator width, 2 x the largest default width
+#: of the baselines; parameters and activations grow with its square. The trainer
+#: bounds ``--adapter-option`` sizes by it too.
+MAX_ADAPTER_SIZE = 512
+
+
+def _check_stbs(name: str, value: Any) -> Tuple[int, ...]:
+    """``value`` (a tuple or list of STB numbers) sorted, or ``ValueError`` naming ``name``."""
+    allowed = sorted(DECODER_STB_MODULES)
+    if not isinstance(value, (tuple, list)) or not all(is_integer(s) for s in value):
+        raise ValueError(
+            f"PromptConfig.{name} must be a tuple or list of decoder STB numbers (ints from {allowed}), got {value!r}"
+        )
+    return tuple(sorted(value))
+
+
+def _check_field_types(config: "PromptConfig") -> None:
+    """Refuse values of the wrong type by field name, before any value is interpreted."""
+    expected: Sequence[Tuple[str, type, str]] = (
+        ("encoder_prompts", bool, "bool (True or False)"),
+        ("num_prompts", int, "int, one of 4, 16, 64"),
+        ("depth", str, "str, 'deep' or 'shallow'"),
+        ("encoder_mask", str, "str, 'legacy' or 'aligned'"),
+        ("generator_width", int, f"int, 1..{MAX_ADAPTER_SIZE}"),
+    )
+    for name, kind, what in expected:
+        value = getattr(config, name)
+        wrong = not is_integer(value) if kind is int else not isinstance(value, kind)
+        if wrong:
+            raise ValueError(f"PromptConfig.{name} must be of type {what}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +103,14 @@ class PromptConfig:
             released weights were trained with (mask columns misaligned with the
             prompt/image key order in shifted encoder blocks); ``"aligned"`` is the
             corrected layout, for new training. Legacy is undefined for 64 prompts.
-        generator_width: channels of the first level of the prompt generator.
+        generator_width: channels of the first level of the prompt generator
+            (1..:data:`MAX_ADAPTER_SIZE`).
+
+    Raises:
+        ValueError: a value of the wrong type (``encoder_prompts`` must be a ``bool``,
+            the counts ``int`` and no ``bool``, the STB lists tuples or lists of ints:
+            nothing is converted) or out of range, or an invalid combination; the
+            message names the field.
     """
 
     encoder_prompts: bool = True
@@ -81,8 +122,9 @@ class PromptConfig:
     generator_width: int = 32
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "decoder_tp_stbs", tuple(sorted(int(s) for s in self.decoder_tp_stbs)))
-        object.__setattr__(self, "decoder_ip_stbs", tuple(sorted(int(s) for s in self.decoder_ip_stbs)))
+        _check_field_types(self)
+        for name in ("decoder_tp_stbs", "decoder_ip_stbs"):
+            object.__setattr__(self, name, _check_stbs(name, getattr(self, name)))
         self.validate()
 
     # -- validation ------------------------------------------------------------------
@@ -116,8 +158,8 @@ class PromptConfig:
                 "the legacy encoder mask layout is undefined for 64 prompts (the released code's "
                 "construction fails there); use encoder_mask='aligned'"
             )
-        if self.generator_width < 1:
-            raise ValueError(f"generator_width must be positive (got {self.generator_width})")
+        if not 1 <= self.generator_width <= MAX_ADAPTER_SIZE:
+            raise ValueError(f"generator_width must be within 1..{MAX_ADAPTER_SIZE} (got {self.generator_width})")
 
     # -- derived ---------------------------------------------------------------------
     @property
@@ -151,10 +193,9 @@ class PromptConfig:
     @classmethod
     def variant(cls, name: str) -> "PromptConfig":
         """The configuration of a named variant (see :data:`VARIANTS`)."""
-        try:
-            return VARIANTS[name]
-        except KeyError:
-            raise ValueError(f"unknown TransTIC variant {name!r}; choose from {sorted(VARIANTS)}") from None
+        if not isinstance(name, str) or name not in VARIANTS:
+            raise ValueError(f"unknown TransTIC variant {name!r}; choose from {sorted(VARIANTS)}")
+        return VARIANTS[name]
 
     def replace(self, **changes: Any) -> "PromptConfig":
         return replace(self, **changes)

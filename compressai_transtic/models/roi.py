@@ -155,8 +155,11 @@ class TICROI(AdaptedCodec):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def load_adapter_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """:meth:`AdaptedCodec.load_adapter_state_dict`, refusing weights stored with other
+        map settings; every check comes before any tensor changes."""
+        self.check_adapter_state_dict(state_dict)
         self._check_stored_settings(state_dict)
-        super().load_adapter_state_dict(state_dict)
+        self._copy_adapter(state_dict)
 
     # ------------------------------------------------------------------------------
     # the map

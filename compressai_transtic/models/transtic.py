@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -49,7 +49,11 @@ class TransTIC(AdaptedCodec):
     ``prompt_state_dict()`` (= ``adapter_state_dict()``) the prompts.
 
     Args:
-        config: prompt configuration (default: the released "Deep" model).
+        config: prompt configuration (default: the released "Deep" model), or the name
+            of a variant (a key of :data:`~compressai_transtic.prompts.VARIANTS`, e.g.
+            ``"stb-12"``), which is resolved to its configuration. An unknown name
+            raises ``ValueError`` and anything else (e.g. a dict) ``TypeError``, both
+            listing the variant names.
         N: channels of the transforms.
         M: channels of the latent.
         **kwargs: forwarded to :class:`TIC`.
@@ -59,7 +63,9 @@ class TransTIC(AdaptedCodec):
     config_class = PromptConfig
     presets = VARIANTS
 
-    def __init__(self, config: Optional[PromptConfig] = None, N: int = 128, M: int = 192, **kwargs: Any) -> None:
+    def __init__(
+        self, config: Union[PromptConfig, str, None] = None, N: int = 128, M: int = 192, **kwargs: Any
+    ) -> None:
         super().__init__(config, N=N, M=M, **kwargs)
         cfg = self.config
         d = cfg.encoder_downsample

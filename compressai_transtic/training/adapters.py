@@ -18,14 +18,10 @@ from torch import Tensor
 
 from ..adapter_files import AdapterMismatchError, adapter_config, base_codec_hash, load_adapter, save_adapter
 from ..models import ADAPTED_CODECS, AdaptedCodec
+from ..prompts import MAX_ADAPTER_SIZE
 from .config import ConfigError, check_type
 
 __all__ = ["ADAPTER_KINDS", "MAX_ADAPTER_SIZE", "AdapterKind", "get_adapter_kind"]
-
-#: the largest value of an integer option of an architecture (each is a size: channels,
-#: prompts or levels): 16 x TransTIC's generator width, 2 x the largest default width;
-#: the parameters and activations grow with its square
-MAX_ADAPTER_SIZE = 512
 
 
 @dataclasses.dataclass(frozen=True)
