@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -182,7 +183,7 @@ def test_bd_commands_warn_of_a_curve_whose_metric_falls_as_the_rate_rises(tmp_pa
     if command == "compare":
         (row,) = json.loads((tmp_path / "bd.json").read_text())["comparisons"]
         assert row["falling"] == {"anchor": False, "test": True}
-    assert main([*argv[:1], str(b), str(a), *argv[3:]]) == 0  # the anchor is checked too
+    assert main([*argv[:1], str(b), str(a), *argv[3:], "--force"]) == 0  # the anchor is checked too
     assert "noisy: top1 falls" in capsys.readouterr().err
 
 
@@ -222,3 +223,42 @@ def test_a_hostile_curve_file_is_refused_by_name_and_field(tmp_path, capsys, com
     err = capsys.readouterr().err
     assert f"error: {bad}" in err and problem in err
     assert not (tmp_path / "plot.png").exists() and not (tmp_path / "table.md").exists()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_bd_rate_beyond_floating_point_is_a_failure_with_a_reason(method):
+    tiny, huge = [r * 1e-300 for r in RATES], [r * 1e10 for r in RATES]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning leaks to the terminal
+        with pytest.raises(ValueError, match="^BD-rate out of range: "):
+            bd_rate(tiny, ACCURACY, huge, ACCURACY, method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("delta", [bd_rate, bd_metric])
+def test_non_finite_bd_results_are_failures_with_a_reason(method, delta):
+    extreme = [-1.7e308, -1e308, 1e308, 1.7e308]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="not a finite number"):
+            delta(RATES, extreme, RATES, extreme, method)
+
+
+def test_compare_gives_the_reason_of_an_out_of_range_bd_rate_in_its_json(tmp_path, capsys):
+    from compressai_transtic.cli import main
+
+    a = write_curve(tmp_path / "a.json", "tiny", [r * 1e-300 for r in RATES], ACCURACY)
+    b = write_curve(tmp_path / "b.json", "huge", [r * 1e10 for r in RATES], ACCURACY)
+    assert main(["compare", str(a), str(b), "--json", str(tmp_path / "bd.json")]) == 2
+    assert f"error: {b} vs {a}: BD-rate out of range" in capsys.readouterr().err
+    (row,) = json.loads((tmp_path / "bd.json").read_text())["comparisons"]
+    assert row["bd_rate"] is None and row["bd_rate_error"].startswith("BD-rate out of range")
+
+
+def test_cubic_refuses_repeated_metric_values_as_pchip_does():
+    repeated = [60.0, 60.0, 70.0, 70.0]
+    for method in ("cubic", "pchip"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # not numpy's RankWarning
+            with pytest.raises(ValueError, match="the test curve has repeated values .* BD needs distinct points"):
+                bd_rate(RATES, ACCURACY, RATES, repeated, method)

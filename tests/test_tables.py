@@ -97,6 +97,49 @@ def test_plot_legend_can_carry_the_bd_rate_against_the_first_curve(files, tmp_pa
     anchor, test = (json.loads(p.read_text()) for p in files)
     assert _bd_note(anchor, test, "top1") == " (BD-rate -20.0 % vs tic)"
     apart = dict(test, results=dict(test["results"], top1=[90.0, 91.0, 92.0, 93.0]))
-    assert _bd_note(anchor, apart, "top1") == " (no BD-rate: no common range of the metric)"
+    no_overlap = "the two curves do not overlap in metric ([60, 72.5] vs [90, 93])"
+    assert _bd_note(anchor, apart, "top1") == f" (no BD-rate: {no_overlap})"
     assert main(["plot", *map(str, files), "--bd-rate", "-o", str(tmp_path / "p.svg")]) == 0
     assert (tmp_path / "p.svg").read_text().lstrip().startswith("<?xml")
+
+
+@pytest.mark.parametrize(
+    "fmt, cell", [("markdown", "line1\\nline2\\|x"), ("latex", "line1\\textbackslash{}nline2\\textbar{}x")]
+)
+def test_a_newline_or_bar_in_a_name_does_not_break_the_table_row(tmp_path, capsys, fmt, cell):
+    odd = json.loads(_curve(tmp_path / "odd.json", "line1\nline2|x", 1.0).read_text())
+    (tmp_path / "odd.json").write_text(json.dumps(odd))
+    assert main(["table", str(tmp_path / "odd.json"), "--metric", "top1", "--no-bd-rate", "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    assert (f"| {cell} | 1 |" if fmt == "markdown" else f"{cell} & 1 &") in out
+    rows = [line for line in out.splitlines() if "0.1000" in line]
+    assert len(rows) == 1
+
+
+@pytest.mark.parametrize(
+    "name, shown",
+    [("\udcff", "\\udcff"), ("_hidden", "_hidden"), ("a$\\foo{$b", "a$\\foo{$b")],
+    ids=["lone surrogate", "leading underscore", "dollar signs"],
+)
+def test_any_curve_name_is_drawn_in_the_legend(tmp_path, name, shown):
+    from compressai_transtic.evaluation.plot import plot_curves
+
+    anchor = json.loads(_curve(tmp_path / "a.json", "tic", 1.0).read_text())
+    odd = dict(anchor, name=name)
+    out = plot_curves([anchor, odd], tmp_path / "p.svg", title=f"{name} vs tic")
+    svg = out.read_text()
+    assert f"<!-- {shown} -->" in svg or f"<!--  {shown} -->" in svg  # the legend entry
+    assert f"<!-- {shown} vs tic -->" in svg  # the title
+
+
+@pytest.mark.parametrize("dpi", [0, 9, 1201, 150.0, True])
+def test_plot_resolution_is_bounded(files, tmp_path, capsys, dpi):
+    from compressai_transtic.evaluation.plot import plot_curves
+
+    with pytest.raises(ValueError, match=r"^--dpi .*: the resolution must be an integer from 10 to 1200"):
+        plot_curves(files, tmp_path / "p.png", dpi=dpi)
+    if type(dpi) is int and dpi < 10:
+        with pytest.raises(SystemExit):
+            main(["plot", *map(str, files), "-o", str(tmp_path / "q.png"), "--dpi", str(dpi)])
+        assert "--dpi: '%d' is not a resolution: give an integer from 10 to 1200" % dpi in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists() and not (tmp_path / "q.png").exists()

@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+import warnings
+from typing import Any, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
 from ..console import and_more
-from .results import curve_values
+from .results import curve_source, curve_values, missing_values, printable
 
 __all__ = [
     "LOW_OVERLAP",
@@ -51,6 +52,7 @@ __all__ = [
     "bd_metric",
     "bd_rate",
     "curve_bd_rate",
+    "curve_points",
     "falling_steps",
     "overlap_share",
     "warn_of_falling_curves",
@@ -63,36 +65,57 @@ METHODS = ("pchip", "cubic")
 LOW_OVERLAP = 0.5
 
 
-def _curve(rate: Sequence[float], metric: Sequence[float], name: str) -> Tuple[np.ndarray, np.ndarray]:
+#: the fewest points per curve that each interpolation needs
+_MIN_POINTS = {"pchip": 2, "cubic": 4}
+Names = Tuple[str, str]
+_NAMES: Names = ("the anchor curve", "the test curve")
+#: polyfit's warning of a rank-deficient fit (in numpy.exceptions from numpy 2)
+_RankWarning = getattr(getattr(np, "exceptions", None), "RankWarning", None) or np.RankWarning
+
+
+def _curve(rate: Sequence[float], metric: Sequence[float], name: str, fewest: int = 1) -> Tuple[np.ndarray, np.ndarray]:
     r = np.asarray(rate, dtype=np.float64)
     m = np.asarray(metric, dtype=np.float64)
     if r.ndim != 1 or r.shape != m.shape:
-        raise ValueError(f"{name} curve: rates and metrics must be 1-D sequences of the same length")
+        raise ValueError(f"{name}: rates and metrics must be 1-D sequences of the same length")
+    if len(r) < fewest:
+        method = "the cubic BD fit needs" if fewest == _MIN_POINTS["cubic"] else "BD needs"
+        points = "1 point" if len(r) == 1 else f"{len(r)} points"
+        raise ValueError(f"{name} has {points}; {method} at least {fewest} points per curve")
     if not (np.all(np.isfinite(r)) and np.all(np.isfinite(m))):
-        raise ValueError(f"{name} curve has non-finite values")
+        raise ValueError(f"{name} has non-finite values")
     if np.any(r <= 0):
-        raise ValueError(f"{name} curve has non-positive rates; BD needs rates > 0")
+        raise ValueError(f"{name} has non-positive rates; BD needs rates > 0")
     return np.log(r), m
+
+
+def _finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{what} is not a finite number: the values are too large for floating point")
+    return value
 
 
 def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str, what: str) -> float:
     """Integral over [lo, hi] of the interpolation of y(x)."""
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], y[order]
+    if np.any(np.diff(xs) <= 0):
+        raise ValueError(f"{what} has repeated values of the interpolation variable; BD needs distinct points")
     if method == "cubic":
-        if len(x) < 4:
-            raise ValueError(f"the cubic BD fit needs at least 4 points per curve, {what} has {len(x)}")
-        poly = np.polyint(np.polyfit(x, y, 3))
-        return float(np.polyval(poly, hi) - np.polyval(poly, lo))
-    if method == "pchip":
-        from scipy.interpolate import PchipInterpolator  # scipy is heavy: imported for pchip only
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", _RankWarning)
+            try:
+                poly = np.polyint(np.polyfit(xs, ys, 3))
+            except (_RankWarning, np.linalg.LinAlgError):
+                raise ValueError(f"the cubic fit of {what} is ill-conditioned; use the pchip method") from None
+        return _finite(float(np.polyval(poly, hi) - np.polyval(poly, lo)), f"the integral of {what}")
+    from scipy.interpolate import PchipInterpolator  # scipy is heavy: imported for pchip only
 
-        if len(x) < 2:
-            raise ValueError(f"BD needs at least 2 points per curve, {what} has {len(x)}")
-        order = np.argsort(x, kind="stable")
-        xs, ys = x[order], y[order]
-        if np.any(np.diff(xs) <= 0):
-            raise ValueError(f"{what} has repeated values of the interpolation variable; BD needs distinct points")
-        return float(PchipInterpolator(xs, ys).integrate(lo, hi))
-    raise ValueError(f"unknown BD method {method!r}; choose one of {METHODS}")
+    try:
+        integral = float(PchipInterpolator(xs, ys).integrate(lo, hi))
+    except ValueError:  # scipy refuses slopes beyond floating point
+        integral = math.nan
+    return _finite(integral, f"the integral of {what}")
 
 
 def _overlap(a: np.ndarray, b: np.ndarray, what: str) -> Tuple[float, float]:
@@ -101,6 +124,7 @@ def _overlap(a: np.ndarray, b: np.ndarray, what: str) -> Tuple[float, float]:
         raise ValueError(
             f"the two curves do not overlap in {what} ([{a.min():g}, {a.max():g}] vs [{b.min():g}, {b.max():g}])"
         )
+    _finite(float(hi) - float(lo), f"the width of the shared {what} range")
     return float(lo), float(hi)
 
 
@@ -121,13 +145,39 @@ def overlap_share(
         ``min(|I| / range(anchor), |I| / range(test))`` with ``I`` the shared interval;
         0 when the curves do not overlap, 1 for a curve with a single value inside it.
     """
-    la, ma = _curve(rate_anchor, metric_anchor, "anchor")
-    lt, mt = _curve(rate_test, metric_test, "test")
+    la, ma = _curve(rate_anchor, metric_anchor, _NAMES[0])
+    lt, mt = _curve(rate_test, metric_test, _NAMES[1])
     a, b = (ma, mt) if axis == "metric" else (la, lt)
-    shared = min(a.max(), b.max()) - max(a.min(), b.min())
-    if shared <= 0:
-        return 0.0
-    return float(min(shared / (c.max() - c.min()) if c.max() > c.min() else 1.0 for c in (a, b)))
+    with np.errstate(all="ignore"):
+        shared = min(a.max(), b.max()) - max(a.min(), b.min())
+        if shared <= 0:
+            return 0.0
+        share = float(min(shared / (c.max() - c.min()) if c.max() > c.min() else 1.0 for c in (a, b)))
+    return share if math.isfinite(share) else 0.0
+
+
+def _average_gap(
+    anchor: Tuple[np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.ndarray], method: str, what: str, names: Names
+) -> float:
+    """Mean of ``y_test - y_anchor`` over the shared range of ``x``, for curves given as
+    ``(x, y)`` (numpy's warnings kept quiet)."""
+    with np.errstate(all="ignore"):
+        lo, hi = _overlap(anchor[0], test[0], what)
+        ia = _integral(*anchor, lo, hi, method, names[0])
+        it = _integral(*test, lo, hi, method, names[1])
+        return _finite((it - ia) / (hi - lo), "the average difference of the curves")
+
+
+def _curves(
+    anchor: Tuple[Sequence[float], Sequence[float]],
+    test: Tuple[Sequence[float], Sequence[float]],
+    method: str,
+    names: Names,
+) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
+    if method not in METHODS:
+        raise ValueError(f"unknown BD method {method!r}; choose one of {METHODS}")
+    fewest = _MIN_POINTS[method]
+    return _curve(*anchor, names[0], fewest), _curve(*test, names[1], fewest)
 
 
 def bd_rate(
@@ -136,6 +186,7 @@ def bd_rate(
     rate_test: Sequence[float],
     metric_test: Sequence[float],
     method: str = "pchip",
+    names: Names = _NAMES,
 ) -> float:
     """BD-rate of the test curve against the anchor, in percent.
 
@@ -145,16 +196,24 @@ def bd_rate(
         rate_test: test rates.
         metric_test: test metric values.
         method: ``"pchip"`` (default) or ``"cubic"``.
+        names: what the messages call the anchor and the test curve (their files).
 
     Returns:
         Average rate difference at equal metric, percent (negative: savings).
+
+    Raises:
+        ValueError: no BD-rate exists (too few, repeated or non-finite points, no
+            overlap, a result beyond floating point); the message says why.
     """
-    la, ma = _curve(rate_anchor, metric_anchor, "anchor")
-    lt, mt = _curve(rate_test, metric_test, "test")
-    lo, hi = _overlap(ma, mt, "metric")
-    ia = _integral(ma, la, lo, hi, method, "the anchor curve")
-    it = _integral(mt, lt, lo, hi, method, "the test curve")
-    return (math.exp((it - ia) / (hi - lo)) - 1.0) * 100.0
+    (la, ma), (lt, mt) = _curves((rate_anchor, metric_anchor), (rate_test, metric_test), method, names)
+    gap = _average_gap((ma, la), (mt, lt), method, "metric", names)
+    try:
+        return _finite((math.exp(gap) - 1.0) * 100.0, "the BD-rate")
+    except OverflowError:
+        raise ValueError(
+            f"BD-rate out of range: the test curve needs about e^{gap:.4g} times the anchor's rate, "
+            "beyond floating point"
+        ) from None
 
 
 def bd_metric(
@@ -163,6 +222,7 @@ def bd_metric(
     rate_test: Sequence[float],
     metric_test: Sequence[float],
     method: str = "pchip",
+    names: Names = _NAMES,
 ) -> float:
     """BD-metric (e.g. BD-PSNR, BD-top-1) of the test curve against the anchor.
 
@@ -172,16 +232,16 @@ def bd_metric(
         rate_test: test rates.
         metric_test: test metric values.
         method: ``"pchip"`` (default) or ``"cubic"``.
+        names: what the messages call the anchor and the test curve (their files).
 
     Returns:
         Average metric difference (test - anchor) at equal rate, in the metric's unit.
+
+    Raises:
+        ValueError: no BD-metric exists; the message says why (as for :func:`bd_rate`).
     """
-    la, ma = _curve(rate_anchor, metric_anchor, "anchor")
-    lt, mt = _curve(rate_test, metric_test, "test")
-    lo, hi = _overlap(la, lt, "log-rate")
-    ia = _integral(la, ma, lo, hi, method, "the anchor curve")
-    it = _integral(lt, mt, lo, hi, method, "the test curve")
-    return (it - ia) / (hi - lo)
+    (la, ma), (lt, mt) = _curves((rate_anchor, metric_anchor), (rate_test, metric_test), method, names)
+    return _average_gap((la, ma), (lt, mt), method, "log-rate", names)
 
 
 def falling_steps(rate: Sequence[float], metric: Sequence[float]) -> List[Tuple[float, float, float, float]]:
@@ -206,30 +266,41 @@ def warn_of_falling_curves(curves: Sequence[Mapping[str, Any]], metric: str) -> 
     falling = []
     for curve in curves:
         name = str(curve.get("name", "?"))
-        steps = falling_steps(curve_values(curve, "bpp", name), curve_values(curve, metric, name))
+        steps = falling_steps(curve_values(curve, "bpp"), curve_values(curve, metric))
         if steps:
             falling.append(name)
             shown = "; ".join(f"{m0:g} at {r0:g} bpp to {m1:g} at {r1:g} bpp" for r0, m0, r1, m1 in steps[:3])
             more = and_more(steps, 3)
             logger.warning(
                 "%s: %s falls as the rate rises (%s%s); BD-rate assumes a rising curve, so its value is unreliable",
-                name,
-                metric,
+                printable(name, 80),
+                printable(metric, 40),
                 shown,
                 more,
             )
     return falling
 
 
-def curve_bd_rate(anchor: Mapping[str, Any], test: Mapping[str, Any], metric: str) -> Optional[float]:
-    """BD-rate (pchip, %) of two loaded curve files on ``metric``; ``None`` where their
-    metric ranges do not overlap (or a curve has too few points)."""
-    try:
-        return bd_rate(
-            curve_values(anchor, "bpp"),
-            curve_values(anchor, metric),
-            curve_values(test, "bpp"),
-            curve_values(test, metric),
-        )
-    except ValueError:
-        return None
+def curve_points(curve: Mapping[str, Any], metric: str) -> Tuple[List[float], List[float]]:
+    """The rates and ``metric`` values of a loaded curve file, for BD.
+
+    Raises:
+        ValueError: the curve lacks the metric, or a point has no value (the message
+            names the file and the point).
+    """
+    missing = missing_values(curve, [metric])
+    if missing:
+        raise ValueError(f"{curve_source(curve)}: {missing[0]}{and_more(missing, 1)}; BD needs every point")
+    return curve_values(curve, "bpp"), curve_values(curve, metric)
+
+
+def curve_bd_rate(anchor: Mapping[str, Any], test: Mapping[str, Any], metric: str, method: str = "pchip") -> float:
+    """BD-rate (%) of two loaded curve files on ``metric``.
+
+    Raises:
+        ValueError: why there is none (no common range, too few points, a point without
+            a value...), naming the files.
+    """
+    ra, ma = curve_points(anchor, metric)
+    rt, mt = curve_points(test, metric)
+    return bd_rate(ra, ma, rt, mt, method, names=(curve_source(anchor), curve_source(test)))

@@ -12,13 +12,21 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from ..console import print_error, printer, setup_logging
+from ..console import and_more, print_error, printer, setup_logging
 from ..fileio import check_writable_folder
-from .bd import LOW_OVERLAP, bd_metric, bd_rate, overlap_share, warn_of_falling_curves
-from .plot import plot_curves, plot_format
-from .results import atomic_write_text, curve_values, load_curve, write_json
+from ..filekinds import file_identity, regular_file_problem
+from .bd import LOW_OVERLAP, bd_metric, bd_rate, curve_points, overlap_share, warn_of_falling_curves
+from .plot import DPI_RANGE, check_dpi, plot_curves, plot_format
+from .results import (
+    atomic_write_text,
+    check_comparable,
+    curve_source,
+    load_curve,
+    printable,
+    write_json,
+)
 from .table import TableFormat, cross_model_table, render
 
 __all__ = [
@@ -33,11 +41,37 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def _check_output(output: Path, inputs: Sequence[Path], force: bool, option: str) -> None:
+    """Refuse, before anything is read, an output that is one of the inputs (even with
+    ``--force``), that is not a regular file, or that exists without ``--force``."""
+    if not output.exists():
+        return
+    problem = regular_file_problem(output)
+    if problem:
+        raise ValueError(f"{printable(output)}: {problem}; choose another {option}")
+    identity = file_identity(output)
+    for path in inputs:
+        try:
+            same = file_identity(path) == identity
+        except (OSError, ValueError):  # missing inputs are reported when they are read
+            same = False
+        if same:
+            raise ValueError(
+                f"{printable(output)} is one of the inputs and would be overwritten; choose another {option}"
+            )
+    if not force:
+        raise ValueError(f"{printable(output)} exists; pass --force to overwrite it")
+
+
+def _add_force(parser: argparse.ArgumentParser, option: str) -> None:
+    parser.add_argument("--force", action="store_true", help=f"overwrite an existing {option} file")
+
+
 # ---------------------------------------------------------------------------- compare
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``compressai-transtic compare``."""
-    parser.description = (
-        "Bjontegaard deltas of curves against an anchor: BD-rate (%% rate change at equal "
+    parser.description = (  # not %-formatted: argparse formats the help of arguments only
+        "Bjontegaard deltas of curves against an anchor: BD-rate (% rate change at equal "
         "metric; negative = savings) and BD-metric (metric change at equal rate)."
     )
     parser.add_argument("anchor", type=Path, help="anchor curve (JSON results file)")
@@ -50,6 +84,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="interpolation: pchip (piecewise cubic, default) or cubic (polynomial fit, VCEG-M33)",
     )
     parser.add_argument("--json", type=Path, help="also write the deltas to this JSON file")
+    _add_force(parser, "--json")
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -57,37 +92,17 @@ def run_compare(args: argparse.Namespace) -> int:
     try:
         if args.json:
             check_writable_folder(args.json.parent, "--json")
+            _check_output(args.json, [args.anchor, *args.tests], args.force, "--json")
         anchor = load_curve(args.anchor)
         tests = [load_curve(p) for p in args.tests]
     except (OSError, ValueError) as err:
         return print_error(str(err))
     random_weights = bool(anchor.get("random_weights")) or any(t.get("random_weights") for t in tests)
     setup_logging(0, random_weights)
-    out = printer(random_weights)
-    metric = args.metric or anchor.get("primary_metric") or "psnr-rgb"
-    unit = (anchor.get("units") or {}).get(metric, "")
-    unit = "percentage points" if unit == "%" else unit
-    rows: List[Dict[str, Any]] = []
-    failed: List[str] = []
     try:
-        ra, ma = curve_values(anchor, "bpp", args.anchor), curve_values(anchor, metric, args.anchor)
-        anchor_falls = bool(warn_of_falling_curves([anchor], metric))
-        for path, test in zip(args.tests, tests):
-            rt, mt = curve_values(test, "bpp", path), curve_values(test, metric, path)
-            row = {"anchor": str(args.anchor), "test": str(path), "metric": metric, "method": args.method}
-            row.update(_deltas(ra, ma, rt, mt, args.method), bd_metric_unit=unit)
-            row["falling"] = {"anchor": anchor_falls, "test": bool(warn_of_falling_curves([test], metric))}
-            rows.append(row)
-            if row["bd_rate"] is None and row["bd_metric"] is None:
-                failed.append(f"{path} vs {args.anchor}: {row['bd_rate_error']}")
-                continue
-            out(
-                f"{test.get('name', path)} vs {anchor.get('name', args.anchor)} ({metric}, {args.method}): "
-                + _delta_text(row, "bd_rate", "BD-rate", "+.2f", " %")
-                + ", "
-                + _delta_text(row, "bd_metric", f"BD-{metric}", "+.3f", f" {unit}" if unit else "")
-            )
-            _warn_of_low_overlap(row, path, args.anchor)
+        metric = args.metric or anchor.get("primary_metric") or "psnr-rgb"
+        check_comparable([anchor, *tests], [metric])
+        rows, failed = _compare_all(args, anchor, tests, metric, printer(random_weights))
     except ValueError as err:
         return print_error(str(err), random_weights)
     if args.json:
@@ -95,20 +110,62 @@ def run_compare(args: argparse.Namespace) -> int:
             write_json(args.json, {"random_weights": random_weights, "comparisons": rows})
         except OSError as err:  # OutputError: names the file
             return print_error(str(err), random_weights)
-        out(f"wrote {args.json}")
+        printer(random_weights)(f"wrote {printable(args.json)}")
     for message in failed:  # the other curves were compared; these could not be
         print_error(message, random_weights)
     return 2 if failed else 0
 
 
-def _deltas(ra: Any, ma: Any, rt: Any, mt: Any, method: str) -> Dict[str, Any]:
+def _compare_all(
+    args: argparse.Namespace, anchor: Mapping[str, Any], tests: Sequence[Mapping[str, Any]], metric: str, out: Any
+) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Each test curve against the anchor: the rows of the JSON, and the failures."""
+    unit = (anchor.get("units") or {}).get(metric, "")
+    unit = "percentage points" if unit == "%" else unit
+    rows: List[Dict[str, Any]] = []
+    failed: List[str] = []
+    ra, ma = curve_points(anchor, metric)
+    anchor_falls = bool(warn_of_falling_curves([anchor], metric))
+    for path, test in zip(args.tests, tests):
+        row: Dict[str, Any] = {"anchor": str(args.anchor), "test": str(path), "metric": metric, "method": args.method}
+        row.update(_test_deltas(anchor, test, ra, ma, metric, args.method), bd_metric_unit=unit)
+        row["falling"] = {"anchor": anchor_falls, "test": bool(warn_of_falling_curves([test], metric))}
+        rows.append(row)
+        if row["bd_rate"] is None and row["bd_metric"] is None:
+            failed.append(f"{printable(path)} vs {printable(args.anchor)}: {row['bd_rate_error']}")
+            continue
+        shown_metric = printable(metric, 40)
+        out(
+            f"{printable(test.get('name', path), 80)} vs {printable(anchor.get('name', args.anchor), 80)} "
+            f"({shown_metric}, {args.method}): "
+            + _delta_text(row, "bd_rate", "BD-rate", "+.2f", " %")
+            + ", "
+            + _delta_text(row, "bd_metric", f"BD-{shown_metric}", "+.3f", f" {printable(unit, 40)}" if unit else "")
+        )
+        _warn_of_low_overlap(row, path, args.anchor)
+    return rows, failed
+
+
+def _test_deltas(
+    anchor: Mapping[str, Any], test: Mapping[str, Any], ra: Any, ma: Any, metric: str, method: str
+) -> Dict[str, Any]:
+    """:func:`_deltas` of one test curve, or both deltas ``None`` with the reason its
+    points cannot be used (a point without a value)."""
+    try:
+        rt, mt = curve_points(test, metric)
+    except ValueError as err:
+        return {"bd_rate": None, "bd_rate_error": str(err), "bd_metric": None, "bd_metric_error": str(err)}
+    return _deltas(ra, ma, rt, mt, method, names=(curve_source(anchor), curve_source(test)))
+
+
+def _deltas(ra: Any, ma: Any, rt: Any, mt: Any, method: str, names: Tuple[str, str]) -> Dict[str, Any]:
     """BD-rate and BD-metric of a test curve against the anchor, with the share of the
     range they have in common. BD-rate needs the curves to share metric values,
     BD-metric rates: each one that exists is given, the other as ``None`` with its reason."""
     deltas: Dict[str, Any] = {}
     for key, delta_of, axis in (("bd_rate", bd_rate, "metric"), ("bd_metric", bd_metric, "rate")):
         try:
-            deltas[key] = delta_of(ra, ma, rt, mt, method=method)
+            deltas[key] = delta_of(ra, ma, rt, mt, method=method, names=names)
             deltas[f"{key}_overlap"] = overlap_share(ra, ma, rt, mt, axis)
         except ValueError as err:
             deltas[key], deltas[f"{key}_error"] = None, str(err)
@@ -122,7 +179,12 @@ def _warn_of_low_overlap(row: Dict[str, Any], path: Path, anchor: Path) -> None:
         if row.get(key + "_overlap", 1.0) < LOW_OVERLAP
     ]
     if low:
-        logger.warning("%s and %s share only %s: the delta extrapolates the rest", path, anchor, " and ".join(low))
+        logger.warning(
+            "%s and %s share only %s: the delta extrapolates the rest",
+            printable(path),
+            printable(anchor),
+            " and ".join(low),
+        )
 
 
 def _delta_text(row: Dict[str, Any], key: str, name: str, fmt: str, unit: str) -> str:
@@ -132,12 +194,24 @@ def _delta_text(row: Dict[str, Any], key: str, name: str, fmt: str, unit: str) -
 
 
 # ---------------------------------------------------------------------------- plot
+def _dpi(text: str) -> int:
+    """``--dpi``: an integer in :data:`~.plot.DPI_RANGE`."""
+    try:
+        return check_dpi(int(text))
+    except ValueError:
+        low, high = DPI_RANGE
+        raise argparse.ArgumentTypeError(
+            f"'{printable(text, 40)}' is not a resolution: give an integer from {low} to {high}"
+        ) from None
+
+
 def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``compressai-transtic plot``."""
     parser.description = "Plot rate (bpp) against a metric for several result files (PNG, PDF or SVG)."
     parser.add_argument("files", type=Path, nargs="+", help="curve files (JSON results)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="file to write: .png, .pdf or .svg")
-    parser.add_argument("--dpi", type=int, default=150, help="resolution of PNG output (default 150)")
+    low, high = DPI_RANGE
+    parser.add_argument("--dpi", type=_dpi, default=150, help=f"resolution of PNG output: {low} to {high}, default 150")
     parser.add_argument("--metric", help="metric (default: the first file's primary metric, else psnr-rgb)")
     parser.add_argument("--title", help="plot title")
     parser.add_argument("--no-reference", action="store_true", help="do not draw the uncompressed reference")
@@ -146,6 +220,7 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="annotate each curve after the first with its BD-rate against the first one",
     )
+    _add_force(parser, "-o")
 
 
 def run_plot(args: argparse.Namespace) -> int:
@@ -154,6 +229,7 @@ def run_plot(args: argparse.Namespace) -> int:
     try:
         plot_format(args.output)  # before reading anything
         check_writable_folder(args.output.parent, "plot")
+        _check_output(args.output, args.files, args.force, "-o")
         curves = [load_curve(p) for p in args.files]
         random_weights = any(c.get("random_weights") for c in curves)
         setup_logging(0, random_weights)
@@ -168,7 +244,7 @@ def run_plot(args: argparse.Namespace) -> int:
         )
     except (OSError, ValueError) as err:
         return print_error(str(err), random_weights)
-    printer(random_weights)(f"wrote {path}")
+    printer(random_weights)(f"wrote {printable(path)}")
     return 0
 
 
@@ -181,7 +257,9 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("files", type=Path, nargs="+", help="curve files (JSON results); the first is the anchor")
     parser.add_argument(
-        "--metric", nargs="+", help="metric columns (default: the first file's primary metric, then psnr-rgb)"
+        "--metric",
+        nargs="+",
+        help="metric columns (default: the first file's primary metric, then psnr-rgb where every file has it)",
     )
     parser.add_argument(
         "--format",
@@ -191,6 +269,7 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="write the table to this file (default: print it)")
     parser.add_argument("--caption", default="", help="table caption")
     parser.add_argument("--no-bd-rate", action="store_true", help="leave out the BD-rate column")
+    _add_force(parser, "-o")
 
 
 def run_table(args: argparse.Namespace) -> int:
@@ -201,13 +280,12 @@ def run_table(args: argparse.Namespace) -> int:
         if args.output is not None:
             fmt = fmt or TableFormat.from_suffix(args.output.suffix)
             check_writable_folder(args.output.parent, "table")
+            _check_output(args.output, args.files, args.force, "-o")
         curves = [load_curve(p) for p in args.files]
         random_weights = any(c.get("random_weights") for c in curves)
         setup_logging(0, random_weights)
-        first = curves[0].get("primary_metric")
-        metrics = args.metric or list(dict.fromkeys(m for m in (first, "psnr-rgb") if m))
         text = render(
-            cross_model_table(curves, metrics, bd=not args.no_bd_rate),
+            cross_model_table(curves, args.metric or _default_metrics(curves), bd=not args.no_bd_rate),
             fmt or TableFormat.MARKDOWN,
             caption=(("RANDOM WEIGHTS: not meaningful. " if random_weights else "") + args.caption).strip(),
         )
@@ -218,5 +296,22 @@ def run_table(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        printer(random_weights)(f"wrote {args.output}")
+        printer(random_weights)(f"wrote {printable(args.output)}")
     return 0
+
+
+def _default_metrics(curves: Sequence[Mapping[str, Any]]) -> List[str]:
+    """The first file's primary metric, then ``psnr-rgb`` where every file holds it
+    (left out with a warning naming the files that do not)."""
+    first = curves[0].get("primary_metric")
+    metrics = [first] if first else []
+    if "psnr-rgb" not in metrics:
+        lacking = [curve_source(c) for c in curves if "psnr-rgb" not in c["results"]]
+        if not lacking:
+            metrics.append("psnr-rgb")
+        elif metrics:
+            shown = ", ".join(lacking[:3]) + and_more(lacking, 3)
+            logger.warning("the psnr-rgb column is left out: %s has no psnr-rgb (ask for it with --metric)", shown)
+        else:
+            raise ValueError(f"{curve_source(curves[0])} names no primary_metric; choose the columns with --metric")
+    return metrics

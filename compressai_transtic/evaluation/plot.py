@@ -9,9 +9,19 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .bd import curve_bd_rate, warn_of_falling_curves
-from .results import atomic_write_bytes, axis_label, curve_values, load_curve, metric_title
+from .results import (
+    atomic_write_bytes,
+    axis_label,
+    check_comparable,
+    curve_source,
+    curve_values,
+    load_curve,
+    metric_title,
+    printable,
+    warn_of_missing_values,
+)
 
-__all__ = ["FORMATS", "axis_label", "plot_curves", "plot_format"]
+__all__ = ["DPI_RANGE", "FORMATS", "axis_label", "check_dpi", "plot_curves", "plot_format"]
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +30,37 @@ FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 #: one marker and line style per curve, so curves stay apart in print and in grey
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _LINES = ("-", "--", "-.", ":")
+#: the resolutions a plot may have: at 1200 dpi a figure is 7680 x 5760 pixels
+DPI_RANGE = (10, 1200)
+#: the figure's size in inches
+_FIGSIZE = (6.4, 4.8)
+
+
+def check_dpi(dpi: object) -> int:
+    """``dpi`` when it is an integer in :data:`DPI_RANGE`.
+
+    Raises:
+        ValueError: anything else (the message names the ``--dpi`` option).
+    """
+    low, high = DPI_RANGE
+    if not isinstance(dpi, int) or isinstance(dpi, bool) or not low <= dpi <= high:
+        raise ValueError(
+            f"--dpi {printable(dpi, 40)}: the resolution must be an integer from {low} to {high} "
+            f"(at {high} dpi the plot is {round(_FIGSIZE[0] * high)} x {round(_FIGSIZE[1] * high)} pixels)"
+        )
+    return dpi
+
+
+def _text(text: object) -> str:
+    """User text for a label or title: escaped (control characters, lone surrogates)
+    and with ``$`` shown as such rather than starting matplotlib's math mode."""
+    return printable(text).replace("$", r"\$")
+
+
+def _legend_label(text: object) -> str:
+    """A legend entry: matplotlib hides labels that start with ``_``, so they get a space."""
+    label = _text(text)
+    return " " + label if label.startswith("_") else label
 
 
 def plot_format(output: Union[str, Path]) -> str:
@@ -48,6 +89,8 @@ def plot_curves(
 
     Curves with random weights are labelled "[RANDOM WEIGHTS]"; the uncompressed
     reference accuracy of each distinct task network is drawn as a dashed line.
+    Names and titles are drawn as written (``$`` does not start math mode); points
+    without a value are left out, with a warning naming the file and the point.
 
     Args:
         curves: curve files (or their loaded contents).
@@ -56,29 +99,34 @@ def plot_curves(
             ``psnr-rgb`` for files without one).
         title: plot title (default: the task names and the metric).
         show_reference: draw the uncompressed reference lines.
-        dpi: resolution of PNG output.
+        dpi: resolution of PNG output, an integer in :data:`DPI_RANGE`.
         bd_rate_against_first: add to each other curve's legend entry its BD-rate
-            (pchip) against the first curve on this metric, where they overlap.
+            (pchip) against the first curve on this metric, or why there is none.
+
+    Raises:
+        ValueError: a bad ``dpi`` or extension, a curve without ``metric``, or curves
+            whose unit of ``metric`` or rate averaging differs from the first's.
     """
     from matplotlib.figure import Figure  # no pyplot: renders with Agg, leaves the user's backend alone
 
     fmt = plot_format(output)
+    check_dpi(dpi)
     loaded: List[Mapping[str, Any]] = [c if isinstance(c, Mapping) else load_curve(c) for c in curves]
-    names = [str(c) if not isinstance(c, Mapping) else c.get("name", "?") for c in curves]
     if not loaded:
         raise ValueError("nothing to plot: no curve files given")
     metric = metric or loaded[0].get("primary_metric") or "psnr-rgb"
-    fig = Figure(figsize=(6.4, 4.8), dpi=dpi)
+    check_comparable(loaded, [metric])
+    fig = Figure(figsize=_FIGSIZE, dpi=dpi)
     ax = fig.add_subplot(1, 1, 1)
-    references = _draw_curves(ax, loaded, names, metric, bd_rate_against_first)
+    references = _draw_curves(ax, loaded, metric, bd_rate_against_first)
     if show_reference:
         _draw_references(ax, references)
-    ax.set_xlabel(axis_label("bpp"))
-    ax.set_ylabel(axis_label(metric, loaded[0]))
+    ax.set_xlabel(_text(axis_label("bpp")))
+    ax.set_ylabel(_text(axis_label(metric, loaded[0])))
     tasks = sorted({str(c["task"]) for c in loaded if c.get("task")})
     default_title = f"{metric_title(metric)} vs rate" + (f" ({', '.join(tasks)})" if tasks else "")
     any_random = any(c.get("random_weights") for c in loaded)
-    ax.set_title((title or default_title) + ("\nRANDOM WEIGHTS: not meaningful" if any_random else ""))
+    ax.set_title(_text(title or default_title) + ("\nRANDOM WEIGHTS: not meaningful" if any_random else ""))
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
@@ -90,17 +138,18 @@ def plot_curves(
 
 
 def _draw_curves(
-    ax: Any, curves: Sequence[Mapping[str, Any]], names: Sequence[str], metric: str, bd_rate_against_first: bool
+    ax: Any, curves: Sequence[Mapping[str, Any]], metric: str, bd_rate_against_first: bool
 ) -> List[Tuple[float, Any, bool]]:
-    """One line per curve (its points sorted by rate, non-finite ones left out); returns
-    the distinct uncompressed references ``(value, task, random)``, in order of appearance."""
+    """One line per curve (its points sorted by rate; points without a value are left
+    out, with a warning); returns the distinct uncompressed references ``(value, task,
+    random)``, in order of appearance."""
     references: Dict[Tuple[float, Any, bool], None] = {}
-    for i, (curve, source) in enumerate(zip(curves, names)):
-        ys = curve_values(curve, metric, source)
-        xs = [math.nan if v is None else float(v) for v in curve["results"]["bpp"]]
+    for i, curve in enumerate(curves):
+        ys = curve_values(curve, metric)
+        xs = curve_values(curve, "bpp")
         points = sorted((x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y))
         random = bool(curve.get("random_weights"))
-        label = str(curve.get("name", source)) + (" [RANDOM WEIGHTS]" if random else "")
+        label = str(curve.get("name", "?")) + (" [RANDOM WEIGHTS]" if random else "")
         if bd_rate_against_first and i > 0:
             label += _bd_note(curves[0], curve, metric)
         ax.plot(
@@ -108,11 +157,12 @@ def _draw_curves(
             [p[1] for p in points],
             marker=_MARKERS[i % len(_MARKERS)],
             linestyle=_LINES[i % len(_LINES)],
-            label=label,
+            label=_legend_label(label),
         )
         ref = (curve.get("reference") or {}).get(metric)
         if ref is not None and math.isfinite(float(ref)):
             references.setdefault((round(float(ref), 6), curve.get("task"), random), None)
+    warn_of_missing_values(curves, [metric], "is left out of the plot")
     if bd_rate_against_first:
         warn_of_falling_curves(curves, metric)
     return list(references)
@@ -121,7 +171,7 @@ def _draw_curves(
 def _draw_references(ax: Any, references: Sequence[Tuple[float, Any, bool]]) -> None:
     """A dashed horizontal line per uncompressed reference (one per task network)."""
     for j, (value, task, random) in enumerate(references):
-        label = f"uncompressed ({task})" if task else "uncompressed"
+        label = f"uncompressed ({_text(task)})" if task else "uncompressed"
         ax.axhline(
             value,
             color="0.35",
@@ -132,8 +182,12 @@ def _draw_references(ax: Any, references: Sequence[Tuple[float, Any, bool]]) -> 
 
 
 def _bd_note(anchor: Mapping[str, Any], curve: Mapping[str, Any], metric: str) -> str:
-    """`` (BD-rate -12.3 % vs anchor)``, or why there is none."""
-    value = curve_bd_rate(anchor, curve, metric)
-    if value is None:
-        return " (no BD-rate: no common range of the metric)"
-    return f" (BD-rate {value:+.1f} % vs {anchor.get('name', 'first')})"
+    """`` (BD-rate -12.3 % vs anchor)``, or why there is none (in full on stderr)."""
+    try:
+        value = curve_bd_rate(anchor, curve, metric)
+    except ValueError as err:
+        source, first = curve_source(curve), curve_source(anchor)
+        logger.warning("no BD-rate for %s against %s: %s", source, first, err)
+        reason = str(err).replace(source, "this curve").replace(first, "the first curve")
+        return f" (no BD-rate: {printable(reason, 80)})"
+    return f" (BD-rate {value:+.1f} % vs {printable(anchor.get('name', 'first'), 40)})"

@@ -19,6 +19,12 @@ A curve file holds one codec curve on one task::
 ``name``, ``description`` and ``results`` (lists, one entry per rate point, ``bpp``
 included) follow ``compressai.utils.eval_model``, so CompressAI's plotting tool reads
 these files too. ``reference`` holds the task metrics on uncompressed images.
+
+:func:`load_curve` reads only a regular file of at most :data:`MAX_CURVE_BYTES` and
+refuses a key given twice in one object. Text from a file (names, keys) goes into
+messages through :func:`printable` / :func:`quoted`: shortened, with terminal control
+characters escaped. :func:`check_comparable` refuses curves measured differently from
+the first (another unit of the metric, another rate averaging).
 """
 
 from __future__ import annotations
@@ -26,26 +32,41 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
+import os
 import re
+import stat
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..console import shorten
+from ..console import and_more, shorten
 from ..fileio import atomic_write_bytes, atomic_write_text
+from ..filekinds import mode_kind, regular_file_problem
 from .records import as_number
 
 __all__ = [
+    "MAX_CURVE_BYTES",
+    "CurveFile",
     "atomic_write_bytes",
     "atomic_write_text",
     "axis_label",
+    "check_comparable",
+    "curve_source",
     "curve_values",
     "load_curve",
     "metric_title",
+    "missing_values",
+    "point_name",
+    "printable",
+    "quoted",
     "to_json_value",
+    "warn_of_missing_values",
     "write_csv",
     "write_json",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def to_json_value(value: Any) -> Any:
@@ -76,49 +97,140 @@ def write_csv(path: Union[str, Path], rows: Sequence[Mapping[str, Any]], columns
     return atomic_write_text(path, buffer.getvalue())
 
 
-def load_curve(path: Union[str, Path]) -> Dict[str, Any]:
+#: the largest curve file read: 300,000 points take a few MB
+MAX_CURVE_BYTES = 64 << 20
+#: characters printed as escapes: terminal controls (Unicode category Cc) and the lone
+#: surrogates that stand for undecodable bytes in file names (category Cs)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+class CurveFile(Dict[str, Any]):
+    """A loaded curve file: its fields, and in :attr:`path` the file they came from."""
+
+    path: Optional[Path] = None
+
+
+def printable(text: Any, limit: Optional[int] = None) -> str:
+    """``str(text)``, cut to ``limit`` characters when given, with terminal control
+    characters and lone surrogates written as escapes (``\\x1b``, ``\\n``, ``\\udcff``)."""
+    text = shorten(str(text), limit) if limit else str(text)
+    return _UNPRINTABLE.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+def quoted(text: Any, limit: int = 40) -> str:
+    """A name or key from a file for a message: shortened, escaped, in quotes."""
+    return f"'{printable(text, limit)}'"
+
+
+def curve_source(curve: Mapping[str, Any]) -> str:
+    """The file a loaded curve came from (else its name in quotes), for messages."""
+    path = getattr(curve, "path", None)
+    return printable(path) if path is not None else f"curve {quoted(curve.get('name', '?'), 60)}"
+
+
+def load_curve(path: Union[str, Path]) -> CurveFile:
     """Read a curve file (ours or ``compressai.utils.eval_model``'s) and check its shape.
 
     Raises:
-        ValueError: not a JSON object with ``results`` lists of equal length including
-            ``bpp``, or a field of the wrong type (the message names the file and field).
+        ValueError: not a regular file of at most :data:`MAX_CURVE_BYTES`, not a JSON
+            object with ``results`` lists of equal length including ``bpp``, a key given
+            twice, or a field of the wrong type (the message names the file and field).
     """
     path = Path(path)
+    where = printable(path)
+    raw = _read_curve_bytes(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except _DuplicateKey as err:
+        raise ValueError(
+            f"{where}: the key {quoted(err.args[0])} is given twice in one object; give each field once"
+        ) from None
     except (ValueError, RecursionError) as err:  # not JSON (or not UTF-8), nested too deep, too many digits
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+        raise ValueError(f"{where} is not valid JSON: {err}") from None
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, dict) or "bpp" not in results:
-        raise ValueError(f"{path} is not a results file: expected an object with a 'results' mapping holding 'bpp'")
-    problem = _curve_problem(data)
+        raise ValueError(f"{where} is not a results file: expected an object with a 'results' mapping holding 'bpp'")
+    problem = _curve_problem(data) or _length_problem(results)
     if problem:
-        raise ValueError(f"{path}: {problem}")
-    lengths = {k: len(v) for k, v in results.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"{path}: the result lists have different lengths {lengths}")
-    data.setdefault("name", path.stem)
+        raise ValueError(f"{where}: {problem}")
+    curve = CurveFile(data)
+    curve.setdefault("name", path.stem)
+    curve.path = path
+    return curve
+
+
+def _read_curve_bytes(path: Path) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_CURVE_BYTES` (never blocks on a FIFO)."""
+    problem = regular_file_problem(path)
+    if problem:
+        raise ValueError(f"{printable(path)}: {problem}")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as f:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):  # replaced since it was looked at
+                raise ValueError(f"{printable(path)}: {mode_kind(status.st_mode)}, not a regular file")
+            if status.st_size > MAX_CURVE_BYTES:
+                raise _too_big(path, status.st_size)
+            data = f.read(MAX_CURVE_BYTES + 1)  # one byte more tells a file that grew past the limit
+    except OSError as err:
+        raise ValueError(f"{printable(path)}: cannot be read: {err.strerror or err}") from None
+    if len(data) > MAX_CURVE_BYTES:
+        raise _too_big(path, len(data))
     return data
+
+
+def _too_big(path: Path, size: int) -> ValueError:
+    return ValueError(
+        f"{printable(path)}: {size} bytes, more than the {MAX_CURVE_BYTES} bytes "
+        f"({MAX_CURVE_BYTES >> 20} MiB) a curve file may hold; is it a curve file?"
+    )
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object that gives a key twice (``args[0]``: the key)."""
+
+
+def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    """``object_pairs_hook``: an object's keys as a dict, refusing a key given twice."""
+    obj: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
 
 
 def _is_number(value: Any) -> bool:
     return as_number(value) is not None
 
 
+def _length_problem(results: Mapping[str, Any]) -> Optional[str]:
+    """The first result list whose length differs from ``bpp``'s, in words, or ``None``."""
+    count = len(results["bpp"])
+    for key, values in results.items():
+        if len(values) != count:
+            return (
+                f"results[{quoted(key)}] has {len(values)} value(s) but results['bpp'] has {count}; "
+                "every result list needs one value per rate point"
+            )
+    return None
+
+
 def _curve_problem(data: Mapping[str, Any]) -> Optional[str]:
     """What is wrong with the fields of a curve file, or ``None``."""
     for key, values in data["results"].items():
         if not isinstance(values, list):
-            return f"results[{key!r}] is a {type(values).__name__}, not a list"
+            return f"results[{quoted(key)}] is a {type(values).__name__}, not a list"
         wanted, test = ("integers", lambda v: isinstance(v, int)) if key == "quality" else ("numbers", _is_number)
         bad = [v for v in values if v is not None and (isinstance(v, bool) or not test(v))]
         if bad:
-            return f"results[{key!r}] holds {shorten(str(bad[0]), 40)!r}; expected {wanted} or null"
+            return f"results[{quoted(key)}] holds {quoted(str(bad[0]))}; expected {wanted} or null"
     for key in ("name", "description", "task", "primary_metric", "rate_average"):
         if key in data and not isinstance(data[key], str):
             return f"{key!r} is a {type(data[key]).__name__}, not a string"
     if "random_weights" in data and not isinstance(data["random_weights"], bool):
-        return f"'random_weights' is {data['random_weights']!r}, not true or false"
+        return f"'random_weights' is {printable(repr(data['random_weights']), 60)}, not true or false"
     for key, check, wanted in (
         ("units", lambda v: isinstance(v, str), "a string"),
         ("reference", _is_number, "a number"),
@@ -128,7 +240,7 @@ def _curve_problem(data: Mapping[str, Any]) -> Optional[str]:
             return f"{key!r} is a {type(table).__name__}, not an object"
         bad_keys = [k for k, v in table.items() if not (check(v) or (key == "reference" and v is None))]
         if bad_keys:
-            return f"{key}[{bad_keys[0]!r}] is not {wanted}"
+            return f"{key}[{quoted(bad_keys[0])}] is not {wanted}"
     names = data.get("metric_names", [])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         return "'metric_names' is not a list of strings"
@@ -136,11 +248,95 @@ def _curve_problem(data: Mapping[str, Any]) -> Optional[str]:
 
 
 def curve_values(curve: Mapping[str, Any], metric: str, path: Union[str, Path] = "") -> List[float]:
-    """The values of ``metric`` in a curve (``None`` -> NaN), or a clear error."""
+    """The values of ``metric`` in a curve (``None`` -> NaN), or a clear error naming
+    ``path`` (default: the file the curve came from)."""
     results = curve["results"]
     if metric not in results:
-        raise ValueError(f"{path or curve.get('name')}: no metric {metric!r}; available: {', '.join(sorted(results))}")
+        keys = sorted(results)
+        available = ", ".join(quoted(k) for k in keys[:12]) + and_more(keys, 12)
+        where = printable(path) if path else curve_source(curve)
+        raise ValueError(f"{where}: no metric {quoted(metric)}; available: {available}")
     return [math.nan if v is None else float(v) for v in results[metric]]
+
+
+def point_name(curve: Mapping[str, Any], index: int) -> str:
+    """``the point of quality 3``, or ``point 2 of 4`` where the curve has no quality."""
+    qualities = curve["results"].get("quality") or []
+    quality = qualities[index] if index < len(qualities) else None
+    if quality is not None:
+        return f"the point of quality {quality}"
+    return f"point {index + 1} of {len(curve['results']['bpp'])}"
+
+
+def missing_values(curve: Mapping[str, Any], metrics: Sequence[str]) -> List[str]:
+    """Each point without a finite value of ``bpp`` or of one of ``metrics``, in words
+    (``the point of quality 2 has no top1 value (null)``, ``point 3 of 4 has bpp = nan``); metrics the curve lacks are
+    left to :func:`curve_values`."""
+    results = curve["results"]
+    columns = [m for m in dict.fromkeys(["bpp", *metrics]) if m in results]
+    found = []
+    for index in range(len(results["bpp"])):
+        for metric in columns:
+            value = results[metric][index]
+            if value is None or not math.isfinite(float(value)):
+                name = printable(metric, 40)
+                shown = f"no {name} value (null)" if value is None else f"{name} = {value}"
+                found.append(f"{point_name(curve, index)} has {shown}")
+                break
+    return found
+
+
+def warn_of_missing_values(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str], what: str) -> None:
+    """Log a warning naming the file for each curve with points that ``what`` (``is
+    left out of the plot``) for lack of a value, and for each curve without points."""
+    for curve in curves:
+        missing = missing_values(curve, metrics)
+        if not curve["results"]["bpp"]:
+            logger.warning("%s: the curve has no points; it %s", curve_source(curve), what)
+        elif missing:
+            shown = "; ".join(missing[:3]) + and_more(missing, 3)
+            logger.warning("%s: %s; such a point %s", curve_source(curve), shown, what)
+
+
+def check_comparable(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> None:
+    """Refuse curves whose unit of one of ``metrics`` or whose rate averaging differs from
+    the first curve's (the anchor's); warn of a curve of another task.
+
+    Raises:
+        ValueError: naming both files and the field that differs.
+    """
+    anchor = curves[0]
+    for curve in curves[1:]:
+        differ = [
+            (f"units[{quoted(m)}]", _unit_text(m, curve), _unit_text(m, anchor))
+            for m in metrics
+            if m in curve["results"] and m in anchor["results"] and metric_unit(m, curve) != metric_unit(m, anchor)
+        ]
+        if curve.get("rate_average", "image") != anchor.get("rate_average", "image"):
+            differ.append(("'rate_average'", _rate_text(curve), _rate_text(anchor)))
+        if differ:
+            field, mine, theirs = differ[0]
+            raise ValueError(
+                f"{curve_source(curve)}: {field} is {mine} but {theirs} in {curve_source(anchor)}, "
+                "the first file; curves measured differently cannot be compared"
+            )
+        if curve.get("task") and anchor.get("task") and curve["task"] != anchor["task"]:
+            logger.warning(
+                "%s: task %s, but %s in %s, the first file; the curves measure different things",
+                curve_source(curve),
+                quoted(curve["task"]),
+                quoted(anchor["task"]),
+                curve_source(anchor),
+            )
+
+
+def _rate_text(curve: Mapping[str, Any]) -> str:
+    return quoted(curve["rate_average"]) if "rate_average" in curve else "'image' (the default)"
+
+
+def _unit_text(metric: str, curve: Mapping[str, Any]) -> str:
+    unit = (curve.get("units") or {}).get(metric)
+    return quoted(unit) if unit is not None else f"{quoted(metric_unit(metric))} (the default)"
 
 
 _TITLES = {

@@ -9,13 +9,16 @@ the first metric, where the curves overlap. LaTeX output uses ``booktabs`` rules
 from __future__ import annotations
 
 import enum
+import logging
 import math
 from typing import Any, List, Mapping, Optional, Sequence
 
 from .bd import curve_bd_rate, warn_of_falling_curves
-from .results import axis_label, curve_values
+from .results import axis_label, check_comparable, curve_source, curve_values, printable, warn_of_missing_values
 
 __all__ = ["TableFormat", "cross_model_table", "render"]
+
+logger = logging.getLogger(__name__)
 
 
 class TableFormat(str, enum.Enum):
@@ -41,12 +44,18 @@ def _digits(metric: str) -> int:
 
 
 def _bd_cell(anchor: Mapping[str, Any], curve: Mapping[str, Any], metric: str) -> str:
-    value = curve_bd_rate(anchor, curve, metric)
-    return "n/a" if value is None else f"{value:+.2f} %"
+    try:
+        return f"{curve_bd_rate(anchor, curve, metric):+.2f} %"
+    except ValueError as err:
+        logger.warning("no BD-rate for %s against %s: %s", curve_source(curve), curve_source(anchor), err)
+        return "n/a"
 
 
 def cross_model_table(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str], bd: bool = True) -> List[List[str]]:
     """The table's rows as text cells, the header first.
+
+    Points without a value show ``-`` and a curve without points one row of ``-``;
+    both are warned of, naming the file, as is each BD-rate that cannot be given.
 
     Args:
         curves: loaded curve files; the first is the BD-rate anchor.
@@ -54,25 +63,30 @@ def cross_model_table(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str
         bd: add the column of BD-rates on ``metrics[0]`` against the first curve.
 
     Raises:
-        ValueError: a curve without one of ``metrics`` (the message names it).
+        ValueError: a curve without one of ``metrics``, or measured differently from
+            the first (the message names the files).
     """
     if not curves:
         raise ValueError("no curve files given")
+    if not metrics:
+        raise ValueError("no metric columns given")
+    check_comparable(curves, metrics)
     header = ["model", "quality", axis_label("bpp")] + [axis_label(m, curves[0]) for m in metrics]
     if bd:
         header.append(f"BD-rate vs {curves[0].get('name', 'first')} ({axis_label(metrics[0], curves[0])})")
     rows = [header]
     for index, curve in enumerate(curves):
-        results = curve["results"]
-        values = {m: curve_values(curve, m, curve.get("name", "")) for m in ["bpp", *metrics]}
-        qualities = results.get("quality") or [None] * len(values["bpp"])
+        values = {m: curve_values(curve, m) for m in ["bpp", *metrics]}
+        qualities = curve["results"].get("quality") or [None] * len(values["bpp"])
         name = str(curve.get("name", "?")) + (" [RANDOM WEIGHTS]" if curve.get("random_weights") else "")
-        for point, quality in enumerate(qualities):
+        bd_cell = ("anchor" if index == 0 else _bd_cell(curves[0], curve, metrics[0])) if bd else ""
+        for point, quality in enumerate(qualities or [None]):  # a curve without points: one row of "-"
             row = [name if point == 0 else "", "-" if quality is None else str(quality)]
-            row += [_number(values[m][point], _digits(m)) for m in ["bpp", *metrics]]
+            row += [_number(values[m][point] if values[m] else None, _digits(m)) for m in ["bpp", *metrics]]
             if bd:
-                row.append(("anchor" if index == 0 else _bd_cell(curves[0], curve, metrics[0])) if point == 0 else "")
+                row.append(bd_cell if point == 0 else "")
             rows.append(row)
+    warn_of_missing_values(curves, metrics, "shows - in the table")
     if bd:
         warn_of_falling_curves(curves, metrics[0])
     return rows
@@ -89,20 +103,27 @@ _LATEX_SPECIAL = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "|": r"\textbar{}",
 }
 
 
 def _latex(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in printable(text))
+
+
+def _markdown(text: str) -> str:
+    return printable(text).replace("|", "\\|")
 
 
 def render(rows: Sequence[Sequence[str]], fmt: TableFormat, caption: str = "") -> str:
-    """The rows of :func:`cross_model_table` as Markdown or LaTeX text."""
+    """The rows of :func:`cross_model_table` as Markdown or LaTeX text; cells and caption
+    are escaped (newlines and other control characters as ``\\n``, ``\\x1b``...)."""
     header, body = rows[0], rows[1:]
     if fmt is TableFormat.MARKDOWN:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
-        return ("" if not caption else f"{caption}\n\n") + "\n".join(lines) + "\n"
+        lines = ["| " + " | ".join(map(_markdown, header)) + " |"]
+        lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
+        lines += ["| " + " | ".join(map(_markdown, row)) + " |" for row in body]
+        return ("" if not caption else f"{printable(caption)}\n\n") + "\n".join(lines) + "\n"
     lines = [r"\begin{table}[t]", r"\centering"]
     if caption:
         lines.append(r"\caption{" + _latex(caption) + "}")
