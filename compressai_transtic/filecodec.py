@@ -32,8 +32,9 @@ from .data.files import find_image_files
 from .devices import check_device
 from .evaluation.codecs import CodecSpec
 from .fileio import atomic_write_bytes, check_writable_folder
-from .filekinds import mode_kind, regular_file_problem
+from .filekinds import file_identity, mode_kind, regular_file_problem
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_image, write_png
+from .models.tic import PAD_MULTIPLE, coded_pixels
 from .prompts import read_adapter
 from .state_dicts import ARCHITECTURES as CODEC_ARCHITECTURES
 from .zoo import ChecksumMismatchError, WeightsUnavailableError, get_weights
@@ -85,7 +86,10 @@ def _common_arguments(parser: argparse.ArgumentParser, what: str) -> None:
         "--max-pixels",
         type=int,
         default=DEFAULT_MAX_PIXELS,
-        help=f"largest image accepted (default {DEFAULT_MAX_PIXELS})",
+        help=(
+            f"largest image accepted, in pixels as the codec processes them: its size padded to multiples of "
+            f"{PAD_MULTIPLE} (default {DEFAULT_MAX_PIXELS})"
+        ),
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -139,12 +143,6 @@ def _collect(inputs: Sequence[Path], suffixes: Tuple[str, ...], what: str) -> Li
         else:
             raise CodecCommandError(f"{item}: no such file or folder")
     return found
-
-
-def file_identity(path: Path) -> Tuple[int, int]:
-    """(device, inode): equal for two names of one file (links, ``./a`` and ``a``)."""
-    info = path.stat()
-    return info.st_dev, info.st_ino
 
 
 def _plan_outputs(found: List[Tuple[Path, Path]], out: Path, suffix: str, force: bool) -> List[Tuple[Path, Path]]:
@@ -286,9 +284,13 @@ def run_encode(args: argparse.Namespace) -> int:
         bad = []
         for source, _ in tqdm(plan, desc="checking images", unit="img", leave=False, disable=args.no_progress):
             try:
-                read_image(source, args.max_pixels)
+                height, width = read_image(source, args.max_pixels)[0].shape[-2:]
             except ImageReadError as exc:
                 bad.append(str(exc))
+                continue
+            problem = size_problem(height, width, args.max_pixels)
+            if problem is not None:
+                bad.append(f"{source}: {problem}")
         if bad:
             raise CodecCommandError(
                 "\n".join(bad + [f"{len(bad)} of {len(plan)} images cannot be coded; nothing was written"])
@@ -355,7 +357,25 @@ def _read_coded(source: Path, max_pixels: int) -> CodedFile:
             f"more than {limit} bytes, more than a .ttic of images of at most {max_pixels} pixels holds; "
             "raise --max-pixels if it is one"
         )
-    return unpack(data)
+    coded = unpack(data)
+    problem = size_problem(coded.height, coded.width, max_pixels)
+    if problem is not None:
+        raise ContainerError(problem)
+    return coded
+
+
+def size_problem(height: int, width: int, max_pixels: int) -> Optional[str]:
+    """Why an image of ``height`` x ``width`` is not coded under ``--max-pixels``
+    (``None`` when it is): encode and decode count it as the codec processes it,
+    padded to multiples of 64 (:func:`~.models.tic.coded_pixels`), so that what one
+    codes the other decodes."""
+    pixels = coded_pixels(height, width)
+    if pixels <= max_pixels:
+        return None
+    return (
+        f"{width}x{height} pixels are coded as {pixels} (padded to multiples of {PAD_MULTIPLE}), more than "
+        f"--max-pixels {max_pixels}; raise --max-pixels to code it"
+    )
 
 
 def _read_files(plan: Iterable[Tuple[Path, Path]], max_pixels: int) -> List[Tuple[Path, Path, CodedFile]]:

@@ -486,8 +486,36 @@ def test_one_decode_call_is_bounded_however_often_a_small_stream_is_repeated():
         model.max_decode_pixels = 10 * 64 * 64
         ten = [s * 10 for s in enc["strings"]]
         assert model.decompress(ten, enc["shape"])["x_hat"].shape[0] == 10
-        with pytest.raises(BitstreamError, match="11 images of 64x64 pixels are more than this decoder's limit"):
+        with pytest.raises(BitstreamError, match=r"11 images of 64x64 pixels \(each coded as 4096\) are more than"):
             model.decompress([s * 11 for s in enc["strings"]], enc["shape"])
+
+
+def test_the_evaluator_splits_its_decoding_by_the_pixels_the_decoder_synthesises():
+    from compressai_transtic.evaluation.codecs import code_batch
+    from compressai_transtic.evaluation.protocol import CodingProtocol
+
+    model = CodecSpec("tic", "tic", 1, None, "random").load()
+    model.max_decode_pixels = 2 * 64 * 64
+    decoded = []
+    model.g_s0.register_forward_pre_hook(lambda module, args: decoded.append(args[0].shape[0]))
+    code_batch(model, torch.rand(3, 3, 1, 64), CodingProtocol(), likelihood=True)  # synthesised as 64 x 64
+    assert decoded == [3, 2, 1]  # forward on the batch, then two decoding calls within the limit
+
+
+def test_encode_and_decode_count_max_pixels_as_the_codec_does(images, tmp_path, capsys):
+    coffee = images / "coffee.jpg"  # 70 x 90: coded as 128 x 128 = 16384 pixels
+    assert _encode(coffee, tmp_path / "refused", "--model", "tic", "--max-pixels", "16383") == 2
+    err = capsys.readouterr().err
+    assert "coffee.jpg: 70x90 pixels are coded as 16384 (padded to multiples of 64)" in err
+    assert "more than --max-pixels 16383" in err
+    assert not (tmp_path / "refused").exists()
+    assert _encode(coffee, tmp_path / "coded", "--model", "tic", "--max-pixels", "16384") == 0
+    capsys.readouterr()
+    assert _decode(tmp_path / "coded", tmp_path / "out", "--max-pixels", "16383") == 2
+    err = capsys.readouterr().err
+    assert "coffee.ttic: 70x90 pixels are coded as 16384" in err and "nothing was written" in err
+    assert not (tmp_path / "out").exists()
+    assert _decode(tmp_path / "coded", tmp_path / "out", "--max-pixels", "16384") == 0
 
 
 def test_a_batch_that_the_evaluator_coded_itself_decodes_past_the_limit_of_one_call():
