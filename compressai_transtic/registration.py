@@ -27,9 +27,10 @@ point and distribution, without affecting the others:
 
 - a name that is not a simple identifier (see :data:`NAME_RULE`);
 - a name of a built-in (an entry point of the ``compressai-transtic``
-  distribution, or one pointing into ``compressai_transtic.``): the built-in wins;
+  distribution itself; where an entry point points does not make it one): the
+  built-in wins, and every other distribution's entry point of that name is refused;
 - a name that several third-party distributions declare: all of them are
-  refused, whatever their order on ``sys.path``;
+  refused, whatever their values or their order on ``sys.path``;
 - an entry point whose import raises anything but :class:`KeyboardInterrupt`
   (``SystemExit`` included), or names the wrong kind of object.
 
@@ -71,7 +72,6 @@ ENTRY_POINT_GROUP = "compressai_transtic.models"
 
 #: the distribution whose entry points are the built-ins
 DISTRIBUTION = "compressai-transtic"
-_OWN_PACKAGE = "compressai_transtic"
 #: what a model or task name may hold (checked before a plugin is loaded)
 NAME_RULE = "ASCII letters, digits, '-', '_' and '.', starting with a letter or digit"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -168,9 +168,9 @@ class Plugin:
 
     @property
     def builtin(self) -> bool:
-        """Declared by this package's distribution, or pointing into this package."""
-        module = self.value.partition(":")[0].strip()
-        return _normalized(self.distribution) == DISTRIBUTION or module.split(".")[0] == _OWN_PACKAGE
+        """Declared by this package's own distribution (:data:`DISTRIBUTION`); where the
+        entry point points does not matter."""
+        return _normalized(self.distribution) == DISTRIBUTION
 
     def describe(self) -> str:
         entry_point = f"{escaped(self.name)} = {escaped(self.value)}"
@@ -211,36 +211,50 @@ def find_plugins(group: str) -> Tuple[List[Plugin], List[str]]:
 
 
 def _settle(kind: str, name: str, candidates: List[Plugin]) -> Tuple[Optional[Plugin], List[str]]:
-    """The entry point that gets ``name`` (or None), and why the others do not."""
-    best = max(_rank(c) for c in candidates)
-    top = sorted((c for c in candidates if _rank(c) == best), key=lambda c: (c.distribution, c.value))
-    if len({c.value for c in top}) > 1:
-        listed = "; ".join(c.describe() for c in top)
+    """The entry point that gets ``name`` (or None), and why the others do not.
+
+    A built-in keeps its name, and every third-party entry point declaring it is
+    refused (whatever it points to). Otherwise the name goes to the one third-party
+    distribution declaring it; when several distinct distributions do, all of them
+    are refused, whatever the values.
+    """
+    ordered = sorted(candidates, key=lambda c: (_normalized(c.distribution), c.distribution, c.value))
+    builtins = [c for c in ordered if c.builtin]
+    contenders = builtins or ordered
+    distributions = {_normalized(c.distribution) for c in contenders}
+    if len(distributions) > 1:  # only third-party ones: the built-ins are one distribution
+        listed = "; ".join(c.describe() for c in contenders)
         why = f"{kind} '{escaped(name)}' is refused: several distributions declare it ({listed}); uninstall all but one"
         return None, [why]
-    winner = top[0]  # any candidate with another value ranks lower, so the winner is a built-in
-    problems = [
+    if len({c.value for c in contenders}) > 1:
+        listed = "; ".join(c.describe() for c in contenders)
+        why = (
+            f"{kind} '{escaped(name)}' is refused: distribution '{escaped(contenders[0].distribution)}' "
+            f"declares it several times, pointing to different objects ({listed})"
+        )
+        return None, [why] + _refused_for_builtin(kind, name, ordered, builtins)
+    return contenders[0], _refused_for_builtin(kind, name, ordered, builtins)
+
+
+def _refused_for_builtin(kind: str, name: str, ordered: List[Plugin], builtins: List[Plugin]) -> List[str]:
+    """Why each third-party entry point declaring a built-in's name is refused."""
+    if not builtins:
+        return []
+    return [
         f"{kind} '{escaped(name)}' from {c.describe()} is refused: the name belongs to a built-in {kind} of "
         f"{DISTRIBUTION}"
-        for c in sorted(candidates, key=lambda c: (c.distribution, c.value))
-        if c.value != winner.value
+        for c in ordered
+        if not c.builtin
     ]
-    return winner, problems
-
-
-def _rank(plugin: Plugin) -> int:
-    """Which entry point keeps a name: this distribution's, then one pointing into this package."""
-    if _normalized(plugin.distribution) == DISTRIBUTION:
-        return 2
-    return 1 if plugin.builtin else 0
 
 
 def select_plugins(plugins: Sequence[Plugin], kind: str) -> Tuple[Dict[str, Plugin], List[Tuple[str, str]]]:
     """The entry point that gets each name, and ``(name, why)`` per entry point refused.
 
     ``kind`` (``"model"``, ``"task"``) words the messages. Refused: names that do not
-    follow :data:`NAME_RULE`; a built-in's name declared by another distribution;
-    a name several third-party distributions declare (all of them).
+    follow :data:`NAME_RULE`; a built-in's name declared by another distribution
+    (see :attr:`Plugin.builtin`); a name several third-party distributions declare
+    (all of them, whatever their values).
     """
     by_name: Dict[str, List[Plugin]] = {}
     problems: List[Tuple[str, str]] = []

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
+from installed import BUILTIN_MODELS, needs_install
 
 from compressai_transtic import registration, tasks
 from compressai_transtic.registration import RegistrationError, register_models
@@ -26,20 +27,7 @@ from compressai_transtic.tasks import available_tasks, get_task_class
 
 REPO = Path(__file__).resolve().parents[1]
 BUILTIN_TASKS = ["cls", "det", "fidelity", "seg"]
-BUILTIN_MODELS = ("tic", "tic-chsel", "tic-roi", "tic-sft", "transtic", "transtic-cls", "transtic-det", "transtic-seg")
 
-
-def _installed() -> bool:
-    try:
-        metadata.distribution("compressai-transtic")
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_install = pytest.mark.skipif(
-    not _installed(), reason="the built-ins and the startup hook come from the installed package: `pip install .`"
-)
 
 MODEL_MODULE = """
 from compressai_transtic.models import TIC
@@ -325,3 +313,75 @@ def test_model_names_that_are_not_simple_identifiers_are_refused_before_loading(
     assert "model name 'evil\\x1bname' from entry point" in message and "\x1b" not in message
     assert f"a model name may hold only {registration.NAME_RULE}" in message
     assert "plug_names_mod" not in sys.modules
+
+
+# ---------------------------------------------------------------------------- 6. who is a built-in
+def _plugin(distribution: str, name: str, value: str, group: str = "compressai_transtic.tasks") -> registration.Plugin:
+    return registration.Plugin(distribution, metadata.EntryPoint(name, value, group))
+
+
+def test_a_third_party_plugin_pointing_into_the_package_is_not_a_builtin(make_plugin, caplog):
+    # one third-party entry point names a class of compressai_transtic, the other its own:
+    # neither is a built-in, so both are refused, and neither is told it clashes with one
+    make_plugin("plug_into", "[compressai_transtic.tasks]\nbar = compressai_transtic.tasks.fidelity:FidelityTask\n", {})
+    make_plugin(
+        "plug_own", "[compressai_transtic.tasks]\nbar = plug_own_tasks:MyTask\n", {"plug_own_tasks": TASK_MODULE}
+    )
+    with caplog.at_level(logging.WARNING, logger="compressai_transtic.tasks"):
+        assert "bar" not in available_tasks()
+    assert "distribution 'plug_into'" in caplog.text and "distribution 'plug_own'" in caplog.text
+    assert "built-in" not in caplog.text
+    with pytest.raises(tasks.PluginError, match="several distributions declare it"):
+        get_task_class("bar")
+
+    into = _plugin("plug_into", "bar", "compressai_transtic.tasks.fidelity:FidelityTask")
+    own = _plugin("plug_own", "bar", "plug_own_tasks:MyTask")
+    assert not into.builtin
+    for plugins in ([into, own], [own, into]):
+        chosen, problems = registration.select_plugins(plugins, "task")
+        assert chosen == {}
+        [(name, why)] = problems
+        assert name == "bar" and "several distributions declare it" in why and "built-in" not in why
+
+
+@pytest.mark.parametrize("order", [("plug_same_a", "plug_same_b"), ("plug_same_b", "plug_same_a")])
+def test_two_plugins_declaring_one_name_with_the_same_value_are_both_refused(make_plugin, caplog, order):
+    for distribution in order:
+        make_plugin(distribution, "[compressai_transtic.tasks]\nsame = plug_same_tasks:MyTask\n", {})
+    with caplog.at_level(logging.WARNING, logger="compressai_transtic.tasks"):
+        assert available_tasks() == BUILTIN_TASKS
+    assert "distribution 'plug_same_a'" in caplog.text and "distribution 'plug_same_b'" in caplog.text
+    with pytest.raises(tasks.PluginError, match="several distributions declare it"):
+        get_task_class("same")
+
+    plugins = [_plugin(d, "same", "plug_same_tasks:MyTask") for d in order]
+    chosen, [(name, why)] = registration.select_plugins(plugins, "task")
+    assert chosen == {} and name == "same" and "uninstall all but one" in why
+
+
+def test_one_distribution_declaring_a_name_twice_keeps_it():
+    first, again = (_plugin("plug_twice", "twice", "plug_twice_tasks:MyTask") for _ in range(2))
+    # the same distribution under another spelling of its name is still one distribution
+    spelled = _plugin("Plug.Twice", "twice", "plug_twice_tasks:MyTask")
+    chosen, problems = registration.select_plugins([first, again, spelled], "task")
+    assert problems == [] and chosen["twice"].value == "plug_twice_tasks:MyTask"
+
+
+def test_a_builtin_keeps_its_name_against_any_number_of_third_party_plugins():
+    builtin = _plugin("compressai_transtic", "fidelity", "compressai_transtic.tasks.fidelity:FidelityTask")
+    same = _plugin("plug_same", "fidelity", "compressai_transtic.tasks.fidelity:FidelityTask")
+    other = _plugin("plug_other", "fidelity", "plug_other_tasks:MyTask")
+    assert builtin.builtin and not same.builtin
+    chosen, problems = registration.select_plugins([same, other, builtin], "task")
+    assert chosen == {"fidelity": builtin}
+    assert len(problems) == 2
+    for distribution in ("plug_same", "plug_other"):
+        [why] = [why for _name, why in problems if f"distribution '{distribution}'" in why]
+        assert why.endswith(f"is refused: the name belongs to a built-in task of {registration.DISTRIBUTION}")
+
+
+def test_a_third_party_model_pointing_into_the_package_does_not_stand_for_the_builtins(monkeypatch):
+    into = _plugin("plug_into", "tic2", "compressai_transtic.zoo:TIC_ENTRY", registration.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registration, "find_plugins", lambda group: ([into], []))
+    _entries, problems = registration._discover()
+    assert any("no built-in models" in problem for problem in problems)

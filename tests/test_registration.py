@@ -5,30 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import pytest
+from installed import BUILTIN_MODELS as OUR_NAMES
+from installed import needs_install
 
 from compressai_transtic.registration import ModelEntry, RegistrationError, register_models
 
 REPO = Path(__file__).resolve().parents[1]
-OUR_NAMES = ("tic", "tic-chsel", "tic-roi", "tic-sft", "transtic", "transtic-cls", "transtic-det", "transtic-seg")
-
-
-def _installed() -> bool:
-    try:
-        metadata.distribution("compressai-transtic")
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_install = pytest.mark.skipif(
-    not _installed(),
-    reason="compressai-transtic is not installed (its entry points come from the installed "
-    "metadata); run `pip install .` (.ci/run does)",
-)
 
 
 def _tables():
