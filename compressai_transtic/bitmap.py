@@ -35,13 +35,13 @@ from .evaluation.metrics import psnr
 from .filecodec import (
     CodecChoice,
     CodecCommandError,
-    file_identity,
     load_codec,
     read_quality_map,
     report_error,
     seed_argument,
 )
 from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
+from .filekinds import file_identity
 from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from .models import TICROI
 from .tasks import get_task

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -32,7 +30,7 @@ from .data.files import find_image_files
 from .devices import check_device
 from .evaluation.codecs import CodecSpec
 from .fileio import atomic_write_bytes, check_writable_folder
-from .filekinds import file_identity, mode_kind, regular_file_problem
+from .filekinds import FileReadError, file_identity, read_regular_file, regular_file_problem
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_image, write_png
 from .models.tic import PAD_MULTIPLE, coded_pixels
 from .prompts import read_adapter
@@ -345,18 +343,15 @@ def max_file_bytes(max_pixels: int) -> int:
 def _read_coded(source: Path, max_pixels: int) -> CodedFile:
     """``source``, a regular file of at most :func:`max_file_bytes`, unpacked."""
     limit = max_file_bytes(max_pixels)
-    # binary on Windows; a FIFO must not block the open
-    fd = os.open(source, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
-    with open(fd, "rb") as f:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise ContainerError(f"{mode_kind(status.st_mode)}, not a regular file")
-        data = f.read(min(status.st_size, limit) + 1)  # one byte more tells a file that grew past the limit
-    if len(data) > limit:
+    try:
+        data = read_regular_file(source, limit)
+    except FileReadError as err:
+        if err.size is None:
+            raise ContainerError(str(err)) from None
         raise ContainerError(
             f"more than {limit} bytes, more than a .ttic of images of at most {max_pixels} pixels holds; "
             "raise --max-pixels if it is one"
-        )
+        ) from None
     coded = unpack(data)
     problem = size_problem(coded.height, coded.width, max_pixels)
     if problem is not None:

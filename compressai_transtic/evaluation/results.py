@@ -34,15 +34,13 @@ import io
 import json
 import logging
 import math
-import os
 import re
-import stat
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..console import and_more, shorten
 from ..fileio import atomic_write_bytes, atomic_write_text
-from ..filekinds import mode_kind, regular_file_problem
+from ..filekinds import FileReadError, read_regular_file
 from .records import as_number
 
 __all__ = [
@@ -161,23 +159,12 @@ def load_curve(path: Union[str, Path]) -> CurveFile:
 
 def _read_curve_bytes(path: Path) -> bytes:
     """The bytes of a regular file of at most :data:`MAX_CURVE_BYTES` (never blocks on a FIFO)."""
-    problem = regular_file_problem(path)
-    if problem:
-        raise ValueError(f"{printable(path)}: {problem}")
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
-        with open(fd, "rb") as f:
-            status = os.fstat(fd)
-            if not stat.S_ISREG(status.st_mode):  # replaced since it was looked at
-                raise ValueError(f"{printable(path)}: {mode_kind(status.st_mode)}, not a regular file")
-            if status.st_size > MAX_CURVE_BYTES:
-                raise _too_big(path, status.st_size)
-            data = f.read(MAX_CURVE_BYTES + 1)  # one byte more tells a file that grew past the limit
-    except OSError as err:
-        raise ValueError(f"{printable(path)}: cannot be read: {err.strerror or err}") from None
-    if len(data) > MAX_CURVE_BYTES:
-        raise _too_big(path, len(data))
-    return data
+        return read_regular_file(path, MAX_CURVE_BYTES)
+    except FileReadError as err:
+        if err.size is not None:
+            raise _too_big(path, err.size) from None
+        raise ValueError(f"{printable(path)}: {err}") from None
 
 
 def _too_big(path: Path, size: int) -> ValueError:
