@@ -148,14 +148,14 @@ def test_eval_reads_a_tree_with_a_superscript_folder_without_a_traceback(tree, t
 def test_a_fifo_in_the_list_is_not_a_regular_file(tree, tmp_path):
     os.mkfifo(tree / "281" / "pipe.png")
     listing = _listing(tmp_path, "281/pipe.png 281")
-    message = f"{listing}:1: image {tree / '281' / 'pipe.png'} is a FIFO (named pipe), not a regular file"
+    message = f"{listing}:1: image {tree / '281' / 'pipe.png'}: a FIFO (named pipe), not a regular file"
     with pytest.raises(ValueError, match=re.escape(message)):
         ClassificationImages.from_list(tree, listing)
 
 
 def test_a_folder_in_the_list_is_not_a_regular_file(tree, tmp_path):
     listing = _listing(tmp_path, "281 281")
-    with pytest.raises(ValueError, match=re.escape(f"image {tree / '281'} is a folder, not a regular file")):
+    with pytest.raises(ValueError, match=re.escape(f"image {tree / '281'}: a folder, not a regular file")):
         ClassificationImages.from_list(tree, listing)
 
 

@@ -243,3 +243,12 @@ def test_eval_refuses_a_malformed_file_before_building_any_model(image_dir, tmp_
     args = ["eval", str(image_dir), "--annotations", str(path), "--task", "det", "-a", "tic:1"]
     assert main([*args, "-o", str(tmp_path / "out"), "--no-progress"]) == 2
     assert capsys.readouterr().err.startswith(f"error: {path}: annotations[0]: 'bbox' is not [x, y, width, height]")
+
+
+def test_paths_of_the_wrong_kind_are_called_what_they_are(coco_set, tmp_path):
+    with pytest.raises(FileNotFoundError, match="COCO image directory .*: not a folder"):
+        CocoImages(coco_set.annotation_file, coco_set.annotation_file)  # a file given as the image folder
+    with pytest.raises(FileNotFoundError, match="COCO image directory .*: no such folder"):
+        CocoImages(tmp_path / "missing", coco_set.annotation_file)
+    with pytest.raises(FileNotFoundError, match="COCO annotation file .*: a folder, not a regular file"):
+        CocoImages(coco_set.image_dir, tmp_path)

@@ -158,7 +158,7 @@ def _regular_file_identity(path: Path, what: str) -> Tuple[int, int]:
     """``(device, inode)`` of ``path``, which must be a regular file (links followed)."""
     st = _stat(path, what)
     if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{what} {path} is {mode_kind(st.st_mode)}, not a regular file")
+        raise ValueError(f"{what} {path}: {mode_kind(st.st_mode)}, not a regular file")
     return st.st_dev, st.st_ino
 
 

@@ -91,7 +91,8 @@ class CocoImages(ImageList[CocoImage]):
         if problem is not None:
             raise FileNotFoundError(f"COCO annotation file {self.annotation_file}: {problem}")
         if not os.path.isdir(self.root):
-            raise FileNotFoundError(f"COCO image directory {self.root} does not exist")
+            what = "not a folder" if os.path.exists(self.root) else "no such folder"
+            raise FileNotFoundError(f"COCO image directory {self.root}: {what}")
         document = load_annotations(self.annotation_file)
         #: why mask AP cannot be scored on these annotations (empty: it can); box AP can anyway
         self.mask_problems = mask_problems(document)
