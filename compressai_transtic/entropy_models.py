@@ -165,10 +165,13 @@ class LegacyEntropyBottleneck(EntropyBottleneck, SafeEntropyCoding):
         can hold (quantiles far apart would make it allocate without bound)."""
         if self._offset.numel() > 0 and not force:
             return False
+        before = self.quantiles.detach().clone()
         if update_quantiles:
             self._update_quantiles()
         problem = self.quantiles_problem()
         if problem is not None:
+            with torch.no_grad():
+                self.quantiles.copy_(before)  # a refused update changes nothing
             raise ValueError(f"cannot build the entropy bottleneck's coding tables: {problem}")
         return super().update(force=True)
 
@@ -217,16 +220,22 @@ class BucketizedGaussianConditional(GaussianConditional, SafeEntropyCoding):
         (:func:`scale_table_problem`); a refused table leaves the model as it was."""
         if self._offset.numel() > 0 and not force:
             return False
-        if len(scale_table) > MAX_SCALES:
-            raise ValueError(f"scale table refused: {len(scale_table)} entries, more than {MAX_SCALES}")
+        return super().update_scale_table(self.checked_scale_table(scale_table), force=True)
+
+    def checked_scale_table(self, scale_table: Union[Sequence[float], Tensor]) -> Tensor:
+        """``scale_table`` as the 1-D tensor CompressAI makes of it, or a ``ValueError``
+        saying why it cannot be this model's table (:func:`scale_table_problem`)."""
         try:
+            if len(scale_table) > MAX_SCALES:
+                raise ValueError(f"{len(scale_table)} entries, more than {MAX_SCALES}")
             table = self._prepare_scale_table(scale_table)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"scale table refused: it must be a sequence of numbers ({exc})") from None
+            reason = f"it must be a sequence of at most {MAX_SCALES} numbers ({exc})"
+            raise ValueError(f"scale table refused: {reason}") from None
         problem = scale_table_problem(table, self.tail_multiplier())
         if problem is not None:
             raise ValueError(f"scale table refused: {problem}")
-        return super().update_scale_table(table, force=True)
+        return table
 
     def tail_multiplier(self) -> float:
         """How many scales from the mean a table reaches (from the tail mass)."""

@@ -22,7 +22,7 @@ from .adapter_files import (
     read_adapter,
     save_adapter,
 )
-from .jsonvalues import is_integer
+from .jsonvalues import as_index
 
 __all__ = [
     "MAX_ADAPTER_SIZE",
@@ -53,17 +53,19 @@ MAX_ADAPTER_SIZE = 512
 
 
 def _check_stbs(name: str, value: Any) -> Tuple[int, ...]:
-    """``value`` (a tuple or list of STB numbers) sorted, or ``ValueError`` naming ``name``."""
+    """``value`` (a tuple or list of STB numbers) as sorted ``int``, or ``ValueError`` naming ``name``."""
     allowed = sorted(DECODER_STB_MODULES)
-    if not isinstance(value, (tuple, list)) or not all(is_integer(s) for s in value):
+    numbers = [as_index(s) for s in value] if isinstance(value, (tuple, list)) else [None]
+    if any(n is None for n in numbers):
         raise ValueError(
             f"PromptConfig.{name} must be a tuple or list of decoder STB numbers (ints from {allowed}), got {value!r}"
         )
-    return tuple(sorted(value))
+    return tuple(sorted(n for n in numbers if n is not None))
 
 
 def _check_field_types(config: "PromptConfig") -> None:
-    """Refuse values of the wrong type by field name, before any value is interpreted."""
+    """Refuse values of the wrong type by field name, before any value is interpreted;
+    integers of any library (NumPy's...) become ``int``."""
     expected: Sequence[Tuple[str, type, str]] = (
         ("encoder_prompts", bool, "bool (True or False)"),
         ("num_prompts", int, "int, one of 4, 16, 64"),
@@ -73,8 +75,9 @@ def _check_field_types(config: "PromptConfig") -> None:
     )
     for name, kind, what in expected:
         value = getattr(config, name)
-        wrong = not is_integer(value) if kind is int else not isinstance(value, kind)
-        if wrong:
+        if kind is int and as_index(value) is not None:
+            object.__setattr__(config, name, as_index(value))
+        elif kind is int or not isinstance(value, kind):
             raise ValueError(f"PromptConfig.{name} must be of type {what}, got {value!r}")
 
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from .checkpoint import load_state_dict, model_from_state_dict
 from .download import ChecksumMismatchError, WeightsUnavailableError, fetch_url
+from .jsonvalues import as_index
 from .models import ADAPTED_CODECS, TIC, TransTIC
 from .registration import ModelEntry
 from .trust import TrustStore, TrustStoreError
@@ -251,7 +252,7 @@ def load_pretrained(
 def _check_args(quality: int, metric: str) -> None:
     if metric not in METRICS:
         raise ValueError(f"invalid metric {metric!r}: the released base codecs are trained for {METRICS}")
-    if isinstance(quality, bool) or not hasattr(quality, "__index__") or quality not in QUALITIES:
+    if as_index(quality) not in QUALITIES:
         raise ValueError(f"invalid quality {quality!r}: choose one of the integers {QUALITIES}")
 
 

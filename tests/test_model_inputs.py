@@ -9,15 +9,16 @@ and sizes worked out by hand.
 
 from __future__ import annotations
 
+import threading
 from typing import Dict
 
 import pytest
 import torch
-from codec_models import sample_image, tiny_tic
+from codec_models import randomize_adapter, sample_image, tiny_tic
 
 from compressai_transtic import zoo
 from compressai_transtic.bitstream import BitstreamError
-from compressai_transtic.models import TIC
+from compressai_transtic.models import ADAPTED_CODECS, TIC
 from compressai_transtic.state_dicts import CheckpointError
 
 
@@ -88,6 +89,55 @@ def test_coding_runs_in_eval_mode_and_gives_back_the_modes_it_found():
         assert torch.equal(decoded, model.decompress(enc["strings"], enc["shape"])["x_hat"])
 
 
+@pytest.mark.parametrize("arch", sorted(ADAPTED_CODECS))
+def test_every_adapted_codec_codes_in_eval_mode_from_training_mode(arch):
+    model = randomize_adapter(ADAPTED_CODECS[arch].from_base(tiny_tic())).eval()
+    model.update(force=True)
+    x = sample_image(64, 64)
+    with torch.no_grad():
+        expected = model.compress(x)
+        image = model.decompress(expected["strings"], expected["shape"])["x_hat"]
+        model.train()
+        enc = model.compress(x)
+        assert enc["strings"] == expected["strings"]
+        assert torch.equal(model.decompress(enc["strings"], enc["shape"])["x_hat"], image)
+    assert all(m.training for m in model.modules())
+
+
+def test_a_call_ending_while_another_thread_codes_leaves_that_one_in_eval_mode():
+    model = tiny_tic()
+    x = sample_image(64, 64)
+    with torch.no_grad():
+        expected = model.compress(x)["strings"]
+    model.train()
+    second_inside, first_done = threading.Event(), threading.Event()
+
+    def meet(module, args):  # the first call ends while the second is inside the encoder
+        if threading.current_thread().name == "second":
+            second_inside.set()
+            assert first_done.wait(60)
+        else:
+            assert second_inside.wait(60)
+
+    hook = model.g_a0.register_forward_pre_hook(meet)
+    results = {}
+
+    def code() -> None:
+        with torch.no_grad():
+            results[threading.current_thread().name] = model.compress(x)["strings"]
+        if threading.current_thread().name == "first":
+            first_done.set()
+
+    threads = [threading.Thread(target=code, name=name) for name in ("first", "second")]
+    threads[0].start()
+    threads[1].start()
+    for t in threads:
+        t.join(120)
+    hook.remove()
+    assert results == {"first": expected, "second": expected}
+    assert all(m.training for m in model.modules())  # given back once the last call ended
+
+
 # ---------------------------------------------------------------------------- decoding
 def test_decompress_before_update_asks_for_update():
     fresh = TIC(N=16, M=16).eval()
@@ -96,17 +146,17 @@ def test_decompress_before_update_asks_for_update():
         fresh.decompress(enc["strings"], enc["shape"])
 
 
-@pytest.mark.parametrize("shape", [(1.5, 1.0), "11", (1, True), (1,), None, (1, 1, 1), torch.tensor([1, 1])])
+@pytest.mark.parametrize("shape", [(1.5, 1.0), "11", (1, True), (1,), None, (1, 1, 1), torch.tensor([1.0, 1.0])])
 def test_a_latent_shape_must_be_two_positive_integers(model, shape):
     enc = model.compress(sample_image(64, 64))
     with pytest.raises(BitstreamError, match="invalid latent shape"):
         model.decompress(enc["strings"], shape)
 
 
-def test_numpy_integers_and_torch_sizes_are_latent_shapes(model):
+def test_integers_of_any_library_are_latent_shapes(model):
     np = pytest.importorskip("numpy")
     enc = model.compress(sample_image(64, 64))
-    for shape in (enc["shape"], (np.int64(1), np.int32(1)), [1, 1]):
+    for shape in (enc["shape"], (np.int64(1), np.int32(1)), [1, 1], np.array([1, 1]), torch.tensor([1, 1])):
         assert model.decompress(enc["strings"], shape)["x_hat"].shape == (1, 3, 64, 64)
 
 
@@ -120,7 +170,7 @@ def test_numpy_integers_and_torch_sizes_are_latent_shapes(model):
         ([0.11, 1e6], "needs .* symbols, more than a CDF holds"),
         ([], "1 to 1024 entries"),
         (list(range(1, 2000)), "2000 entries|1999 entries"),
-        (["a", "b"], "sequence of numbers"),
+        (["a", "b"], "sequence of at most 1024 numbers"),
     ],
 )
 def test_update_refuses_a_bad_scale_table_and_keeps_the_old_one(table, problem):
@@ -130,6 +180,17 @@ def test_update_refuses_a_bad_scale_table_and_keeps_the_old_one(table, problem):
         model.update(scale_table=table, force=True)
     _assert_unchanged(model, before)
     model.compress(sample_image(32, 32))
+
+
+def test_a_refused_scale_table_changes_no_entropy_model_even_when_quantiles_would_update():
+    model = tiny_tic()
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match="rise strictly"):
+        model.update(scale_table=[0.5, 0.2], force=True, update_quantiles=True)
+    _assert_unchanged(model, before)
+    for table in ((s for s in [0.2, 0.5]), torch.tensor(3.0)):  # no length: refused by name, not a TypeError
+        with pytest.raises(ValueError, match="scale table refused"):
+            model.update(scale_table=table, force=True)
 
 
 def test_quantiles_too_far_apart_for_a_cdf_are_refused_before_any_table_is_built():

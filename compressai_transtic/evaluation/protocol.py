@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import functional as TF
 
+from ..models.tic import coded_pixels
+
 __all__ = [
     "CodingProtocol",
     "classification_protocol",
@@ -114,13 +116,17 @@ class CodingProtocol:
 
     def size_problem(self, height: int, width: int, max_pixels: int) -> Optional[str]:
         """What is wrong with preparing and coding an input of this size under a limit
-        of ``max_pixels`` pixels for every image made on the way, or ``None``."""
+        of ``max_pixels`` pixels for every image made on the way, or ``None``. The coded
+        image counts as a learned codec processes it, padded to multiples of 64
+        (:func:`~compressai_transtic.models.tic.coded_pixels`), as ``encode`` counts it."""
         resized = self.resized_size(height, width)
         coded = self.codec_size(*self.prepared_size(height, width))
-        for what, (h, w) in (("resized", resized), ("coded", coded)):
-            if h * w > max_pixels:
+        sizes = (("resized", resized, resized[0] * resized[1]), ("coded", coded, coded_pixels(*coded)))
+        for what, (h, w), pixels in sizes:
+            if pixels > max_pixels:
                 return (
-                    f"{width}x{height} would be {what} at {w}x{h}, {h * w} pixels, above the limit of "
+                    f"{width}x{height} would be {what} at {w}x{h}, {pixels} pixels"
+                    f"{' as the codec processes it' if pixels != h * w else ''}, above the limit of "
                     f"{max_pixels} (--max-pixels); choose a smaller size in the protocol options"
                 )
         return None

@@ -327,6 +327,8 @@ class Evaluation:
             return
         logger.info("%s%s: %d images to code", self._tag(), spec.describe(), len(todo))
         model = spec.load(self.device, progress=self.progress)
+        if hasattr(model, "max_decode_pixels"):  # every coded image fits it (protocol.size_problem)
+            model.max_decode_pixels = self.max_pixels
         if spec.roi_map is not None and not isinstance(model, TICROI):
             raise ValueError(f"{spec.describe()}: quality maps (--roi-map) are for tic-roi codecs, not this one")
         desc = f"{self._tag()}{spec.label}" + (f" q{spec.quality}" if spec.quality is not None else "")

@@ -18,7 +18,7 @@ from torch import Tensor
 from ..bitstream import BitstreamError
 from ..layers import conv, deconv
 from .adapted import AdaptedCodec, ConfigDict
-from .tic import CodingTerms, _channels_last
+from .tic import CodingTerms, _channels_last, codes_in_eval_mode
 
 __all__ = ["ChannelSelectionConfig", "TICChannelSelection", "FEATURE_ENTRY", "FEATURE_STRIDE"]
 
@@ -177,6 +177,7 @@ class TICChannelSelection(AdaptedCodec):
             return means.clone()
         return self._fill(super()._decode_y(y_strings, scales[:, kept], means[:, kept]), means)
 
+    @codes_in_eval_mode
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> Dict[str, Any]:
         """Decode to ``{"x_hat", "features"}`` (``x_hat`` clamped to [0, 1])."""
         y_strings, z_strings, size = self._check_strings(strings, shape)

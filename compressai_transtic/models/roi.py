@@ -32,7 +32,7 @@ from ..quality_maps import (
 )
 from .adapted import AdaptedCodec, ConfigDict
 from .sft import LEAKY_SLOPE, SFTLayer, run_stages
-from .tic import PAD_MULTIPLE, CodingTerms, _channels_last
+from .tic import PAD_MULTIPLE, CodingTerms, _channels_last, codes_in_eval_mode
 
 __all__ = ["ROIConfig", "TICROI"]
 
@@ -228,6 +228,7 @@ class TICROI(AdaptedCodec):
         out.update(quality_map=grid_map, distortion_weight=weight)
         return out
 
+    @codes_in_eval_mode
     def coding_terms(self, x: Tensor, quality_map: Optional[Tensor] = None) -> CodingTerms:
         """:meth:`TIC.coding_terms` under a quality map (see :meth:`map_levels`); the coded
         map of each image is their side string."""
@@ -236,11 +237,13 @@ class TICROI(AdaptedCodec):
         terms = self._coding_terms(x, (self._grid_map(levels_index, x.dtype),))
         return terms._replace(side_strings=([pack_map(m, self.config.levels) for m in levels_index],))
 
+    @codes_in_eval_mode
     def compress(self, x: Tensor, quality_map: Optional[Tensor] = None) -> Dict[str, Any]:
         """:meth:`TIC.compress` under a quality map; ``strings`` gains a fourth list: the
         coded map of each image."""
         return self.compress_terms(self.coding_terms(x, quality_map), x.shape[-2:])
 
+    @codes_in_eval_mode
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> Dict[str, Tensor]:
         """Decode ``[y, z, header, map]`` strings of :meth:`compress` (image clamped)."""
         if not isinstance(strings, (list, tuple)) or len(strings) != 4 or not isinstance(strings[3], (list, tuple)):

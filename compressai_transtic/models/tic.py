@@ -6,6 +6,8 @@ import contextlib
 import functools
 import logging
 import math
+import threading
+import weakref
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Sequence, Tuple, TypeVar
 
 import numpy as np
@@ -14,11 +16,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models import CompressionModel
+from compressai.models.base import get_scale_table
 from torch import Tensor
 
 from ..bitstream import BitstreamError, checksum, pack_header, unpack_header
 from ..entropy_models import BucketizedGaussianConditional, LegacyEntropyBottleneck, scale_table_problem
 from ..integrity import tensor_problems
+from ..jsonvalues import as_index
 from ..layers import RSTB, ceil_to, conv, deconv, drop_path_rates
 from ..state_dicts import (
     CheckpointError,
@@ -69,6 +73,38 @@ def coded_pixels(height: int, width: int) -> int:
 Method = TypeVar("Method", bound=Callable[..., Any])
 
 
+class _CodingCalls:
+    """The coding calls running on one model, and the modes they found (restored
+    when the last one ends, so calls nested or in other threads all run in eval mode)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.modes: List[Tuple[nn.Module, bool]] = []
+
+
+_coding_calls: "weakref.WeakKeyDictionary[nn.Module, _CodingCalls]" = weakref.WeakKeyDictionary()
+_coding_lock = threading.Lock()
+
+
+def _start_coding(model: nn.Module) -> None:
+    with _coding_lock:
+        calls = _coding_calls.setdefault(model, _CodingCalls())
+        if calls.running == 0 and any(m.training for m in model.modules()):
+            calls.modes = [(m, m.training) for m in model.modules()]
+            model.eval()
+        calls.running += 1
+
+
+def _end_coding(model: nn.Module) -> None:
+    with _coding_lock:
+        calls = _coding_calls[model]
+        calls.running -= 1
+        if calls.running == 0:
+            for module, training in calls.modes:
+                module.training = training
+            calls.modes = []
+
+
 def codes_in_eval_mode(method: Method) -> Method:
     """Run a coding method with every module in eval mode, and restore the modes after.
 
@@ -76,18 +112,18 @@ def codes_in_eval_mode(method: Method) -> Method:
     latents depend on chance (bitstreams that differ from run to run, which the
     decoder then reconstructs from other features), and the prompt generator's batch
     norm would use and update batch statistics. Models from the zoo are returned in
-    training mode, as CompressAI's are, so coding does not depend on it.
+    training mode, as CompressAI's are, so coding does not depend on it. A model in
+    eval mode is not touched; the modes of one in training mode are given back when
+    its last coding call ends (nested calls and calls from other threads included).
     """
 
     @functools.wraps(method)
     def coded(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        modes = [(module, module.training) for module in self.modules()]
-        self.eval()
+        _start_coding(self)
         try:
             return method(self, *args, **kwargs)
         finally:
-            for module, training in modes:
-                module.training = training
+            _end_coding(self)
 
     return coded  # type: ignore[return-value]
 
@@ -117,16 +153,14 @@ def _one_cpu_thread(x: Tensor) -> Iterator[None]:
 
 
 def _latent_shape(shape: Any) -> Tuple[int, int]:
-    """``shape`` as the ``(h, w)`` of z: two positive integers (Python or NumPy
-    integers, or an integer ``torch.Size``), as :meth:`TIC.compress` returns."""
-    values = tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else None
-    if values is None or len(values) != 2 or not all(_is_int(v) and int(v) >= 1 for v in values):
+    """``shape`` as the ``(h, w)`` of z: two positive integers (a sequence, 1-D array or
+    tensor of integers of any library, :func:`~compressai_transtic.jsonvalues.as_index`),
+    as :meth:`TIC.compress` returns (a ``torch.Size``)."""
+    vector = isinstance(shape, (np.ndarray, Tensor)) and shape.ndim == 1
+    values = [as_index(v) for v in shape] if vector or isinstance(shape, (tuple, list, torch.Size)) else []
+    if len(values) != 2 or not all(v is not None and v >= 1 for v in values):
         raise BitstreamError(f"invalid latent shape {shape!r}; expected the (h, w) of z as two positive integers")
-    return int(values[0]), int(values[1])
-
-
-def _is_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+    return values[0], values[1]  # type: ignore[return-value]
 
 
 class TIC(CompressionModel):
@@ -290,6 +324,16 @@ class TIC(CompressionModel):
     # ------------------------------------------------------------------------------
     # padding
     # ------------------------------------------------------------------------------
+    def update(self, scale_table: Any = None, force: bool = False, update_quantiles: bool = False) -> bool:
+        """CompressAI's ``update``, after checking the scale table (see
+        :meth:`~compressai_transtic.entropy_models.BucketizedGaussianConditional.checked_scale_table`)
+        before any entropy model changes: a refused call leaves every table as it was."""
+        table = get_scale_table() if scale_table is None else scale_table
+        for module in self.modules():
+            if isinstance(module, BucketizedGaussianConditional):
+                table = module.checked_scale_table(table)
+        return super().update(scale_table=table, force=force, update_quantiles=update_quantiles)
+
     def _check_tables(self) -> None:
         """Both entropy models have coding tables (``update()`` was called or loaded)."""
         self.entropy_bottleneck.coding_tables()
