@@ -146,7 +146,6 @@ def test_adapter_weights_that_are_no_mapping_of_names_are_a_type_error(models):
         ({"generator_width": 2.5}, r"PromptConfig\.generator_width must be of type int, 1\.\.512, got 2\.5"),
         ({"generator_width": True}, r"PromptConfig\.generator_width must be of type int"),
         ({"generator_width": "32"}, r"PromptConfig\.generator_width must be of type int"),
-        ({"generator_width": np.int64(4)}, r"PromptConfig\.generator_width must be of type int"),
         ({"depth": ["deep"]}, r"PromptConfig\.depth must be of type str"),
         ({"encoder_mask": None}, r"PromptConfig\.encoder_mask must be of type str"),
         ({"decoder_tp_stbs": (1.7,)}, r"PromptConfig\.decoder_tp_stbs must be a tuple or list of decoder STB numbers"),
@@ -231,3 +230,9 @@ def test_a_variant_lookup_by_something_else_than_a_name_lists_the_names():
     for name in (None, ["deep"]):
         with pytest.raises(ValueError, match="choose from"):
             PromptConfig.variant(name)  # type: ignore[arg-type]
+
+
+def test_integers_of_numpy_are_taken_as_python_integers():
+    config = PromptConfig(generator_width=np.int64(4), num_prompts=np.int32(16), decoder_tp_stbs=(np.int64(2), 1))
+    assert config == PromptConfig(generator_width=4, num_prompts=16, decoder_tp_stbs=(1, 2))
+    assert type(config.generator_width) is int and all(type(s) is int for s in config.decoder_tp_stbs)
