@@ -41,7 +41,7 @@ from .filecodec import (
     seed_argument,
 )
 from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
-from .filekinds import file_identity
+from .filekinds import output_problem
 from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from .models import TICROI
 from .tasks import get_task
@@ -232,12 +232,10 @@ def _check_targets(args: argparse.Namespace, targets: Sequence[Path]) -> None:
     that exist without ``--force``."""
     if len(set(targets)) < len(targets):
         raise CodecCommandError(f"two outputs would be written to the same file among {[str(t) for t in targets]}")
-    inputs = {file_identity(p) for p in (args.image, args.roi_map, args.adapter) if p is not None and p.exists()}
     for target in targets:
-        if target.exists() and file_identity(target) in inputs:
-            raise CodecCommandError(f"{target} is one of the inputs and would be overwritten; choose another -o")
-        if target.exists() and not args.force:
-            raise CodecCommandError(f"{target} exists; pass --force to overwrite it")
+        problem = output_problem(target, (args.image, args.roi_map, args.adapter), args.force, "-o")
+        if problem:
+            raise CodecCommandError(f"{target} {problem}")
 
 
 def run_bitmap(args: argparse.Namespace) -> int:

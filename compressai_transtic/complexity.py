@@ -45,6 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from .fileio import atomic_write_text, check_writable_folder
+from .filekinds import output_problem
 from .imageio import DEFAULT_MAX_PIXELS
 from .layers import SubPixelConvTranspose2d, SwinBlock, WindowGeometry
 from .models import ADAPTED_CODECS, TIC, TransTIC
@@ -439,8 +440,9 @@ def _check_outputs(paths: Sequence[Path], force: bool) -> None:
         raise ValueError("--json and --csv name the same file")
     for path in paths:
         check_writable_folder(path.parent, "output")
-        if path.exists() and not force:
-            raise ValueError(f"{path} exists; pass --force to overwrite it")
+        problem = output_problem(path, (), force, "--json / --csv")
+        if problem:
+            raise ValueError(f"{path} {problem}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import BinaryIO, Optional, Tuple, Union
+from typing import Any, BinaryIO, Iterable, Optional, Tuple, Union
 
-__all__ = ["FileReadError", "file_identity", "mode_kind", "read_regular_file", "regular_file_problem"]
+__all__ = ["FileReadError", "file_identity", "mode_kind", "output_problem", "read_regular_file", "regular_file_problem"]
 
 #: how much :func:`read_regular_file` reads at a time of a file that grows while read
 _STEP = 1 << 20
@@ -59,6 +59,26 @@ def file_identity(path: Union[str, "os.PathLike[str]"]) -> Tuple[int, int]:
     """
     info = os.stat(path)
     return info.st_dev, info.st_ino
+
+
+def output_problem(
+    output: Union[str, "os.PathLike[str]"], inputs: Iterable[Any], force: bool, option: str
+) -> Optional[str]:
+    """Why a command may not write ``output`` (``None`` when it may), after the path:
+    it is one of ``inputs`` (the same file under any name; refused even with
+    ``--force``, ``option`` names the option to change), or it exists and ``force`` is
+    not given. Inputs that cannot be looked at are left to their readers."""
+    if not os.path.exists(output):
+        return None
+    identity = file_identity(output)
+    for path in inputs:
+        try:
+            same = path is not None and file_identity(path) == identity
+        except (OSError, ValueError):
+            same = False
+        if same:
+            return f"is one of the inputs and would be overwritten; choose another {option}"
+    return None if force else "exists; pass --force to overwrite it"
 
 
 class FileReadError(ValueError):

@@ -16,7 +16,13 @@ import types
 import pytest
 
 from compressai_transtic import filekinds
-from compressai_transtic.filekinds import FileReadError, mode_kind, read_regular_file, regular_file_problem
+from compressai_transtic.filekinds import (
+    FileReadError,
+    mode_kind,
+    output_problem,
+    read_regular_file,
+    regular_file_problem,
+)
 
 
 def test_a_regular_file_and_a_link_to_one_have_no_problem(tmp_path):
@@ -165,3 +171,19 @@ def test_a_file_without_read_permission_says_why(tmp_path):
     (tmp_path / "f").write_bytes(b"x")
     (tmp_path / "f").chmod(0)
     assert str(_read_problem(tmp_path / "f", 4096)) == "cannot be read: Permission denied"
+
+
+def test_an_output_may_not_be_an_input_and_needs_force_to_replace_a_file(tmp_path):
+    source, other = tmp_path / "in.json", tmp_path / "out.png"
+    source.write_text("{}")
+    other.write_text("x")
+    os.symlink(source, tmp_path / "link.json")
+    assert output_problem(tmp_path / "new.png", [source], force=False, option="-o") is None
+    for name in (source, tmp_path / "link.json"):  # the same file under any name, even with --force
+        assert output_problem(name, [source], force=True, option="-o") == (
+            "is one of the inputs and would be overwritten; choose another -o"
+        )
+    assert output_problem(other, [source, tmp_path / "missing", None], force=False, option="-o") == (
+        "exists; pass --force to overwrite it"
+    )
+    assert output_problem(other, [source], force=True, option="-o") is None

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from ..console import and_more, print_error, printer, setup_logging
 from ..fileio import check_writable_folder
-from ..filekinds import file_identity, regular_file_problem
+from ..filekinds import output_problem, regular_file_problem
 from .bd import LOW_OVERLAP, bd_metric, bd_rate, curve_points, overlap_share, warn_of_falling_curves
 from .plot import DPI_RANGE, check_dpi, plot_curves, plot_format
 from .results import (
@@ -49,18 +49,9 @@ def _check_output(output: Path, inputs: Sequence[Path], force: bool, option: str
     problem = regular_file_problem(output)
     if problem:
         raise ValueError(f"{printable(output)}: {problem}; choose another {option}")
-    identity = file_identity(output)
-    for path in inputs:
-        try:
-            same = file_identity(path) == identity
-        except (OSError, ValueError):  # missing inputs are reported when they are read
-            same = False
-        if same:
-            raise ValueError(
-                f"{printable(output)} is one of the inputs and would be overwritten; choose another {option}"
-            )
-    if not force:
-        raise ValueError(f"{printable(output)} exists; pass --force to overwrite it")
+    problem = output_problem(output, inputs, force, option)
+    if problem:
+        raise ValueError(f"{printable(output)} {problem}")
 
 
 def _add_force(parser: argparse.ArgumentParser, option: str) -> None:
