@@ -9,10 +9,22 @@ and a line copied out of context must still say so.
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from typing import Callable, Sized
+from typing import Any, Callable, Optional, Sized
 
-__all__ = ["RANDOM_TAG", "USER_ERROR", "CommandError", "and_more", "print_error", "printer", "setup_logging", "shorten"]
+__all__ = [
+    "RANDOM_TAG",
+    "USER_ERROR",
+    "CommandError",
+    "and_more",
+    "ascii_escaped",
+    "print_error",
+    "printable",
+    "printer",
+    "setup_logging",
+    "shorten",
+]
 
 RANDOM_TAG = "[RANDOM WEIGHTS] "
 
@@ -47,6 +59,24 @@ def shorten(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters (ending in ``...``) for a message: what an
     attacker put into a file must not flood the terminal."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: characters printed as escapes: terminal controls (Unicode category Cc) and the lone
+#: surrogates that stand for undecodable bytes in file names (category Cs)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: Any, limit: Optional[int] = None) -> str:
+    """``str(text)``, cut to ``limit`` characters when given, with terminal control
+    characters and lone surrogates written as escapes (``\\x1b``, ``\\n``, ``\\udcff``)."""
+    text = shorten(str(text), limit) if limit else str(text)
+    return _UNPRINTABLE.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+def ascii_escaped(text: Any, limit: int = 200) -> str:
+    """``text`` with every non-printable and non-ASCII character escaped as in a Python
+    literal, cut to ``limit`` characters: for text from code of unknown origin (plugins)."""
+    return shorten(ascii(str(text))[1:-1], limit)
 
 
 def and_more(items: Sized, shown: int) -> str:

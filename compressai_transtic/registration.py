@@ -34,8 +34,8 @@ point and distribution, without affecting the others:
 - an entry point whose import raises anything but :class:`KeyboardInterrupt`
   (``SystemExit`` included), or names the wrong kind of object.
 
-This module imports only the standard library at import time (CompressAI
-and torch are imported when registering).
+This module imports only the standard library and the leaf :mod:`.console` at
+import time (CompressAI and torch are imported when registering).
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
 from typing import Any, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Tuple
+
+from .console import ascii_escaped
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +142,8 @@ class ModelEntry:
 
 
 # ---------------------------------------------------------------------------- plugins
-def escaped(text: str, limit: int = 200) -> str:
-    """``text`` (from a plugin) safe to print: non-printable and non-ASCII characters
-    escaped as in a Python literal, cut to ``limit`` characters."""
-    out = ascii(str(text))[1:-1]
-    return out if len(out) <= limit else out[: limit - 3] + "..."
+#: text from a plugin, safe to print (:func:`~compressai_transtic.console.ascii_escaped`)
+escaped = ascii_escaped
 
 
 def _normalized(name: str) -> str:

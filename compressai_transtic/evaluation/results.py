@@ -38,7 +38,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..console import and_more, shorten
+from ..console import and_more, printable
 from ..fileio import atomic_write_bytes, atomic_write_text
 from ..filekinds import FileReadError, read_regular_file
 from .records import as_number
@@ -97,22 +97,12 @@ def write_csv(path: Union[str, Path], rows: Sequence[Mapping[str, Any]], columns
 
 #: the largest curve file read: 300,000 points take a few MB
 MAX_CURVE_BYTES = 64 << 20
-#: characters printed as escapes: terminal controls (Unicode category Cc) and the lone
-#: surrogates that stand for undecodable bytes in file names (category Cs)
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class CurveFile(Dict[str, Any]):
     """A loaded curve file: its fields, and in :attr:`path` the file they came from."""
 
     path: Optional[Path] = None
-
-
-def printable(text: Any, limit: Optional[int] = None) -> str:
-    """``str(text)``, cut to ``limit`` characters when given, with terminal control
-    characters and lone surrogates written as escapes (``\\x1b``, ``\\n``, ``\\udcff``)."""
-    text = shorten(str(text), limit) if limit else str(text)
-    return _UNPRINTABLE.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 def quoted(text: Any, limit: int = 40) -> str:
