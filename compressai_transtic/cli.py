@@ -1,28 +1,31 @@
 """The ``compressai-transtic`` command.
 
-Subcommands:
+Subcommands (:data:`SUBCOMMANDS`):
 
-- ``eval``: rate-accuracy evaluation of codecs on ImageNet-style or COCO-format data
-  (also ``python -m compressai_transtic.evaluation``);
-- ``compare``: BD-rate / BD-metric of result files against an anchor;
-- ``plot``: rate vs metric plot (PNG) of result files;
 - ``demo``: TIC and TransTIC on bundled sample photos, judged by ResNet50;
 - ``encode`` / ``decode``: images to ``.ttic`` files and back (:mod:`compressai_transtic.filecodec`);
 - ``bitmap``: per-position bit maps of codecs side by side (:mod:`compressai_transtic.bitmap`);
+- ``eval``: rate-accuracy evaluation of codecs on ImageNet-style or COCO-format data
+  (also ``python -m compressai_transtic.evaluation``);
+- ``compare``, ``plot``, ``table``: BD-rate / BD-metric, rate-metric plots and
+  cross-model tables of result files (:mod:`compressai_transtic.evaluation.curve_commands`);
+- ``models``: released weights present or missing, traditional codecs available;
 - ``train``: prompt training, provided by :mod:`compressai_transtic.training.cli`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import warnings
+from dataclasses import dataclass
 from importlib import metadata
-from typing import List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
 
-__all__ = ["build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
 PROG = "compressai-transtic"
 #: subcommands that run the codecs, and so depend on the CPU attention choice (``train``
@@ -48,35 +51,81 @@ def _version_line() -> str:
     return f"{PROG} {__version__} (compressai {installed('compressai')}, torch {installed('torch')})"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand except ``train`` (see :func:`main`)."""
-    # the subcommands' modules import CompressAI: here, after main() has silenced its warning
-    # (interpreters without the start-up hook would print it), not at the top
-    from .bitmap import add_bitmap_arguments
-    from .evaluation.cli import add_eval_arguments
-    from .evaluation.curve_commands import add_compare_arguments, add_plot_arguments, add_table_arguments
-    from .evaluation.demo import add_demo_arguments
-    from .filecodec import add_decode_arguments, add_encode_arguments
-    from .listing import add_models_arguments
+@dataclass(frozen=True)
+class Subcommand:
+    """A subcommand: its one-line help, and the module (relative to this package) whose
+    ``adder(parser)`` declares its arguments and ``runner(args)`` runs it."""
 
+    help: str
+    module: str
+    adder: str
+    runner: str
+
+    def load(self) -> Tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
+        module = importlib.import_module(f"{__package__}.{self.module}")
+        return getattr(module, self.adder), getattr(module, self.runner)
+
+
+#: every subcommand but ``train`` (see :func:`main`), in the order of ``--help``. Only the
+#: module of the command given is imported: the report commands (compare, plot, table)
+#: and ``--help`` start without importing PyTorch and CompressAI.
+SUBCOMMANDS: Dict[str, Subcommand] = {
+    "demo": Subcommand(
+        "TIC/TransTIC on sample photos, judged by ResNet50", "evaluation.demo", "add_demo_arguments", "run_demo"
+    ),
+    "encode": Subcommand("code images into .ttic files", "filecodec", "add_encode_arguments", "run_encode"),
+    "decode": Subcommand("decode .ttic files into PNG images", "filecodec", "add_decode_arguments", "run_decode"),
+    "bitmap": Subcommand(
+        "where the bits go: per-position bit maps of codecs side by side",
+        "bitmap",
+        "add_bitmap_arguments",
+        "run_bitmap",
+    ),
+    "eval": Subcommand(
+        "rate-accuracy evaluation (bpp, PSNR, top-1, COCO AP)", "evaluation.cli", "add_eval_arguments", "run_eval"
+    ),
+    "compare": Subcommand(
+        "BD-rate and BD-metric between result files",
+        "evaluation.curve_commands",
+        "add_compare_arguments",
+        "run_compare",
+    ),
+    "plot": Subcommand(
+        "plot rate vs metric of result files (PNG, PDF, SVG)",
+        "evaluation.curve_commands",
+        "add_plot_arguments",
+        "run_plot",
+    ),
+    "table": Subcommand(
+        "cross-model table of result files (Markdown, LaTeX)",
+        "evaluation.curve_commands",
+        "add_table_arguments",
+        "run_table",
+    ),
+    "models": Subcommand(
+        "released weights (present or missing) and traditional codecs", "listing", "add_models_arguments", "run_models"
+    ),
+}
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The argument parser of every subcommand except ``train`` (see :func:`main`), with
+    the arguments of ``command`` alone (the others are listed by name and help)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="TIC and TransTIC tools: demo, encode, decode, bitmap, eval, compare, plot, models, train.",
+        description="TIC and TransTIC tools: demo, encode, decode, bitmap, eval, compare, plot, table, models, train.",
     )
     parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    add_demo_arguments(sub.add_parser("demo", help="TIC/TransTIC on sample photos, judged by ResNet50"))
-    add_encode_arguments(sub.add_parser("encode", help="code images into .ttic files"))
-    add_decode_arguments(sub.add_parser("decode", help="decode .ttic files into PNG images"))
-    add_bitmap_arguments(
-        sub.add_parser("bitmap", help="where the bits go: per-position bit maps of codecs side by side")
-    )
-    add_eval_arguments(sub.add_parser("eval", help="rate-accuracy evaluation (bpp, PSNR, top-1, COCO AP)"))
-    add_compare_arguments(sub.add_parser("compare", help="BD-rate and BD-metric between result files"))
-    add_plot_arguments(sub.add_parser("plot", help="plot rate vs metric of result files (PNG, PDF, SVG)"))
-    add_table_arguments(sub.add_parser("table", help="cross-model table of result files (Markdown, LaTeX)"))
-    add_models_arguments(sub.add_parser("models", help="released weights (present or missing) and traditional codecs"))
+    for name, subcommand in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=subcommand.help)
+        if name == command:
+            # imported here, after main() has silenced CompressAI's warning (interpreters
+            # without the start-up hook would print it)
+            adder, runner = subcommand.load()
+            adder(sub_parser)
+            sub_parser.set_defaults(handler=runner)
     sub.add_parser("train", help="train prompts (compressai-transtic train --help)", add_help=False)
     return parser
 
@@ -114,40 +163,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args_list: List[str] = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "train":
         return _run_train(args_list[1:])
-    args = build_parser().parse_args(args_list)  # the modules imported below are loaded by now
+    # the only options before a command (--help, --version) exit, so a command is first
+    command = args_list[0] if args_list and args_list[0] in SUBCOMMANDS else None
+    args = build_parser(command).parse_args(args_list)
     if _refused(args.command):
         return 2
-    if args.command == "eval":
-        from .evaluation.cli import run_eval
-
-        return run_eval(args)
-    if args.command == "bitmap":
-        from .bitmap import run_bitmap
-
-        return run_bitmap(args)
-    if args.command in ("encode", "decode"):
-        from .filecodec import run_decode, run_encode
-
-        return (run_encode if args.command == "encode" else run_decode)(args)
-    if args.command == "compare":
-        from .evaluation.curve_commands import run_compare
-
-        return run_compare(args)
-    if args.command == "models":
-        from .listing import run_models
-
-        return run_models(args)
-    if args.command == "plot":
-        from .evaluation.curve_commands import run_plot
-
-        return run_plot(args)
-    if args.command == "table":
-        from .evaluation.curve_commands import run_table
-
-        return run_table(args)
-    from .evaluation.demo import run_demo
-
-    return run_demo(args)
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":

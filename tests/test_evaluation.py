@@ -301,6 +301,41 @@ def test_python_m_compressai_transtic_evaluation_is_the_eval_command():
         assert command in out
 
 
+@pytest.mark.parametrize(
+    "command", ["demo", "encode", "decode", "bitmap", "eval", "compare", "plot", "table", "models"]
+)
+def test_every_subcommand_gives_its_own_help(command, capsys):
+    from compressai_transtic.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: compressai-transtic {command} ")
+
+
+def test_help_and_the_report_commands_start_without_pytorch(tmp_path):
+    """Only the module of the command given is imported: listing the commands, or a
+    BD-rate of two curve files, does not wait for PyTorch and CompressAI to load."""
+    for name, top1 in (("a", [60.0, 70.0, 75.0]), ("b", [62.0, 71.0, 76.0])):
+        curve = {"name": name, "results": {"bpp": [0.1, 0.2, 0.4], "top1": top1}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(curve))
+    script = (
+        "import sys\n"
+        "from compressai_transtic.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('torch' in sys.modules, 'compressai' in sys.modules)\n"
+    )
+    a, b = str(tmp_path / "a.json"), str(tmp_path / "b.json")
+    for argv in (["--help"], ["compare", a, b, "--metric", "top1"], ["table", a, b]):
+        out = subprocess.run(
+            [sys.executable, "-c", script, *argv], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        assert out.splitlines()[-1] == "False False", (argv, out)
+
+
 def test_train_subcommand_is_the_training_command_line(capsys):
     from compressai_transtic.cli import main
 
