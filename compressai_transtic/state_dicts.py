@@ -6,7 +6,8 @@ checkpoint loader above them (:mod:`compressai_transtic.checkpoint`) both use it
 - :func:`detect_architecture` / :func:`architecture_hints`: TIC, TransTIC or an
   adapter, and the variant, from the keys and shapes alone;
 - :func:`checkpoint_filter_fn`: ``module.`` prefixes, a prefix shared by every key,
-  and the entropy-coder tables that some released files lack (``base_codec_4``),
+  entropy bottlenecks in CompressAI's newer layout (``matrices.0``), and the
+  entropy-coder tables that some released files lack (``base_codec_4``),
   added empty so that strict loading works (:func:`needs_entropy_update` then says
   that ``update(force=True)`` must rebuild them).
 """
@@ -294,6 +295,9 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: Optional[nn.Mo
     - strips ``module.`` prefixes, and one leading component shared by every key
       (``model.``, ``net.`` ...) when that makes the keys match the model's (or,
       without ``model``, TIC's own keys);
+    - names entropy-bottleneck parameters as the released files do: CompressAI 1.2's
+      ``matrices.i`` / ``biases.i`` / ``factors.i`` become ``_matrixi`` / ``_biasi`` /
+      ``_factori`` (as CompressAI's own models accept both layouts);
     - adds the entropy-coder tables that some released files lack
       (``base_codec_4`` has no ``entropy_bottleneck._quantized_cdf``,
       ``_offset``, ``_cdf_length``) as empty tensors, so strict loading works;
@@ -318,6 +322,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: Optional[nn.Mo
         raise CheckpointError(f"not a state dict (a mapping of parameter names to tensors): {reprlib.repr(state_dict)}")
     sd: StateDict = {_strip_prefix(k): v for k, v in state_dict.items()}
     sd = _strip_common_prefix(sd, set(model.state_dict()) if model is not None else set(_TIC_MARKERS))
+    sd = _legacy_bottleneck_names(sd)
     bottlenecks = {k[: -len("._matrix0")] for k in sd if k.endswith("._matrix0")}
     gaussians = {k[: -len(".scale_bound")] for k in sd if k.endswith(".scale_bound")}
     added = []
@@ -335,6 +340,23 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: Optional[nn.Mo
             added,
         )
     return sd
+
+
+#: an entropy-bottleneck parameter in CompressAI 1.2's layout: prefix, list, index
+_LIST_PARAMETER = re.compile(r"(?P<prefix>.+)\.(?P<list>matrices|biases|factors)\.(?P<index>[0-9]+)")
+_LEGACY_NAMES = {"matrices": "_matrix", "biases": "_bias", "factors": "_factor"}
+
+
+def _legacy_bottleneck_names(sd: StateDict) -> StateDict:
+    """``x.matrices.0`` -> ``x._matrix0`` (biases, factors likewise) for every ``x`` that
+    is an entropy bottleneck (has ``x.quantiles``); other keys as they are."""
+    renamed: StateDict = {}
+    for key, value in sd.items():
+        match = _LIST_PARAMETER.fullmatch(key)
+        if match and f"{match['prefix']}.quantiles" in sd:
+            key = f"{match['prefix']}.{_LEGACY_NAMES[match['list']]}{match['index']}"
+        renamed[key] = value
+    return renamed
 
 
 def _strip_common_prefix(sd: StateDict, model_keys: set) -> StateDict:

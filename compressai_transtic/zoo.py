@@ -2,13 +2,15 @@
 
 Tables (plain dicts, same shapes as CompressAI's ``compressai.zoo.image``):
 
-- ``cfgs[arch][quality]``: constructor arguments ``(N, M)``;
+- ``cfgs[arch][quality]``: positional constructor arguments, as CompressAI's
+  ``model_architectures[arch](*cfgs[arch][quality])`` uses them: ``(N, M)`` for
+  TIC, ``(config, N, M)`` for the adapted codecs (``config`` None: the default);
 - ``model_urls[arch][metric][quality]``: released weights, from the manifest
   ``zoo/weights.json`` (installed as ``compressai_transtic/_zoo/weights.json``);
 - ``weights``: every manifest row as a :class:`Weights` record.
 
 Entry functions follow CompressAI's signature (``quality, metric, pretrained,
-progress, **kwargs``): :func:`tic`, :func:`transtic`, the per-task
+progress, **kwargs``): :func:`tic`, :func:`transtic` (its ``task`` keyword-only), the per-task
 :func:`transtic_cls`, :func:`transtic_det`, :func:`transtic_seg`, and the
 baselines :func:`tic_sft`, :func:`tic_chsel` and :func:`tic_roi` (no released
 weights). They are registered into CompressAI's own tables under ``tic``,
@@ -50,6 +52,7 @@ __all__ = [
     "Weights",
     "WeightsUnavailableError",
     "cfgs",
+    "channels",
     "fetch_url",
     "fetch_weights",
     "get_weights",
@@ -77,8 +80,17 @@ ARCHITECTURES = ("tic", "transtic", "transtic-cls", "transtic-det", "transtic-se
 #: Model card (a file of ``zoo/``) per architecture name.
 MODEL_CARDS = {name: "transtic.md" if name.startswith("transtic") else f"{name}.md" for name in ARCHITECTURES}
 
-#: Constructor arguments ``(N, M)`` per architecture and quality.
-cfgs: Dict[str, Dict[int, Tuple[int, int]]] = {arch: {q: (128, 192) for q in QUALITIES} for arch in ARCHITECTURES}
+#: Positional constructor arguments per architecture and quality: ``(N, M)`` for TIC,
+#: ``(config, N, M)`` for the adapted codecs, whose first argument is their configuration.
+cfgs: Dict[str, Dict[int, Tuple[Any, ...]]] = {
+    arch: {q: (128, 192) if arch == "tic" else (None, 128, 192) for q in QUALITIES} for arch in ARCHITECTURES
+}
+
+
+def channels(arch: str, quality: int) -> Tuple[int, int]:
+    """``(N, M)`` of ``arch`` at ``quality``: the last two of its :data:`cfgs` arguments."""
+    N, M = cfgs[arch][quality][-2:]
+    return N, M
 
 
 @dataclass(frozen=True)
@@ -280,29 +292,31 @@ def tic(quality: int, metric: str = "mse", pretrained: bool = False, progress: b
     if pretrained:
         _no_kwargs_with_pretrained(kwargs)
         return load_pretrained("tic", quality, None, progress, metric)
-    N, M = cfgs["tic"][quality]
+    N, M = channels("tic", quality)
     return TIC(N=N, M=M, **kwargs)
 
 
 def transtic(
     quality: int,
-    task: str = "cls",
     metric: str = "mse",
     pretrained: bool = False,
     progress: bool = True,
+    *,
+    task: str = "cls",
     **kwargs: Any,
 ) -> nn.Module:
     """TransTIC: the TIC base codec with prompts for a machine task.
 
     Args:
         quality: 1..4 (the base codec ``base_codec_<quality>`` underneath).
-        task: ``"cls"`` (ImageNet classification), ``"det"`` (COCO detection)
-            or ``"seg"`` (COCO instance segmentation): which released weights
-            ``pretrained`` loads.
         metric: ``"mse"``, the base codec's training metric.
         pretrained: load the released ``<task>_<quality>`` weights (base codec
             and prompts).
         progress: show a download progress bar on stderr.
+        task: ``"cls"`` (ImageNet classification), ``"det"`` (COCO detection)
+            or ``"seg"`` (COCO instance segmentation): which released weights
+            ``pretrained`` loads. Keyword-only, so that the positional arguments
+            are CompressAI's (``transtic(1, "mse", True)``).
         **kwargs: extra arguments of :class:`compressai_transtic.models.TransTIC`
             (e.g. ``config``; only without ``pretrained``).
     """
@@ -312,7 +326,7 @@ def transtic(
     if pretrained:
         _no_kwargs_with_pretrained(kwargs)
         return load_pretrained("transtic", quality, task, progress, metric)
-    N, M = cfgs[f"transtic-{task}"][quality]
+    N, M = channels(f"transtic-{task}", quality)
     return TransTIC(N=N, M=M, **kwargs)
 
 
@@ -329,7 +343,7 @@ def _baseline_function(arch: str, title: str) -> Callable[..., nn.Module]:
                 f"no {arch} weights are released: train them with `compressai-transtic train --arch {arch} "
                 f"-q {quality} ...` and load model_final.pth.tar with compressai_transtic.checkpoint.load_model"
             )
-        N, M = cfgs[arch][quality]
+        N, M = channels(arch, quality)
         return codec(N=N, M=M, **kwargs)
 
     zoo_function.__name__ = zoo_function.__qualname__ = arch.replace("-", "_")
@@ -363,7 +377,7 @@ def _transtic_for(task: str) -> Callable[..., nn.Module]:
     def zoo_function(
         quality: int, metric: str = "mse", pretrained: bool = False, progress: bool = True, **kwargs: Any
     ) -> nn.Module:
-        return transtic(quality, task, metric, pretrained, progress, **kwargs)
+        return transtic(quality, metric, pretrained, progress, task=task, **kwargs)
 
     zoo_function.__name__ = zoo_function.__qualname__ = f"transtic_{task}"
     zoo_function.__doc__ = f"TransTIC for {TASK_TITLES[task]}; see :func:`transtic`."

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -51,6 +53,9 @@ def tic_state_dict() -> Dict[str, torch.Tensor]:
     torch.manual_seed(0)
     return TIC().state_dict()
 
+
+#: a relative position index: derived from the window size, yet stored and read
+INDEX = "g_a1.residual_group.blocks.0.attn.relative_position_index"
 
 # Executed only if unpickling ran arbitrary code, which it must not.
 SIDE_EFFECTS: List[str] = []
@@ -106,6 +111,68 @@ def test_a_small_file_declaring_a_huge_model_is_refused_before_any_model_is_buil
         TIC.from_state_dict(huge)
 
 
+def test_weights_declaring_a_huge_model_are_refused_before_it_is_allocated(tmp_path, tic_state_dict):
+    """A 1.2 MB ``g_a0.weight`` of 2048 channels among weights of 128 makes a TIC of
+    about 8 GB; the shapes are checked on a model that allocates nothing."""
+    weights = dict(tic_state_dict, **{"g_a0.weight": torch.zeros(2048, 3, 5, 5)})
+    torch.save(weights, tmp_path / "declares-2048.pth")
+    script = (
+        "import resource, sys, torch\n"
+        "from compressai_transtic.models import TIC\n"
+        "from compressai_transtic.state_dicts import CheckpointError\n"
+        "weights = torch.load(sys.argv[1])\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    TIC.from_state_dict(weights)\n"
+        "except CheckpointError as err:\n"
+        "    print('refused:', str(err)[:80])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "declares-2048.pth")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    refused, grown_kb = result.stdout.splitlines()
+    assert refused.startswith("refused: weights refused by TIC: tensors of other shapes: g_a0.bias (128,) instead of")
+    assert int(grown_kb) < 300_000  # kB; building the model would take gigabytes
+
+
+def test_weights_declaring_sizes_no_model_has_are_refused_naming_them(tic_state_dict):
+    from compressai_transtic.models import TIC, TransTIC
+
+    weights = dict(tic_state_dict, **{"g_a0.weight": torch.zeros(4, 3, 5, 5)})  # 4 channels, 8 heads
+    for cls in (TIC, TransTIC):
+        with pytest.raises(CheckpointError, match=rf"declare a {cls.__name__} that cannot be built \(N=4, M=192\)"):
+            cls.from_state_dict(weights if cls is TIC else {**weights, **_prompt_keys()})
+
+
+def _prompt_keys() -> Dict[str, torch.Tensor]:
+    from compressai_transtic.models import TransTIC
+
+    return {k: v for k, v in TransTIC().state_dict().items() if "prompt" in k}
+
+
+def test_entropy_bottlenecks_in_compressai_1_2_names_load(tic_state_dict):
+    """CompressAI 1.2 names a bottleneck's parameters ``matrices.0``, ``biases.0``,
+    ``factors.0``; the released files ``_matrix0``, ``_bias0``, ``_factor0``."""
+    from compressai_transtic.models import TIC
+
+    newer = {}
+    for key, value in tic_state_dict.items():
+        for old, new in (("_matrix", "matrices."), ("_bias", "biases."), ("_factor", "factors.")):
+            if key.startswith(f"entropy_bottleneck.{old}"):
+                key = key.replace(f".{old}", f".{new}")
+        newer[key] = value
+    assert "entropy_bottleneck.matrices.0" in newer and "entropy_bottleneck._matrix0" not in newer
+    assert set(checkpoint_filter_fn(newer)) == set(tic_state_dict)
+    loaded = TIC.from_state_dict(newer).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in tic_state_dict.items() if "_matrix" in k or "_factor" in k)
+
+
 @pytest.mark.parametrize(
     "mangle, problem",
     [
@@ -115,8 +182,10 @@ def test_a_small_file_declaring_a_huge_model_is_refused_before_any_model_is_buil
         (lambda sd: sd["g_s7.weight"].view(-1)[:1].fill_(float("nan")), r"NaN or Inf values in \['g_s7.weight'\]"),
         (lambda sd: sd.update({"g_s7.bias": sd["g_s7.bias"].to_sparse()}), r"\['g_s7.bias'\] are not dense"),
         (lambda sd: sd.update({"g_s7.bias": sd["g_s7.bias"].to(torch.complex64)}), "hold complex values"),
+        (lambda sd: sd.update({INDEX: sd[INDEX].flip(0)}), rf"not the ones of their window size: {INDEX} \("),
+        (lambda sd: sd[INDEX].view(-1)[:1].fill_(10**6), rf"not the ones of their window size: {INDEX} \("),
     ],
-    ids=["shape", "missing", "unexpected", "nan", "sparse", "complex"],
+    ids=["shape", "missing", "unexpected", "nan", "sparse", "complex", "permuted index", "index out of range"],
 )
 def test_a_refused_load_names_the_problem_and_leaves_the_model_as_it_was(tic_state_dict, mangle, problem):
     from compressai_transtic.models import TIC

@@ -69,8 +69,29 @@ def test_every_architecture_and_quality_uses_n128_m192():
         "tic-chsel",
         "tic-roi",
     }
-    for arch, by_quality in zoo.cfgs.items():
-        assert by_quality == {q: (128, 192) for q in (1, 2, 3, 4)}, arch
+    for arch in zoo.cfgs:
+        assert [zoo.channels(arch, q) for q in (1, 2, 3, 4)] == [(128, 192)] * 4, arch
+
+
+@pytest.mark.parametrize("arch", ["tic", "transtic", "transtic-det", "tic-sft", "tic-chsel", "tic-roi"])
+def test_cfgs_are_positional_constructor_arguments_as_compressai_reads_them(arch):
+    """``model_architectures[arch](*cfgs[arch][quality])``, as CompressAI's own
+    ``compressai.zoo.image._load_model`` builds a model, gives the zoo function's model."""
+    from compressai.zoo.image import cfgs, model_architectures
+
+    built = model_architectures[arch](*cfgs[arch][2])
+    from_zoo = getattr(zoo, arch.replace("-", "_"))(2)
+    assert type(built) is type(from_zoo)
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in from_zoo.state_dict().items()}
+
+
+def test_transtic_takes_compressai_positional_arguments_and_the_task_by_keyword():
+    """CompressAI's zoo signature is ``(quality, metric, pretrained, progress)``."""
+    with pytest.raises(ValueError, match="invalid metric 'ms-ssim'"):
+        zoo.transtic(1, "ms-ssim")
+    with pytest.raises(TypeError):
+        zoo.transtic(1, "mse", False, True, "det")  # the task is keyword-only
+    assert type(zoo.transtic(1, "mse", False, True, task="det")).__name__ == "TransTIC"
 
 
 def test_model_urls_point_at_the_release_assets():

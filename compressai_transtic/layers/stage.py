@@ -214,7 +214,9 @@ class RSTB(nn.Module):
 def drop_path_rates(depths: Sequence[int], max_rate: float = 0.1) -> List[List[float]]:
     """Stochastic-depth rates spread linearly over all blocks, split per stage."""
     total = sum(depths)
-    rates = torch.linspace(0, max_rate, total).tolist() if total > 1 else [0.0] * total
+    # on the CPU whatever the default device: a model built on ``meta`` (to check weights
+    # before allocating) needs these as numbers
+    rates = torch.linspace(0, max_rate, total, device="cpu").tolist() if total > 1 else [0.0] * total
     out, start = [], 0
     for d in depths:
         out.append(rates[start : start + d])

@@ -225,7 +225,7 @@ class AdaptedCodec(TIC):
         if config is None:
             config = cls.config_class.from_state_dict(state_dict)
         N, M = tic_channels(state_dict)
-        net = cls(config=config, N=N, M=M, **kwargs)
+        net = cls.built_for(state_dict, config=config, N=N, M=M, **kwargs)
         net.load_state_dict(state_dict)
         if needs_entropy_update(state_dict):  # e.g. the released base_codec_4 lacks its tables
             logger.info("rebuilding the entropy-coder tables the weights lack (update())")

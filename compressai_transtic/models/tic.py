@@ -20,6 +20,7 @@ from compressai.models.base import get_scale_table
 from torch import Tensor
 
 from ..bitstream import BitstreamError, checksum, pack_header, unpack_header
+from ..console import and_more
 from ..entropy_models import BucketizedGaussianConditional, LegacyEntropyBottleneck, scale_table_problem
 from ..integrity import tensor_problems
 from ..jsonvalues import as_index
@@ -532,20 +533,42 @@ class TIC(CompressionModel):
     def from_state_dict(cls, state_dict: Mapping[str, Tensor], **kwargs: Any) -> "TIC":
         """Build the model that ``state_dict`` belongs to and load it (strict).
 
-        ``N`` and ``M`` are read from the weights. Foreign layouts (``module.``
-        prefixes, wrapped dicts, missing entropy tables) are converted by
+        ``N`` and ``M`` are read from the weights, which are checked against a model
+        of that size before it is built (:meth:`built_for`). Foreign layouts
+        (``module.`` prefixes, a prefix shared by every key, CompressAI 1.2's
+        entropy-bottleneck names, missing entropy tables) are converted by
         :func:`compressai_transtic.state_dicts.checkpoint_filter_fn` (once); missing
-        entropy tables are rebuilt (once).
+        entropy tables are rebuilt (once). A checkpoint file's wrapper
+        (``{"state_dict": ...}``) is read by :func:`compressai_transtic.checkpoint.load_model`.
         """
         state_dict = checkpoint_filter_fn(state_dict)
         check_architecture(state_dict, "tic")
         N, M = tic_channels(state_dict)
-        net = cls(N=N, M=M, **kwargs)
+        net = cls.built_for(state_dict, N=N, M=M, **kwargs)
         net.load_state_dict(state_dict)
         if needs_entropy_update(state_dict):  # e.g. the released base_codec_4 lacks its tables
             logger.info("rebuilding the entropy-coder tables the weights lack (update())")
             net.update()
         return net
+
+    @classmethod
+    def built_for(cls, state_dict: Mapping[str, Any], **kwargs: Any) -> Any:
+        """``cls(**kwargs)``, built only once the weights were found to fit a model built
+        with ``kwargs`` on the ``meta`` device, which allocates nothing: a small file
+        whose ``g_a0.weight`` declares thousands of channels is refused, not built.
+
+        Raises:
+            CheckpointError: the weights do not fit (see :meth:`check_state_dict`), or
+                the sizes they declare are not ones this model can be built with.
+        """
+        try:
+            with torch.device("meta"):
+                probe = cls(**kwargs)
+        except ValueError as err:  # e.g. channels not divisible by the attention heads
+            sizes = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k in ("N", "M"))
+            raise CheckpointError(f"weights declare a {cls.__name__} that cannot be built ({sizes}): {err}") from None
+        probe.check_state_dict(state_dict)
+        return cls(**kwargs)
 
     def _entropy_tables(self) -> List[Tuple[str, nn.Module, Tuple[str, ...]]]:
         """``(name, module, table buffers)`` of every entropy model: buffers whose size
@@ -570,6 +593,41 @@ class TIC(CompressionModel):
                     problems.append(f"{name}.scale_table: {problem}")
         return problems
 
+    def check_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """Raise unless :meth:`load_state_dict` would take ``state_dict`` as it is: keys
+        (``strict``), shapes (entropy tables of any size), values (no NaN, Inf, sparse or
+        expanded views), scale tables, and relative position indices equal to the ones
+        the window sizes define. Nothing changes.
+
+        Raises:
+            CheckpointError: naming every kind of problem found.
+        """
+        tables = self._entropy_tables()
+        resizable = {f"{name}.{buffer}" for name, _, buffers in tables for buffer in buffers}
+        problems = tensor_problems(state_dict) + fit_problems(self.state_dict(), state_dict, strict, resizable)
+        if not problems:
+            problems = self._scale_table_problems(state_dict) + self._position_index_problems(state_dict)
+        if problems:
+            raise CheckpointError(f"weights refused by {type(self).__name__}: {'; '.join(problems)}")
+
+    def _position_index_problems(self, state_dict: Mapping[str, Any]) -> List[str]:
+        """The ``relative_position_index`` buffers in ``state_dict`` that differ from the
+        model's. They follow from the window size alone (every released file holds the
+        standard Swin index), yet attention reads the stored ones: another index would
+        index the bias table out of range, or permute the biases without a word."""
+        wrong = []
+        for key, own in self.state_dict().items():
+            given = state_dict.get(key)
+            if key.endswith("relative_position_index") and not own.is_meta and isinstance(given, Tensor):
+                if not bool((given == own).all()):  # shapes are checked before
+                    wrong.append(key)
+        if not wrong:
+            return []
+        return [
+            f"relative position indices that are not the ones of their window size: "
+            f"{', '.join(wrong[:3])}{and_more(wrong, 3)} (the weights were changed, or not made by this architecture)"
+        ]
+
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Load weights in the released layout (entropy tables of any size).
 
@@ -584,14 +642,8 @@ class TIC(CompressionModel):
             CheckpointError: missing or unexpected keys (``strict``), tensors of other
                 shapes, or unusable values (NaN, Inf, sparse, expanded views).
         """
-        tables = self._entropy_tables()
-        resizable = {f"{name}.{buffer}" for name, _, buffers in tables for buffer in buffers}
-        problems = tensor_problems(state_dict) + fit_problems(self.state_dict(), state_dict, strict, resizable)
-        if not problems:
-            problems = self._scale_table_problems(state_dict)
-        if problems:
-            raise CheckpointError(f"weights refused by {type(self).__name__}: {'; '.join(problems)}")
-        for name, module, buffers in tables:  # sized as the weights' tables, larger or smaller
+        self.check_state_dict(state_dict, strict)
+        for name, module, buffers in self._entropy_tables():  # sized as the weights' tables, larger or smaller
             for buffer in buffers:
                 value = state_dict.get(f"{name}.{buffer}")
                 if isinstance(value, Tensor):
