@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -161,6 +162,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``compressai-transtic``; returns the exit status."""
     _quiet_dependency_warnings()
     args_list: List[str] = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(args_list)
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _run(args_list: List[str]) -> int:
     if args_list and args_list[0] == "train":
         return _run_train(args_list[1:])
     # the only options before a command (--help, --version) exit, so a command is first
@@ -169,6 +177,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if _refused(args.command):
         return 2
     return int(args.handler(args))
+
+
+def _reader_gone() -> int:
+    """Stop quietly when the program reading our output has closed it
+    (``compressai-transtic models | head -1``), as Unix filters do, instead of a
+    traceback; stdout is pointed at ``/dev/null`` so that the interpreter's last flush
+    does not fail again. Exit status 1, as Python's documentation advises."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 1
 
 
 if __name__ == "__main__":

@@ -336,6 +336,27 @@ def test_help_and_the_report_commands_start_without_pytorch(tmp_path):
         assert out.splitlines()[-1] == "False False", (argv, out)
 
 
+def test_output_read_by_a_program_that_stops_early_ends_without_a_traceback(tmp_path):
+    """``compressai-transtic table a.json b.json | head -1``: the reader closes the pipe
+    before the table is written."""
+    files = []
+    for index in range(40):
+        curve = {"name": f"codec-{index}", "results": {"bpp": [0.1, 0.2, 0.4], "top1": [60.0, 70.0, 75.0 + index]}}
+        files.append(tmp_path / f"c{index}.json")
+        files[-1].write_text(json.dumps(curve))
+    reader_gone = subprocess.Popen(
+        [sys.executable, "-m", "compressai_transtic", "table", *map(str, files), "--metric", "top1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader_gone.stdout is not None and reader_gone.stderr is not None
+    reader_gone.stdout.close()
+    err = reader_gone.stderr.read().decode()
+    assert reader_gone.wait() == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 def test_train_subcommand_is_the_training_command_line(capsys):
     from compressai_transtic.cli import main
 
