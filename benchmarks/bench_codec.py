@@ -280,10 +280,19 @@ def main() -> int:
     parser.add_argument(
         "--size", type=int, nargs=2, action="append", metavar=("H", "W"), help="repeatable (default: 512 768)"
     )
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--models", nargs="+", default=["tic", "transtic"], choices=["tic", "transtic"])
-    parser.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS)
+    parser.add_argument(
+        "--threads", type=int, default=2, help="intra-op threads of every measuring process (default 2)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="timed calls per operation after one warm-up; the median is shown (default 3)",
+    )
+    parser.add_argument(
+        "--models", nargs="+", default=["tic", "transtic"], choices=["tic", "transtic"], help="default: both"
+    )
+    parser.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS, help="operations to time (default: all)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1], help="images per call (equal size)")
     parser.add_argument(
         "--cpu-attention",
@@ -302,7 +311,12 @@ def main() -> int:
         action="store_true",
         help=f"run the workers with {HUGE_PAGES}=1: PyTorch's large CPU allocations on transparent huge pages",
     )
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"))
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path("benchmarks/results.json"),
+        help="file to write the results to, relative to the current folder (default: benchmarks/results.json)",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "OP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = args.size or [(512, 768)]
