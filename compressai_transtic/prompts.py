@@ -4,13 +4,19 @@ A :class:`PromptConfig` says where prompts go and how many there are; the named
 presets of :data:`VARIANTS` are the rows of the paper's Table A1. The prompts of one
 task are saved as an adapter file (:mod:`compressai_transtic.adapter_files`, whose
 functions this module re-exports under their established names).
+
+Weights carry their configuration: most settings show in the keys and shapes, and a
+TransTIC whose other settings differ from what those imply stores them in the
+:data:`SETTINGS_KEY` buffer (see :meth:`PromptConfig.stored_settings`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+import torch
 from torch import Tensor
 
 from .adapter_files import (
@@ -23,9 +29,12 @@ from .adapter_files import (
     save_adapter,
 )
 from .jsonvalues import as_index
+from .state_dicts import CheckpointError, weight_channels, weight_integers, weight_keys, weight_tensor
 
 __all__ = [
     "MAX_ADAPTER_SIZE",
+    "SETTINGS_KEY",
+    "STORED_SETTINGS",
     "PromptConfig",
     "VARIANTS",
     "TABLE_A1_ROWS",
@@ -44,6 +53,28 @@ ENCODER_DOWNSAMPLE = {4: 4, 16: 2, 64: 1}
 
 #: decoder STB numbering of the paper: STB-1 is g_s6 (nearest the image), STB-4 is g_s0
 DECODER_STB_MODULES = {1: "g_s6", 2: "g_s4", 3: "g_s2", 4: "g_s0"}
+
+#: buffer of a TransTIC state dict holding the settings its keys and shapes cannot show
+#: (present only where they differ from what the keys imply: see
+#: :meth:`PromptConfig.stored_settings`). Its name holds TransTIC's adapter keyword
+#: (``prompt``), so it belongs to the adapter, not to the base codec.
+SETTINGS_KEY = "prompt_settings"
+
+#: the settings :data:`SETTINGS_KEY` holds, in order, as integers (``encoder_mask`` as
+#: its index in :data:`ENCODER_MASKS`)
+STORED_SETTINGS = ("num_prompts", "encoder_mask", "generator_width")
+
+#: values of ``PromptConfig.encoder_mask``, by their code in :data:`SETTINGS_KEY`
+ENCODER_MASKS = ("legacy", "aligned")
+
+#: prompt count and generator width of weights that show neither (no decoder prompt
+#: embeddings, no prompt generator): the defaults
+_DEFAULT_PROMPTS = 16
+_DEFAULT_WIDTH = 32
+
+# keys of the encoder prompt parts (generator and per-block convolutions)
+_ENCODER_PART = re.compile(r"g_a[02]_prompt(_layers)?\.")
+_WIDTH_KEY = "g_a0_prompt.down1.0.weight"
 
 #: the largest integer size (channels, prompts, levels) of an adapted codec's
 #: configuration: 16 x TransTIC's default generator width, 2 x the largest default width
@@ -108,6 +139,11 @@ class PromptConfig:
             corrected layout, for new training. Legacy is undefined for 64 prompts.
         generator_width: channels of the first level of the prompt generator
             (1..:data:`MAX_ADAPTER_SIZE`).
+
+    A TransTIC's weights carry its configuration: :meth:`from_state_dict` reads it from
+    the keys and shapes, and from the :data:`SETTINGS_KEY` buffer for the settings they
+    cannot show, which a model holds only where they differ from what its keys imply
+    (see :meth:`stored_settings`).
 
     Raises:
         ValueError: a value of the wrong type (``encoder_prompts`` must be a ``bool``,
@@ -203,44 +239,169 @@ class PromptConfig:
     def replace(self, **changes: Any) -> "PromptConfig":
         return replace(self, **changes)
 
-    @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, Tensor], num_prompts: Optional[int] = None) -> "PromptConfig":
-        """Infer the configuration of TransTIC weights from their keys and shapes.
+    # -- weights -------------------------------------------------------------------
+    def stored_settings(self) -> Optional[Tensor]:
+        """The :data:`SETTINGS_KEY` buffer of a TransTIC of this configuration, or
+        ``None`` when its keys and shapes show every setting.
 
-        The encoder prompt stride is not visible in the weights: without decoder
-        prompt embeddings to read it from, ``num_prompts`` (default 16) is assumed.
+        The keys and shapes of TransTIC weights show where the prompts are, the depth,
+        the prompt count when there are decoder prompt embeddings and the generator
+        width when there is a generator. They cannot show the encoder mask layout, the
+        prompt count of weights without decoder prompt embeddings (it is the stride of
+        convolutions) or the width of an absent generator; :meth:`from_state_dict`
+        takes those to be 16 prompts, the legacy mask (aligned for 64 prompts, where
+        legacy is undefined) and width 32. A configuration that differs from that
+        stores ``[num_prompts, encoder_mask (0: legacy, 1: aligned), generator_width]``
+        (int64) in its weights, so that the weights alone (what CompressAI's
+        ``eval_model`` and ``update_model`` see) rebuild exactly this configuration.
+        The released layout and every preset of :data:`VARIANTS` store nothing: their
+        keys stay the released ones.
         """
-        keys = list(state_dict)
-        encoder = any(k.startswith("g_a0_prompt.") for k in keys)
-        tp, ip, counts = [], [], set()
-        for stb, mod in DECODER_STB_MODULES.items():
-            emb = state_dict.get(f"{mod}.residual_group.prompt_embeddings")
-            if emb is not None:
-                tp.append(stb)
-                counts.add(int(emb.shape[1]))
-            if any(k.startswith(f"{mod}_prompt_layers.") for k in keys):
-                ip.append(stb)
-        if len(counts) > 1:
-            raise ValueError(f"decoder prompt embeddings disagree on the prompt count: {sorted(counts)}")
-        if counts:
-            inferred = counts.pop()
-            if num_prompts is not None and num_prompts != inferred:
-                raise ValueError(f"weights hold {inferred} decoder prompts, not {num_prompts}")
-            num_prompts = inferred
-        n_layers = len({k.split(".")[1] for k in keys if k.startswith("g_a0_prompt_layers.")})
-        shallow = encoder and n_layers == 1
-        if not encoder and tp:  # every decoder stage has more than one block
-            shallow = state_dict[f"{DECODER_STB_MODULES[tp[0]]}.residual_group.prompt_embeddings"].shape[0] == 1
-        width = state_dict.get("g_a0_prompt.down1.0.weight")
-        return cls(
-            generator_width=int(width.shape[0]) if width is not None else 32,
-            encoder_prompts=encoder,
-            decoder_tp_stbs=tuple(tp),
-            decoder_ip_stbs=tuple(ip),
-            num_prompts=num_prompts or 16,
-            depth="shallow" if shallow else "deep",
-            encoder_mask="aligned" if (num_prompts == 64) else "legacy",
+        implied = _implied_settings(
+            self.num_prompts if self.decoder_tp_stbs else None, self.generator_width if self.encoder_prompts else None
         )
+        if tuple(getattr(self, name) for name in STORED_SETTINGS) == implied:
+            return None
+        codes = [self.num_prompts, ENCODER_MASKS.index(self.encoder_mask), self.generator_width]
+        return torch.tensor(codes, dtype=torch.int64)
+
+    def fit_state_dict(self, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``state_dict`` as a TransTIC of this configuration loads it: the settings it
+        stores (:data:`SETTINGS_KEY`) must be this configuration's, and are dropped
+        where this configuration stores none; weights that store none (written before
+        settings were stored, or whose keys imply them) get this configuration's, so an
+        explicit configuration still states what such weights cannot. Anything but a
+        mapping is returned as it is (for the loader to refuse).
+
+        Raises:
+            CheckpointError: the stored settings are unreadable or contradict this
+                configuration (the message names :data:`SETTINGS_KEY` and both).
+        """
+        if not isinstance(state_dict, Mapping):
+            return state_dict
+        own = self.stored_settings()
+        if SETTINGS_KEY in state_dict:
+            stored = _read_settings(state_dict)
+            mine = {name: getattr(self, name) for name in STORED_SETTINGS}
+            if stored != mine:
+                raise CheckpointError(
+                    f"{SETTINGS_KEY}: the weights were stored with {_describe(stored)}, but this model's configuration "
+                    f"has {_describe(mine)}; build the model with the weights' settings (TransTIC.from_state_dict "
+                    "without a configuration reads them)"
+                )
+            return state_dict if own is not None else {k: v for k, v in state_dict.items() if k != SETTINGS_KEY}
+        if own is not None:
+            return {**state_dict, SETTINGS_KEY: own}
+        return state_dict
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Any], num_prompts: Optional[int] = None) -> "PromptConfig":
+        """The configuration of TransTIC weights (full weights, or their prompt entries).
+
+        Read from the keys and shapes: encoder prompts (``g_a0_prompt.*`` ...) and the
+        generator width (``g_a0_prompt.down1.0.weight``); the decoder STBs with TP-type
+        prompts (``g_s*.residual_group.prompt_embeddings``, of shape ``(blocks, P,
+        dim)``: ``P`` is the prompt count) or IP-type prompts (``g_s*_prompt*``); the
+        depth (one encoder prompt convolution, or one prompt set per decoder stage:
+        shallow). The settings that no key shows come from the :data:`SETTINGS_KEY`
+        buffer when the weights hold one, else they are implied as
+        :meth:`stored_settings` says.
+
+        Args:
+            state_dict: the weights.
+            num_prompts: the prompt count of weights that show none and store none
+                (written before settings were stored); refused if they show or store
+                another.
+
+        Raises:
+            CheckpointError: an entry read is missing, not a tensor, of the wrong number
+                of dimensions or holds values out of range (the message names the key),
+                entries disagree, or the settings they give are no valid configuration.
+        """
+        keys = weight_keys(state_dict)
+        encoder = any(_ENCODER_PART.match(k) for k in keys)
+        tp, ip = [], []
+        counts: Dict[str, int] = {}
+        depths: Dict[str, str] = {}
+        for stb, mod in DECODER_STB_MODULES.items():
+            key = f"{mod}.residual_group.prompt_embeddings"
+            if key in state_dict:
+                emb = weight_tensor(state_dict, key, "decoder task prompts: blocks x prompts x channels", dims=3)
+                if int(emb.shape[1]) not in ENCODER_DOWNSAMPLE:
+                    raise CheckpointError(
+                        f"{key} holds {int(emb.shape[1])} prompts per block; TransTIC has 4, 16 or 64"
+                    )
+                tp.append(stb)
+                counts[key] = int(emb.shape[1])
+                depths[key] = "shallow" if emb.shape[0] == 1 else "deep"
+            if any(k.startswith((f"{mod}_prompt.", f"{mod}_prompt_layers.")) for k in keys):
+                ip.append(stb)
+        if len(set(counts.values())) > 1:
+            raise CheckpointError(f"the decoder prompt embeddings disagree on the prompt count: {counts}")
+        width = None
+        if encoder:
+            width = weight_channels(
+                state_dict, _WIDTH_KEY, "first convolution of the prompt generator", MAX_ADAPTER_SIZE
+            )
+            layers = {k.split(".")[1] for k in keys if k.startswith("g_a0_prompt_layers.")}
+            depths["g_a0_prompt_layers"] = "shallow" if len(layers) == 1 else "deep"
+        if len(set(depths.values())) > 1:
+            raise CheckpointError(
+                f"the prompt entries disagree on the depth (deep: prompts for every block, shallow: for the "
+                f"first): {depths}"
+            )
+        shown = next(iter(counts.values()), None)
+        implied = _implied_settings(shown if shown is not None else num_prompts, width)
+        settings: Dict[str, Any] = dict(zip(STORED_SETTINGS, implied))
+        if SETTINGS_KEY in state_dict:
+            settings = _read_settings(state_dict)
+            for name, value in (("num_prompts", shown), ("generator_width", width)):
+                if value is not None and settings[name] != value:
+                    raise CheckpointError(
+                        f"{SETTINGS_KEY} stores {name}={settings[name]}, but the weights' shapes show {value}"
+                    )
+        if num_prompts is not None and settings["num_prompts"] != num_prompts:
+            raise CheckpointError(f"the weights hold {settings['num_prompts']} prompts per window, not {num_prompts}")
+        try:
+            return cls(
+                encoder_prompts=encoder,
+                decoder_tp_stbs=tuple(tp),
+                decoder_ip_stbs=tuple(ip),
+                depth=next(iter(depths.values()), "deep"),
+                **settings,
+            )
+        except ValueError as err:
+            raise CheckpointError(f"the TransTIC settings of these weights are invalid: {err}") from None
+
+
+def _implied_settings(num_prompts: Optional[int], generator_width: Optional[int]) -> Tuple[int, str, int]:
+    """The :data:`STORED_SETTINGS` that weights which store none are read with, given the
+    prompt count and generator width their shapes show (``None``: not shown)."""
+    count = _DEFAULT_PROMPTS if num_prompts is None else num_prompts
+    mask = "aligned" if count == 64 else "legacy"  # legacy is undefined for 64 prompts
+    return count, mask, _DEFAULT_WIDTH if generator_width is None else generator_width
+
+
+def _read_settings(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+    """The settings stored under :data:`SETTINGS_KEY`, by name.
+
+    Raises:
+        CheckpointError: not 3 integers, or a value out of range (the message names
+            the key and the setting).
+    """
+    what = "TransTIC settings: " + ", ".join(STORED_SETTINGS)
+    count, mask, width = weight_integers(state_dict, SETTINGS_KEY, what, len(STORED_SETTINGS))
+    if count not in ENCODER_DOWNSAMPLE:
+        raise CheckpointError(f"{SETTINGS_KEY}[0] (num_prompts) must be 4, 16 or 64, got {count}")
+    if not 0 <= mask < len(ENCODER_MASKS):
+        raise CheckpointError(f"{SETTINGS_KEY}[1] (encoder_mask: 0 legacy, 1 aligned) must be 0 or 1, got {mask}")
+    if not 1 <= width <= MAX_ADAPTER_SIZE:
+        raise CheckpointError(f"{SETTINGS_KEY}[2] (generator_width) must be within 1..{MAX_ADAPTER_SIZE}, got {width}")
+    return {"num_prompts": count, "encoder_mask": ENCODER_MASKS[mask], "generator_width": width}
+
+
+def _describe(settings: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name}={settings[name]!r}" for name in STORED_SETTINGS)
 
 
 #: Table A1 variants of the supplementary material, by name.

@@ -5,6 +5,8 @@ checkpoint loader above them (:mod:`compressai_transtic.checkpoint`) both use it
 
 - :func:`detect_architecture` / :func:`architecture_hints`: TIC, TransTIC or an
   adapter, and the variant, from the keys and shapes alone;
+- :func:`weight_tensor`, :func:`weight_integer` ...: entries read as settings (an
+  adapted codec's configuration), each refusal a :class:`CheckpointError` naming the key;
 - :func:`checkpoint_filter_fn`: ``module.`` prefixes, a prefix shared by every key,
   entropy bottlenecks in CompressAI's newer layout (``matrices.0``), and the
   entropy-coder tables that some released files lack (``base_codec_4``),
@@ -15,6 +17,7 @@ checkpoint loader above them (:mod:`compressai_transtic.checkpoint`) both use it
 from __future__ import annotations
 
 import logging
+import math
 import re
 import reprlib
 from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -42,6 +45,12 @@ __all__ = [
     "tic_channels",
     "needs_entropy_update",
     "unknown_architecture_message",
+    "weight_channels",
+    "weight_integer",
+    "weight_integers",
+    "weight_keys",
+    "weight_number",
+    "weight_tensor",
 ]
 
 StateDict = Dict[str, Tensor]
@@ -276,6 +285,125 @@ def tic_channels(state_dict: Mapping[str, Any]) -> Tuple[int, int]:
             raise CheckpointError(f"{key} must be a convolution weight (4 dimensions)")
         channels.append(int(weight.size(0)))
     return channels[0], channels[1]
+
+
+# ----------------------------------------------------------------------------------
+# values read from weights: every adapted codec's configuration (settings that the keys
+# and shapes show); each refusal names the key
+# ----------------------------------------------------------------------------------
+def weight_keys(state_dict: Any) -> List[str]:
+    """The keys of a state dict, refused with a ``CheckpointError`` unless it is a mapping."""
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(
+            f"not a state dict (a mapping of parameter names to tensors): {type(state_dict).__name__}"
+        )
+    return [k for k in state_dict if isinstance(k, str)]
+
+
+def weight_tensor(state_dict: Mapping[str, Any], key: str, what: str, dims: Optional[int] = None) -> Tensor:
+    """``state_dict[key]``, checked to be a tensor (of ``dims`` dimensions if given).
+
+    Args:
+        state_dict: the weights.
+        key: the entry to read.
+        what: what the entry is, for the messages (e.g. ``"TIC+ROI map levels"``).
+        dims: the number of dimensions it must have.
+
+    Raises:
+        CheckpointError: the entry is missing, not a tensor, or of another number of
+            dimensions; the message names ``key``. ``state_dict`` that is no mapping.
+    """
+    weight_keys(state_dict)
+    if key not in state_dict:
+        raise CheckpointError(f"{key} ({what}) is missing")
+    value = state_dict[key]
+    if not isinstance(value, Tensor):
+        raise CheckpointError(f"{key} ({what}) must be a tensor, got {type(value).__name__}")
+    if dims is not None and value.dim() != dims:
+        raise CheckpointError(
+            f"{key} ({what}) must have {dims} dimension{'' if dims == 1 else 's'}, got shape {tuple(value.shape)}"
+        )
+    return value
+
+
+def _real_values(key: str, what: str, value: Tensor) -> Tensor:
+    """The values of a small tensor, on the CPU, refused unless real and in memory."""
+    if value.is_meta:
+        raise CheckpointError(f"{key} ({what}) holds no values (a tensor on the meta device)")
+    if value.layout != torch.strided:
+        raise CheckpointError(f"{key} ({what}) must be a dense tensor, got layout {value.layout}")
+    if value.is_complex() or value.dtype == torch.bool:
+        raise CheckpointError(f"{key} ({what}) must hold real numbers, got dtype {value.dtype}")
+    if value.is_floating_point() and bool(torch.isnan(value).any()):
+        raise CheckpointError(f"{key} ({what}) is NaN")
+    return value.detach().cpu()
+
+
+def weight_integers(state_dict: Mapping[str, Any], key: str, what: str, length: int) -> List[int]:
+    """The ``length`` integers of a 1-dimensional integer tensor ``state_dict[key]``.
+
+    Raises:
+        CheckpointError: missing, not a tensor, another shape, NaN, or not an integer
+            dtype; the message names ``key``.
+    """
+    value = weight_tensor(state_dict, key, what, dims=1)
+    if value.shape[0] != length:
+        raise CheckpointError(f"{key} ({what}) must hold {length} integers, got shape {tuple(value.shape)}")
+    values = _real_values(key, what, value)
+    if values.is_floating_point():
+        raise CheckpointError(f"{key} ({what}) must hold integers (an integer dtype), got {values.dtype}")
+    return [int(v) for v in values.tolist()]
+
+
+def weight_integer(state_dict: Mapping[str, Any], key: str, what: str, low: int, high: int) -> int:
+    """The integer that the 0-dimensional tensor ``state_dict[key]`` holds, within ``low..high``.
+
+    Raises:
+        CheckpointError: missing, not a tensor, not one value (shape ``()``), NaN, not an
+            integer dtype, or out of range; the message names ``key``.
+    """
+    value = weight_tensor(state_dict, key, what)
+    if value.dim() != 0:
+        raise CheckpointError(f"{key} ({what}) must hold one integer (shape ()), got shape {tuple(value.shape)}")
+    values = _real_values(key, what, value)
+    if values.is_floating_point():
+        raise CheckpointError(f"{key} ({what}) must hold an integer (an integer dtype), got {values.dtype}")
+    number = int(values.item())
+    if not low <= number <= high:
+        raise CheckpointError(f"{key} ({what}) must be within {low}..{high}, got {number}")
+    return number
+
+
+def weight_number(state_dict: Mapping[str, Any], key: str, what: str) -> float:
+    """The finite number that the 0-dimensional tensor ``state_dict[key]`` holds (the
+    caller checks its range).
+
+    Raises:
+        CheckpointError: missing, not a tensor, not one value (shape ``()``), complex or
+            boolean, NaN or infinite; the message names ``key``.
+    """
+    value = weight_tensor(state_dict, key, what)
+    if value.dim() != 0:
+        raise CheckpointError(f"{key} ({what}) must hold one number (shape ()), got shape {tuple(value.shape)}")
+    number = float(_real_values(key, what, value).item())
+    if not math.isfinite(number):
+        raise CheckpointError(f"{key} ({what}) must be finite, got {number}")
+    return number
+
+
+def weight_channels(state_dict: Mapping[str, Any], key: str, what: str, high: int, dims: int = 4) -> int:
+    """The output channels (first dimension) of the weight ``state_dict[key]``, within
+    ``1..high``.
+
+    Raises:
+        CheckpointError: missing, not a tensor, not of ``dims`` dimensions (4: a
+            convolution), or a channel count out of range; the message names ``key``.
+    """
+    value = weight_tensor(state_dict, key, what, dims=dims)
+    channels = int(value.shape[0])
+    if not 1 <= channels <= high:
+        raise CheckpointError(f"{key} ({what}) has {channels} output channels; expected 1..{high}")
+    return channels
 
 
 def unknown_architecture_message(state_dict: Mapping[str, Any], source: str) -> str:

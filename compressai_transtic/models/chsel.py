@@ -17,6 +17,8 @@ from torch import Tensor
 
 from ..bitstream import BitstreamError
 from ..layers import conv, deconv
+from ..prompts import MAX_ADAPTER_SIZE
+from ..state_dicts import CheckpointError, weight_channels
 from .adapted import AdaptedCodec, ConfigDict
 from .tic import CodingTerms, _channels_last, codes_in_eval_mode
 
@@ -50,12 +52,26 @@ class ChannelSelectionConfig(ConfigDict):
             raise ValueError(f"feature_channels and width must be positive (got {self})")
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, Tensor]) -> "ChannelSelectionConfig":
-        """The settings of TIC+channel-selection weights, read from their shapes."""
-        return cls(
-            feature_channels=int(state_dict["g_s_chsel_transform.6.weight"].shape[0]),
-            width=int(state_dict["g_s_chsel_transform.0.weight"].shape[0]),
+    def from_state_dict(cls, state_dict: Mapping[str, Any]) -> "ChannelSelectionConfig":
+        """The settings of TIC+channel-selection weights (full weights, or their adapter
+        entries), read from the shapes of the transform's first and last convolutions;
+        both settings show there, so nothing else is stored.
+
+        Raises:
+            CheckpointError: one of those weights is missing, not a tensor, not a
+                convolution weight (4 dimensions) or of a width out of range; the message
+                names the key.
+        """
+        channels = weight_channels(
+            state_dict, "g_s_chsel_transform.6.weight", "last convolution of the transform", MAX_ADAPTER_SIZE
         )
+        width = weight_channels(
+            state_dict, "g_s_chsel_transform.0.weight", "first convolution of the transform", MAX_ADAPTER_SIZE
+        )
+        try:
+            return cls(feature_channels=channels, width=width)
+        except ValueError as err:
+            raise CheckpointError(f"the TIC+channel-selection settings of these weights are invalid: {err}") from None
 
 
 def _transform(M: int, width: int, channels: int) -> nn.Sequential:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..bitstream import BitstreamError
 from ..layers import conv
+from ..prompts import MAX_ADAPTER_SIZE
 from ..quality_maps import (
     CELL,
     QualityMapSampler,
@@ -30,6 +31,7 @@ from ..quality_maps import (
     quantize_map,
     unpack_map,
 )
+from ..state_dicts import CheckpointError, weight_channels, weight_integer, weight_number
 from .adapted import AdaptedCodec, ConfigDict
 from .sft import LEAKY_SLOPE, SFTLayer, run_stages
 from .tic import PAD_MULTIPLE, CodingTerms, _channels_last, codes_in_eval_mode
@@ -64,13 +66,32 @@ class ROIConfig(ConfigDict):
             raise ValueError(f"min_weight must be within (0, 1] (got {self.min_weight})")
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, Tensor]) -> "ROIConfig":
-        """The settings of TIC+ROI weights (all three are stored in them)."""
-        return cls(
-            levels=int(state_dict["roi_levels"]),
-            width=int(state_dict["g_a_roi_condition.0.0.weight"].shape[0]),
-            min_weight=float(state_dict["roi_min_weight"]),
+    def from_state_dict(cls, state_dict: Mapping[str, Any]) -> "ROIConfig":
+        """The settings of TIC+ROI weights (full weights, or their adapter entries).
+
+        All three are stored: ``width`` in the shapes (``g_a_roi_condition.0.0.weight``);
+        ``levels`` and ``min_weight``, which no shape shows, in the buffers
+        ``roi_levels`` (int64) and ``roi_min_weight`` (float64) that every TIC+ROI holds,
+        so the weights alone rebuild the configuration exactly.
+
+        Raises:
+            CheckpointError: one of those entries is missing, not a tensor, of the wrong
+                shape, not an integer (``roi_levels``), NaN or out of range; the message
+                names the key.
+        """
+        levels = weight_integer(state_dict, "roi_levels", "quality levels of the coded map", 2, 255)
+        width = weight_channels(
+            state_dict, "g_a_roi_condition.0.0.weight", "first convolution of a condition network", MAX_ADAPTER_SIZE
         )
+        min_weight = weight_number(state_dict, "roi_min_weight", "training weight of the lowest map value")
+        if not 0 < min_weight <= 1:
+            raise CheckpointError(
+                f"roi_min_weight (training weight of the lowest map value) must be within (0, 1], got {min_weight}"
+            )
+        try:
+            return cls(levels=levels, width=width, min_weight=min_weight)
+        except ValueError as err:
+            raise CheckpointError(f"the TIC+ROI settings of these weights are invalid: {err}") from None
 
 
 def _condition(width: int) -> nn.Sequential:
@@ -141,25 +162,63 @@ class TICROI(AdaptedCodec):
     # ------------------------------------------------------------------------------
     # loading: the stored settings must be the model's
     # ------------------------------------------------------------------------------
-    def _check_stored_settings(self, state_dict: Mapping[str, Tensor]) -> None:
-        stored = {k: state_dict[k] for k in ("roi_levels", "roi_min_weight") if k in state_dict}
-        ours = {"roi_levels": self.config.levels, "roi_min_weight": self.config.min_weight}
-        wrong = [k for k, v in stored.items() if not math.isclose(float(v), float(ours[k]), rel_tol=1e-6)]
+    def _fit_stored_settings(self, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``state_dict`` with ``roi_levels`` and ``roi_min_weight`` of the model's
+        configuration, after checking that the stored ones (where present) are its:
+        ``roi_min_weight`` compared at the precision it was stored in (a model cast to
+        float32 by an earlier version stored a rounded value), and never copied, so the
+        buffer stays the configuration's float64 value.
+
+        Raises:
+            CheckpointError: stored settings that are unreadable (naming the key) or
+                other than the configuration's.
+        """
+        if not isinstance(state_dict, Mapping):
+            return state_dict
+        wrong: Dict[str, float] = {}
+        if "roi_levels" in state_dict:
+            levels = weight_integer(state_dict, "roi_levels", "quality levels of the coded map", 2, 255)
+            if levels != self.config.levels:
+                wrong["roi_levels"] = levels
+        if "roi_min_weight" in state_dict:
+            stored = state_dict["roi_min_weight"]
+            weight = weight_number(state_dict, "roi_min_weight", "training weight of the lowest map value")
+            ours = float(self.config.min_weight)
+            if stored.is_floating_point():
+                ours = float(torch.tensor(ours, dtype=stored.dtype))
+            if weight != ours:
+                wrong["roi_min_weight"] = weight
         if wrong:
-            found = {k: float(stored[k]) for k in wrong}
-            raise ValueError(f"tic-roi weights with settings {found}, but this model has {self.config}")
+            raise CheckpointError(f"tic-roi weights with settings {wrong}, but this model has {self.config}")
+        own = {
+            "roi_levels": torch.tensor(int(self.config.levels)),
+            "roi_min_weight": torch.tensor(float(self.config.min_weight), dtype=torch.float64),
+        }
+        return {k: own[k] if k in own else v for k, v in state_dict.items()}
+
+    def check_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """:meth:`TIC.check_state_dict`, refusing weights stored with other map settings."""
+        super().check_state_dict(self._fit_stored_settings(state_dict), strict=strict)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """:meth:`TIC.load_state_dict`, refusing weights stored with other map settings."""
-        self._check_stored_settings(state_dict)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        return super().load_state_dict(self._fit_stored_settings(state_dict), strict=strict, assign=assign)
 
     def load_adapter_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
         """:meth:`AdaptedCodec.load_adapter_state_dict`, refusing weights stored with other
         map settings; every check comes before any tensor changes."""
         self.check_adapter_state_dict(state_dict)
-        self._check_stored_settings(state_dict)
-        self._copy_adapter(state_dict)
+        self._copy_adapter(self._fit_stored_settings(state_dict))
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "TICROI":
+        """``nn.Module._apply`` (``to``, ``half``, ``double`` ...), keeping ``roi_min_weight``
+        a float64 tensor of the configuration's value on the new device: a setting,
+        which a cast to a lower precision would round (0.01 read back as 0.0099999998)."""
+        super()._apply(fn, recurse)
+        weight = self._buffers.get("roi_min_weight")
+        if weight is not None and weight.dtype != torch.float64:
+            self.roi_min_weight = torch.tensor(float(self.config.min_weight), dtype=torch.float64, device=weight.device)
+        return self
 
     # ------------------------------------------------------------------------------
     # the map

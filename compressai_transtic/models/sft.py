@@ -15,6 +15,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..layers import conv, deconv
+from ..prompts import MAX_ADAPTER_SIZE
+from ..state_dicts import CheckpointError, weight_channels, weight_keys
 from .adapted import AdaptedCodec, ConfigDict
 from .tic import _channels_last
 
@@ -52,13 +54,38 @@ class SFTConfig(ConfigDict):
             raise ValueError(f"width must be positive (got {self.width})")
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, Tensor]) -> "SFTConfig":
-        """The configuration of TIC+SFT weights, read from their keys and shapes."""
-        present = {part: f"{part}_sft_condition.0.0.weight" in state_dict for part in ("g_a", "h_a", "g_s")}
-        widths = {int(state_dict[f"{part}_sft_condition.0.0.weight"].shape[0]) for part, ok in present.items() if ok}
-        if len(widths) != 1:
-            raise ValueError(f"SFT condition networks of widths {sorted(widths)}; expected one width")
-        return cls(encoder=present["g_a"], hyper=present["h_a"], decoder=present["g_s"], width=widths.pop())
+    def from_state_dict(cls, state_dict: Mapping[str, Any]) -> "SFTConfig":
+        """The configuration of TIC+SFT weights (full weights, or their adapter entries),
+        read from their keys and shapes: a transform holds SFT layers when it has keys
+        ``{g_a,h_a,g_s}_sft.*`` or ``..._sft_condition.*``, and the width is the output
+        channels of each condition network's first convolution (they must agree).
+        Every setting shows there, so nothing else is stored.
+
+        Raises:
+            CheckpointError: no SFT keys, a condition network's first convolution
+                (``{part}_sft_condition.0.0.weight``) missing, not a tensor, not a
+                convolution weight or of a width out of range (the message names the
+                key), or widths that disagree.
+        """
+        keys = weight_keys(state_dict)
+        present = {part: any(k.startswith((f"{part}_sft.", f"{part}_sft_condition.")) for k in keys) for part in _PARTS}
+        if not any(present.values()):
+            expected = ", ".join(f"{part}_sft" for part in _PARTS)
+            raise CheckpointError(f"no TIC+SFT layers in these weights: expected keys starting with {expected}")
+        widths = {
+            key: weight_channels(state_dict, key, "first convolution of a condition network", MAX_ADAPTER_SIZE)
+            for key in (f"{part}_sft_condition.0.0.weight" for part, ok in present.items() if ok)
+        }
+        if len(set(widths.values())) != 1:
+            raise CheckpointError(f"the SFT condition networks disagree on the width: {widths}")
+        try:
+            return cls(encoder=present["g_a"], hyper=present["h_a"], decoder=present["g_s"], width=widths.popitem()[1])
+        except ValueError as err:
+            raise CheckpointError(f"the TIC+SFT settings of these weights are invalid: {err}") from None
+
+
+#: the transforms that can hold SFT layers, in the order of :class:`SFTConfig`'s fields
+_PARTS = ("g_a", "h_a", "g_s")
 
 
 class SFTLayer(nn.Module):

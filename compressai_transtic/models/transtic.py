@@ -11,7 +11,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..layers import WindowPrompts, conv, deconv
-from ..prompts import VARIANTS, PromptConfig
+from ..prompts import SETTINGS_KEY, VARIANTS, PromptConfig
 from ..state_dicts import ADAPTER_KEYWORDS
 from .adapted import AdaptedCodec
 from .prompt_generator import PromptGenerator
@@ -47,6 +47,15 @@ class TransTIC(AdaptedCodec):
     Only the prompt parts are trainable; the base codec, its entropy models included,
     is frozen (``requires_grad=False``). ``base_state_dict()`` returns the base weights,
     ``prompt_state_dict()`` (= ``adapter_state_dict()``) the prompts.
+
+    The weights carry the configuration: where a setting shows in no key or shape (the
+    encoder mask layout; the prompt count without decoder prompt embeddings; the
+    generator width without a generator) and differs from what
+    :meth:`PromptConfig.from_state_dict` would take it to be, the model holds the int64
+    buffer ``prompt_settings`` (:meth:`PromptConfig.stored_settings`), part of the
+    adapter. The released model and the Table A1 presets hold none (their keys are the
+    released ones). Loading refuses weights whose stored settings differ from the
+    model's configuration, and gives weights that store none the model's.
 
     Args:
         config: prompt configuration (default: the released "Deep" model), or the name
@@ -98,7 +107,31 @@ class TransTIC(AdaptedCodec):
             setattr(self, f"{name}_prompt_layers", nn.ModuleList([conv(dim, dim, 3, d) for _ in range(blocks)]))
             previous_dim = dim
 
+        settings = cfg.stored_settings()
+        if settings is not None:  # the settings its keys cannot show (see PromptConfig.stored_settings)
+            self.register_buffer(SETTINGS_KEY, settings)
         self.freeze_base()
+
+    # ------------------------------------------------------------------------------
+    # loading: the stored settings must be the model's
+    # ------------------------------------------------------------------------------
+    def check_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """:meth:`TIC.check_state_dict` of the weights as this model loads them: the
+        settings they store (``prompt_settings``) must be its configuration's, and
+        weights that store none take its configuration's
+        (:meth:`PromptConfig.fit_state_dict`)."""
+        super().check_state_dict(self.config.fit_state_dict(state_dict), strict=strict)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """:meth:`TIC.load_state_dict`, refusing (with a ``CheckpointError``) weights that
+        store other settings than the model's configuration (see :meth:`check_state_dict`)."""
+        return super().load_state_dict(self.config.fit_state_dict(state_dict), strict=strict, assign=assign)
+
+    def load_adapter_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """:meth:`AdaptedCodec.load_adapter_state_dict`, refusing prompts that store other
+        settings than the model's configuration; prompts saved before settings were
+        stored take the model's."""
+        super().load_adapter_state_dict(self.config.fit_state_dict(state_dict))
 
     # ------------------------------------------------------------------------------
     # TransTIC's names of the adapter methods
