@@ -118,7 +118,10 @@ def test_compare_reports_the_delta_that_exists_when_the_curves_share_only_metric
     b = write_curve(tmp_path / "b.json", "jpeg", [10 * r for r in RATES], ACCURACY)  # no common rates
     assert main(["compare", str(a), str(b), "--json", str(tmp_path / "bd.json")]) == 0
     out = capsys.readouterr().out
-    assert "BD-rate +900.00 % (overlap 100%), BD-top1 n/a (the two curves do not overlap in log-rate" in out
+    assert (
+        "BD-rate +900.00 % (overlap 100%), BD-top1 n/a (the two curves do not overlap in rate: "
+        f"{a} spans 0.12 to 0.66 bpp, {b} spans 1.2 to 6.6 bpp)"
+    ) in out
     (row,) = json.loads((tmp_path / "bd.json").read_text())["comparisons"]
     assert row["bd_rate"] == pytest.approx(900.0, abs=1e-9) and row["bd_metric"] is None
     assert "do not overlap" in row["bd_metric_error"]
@@ -127,7 +130,77 @@ def test_compare_reports_the_delta_that_exists_when_the_curves_share_only_metric
     assert main(["compare", str(a), str(c), str(b)]) == 2  # neither delta exists for c; b is still compared
     captured = capsys.readouterr()
     assert "jpeg vs tic (top1, pchip): BD-rate +900.00 % (overlap 100%)" in captured.out
-    assert f"error: {c} vs {a}: the two curves do not overlap in metric" in captured.err
+    assert (
+        f"error: {c} vs {a}: no BD-rate: the two curves do not overlap in metric: {a} spans 61 to 73.4, "
+        f"{c} spans 111 to 123.4; no BD-metric: the two curves do not overlap in rate: {a} spans 0.12 to 0.66 bpp, "
+        f"{c} spans 1.2 to 6.6 bpp"
+    ) in captured.err
+
+
+def test_each_range_in_a_message_is_named_with_its_own_curve():
+    # the anchor (first) and the test curve, each range given after its own name, whichever is higher
+    with pytest.raises(ValueError) as low_test:
+        bd_rate(RATES, [m + 50 for m in ACCURACY], RATES, ACCURACY, names=("jpeg.json", "tic.json"))
+    assert str(low_test.value) == (
+        "the two curves do not overlap in metric: jpeg.json spans 111 to 123.4, tic.json spans 61 to 73.4"
+    )
+    with pytest.raises(ValueError) as high_test:
+        bd_metric(RATES, ACCURACY, [10 * r for r in RATES], ACCURACY, names=("jpeg.json", "tic.json"))
+    assert str(high_test.value) == (
+        "the two curves do not overlap in rate: jpeg.json spans 0.12 to 0.66 bpp, tic.json spans 1.2 to 6.6 bpp"
+    )
+
+
+def test_a_constant_metric_is_named_as_such_and_the_other_delta_still_given(tmp_path, capsys):
+    from compressai_transtic.cli import main
+
+    names = ("a.json", "b.json")
+    with pytest.raises(ValueError) as both:
+        bd_rate(RATES, [0.0] * 4, RATES, [0.0] * 4, names=names)
+    assert str(both.value) == (
+        "the metric is constant on both curves (a.json: 0 at every point; b.json: 0 at every point): "
+        "BD-rate reads the rate as a function of the metric, which must vary between points"
+    )
+    with pytest.raises(ValueError, match=r"^the metric of b.json is constant \(0 at every point\): BD-rate"):
+        bd_rate(RATES, ACCURACY, RATES, [0.0] * 4, names=names)
+    with pytest.raises(ValueError, match=r"^the rate of a.json is constant \(0.3 bpp at every point\): BD-metric"):
+        bd_metric([0.3] * 4, ACCURACY, RATES, ACCURACY, names=names)
+    with pytest.raises(ValueError, match=r"^a.json has the metric 67.5 at two points; BD reads the rate as"):
+        bd_rate(RATES, [61.0, 67.5, 67.5, 73.4], RATES, ACCURACY, names=names)
+    assert bd_metric(RATES, [0.0] * 4, RATES, [0.0] * 4) == 0.0  # the metric as a function of the rate: 0 everywhere
+
+    # a random network's top-1 of 0 at every rate: no BD-rate, but a BD-metric, each said on its own
+    a = write_curve(tmp_path / "a.json", "tic", RATES, [0.0] * 4)
+    b = write_curve(tmp_path / "b.json", "transtic", RATES, [0.0] * 4)
+    assert main(["compare", str(a), str(b), "--json", str(tmp_path / "bd.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"BD-rate n/a (the metric is constant on both curves ({a}: 0 at every point; {b}: 0 at every point)" in out
+    assert "BD-top1 +0.000 (overlap 100%)" in out and "do not overlap" not in out
+    (row,) = json.loads((tmp_path / "bd.json").read_text())["comparisons"]
+    assert row["bd_rate"] is None and row["bd_metric"] == 0.0
+
+
+def test_compare_gives_the_reason_of_each_missing_delta(tmp_path, capsys):
+    from compressai_transtic.cli import main
+
+    a = write_curve(tmp_path / "a.json", "tic", RATES, ACCURACY)
+    flat = write_curve(tmp_path / "flat.json", "flat", [10 * r for r in RATES], [0.0] * 4)  # no rate in common
+    assert main(["compare", str(a), str(flat), "--json", str(tmp_path / "bd.json")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {flat} vs {a}: no BD-rate: the metric of {flat} is constant (0 at every point): BD-rate reads the "
+        "rate as a function of the metric, which must vary between points; no BD-metric: the two curves do not "
+        f"overlap in rate: {a} spans 0.12 to 0.66 bpp, {flat} spans 1.2 to 6.6 bpp\n"
+    )
+    (row,) = json.loads((tmp_path / "bd.json").read_text())["comparisons"]
+    assert row["bd_rate_error"].startswith(f"the metric of {flat} is constant")
+    assert row["bd_metric_error"].startswith("the two curves do not overlap in rate")
+
+    gap = tmp_path / "gap.json"  # a point without a value: one reason for both deltas, given once
+    gap.write_text(json.dumps({"name": "gap", "results": {"bpp": RATES, "top1": [61.0, None, 71.2, 73.4]}}))
+    assert main(["compare", str(a), str(gap)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {gap} vs {a}: {gap}: point 2 of 4 has no top1 value (null); BD needs every point\n"
 
 
 def test_overlap_share_is_the_smaller_share_of_either_curves_range():
@@ -250,7 +323,7 @@ def test_compare_gives_the_reason_of_an_out_of_range_bd_rate_in_its_json(tmp_pat
     a = write_curve(tmp_path / "a.json", "tiny", [r * 1e-300 for r in RATES], ACCURACY)
     b = write_curve(tmp_path / "b.json", "huge", [r * 1e10 for r in RATES], ACCURACY)
     assert main(["compare", str(a), str(b), "--json", str(tmp_path / "bd.json")]) == 2
-    assert f"error: {b} vs {a}: BD-rate out of range" in capsys.readouterr().err
+    assert f"error: {b} vs {a}: no BD-rate: BD-rate out of range" in capsys.readouterr().err
     (row,) = json.loads((tmp_path / "bd.json").read_text())["comparisons"]
     assert row["bd_rate"] is None and row["bd_rate_error"].startswith("BD-rate out of range")
 
@@ -260,5 +333,7 @@ def test_cubic_refuses_repeated_metric_values_as_pchip_does():
     for method in ("cubic", "pchip"):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # not numpy's RankWarning
-            with pytest.raises(ValueError, match="the test curve has repeated values .* BD needs distinct points"):
+            with pytest.raises(
+                ValueError, match="the test curve has the metric 60 at two points; .* a different value"
+            ):
                 bd_rate(RATES, ACCURACY, RATES, repeated, method)

@@ -284,6 +284,67 @@ def test_plot_format_follows_the_extension_and_dpi_sets_the_png_size(tmp_path, c
     assert not (tmp_path / "p.jpg").exists()
 
 
+def _random_curve(name, codec, network, task="cls"):
+    return {
+        "name": name,
+        "task": task,
+        "primary_metric": "top1",
+        "random_weights": codec or network,
+        "random_codec": codec,
+        "random_task_network": network,
+        "reference": {"top1": 0.1},
+        "results": {"bpp": [0.1, 0.2, 0.4], "psnr-rgb": [25.0, 28.0, 31.0], "top1": [0.1, 0.1, 0.2]},
+    }
+
+
+def _svg_texts(path):
+    import re
+
+    return set(re.findall(r"<!-- (.*?) -->", path.read_text(), flags=re.S))
+
+
+def test_plots_and_tables_say_what_is_random_behind_the_values_they_show(tmp_path, capsys):
+    from compressai_transtic.cli import main
+    from compressai_transtic.evaluation.plot import plot_curves
+
+    curves = [
+        _random_curve("tic", codec=True, network=True),
+        _random_curve("jpeg", codec=False, network=True),  # a real codec, a random classifier
+        _random_curve("webp", codec=False, network=False),
+    ]
+    files = []
+    for curve in curves:
+        files.append(tmp_path / f"{curve['name']}-cls.json")
+        files[-1].write_text(json.dumps(curve))
+    texts = _svg_texts(plot_curves(files, tmp_path / "top1.svg"))
+    assert {"tic [RANDOM WEIGHTS: codec, task network]", "jpeg [RANDOM WEIGHTS: task network]", "webp"} <= texts
+    assert "uncompressed (cls) [RANDOM WEIGHTS: task network]" in texts
+    texts = _svg_texts(plot_curves(files, tmp_path / "psnr.svg", metric="psnr-rgb", show_reference=False))
+    assert {"tic [RANDOM WEIGHTS: codec]", "jpeg", "webp"} <= texts  # PSNR does not depend on the classifier
+    texts = _svg_texts(plot_curves(files[1:], tmp_path / "real.svg", metric="psnr-rgb"))
+    assert {"jpeg", "webp"} <= texts and not any("RANDOM" in t for t in texts)
+
+    assert main(["table", *map(str, files[1:]), "--metric", "psnr-rgb", "--no-bd-rate"]) == 0
+    out = capsys.readouterr().out
+    assert "RANDOM" not in out and "| jpeg | - |" in out  # the rates and PSNR of real codecs
+    assert main(["table", *map(str, files), "--metric", "top1", "psnr-rgb", "--no-bd-rate"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("RANDOM WEIGHTS: not meaningful.")
+    assert "| tic [RANDOM WEIGHTS: codec, task network] |" in out and "| jpeg [RANDOM WEIGHTS: task network] |" in out
+    assert "| webp |" in out
+
+    assert main(["compare", str(files[2]), str(files[1]), "--metric", "psnr-rgb"]) == 0
+    assert "RANDOM" not in capsys.readouterr().out  # rates and PSNR of two real codecs
+    assert main(["compare", str(files[2]), str(files[1])]) == 0
+    assert capsys.readouterr().out.startswith("[RANDOM WEIGHTS] jpeg vs webp (top1")
+
+    earlier = dict(curves[1])  # a file of an earlier version: random, but not saying what
+    del earlier["random_codec"], earlier["random_task_network"]
+    (tmp_path / "old.json").write_text(json.dumps(earlier))
+    texts = _svg_texts(plot_curves([tmp_path / "old.json"], tmp_path / "old.svg", metric="psnr-rgb"))
+    assert "jpeg [RANDOM WEIGHTS]" in texts  # randomness is never hidden
+
+
 # ---------------------------------------------------------------------------- CLI plumbing
 def test_python_m_compressai_transtic_evaluation_is_the_eval_command():
     out = subprocess.run(
@@ -487,6 +548,75 @@ def test_fresh_sets_earlier_runs_aside_and_starts_again(two_images, tmp_path):
     (previous,) = out.glob("previous-*")
     assert (previous / "records.jsonl").read_bytes() == earlier and (previous / "codecs.json").is_file()
     assert len((out / "records.jsonl").read_text().splitlines()) == 2  # jpeg q50 on two images, nothing else
+
+
+def test_fresh_moves_every_file_of_the_earlier_runs_results_and_leaves_the_users_own(two_images, tmp_path):
+    out = tmp_path / "out"
+    (two_images / "broken.png").write_bytes(b"not an image")  # listed in skipped-images.txt
+    assert fidelity_run(two_images, out, "jpeg:10", "webp:30", extra=["--skip-bad"]) == 0
+    written = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "records.jsonl.lock"}
+    assert set(written) == {
+        "records.jsonl",
+        "codecs.json",
+        "jpeg-fidelity.json",
+        "webp-fidelity.json",
+        "results.csv",
+        "per-image.csv",
+        "fidelity-mpeg.csv",
+        "fidelity-psnr-rgb.png",
+        "skipped-images.txt",
+    }
+    own = {  # the user's: named like outputs, but not written by the evaluator
+        "notes.txt": b"q10 looks blocky",
+        "mine-fidelity.json": b'{"name": "mine", "task": "fidelity", "results": {"bpp": [1]}}',
+        "fidelity-by-hand.png": b"a sketch",
+        "cls-mpeg.csv": b"from another tool",
+    }
+    for name, data in own.items():
+        (out / name).write_bytes(data)
+    (two_images / "broken.png").unlink()
+
+    assert fidelity_run(two_images, out, "jpeg:50", extra=["--fresh"]) == 0
+    (previous,) = out.glob("previous-*")
+    # every file of the earlier run went, unchanged: no earlier curve is left beside the new ones
+    assert {p.name: p.read_bytes() for p in previous.iterdir()} == written
+    assert {p.name for p in out.iterdir()} == {
+        previous.name,
+        *own,
+        "records.jsonl",
+        "records.jsonl.lock",
+        "codecs.json",
+        "jpeg-fidelity.json",
+        "results.csv",
+        "per-image.csv",
+        "fidelity-mpeg.csv",
+        "fidelity-psnr-rgb.png",
+    }
+    assert all((out / name).read_bytes() == data for name, data in own.items())
+    assert qualities(out, "jpeg") == [50]
+
+
+def test_fresh_finds_the_files_of_every_curve_its_records_hold(two_images, tmp_path):
+    from compressai_transtic.evaluation.outputs import earlier_outputs
+
+    out = tmp_path / "out"
+    assert fidelity_run(two_images, out, "jpeg:10") == 0
+    (out / "cls-top1.png").write_bytes(b"plot")  # the plots of a task this run does not evaluate
+    (out / "cls-psnr-rgb.png").write_bytes(b"plot")
+    (out / "tic-cls.json").write_text(json.dumps({"primary_metric": "top1", "results": {"bpp": []}}))
+    (out / "tic-fidelity.json").write_text("{}")  # a curve the records do not hold
+    curves = [("jpeg", "fidelity"), ("tic", "cls"), ("odd/name", "../up")]
+    found = {p.name for p in earlier_outputs(out, curves, {"fidelity": "psnr-rgb"})}
+    assert found == {
+        "jpeg-fidelity.json",
+        "fidelity-mpeg.csv",
+        "fidelity-psnr-rgb.png",
+        "results.csv",
+        "per-image.csv",
+        "tic-cls.json",
+        "cls-top1.png",
+        "cls-psnr-rgb.png",
+    }
 
 
 @pytest.mark.parametrize(

@@ -88,9 +88,14 @@ def test_coco_evaluation_of_tic_and_transtic_writes_json_csv_and_png(coco_set, t
         assert set(curve["reference"]) == set(curve["metric_names"])
     rows = (out / "results.csv").read_text().splitlines()
     assert rows[0].startswith(
-        "curve,task,quality,weights,random_weights,num_images,bpp,bpp-likelihood,psnr-rgb,ms-ssim-rgb,bbox-AP"
+        "curve,task,quality,weights,random_weights,random_codec,random_task_network,num_images,"
+        "bpp,bpp-likelihood,psnr-rgb,ms-ssim-rgb,bbox-AP"
     )
     assert [r.split(",")[0] for r in rows[1:]] == ["uncompressed", "tic", "transtic"]
+    table = list(csv.DictReader((out / "results.csv").open()))  # what is random: the detector, and the codecs
+    assert [(r["random_codec"], r["random_task_network"]) for r in table] == [("False", "True")] + [
+        ("True", "True")
+    ] * 2
     assert (out / "det-bbox-AP.png").read_bytes()[:8] == PNG
     assert (out / "det-psnr-rgb.png").read_bytes()[:8] == PNG
 

@@ -1,4 +1,4 @@
-"""Known-answer tests of the metrics: PSNR, top-k accuracy, COCO box and mask AP."""
+"""Known-answer tests of the metrics: PSNR, MS-SSIM's size limit, top-k accuracy, COCO box and mask AP."""
 
 from __future__ import annotations
 
@@ -56,6 +56,29 @@ def test_psnr_of_a_constant_error_of_one_eighth_is_10_log10_64_db():
     a = torch.zeros(1, 3, 8, 8)
     assert psnr(a, a + 0.125) == pytest.approx(10 * math.log10(64), abs=1e-12)
     assert psnr(a, a) == math.inf
+
+
+def test_ms_ssim_is_given_exactly_for_the_sizes_pytorch_msssim_accepts():
+    from pytorch_msssim import ms_ssim  # what CompressAI's eval_model calls
+
+    from compressai_transtic.evaluation.metrics import MS_SSIM_MIN_SIDE, fidelity_metrics, ms_ssim_size_problem
+
+    torch.manual_seed(0)
+    for height, width in ((161, 161), (400, 161), (160, 400), (128, 192)):
+        x = torch.rand(1, 3, height, width)
+        y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+        ours = fidelity_metrics(x, y)["ms-ssim-rgb"]
+        if min(height, width) > MS_SSIM_MIN_SIDE:
+            assert ours == pytest.approx(float(ms_ssim(x * 255, y * 255, data_range=255)), abs=1e-3)
+            assert ms_ssim_size_problem(height, width) is None
+        else:
+            assert ours is None
+            with pytest.raises(AssertionError, match="larger than 160"):
+                ms_ssim(x * 255, y * 255, data_range=255)
+    assert ms_ssim_size_problem(128, 192) == (
+        "at 192x128 pixels its shorter side is 128; MS-SSIM (5 scales of an 11x11 window) needs 161 pixels or "
+        "more on each side"
+    )
 
 
 def test_topk_accuracy_on_a_constructed_case():

@@ -286,6 +286,95 @@ def test_fidelity_curves_of_jpeg_and_webp_equal_compressai_bench(kodak_like, tmp
     assert (out / "fidelity-psnr-rgb.png").is_file()
 
 
+def test_an_image_too_small_for_ms_ssim_is_named_once_and_the_means_say_why_they_are_missing(tmp_path, capsys):
+    folder = tmp_path / "kodak"
+    folder.mkdir()
+    Image.fromarray(photo(176, 200)).save(folder / "a.png")
+    Image.fromarray(photo(128, 192, "chelsea")).save(folder / "small.png")  # 192 wide, 128 high
+    out = tmp_path / "out"
+    argv = ["eval", str(folder), "--task", "fidelity", "-a", "jpeg:30,50", "webp:50", "-o", str(out), "--no-progress"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "MS-SSIM" in line]
+    assert len(warnings) == 2, warnings  # one for the image (not one per point), one for the means
+    assert warnings[0].endswith(
+        f"{folder / 'small.png'}: no MS-SSIM: at 192x128 pixels its shorter side is 128; MS-SSIM (5 scales of an "
+        "11x11 window) needs 161 pixels or more on each side"
+    )
+    note = "1 of 2 images has no MS-SSIM (a side of 160 pixels or less as coded), so no point has a mean MS-SSIM"
+    assert note in warnings[1] and "a.png" not in captured.err
+    assert f"  {note}" in captured.out and "psnr-rgb in dB, ms-ssim-rgb unitless" in captured.out
+    assert "1 (fraction)" not in captured.out
+    for codec in ("jpeg", "webp"):
+        curve = json.loads((out / f"{codec}-fidelity.json").read_text())
+        assert set(curve["results"]["ms-ssim-rgb"]) == {None} and note in curve["description"]
+        assert "ms-ssim-rgb unitless" in curve["description"]
+    rows = {(r["quality"], r["image"]): r["ms-ssim-rgb"] for r in csv_rows(out / "per-image.csv")}
+    assert rows[("30", "small.png")] == "" and 0 < float(rows[("30", "a.png")]) <= 1
+
+
+def csv_rows(path: Path) -> list:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_random_weights_label_what_is_random_and_only_the_numbers_that_depend_on_it(kodak_like, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["eval", str(kodak_like), "--task", "fidelity", "-a", "tic:1", "jpeg:30", "--random-weights"]
+    assert main([*argv, "-o", str(out), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "[RANDOM WEIGHTS] randomly initialised: codec tic; the numbers that depend on them test the pipeline and "
+        "mean nothing (each curve says which of its numbers do)"
+    )
+    assert not any("[RANDOM WEIGHTS] RANDOM WEIGHTS" in line for line in lines)
+    tic = lines.index("[RANDOM WEIGHTS]  tic (random weights: codec)")
+    jpeg = lines.index(" jpeg")  # JPEG's rate, PSNR and MS-SSIM: nothing random about them
+    assert lines[tic + 1].startswith("[RANDOM WEIGHTS]   q1 ") and lines[jpeg + 1].startswith("  q30 bpp ")
+    assert lines[jpeg + 2] == f"  -> {out / 'jpeg-fidelity.json'}"
+    tic_curve, jpeg_curve = (json.loads((out / f"{c}-fidelity.json").read_text()) for c in ("tic", "jpeg"))
+    assert (tic_curve["random_weights"], tic_curve["random_codec"], tic_curve["random_task_network"]) == (
+        True,
+        True,
+        False,
+    )
+    assert tic_curve["description"].startswith("RANDOM WEIGHTS (codec): results are not meaningful. ")
+    assert not any(jpeg_curve[k] for k in ("random_weights", "random_codec", "random_task_network"))
+    assert "RANDOM" not in jpeg_curve["description"]
+
+
+def test_traditional_codecs_under_a_random_classifier_are_labelled_for_its_metrics_only(
+    classification_set, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    argv = ["eval", str(classification_set), "--task", "cls", "--task-weights", "random", "--crop", "64"]
+    assert main([*argv, "-a", "jpeg:10,50", "-o", str(out), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[RANDOM WEIGHTS] randomly initialised: the task network of cls; ")
+    assert "[RANDOM WEIGHTS]  jpeg (random weights: task network)" in lines  # its lines show top-1
+    assert all(line.startswith("[RANDOM WEIGHTS] ") for line in lines)
+    curve = json.loads((out / "jpeg-cls.json").read_text())
+    assert (curve["random_weights"], curve["random_codec"], curve["random_task_network"]) == (True, False, True)
+    assert curve["description"].startswith(
+        "RANDOM WEIGHTS (task network): top1, top5 and the uncompressed reference are not meaningful; "
+        "bpp, PSNR and MS-SSIM do not depend on the task network. "
+    )
+    rows = csv_rows(out / "results.csv")
+    assert [(r["curve"], r["random_weights"], r["random_codec"], r["random_task_network"]) for r in rows] == [
+        ("uncompressed", "True", "False", "True"),
+        ("jpeg", "True", "False", "True"),
+        ("jpeg", "True", "False", "True"),
+    ]
+    for metric, label in (("top1", "jpeg [RANDOM WEIGHTS: task network]"), ("psnr-rgb", "jpeg")):
+        plot = tmp_path / f"{metric}.svg"
+        assert main(["plot", str(out / "jpeg-cls.json"), "--metric", metric, "-o", str(plot)]) == 0
+        assert f"<!-- {label} -->" in plot.read_text()
+        printed = capsys.readouterr().out
+        assert printed.startswith("[RANDOM WEIGHTS] wrote") == (metric == "top1")
+
+
 def test_mixing_learned_and_traditional_codecs_needs_their_own_quality_lists(kodak_like, tmp_path, capsys):
     argv = ["eval", str(kodak_like), "--task", "fidelity", "-o", str(tmp_path / "out"), "--no-progress"]
     assert main(argv + ["-a", "tic", "jpeg", "-q", "1", "2"]) == 2

@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import Any, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -95,12 +95,18 @@ def _finite(value: float, what: str) -> float:
     return value
 
 
-def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str, what: str) -> float:
-    """Integral over [lo, hi] of the interpolation of y(x)."""
+def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str, what: str, axis: str) -> float:
+    """Integral over [lo, hi] of the interpolation of y(x) (``x``: values of ``axis``)."""
     order = np.argsort(x, kind="stable")
     xs, ys = x[order], y[order]
-    if np.any(np.diff(xs) <= 0):
-        raise ValueError(f"{what} has repeated values of the interpolation variable; BD needs distinct points")
+    repeated = np.flatnonzero(np.diff(xs) <= 0)
+    if len(repeated):
+        _, quantity, other, show, unit = _AXES[axis]
+        value = show(xs[repeated[0]])
+        raise ValueError(
+            f"{what} has {quantity} {value:g}{unit} at two points; BD reads {other} as a function of "
+            f"{quantity}, so it needs a different value at every point"
+        )
     if method == "cubic":
         with warnings.catch_warnings():
             warnings.simplefilter("error", _RankWarning)
@@ -118,13 +124,49 @@ def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str, w
     return _finite(integral, f"the integral of {what}")
 
 
-def _overlap(a: np.ndarray, b: np.ndarray, what: str) -> Tuple[float, float]:
+#: per interpolation variable: its name in messages, the quantity, the other one, how
+#: values are shown (from the variable) and their unit
+_AXES: Dict[str, Tuple[str, str, str, Callable[[float], float], str]] = {
+    "metric": ("metric", "the metric", "the rate", float, ""),
+    "log-rate": ("rate", "the rate", "the metric", math.exp, " bpp"),
+}
+
+
+def _span(values: np.ndarray, axis: str) -> str:
+    """``61 to 73.4`` (``0.12 to 0.66 bpp`` for log-rates), ``0 at every point`` when constant."""
+    _, _, _, show, unit = _AXES[axis]
+    low, high = show(values.min()), show(values.max())
+    return f"{low:g}{unit} at every point" if low == high else f"{low:g} to {high:g}{unit}"
+
+
+def _check_varies(anchor: np.ndarray, test: np.ndarray, axis: str, names: Names, delta: str) -> None:
+    """Refuse curves whose interpolation variable (``axis``) has one value at every point,
+    naming each such curve with its value: a delta reads the other variable as a
+    function of this one."""
+    constant = [(name, _span(x, axis)) for name, x in zip(names, (anchor, test)) if x.min() == x.max()]
+    if not constant:
+        return
+    _, quantity, other, _, _ = _AXES[axis]
+    if len(constant) == 1:
+        subject = f"{quantity} of {constant[0][0]} is constant ({constant[0][1]})"
+    else:
+        subject = f"{quantity} is constant on both curves ({'; '.join(f'{n}: {v}' for n, v in constant)})"
+    raise ValueError(f"{subject}: {delta} reads {other} as a function of {quantity}, which must vary between points")
+
+
+def _overlap(a: np.ndarray, b: np.ndarray, axis: str, names: Names) -> Tuple[float, float]:
+    """The interval of ``axis`` that the anchor's values ``a`` and the test's ``b`` share.
+
+    Raises:
+        ValueError: they share none; the message gives each curve's range with its name.
+    """
     lo, hi = max(a.min(), b.min()), min(a.max(), b.max())
     if not hi > lo:
         raise ValueError(
-            f"the two curves do not overlap in {what} ([{a.min():g}, {a.max():g}] vs [{b.min():g}, {b.max():g}])"
+            f"the two curves do not overlap in {_AXES[axis][0]}: {names[0]} spans {_span(a, axis)}, "
+            f"{names[1]} spans {_span(b, axis)}"
         )
-    _finite(float(hi) - float(lo), f"the width of the shared {what} range")
+    _finite(float(hi) - float(lo), f"the width of the shared {_AXES[axis][0]} range")
     return float(lo), float(hi)
 
 
@@ -157,14 +199,20 @@ def overlap_share(
 
 
 def _average_gap(
-    anchor: Tuple[np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.ndarray], method: str, what: str, names: Names
+    anchor: Tuple[np.ndarray, np.ndarray],
+    test: Tuple[np.ndarray, np.ndarray],
+    method: str,
+    axis: str,
+    names: Names,
+    delta: str,
 ) -> float:
-    """Mean of ``y_test - y_anchor`` over the shared range of ``x``, for curves given as
-    ``(x, y)`` (numpy's warnings kept quiet)."""
+    """Mean of ``y_test - y_anchor`` over the shared range of ``x`` (``axis``), for curves
+    given as ``(x, y)`` (numpy's warnings kept quiet)."""
     with np.errstate(all="ignore"):
-        lo, hi = _overlap(anchor[0], test[0], what)
-        ia = _integral(*anchor, lo, hi, method, names[0])
-        it = _integral(*test, lo, hi, method, names[1])
+        _check_varies(anchor[0], test[0], axis, names, delta)
+        lo, hi = _overlap(anchor[0], test[0], axis, names)
+        ia = _integral(*anchor, lo, hi, method, names[0], axis)
+        it = _integral(*test, lo, hi, method, names[1], axis)
         return _finite((it - ia) / (hi - lo), "the average difference of the curves")
 
 
@@ -206,7 +254,7 @@ def bd_rate(
             overlap, a result beyond floating point); the message says why.
     """
     (la, ma), (lt, mt) = _curves((rate_anchor, metric_anchor), (rate_test, metric_test), method, names)
-    gap = _average_gap((ma, la), (mt, lt), method, "metric", names)
+    gap = _average_gap((ma, la), (mt, lt), method, "metric", names, "BD-rate")
     try:
         return _finite((math.exp(gap) - 1.0) * 100.0, "the BD-rate")
     except OverflowError:
@@ -241,7 +289,7 @@ def bd_metric(
         ValueError: no BD-metric exists; the message says why (as for :func:`bd_rate`).
     """
     (la, ma), (lt, mt) = _curves((rate_anchor, metric_anchor), (rate_test, metric_test), method, names)
-    return _average_gap((la, ma), (lt, mt), method, "log-rate", names)
+    return _average_gap((la, ma), (lt, mt), method, "log-rate", names, "BD-metric")
 
 
 def falling_steps(rate: Sequence[float], metric: Sequence[float]) -> List[Tuple[float, float, float, float]]:

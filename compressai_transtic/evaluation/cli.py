@@ -25,6 +25,7 @@ from ..tasks.weights import TaskWeightsUnavailableError
 from ..zoo import ChecksumMismatchError, WeightsUnavailableError
 from .codecs import ROI_MAP_SOURCES
 from .records import RecordsLockedError
+from .results import unit_words
 from .runner import Evaluation
 from .selection import build_specs, build_tasks, load_dataset, task_classes
 from .traditional import TRADITIONAL_CODECS, CodecFailedError, CodecUnavailableError
@@ -267,9 +268,7 @@ def run_eval(args: argparse.Namespace) -> int:
             random_weights = True
             setup_logging(args.verbose, True)
         if random_weights:
-            printer(True)(
-                "RANDOM WEIGHTS: randomly initialised networks; the numbers below test the pipeline and mean nothing"
-            )
+            printer(True)(_random_weights_line(evaluation))
         curves = evaluation.run()
     except Exception as err:  # noqa: BLE001 - known user errors get a one-line message
         if args.verbose or not _is_user_error(err):
@@ -324,26 +323,56 @@ def _prepare(args: argparse.Namespace, random_weights: bool) -> Evaluation:
     )
 
 
+def _random_weights_line(evaluation: Evaluation) -> str:
+    """What is randomly initialised in this run (printed tagged, before the run)."""
+    codecs = list(dict.fromkeys(s.label for s in evaluation.codecs if s.random_weights))
+    networks = [t.name for t in evaluation.tasks if t.random_weights]
+    parts = ([f"codec{'s' if len(codecs) > 1 else ''} {', '.join(codecs)}"] if codecs else []) + (
+        [f"the task network of {', '.join(networks)}"] if networks else []
+    )
+    return (
+        f"randomly initialised: {' and '.join(parts) or 'some networks'}; the numbers that depend on them test "
+        "the pipeline and mean nothing (each curve says which of its numbers do)"
+    )
+
+
+def _metric_units(task: Any) -> str:
+    """``top1, top5 in %`` or ``psnr-rgb in dB, ms-ssim-rgb unitless``: the task's metrics by unit."""
+    groups: Dict[str, List[str]] = {}
+    for metric in task.metric_names:
+        groups.setdefault(task.metric_units.get(metric, "%"), []).append(metric)
+    return ", ".join(f"{', '.join(metrics)} {unit_words(unit)}" for unit, metrics in groups.items())
+
+
 def _report(
     args: argparse.Namespace, evaluation: Evaluation, curves: Sequence[Any], out: Callable[[str], None]
 ) -> None:
-    """Each task's curves, point by point, and where the files went."""
+    """Each task's curves, point by point, and where the files went. The lines of a curve
+    are tagged when the numbers on them come from random weights (its codec's, or the task
+    network's for the task metrics), and say which; the other lines as ``out`` tags them."""
     tasks, skipped = evaluation.tasks, evaluation.skipped
+    if evaluation.set_aside is not None:
+        out(f"earlier results moved to {evaluation.set_aside} (--fresh)")
     for task in tasks:
         task_curves = [c for c in curves if c.task is task]
-        units = ", ".join(sorted({task.metric_units.get(m, "%") for m in task.metric_names}))
-        out(f"{task.name}: {task.title}; {len(evaluation.dataset)} images; metrics in {units}")
+        images = len(evaluation.dataset)
+        out(f"{task.name}: {task.title}; {images} image{'s' if images != 1 else ''}; {_metric_units(task)}")
         if task_curves and task_curves[0].reference:
-            out(
+            printer(task.random_weights)(
                 "  uncompressed: "
                 + "  ".join(f"{m} {v:.2f}" for m, v in task_curves[0].reference.items() if not math.isnan(v))
+                + (" (random task network)" if task.random_weights else "")
             )
+        if evaluation.without_ms_ssim and "ms-ssim-rgb" in task.metric_names:
+            out(f"  {evaluation.ms_ssim_note()}")
         shown = [m for m in task.metric_names if m != "psnr-rgb"][: 3 if task.name != "cls" else None]
         for curve in task_curves:
-            out(f" {curve.name}")
+            random = curve.random_parts(["bpp", "psnr-rgb", *shown])
+            say = printer(bool(random))
+            say(f" {curve.name}" + (f" (random weights: {', '.join(random)})" if random else ""))
             for point in curve.points:
-                out(_format_point(point, shown))
-            out(f"  -> {evaluation.curve_path(curve)}")
+                say(_format_point(point, shown))
+            say(f"  -> {evaluation.curve_path(curve)}")
     out(
         f"tables: {args.output_dir / 'results.csv'}, {args.output_dir / 'per-image.csv'}, "
         + ", ".join(str(args.output_dir / f"{t.name}-mpeg.csv") for t in tasks)

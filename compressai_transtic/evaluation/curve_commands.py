@@ -18,16 +18,17 @@ from ..console import and_more, print_error, printer, setup_logging
 from ..fileio import check_writable_folder
 from ..filekinds import output_problem, regular_file_problem
 from .bd import LOW_OVERLAP, bd_metric, bd_rate, curve_points, overlap_share, warn_of_falling_curves
-from .plot import DPI_RANGE, check_dpi, plot_curves, plot_format
+from .plot import DPI_RANGE, check_dpi, default_metric, plot_curves, plot_format
 from .results import (
     atomic_write_text,
     check_comparable,
     curve_source,
     load_curve,
     printable,
+    random_parts,
     write_json,
 )
-from .table import TableFormat, cross_model_table, render
+from .table import TableFormat, cross_model_table, random_caption, render
 
 __all__ = [
     "add_compare_arguments",
@@ -88,10 +89,10 @@ def run_compare(args: argparse.Namespace) -> int:
         tests = [load_curve(p) for p in args.tests]
     except (OSError, ValueError) as err:
         return print_error(str(err))
-    random_weights = bool(anchor.get("random_weights")) or any(t.get("random_weights") for t in tests)
+    metric = args.metric or anchor.get("primary_metric") or "psnr-rgb"
+    random_weights = any(random_parts(c, [metric]) for c in [anchor, *tests])  # the deltas read rate and metric
     setup_logging(0, random_weights)
     try:
-        metric = args.metric or anchor.get("primary_metric") or "psnr-rgb"
         check_comparable([anchor, *tests], [metric])
         rows, failed = _compare_all(args, anchor, tests, metric, printer(random_weights))
     except ValueError as err:
@@ -123,7 +124,7 @@ def _compare_all(
         row["falling"] = {"anchor": anchor_falls, "test": bool(warn_of_falling_curves([test], metric))}
         rows.append(row)
         if row["bd_rate"] is None and row["bd_metric"] is None:
-            failed.append(f"{printable(path)} vs {printable(args.anchor)}: {row['bd_rate_error']}")
+            failed.append(f"{printable(path)} vs {printable(args.anchor)}: {_no_deltas_text(row)}")
             continue
         shown_metric = printable(metric, 40)
         out(
@@ -178,6 +179,13 @@ def _warn_of_low_overlap(row: Dict[str, Any], path: Path, anchor: Path) -> None:
         )
 
 
+def _no_deltas_text(row: Dict[str, Any]) -> str:
+    """Why neither delta exists: each reason with its delta, or the one reason of both
+    (a curve that BD cannot read at all)."""
+    rate, metric = row["bd_rate_error"], row["bd_metric_error"]
+    return rate if rate == metric else f"no BD-rate: {rate}; no BD-metric: {metric}"
+
+
 def _delta_text(row: Dict[str, Any], key: str, name: str, fmt: str, unit: str) -> str:
     if row[key] is None:
         return f"{name} n/a ({row[key + '_error']})"
@@ -222,7 +230,7 @@ def run_plot(args: argparse.Namespace) -> int:
         check_writable_folder(args.output.parent, "plot")
         _check_output(args.output, args.files, args.force, "-o")
         curves = [load_curve(p) for p in args.files]
-        random_weights = any(c.get("random_weights") for c in curves)
+        random_weights = any(random_parts(c, [args.metric or default_metric(curves)]) for c in curves)
         setup_logging(0, random_weights)
         path = plot_curves(
             curves,
@@ -273,12 +281,16 @@ def run_table(args: argparse.Namespace) -> int:
             check_writable_folder(args.output.parent, "table")
             _check_output(args.output, args.files, args.force, "-o")
         curves = [load_curve(p) for p in args.files]
-        random_weights = any(c.get("random_weights") for c in curves)
+        metrics, note = (args.metric, "") if args.metric else _default_metrics(curves)
+        warning = random_caption(curves, metrics)
+        random_weights = bool(warning)
         setup_logging(0, random_weights)
+        if note:
+            logger.warning("%s", note)
         text = render(
-            cross_model_table(curves, args.metric or _default_metrics(curves), bd=not args.no_bd_rate),
+            cross_model_table(curves, metrics, bd=not args.no_bd_rate),
             fmt or TableFormat.MARKDOWN,
-            caption=(("RANDOM WEIGHTS: not meaningful. " if random_weights else "") + args.caption).strip(),
+            caption=f"{warning} {args.caption}".strip(),
         )
         if args.output is not None:
             atomic_write_text(args.output, text)
@@ -291,18 +303,19 @@ def run_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_metrics(curves: Sequence[Mapping[str, Any]]) -> List[str]:
-    """The first file's primary metric, then ``psnr-rgb`` where every file holds it
-    (left out with a warning naming the files that do not)."""
+def _default_metrics(curves: Sequence[Mapping[str, Any]]) -> Tuple[List[str], str]:
+    """The first file's primary metric, then ``psnr-rgb`` where every file holds it; and
+    the warning to give when it is left out (naming the files that lack it), else ``""``."""
     first = curves[0].get("primary_metric")
     metrics = [first] if first else []
+    note = ""
     if "psnr-rgb" not in metrics:
         lacking = [curve_source(c) for c in curves if "psnr-rgb" not in c["results"]]
         if not lacking:
             metrics.append("psnr-rgb")
         elif metrics:
             shown = ", ".join(lacking[:3]) + and_more(lacking, 3)
-            logger.warning("the psnr-rgb column is left out: %s has no psnr-rgb (ask for it with --metric)", shown)
+            note = f"the psnr-rgb column is left out: {shown} has no psnr-rgb (ask for it with --metric)"
         else:
             raise ValueError(f"{curve_source(curves[0])} names no primary_metric; choose the columns with --metric")
-    return metrics
+    return metrics, note

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from ..tasks.base import Task
 from .codecs import CodecSpec
+from .results import random_parts_of
 
 __all__ = ["Curve", "RateAverage", "coding_means", "point_order"]
 
@@ -69,8 +70,24 @@ class Curve:
     rate_average: RateAverage = RateAverage.IMAGE
 
     @property
+    def random_codec(self) -> bool:
+        """Whether a codec of the curve has random weights: every value is meaningless."""
+        return any(s.random_weights for s in self.specs)
+
+    @property
+    def random_task_network(self) -> bool:
+        """Whether the task network has random weights: the task metrics and the
+        reference are meaningless, the rate and fidelity (:data:`~.results.CODING_METRICS`) are not."""
+        return bool(self.task.random_weights)
+
+    @property
     def random_weights(self) -> bool:
-        return self.task.random_weights or any(s.random_weights for s in self.specs)
+        """Whether any value of the curve comes from random weights (codec or task network)."""
+        return self.random_codec or self.random_task_network
+
+    def random_parts(self, metrics: Sequence[str]) -> List[str]:
+        """What is random behind the curve's values of ``metrics`` (:func:`~.results.random_parts_of`)."""
+        return random_parts_of(self.random_codec, self.random_task_network, metrics)
 
     def sort_points(self) -> None:
         """Order the points as :func:`point_order` says, keeping each with its spec."""
@@ -93,6 +110,8 @@ class Curve:
             "metric_names": metrics,
             "units": units,
             "random_weights": self.random_weights,
+            "random_codec": self.random_codec,
+            "random_task_network": self.random_task_network,
             "num_images": self.num_images,
             "rate_average": self.rate_average.value,
             "reference": dict(self.reference),

@@ -25,6 +25,7 @@ __all__ = [
     "MS_SSIM_MIN_SIDE",
     "coco_evaluate",
     "fidelity_metrics",
+    "ms_ssim_size_problem",
     "psnr",
     "rle_encode",
     "topk_accuracy",
@@ -57,15 +58,27 @@ def psnr(a: "torch.Tensor", b: "torch.Tensor", data_range: float = 1.0) -> float
     return 10.0 * math.log10(data_range**2 / mse)
 
 
-#: MS-SSIM (5 scales, 11x11 window) needs both sides above this many pixels
+#: MS-SSIM needs both sides above this many pixels: pytorch_msssim (which CompressAI's
+#: eval_model calls) refuses a shorter side of ``(11 - 1) * 2**4 = 160`` pixels or less
+#: for its 5 scales (4 halvings) of an 11x11 window; 161 is the smallest side it takes
 MS_SSIM_MIN_SIDE = 160
+
+
+def ms_ssim_size_problem(height: int, width: int) -> Optional[str]:
+    """Why an image of this size has no MS-SSIM, or ``None`` when it has one."""
+    if min(height, width) > MS_SSIM_MIN_SIDE:
+        return None
+    return (
+        f"at {width}x{height} pixels its shorter side is {min(height, width)}; MS-SSIM (5 scales of an "
+        f"11x11 window) needs {MS_SSIM_MIN_SIDE + 1} pixels or more on each side"
+    )
 
 
 def fidelity_metrics(original: "torch.Tensor", decoded: "torch.Tensor") -> Dict[str, Optional[float]]:
     """PSNR (dB) and MS-SSIM of two (1, 3, H, W) images in [0, 1], on their 8-bit values.
 
-    MS-SSIM is ``None`` for images with a side of at most :data:`MS_SSIM_MIN_SIDE`
-    pixels, which five scales cannot analyse.
+    MS-SSIM is ``None`` for images with a side of :data:`MS_SSIM_MIN_SIDE` pixels or
+    less, which five scales cannot analyse (:func:`ms_ssim_size_problem`).
     """
     from pytorch_msssim import ms_ssim  # imported on use: only the fidelity metrics need it
 
@@ -76,7 +89,7 @@ def fidelity_metrics(original: "torch.Tensor", decoded: "torch.Tensor") -> Dict[
     mse = float(((a - b) ** 2).mean())
     psnr = math.inf if mse == 0 else 20 * math.log10(255.0) - 10 * math.log10(mse)
     msssim = None
-    if min(a.shape[-2:]) > MS_SSIM_MIN_SIDE:
+    if ms_ssim_size_problem(*a.shape[-2:]) is None:
         msssim = float(ms_ssim(a.float(), b.float(), data_range=255))
     return {"psnr-rgb": psnr, "ms-ssim-rgb": msssim}
 

@@ -18,10 +18,12 @@ from .results import (
     load_curve,
     metric_title,
     printable,
+    random_label,
+    random_parts,
     warn_of_missing_values,
 )
 
-__all__ = ["DPI_RANGE", "FORMATS", "axis_label", "check_dpi", "plot_curves", "plot_format"]
+__all__ = ["DPI_RANGE", "FORMATS", "axis_label", "check_dpi", "default_metric", "plot_curves", "plot_format"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +89,11 @@ def plot_curves(
     """Plot rate (bpp) against a metric for several curves and write the file atomically,
     in the format its extension names (PNG, PDF or SVG).
 
-    Curves with random weights are labelled "[RANDOM WEIGHTS]"; the uncompressed
-    reference accuracy of each distinct task network is drawn as a dashed line.
+    A curve whose plotted values come from random weights is labelled with what is
+    random, "[RANDOM WEIGHTS: codec]", "[RANDOM WEIGHTS: task network]" (a task metric of
+    a random network; not its rate or PSNR) or both (:func:`~.results.random_parts`);
+    "[RANDOM WEIGHTS]" for files that do not say which. The uncompressed reference
+    accuracy of each distinct task network is drawn as a dashed line.
     Names and titles are drawn as written (``$`` does not start math mode); points
     without a value are left out, with a warning naming the file and the point.
 
@@ -114,7 +119,7 @@ def plot_curves(
     loaded: List[Mapping[str, Any]] = [c if isinstance(c, Mapping) else load_curve(c) for c in curves]
     if not loaded:
         raise ValueError("nothing to plot: no curve files given")
-    metric = metric or loaded[0].get("primary_metric") or "psnr-rgb"
+    metric = metric or default_metric(loaded)
     check_comparable(loaded, [metric])
     fig = Figure(figsize=_FIGSIZE, dpi=dpi)
     ax = fig.add_subplot(1, 1, 1)
@@ -125,8 +130,7 @@ def plot_curves(
     ax.set_ylabel(_text(axis_label(metric, loaded[0])))
     tasks = sorted({str(c["task"]) for c in loaded if c.get("task")})
     default_title = f"{metric_title(metric)} vs rate" + (f" ({', '.join(tasks)})" if tasks else "")
-    any_random = any(c.get("random_weights") for c in loaded)
-    ax.set_title(_text(title or default_title) + ("\nRANDOM WEIGHTS: not meaningful" if any_random else ""))
+    ax.set_title(_text(title or default_title) + _random_note(loaded, metric, show_reference))
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
@@ -137,19 +141,32 @@ def plot_curves(
     return path
 
 
+def default_metric(curves: Sequence[Mapping[str, Any]]) -> str:
+    """The metric plotted when none is asked for: the first curve's primary metric, else PSNR."""
+    return str(curves[0].get("primary_metric") or "psnr-rgb")
+
+
+def _random_note(curves: Sequence[Mapping[str, Any]], metric: str, show_reference: bool) -> str:
+    """The title's second line when something plotted comes from random weights (the
+    legend says what)."""
+    random = any(random_parts(c, [metric]) for c in curves)
+    reference = show_reference and any(random_parts(c, [metric], coded=False) for c in curves)
+    return "\nRANDOM WEIGHTS: not meaningful" if random or reference else ""
+
+
 def _draw_curves(
     ax: Any, curves: Sequence[Mapping[str, Any]], metric: str, bd_rate_against_first: bool
-) -> List[Tuple[float, Any, bool]]:
+) -> List[Tuple[float, Any, str]]:
     """One line per curve (its points sorted by rate; points without a value are left
     out, with a warning); returns the distinct uncompressed references ``(value, task,
-    random)``, in order of appearance."""
-    references: Dict[Tuple[float, Any, bool], None] = {}
+    random label)``, in order of appearance."""
+    references: Dict[Tuple[float, Any, str], None] = {}
     for i, curve in enumerate(curves):
         ys = curve_values(curve, metric)
         xs = curve_values(curve, "bpp")
         points = sorted((x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y))
-        random = bool(curve.get("random_weights"))
-        label = str(curve.get("name", "?")) + (" [RANDOM WEIGHTS]" if random else "")
+        random = random_label(random_parts(curve, [metric]))
+        label = str(curve.get("name", "?")) + (f" [{random}]" if random else "")
         if bd_rate_against_first and i > 0:
             label += _bd_note(curves[0], curve, metric)
         ax.plot(
@@ -161,14 +178,15 @@ def _draw_curves(
         )
         ref = (curve.get("reference") or {}).get(metric)
         if ref is not None and math.isfinite(float(ref)):
-            references.setdefault((round(float(ref), 6), curve.get("task"), random), None)
+            reference_random = random_label(random_parts(curve, [metric], coded=False))
+            references.setdefault((round(float(ref), 6), curve.get("task"), reference_random), None)
     warn_of_missing_values(curves, [metric], "is left out of the plot")
     if bd_rate_against_first:
         warn_of_falling_curves(curves, metric)
     return list(references)
 
 
-def _draw_references(ax: Any, references: Sequence[Tuple[float, Any, bool]]) -> None:
+def _draw_references(ax: Any, references: Sequence[Tuple[float, Any, str]]) -> None:
     """A dashed horizontal line per uncompressed reference (one per task network)."""
     for j, (value, task, random) in enumerate(references):
         label = f"uncompressed ({_text(task)})" if task else "uncompressed"
@@ -177,7 +195,7 @@ def _draw_references(ax: Any, references: Sequence[Tuple[float, Any, bool]]) -> 
             color="0.35",
             linestyle=("--", ":", "-.")[j % 3],
             linewidth=1.2,
-            label=label + (" [RANDOM WEIGHTS]" if random else ""),
+            label=label + (f" [{random}]" if random else ""),
         )
 
 
@@ -189,5 +207,5 @@ def _bd_note(anchor: Mapping[str, Any], curve: Mapping[str, Any], metric: str) -
         source, first = curve_source(curve), curve_source(anchor)
         logger.warning("no BD-rate for %s against %s: %s", source, first, err)
         reason = str(err).replace(source, "this curve").replace(first, "the first curve")
-        return f" (no BD-rate: {printable(reason, 80)})"
+        return f" (no BD-rate: {printable(reason, 110)})"
     return f" (BD-rate {value:+.1f} % vs {printable(anchor.get('name', 'first'), 40)})"

@@ -22,7 +22,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..console import shorten
 
@@ -134,6 +134,7 @@ class RecordStore:
         self._prediction_problem = prediction_problem
         self.damaged_path = self.path.with_name(self.path.name + ".damaged")
         self._index: Dict[RecordKey, Tuple[int, int]] = {}
+        self._curves: Set[Tuple[str, str]] = set()
         self._writer: Optional[IO[bytes]] = None
         self._reader: Optional[IO[bytes]] = None
         self._lock: Optional[IO[str]] = None
@@ -196,7 +197,19 @@ class RecordStore:
             if line.strip():
                 rec = json.loads(line)
                 self._index[self.key(rec["codec"], rec["task"], rec["image"])] = (offset, len(line))
+                self._note_curve(rec)
             offset += len(line)
+
+    def _note_curve(self, record: Dict[str, Any]) -> None:
+        label, task = record.get("label"), record.get("task_name")
+        if record["codec"] != REFERENCE_CODEC and isinstance(label, str) and isinstance(task, str):
+            self._curves.add((label, task))
+
+    @property
+    def curves(self) -> Set[Tuple[str, str]]:
+        """``(curve label, task name)`` of the coded images' records held (the curves
+        that can be made from them)."""
+        return set(self._curves)
 
     def _line_problem(self, line: bytes) -> Optional[str]:
         if not line.endswith(b"\n"):
@@ -261,6 +274,7 @@ class RecordStore:
         self._writer.flush()
         os.fsync(self._writer.fileno())
         self._index[self.key(record["codec"], record["task"], record["image"])] = (offset, len(line))
+        self._note_curve(record)
 
     def move_to(self, folder: Path) -> bool:
         """Move the records (and damaged lines) into ``folder`` and start empty; keeps the lock.
@@ -274,6 +288,7 @@ class RecordStore:
             self._reader.close()
         self._writer = self._reader = None
         self._index.clear()
+        self._curves.clear()
         moved = False
         for path in (self.path, self.damaged_path):
             if path.exists():

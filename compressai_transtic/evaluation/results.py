@@ -9,7 +9,7 @@ A curve file holds one codec curve on one task::
       "primary_metric": "bbox-AP",
       "metric_names": ["bbox-AP", ...],
       "units": {"bpp": "bits per pixel", "psnr-rgb": "dB", "bbox-AP": "%", ...},
-      "random_weights": false,
+      "random_weights": false, "random_codec": false, "random_task_network": false,
       "num_images": 5000,
       "reference": {"bbox-AP": 37.0, ...},
       "results": {"quality": [1, 2, 3, 4], "bpp": [...], "bpp-likelihood": [...],
@@ -19,6 +19,12 @@ A curve file holds one codec curve on one task::
 ``name``, ``description`` and ``results`` (lists, one entry per rate point, ``bpp``
 included) follow ``compressai.utils.eval_model``, so CompressAI's plotting tool reads
 these files too. ``reference`` holds the task metrics on uncompressed images.
+
+``random_weights`` says that some values of the file come from randomly initialised
+weights; ``random_codec`` and ``random_task_network`` say which: a random codec makes
+every value meaningless, a random task network only the task metrics (and the
+reference), not the rate, PSNR or MS-SSIM (:data:`CODING_METRICS`).
+:func:`random_parts` reads them for the values shown, :func:`random_label` labels them.
 
 :func:`load_curve` reads only a regular file of at most :data:`MAX_CURVE_BYTES` and
 refuses a key given twice in one object. Text from a file (names, keys) goes into
@@ -44,7 +50,9 @@ from ..filekinds import FileReadError, read_regular_file
 from .records import as_number
 
 __all__ = [
+    "CODING_METRICS",
     "MAX_CURVE_BYTES",
+    "RANDOM_LABEL",
     "CurveFile",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -58,13 +66,59 @@ __all__ = [
     "point_name",
     "printable",
     "quoted",
+    "random_label",
+    "random_parts",
+    "random_parts_of",
     "to_json_value",
+    "unit_words",
     "warn_of_missing_values",
     "write_csv",
     "write_json",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+#: the columns measured on the coded and decoded images alone: no task network plays a
+#: part in them, so only a random codec makes them meaningless
+CODING_METRICS = frozenset({"bpp", "bpp-likelihood", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"})
+#: the label of values from randomly initialised weights
+RANDOM_LABEL = "RANDOM WEIGHTS"
+
+
+def random_parts_of(codec: bool, task_network: bool, metrics: Iterable[str]) -> List[str]:
+    """What is random behind values of ``metrics``: ``"codec"`` when the codec is (every
+    value depends on it), ``"task network"`` when the network is and a metric is the
+    task's (not one of :data:`CODING_METRICS`)."""
+    parts = ["codec"] if codec else []
+    if task_network and any(m not in CODING_METRICS for m in metrics):
+        parts.append("task network")
+    return parts
+
+
+def random_parts(curve: Mapping[str, Any], metrics: Iterable[str], coded: bool = True) -> List[str]:
+    """:func:`random_parts_of` for a loaded curve file's values of ``metrics``
+    (``coded=False``: its uncompressed reference, which no codec made). A file that
+    says ``random_weights`` but not which part (an earlier version's) gives ``["weights"]``:
+    randomness is never hidden."""
+    codec, network = curve.get("random_codec"), curve.get("random_task_network")
+    if not isinstance(codec, bool) or not isinstance(network, bool):
+        return ["weights"] if curve.get("random_weights") else []
+    return random_parts_of(codec and coded, network, metrics)
+
+
+def random_label(parts: Sequence[str]) -> str:
+    """``RANDOM WEIGHTS: codec, task network`` for :func:`random_parts`, ``RANDOM WEIGHTS``
+    when the parts are not known, ``""`` when nothing is random."""
+    if not parts:
+        return ""
+    return RANDOM_LABEL if list(parts) == ["weights"] else f"{RANDOM_LABEL}: {', '.join(parts)}"
+
+
+def unit_words(unit: str) -> str:
+    """How a unit reads after a metric's name: ``in dB``, ``in %``, and ``unitless`` for
+    a dimensionless one (``1 (fraction)``, as MS-SSIM's)."""
+    return "unitless" if not unit or unit.startswith("1") else f"in {unit}"
 
 
 def to_json_value(value: Any) -> Any:
@@ -206,8 +260,9 @@ def _curve_problem(data: Mapping[str, Any]) -> Optional[str]:
     for key in ("name", "description", "task", "primary_metric", "rate_average"):
         if key in data and not isinstance(data[key], str):
             return f"{key!r} is a {type(data[key]).__name__}, not a string"
-    if "random_weights" in data and not isinstance(data["random_weights"], bool):
-        return f"'random_weights' is {printable(repr(data['random_weights']), 60)}, not true or false"
+    for key in ("random_weights", "random_codec", "random_task_network"):
+        if key in data and not isinstance(data[key], bool):
+            return f"{key!r} is {printable(repr(data[key]), 60)}, not true or false"
     for key, check, wanted in (
         ("units", lambda v: isinstance(v, str), "a string"),
         ("reference", _is_number, "a number"),

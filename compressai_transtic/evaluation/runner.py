@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..imageio import DEFAULT_MAX_PIXELS
+from ..imageio import DEFAULT_MAX_PIXELS, open_image
 from ..models import TICROI
 from ..quality_maps import box_map
 from ..tasks.base import Task
@@ -30,16 +30,18 @@ from . import outputs
 from .codecs import CodecSpec, code_batch, fingerprint
 from .curves import Curve, RateAverage, coding_means
 from .history import curve_identity, remember
+from .metrics import MS_SSIM_MIN_SIDE, ms_ssim_size_problem
 from .outputs import SKIPPED_FILE
 from .records import REFERENCE_CODEC, RecordStore
-from .results import write_json
+from .results import CODING_METRICS, RANDOM_LABEL, unit_words, write_json
 
 __all__ = ["Curve", "Evaluation", "RateAverage", "REFERENCE_KEY", "RANDOM_LABEL"]
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_KEY = REFERENCE_CODEC
-RANDOM_LABEL = "RANDOM WEIGHTS"
+#: the images without MS-SSIM named one by one; the others are counted
+_NAMED_IMAGES = 10
 
 
 def _new_folder(parent: Path, name: str) -> Path:
@@ -53,6 +55,20 @@ def _new_folder(parent: Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"{parent}: {name} and 998 folders after it exist; move some of them away")
+
+
+def _random_note(curve: Curve) -> str:
+    """What the curve's random weights make meaningless, for its description."""
+    if curve.random_codec:
+        parts = ", ".join(curve.random_parts(curve.task.metric_names or ["bpp"]))
+        return f"{RANDOM_LABEL} ({parts}): results are not meaningful"
+    if curve.random_task_network:
+        task_metrics = ", ".join(m for m in curve.task.metric_names if m not in CODING_METRICS)
+        return (
+            f"{RANDOM_LABEL} (task network): {task_metrics} and the uncompressed reference are not meaningful; "
+            "bpp, PSNR and MS-SSIM do not depend on the task network"
+        )
+    return ""
 
 
 @dataclass(frozen=True)
@@ -78,10 +94,12 @@ class Evaluation:
         device: where codecs and task networks run.
         progress: show tqdm progress bars (stderr).
         dataset_description: one line naming the dataset (for the JSON description).
-        fresh: start afresh: earlier records and rate points of ``output_dir`` are moved
-            to ``previous-<time>/`` there (kept, not merged). Without it, curves merge the
-            points of earlier runs into the same folder that are complete for this dataset,
-            tasks and protocol.
+        fresh: start afresh: earlier records and rate points of ``output_dir``, and the
+            files written from them (curves, tables, plots, the list of skipped images:
+            :func:`.outputs.earlier_outputs`), are moved to ``previous-<time>/`` there
+            (kept, not merged; other files stay). Without it, curves merge the points of
+            earlier runs into the same folder that are complete for this dataset, tasks
+            and protocol.
         max_pixels: the largest image read (larger ones are refused when read).
         rate_average: how a point's ``bpp`` averages its images.
         skipped: ``(item, reason)`` of images left out of ``dataset`` by the caller's
@@ -146,6 +164,10 @@ class Evaluation:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size)
         self._task_keys: Dict[int, str] = {}
+        #: where ``fresh`` moved the earlier runs' files (``None``: nothing was moved)
+        self.set_aside: Optional[Path] = None
+        #: the images whose records have no MS-SSIM (too small for it), after :meth:`run`
+        self.without_ms_ssim: List[Any] = []
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -153,8 +175,15 @@ class Evaluation:
         """Whether any codec or task network has random weights."""
         return any(t.random_weights for t in self.tasks) or any(s.random_weights for s in self.codecs)
 
-    def _tag(self) -> str:
-        return f"[{RANDOM_LABEL}] " if self.random_weights else ""
+    def _tag(self, spec: Optional[CodecSpec] = None) -> str:
+        """The label of a progress bar: of any random weights, or of ``spec``'s values
+        (its codec's weights, or a task network of its tasks)."""
+        random = (
+            self.random_weights
+            if spec is None
+            else spec.random_weights or any(t.random_weights for t in self.tasks_of(spec))
+        )
+        return f"[{RANDOM_LABEL}] " if random else ""
 
     def task_key(self, task: Task) -> str:
         """Fingerprint of a task network and its protocol."""
@@ -203,7 +232,7 @@ class Evaluation:
             if self.fresh:
                 self._set_aside_earlier_runs(store)
             if len(store):
-                logger.info("%sresuming from %s (%d finished records)", self._tag(), self.records_path, len(store))
+                logger.info("resuming from %s (%d finished records)", self.records_path, len(store))
             earlier = remember(self.history_path, self.codecs)
             self._run_reference(store)
             for spec in self.codecs:
@@ -213,16 +242,22 @@ class Evaluation:
         return curves
 
     def _set_aside_earlier_runs(self, store: RecordStore) -> None:
-        """``--fresh``: move the records and rate points of earlier runs to a folder of
-        their own, ``previous-<time>/`` (``-2``, ``-3``... after it when that exists)."""
-        earlier = [p for p in (store.path, store.damaged_path, self.history_path) if p.exists()]
-        if not earlier:
+        """``--fresh``: move the records and rate points of earlier runs, and the files
+        written from them (:func:`.outputs.earlier_outputs`), to a new folder of their
+        own, ``previous-<time>/`` (``-2``, ``-3``... after it when that exists): nothing is
+        deleted or overwritten, and files the evaluator did not write stay."""
+        history = [self.history_path, self.history_path.with_name(self.history_path.name + ".damaged")]
+        primary = {t.name: t.primary_metric for t in self.tasks}
+        files = outputs.earlier_outputs(self.output_dir, store.curves, primary)
+        files += [p for p in history if p.is_file()]
+        if not files and not store.path.exists() and not store.damaged_path.exists():
             return
         folder = _new_folder(self.output_dir, time.strftime("previous-%Y%m%d-%H%M%S", time.gmtime()))
         store.move_to(folder)
-        if self.history_path.exists():
-            self.history_path.replace(folder / self.history_path.name)
-        logger.info("earlier records set aside in %s (--fresh)", folder)
+        for path in files:
+            path.replace(folder / path.name)  # a new folder: nothing there to overwrite
+        self.set_aside = folder
+        logger.info("earlier records and %d files of their results set aside in %s (--fresh)", len(files), folder)
 
     def _merged_specs(self, store: RecordStore, earlier: Sequence[CodecSpec]) -> List[CodecSpec]:
         """This run's rate points, then earlier runs' that are complete here and fit a curve."""
@@ -300,7 +335,9 @@ class Evaluation:
         todo = self._todo(store, REFERENCE_KEY, self.reference_tasks)
         if not todo:
             return
-        bar = tqdm(total=len(todo), desc=f"{self._tag()}uncompressed reference", disable=not self.progress, unit="img")
+        random = any(t.random_weights for t in self.reference_tasks)
+        desc = (f"[{RANDOM_LABEL}] " if random else "") + "uncompressed reference"
+        bar = tqdm(total=len(todo), desc=desc, disable=not self.progress, unit="img")
         for group in self._batches(todo):
             items, tasks_per_item, images = zip(*group)
             predictions = self._predict_group(tasks_per_item, images, items)
@@ -323,15 +360,15 @@ class Evaluation:
         key = self.codec_key(spec)
         todo = self._todo(store, key, self.tasks_of(spec))
         if not todo:
-            logger.info("%s%s: all %d images done", self._tag(), spec.describe(), len(self.dataset))
+            logger.info("%s: all %d images done", spec.describe(), len(self.dataset))
             return
-        logger.info("%s%s: %d images to code", self._tag(), spec.describe(), len(todo))
+        logger.info("%s: %d images to code", spec.describe(), len(todo))
         model = spec.load(self.device, progress=self.progress)
         if hasattr(model, "max_decode_pixels"):  # every coded image fits it (protocol.size_problem)
             model.max_decode_pixels = self.max_pixels
         if spec.roi_map is not None and not isinstance(model, TICROI):
             raise ValueError(f"{spec.describe()}: quality maps (--roi-map) are for tic-roi codecs, not this one")
-        desc = f"{self._tag()}{spec.label}" + (f" q{spec.quality}" if spec.quality is not None else "")
+        desc = f"{self._tag(spec)}{spec.label}" + (f" q{spec.quality}" if spec.quality is not None else "")
         bar = tqdm(total=len(todo), desc=desc, disable=not self.progress, unit="img")
         for group in self._batches(todo):
             items, tasks_per_item, images = zip(*group)
@@ -389,6 +426,7 @@ class Evaluation:
 
     def _aggregate(self, store: RecordStore, specs: Sequence[CodecSpec]) -> List[Curve]:
         curves: Dict[Tuple[str, str], Curve] = {}
+        without_ms_ssim: Dict[str, None] = {}
         for spec in specs:
             for task in self.tasks_of(spec):
                 curve = curves.get((spec.label, task.name))
@@ -397,6 +435,8 @@ class Evaluation:
                         spec.label, task, [], num_images=len(self.dataset), rate_average=self.rate_average
                     )
                 records = self._collect(store, self.codec_key(spec), task)
+                # measured, and too small (records of earlier versions have no "ms_ssim")
+                without_ms_ssim.update((i, None) for i, r in records.items() if "ms_ssim" in r and r["ms_ssim"] is None)
                 point = coding_means(spec, list(records.values()), self.rate_average)
                 point.update(self._metrics(task, records))
                 curve.specs.append(spec)
@@ -404,19 +444,60 @@ class Evaluation:
         references = {
             task.name: self._metrics(task, self._collect(store, REFERENCE_KEY, task)) for task in self.reference_tasks
         }
+        self.without_ms_ssim = [item for item in self.dataset if str(item.image_id) in without_ms_ssim]
+        self._warn_of_images_without_ms_ssim()
         for curve in curves.values():
             curve.sort_points()
             curve.reference = references.get(curve.task.name, {})
             curve.description = self._describe(curve)
         return list(curves.values())
 
+    def _warn_of_images_without_ms_ssim(self) -> None:
+        """Name, once each, the images too small for MS-SSIM (the first
+        :data:`_NAMED_IMAGES`; the others are counted), and say what that makes of the
+        means, when a task reports MS-SSIM (fidelity); other tasks' curves say it in
+        their descriptions only."""
+        if not any("ms-ssim-rgb" in t.metric_names for t in self.tasks):
+            return
+        missing = self.without_ms_ssim
+        for item in missing[:_NAMED_IMAGES]:
+            logger.warning("%s: no MS-SSIM: %s", item.path, self._ms_ssim_problem(item))
+        if len(missing) > _NAMED_IMAGES:
+            logger.warning(
+                "%d more images have no MS-SSIM: a side of %d pixels or less",
+                len(missing) - _NAMED_IMAGES,
+                MS_SSIM_MIN_SIDE,
+            )
+        if missing:
+            logger.warning("%s", self.ms_ssim_note())
+
+    def ms_ssim_note(self) -> str:
+        """What images without MS-SSIM make of each point's mean MS-SSIM."""
+        count, total = len(self.without_ms_ssim), len(self.dataset)
+        return (
+            f"{count} of {total} images {'has' if count == 1 else 'have'} no MS-SSIM (a side of "
+            f"{MS_SSIM_MIN_SIDE} pixels or less as coded), so no point has a mean MS-SSIM (NaN): "
+            "a point's rate, PSNR and MS-SSIM average the same images; per-image.csv holds the others' values"
+        )
+
+    def _ms_ssim_problem(self, item: Any) -> str:
+        """Why ``item`` has no MS-SSIM, with the size it is coded at when its header reads."""
+        try:
+            with open_image(item.path) as image:
+                width, height = image.size
+        except (OSError, ValueError):
+            return f"a side of {MS_SSIM_MIN_SIDE} pixels or less as coded"
+        height, width = self.protocol.prepared_size(height, width)
+        return ms_ssim_size_problem(height, width) or f"a side of {MS_SSIM_MIN_SIDE} pixels or less as coded"
+
     def _describe(self, curve: Curve) -> str:
         protocol = self.protocol.as_dict()
         parts = [
-            f"{RANDOM_LABEL}: results are not meaningful" if curve.random_weights else "",
+            _random_note(curve),
             "Rate-accuracy evaluation of " + "; ".join(s.describe() for s in curve.specs),
             f"task {curve.task.name}: {curve.task.title}, network weights: {curve.task.describe_weights()}",
-            "protocol: " + ", ".join(f"{k}={v}" for k, v in protocol.items() if v not in (None, "none")),
+            "protocol: "
+            + (", ".join(f"{k}={v}" for k, v in protocol.items() if v not in (None, "none")) or "images as they are"),
             f"dataset: {self.dataset_description}",
             (
                 f"{len(self.skipped)} unreadable image(s) left out (--skip-bad), listed in {SKIPPED_FILE}"
@@ -425,7 +506,8 @@ class Evaluation:
             ),
             "bpp from the real bitstream or coded file (bpp-likelihood from forward()), per pixel of the "
             f"prepared image, {self.rate_average.describe()}; "
-            + ", ".join(f"{m} in {curve.task.metric_units.get(m, '%')}" for m in curve.task.metric_names),
+            + ", ".join(f"{m} {unit_words(curve.task.metric_units.get(m, '%'))}" for m in curve.task.metric_names),
+            self.ms_ssim_note() if self.without_ms_ssim else "",
         ]
         return ". ".join(p for p in parts if p)
 

@@ -14,9 +14,18 @@ import math
 from typing import Any, List, Mapping, Optional, Sequence
 
 from .bd import curve_bd_rate, warn_of_falling_curves
-from .results import axis_label, check_comparable, curve_source, curve_values, printable, warn_of_missing_values
+from .results import (
+    axis_label,
+    check_comparable,
+    curve_source,
+    curve_values,
+    printable,
+    random_label,
+    random_parts,
+    warn_of_missing_values,
+)
 
-__all__ = ["TableFormat", "cross_model_table", "render"]
+__all__ = ["TableFormat", "cross_model_table", "random_caption", "render"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +64,9 @@ def cross_model_table(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str
     """The table's rows as text cells, the header first.
 
     Points without a value show ``-`` and a curve without points one row of ``-``;
-    both are warned of, naming the file, as is each BD-rate that cannot be given.
+    both are warned of, naming the file, as is each BD-rate that cannot be given. A
+    model whose values in the table come from random weights says what is random
+    after its name (as :func:`~.plot.plot_curves` labels curves).
 
     Args:
         curves: loaded curve files; the first is the BD-rate anchor.
@@ -78,7 +89,8 @@ def cross_model_table(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str
     for index, curve in enumerate(curves):
         values = {m: curve_values(curve, m) for m in ["bpp", *metrics]}
         qualities = curve["results"].get("quality") or [None] * len(values["bpp"])
-        name = str(curve.get("name", "?")) + (" [RANDOM WEIGHTS]" if curve.get("random_weights") else "")
+        random = random_label(random_parts(curve, ["bpp", *metrics]))
+        name = str(curve.get("name", "?")) + (f" [{random}]" if random else "")
         bd_cell = ("anchor" if index == 0 else _bd_cell(curves[0], curve, metrics[0])) if bd else ""
         for point, quality in enumerate(qualities or [None]):  # a curve without points: one row of "-"
             row = [name if point == 0 else "", "-" if quality is None else str(quality)]
@@ -90,6 +102,13 @@ def cross_model_table(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str
     if bd:
         warn_of_falling_curves(curves, metrics[0])
     return rows
+
+
+def random_caption(curves: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> str:
+    """The caption's warning when values in the table (rates and ``metrics``) come from
+    random weights (the rows say which), ``""`` otherwise."""
+    random = any(random_parts(c, ["bpp", *metrics]) for c in curves)
+    return "RANDOM WEIGHTS: not meaningful." if random else ""
 
 
 _LATEX_SPECIAL = {

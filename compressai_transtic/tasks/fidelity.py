@@ -83,16 +83,12 @@ class FidelityTask(Task):
         return None
 
     def compute_metrics(self, predictions: Mapping[Any, Any], dataset: Sequence[Any]) -> Dict[str, float]:
-        """Means over the images; MS-SSIM is NaN when an image is too small for it."""
+        """Means over the images; MS-SSIM is NaN when an image is too small for it (a
+        point's rate, PSNR and MS-SSIM average the same images). The evaluator names
+        such images, once each (:class:`~compressai_transtic.evaluation.runner.Evaluation`)."""
         values = [predictions[item.image_id] for item in dataset]
         psnrs = [v["psnr-rgb"] for v in values]
         msssims = [v["ms-ssim-rgb"] for v in values]
-        if any(m is None for m in msssims):
-            logger.warning(
-                "MS-SSIM needs images larger than %dx%d pixels; reported as NaN",
-                MS_SSIM_MIN_SIDE + 1,
-                MS_SSIM_MIN_SIDE + 1,
-            )
         return {
             "psnr-rgb": sum(psnrs) / len(psnrs),
             "ms-ssim-rgb": math.nan if any(m is None for m in msssims) else sum(msssims) / len(msssims),
