@@ -9,8 +9,10 @@ size up to the coder's rounding). The maps are drawn over the image, codecs side
 side on one colour scale (bits per position, each position covering 16 x 16 pixels),
 with the real-stream rate, the PSNR and, with ``--classify``, ResNet50's top-1 label
 under each. ``--npy`` also saves each codec's maps as ``(2, h, w)`` float arrays
-(likelihood bits, stream bits; ``h, w`` = the image size padded to a multiple of 64,
-divided by 16) for scripting.
+(likelihood bits, stream bits) for scripting, cropped like the figure to the positions
+over the image: ``h, w = ceil(H / 16), ceil(W / 16)`` for an ``H`` x ``W`` image (the
+codec pads it to multiples of 64 on the right and at the bottom; the padding's positions
+are left out, so the arrays can sum to less than the totals printed).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, List, Optional, Sequence, Tuple
@@ -28,13 +31,17 @@ from torch import Tensor
 from torchvision.models import ResNet50_Weights
 
 from .adapter_files import read_adapter
-from .console import RANDOM_TAG
+from .console import RANDOM_TAG, and_more
 from .devices import check_device
 from .entropy_coder import symbol_bits
 from .evaluation.metrics import psnr
 from .filecodec import (
+    SHOWN_OUTPUTS,
     CodecChoice,
     CodecCommandError,
+    add_base_checkpoint_argument,
+    check_base_checkpoint,
+    existing_outputs_message,
     load_codec,
     read_quality_map,
     report_error,
@@ -47,12 +54,16 @@ from .models import TICROI
 from .tasks import get_task
 from .tasks.weights import TaskWeightsUnavailableError
 
-__all__ = ["BitMaps", "bit_maps", "add_bitmap_arguments", "run_bitmap"]
+__all__ = ["BitMaps", "bit_maps", "image_positions", "add_bitmap_arguments", "run_bitmap"]
+
+#: pixels of the image along each side of one position of y
+POSITION = 16
 
 
 @dataclass
 class BitMaps:
-    """Per-position bits of y for one image and codec."""
+    """Per-position bits of y for one image and codec, over the whole padded grid
+    (:func:`image_positions` gives the part over the image)."""
 
     likelihood: np.ndarray  # (h, w): -sum over channels of log2 p(y_hat)
     stream: np.ndarray  # (h, w): the cost of each position's symbols in the real stream
@@ -87,6 +98,12 @@ def bit_maps(model: Any, x: Tensor, quality_map: Optional[Tensor] = None) -> Bit
     return BitMaps(likelihood.cpu().numpy(), stream, 8 * total_bytes / pixels, psnr(x_hat, x), x_hat.cpu(), grid)
 
 
+def image_positions(height: int, width: int) -> Tuple[int, int]:
+    """Rows and columns of y's positions over an image of ``height`` x ``width``
+    pixels (each covers 16 x 16 pixels of the padded image; the last ones partly)."""
+    return math.ceil(height / POSITION), math.ceil(width / POSITION)
+
+
 def add_bitmap_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``compressai-transtic bitmap``."""
     parser.description = "Draw where the bits of y go, per latent position, for several codecs side by side."
@@ -98,11 +115,17 @@ def add_bitmap_arguments(parser: argparse.ArgumentParser) -> None:
         default=["tic", "transtic"],
         help="codecs to compare (default: tic transtic)",
     )
-    parser.add_argument("--task", choices=("cls", "det", "seg"), default="cls", help="task of TransTIC's prompts")
+    parser.add_argument(
+        "--task", choices=("cls", "det", "seg"), default="cls", help="task of transtic's released prompts (default cls)"
+    )
     parser.add_argument("-q", "--quality", type=int, choices=(1, 2, 3, 4), default=1, help="quality (default 1)")
     parser.add_argument(
-        "--adapter", type=Path, help="an adapter (prompts, SFT or ROI layers): adds a panel for its codec"
+        "--adapter",
+        type=Path,
+        help="an adapter file written by `train` (prompts, or a baseline's SFT, channel-selection or ROI layers): "
+        "adds a panel for its codec, whatever --models says",
     )
+    add_base_checkpoint_argument(parser, "with --random-weights, the other panels stay random")
     parser.add_argument(
         "--roi-map",
         type=Path,
@@ -110,15 +133,31 @@ def add_bitmap_arguments(parser: argparse.ArgumentParser) -> None:
         help="with a tic-roi --adapter: the quality map it codes with (white = full quality); drawn as the last panel",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
-    parser.add_argument("--npy", action="store_true", help="also write OUTPUT.<codec>.npy with the raw maps")
-    parser.add_argument("--classify", action="store_true", help="ResNet50's top-1 label under each panel")
-    parser.add_argument("--random-weights", action="store_true", help="seeded random weights (results mean nothing)")
     parser.add_argument(
-        "--seed", type=seed_argument, default=0, help="seed of --random-weights (at most 2^53 either way)"
+        "--npy",
+        action="store_true",
+        help="also write each codec's maps to OUTPUT.<codec>.npy (OUTPUT without .png; an adapter's file name "
+        "with its dots as _): a (2, h, w) float64 array of the likelihood bits and the stream bits of y per "
+        "position, cropped like the figure to the positions over the image, h, w = ceil(H / 16), ceil(W / 16) "
+        "(the padding's positions are left out)",
     )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    parser.add_argument("--classify", action="store_true", help="ResNet50's top-1 label under each panel")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="seeded random codecs, --adapter's base codec and ResNet50 (results mean nothing)",
+    )
+    parser.add_argument(
+        "--seed", type=seed_argument, default=0, help="seed of --random-weights (default 0; at most 2^53 either way)"
+    )
+    parser.add_argument("--device", default="cpu", help="where the codecs run: cpu, cuda, cuda:1 ... (default cpu)")
+    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT and its .npy files")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"largest image (and --roi-map) read, in pixels: width x height (default {DEFAULT_MAX_PIXELS})",
+    )
 
 
 def _codecs(args: argparse.Namespace) -> List[Tuple[str, CodecChoice]]:
@@ -127,9 +166,20 @@ def _codecs(args: argparse.Namespace) -> List[Tuple[str, CodecChoice]]:
     for name in args.models:
         task = args.task if name == "transtic" else None
         codecs.append((name + (f" ({task})" if task else ""), CodecChoice(name, args.quality, task, source, args.seed)))
+    check_base_checkpoint(args)
     if args.adapter is not None:
         arch = read_adapter(args.adapter)["arch"]
-        choice = CodecChoice(arch, args.quality, None, "adapter", args.seed, args.adapter.name, args.random_weights)
+        base = args.base_checkpoint
+        choice = CodecChoice(
+            arch,
+            args.quality,
+            None,
+            "adapter",
+            args.seed,
+            args.adapter.name,
+            args.random_weights and base is None,
+            base=None if base is None else base.name,
+        )
         codecs.append((f"{args.adapter.name} ({arch})", choice))
     if args.roi_map is not None and not any(c.architecture == "tic-roi" for _, c in codecs):
         raise CodecCommandError("--roi-map is for a tic-roi --adapter")
@@ -150,7 +200,8 @@ def _draw(x: Tensor, panels: Sequence[Tuple[str, BitMaps, str]], random: bool) -
 
     image = x[0].permute(1, 2, 0).numpy()
     height, width = image.shape[:2]
-    top = max(float(p[1].stream.max()) for p in panels) or 1.0
+    rows, cols = image_positions(height, width)
+    top = max(float(p[1].stream[:rows, :cols].max()) for p in panels) or 1.0  # the scale of what is shown
     maps_panel = next((p[1].quality_map for p in panels if p[1].quality_map is not None), None)
     count = len(panels) + (maps_panel is not None)
     fig = Figure(figsize=(4.2 * count + 0.8, 4.2 * height / width + 1.4), dpi=150)
@@ -205,8 +256,9 @@ def _draw_quality_map(ax: Any, image: np.ndarray, quality_map: np.ndarray) -> No
     ax.set_title("quality map (coded)", fontsize=10)
 
 
-def _save_maps(f: BinaryIO, maps: BitMaps) -> None:
-    np.save(f, np.stack([maps.likelihood, maps.stream]))
+def _save_maps(f: BinaryIO, maps: BitMaps, rows: int, cols: int) -> None:
+    """``--npy``: the likelihood and stream bits of the ``rows`` x ``cols`` positions over the image."""
+    np.save(f, np.stack([maps.likelihood[:rows, :cols], maps.stream[:rows, :cols]]))
 
 
 #: the most elongated image drawn (height to width or width to height): the figure's
@@ -229,13 +281,27 @@ def _npy_target(output: Path, label: str) -> Path:
 
 def _check_targets(args: argparse.Namespace, targets: Sequence[Path]) -> None:
     """Refuse targets that repeat, that are one of the inputs (even with ``--force``), or
-    that exist without ``--force``."""
+    that exist without ``--force`` (naming every one)."""
     if len(set(targets)) < len(targets):
         raise CodecCommandError(f"two outputs would be written to the same file among {[str(t) for t in targets]}")
+    inputs = (args.image, args.roi_map, args.adapter, args.base_checkpoint)
+    existing = []
     for target in targets:
-        problem = output_problem(target, (args.image, args.roi_map, args.adapter), args.force, "-o")
+        problem = output_problem(target, inputs, True, "-o")  # an input: refused even with --force
         if problem:
             raise CodecCommandError(f"{target} {problem}")
+        if not args.force and output_problem(target, (), False, "-o"):
+            existing.append(target)
+    if existing:
+        raise CodecCommandError(existing_outputs_message(existing))
+
+
+def _written(paths: Sequence[Path]) -> str:
+    """The files written, for the last line of output."""
+    named = [str(p) for p in paths[:SHOWN_OUTPUTS]]
+    if len(paths) <= SHOWN_OUTPUTS and len(named) > 1:
+        return f"{', '.join(named[:-1])} and {named[-1]}"
+    return ", ".join(named) + and_more(paths, SHOWN_OUTPUTS)
 
 
 def run_bitmap(args: argparse.Namespace) -> int:
@@ -251,7 +317,10 @@ def run_bitmap(args: argparse.Namespace) -> int:
         _check_targets(args, [args.output, *npy.values()])
         check_device(args.device)
         classifier = _classifier(args) if args.classify else None
-        models = [(label, codec, load_codec(codec, args.adapter, args.device)) for label, codec in codecs]
+        models = [
+            (label, codec, load_codec(codec, args.adapter, args.device, args.base_checkpoint))
+            for label, codec in codecs
+        ]
         quality_map = None if args.roi_map is None else read_quality_map(args.roi_map, args.max_pixels)
     except (CodecCommandError, ImageReadError, ValueError, OSError) as err:
         return report_error(err)
@@ -265,11 +334,6 @@ def run_bitmap(args: argparse.Namespace) -> int:
             top1 = classifier.predict(maps.x_hat.to(args.device), None)["top5"][0]
             extra = f"ResNet50: {ResNet50_Weights.IMAGENET1K_V1.meta['categories'][top1]}"
         panels.append((label, maps, extra))
-        if args.npy:
-            try:
-                atomic_write(npy[label], functools.partial(_save_maps, maps=maps))
-            except OSError as err:  # OutputError: names the file
-                return report_error(err)
         share = maps.stream.sum() / max(maps.likelihood.sum(), 1e-9)
         print(
             f"{tag}{label}: {maps.bpp:.4f} bpp, {maps.psnr:.2f} dB, y bits from the stream's tables "
@@ -277,10 +341,15 @@ def run_bitmap(args: argparse.Namespace) -> int:
             + (f", {extra}" if extra else ""),
             flush=True,
         )
+    rows, cols = image_positions(*x.shape[-2:])
     try:
-        atomic_write_bytes(args.output, _draw(x, panels, random))
-    except (OSError, ValueError) as err:  # ValueError: a figure matplotlib cannot draw
+        figure = _draw(x, panels, random)  # before any file is written
+        for label, maps, _extra in panels:
+            if label in npy:
+                atomic_write(npy[label], functools.partial(_save_maps, maps=maps, rows=rows, cols=cols))
+        atomic_write_bytes(args.output, figure)
+    except (OSError, ValueError) as err:  # OutputError names the file; ValueError: a figure matplotlib cannot draw
         return report_error(err)
     note = f" ({'; '.join(notes)})" if notes else ""
-    print(f"{tag}wrote {args.output}{note}", flush=True)
+    print(f"{tag}wrote {_written([args.output, *npy.values()])}{note}", flush=True)
     return 0

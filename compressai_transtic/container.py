@@ -12,7 +12,9 @@ bytes       field
 varint + n  codec description, UTF-8 JSON: ``architecture``, ``quality``, ``task``,
             ``source`` (``pretrained`` / ``random`` / ``adapter``), ``seed``,
             ``adapter`` (file name), ``random_base``, ``config`` (TransTIC prompt
-            configuration)
+            configuration); for an adapter on a base codec checkpoint
+            (``--base-checkpoint``) also ``base`` (its file name) and
+            ``base_sha256`` (its hash, as the adapter file records it)
 varint + n  name of the weights, UTF-8 (e.g. ``det_1.pth.tar``)
 32          SHA-256 of the weights (:func:`weights_fingerprint` of the model)
 varint      original image height

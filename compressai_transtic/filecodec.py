@@ -1,10 +1,11 @@
 """``compressai-transtic encode`` and ``decode``: images to ``.ttic`` files and back.
 
 ``encode IMAGE|FOLDER... -o OUT`` codes every image with one codec (``--model``,
-``--task``, ``--quality``, ``--adapter``) into ``OUT/<name>.ttic``; ``decode
-FILE|FOLDER... -o OUT`` writes ``OUT/<name>.png``, taking the codec, its weights and
-the image size from each file (:mod:`compressai_transtic.container`). Folders are read
-recursively and their layout is kept below ``OUT``.
+``--task``, ``--quality``, ``--adapter`` and its ``--base-checkpoint``) into
+``OUT/<name>.ttic``; ``decode FILE|FOLDER... -o OUT`` writes ``OUT/<name>.png``, taking
+the codec, its weights and the image size from each file
+(:mod:`compressai_transtic.container`). Folders are read recursively and their layout is
+kept below ``OUT``.
 
 Everything that can be checked is checked before a model is built: unreadable images
 and damaged files are reported one line each, outputs that exist are refused without
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -24,7 +26,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from .console import RANDOM_TAG, print_error, shorten
+from .adapter_files import AdapterMismatchError, base_codec_hash
+from .console import RANDOM_TAG, and_more, print_error, printable, shorten
 from .container import SUFFIX, CodedFile, ContainerError, pack, unpack, weights_fingerprint
 from .data.files import find_image_files
 from .devices import check_device
@@ -38,8 +41,11 @@ from .state_dicts import ARCHITECTURES as CODEC_ARCHITECTURES
 from .zoo import ChecksumMismatchError, WeightsUnavailableError, get_weights
 
 __all__ = [
+    "BaseCodecMismatch",
     "CodecChoice",
     "CodecCommandError",
+    "add_base_checkpoint_argument",
+    "check_base_checkpoint",
     "add_decode_arguments",
     "add_encode_arguments",
     "load_codec",
@@ -53,6 +59,20 @@ logger = logging.getLogger(__name__)
 
 class CodecCommandError(Exception):
     """A user error: printed on stderr, exit status 2."""
+
+
+class BaseCodecMismatch(CodecCommandError):
+    """An adapter loaded on another base codec than the one it was trained on.
+
+    Attributes:
+        trained_on: the base codec hash the adapter file records
+            (:func:`~.adapter_files.base_codec_hash`).
+        found: the hash of the base codec it was loaded on.
+    """
+
+    def __init__(self, message: str, trained_on: str, found: str) -> None:
+        super().__init__(message)
+        self.trained_on, self.found = trained_on, found
 
 
 # ----------------------------------------------------------------------------------------
@@ -72,13 +92,11 @@ def seed_argument(text: str) -> int:
     return value
 
 
-def _common_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+def _common_arguments(parser: argparse.ArgumentParser, what: str, adapter: str) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="PATH", help=f"{what} or folders of them")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    parser.add_argument(
-        "--adapter", type=Path, help="adapter file written by `train` (prompts, or a baseline's layers)"
-    )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    parser.add_argument("--adapter", type=Path, metavar="PATH", help=adapter)
+    parser.add_argument("--device", default="cpu", help="where the codec runs: cpu, cuda, cuda:1 ... (default cpu)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument(
         "--max-pixels",
@@ -92,11 +110,48 @@ def _common_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_base_checkpoint_argument(parser: argparse.ArgumentParser, use: str) -> None:
+    """``--base-checkpoint PATH``: the base codec of ``--adapter`` (as ``eval``'s)."""
+    parser.add_argument(
+        "--base-checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="the base codec (TIC checkpoint) --adapter was trained on, for an adapter trained with "
+        f"`train --base PATH` (default: the released base_codec_<quality>); {use}",
+    )
+
+
+def check_base_checkpoint(args: argparse.Namespace) -> None:
+    """``--base-checkpoint``: with ``--adapter`` only, and a regular file (``eval``'s checks)."""
+    if args.base_checkpoint is None:
+        return
+    if args.adapter is None:
+        raise CodecCommandError("--base-checkpoint goes with --adapter")
+    problem = regular_file_problem(args.base_checkpoint)
+    if problem is not None:
+        raise CodecCommandError(f"--base-checkpoint {args.base_checkpoint}: {problem}")
+
+
+#: which ``--model`` an adapter architecture goes with (see ``encode --help``)
+MODEL_OF_ADAPTER = {"transtic": "transtic", "tic-sft": "tic", "tic-chsel": "tic", "tic-roi": "tic"}
+
+
 def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``compressai-transtic encode``."""
     parser.description = "Code images into .ttic files (one per image)."
-    _common_arguments(parser, "images (PNG, JPEG, WebP, TIFF, BMP, PPM)")
-    parser.add_argument("--model", choices=("tic", "transtic"), default="transtic", help="codec (default transtic)")
+    _common_arguments(
+        parser,
+        "images (PNG, JPEG, WebP, TIFF, BMP, PPM)",
+        "adapter file written by `train` (prompts, or a baseline's layers) to code with, on its base codec",
+    )
+    parser.add_argument(
+        "--model",
+        choices=("tic", "transtic"),
+        help="codec: tic, or transtic with its released prompts (default transtic); with --adapter the adapter "
+        "file says its codec and --model may be left out: transtic for prompts, tic for a baseline's layers "
+        "(tic-sft, tic-chsel, tic-roi); a --model that names the other one is refused",
+    )
+    add_base_checkpoint_argument(parser, "the file records its name and hash, and decode asks for it")
     parser.add_argument(
         "--roi-map",
         type=Path,
@@ -104,20 +159,41 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
         help="for a tic-roi --adapter: the quality map (an image, white = full quality, black = background; "
         "any size, it is resized to each input), or a folder holding one per input with the input's file stem",
     )
-    parser.add_argument("--task", choices=("cls", "det", "seg"), help="task of the released prompts (default cls)")
-    parser.add_argument("-q", "--quality", type=int, choices=(1, 2, 3, 4), default=1, help="quality 1..4 (default 1)")
     parser.add_argument(
-        "--random-weights", action="store_true", help="seeded random weights (tests; results mean nothing)"
+        "--task",
+        choices=("cls", "det", "seg"),
+        help="task of transtic's released prompts (default cls); with --adapter the task is the adapter's own, "
+        "and a --task that differs from it is refused",
     )
     parser.add_argument(
-        "--seed", type=seed_argument, default=0, help="seed of --random-weights (at most 2^53 either way)"
+        "-q",
+        "--quality",
+        type=int,
+        choices=(1, 2, 3, 4),
+        default=1,
+        help="quality 1..4 (default 1); with --adapter, that of its released base codec (recorded only, with "
+        "--base-checkpoint)",
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="seeded random weights (tests; results mean nothing); with --adapter, a random base codec "
+        "(not with --base-checkpoint)",
+    )
+    parser.add_argument(
+        "--seed", type=seed_argument, default=0, help="seed of --random-weights (default 0; at most 2^53 either way)"
     )
 
 
 def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``compressai-transtic decode``."""
     parser.description = "Decode .ttic files into PNG images; the codec and its weights come from each file."
-    _common_arguments(parser, ".ttic files")
+    _common_arguments(
+        parser,
+        ".ttic files",
+        "the adapter file the files were coded with (they record its name and refuse another one)",
+    )
+    add_base_checkpoint_argument(parser, "needed by the files coded with one, which record its hash")
 
 
 # ----------------------------------------------------------------------------------------
@@ -143,12 +219,26 @@ def _collect(inputs: Sequence[Path], suffixes: Tuple[str, ...], what: str) -> Li
     return found
 
 
+#: the most existing outputs named in one refusal (then "and N more")
+SHOWN_OUTPUTS = 10
+
+
+def existing_outputs_message(existing: Sequence[Path]) -> str:
+    """The refusal of outputs that exist without ``--force``, naming every one (up to
+    :data:`SHOWN_OUTPUTS`, then how many more)."""
+    if len(existing) == 1:
+        return f"{existing[0]} exists; pass --force to overwrite it"
+    named = ", ".join(str(p) for p in existing[:SHOWN_OUTPUTS]) + and_more(existing, SHOWN_OUTPUTS)
+    return f"{len(existing)} outputs exist: {named}; pass --force to overwrite them"
+
+
 def _plan_outputs(found: List[Tuple[Path, Path]], out: Path, suffix: str, force: bool) -> List[Tuple[Path, Path]]:
     if out.exists() and not out.is_dir():
         raise CodecCommandError(f"{out}: the output must be a folder")
     check_writable_folder(out, "output")
     inputs = {file_identity(source) for source, _ in found}
     plan: Dict[Path, Path] = {}
+    existing: List[Path] = []
     for source, relative in found:
         target = out / relative.with_suffix(suffix)
         if target in plan:
@@ -156,8 +246,10 @@ def _plan_outputs(found: List[Tuple[Path, Path]], out: Path, suffix: str, force:
         if target.exists() and file_identity(target) in inputs:  # even with --force: it would destroy an input
             raise CodecCommandError(f"{target} is one of the inputs and would be overwritten; choose another -o folder")
         if target.exists() and not force:
-            raise CodecCommandError(f"{target} exists; pass --force to overwrite it")
+            existing.append(target)
         plan[target] = source
+    if existing:
+        raise CodecCommandError(existing_outputs_message(existing))
     return [(source, target) for target, source in plan.items()]
 
 
@@ -171,7 +263,13 @@ SOURCES = ("pretrained", "random", "adapter")
 
 @dataclass(frozen=True)
 class CodecChoice:
-    """What a .ttic file says about its codec (the ``codec`` JSON object)."""
+    """What a .ttic file says about its codec (the ``codec`` JSON object).
+
+    ``base`` and ``base_sha256`` are set for an adapter on a base codec given with
+    ``--base-checkpoint``: the checkpoint's file name and its
+    :func:`~.adapter_files.base_codec_hash` (the hash adapter files record). They are
+    left out of the JSON otherwise, so such files are the bytes they always were.
+    """
 
     architecture: str
     quality: int
@@ -180,56 +278,154 @@ class CodecChoice:
     seed: int = 0
     adapter: Optional[str] = None
     random_base: bool = False
+    base: Optional[str] = None
+    base_sha256: Optional[str] = None
 
-    def spec(self, adapter_path: Optional[Path]):
+    def description(self) -> Dict[str, Any]:
+        """The fields written to a file (``base`` and ``base_sha256`` only when set)."""
+        fields = asdict(self)
+        for key in ("base", "base_sha256"):
+            if fields[key] is None:
+                del fields[key]
+        return fields
+
+    def check_adapter_given(self, adapter_path: Optional[Path]) -> None:
+        """Refuse to build an adapter codec without its ``--adapter``."""
         if self.source == "adapter" and adapter_path is None:
-            raise CodecCommandError(f"coded with the adapter {self.adapter}: pass it with --adapter")
+            if self.base is not None:
+                raise CodecCommandError(
+                    f"coded with the adapter {printable(self.adapter)} on the base codec {printable(self.base)}: "
+                    "pass them with --adapter and --base-checkpoint"
+                )
+            raise CodecCommandError(f"coded with the adapter {printable(self.adapter)}: pass it with --adapter")
+
+    def spec(self, adapter_path: Optional[Path], base_path: Optional[Path] = None) -> CodecSpec:
+        """The evaluator's rate point of this codec: ``adapter_path`` and ``base_path``
+        (``--adapter``, ``--base-checkpoint``) are used by adapter codecs only."""
+        self.check_adapter_given(adapter_path)
+        adapter = self.source == "adapter"
         return CodecSpec(
             label=self.architecture,
             architecture=self.architecture,
             quality=self.quality,
             task=self.task,
             source=self.source,
-            path=str(adapter_path) if self.source == "adapter" else None,
+            path=str(adapter_path) if adapter else None,
+            base_path=str(base_path) if adapter and base_path is not None else None,
             random_base=self.random_base,
             seed=self.seed,
         )
+
+    def base_spec(self, base_path: Optional[Path] = None) -> CodecSpec:
+        """The base codec alone of an adapter codec, as :meth:`spec`'s loads it."""
+        if base_path is not None:
+            return CodecSpec("base", "tic", self.quality, None, "checkpoint", str(base_path))
+        source = "random" if self.random_base else "pretrained"
+        return CodecSpec("base", "tic", self.quality, None, source, seed=self.seed)
+
+    def base_words(self, base_path: Optional[Path] = None) -> str:
+        """The base codec of an adapter codec, for messages."""
+        if base_path is not None:
+            return f"--base-checkpoint {base_path}"
+        if self.random_base:
+            return f"the random base codec of --random-weights (seed {self.seed}, quality {self.quality})"
+        return f"the released base codec base_codec_{self.quality}.pth.tar (quality {self.quality})"
 
     def weights_name(self) -> str:
         if self.source == "random":
             return f"random weights (seed {self.seed})"
         if self.source == "adapter":
+            if self.base is not None:
+                return f"adapter {self.adapter} on {self.base}"
             return f"adapter {self.adapter} on " + (
                 "a random base codec" if self.random_base else f"base_codec_{self.quality}.pth.tar"
             )
         return get_weights(self.architecture, self.quality, self.task).filename
 
 
-def load_codec(codec: CodecChoice, adapter: Optional[Path], device: str):
+def load_codec(codec: CodecChoice, adapter: Optional[Path], device: str, base: Optional[Path] = None):
+    """The codec of ``codec`` in eval mode, built by the evaluator's
+    :meth:`~.evaluation.codecs.CodecSpec.load`; an adapter codec goes on ``base``
+    (``--base-checkpoint``; ``None``: the released or random base codec).
+
+    Raises:
+        BaseCodecMismatch: the adapter was trained on another base codec.
+        CodecCommandError: weights missing or damaged.
+    """
     try:
-        return codec.spec(adapter).load(device, progress=False)
+        return codec.spec(adapter, base).load(device, progress=False)
     except WeightsUnavailableError as err:
         raise CodecCommandError(f"the weights are not here: fetch {err.url} to {err.path}") from None
     except ChecksumMismatchError as err:
         raise CodecCommandError(str(err)) from None
+    except AdapterMismatchError as err:
+        mismatch = _base_mismatch(codec, adapter, base)
+        if mismatch is None:  # the adapter's own tensors
+            raise CodecCommandError(str(err)) from None
+        raise mismatch from None
+
+
+def _base_mismatch(codec: CodecChoice, adapter: Optional[Path], base: Optional[Path]) -> Optional[BaseCodecMismatch]:
+    """After an adapter refused its base codec: the error saying so with both hashes and
+    the way out (``--base-checkpoint``), or ``None`` when the base codec is the right one."""
+    if adapter is None:
+        return None
+    trained_on = read_adapter(adapter)["base_sha256"]
+    base_codec = codec.base_spec(base).load(progress=False)
+    if not isinstance(base_codec, torch.nn.Module):  # a learned codec, never a traditional one
+        return None
+    found = base_codec_hash(base_codec.state_dict())
+    if found == trained_on:
+        return None
+    return BaseCodecMismatch(
+        f"adapter {adapter} was trained on another base codec than {codec.base_words(base)}: it records base "
+        f"sha256 {printable(trained_on[:12])}..., that one's is {found[:12]}...; pass the base codec it was "
+        "trained on (the checkpoint given to `train --base`) with --base-checkpoint",
+        trained_on,
+        found,
+    )
 
 
 def _encoder_codec(args: argparse.Namespace) -> CodecChoice:
-    if args.model == "tic" and (args.task or args.adapter):
-        raise CodecCommandError("--task and --adapter are for --model transtic")
-    if args.adapter is not None:
-        header = read_adapter(args.adapter)
-        return CodecChoice(
-            header["arch"],
-            args.quality,
-            header.get("task"),
-            "adapter",
-            args.seed,
-            args.adapter.name,
-            args.random_weights,
+    """The codec ``encode``'s options choose, checked against the adapter's file."""
+    check_base_checkpoint(args)
+    if args.adapter is None:
+        model = args.model or "transtic"
+        if model == "tic" and args.task:
+            raise CodecCommandError("--task chooses transtic's released prompts; it is not for --model tic")
+        task = (args.task or "cls") if model == "transtic" else None
+        return CodecChoice(model, args.quality, task, "random" if args.random_weights else "pretrained", args.seed)
+    header = read_adapter(args.adapter)
+    arch, task = header["arch"], header.get("task")
+    expected = MODEL_OF_ADAPTER.get(arch)
+    if args.model is not None and expected is not None and args.model != expected:
+        raise CodecCommandError(
+            f"--adapter {args.adapter} is a {arch} adapter, coded with --model {expected}, not --model "
+            f"{args.model}; pass --model {expected} or leave --model out (the adapter says its codec)"
         )
-    task = (args.task or "cls") if args.model == "transtic" else None
-    return CodecChoice(args.model, args.quality, task, "random" if args.random_weights else "pretrained", args.seed)
+    if args.task is not None and args.task != task:
+        held = f"is for the task {task!r}" if task is not None else "records no task"
+        raise CodecCommandError(
+            f"--adapter {args.adapter} {held}, not --task {args.task}: an adapter codes for its own task; "
+            "leave --task out"
+        )
+    if args.base_checkpoint is not None and args.random_weights:
+        raise CodecCommandError(
+            f"--random-weights would put the adapter on a random base codec, --base-checkpoint on "
+            f"{args.base_checkpoint}: pass one of them"
+        )
+    base = args.base_checkpoint
+    return CodecChoice(
+        arch,
+        args.quality,
+        task,
+        "adapter",
+        args.seed,
+        args.adapter.name,
+        args.random_weights,
+        base=None if base is None else base.name,
+        base_sha256=None if base is None else header["base_sha256"],
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -296,9 +492,9 @@ def run_encode(args: argparse.Namespace) -> int:
         codec = _encoder_codec(args)
         maps = _roi_map_files(args.roi_map, [source for source, _ in plan], codec.architecture, args.max_pixels)
         check_device(args.device)
-        model = load_codec(codec, args.adapter, args.device)
+        model = load_codec(codec, args.adapter, args.device, args.base_checkpoint)
         name, sha = codec.weights_name(), weights_fingerprint(model)
-        description = {**asdict(codec), "config": _prompt_config(model)}
+        description = {**codec.description(), "config": _prompt_config(model)}
         _check_decodable(description, name, sha)
     except (CodecCommandError, ValueError, OSError) as err:
         return report_error(err)
@@ -399,7 +595,11 @@ _FIELD_TYPES: Dict[str, Any] = {
     "seed": int,
     "adapter": (str, type(None)),
     "random_base": bool,
+    "base": (str, type(None)),
+    "base_sha256": (str, type(None)),
 }
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _has_type(value: Any, kind: Any) -> bool:
@@ -414,6 +614,8 @@ def _codec_of(source: Path, coded: CodedFile) -> CodecChoice:
     wrong = [k for k, v in fields.items() if k not in _FIELD_TYPES or not _has_type(v, _FIELD_TYPES[k])]
     if "seed" in fields and "seed" not in wrong and not abs(fields["seed"]) <= MAX_SEED:
         wrong.append("seed")
+    if _base_problem(fields):
+        wrong.append("base")
     shown = shorten(str(dict(coded.codec)), 200)
     if wrong or fields.get("architecture") not in CODEC_ARCHITECTURES or fields.get("source") not in SOURCES:
         raise CodecCommandError(f"{source}: unknown codec description {shown}")
@@ -423,9 +625,76 @@ def _codec_of(source: Path, coded: CodedFile) -> CodecChoice:
         raise CodecCommandError(f"{source}: incomplete codec description {shown}") from None
 
 
+def _base_problem(fields: Dict[str, Any]) -> bool:
+    """Whether the base codec fields of a file's codec description contradict each other:
+    ``base`` and ``base_sha256`` go together, with an adapter on no random base."""
+    base, sha = fields.get("base"), fields.get("base_sha256")
+    if base is None and sha is None:
+        return False
+    if base is None or sha is None or fields.get("source") != "adapter" or fields.get("random_base"):
+        return True
+    return not isinstance(sha, str) or _SHA256.fullmatch(sha) is None
+
+
+def _decoding_base(source: Path, codec: CodecChoice, given: Optional[Path]) -> Optional[Path]:
+    """The ``--base-checkpoint`` to decode ``source`` with: ``given`` for a file coded on
+    one, ``None`` for the others; refused when the file and the option disagree."""
+    if codec.source != "adapter":
+        return None  # --adapter and --base-checkpoint concern adapter-coded files only
+    if codec.base is not None and given is None:
+        raise CodecCommandError(
+            f"{source} was coded with the adapter {printable(codec.adapter)} on the base codec "
+            f"{printable(codec.base)} (base sha256 {codec.base_sha256 and codec.base_sha256[:12]}...): "
+            "pass that checkpoint with --base-checkpoint"
+        )
+    if codec.base is None and given is not None:
+        raise CodecCommandError(
+            f"{source} was coded with the adapter {printable(codec.adapter)} on {codec.base_words()}, not on a "
+            f"--base-checkpoint: decode it without --base-checkpoint {given}"
+        )
+    return given
+
+
+def _other_base(source: Path, codec: CodecChoice, given: Optional[Path], found: str) -> CodecCommandError:
+    """``source`` was coded on another base codec than ``given`` (whose hash is ``found``)."""
+    return CodecCommandError(
+        f"{source} was coded on the base codec {printable(codec.base)} (base sha256 "
+        f"{codec.base_sha256 and codec.base_sha256[:12]}...), but --base-checkpoint {given} is another one "
+        f"(base sha256 {found[:12]}...); pass the base codec the file was coded with"
+    )
+
+
+def _load_decoder(source: Path, codec: CodecChoice, args: argparse.Namespace) -> Any:
+    """The model that decodes ``source`` (coded with ``codec``), its base codec checked
+    against the one the file records."""
+    try:
+        codec.check_adapter_given(args.adapter)
+    except CodecCommandError as err:
+        raise CodecCommandError(f"{source} was {err}") from None
+    base = _decoding_base(source, codec, args.base_checkpoint)
+    try:
+        model = load_codec(codec, args.adapter, args.device, base)
+    except BaseCodecMismatch as err:
+        if codec.base_sha256 is None:
+            raise
+        if err.found == codec.base_sha256:  # the right base: the adapter is not the file's
+            raise CodecCommandError(
+                f"{source} was coded with the adapter {printable(codec.adapter)} on {printable(codec.base)}, but "
+                f"--adapter {args.adapter} was trained on another base codec (base sha256 "
+                f"{printable(err.trained_on[:12])}...); pass the adapter the file was coded with"
+            ) from None
+        raise _other_base(source, codec, base, err.found) from None
+    if codec.base_sha256 is not None:
+        found = base_codec_hash(model)
+        if found != codec.base_sha256:
+            raise _other_base(source, codec, base, found)
+    return model
+
+
 def run_decode(args: argparse.Namespace) -> int:
     """``compressai-transtic decode``; returns the exit status."""
     try:
+        check_base_checkpoint(args)
         plan = _plan_outputs(_collect(args.inputs, (SUFFIX,), f"{SUFFIX} files"), args.output, ".png", args.force)
         files = _read_files(plan, args.max_pixels)
         check_device(args.device)
@@ -433,7 +702,7 @@ def run_decode(args: argparse.Namespace) -> int:
         for source, _, coded in files:
             codec = _codec_of(source, coded)
             if (codec, coded.weights_sha256) not in models:
-                model = load_codec(codec, args.adapter, args.device)
+                model = _load_decoder(source, codec, args)
                 if _prompt_config(model) != coded.codec.get("config"):
                     raise CodecCommandError(
                         f"{source} was coded with the prompt configuration {coded.codec.get('config')}, "

@@ -35,14 +35,16 @@ def test_the_command_draws_every_codec_and_saves_the_raw_maps(tmp_path, capsys):
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("[RANDOM WEIGHTS] ") for line in lines)
+    assert lines[-1] == f"[RANDOM WEIGHTS] wrote {out}, {tmp_path / 'map.tic.npy'} and {tmp_path / 'map.transtic.npy'}"
     with Image.open(out) as png:
         assert png.format == "PNG" and png.width > png.height
     for name in ("tic", "transtic"):
-        raw = np.load(tmp_path / f"map.{name}.npy")
-        assert raw.shape == (2, 8, 12) and np.isfinite(raw).all() and (raw >= 0).all()
+        raw = np.load(tmp_path / f"map.{name}.npy")  # 120 x 160 pixels: 8 x 10 positions (coded as 8 x 12)
+        assert raw.shape == (2, 8, 10) and np.isfinite(raw).all() and (raw >= 0).all()
     before = out.read_bytes()
     assert main(argv) == 2
-    assert "exists; pass --force" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"3 outputs exist: {out}, {tmp_path / 'map.tic.npy'}, {tmp_path / 'map.transtic.npy'}; pass --force" in err
     assert out.read_bytes() == before
     assert main(["bitmap", str(tmp_path / "cat.png"), "--random-weights", "-o", str(tmp_path / "map.jpg")]) == 2
     assert "must be a .png file" in capsys.readouterr().err
@@ -109,3 +111,57 @@ def test_a_seed_beyond_2_53_is_refused_naming_the_option(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*argv, "--seed", "99999999999999999999999"])
     assert "argument --seed: 99999999999999999999999 is beyond 2^53 either way" in capsys.readouterr().err
+
+
+def test_the_raw_maps_cover_the_image_positions_as_the_figure_does(tmp_path, capsys):
+    from compressai_transtic.evaluation.codecs import CodecSpec
+
+    photo = np.asarray(data.chelsea()[:80, :100])  # coded as 128 x 128: 8 x 8 positions, 5 x 7 over the image
+    Image.fromarray(photo).save(tmp_path / "in.png")
+    out = tmp_path / "o.png"
+    argv = ["bitmap", str(tmp_path / "in.png"), "-o", str(out), "--random-weights", "--models", "tic", "--npy"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(f"wrote {out} and {tmp_path / 'o.tic.npy'}")
+    raw = np.load(tmp_path / "o.tic.npy")
+    x = torch.from_numpy(photo.copy()).permute(2, 0, 1).float()[None] / 255
+    maps = bit_maps(CodecSpec("tic", "tic", 1, None, "random").load(), x)
+    assert maps.stream.shape == (8, 8) and raw.shape == (2, 5, 7)
+    np.testing.assert_allclose(raw[0], maps.likelihood[:5, :7], rtol=1e-5)
+    np.testing.assert_allclose(raw[1], maps.stream[:5, :7], rtol=1e-5)
+
+
+def test_an_adapter_trained_on_ones_own_base_codec_is_drawn_with_base_checkpoint(tmp_path, capsys):
+    from compressai_transtic.adapter_files import save_adapter
+    from compressai_transtic.evaluation.codecs import CodecSpec
+    from compressai_transtic.models import TICSFT
+
+    Image.fromarray(np.asarray(data.chelsea()[:64, :64])).save(tmp_path / "in.png")
+    base = CodecSpec("tic", "tic", 1, None, "random", seed=7).load()
+    torch.save(base.state_dict(), tmp_path / "my_tic.pth.tar")
+    adapter = save_adapter(TICSFT.from_base(base), tmp_path / "sft.adapter")
+    argv = ["bitmap", str(tmp_path / "in.png"), "--random-weights", "--models", "tic", "--adapter", str(adapter)]
+    assert main([*argv, "-o", str(tmp_path / "refused.png")]) == 2  # on the random base codec
+    err = capsys.readouterr().err
+    assert f"adapter {adapter} was trained on another base codec than the random base codec" in err
+    assert "with --base-checkpoint" in err and not (tmp_path / "refused.png").exists()
+    out = tmp_path / "o.png"
+    assert main([*argv, "-o", str(out), "--base-checkpoint", str(tmp_path / "my_tic.pth.tar")]) == 0
+    assert "sft.adapter (tic-sft)" in capsys.readouterr().out and out.is_file()
+    argv = ["bitmap", str(tmp_path / "in.png"), "--random-weights", "--models", "tic", "-o", str(tmp_path / "x.png")]
+    assert main([*argv, "--base-checkpoint", str(tmp_path / "my_tic.pth.tar")]) == 2
+    assert "--base-checkpoint goes with --adapter" in capsys.readouterr().err
+
+
+def test_every_option_has_help_and_says_its_default():
+    import argparse
+
+    from compressai_transtic.bitmap import add_bitmap_arguments
+
+    parser = argparse.ArgumentParser()
+    add_bitmap_arguments(parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help, f"{action.option_strings or action.dest} has no help"
+        if action.option_strings and not action.required and action.default not in (None, False):
+            assert "default" in action.help, f"{action.option_strings} does not say its default"

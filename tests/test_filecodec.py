@@ -617,3 +617,222 @@ def test_the_cpu_attention_in_the_environment_does_not_concern_commands_that_cod
         status = stopped.code
     assert status == 0
     assert "COMPRESSAI_TRANSTIC_CPU_ATTENTION" not in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------
+# adapters trained on a base codec of one's own (`train --base`): --base-checkpoint
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_base(tmp_path_factory):
+    """A base codec checkpoint (a seeded random TIC, as `train --base` takes one), an
+    adapter trained on it, and another base codec checkpoint."""
+    folder = tmp_path_factory.mktemp("own-base")
+    base = CodecSpec("tic", "tic", 1, None, "random", seed=7).load()
+    torch.save(base.state_dict(), folder / "my_tic.pth.tar")
+    torch.save(CodecSpec("tic", "tic", 1, None, "random", seed=8).load().state_dict(), folder / "other_tic.pth.tar")
+    from compressai_transtic.models import TransTIC
+
+    torch.manual_seed(3)
+    adapter = save_adapter(randomize_adapter(TransTIC.from_base(base), std=0.01), folder / "mine.adapter", task="cls")
+    return folder / "my_tic.pth.tar", adapter, folder / "other_tic.pth.tar"
+
+
+def test_an_adapter_trained_on_ones_own_base_codec_is_coded_and_decoded_with_base_checkpoint(
+    images, tmp_path, capsys, own_base
+):
+    from compressai_transtic.adapter_files import read_adapter
+
+    base, adapter, _ = own_base
+    coffee = images / "coffee.jpg"
+    assert _encode(coffee, tmp_path / "refused", "--adapter", str(adapter)) == 2  # on the random base codec
+    err = capsys.readouterr().err
+    assert f"adapter {adapter} was trained on another base codec than the random base codec" in err
+    assert "with --base-checkpoint" in err and not (tmp_path / "refused").exists()
+
+    argv = ["--adapter", str(adapter), "--base-checkpoint", str(base)]
+    assert main(["encode", str(coffee), "-o", str(tmp_path / "e"), "--no-progress", *argv]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"{coffee} -> ") and "RANDOM" not in line  # nothing random is left
+    coded = unpack((tmp_path / "e" / "coffee.ttic").read_bytes())
+    assert coded.codec["base"] == "my_tic.pth.tar" and coded.codec["random_base"] is False
+    assert coded.codec["base_sha256"] == read_adapter(adapter)["base_sha256"]
+    assert coded.weights_name == "adapter mine.adapter on my_tic.pth.tar"
+
+    assert _decode(tmp_path / "e", tmp_path / "d", "--adapter", str(adapter)) == 2
+    err = capsys.readouterr().err
+    assert "coffee.ttic was coded with the adapter mine.adapter on the base codec my_tic.pth.tar" in err
+    assert "pass that checkpoint with --base-checkpoint" in err
+    assert _decode(tmp_path / "e", tmp_path / "d") == 2
+    assert "pass them with --adapter and --base-checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    assert _decode(tmp_path / "e", tmp_path / "d", *argv) == 0
+    assert (tmp_path / "d" / "coffee.png").is_file()
+
+
+def test_decode_names_the_base_codec_a_file_records_and_the_one_given(images, tmp_path, capsys, own_base):
+    base, adapter, other = own_base
+    argv = ["--adapter", str(adapter), "--base-checkpoint", str(base)]
+    assert main(["encode", str(images / "coffee.jpg"), "-o", str(tmp_path / "e"), "--no-progress", *argv]) == 0
+    recorded = unpack((tmp_path / "e" / "coffee.ttic").read_bytes()).codec["base_sha256"]
+    capsys.readouterr()
+    assert _decode(tmp_path / "e", tmp_path / "d", "--adapter", str(adapter), "--base-checkpoint", str(other)) == 2
+    err = capsys.readouterr().err
+    assert f"coffee.ttic was coded on the base codec my_tic.pth.tar (base sha256 {recorded[:12]}...)" in err
+    assert f"but --base-checkpoint {other} is another one (base sha256 " in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_decode_refuses_a_base_checkpoint_for_a_file_coded_on_the_released_or_random_base(images, tmp_path, capsys):
+    from compressai_transtic.models import TICSFT
+
+    base = CodecSpec("tic", "tic", 1, None, "random").load()
+    adapter = save_adapter(randomize_adapter(TICSFT.from_base(base)), tmp_path / "sft.adapter", task="det")
+    assert _encode(images / "coffee.jpg", tmp_path / "e", "--adapter", str(adapter)) == 0
+    assert "base" not in unpack((tmp_path / "e" / "coffee.ttic").read_bytes()).codec  # the fields of old files
+    torch.save(base.state_dict(), tmp_path / "same_tic.pth.tar")
+    argv = ["--adapter", str(adapter), "--base-checkpoint", str(tmp_path / "same_tic.pth.tar")]
+    assert _decode(tmp_path / "e", tmp_path / "d", *argv) == 2
+    err = capsys.readouterr().err
+    assert "coffee.ttic was coded with the adapter sft.adapter on the random base codec of --random-weights" in err
+    assert "decode it without --base-checkpoint" in err and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    "command, extra, problem",
+    [
+        ("encode", [], "--base-checkpoint goes with --adapter"),
+        ("decode", [], "--base-checkpoint goes with --adapter"),
+        ("encode", ["--adapter", "ADAPTER", "--random-weights"], "--random-weights would put the adapter on a random"),
+    ],
+    ids=["encode-without-adapter", "decode-without-adapter", "encode-with-random-weights"],
+)
+def test_base_checkpoint_goes_with_an_adapter(images, tmp_path, capsys, own_base, command, extra, problem):
+    base, adapter, _ = own_base
+    extra = [str(adapter) if item == "ADAPTER" else item for item in extra]
+    argv = [command, str(images / "coffee.jpg"), "-o", str(tmp_path / "out"), "--base-checkpoint", str(base), *extra]
+    assert main([*argv, "--no-progress"]) == 2
+    assert problem in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_a_base_checkpoint_that_is_missing_or_a_folder_is_called_that(images, tmp_path, capsys, own_base, command):
+    _, adapter, _ = own_base
+    (tmp_path / "folder.pth.tar").mkdir()
+    for name, what in (("folder.pth.tar", "a folder, not a regular file"), ("missing.pth.tar", "no such file")):
+        argv = [command, str(images / "coffee.jpg"), "-o", str(tmp_path / "out"), "--adapter", str(adapter)]
+        assert main([*argv, "--base-checkpoint", str(tmp_path / name)]) == 2
+        assert f"--base-checkpoint {tmp_path / name}: {what}" in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"base": "my_tic.pth.tar"},
+        {"base_sha256": "ab" * 32},
+        {"base": "my_tic.pth.tar", "base_sha256": "not a hash"},
+        {"base": "my_tic.pth.tar", "base_sha256": "ab" * 32, "random_base": True},
+    ],
+    ids=["base-without-hash", "hash-without-base", "hash-not-hex", "base-and-random-base"],
+)
+def test_a_forged_base_codec_description_is_refused(images, tmp_path, capsys, fields):
+    from compressai_transtic.models import TICSFT
+
+    adapter = save_adapter(TICSFT.from_base(CodecSpec("tic", "tic", 1, None, "random").load()), tmp_path / "a.adapter")
+    assert _encode(images / "coffee.jpg", tmp_path / "enc", "--adapter", str(adapter)) == 0
+    path = tmp_path / "enc" / "coffee.ttic"
+    coded = unpack(path.read_bytes())
+    path.write_bytes(pack(dataclasses.replace(coded, codec={**coded.codec, **fields})))
+    assert _decode(path, tmp_path / "dec", "--adapter", str(adapter)) == 2
+    assert f"{path}: unknown codec description" in capsys.readouterr().err
+    assert not (tmp_path / "dec").exists()
+
+
+# ----------------------------------------------------------------------------------------
+# --model and the adapter's architecture
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["tic-sft", "tic-chsel", "tic-roi"])
+def test_a_baseline_adapter_is_coded_with_model_tic_or_without_model(images, tmp_path, capsys, arch):
+    from compressai_transtic.models import ADAPTED_CODECS
+
+    base = CodecSpec("tic", "tic", 1, None, "random").load()
+    adapter = save_adapter(randomize_adapter(ADAPTED_CODECS[arch].from_base(base)), tmp_path / "b.adapter", task="det")
+    coffee, common = images / "coffee.jpg", ["--adapter", str(adapter)]
+    assert _encode(coffee, tmp_path / "tic", "--model", "tic", *common) == 0
+    assert _encode(coffee, tmp_path / "default", *common) == 0  # the adapter says its codec
+    named, default = ((tmp_path / d / "coffee.ttic").read_bytes() for d in ("tic", "default"))
+    assert named == default and unpack(named).codec["architecture"] == arch
+    capsys.readouterr()
+    assert _encode(coffee, tmp_path / "transtic", "--model", "transtic", *common) == 2
+    err = capsys.readouterr().err
+    assert f"--adapter {adapter} is a {arch} adapter, coded with --model tic, not --model transtic" in err
+    assert "pass --model tic or leave --model out" in err and not (tmp_path / "transtic").exists()
+
+
+def test_a_transtic_adapter_with_model_tic_and_a_task_other_than_the_adapters_are_refused(images, tmp_path, capsys):
+    from compressai_transtic.models import TransTIC
+
+    adapter = save_adapter(
+        TransTIC.from_base(CodecSpec("tic", "tic", 1, None, "random").load()), tmp_path / "p.adapter", task="det"
+    )
+    coffee, common = images / "coffee.jpg", ["--adapter", str(adapter)]
+    assert _encode(coffee, tmp_path / "out", "--model", "tic", *common) == 2
+    assert "is a transtic adapter, coded with --model transtic, not --model tic" in capsys.readouterr().err
+    assert _encode(coffee, tmp_path / "out", "--task", "seg", *common) == 2
+    assert f"--adapter {adapter} is for the task 'det', not --task seg" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert _encode(coffee, tmp_path / "out", "--model", "transtic", "--task", "det", *common) == 0  # agreeing
+
+
+def test_task_is_refused_with_model_tic(images, tmp_path, capsys):
+    assert _encode(images / "coffee.jpg", tmp_path / "out", "--model", "tic", "--task", "det") == 2
+    assert "--task chooses transtic's released prompts; it is not for --model tic" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------
+# messages and help
+# ----------------------------------------------------------------------------------------
+
+
+def test_outputs_that_exist_are_named_every_one(images, tmp_path, capsys):
+    assert _encode(images, tmp_path / "coded", "--model", "tic") == 0
+    assert _decode(tmp_path / "coded", tmp_path / "decoded") == 0
+    capsys.readouterr()
+    assert _decode(tmp_path / "coded", tmp_path / "decoded") == 2
+    err = capsys.readouterr().err
+    names = [tmp_path / "decoded" / n for n in ("chelsea.png", "coffee.png", "sub/camera.png")]
+    assert "3 outputs exist: " in err and "pass --force to overwrite them" in err
+    assert all(str(name) in err for name in names)
+
+
+def test_a_long_list_of_existing_outputs_is_cut_with_a_count():
+    from compressai_transtic.filecodec import SHOWN_OUTPUTS, existing_outputs_message
+
+    paths = [Path(f"out/{i:02d}.png") for i in range(SHOWN_OUTPUTS + 3)]
+    message = existing_outputs_message(paths)
+    assert message.startswith(f"{SHOWN_OUTPUTS + 3} outputs exist: out/00.png, out/01.png")
+    assert f"out/{SHOWN_OUTPUTS - 1:02d}.png and 3 more; pass --force" in message
+    assert f"out/{SHOWN_OUTPUTS:02d}.png" not in message
+    assert existing_outputs_message(paths[:1]) == "out/00.png exists; pass --force to overwrite it"
+
+
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_every_option_has_help_and_says_its_default(command):
+    import argparse
+
+    from compressai_transtic import filecodec
+
+    parser = argparse.ArgumentParser()
+    getattr(filecodec, f"add_{command}_arguments")(parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help, f"{action.option_strings or action.dest} has no help"
+        if action.option_strings and not action.required and action.default not in (None, False):
+            assert "default" in action.help, f"{action.option_strings} does not say its default"
