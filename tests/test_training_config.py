@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from compressai_transtic import cli as main_cli
 from compressai_transtic.tasks.classification import ClassificationTask
 from compressai_transtic.tasks.detection import DetectionTask
 from compressai_transtic.training import cli as training_cli
@@ -27,6 +33,7 @@ CLS_DEFAULTS = {
     "samples_per_epoch": 40000,
 }
 CLS_LAMBDA = ClassificationTask.default_lambda  # the paper's lambda per quality
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse(*argv: str) -> TrainConfig:
@@ -93,10 +100,55 @@ def test_invalid_values_are_named_in_the_error(changes, message):
 
 
 def test_a_task_and_a_dataset_are_required():
-    with pytest.raises(ConfigError, match="--task"):
+    with pytest.raises(ConfigError, match="no task given: pass task "):
         TrainConfig(dataset="x").resolve({}, CLS_LAMBDA)
-    with pytest.raises(ConfigError, match="--dataset"):
+    with pytest.raises(ConfigError, match="no training images given: pass dataset "):
         TrainConfig(task="cls").resolve(CLS_DEFAULTS, CLS_LAMBDA)
+
+
+def test_the_command_line_names_the_missing_settings_by_their_flags(capsys):
+    assert training_cli.main(["-d", "x", "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith("error: no task given: pass --task ")
+    assert training_cli.main(["--task", "cls", "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith("error: no training images given: pass --dataset ")
+
+
+# ------------------------------------------------------------------ where a run writes
+
+
+@pytest.mark.parametrize(
+    "arch, variant, folder",
+    [
+        ("transtic", None, "cls-q2"),  # the documented default: TransTIC's prompts (variant deep)
+        ("transtic", "deep", "cls-q2"),
+        ("transtic", "shallow", "transtic-shallow-cls-q2"),
+        ("tic-sft", None, "tic-sft-cls-q2"),
+        ("tic-chsel", None, "tic-chsel-cls-q2"),
+        ("tic-roi", None, "tic-roi-cls-q2"),
+    ],
+)
+def test_the_default_output_folder_names_the_architecture_and_variant_when_not_transtics_default(arch, variant, folder):
+    cfg = TrainConfig(task="cls", dataset="imgs", quality=2, arch=arch, variant=variant)
+    assert cfg.resolve(CLS_DEFAULTS, CLS_LAMBDA).output == os.path.join("runs", folder)
+
+
+def test_an_output_folder_given_is_kept_whatever_the_architecture():
+    cfg = TrainConfig(task="cls", dataset="imgs", arch="tic-sft", output="runs/cls-q1")
+    assert cfg.resolve(CLS_DEFAULTS, CLS_LAMBDA).output == "runs/cls-q1"
+
+
+# ------------------------------------------------------------------ help
+
+
+def test_train_help_says_what_it_trains_and_where_the_outputs_go(capsys):
+    for run_help in (lambda: main_cli.main(["train", "--help"]), lambda: training_cli.main(["--help"])):
+        with pytest.raises(SystemExit) as exited:
+            run_help()
+        assert exited.value.code == 0
+        usage, description, *_ = capsys.readouterr().out.split("\n\n")
+        assert usage.startswith("usage: compressai-transtic train")
+        assert description.startswith("Train an adapter of a frozen base codec (TIC) for a machine task")
+        assert "--output (default runs/<task>-q<quality>, runs/<arch>-<task>-q<quality>" in description
 
 
 def test_resume_without_a_value_means_the_output_directorys_checkpoint():
@@ -231,7 +283,7 @@ def test_a_command_line_option_nested_too_deeply_is_refused_naming_it(capsys):
     "options, message",
     [
         ({"bogus": 1}, r"task 'cls' has no options \['bogus'\] .*its options: backend, crop, progress"),
-        ({"seed": 1}, r"task 'cls' has no options \['seed'\] .*seed are set by --task-weights, --device and --seed"),
+        ({"seed": 1}, r"task 'cls' has no options \['seed'\] .*seed are set by task_weights, device and seed\)$"),
         ({"crop": "x"}, r"task option crop must be a 64-bit integer \(got 'x'\)"),
     ],
 )
@@ -246,4 +298,49 @@ def test_an_unknown_task_option_stops_the_command_before_anything_is_written(tmp
     argv = ["--task", "cls", "-d", str(tmp_path), "--base", str(tmp_path / "missing.pth"), "-o", str(output)]
     assert training_cli.main([*argv, "--task-weights", "random", "--task-option", "bogus=1", "--dry-run"]) == 2
     assert "error: task 'cls' has no options ['bogus']" in capsys.readouterr().err
+    assert not output.exists()
+
+
+# ------------------------------------------------------------------ messages name settings as the caller spells them
+
+
+def four_images(folder: Path) -> Path:
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (64, 64), (60 * i, 90, 120)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_too_few_images_for_a_batch_name_the_flag_on_the_command_line_and_the_field_in_the_library(tmp_path, capsys):
+    from compressai_transtic.training.data import DatasetError
+    from compressai_transtic.training.trainer import train
+
+    images, output = four_images(tmp_path / "images"), tmp_path / "run"
+    argv = ["--task", "cls", "-d", str(images), "--task-weights", "random", "-o", str(output), "--dry-run"]
+    assert training_cli.main(argv) == 2  # the paper's cls batch of 16
+    assert capsys.readouterr().err == (
+        "error: the training set has 4 images, fewer than one batch of 16; add images or lower --batch-size\n"
+    )
+    with pytest.raises(DatasetError, match=r"fewer than one batch of 16; add images or lower batch_size$"):
+        train(TrainConfig(task="cls", dataset=str(images), task_weights="random", output=str(output)))
+    assert not output.exists()
+
+
+def run_example(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, str(REPO / "examples" / "train_prompts.py"), *args]
+    return subprocess.run(command, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_library_example_reports_invalid_input_in_one_line_naming_its_own_options(tmp_path):
+    images, output = four_images(tmp_path / "images"), tmp_path / "run"
+    argv = ["--task", "cls", "--dataset", str(images), "--task-weights", "random", "--output", str(output)]
+    done = run_example(*argv)  # the documented command on 4 images: the paper's cls batch of 16
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        "error: the training set has 4 images, fewer than one batch of 16; add images or lower batch_size\n"
+    )
+    usage = run_example("--help")
+    assert usage.returncode == 0
+    assert all(option in usage.stdout for option in ("--batch-size", "--epochs", "--task-weights", "--resume"))
     assert not output.exists()

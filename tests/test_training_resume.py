@@ -7,6 +7,11 @@ Promises checked here:
 - a checkpoint is never resumed into a folder that holds another run: that run's files
   stay as they were;
 - a run cannot be resumed with fewer epochs than its checkpoint has trained;
+- a new run refused for the checkpoint in its folder is told to resume it only when its
+  settings are the checkpoint's; else it is told which settings differ (never as Python's
+  ``None``) and a folder that holds no run;
+- the line that logs resuming says where the checkpoint stands in the words of the line
+  that logged its saving;
 - every field of a checkpoint is checked when it is read (types, ranges, shapes, NaN,
   sizes that would allocate without bound); a damaged checkpoint is refused with an
   error naming the file and the field, before any file is written or any step runs.
@@ -14,6 +19,7 @@ Promises checked here:
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict
@@ -81,7 +87,8 @@ def test_a_checkpoint_is_not_resumed_into_a_folder_holding_another_run(files, fi
     forbid_training(monkeypatch)
     with pytest.raises(ResumeError, match="already holds another run") as refused:
         train(tiny_config(files, other, resume=str(finished / "checkpoint.pth"), epochs=3))
-    assert "choose another --output" in str(refused.value) and str(other / "checkpoint.pth") in str(refused.value)
+    message = str(refused.value)
+    assert f"choose another output directory, or continue that run from its own checkpoint (resume='{other}" in message
     assert contents(other) == before
 
     (other / "checkpoint.pth").unlink()  # its outputs alone still make it a run
@@ -121,7 +128,7 @@ def test_an_adapter_of_other_shapes_in_a_checkpoint_is_refused_naming_the_file(f
 def test_a_run_is_not_resumed_with_fewer_epochs_than_it_has_trained(files, finished, tmp_path, no_training):
     out = copy_run(finished, tmp_path / "run")
     before = contents(out)
-    with pytest.raises(ResumeError, match=r"has trained 2 epochs.*pass --epochs 2 or more"):
+    with pytest.raises(ResumeError, match=r"has trained 2 epochs, more than epochs=1; pass epochs=2 or more"):
         train(tiny_config(files, out, resume="last", epochs=1))
     assert contents(out) == before
 
@@ -132,8 +139,87 @@ def test_a_run_stopped_inside_an_epoch_needs_that_epoch_to_finish(files, finishe
         c["scheduler"]["last_epoch"] = 1
 
     path = save_damaged(finished, tmp_path, stopped_in_epoch_2)
-    with pytest.raises(ResumeError, match=r"has trained 1 epochs and 1 steps of epoch 2.*pass --epochs 2 or more"):
+    with pytest.raises(ResumeError, match=r"has trained 1 epochs and 1 steps of epoch 2.*pass epochs=2 or more"):
         Trainer(tiny_config(files, tmp_path / "out", resume=str(path), epochs=1))
+
+
+# ------------------------------------------------------------------ a new run where a run is
+
+
+def test_a_new_run_of_other_settings_is_not_told_to_resume_the_run_in_its_folder(
+    files, finished, tmp_path, no_training
+):
+    out = copy_run(finished, tmp_path / "run")
+    before = contents(out)
+    sft = tiny_config(files, out, arch="tic-sft", prompt_options={"width": 8}, epochs=3)
+    with pytest.raises(ResumeError) as refused:
+        Trainer(sft)
+    message = str(refused.value)
+    assert message.startswith(f"{out} already holds a training checkpoint ({out / 'checkpoint.pth'}) of a run with")
+    assert (
+        "other settings (arch: checkpoint 'transtic', now 'tic-sft'; "
+        "variant: checkpoint 'deep', now not set (the default configuration); "
+        "prompt_options: checkpoint {'generator_width': 4}, now {'width': 8})" in message
+    )
+    assert message.endswith("choose another output directory for this run (e.g. output='runs/tic-sft-cls-q1')")
+    assert "resume=" not in message and "None" not in message
+    assert contents(out) == before
+
+
+def test_a_new_run_of_the_same_settings_is_told_to_resume_and_with_how_many_epochs(
+    files, finished, tmp_path, capsys, no_training
+):
+    out = copy_run(finished, tmp_path / "run")
+    elsewhere = f"or choose another output directory (e.g. output='{out}-2')"
+    with pytest.raises(ResumeError) as refused:
+        Trainer(tiny_config(files, out, epochs=3))
+    assert str(refused.value) == (
+        f"{out} already holds a training checkpoint ({out / 'checkpoint.pth'}, after epoch 2 of 2) of a run with "
+        f"these settings; pass resume='last' to continue that run, {elsewhere}"
+    )
+    with pytest.raises(ResumeError, match=r"pass resume='last' with epochs=3 or more to train that run further, or"):
+        Trainer(tiny_config(files, out, epochs=2))  # the finished run's own command again
+
+    (tmp_path / "run-2").mkdir()
+    (tmp_path / "run-2" / "metrics.csv").write_text("")  # holds a run: not suggested
+    argv = ["--task", "cls", "--task-weights", "random", "--base", str(files["base"]), "-d", str(files["images"])]
+    argv += ["--patch-size", "64", "--batch-size", "4", "--crop", "random", "--lr", "1e-2", "--seed", "7"]
+    argv += ["--adapter-option", "generator_width=4", "-e", "3", "-o", str(out), "--dry-run"]
+    assert training_cli.main(argv) == 2
+    assert capsys.readouterr().err.endswith(
+        "of a run with these settings; pass --resume to continue that run, "
+        f"or choose another --output directory (e.g. --output {out}-3)\n"
+    )
+
+
+def test_resuming_is_logged_in_the_words_of_the_checkpoints_own_line(files, tmp_path, caplog, monkeypatch):
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="compressai_transtic.training"):
+        train(tiny_config(files, out, epochs=1))
+        saved = [r.getMessage() for r in caplog.records if r.getMessage().startswith("checkpoint ")]
+        assert saved == [f"checkpoint after epoch 1 of 1 (global step 2) -> {out / 'checkpoint.pth'}"]
+        forbid_training(monkeypatch)
+        caplog.clear()
+        Trainer(tiny_config(files, out, resume="auto", epochs=2))
+    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming ")]
+    assert resumed == [
+        f"resuming from {out / 'checkpoint.pth'}, saved after epoch 1 of 1 (global step 2); next: epoch 2 of 2"
+    ]
+
+
+def test_resuming_inside_an_epoch_is_logged_with_the_step_and_the_next_one(
+    files, finished, tmp_path, caplog, no_training
+):
+    def stopped_in_epoch_2(c: Dict[str, Any]) -> None:
+        c.update(epoch=1, step_in_epoch=1, global_step=3, epoch_sums=torch.zeros(7).double())
+        c["scheduler"]["last_epoch"] = 1
+
+    path = save_damaged(finished, tmp_path, stopped_in_epoch_2)
+    with caplog.at_level(logging.INFO, logger="compressai_transtic.training.trainer"):
+        Trainer(tiny_config(files, tmp_path / "out", resume=str(path), epochs=3))
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming ")] == [
+        f"resuming from {path}, saved after step 1 of 2 in epoch 2 of 2 (global step 3); next: step 2 of epoch 2 of 3"
+    ]
 
 
 # ------------------------------------------------------------------ damaged checkpoints

@@ -545,15 +545,17 @@ def test_baseline_outputs_load_as_their_architecture(files, baseline_run):
 def test_adapters_of_one_architecture_are_refused_by_a_run_of_another(files, baseline_run, tmp_path, no_training):
     config, result = baseline_run
     with pytest.raises(
-        AdapterMismatchError, match=f"holds {config.arch} weights, not transtic ones: train with --arch"
+        AdapterMismatchError, match=f"holds {config.arch} weights, not transtic ones: train with arch='{config.arch}'"
     ):
         train(tiny_config(files, tmp_path / "transtic", init_adapter=str(result.final_adapter)))
     base = torch.load(files["base"], weights_only=True)["state_dict"]
     prompts = save_adapter(TransTIC.from_base(base, PromptConfig(generator_width=4)), tmp_path / "prompts.pth")
     with pytest.raises(AdapterMismatchError, match=f"holds transtic weights, not {config.arch}"):
         train(baseline_config(files, tmp_path / "baseline", config.arch, init_adapter=str(prompts)))
-    with pytest.raises(ResumeError, match=f"arch: checkpoint '{config.arch}', now 'transtic'"):
+    with pytest.raises(ResumeError, match=f"arch: checkpoint '{config.arch}', now 'transtic'") as refused:
         train(tiny_config(files, tmp_path / "resumed", resume=str(result.output / "checkpoint.pth")))
+    assert "variant: checkpoint not set (the default configuration), now 'deep'" in str(refused.value)
+    assert "None" not in str(refused.value)
 
 
 def test_options_of_another_architecture_are_refused_before_training(files, tmp_path, no_training):

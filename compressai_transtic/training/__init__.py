@@ -8,6 +8,12 @@ Library use::
                                val_fraction=0.002, output="runs/det-q1"))
     print(result.final_adapter, result.best_adapter)
 
+Invalid input raises one of :data:`USER_ERRORS` before any training step, its message
+naming settings as ``TrainConfig`` fields (``batch_size``); ``examples/train_prompts.py``
+reports them as the command line does. Without ``output``, a run writes to
+``runs/<task>-q<quality>`` (TransTIC's default prompts) or ``runs/<arch>-<task>-q<quality>``
+(a baseline; ``runs/transtic-<variant>-<task>-q<quality>`` for another TransTIC variant).
+
 Command line: ``compressai-transtic train --help`` (or ``python -m
 compressai_transtic.training``; under ``torchrun`` use ``-m compressai_transtic.training``).
 
@@ -53,6 +59,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "USER_ERRORS",
     "UnreadableImageError",
     "train",
 ]
@@ -65,6 +72,7 @@ _EXPORTS = {
     "ResumeError": ".state",
     "TrainResult": ".trainer",
     "Trainer": ".trainer",
+    "USER_ERRORS": ".trainer",
     "train": ".trainer",
 }
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..adapter_files import AdapterMismatchError, adapter_config, base_codec_hash, load_adapter, save_adapter
 from ..models import ADAPTED_CODECS, AdaptedCodec
 from ..prompts import MAX_ADAPTER_SIZE
-from .config import ConfigError, check_type
+from .config import ConfigError, check_type, option_ref
 
 __all__ = ["ADAPTER_KINDS", "MAX_ADAPTER_SIZE", "AdapterKind", "get_adapter_kind"]
 
@@ -48,7 +48,7 @@ class AdapterKind:
         """
         presets = self.codec.presets
         if variant is not None and variant not in presets:
-            known = ", ".join(sorted(presets)) or "none: set fields with --adapter-option"
+            known = ", ".join(sorted(presets)) or f"none: set fields with {option_ref('prompt_options')}"
             raise ValueError(f"unknown {self.name} variant {variant!r}; variants: {known}")
         config = presets[variant] if variant is not None else self.codec.config_class()
         self._check_options(config, options)
@@ -100,19 +100,19 @@ class AdapterKind:
         if signature.get("arch") != self.name:
             raise AdapterMismatchError(
                 f"{source} holds {signature.get('arch')!r} adapter weights, not {self.name!r} ones; "
-                f"use --arch {signature.get('arch')}"
+                f"use {option_ref('arch', signature.get('arch'))}"
             )
         config = adapter_config(signature, self.codec.config_class, source)
         if config != model.config:
             raise AdapterMismatchError(
                 f"{source} was made for the {self.name} configuration {config}, but this run uses "
-                f"{model.config}; pass the matching --variant / --adapter-option settings"
+                f"{model.config}; pass the matching {option_ref('variant')} / {option_ref('prompt_options')} settings"
             )
         expected = self.base_hash(model)
         if base_hash != expected:
             raise AdapterMismatchError(
                 f"{source} was trained on another base codec (base sha256 {base_hash[:12]}..., this "
-                f"run's base is {expected[:12]}...); pass the matching --base / --quality"
+                f"run's base is {expected[:12]}...); pass the matching {option_ref('base')} / {option_ref('quality')}"
             )
 
     @staticmethod

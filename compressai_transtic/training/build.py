@@ -25,7 +25,7 @@ from ..checkpoint import load_state_dict, model_from_state_dict
 from ..tasks import PluginError, Task, get_task, get_task_class
 from ..zoo import load_pretrained
 from .adapters import AdapterKind, get_adapter_kind
-from .config import ConfigError, TrainConfig, check_type, given
+from .config import ConfigError, TrainConfig, check_type, given, option_ref
 from .data import GlobalBatchSampler, TrainingImages, ValidationImages
 from .distributed import DistributedContext
 from .state import dataset_digest
@@ -96,9 +96,9 @@ def check_task_options(task_cls: Type[Task], name: str, options: Mapping[str, An
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(
-            f"task {name!r} has no options {unknown} (--task-option / task_options); its options: "
+            f"task {name!r} has no options {unknown} ({option_ref('task_options')}); its options: "
             f"{', '.join(sorted(accepted)) or 'none'} (its weights, device and seed are set by "
-            "--task-weights, --device and --seed)"
+            f"{option_ref('task_weights')}, {option_ref('device')} and {option_ref('seed')})"
         )
     for option, value in options.items():
         check_type(f"task option {option}", value, accepted[option])
@@ -184,8 +184,8 @@ def load_adapter_state(
         arch = read_adapter(cfg.init_adapter)["arch"]
         if arch != kind.name:
             raise AdapterMismatchError(
-                f"--init-adapter {cfg.init_adapter} holds {arch} weights, not {kind.name} ones: "
-                f"train with --arch {arch} to start from it, or pass a {kind.name} adapter"
+                f"{option_ref('init_adapter', cfg.init_adapter)} holds {arch} weights, not {kind.name} ones: "
+                f"train with {option_ref('arch', arch)} to start from it, or pass a {kind.name} adapter"
             )
         header = kind.load(model, cfg.init_adapter)
         logger.info("adapter initialised from %s (trained for task %s)", cfg.init_adapter, header.get("task"))

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ..integrity import tensor_problems
 from ..jsonvalues import is_finite_number
+from .config import option_ref
 from .epoch_metrics import MetricSums
 from .randomness import rng_state_problems
 
@@ -47,7 +48,6 @@ MAX_DEPTH = 16
 SHOWN = 5
 
 _MISSING = object()
-_ADVICE = "Resume from an intact checkpoint, or start a new run in another --output directory."
 
 #: a check of one field: its name, its value, whether the value is right, what it should be
 _Check = Tuple[str, Any, Callable[[Any], bool], str]
@@ -166,7 +166,8 @@ def check_training_state(
 def refuse(source: str, problems: List[str]) -> None:
     if problems:
         more = [f"{len(problems) - SHOWN} more problems"] if len(problems) > SHOWN else []
-        raise ResumeError(f"cannot resume from {source}: {'; '.join(problems[:SHOWN] + more)}. {_ADVICE}")
+        advice = f"Resume from an intact checkpoint, or start a new run in another {option_ref('output')} directory."
+        raise ResumeError(f"cannot resume from {source}: {'; '.join(problems[:SHOWN] + more)}. {advice}")
 
 
 def failed_checks(checks: Iterable[_Check]) -> List[str]:

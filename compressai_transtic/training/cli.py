@@ -1,10 +1,20 @@
 """``compressai-transtic train`` (also ``python -m compressai_transtic.training``).
 
+The trainer and the modules whose errors :func:`run` reports are imported when a run
+starts, not with this module: ``compressai-transtic train --help`` builds its parser
+from :func:`add_arguments` and should not import torch.
+
+The examples and the last paragraph below are the end of ``--help``.
+
 Examples::
 
     # the paper's classification prompts for quality 1 (released base codec, ResNet50)
     compressai-transtic train --task cls -q 1 -d /data/imagenet/train \\
         --val-dataset /data/imagenet/val --val-limit 2000 -o runs/cls-q1
+
+    # the TIC+SFT baseline for the same task (default output folder: runs/tic-sft-cls-q1)
+    compressai-transtic train --arch tic-sft --task cls -q 1 -d /data/imagenet/train \\
+        --val-dataset /data/imagenet/val --val-limit 2000
 
     # detection prompts on 4 GPUs (global batch 8 = 2 per GPU)
     torchrun --nproc_per_node 4 -m compressai_transtic.training \\
@@ -13,12 +23,8 @@ Examples::
     # continue after an interruption
     compressai-transtic train --config runs/det-q2.toml --resume
 
-Options given on the command line override those of ``--config FILE`` (JSON or TOML
+Options given on the command line override those of --config FILE (JSON or TOML
 with the same names), which override the task's defaults (the paper's settings).
-
-The trainer and the modules whose errors :func:`run` reports are imported when a run
-starts, not with this module: ``compressai-transtic train --help`` builds its parser
-from :func:`add_arguments` and should not import torch.
 """
 
 from __future__ import annotations
@@ -30,13 +36,21 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from .config import CROP_MODES, ConfigError, TrainConfig, load_config_file, parse_nested
+from .config import CROP_MODES, ConfigError, TrainConfig, command_line_messages, load_config_file, parse_nested
 
-__all__ = ["add_arguments", "config_from_args", "main", "run"]
+__all__ = ["DESCRIPTION", "add_arguments", "config_from_args", "main", "run"]
 
 logger = logging.getLogger(__name__)
 
 _S = argparse.SUPPRESS
+
+#: the first lines of ``compressai-transtic train --help``
+DESCRIPTION = """\
+Train an adapter of a frozen base codec (TIC) for a machine task: TransTIC's prompts
+(--arch transtic, the default) or a baseline (--arch tic-sft, tic-chsel, tic-roi).
+Outputs go to --output (default runs/<task>-q<quality>, runs/<arch>-<task>-q<quality>
+for a baseline): adapter_best.pth (with validation images), adapter_final.pth,
+model_final.pth.tar, checkpoint.pth (for --resume), config.json and metrics.csv."""
 
 
 def _key_value(text: str) -> List[Any]:
@@ -53,11 +67,18 @@ def _key_value(text: str) -> List[Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``train`` options to ``parser``.
+    """Add the ``train`` options to ``parser``, and its description (:data:`DESCRIPTION`)
+    and examples when it has none.
 
     Options not given stay absent from the parsed namespace, so that a ``--config``
     file and the task's defaults can fill them (see :func:`config_from_args`).
     """
+    if parser.description is None:
+        parser.description = DESCRIPTION
+    if parser.epilog is None and __doc__ and "Examples::" in __doc__:
+        parser.epilog = "examples:" + __doc__.split("Examples::", 1)[1]
+    if parser.formatter_class is argparse.HelpFormatter:  # keep the lines of the description and examples
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
     for add_group in (
         _model_arguments,
         _data_arguments,
@@ -205,7 +226,12 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the run writes, how often, and resuming."""
     g = parser.add_argument_group("checkpoints and logs")
     g.add_argument(
-        "-o", "--output", default=_S, metavar="DIR", help="output directory (default runs/<task>-q<quality>)"
+        "-o",
+        "--output",
+        default=_S,
+        metavar="DIR",
+        help="output directory (default runs/<task>-q<quality>; runs/<arch>-<task>-q<quality> for a baseline, "
+        "runs/transtic-<variant>-<task>-q<quality> for another TransTIC variant)",
     )
     g.add_argument(
         "--resume",
@@ -274,30 +300,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config.merged(given)
 
 
-def _user_errors() -> tuple:
-    from ..checkpoint import ArchitectureMismatchError, CheckpointError
-    from ..fileio import OutputError
-    from ..prompts import AdapterError
-    from ..tasks.weights import TaskWeightsUnavailableError
-    from ..zoo import ChecksumMismatchError, WeightsUnavailableError
-    from .distributed import PeerSetupError
-
-    return (
-        ConfigError,
-        PeerSetupError,
-        ArchitectureMismatchError,
-        CheckpointError,
-        AdapterError,
-        TaskWeightsUnavailableError,
-        WeightsUnavailableError,
-        ChecksumMismatchError,
-        OutputError,
-        FileNotFoundError,
-        FloatingPointError,
-        ValueError,
-    )
-
-
 def _configure_logging() -> None:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
@@ -313,15 +315,21 @@ def run(args: argparse.Namespace) -> int:
     """Run ``train`` with parsed arguments; returns the exit status.
 
     Prints a JSON summary of the outputs to stdout (rank 0). Invalid input (settings,
-    images, checkpoints, adapters, missing weights) prints ``error: ...`` to stderr and
-    returns 2, before any training step.
+    images, checkpoints, adapters, missing weights; :data:`~.trainer.USER_ERRORS`) prints
+    ``error: ...`` to stderr, naming settings by their flags, and returns 2, before any
+    training step.
     """
     _configure_logging()
+    with command_line_messages():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..layers import cpu_attention
     from .distributed import init_distributed
-    from .trainer import Trainer
+    from .trainer import USER_ERRORS, Trainer
 
-    errors = _user_errors()
+    errors = USER_ERRORS
     try:
         cpu_attention()  # a bad COMPRESSAI_TRANSTIC_CPU_ATTENTION stops the run here, not at its first step
         config = config_from_args(args)
@@ -364,11 +372,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="compressai-transtic train",
-        description="Train TransTIC prompts for a machine task on a frozen base codec.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("Examples::", 1)[1] if __doc__ and "Examples::" in __doc__ else None,
-    )
-    add_arguments(parser)
+    parser = argparse.ArgumentParser(prog="compressai-transtic train")
+    add_arguments(parser)  # with the description and the examples
     return run(parser.parse_args(argv))

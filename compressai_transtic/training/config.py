@@ -20,9 +20,12 @@ from __future__ import annotations
 import json
 import os
 import reprlib
+import shlex
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, TypeVar, Union
 
 from ..filekinds import regular_file_problem
 from ..jsonvalues import is_finite_number, is_integer, nests_deeper
@@ -36,7 +39,10 @@ __all__ = [
     "ConfigError",
     "TrainConfig",
     "check_type",
+    "command_line_messages",
+    "default_output",
     "load_config_file",
+    "option_ref",
     "parse_nested",
 ]
 
@@ -82,6 +88,56 @@ class ConfigError(ValueError):
     """Invalid training settings (the message names the option and what is allowed)."""
 
 
+# ---------------------------------------------------------------------------------- messages
+#: whether messages name settings by their command-line flags (inside
+#: :func:`command_line_messages`) or, the default, by their :class:`TrainConfig` fields
+_COMMAND_LINE: ContextVar[bool] = ContextVar("compressai_transtic_training_command_line", default=False)
+
+#: the flags that are not the field's name with dashes
+_FLAGS = {"lmbda": "--lambda", "prompt_options": "--adapter-option", "task_options": "--task-option"}
+#: the value of a flag given alone (``--resume`` is ``resume="last"``)
+_FLAG_ALONE = {"resume": "last"}
+_NO_VALUE = object()
+
+
+@contextmanager
+def command_line_messages() -> Iterator[None]:
+    """Within it, messages name settings as the command line spells them (``--batch-size``),
+    not as :class:`TrainConfig` fields (``batch_size``); ``compressai-transtic train`` runs
+    inside it."""
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
+def option_ref(name: str, value: Any = _NO_VALUE) -> str:
+    """How a message names the setting ``name`` (a :class:`TrainConfig` field), with a
+    value to give it: the field (``batch_size``, ``epochs=3``, ``arch='tic-sft'``), or
+    inside :func:`command_line_messages` the flag (``--batch-size``, ``--epochs 3``,
+    ``--arch tic-sft``, ``--resume``)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not _COMMAND_LINE.get():
+        return name if value is _NO_VALUE else f"{name}={value!r}"
+    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    if value is _NO_VALUE or (name in _FLAG_ALONE and value == _FLAG_ALONE[name]):
+        return flag
+    return f"{flag} {shlex.quote(str(value))}"
+
+
+def default_output(task: str, quality: int, arch: str = "transtic", variant: Optional[str] = None) -> str:
+    """The output folder of a run given none: ``runs/<task>-q<quality>`` for TransTIC's
+    default prompts, the architecture and any other variant in front otherwise, so that
+    runs of the same task and quality do not share a folder (``runs/tic-sft-cls-q1``,
+    ``runs/transtic-shallow-cls-q1``)."""
+    name = f"{task}-q{quality}"
+    if arch != "transtic" or variant not in (None, "deep"):
+        name = "-".join([arch, *([variant] if variant is not None else []), name])
+    return os.path.join("runs", name)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a prompt-training run.
@@ -93,7 +149,8 @@ class TrainConfig:
         task: registered task name (``cls``, ``det``, ``seg`` or a plugin's).
         dataset: training images: any folder, searched recursively (ImageNet-style
             class folders, COCO ``train2017``, your own images).
-        output: output directory (default ``runs/<task>-q<quality>``).
+        output: output directory (default :func:`default_output`: ``runs/<task>-q<quality>``
+            for TransTIC's default prompts, e.g. ``runs/tic-sft-cls-q1`` for a baseline).
         arch: adapted architecture: ``transtic`` (prompts) or a baseline (``tic-sft``,
             ``tic-chsel``, ``tic-roi``); see ``compressai_transtic.models.ADAPTED_CODECS``.
         base: base codec (TIC) checkpoint file or URL; default: the released
@@ -261,9 +318,9 @@ class TrainConfig:
             ConfigError: a missing or invalid setting.
         """
         if not self.task:
-            raise ConfigError("no task given: pass --task NAME (e.g. cls, det, seg)")
+            raise ConfigError(f"no task given: pass {option_ref('task')} (e.g. cls, det, seg)")
         if not self.dataset:
-            raise ConfigError("no training images given: pass --dataset DIR")
+            raise ConfigError(f"no training images given: pass {option_ref('dataset')} (their folder)")
         filled: Dict[str, Any] = {}
         for key in TASK_DEFAULT_KEYS:
             if getattr(self, key) is None:
@@ -271,11 +328,11 @@ class TrainConfig:
         try:
             filled["lmbda"] = float(default_lambda(self.quality) if self.lmbda is None else self.lmbda)
         except ValueError as exc:
-            raise ConfigError(f"{exc}; pass --lambda") from None
+            raise ConfigError(f"{exc}; pass {option_ref('lmbda')}") from None
         if self.variant is None and self.arch == "transtic":  # TransTIC's default preset, named as before
             filled["variant"] = "deep"
         if self.output is None:
-            filled["output"] = os.path.join("runs", f"{self.task}-q{self.quality}")
+            filled["output"] = default_output(self.task, self.quality, self.arch, self.variant)
         if self.workers is None:
             filled["workers"] = min(4, os.cpu_count() or 1)
         resolved = replace(self, **filled)

@@ -36,6 +36,7 @@ from ..data.files import UnreadableFolderError, check_image, find_image_files
 from ..data.files import check_images as check_files
 from ..data.subset import evenly_spaced
 from ..imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_rgb8
+from .config import option_ref
 from .distributed import DistributedContext
 from .randomness import mix_seed, sample_key, uniform01
 
@@ -218,8 +219,9 @@ def split_holdout(paths: Sequence[Path], fraction: float, seed: int) -> Tuple[Li
     count = int(round(fraction * n))
     if count < 1 or count >= n:
         raise DatasetError(
-            f"val_fraction={fraction} of {n} images leaves {'no validation' if count < 1 else 'no training'} "
-            "images; change --val-fraction or pass --val-dataset"
+            f"{option_ref('val_fraction', fraction)} of {n} images leaves "
+            f"{'no validation' if count < 1 else 'no training'} images; change {option_ref('val_fraction')} "
+            f"or pass {option_ref('val_dataset')}"
         )
     g = torch.Generator().manual_seed(mix_seed(seed, _SALT_HOLDOUT))
     held = set(torch.randperm(n, generator=g)[:count].tolist())
@@ -365,7 +367,7 @@ class GlobalBatchSampler(Sampler[List[Tuple[int, int]]]):
             raise DatasetError(
                 f"the training set has {self.num_items} images"
                 + (f" ({self.samples} per epoch)" if self.samples != self.num_items else "")
-                + f", fewer than one batch of {global_batch}; add images or lower --batch-size"
+                + f", fewer than one batch of {global_batch}; add images or lower {option_ref('batch_size')}"
             )
         self.global_batch = int(global_batch)
         self.local_batch = self.global_batch // world_size

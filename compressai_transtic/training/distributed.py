@@ -27,6 +27,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
+from .config import option_ref
+
 __all__ = [
     "DistributedContext",
     "PeerSetupError",
@@ -64,7 +66,10 @@ def resolve_device(option: str, local_rank: int = 0) -> torch.device:
     device = torch.device(option)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {option}: CUDA is not available on this machine (use --device cpu)")
+            raise ValueError(
+                f"{option_ref('device', option)}: CUDA is not available on this machine "
+                f"(use {option_ref('device', 'cpu')})"
+            )
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from ..fileio import OutputError, atomic_write_text
 from ..filekinds import regular_file_problem
+from .config import option_ref
 
 __all__ = ["CSV_COLUMNS", "MetricsLog", "read_metrics_csv"]
 
@@ -76,7 +77,7 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         problem = regular_file_problem(self.path) if self.path.exists() else None
         if problem is not None:
-            raise OutputError(f"{self.path}: {problem}; move it away or choose another --output")
+            raise OutputError(f"{self.path}: {problem}; move it away or choose another {option_ref('output')}")
         if resume_step is not None and self.path.is_file():
             self._truncate(resume_step)
         if not self.path.is_file():
@@ -104,7 +105,7 @@ class MetricsLog:
         if "step" not in header:
             raise OutputError(
                 f"{self.path}: not a metrics log (its first line names no 'step' column); "
-                "move it away or choose another --output"
+                f"move it away or choose another {option_ref('output')}"
             )
         steps = [_row_step(row, header) for row in body]
         if steps and not text.endswith(("\n", "\r")):

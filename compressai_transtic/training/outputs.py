@@ -25,8 +25,8 @@ import torch.nn as nn
 from ..fileio import atomic_write_text
 from ..integrity import non_finite_tensors
 from .adapters import AdapterKind
-from .config import TrainConfig
-from .state import CHECKPOINT_NAME, Progress, atomic_save, run_state
+from .config import TrainConfig, option_ref
+from .state import CHECKPOINT_NAME, Progress, atomic_save, describe_position, run_state
 
 __all__ = ["BEST_ADAPTER", "FINAL_ADAPTER", "FINAL_MODEL", "RunOutputs"]
 
@@ -48,6 +48,8 @@ class RunOutputs:
         base_hash: SHA-256 of the frozen base codec.
         writes: whether this process writes (the main process of a job).
         progress: the resumed run's best value and epoch (default: none yet).
+        steps_per_epoch: the run's steps per epoch (named where a checkpoint inside an
+            epoch is logged).
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class RunOutputs:
         base_hash: str,
         writes: bool,
         progress: Optional[Progress] = None,
+        steps_per_epoch: Optional[int] = None,
     ) -> None:
         self.folder, self.kind, self.model, self.config = folder, kind, model, config
+        self.steps_per_epoch = steps_per_epoch
         self.base_hash, self.writes = base_hash, writes
         self.best_value = None if progress is None else progress.best_value
         self.best_epoch = None if progress is None else progress.best_epoch
@@ -98,7 +102,8 @@ class RunOutputs:
         if bad:
             raise FloatingPointError(
                 f"the adapter's weights became non-finite ({bad[:5]}); {name} was not written and the last "
-                f"checkpoint in {self.folder} is intact. Lower --lr, use --amp off, or check the data."
+                f"checkpoint in {self.folder} is intact. Lower {option_ref('lr')}, use {option_ref('amp', 'off')}, "
+                "or check the data."
             )
 
     def consider_best(self, metrics: Mapping[str, float], epoch: int, global_step: int) -> bool:
@@ -127,7 +132,8 @@ class RunOutputs:
         }
         payload = run_state(progress, self.config.to_dict(), adapter, training, dataset)
         path = atomic_save(payload, self.folder / CHECKPOINT_NAME)
-        logger.info("checkpoint: epoch %d, step %d of the epoch -> %s", progress.epoch, progress.step_in_epoch, path)
+        where = describe_position(progress.epoch, progress.step_in_epoch, self.steps_per_epoch, self.config.epochs)
+        logger.info("checkpoint %s (global step %d) -> %s", where, progress.global_step, path)
 
     def save_final(self, epochs: int, global_step: int) -> Tuple[Path, Path]:
         """The last adapter and the full model; returns their paths."""

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 from compressai.entropy_models import EntropyModel
 
+from .config import option_ref
+
 __all__ = ["Precision", "entropy_models_in_float32", "resolve_precision"]
 
 logger = logging.getLogger(__name__)
@@ -53,7 +55,10 @@ def resolve_precision(option: str, device: torch.device) -> Precision:
     """
     if device.type != "cuda":
         if option in ("bf16", "fp16"):
-            raise ValueError(f"--amp {option} needs a CUDA device; training runs on {device} (use --amp off)")
+            raise ValueError(
+                f"{option_ref('amp', option)} needs a CUDA device; training runs on {device} "
+                f"(use {option_ref('amp', 'off')})"
+            )
         return Precision("off", device.type)
     if option == "auto":
         option = "bf16" if torch.cuda.is_bf16_supported() else "fp16"

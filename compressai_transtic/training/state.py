@@ -31,6 +31,7 @@ from ..fileio import atomic_torch_save
 from ..filekinds import regular_file_problem
 from ..torchfile import load_torch_file
 from .checkpoint_checks import ResumeError, canonical, check_checkpoint, check_training_state, failed_checks, refuse
+from .config import default_output, option_ref
 from .randomness import restore_rng_state, rng_state
 
 __all__ = [
@@ -39,18 +40,23 @@ __all__ = [
     "Progress",
     "RESUME_KEYS",
     "ResumeError",
+    "another_output",
     "atomic_save",
     "check_checkpoint",
     "check_resume",
     "check_resume_settings",
     "check_training_state",
     "dataset_digest",
+    "describe_next",
+    "describe_position",
     "find_resume_checkpoint",
+    "holds_run",
     "read_checkpoint",
     "restore_rng_state",
     "restore_run_state",
     "rng_state",
     "run_state",
+    "setting_differences",
 ]
 
 logger = logging.getLogger(__name__)
@@ -130,9 +136,12 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         hint = ""
         if isinstance(payload, dict) and "adapter_format" in payload:
-            hint = " It is an adapter file: start a new run from it with --init-adapter."
+            hint = f" It is an adapter file: start a new run from it with {option_ref('init_adapter')}."
         elif isinstance(payload, dict) and ("state_dict" in payload or "network" in payload):
-            hint = " It holds model weights only (no optimizer state): pass it as --base or --init-adapter."
+            hint = (
+                " It holds model weights only (no optimizer state): "
+                f"pass it as {option_ref('base')} or {option_ref('init_adapter')}."
+            )
         raise ResumeError(f"cannot resume: {path} is not a training checkpoint of compressai-transtic.{hint}")
     if payload.get("version") != CHECKPOINT_VERSION:
         raise ResumeError(
@@ -142,27 +151,140 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     return payload
 
 
+#: how the differences name a setting that is not set, when "not set" alone would not say what it means
+_UNSET = {"variant": "not set (the default configuration)", "samples_per_epoch": "not set (all images)"}
+
+
+def _shown(key: str, value: Any) -> str:
+    """A setting's value in a message: never Python's ``None``."""
+    if value is None:
+        return _UNSET.get(key, "not set")
+    if isinstance(value, dict) and not value:
+        return "none"
+    return repr(value)
+
+
+def setting_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
+    """The result-defining settings (:data:`RESUME_KEYS`) of a checkpoint (``saved``) that
+    differ from ``current`` ones, each as ``"<name>: checkpoint <value>, now <value>"``."""
+    saved = _command_line_names(saved)
+    current = _command_line_names(current)
+    return [
+        f"{key}: checkpoint {_shown(key, saved.get(key))}, now {_shown(key, current.get(key))}"
+        for key in RESUME_KEYS
+        if canonical(saved.get(key)) != canonical(current.get(key))
+    ]
+
+
 def check_resume_settings(saved: Mapping[str, Any], current: Mapping[str, Any], source: str) -> None:
     """Refuse to continue a run whose result-defining settings changed.
 
     Raises:
-        ResumeError: listing every differing setting with both values.
+        ResumeError: listing every differing setting with both values, and where a new
+            run of the ``current`` settings could go instead.
     """
-    saved = _command_line_names(saved)
-    current = _command_line_names(current)
-    diffs = []
-    for key in RESUME_KEYS:
-        a, b = canonical(saved.get(key)), canonical(current.get(key))
-        if a != b:
-            diffs.append(f"{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}")
+    diffs = setting_differences(saved, current)
     if diffs:
+        output = current.get("output")
+        elsewhere = ""
+        if isinstance(output, str) and holds_run(Path(output).expanduser()):
+            folder = Path(output).expanduser()
+            elsewhere = f" in another {option_ref('output')} directory ({_example_output(folder, current)})"
         raise ResumeError(
             f"cannot resume from {source}: settings differ from the checkpoint's ({'; '.join(diffs)}). "
-            "Use the checkpoint's settings, or start a new run in another --output directory."
+            f"Continue it with the checkpoint's settings, or start a new run instead (without "
+            f"{option_ref('resume')}){elsewhere}."
         )
 
 
-def find_resume_checkpoint(resume: Optional[str], output: Path) -> Optional[Path]:
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds files of a training run (:data:`RUN_FILES`)."""
+    return any((folder / name).exists() for name in RUN_FILES)
+
+
+def another_output(output: Path, settings: Optional[Mapping[str, Any]] = None) -> Path:
+    """A folder that holds no run, for a run that cannot go to ``output``: the default
+    folder of its ``settings`` (:func:`~.config.default_output`, given when they differ
+    from those of the run in ``output``) when it is another one, else ``output`` with
+    ``-2``, ``-3``... appended."""
+    candidates: List[Path] = []
+    if settings is not None:
+        try:
+            arch, variant = settings.get("arch", "transtic"), settings.get("variant")
+            candidates.append(Path(default_output(settings["task"], settings["quality"], arch, variant)))
+        except (KeyError, TypeError):
+            pass
+    stem = os.fspath(output).rstrip("/\\") or "run"
+    candidates += [Path(f"{stem}-{n}") for n in range(2, 100)]
+    here = os.path.abspath(output)
+    for folder in candidates:
+        if os.path.abspath(folder) != here and not holds_run(folder):
+            return folder
+    return Path(f"{stem}-new")
+
+
+def _example_output(output: Path, settings: Optional[Mapping[str, Any]] = None) -> str:
+    return f"e.g. {option_ref('output', another_output(output, settings))}"
+
+
+def _epochs_setting(config: Any) -> Optional[int]:
+    """The ``epochs`` of a checkpoint's or a run's settings, when it is a count."""
+    epochs = config.get("epochs") if isinstance(config, Mapping) else None
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
+
+
+def describe_position(
+    epoch: int, step_in_epoch: int, steps_per_epoch: Optional[int] = None, epochs: Optional[int] = None
+) -> str:
+    """Where a checkpoint stands, in the words of both the line that logs its saving and
+    the line that logs resuming from it: ``after epoch 1 of 2`` (``epoch`` epochs
+    completed, of ``epochs``), ``after step 3 of 10 in epoch 2 of 2`` (inside an epoch)."""
+    of = "" if epochs is None else f" of {epochs}"
+    if step_in_epoch == 0:
+        return f"after epoch {epoch}{of}"
+    steps = f" of {steps_per_epoch}" if steps_per_epoch else ""
+    return f"after step {step_in_epoch}{steps} in epoch {epoch + 1}{of}"
+
+
+def describe_next(epoch: int, step_in_epoch: int, epochs: int) -> str:
+    """What a run resumed at ``epoch`` completed epochs and ``step_in_epoch`` steps does next."""
+    if step_in_epoch:
+        return f"next: step {step_in_epoch + 1} of epoch {epoch + 1} of {epochs}"
+    if epoch < epochs:
+        return f"next: epoch {epoch + 1} of {epochs}"
+    return f"no epoch left of {epochs}: the final outputs are written again"
+
+
+def _occupied(output: Path, own: Path, settings: Optional[Mapping[str, Any]]) -> str:
+    """Why a new run cannot start in ``output``, which holds the checkpoint ``own``, and
+    what to do: resume it when the run's ``settings`` are the checkpoint's (with enough
+    epochs), else choose another folder."""
+    choose = f"choose another {option_ref('output')} directory"
+    elsewhere = f"{choose} ({_example_output(output)})"
+    head = f"{output} already holds a training checkpoint ({own}"
+    if settings is None:
+        return f"{head}); pass {option_ref('resume', 'last')} to continue that run, or {elsewhere}"
+    try:
+        saved = read_checkpoint(own)
+    except ResumeError as exc:
+        return f"{head}), which cannot be continued ({exc}); move it away, or {elsewhere}"
+    diffs = setting_differences(saved["config"], settings)
+    if diffs:
+        example = _example_output(output, settings)
+        return f"{head}) of a run with other settings ({'; '.join(diffs)}); {choose} for this run ({example})"
+    epoch, step = saved["epoch"], saved["step_in_epoch"]
+    position = describe_position(epoch, step, None, _epochs_setting(saved["config"]))
+    resume, goal = option_ref("resume", "last"), "continue that run"
+    epochs = _epochs_setting(settings)
+    if epochs is not None and epochs < epoch + 1:
+        resume += f" with {option_ref('epochs', epoch + 1)} or more"
+        goal = "train that run further" if step == 0 else goal
+    return f"{head}, {position}) of a run with these settings; pass {resume} to {goal}, or {elsewhere}"
+
+
+def find_resume_checkpoint(
+    resume: Optional[str], output: Path, settings: Optional[Mapping[str, Any]] = None
+) -> Optional[Path]:
     """The checkpoint a run continues from, by its ``resume`` setting.
 
     ``None``: a new run (refused if ``output`` already holds a checkpoint or other files
@@ -171,6 +293,14 @@ def find_resume_checkpoint(resume: Optional[str], output: Path) -> Optional[Path
     must exist; anything else: a checkpoint file or a run folder holding one, refused
     when ``output`` holds another run (:func:`check_output_folder`).
 
+    Args:
+        resume: the run's ``resume`` setting.
+        output: the run's output folder.
+        settings: the run's settings (``TrainConfig.to_dict()``): when given, a new run
+            refused for the checkpoint in ``output`` is told to resume it only when the
+            checkpoint's settings are these; else it is told which differ, and the default
+            folder of its settings when that one holds no run (:func:`another_output`).
+
     Raises:
         ResumeError: a new run in a folder with a checkpoint, ``"last"`` without one, or
             a checkpoint that would continue in the folder of another run.
@@ -178,19 +308,17 @@ def find_resume_checkpoint(resume: Optional[str], output: Path) -> Optional[Path
     own = output / CHECKPOINT_NAME
     if resume is None:
         if own.exists():
-            raise ResumeError(
-                f"{output} already holds a training checkpoint ({own}); pass --resume to "
-                "continue that run, or choose another --output directory"
-            )
+            raise ResumeError(_occupied(output, own, settings))
         held = [name for name in RUN_FILES if (output / name).exists()]
         if held:  # a run stopped before its first checkpoint: its log would be appended to
             raise ResumeError(
                 f"{output} holds files of an earlier run that has no checkpoint ({', '.join(held)}); "
-                "move them away (or delete them) to start a new run there, or choose another --output directory"
+                "move them away (or delete them) to start a new run there, or choose another "
+                f"{option_ref('output')} directory ({_example_output(output)})"
             )
         return None
     if resume == "auto":
-        return own if own.exists() else find_resume_checkpoint(None, output)
+        return own if own.exists() else find_resume_checkpoint(None, output, settings)
     if resume == "last":
         if not own.exists():
             raise ResumeError(f"cannot resume: {own} does not exist (nothing to resume in {output})")
@@ -214,10 +342,13 @@ def check_output_folder(checkpoint: Path, output: Path) -> None:
         return  # a missing checkpoint is reported when read; the folder's own continues its run
     held = [name for name in RUN_FILES if (output / name).exists()]
     if held:
-        instead = f", or continue that run from its own checkpoint (--resume {own})" if own.is_file() else ""
+        instead = ""
+        if own.is_file():
+            instead = f", or continue that run from its own checkpoint ({option_ref('resume', own)})"
         raise ResumeError(
             f"cannot resume {checkpoint} in {output}: that folder already holds another run "
-            f"({', '.join(held)}), whose files resuming would replace; choose another --output directory{instead}"
+            f"({', '.join(held)}), whose files resuming would replace; choose another "
+            f"{option_ref('output')} directory{instead}"
         )
 
 
@@ -248,8 +379,9 @@ def check_resume(
     if epochs < begun:
         trained = f"{epoch} epochs" + (f" and {step} steps of epoch {epoch + 1}" if step else "")
         raise ResumeError(
-            f"cannot resume from {source}: it has trained {trained}, more than --epochs {epochs}; "
-            f"pass --epochs {begun} or more to continue it (a run is not shortened: start a new one for fewer epochs)"
+            f"cannot resume from {source}: it has trained {trained}, more than {option_ref('epochs', epochs)}; "
+            f"pass {option_ref('epochs', begun)} or more to continue it "
+            "(a run is not shortened: start a new one for fewer epochs)"
         )
 
 

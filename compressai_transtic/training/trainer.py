@@ -33,14 +33,18 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ..fileio import check_writable_folder
+from ..adapter_files import AdapterError
+from ..checkpoint import ArchitectureMismatchError, CheckpointError
+from ..fileio import OutputError, check_writable_folder
+from ..tasks.weights import TaskWeightsUnavailableError
+from ..zoo import ChecksumMismatchError, WeightsUnavailableError
 from .build import (
     build_criterion,
     build_images,
@@ -50,19 +54,48 @@ from .build import (
     resolve_settings,
     seed_everything,
 )
-from .config import TrainConfig, given
+from .config import ConfigError, TrainConfig, given, option_ref
 from .data import check_images_everywhere, collate_training, shard, training_and_validation_images
-from .distributed import DistributedContext, init_distributed, resolve_device
+from .distributed import DistributedContext, PeerSetupError, init_distributed, resolve_device
 from .epoch_metrics import MetricSums
 from .metrics_log import MetricsLog
 from .outputs import RunOutputs
 from .precision import resolve_precision
-from .state import Progress, check_resume, check_training_state, find_resume_checkpoint, read_checkpoint
+from .state import (
+    Progress,
+    check_resume,
+    check_training_state,
+    describe_next,
+    describe_position,
+    find_resume_checkpoint,
+    read_checkpoint,
+)
 from .steps import Optimisation
 
-__all__ = ["TrainResult", "Trainer", "train"]
+__all__ = ["USER_ERRORS", "TrainResult", "Trainer", "train"]
 
 logger = logging.getLogger(__name__)
+
+#: what :func:`train` raises for input to fix rather than for a bug: invalid settings,
+#: images, checkpoints or adapters, missing weights, an unwritable output folder (all
+#: before any training step), and a run whose loss diverged. A program reports them in
+#: one line, as ``compressai-transtic train`` does (``error: ...``, exit status 2); their
+#: messages name settings as :class:`TrainConfig` fields (``batch_size``), or as the
+#: command line's flags (``--batch-size``) inside :func:`.config.command_line_messages`.
+USER_ERRORS: Tuple[Type[Exception], ...] = (
+    ConfigError,
+    PeerSetupError,
+    ArchitectureMismatchError,
+    CheckpointError,
+    AdapterError,
+    TaskWeightsUnavailableError,
+    WeightsUnavailableError,
+    ChecksumMismatchError,
+    OutputError,
+    FileNotFoundError,
+    FloatingPointError,
+    ValueError,  # DatasetError, ResumeError and the others of invalid input
+)
 
 
 @dataclass
@@ -152,14 +185,27 @@ class Trainer:
         parameters = [p for _, p in self.named_trainable]
         self.optimisation = Optimisation.for_run(cfg, self.model, parameters, criterion, self.precision, ctx.wrap)
         self.progress = Progress() if ckpt is None else self._restore(ckpt)
-        self.outputs = RunOutputs(self.output, self.kind, self.model, cfg, self.base_hash, ctx.is_main, self.progress)
+        steps = self.images.sampler.steps_per_epoch
+        self.outputs = RunOutputs(
+            self.output, self.kind, self.model, cfg, self.base_hash, ctx.is_main, self.progress, steps
+        )
         if ckpt is not None:
-            p = self.progress
-            where = (self.resume_source, p.epoch + 1, p.step_in_epoch, p.global_step)
-            logger.info("resuming from %s: epoch %d, step %d of the epoch (global step %d)", *where)
+            self._log_resume(ckpt)
+
+    def _log_resume(self, ckpt: Dict[str, Any]) -> None:
+        """Where the run resumes, in the words of the line that logged the checkpoint's saving."""
+        p, steps, epochs = self.progress, self.images.sampler.steps_per_epoch, given(self.config.epochs)
+        saved_epochs = ckpt["config"].get("epochs")
+        if not isinstance(saved_epochs, int) or isinstance(saved_epochs, bool):
+            saved_epochs = None
+        saved = describe_position(p.epoch, p.step_in_epoch, steps, saved_epochs)
+        following = describe_next(p.epoch, p.step_in_epoch, epochs)
+        logger.info(
+            "resuming from %s, saved %s (global step %d); %s", self.resume_source, saved, p.global_step, following
+        )
 
     def _read_resume(self) -> Optional[Dict[str, Any]]:
-        path = find_resume_checkpoint(self.config.resume, self.output)
+        path = find_resume_checkpoint(self.config.resume, self.output, self.config.to_dict())
         return None if path is None else {"path": str(path), "payload": read_checkpoint(path)}
 
     def _check_resume(self, ckpt: Dict[str, Any]) -> None:
@@ -295,7 +341,7 @@ class Trainer:
         if not total.finite():
             raise FloatingPointError(
                 f"the training loss became non-finite ({what}); the last checkpoint in {self.output} is "
-                "intact. Lower --lr, use --amp off, or check the data."
+                f"intact. Lower {option_ref('lr')}, use {option_ref('amp', 'off')}, or check the data."
             )
         return total
 
