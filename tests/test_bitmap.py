@@ -150,18 +150,3 @@ def test_an_adapter_trained_on_ones_own_base_codec_is_drawn_with_base_checkpoint
     argv = ["bitmap", str(tmp_path / "in.png"), "--random-weights", "--models", "tic", "-o", str(tmp_path / "x.png")]
     assert main([*argv, "--base-checkpoint", str(tmp_path / "my_tic.pth.tar")]) == 2
     assert "--base-checkpoint goes with --adapter" in capsys.readouterr().err
-
-
-def test_every_option_has_help_and_says_its_default():
-    import argparse
-
-    from compressai_transtic.bitmap import add_bitmap_arguments
-
-    parser = argparse.ArgumentParser()
-    add_bitmap_arguments(parser)
-    for action in parser._actions:
-        if isinstance(action, argparse._HelpAction):
-            continue
-        assert action.help, f"{action.option_strings or action.dest} has no help"
-        if action.option_strings and not action.required and action.default not in (None, False):
-            assert "default" in action.help, f"{action.option_strings} does not say its default"

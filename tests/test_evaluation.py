@@ -374,6 +374,25 @@ def test_every_subcommand_gives_its_own_help(command, capsys):
     assert capsys.readouterr().out.startswith(f"usage: compressai-transtic {command} ")
 
 
+@pytest.mark.parametrize(
+    "command", ["demo", "encode", "decode", "bitmap", "eval", "compare", "plot", "table", "models"]
+)
+def test_every_option_of_every_subcommand_has_help_and_says_its_default(command):
+    import argparse
+
+    from compressai_transtic.cli import SUBCOMMANDS
+
+    parser = argparse.ArgumentParser()
+    add_arguments, _ = SUBCOMMANDS[command].load()
+    add_arguments(parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help, f"{action.option_strings or action.dest} has no help"
+        if action.option_strings and not action.required and action.default not in (None, False):
+            assert "default" in action.help, f"{action.option_strings} does not say its default"
+
+
 def test_help_and_the_report_commands_start_without_pytorch(tmp_path):
     """Only the module of the command given is imported: listing the commands, or a
     BD-rate of two curve files, does not wait for PyTorch and CompressAI to load."""

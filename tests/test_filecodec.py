@@ -820,19 +820,3 @@ def test_a_long_list_of_existing_outputs_is_cut_with_a_count():
     assert f"out/{SHOWN_OUTPUTS - 1:02d}.png and 3 more; pass --force" in message
     assert f"out/{SHOWN_OUTPUTS:02d}.png" not in message
     assert existing_outputs_message(paths[:1]) == "out/00.png exists; pass --force to overwrite it"
-
-
-@pytest.mark.parametrize("command", ["encode", "decode"])
-def test_every_option_has_help_and_says_its_default(command):
-    import argparse
-
-    from compressai_transtic import filecodec
-
-    parser = argparse.ArgumentParser()
-    getattr(filecodec, f"add_{command}_arguments")(parser)
-    for action in parser._actions:
-        if isinstance(action, argparse._HelpAction):
-            continue
-        assert action.help, f"{action.option_strings or action.dest} has no help"
-        if action.option_strings and not action.required and action.default not in (None, False):
-            assert "default" in action.help, f"{action.option_strings} does not say its default"

@@ -215,21 +215,27 @@ def _task_arguments(parser: argparse.ArgumentParser) -> None:
         "reproduces the paper's det/seg curves with the released prompts)",
     )
     proto = parser.add_argument_group("protocol (defaults: the paper's)")
-    proto.add_argument("--crop", type=int, default=256, help="classification: Resize + CenterCrop size (256)")
-    proto.add_argument("--short-edge", type=int, default=800, help="COCO: shortest edge of the prepared image (800)")
-    proto.add_argument("--max-size", type=_optional_int, default=1333, help="COCO: longest edge bound (1333; 0: none)")
+    proto.add_argument("--crop", type=int, default=256, help="classification: Resize + CenterCrop size (default 256)")
+    proto.add_argument(
+        "--short-edge", type=int, default=800, help="COCO: shortest edge of the prepared image (default 800)"
+    )
+    proto.add_argument(
+        "--max-size", type=_optional_int, default=1333, help="COCO: longest edge bound (default 1333; 0: none)"
+    )
     proto.add_argument(
         "--code-multiple",
         type=_optional_int,
         default=256,
-        help="COCO: code at the next multiple of this, then resize back (256; 0: code as is)",
+        help="COCO: code at the next multiple of this, then resize back (default 256; 0: code as is)",
     )
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     """Output, resuming, device and logging."""
     run = parser.add_argument_group("run")
-    run.add_argument("-o", "--output-dir", type=Path, default=Path("transtic-eval"), help="output directory")
+    run.add_argument(
+        "-o", "--output-dir", type=Path, default=Path("transtic-eval"), help="output directory (default transtic-eval)"
+    )
     run.add_argument("--no-reference", action="store_true", help="skip the uncompressed reference accuracy")
     run.add_argument(
         "--rate-average",
@@ -252,7 +258,9 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         "together (the classification crops; default 1). Every image keeps its own bitstream: "
         "the records are those of batch size 1",
     )
-    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    run.add_argument(
+        "--device", default="cpu", help="where codecs and task networks run: cpu, cuda, cuda:1 ... (default cpu)"
+    )
     run.add_argument("--threads", type=int, help="torch CPU threads")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v, -vv)")

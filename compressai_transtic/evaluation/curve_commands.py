@@ -266,7 +266,7 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
         help="syntax (default: from the -o extension .md / .tex, else markdown)",
     )
     parser.add_argument("-o", "--output", type=Path, help="write the table to this file (default: print it)")
-    parser.add_argument("--caption", default="", help="table caption")
+    parser.add_argument("--caption", default="", help="table caption (default: none)")
     parser.add_argument("--no-bd-rate", action="store_true", help="leave out the BD-rate column")
     _add_force(parser, "-o")
 

@@ -57,7 +57,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         help="quality levels 1..4 (default: 1 4)",
     )
     parser.add_argument("--crop", type=int, default=256, help="Resize + CenterCrop size (default 256)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda ...")
+    parser.add_argument("--device", default="cpu", help="where the networks run: cpu, cuda ... (default cpu)")
     parser.add_argument("--random-weights", action="store_true", help="do not look for weights: random networks")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
 
