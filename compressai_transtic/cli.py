@@ -163,7 +163,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _quiet_dependency_warnings()
     args_list: List[str] = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _run(args_list)
+        status = _run(args_list)
+        sys.stdout.flush()  # here, not at exit: a pipe buffers what was written
+        return status
     except BrokenPipeError:
         return _reader_gone()
 

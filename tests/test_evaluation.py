@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -427,6 +428,7 @@ def test_output_read_by_a_program_that_stops_early_ends_without_a_traceback(tmp_
     reader_gone = subprocess.Popen(
         [sys.executable, "-m", "compressai_transtic", "table", *map(str, files), "--metric", "top1"],
         cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},  # stdout buffered, as in a pipe
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
