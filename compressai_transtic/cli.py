@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import sys
 import warnings
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ SUBCOMMANDS: Dict[str, Subcommand] = {
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The argument parser of every subcommand except ``train`` (see :func:`main`), with
-    the arguments of ``command`` alone (the others are listed by name and help)."""
+    the arguments of ``command`` alone (the others are listed by name and help): parse
+    ``argv`` with ``build_parser(argv[0])``, and run ``args.handler(args)``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="TIC and TransTIC tools: demo, encode, decode, bitmap, eval, compare, plot, table, models, train.",
@@ -167,6 +169,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout.flush()  # here, not at exit: a pipe buffers what was written
         return status
     except BrokenPipeError:
+        if not _stdout_reader_gone():  # another pipe or socket broke: not ours to hide
+            raise
         return _reader_gone()
 
 
@@ -179,6 +183,17 @@ def _run(args_list: List[str]) -> int:
     if _refused(args.command):
         return 2
     return int(args.handler(args))
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (``poll`` reports an error on
+    its write end); ``False`` where that cannot be told (no ``poll``, no file descriptor)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
 
 
 def _reader_gone() -> int:

@@ -50,8 +50,9 @@ VERSION = 1
 SUFFIX = ".ttic"
 _MAX_TEXT = 1 << 16
 _MAX_STRINGS = 16
-#: derived from the image size or the architecture alone, so left out of the fingerprint
-_DERIVED = ("attn_mask", "relative_position_index", "num_batches_tracked")
+#: derived from the image size, the architecture or the configuration (which the file
+#: records and decode checks) alone, so left out of the fingerprint
+_DERIVED = ("attn_mask", "relative_position_index", "num_batches_tracked", "prompt_settings")
 
 
 class ContainerError(BitstreamError):

@@ -21,7 +21,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -370,7 +370,8 @@ def _base_mismatch(codec: CodecChoice, adapter: Optional[Path], base: Optional[P
     the way out (``--base-checkpoint``), or ``None`` when the base codec is the right one."""
     if adapter is None:
         return None
-    trained_on = read_adapter(adapter)["base_sha256"]
+    header = read_adapter(adapter)
+    trained_on = header["base_sha256"]
     base_codec = codec.base_spec(base).load(progress=False)
     if not isinstance(base_codec, torch.nn.Module):  # a learned codec, never a traditional one
         return None
@@ -379,11 +380,20 @@ def _base_mismatch(codec: CodecChoice, adapter: Optional[Path], base: Optional[P
         return None
     return BaseCodecMismatch(
         f"adapter {adapter} was trained on another base codec than {codec.base_words(base)}: it records base "
-        f"sha256 {printable(trained_on[:12])}..., that one's is {found[:12]}...; pass the base codec it was "
-        "trained on (the checkpoint given to `train --base`) with --base-checkpoint",
+        f"sha256 {printable(trained_on[:12])}..., that one's is {found[:12]}...; {_base_advice(header, codec)}",
         trained_on,
         found,
     )
+
+
+def _base_advice(header: Mapping[str, Any], codec: CodecChoice) -> str:
+    """How to give an adapter its base codec: the quality it was trained at, when that is
+    another than ``-q`` (the usual cause), else ``--base-checkpoint``."""
+    metadata = header.get("metadata")
+    trained_quality = metadata.get("quality") if isinstance(metadata, Mapping) else None
+    if isinstance(trained_quality, int) and not isinstance(trained_quality, bool) and trained_quality != codec.quality:
+        return f"it was trained at quality {trained_quality}: pass -q {trained_quality}"
+    return "pass the base codec it was trained on (the checkpoint given to `train --base`) with --base-checkpoint"
 
 
 def _encoder_codec(args: argparse.Namespace) -> CodecChoice:

@@ -128,6 +128,14 @@ def test_code_image_counts_real_bitstream_bits_per_original_pixel(random_tic):
     assert torch.allclose(result.x_hat, fwd["x_hat"].clamp(0, 1), atol=1e-3)
 
 
+def test_a_curve_file_saying_random_weights_is_labelled_whatever_its_parts_say():
+    from compressai_transtic.evaluation.results import random_parts
+
+    curve = {"random_weights": True, "random_codec": False, "random_task_network": False}
+    assert random_parts(curve, ["top1"]) == ["weights"]
+    assert random_parts({**curve, "random_weights": False}, ["top1"]) == []
+
+
 def test_random_codecs_are_reproducible_and_labelled():
     from compressai_transtic.evaluation.codecs import CodecSpec
 
@@ -437,6 +445,17 @@ def test_output_read_by_a_program_that_stops_early_ends_without_a_traceback(tmp_
     err = reader_gone.stderr.read().decode()
     assert reader_gone.wait() == 1
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_a_broken_pipe_other_than_stdout_is_not_hidden(monkeypatch):
+    from compressai_transtic import cli
+
+    def download_cut_short(args_list):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_run", download_cut_short)
+    with pytest.raises(BrokenPipeError):
+        cli.main(["models"])
 
 
 def test_train_subcommand_is_the_training_command_line(capsys):

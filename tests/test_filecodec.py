@@ -671,6 +671,34 @@ def test_an_adapter_trained_on_ones_own_base_codec_is_coded_and_decoded_with_bas
     assert (tmp_path / "d" / "coffee.png").is_file()
 
 
+def test_an_adapter_trained_at_another_quality_is_told_to_use_that_quality(images, tmp_path, capsys):
+    """The usual cause of an adapter refusing its base codec is another ``-q``."""
+    from compressai_transtic.models import TransTIC
+
+    base = CodecSpec("tic", "tic", 2, None, "random", seed=0).load()  # what --random-weights -q 2 builds
+    torch.manual_seed(4)
+    adapter = save_adapter(
+        randomize_adapter(TransTIC.from_base(base), std=0.01), tmp_path / "q2.adapter", metadata={"quality": 2}
+    )
+    assert _encode(images / "coffee.jpg", tmp_path / "refused", "--adapter", str(adapter), "-q", "1") == 2
+    err = capsys.readouterr().err
+    assert "it was trained at quality 2: pass -q 2" in err and "--base-checkpoint" not in err
+    assert _encode(images / "coffee.jpg", tmp_path / "coded", "--adapter", str(adapter), "-q", "2") == 0
+
+
+def test_the_stored_prompt_settings_are_left_out_of_the_weights_fingerprint():
+    """They follow from the configuration, which the file records and decode checks, so
+    files coded before they were stored still decode."""
+    from compressai_transtic.models import TransTIC
+    from compressai_transtic.prompts import PromptConfig
+
+    model = TransTIC(PromptConfig(encoder_mask="aligned"))
+    assert "prompt_settings" in model.state_dict()
+    before = weights_fingerprint(model)
+    del model._buffers["prompt_settings"]
+    assert weights_fingerprint(model) == before
+
+
 def test_decode_names_the_base_codec_a_file_records_and_the_one_given(images, tmp_path, capsys, own_base):
     base, adapter, other = own_base
     argv = ["--adapter", str(adapter), "--base-checkpoint", str(base)]

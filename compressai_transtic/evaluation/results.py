@@ -102,7 +102,7 @@ def random_parts(curve: Mapping[str, Any], metrics: Iterable[str], coded: bool =
     says ``random_weights`` but not which part (an earlier version's) gives ``["weights"]``:
     randomness is never hidden."""
     codec, network = curve.get("random_codec"), curve.get("random_task_network")
-    if not isinstance(codec, bool) or not isinstance(network, bool):
+    if not isinstance(codec, bool) or not isinstance(network, bool) or (not codec and not network):
         return ["weights"] if curve.get("random_weights") else []
     return random_parts_of(codec and coded, network, metrics)
 
