@@ -49,6 +49,7 @@ __all__ = [
     "dataset_digest",
     "describe_next",
     "describe_position",
+    "epochs_setting",
     "find_resume_checkpoint",
     "holds_run",
     "read_checkpoint",
@@ -227,7 +228,7 @@ def _example_output(output: Path, settings: Optional[Mapping[str, Any]] = None) 
     return f"e.g. {option_ref('output', another_output(output, settings))}"
 
 
-def _epochs_setting(config: Any) -> Optional[int]:
+def epochs_setting(config: Any) -> Optional[int]:
     """The ``epochs`` of a checkpoint's or a run's settings, when it is a count."""
     epochs = config.get("epochs") if isinstance(config, Mapping) else None
     return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
@@ -273,9 +274,9 @@ def _occupied(output: Path, own: Path, settings: Optional[Mapping[str, Any]]) ->
         example = _example_output(output, settings)
         return f"{head}) of a run with other settings ({'; '.join(diffs)}); {choose} for this run ({example})"
     epoch, step = saved["epoch"], saved["step_in_epoch"]
-    position = describe_position(epoch, step, None, _epochs_setting(saved["config"]))
+    position = describe_position(epoch, step, None, epochs_setting(saved["config"]))
     resume, goal = option_ref("resume", "last"), "continue that run"
-    epochs = _epochs_setting(settings)
+    epochs = epochs_setting(settings)
     if epochs is not None and epochs < epoch + 1:
         resume += f" with {option_ref('epochs', epoch + 1)} or more"
         goal = "train that run further" if step == 0 else goal

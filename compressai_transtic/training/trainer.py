@@ -67,6 +67,7 @@ from .state import (
     check_training_state,
     describe_next,
     describe_position,
+    epochs_setting,
     find_resume_checkpoint,
     read_checkpoint,
 )
@@ -195,10 +196,7 @@ class Trainer:
     def _log_resume(self, ckpt: Dict[str, Any]) -> None:
         """Where the run resumes, in the words of the line that logged the checkpoint's saving."""
         p, steps, epochs = self.progress, self.images.sampler.steps_per_epoch, given(self.config.epochs)
-        saved_epochs = ckpt["config"].get("epochs")
-        if not isinstance(saved_epochs, int) or isinstance(saved_epochs, bool):
-            saved_epochs = None
-        saved = describe_position(p.epoch, p.step_in_epoch, steps, saved_epochs)
+        saved = describe_position(p.epoch, p.step_in_epoch, steps, epochs_setting(ckpt["config"]))
         following = describe_next(p.epoch, p.step_in_epoch, epochs)
         logger.info(
             "resuming from %s, saved %s (global step %d); %s", self.resume_source, saved, p.global_step, following
