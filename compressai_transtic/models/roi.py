@@ -79,11 +79,11 @@ class ROIConfig(ConfigDict):
                 shape, not an integer (``roi_levels``), NaN or out of range; the message
                 names the key.
         """
-        levels = weight_integer(state_dict, "roi_levels", "quality levels of the coded map", 2, 255)
+        levels = _stored_levels(state_dict)
         width = weight_channels(
             state_dict, "g_a_roi_condition.0.0.weight", "first convolution of a condition network", MAX_ADAPTER_SIZE
         )
-        min_weight = weight_number(state_dict, "roi_min_weight", "training weight of the lowest map value")
+        min_weight = _stored_min_weight(state_dict)
         if not 0 < min_weight <= 1:
             raise CheckpointError(
                 f"roi_min_weight (training weight of the lowest map value) must be within (0, 1], got {min_weight}"
@@ -92,6 +92,16 @@ class ROIConfig(ConfigDict):
             return cls(levels=levels, width=width, min_weight=min_weight)
         except ValueError as err:
             raise CheckpointError(f"the TIC+ROI settings of these weights are invalid: {err}") from None
+
+
+def _stored_levels(state_dict: Mapping[str, Any]) -> int:
+    """The map levels TIC+ROI weights store (``roi_levels``), checked."""
+    return weight_integer(state_dict, "roi_levels", "quality levels of the coded map", 2, 255)
+
+
+def _stored_min_weight(state_dict: Mapping[str, Any]) -> float:
+    """The lowest map value's training weight TIC+ROI weights store (``roi_min_weight``)."""
+    return weight_number(state_dict, "roi_min_weight", "training weight of the lowest map value")
 
 
 def _condition(width: int) -> nn.Sequential:
@@ -177,12 +187,12 @@ class TICROI(AdaptedCodec):
             return state_dict
         wrong: Dict[str, float] = {}
         if "roi_levels" in state_dict:
-            levels = weight_integer(state_dict, "roi_levels", "quality levels of the coded map", 2, 255)
+            levels = _stored_levels(state_dict)
             if levels != self.config.levels:
                 wrong["roi_levels"] = levels
         if "roi_min_weight" in state_dict:
             stored = state_dict["roi_min_weight"]
-            weight = weight_number(state_dict, "roi_min_weight", "training weight of the lowest map value")
+            weight = _stored_min_weight(state_dict)
             ours = float(self.config.min_weight)
             if stored.is_floating_point():
                 ours = float(torch.tensor(ours, dtype=stored.dtype))
