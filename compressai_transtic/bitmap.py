@@ -33,6 +33,7 @@ from torchvision.models import ResNet50_Weights
 from .adapter_files import read_adapter
 from .console import RANDOM_TAG, and_more
 from .devices import check_device
+from .download import ChecksumMismatchError, WeightsToFetchError
 from .entropy_coder import symbol_bits
 from .evaluation.metrics import psnr
 from .filecodec import (
@@ -46,13 +47,15 @@ from .filecodec import (
     read_quality_map,
     report_error,
     seed_argument,
+    size_problem,
 )
 from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .filekinds import output_problem
 from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from .models import TICROI
-from .tasks import get_task
-from .tasks.weights import TaskWeightsUnavailableError
+from .models.tic import PAD_MULTIPLE
+from .tasks import Task, get_task
+from .zoo import files_to_fetch
 
 __all__ = ["BitMaps", "bit_maps", "image_positions", "add_bitmap_arguments", "run_bitmap"]
 
@@ -156,7 +159,10 @@ def add_bitmap_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-pixels",
         type=int,
         default=DEFAULT_MAX_PIXELS,
-        help=f"largest image (and --roi-map) read, in pixels: width x height (default {DEFAULT_MAX_PIXELS})",
+        help=(
+            f"largest image accepted, in pixels as the codecs process it: its size padded to multiples of "
+            f"{PAD_MULTIPLE}; --roi-map is read up to as many pixels (default {DEFAULT_MAX_PIXELS})"
+        ),
     )
 
 
@@ -186,13 +192,22 @@ def _codecs(args: argparse.Namespace) -> List[Tuple[str, CodecChoice]]:
     return codecs
 
 
-def _classifier(args: argparse.Namespace):
-    task = get_task("cls", weights="random" if args.random_weights else "default", device=args.device)
-    try:
-        _ = task.network  # load the weights now: missing ones are a clean error
-    except TaskWeightsUnavailableError as err:
-        raise CodecCommandError(f"ResNet50's weights are not here: fetch {err.url} to {err.path}") from None
-    return task
+def _fetch_weights(args: argparse.Namespace, codecs: Sequence[Tuple[str, CodecChoice]]) -> Optional[Task]:
+    """Fetch the codecs' released weights and load the classifier (``--classify``)
+    before any codec is built: every missing file is named in one error.
+
+    Raises:
+        WeightsToFetchError: files neither cached nor downloadable.
+    """
+    specs = [codec.spec(args.adapter, args.base_checkpoint) for _, codec in codecs]
+    missing = files_to_fetch((w for spec in specs for w in spec.released_weights()), progress=False)
+    classifier = None
+    if args.classify:
+        classifier = get_task("cls", weights="random" if args.random_weights else "default", device=args.device)
+        missing += classifier.files_to_fetch()
+    if missing:
+        raise WeightsToFetchError(missing)
+    return classifier
 
 
 def _draw(x: Tensor, panels: Sequence[Tuple[str, BitMaps, str]], random: bool) -> bytes:
@@ -266,12 +281,17 @@ def _save_maps(f: BinaryIO, maps: BitMaps, rows: int, cols: int) -> None:
 MAX_ASPECT = 16
 
 
-def _check_aspect(x: Tensor) -> None:
+def _check_size(path: Path, x: Tensor, max_pixels: int) -> None:
+    """Refuse an image that bitmap cannot draw (too elongated) or that the codecs
+    would process above ``--max-pixels`` (counted padded, as ``encode`` counts)."""
     height, width = x.shape[-2:]
     if max(height / width, width / height) > MAX_ASPECT:
         raise CodecCommandError(
-            f"a {width}x{height} image is more elongated than {MAX_ASPECT}:1, which bitmap draws; crop it first"
+            f"{path}: a {width}x{height} image is more elongated than {MAX_ASPECT}:1, which bitmap draws; crop it first"
         )
+    problem = size_problem(height, width, max_pixels)
+    if problem is not None:
+        raise CodecCommandError(f"{path}: {problem}")
 
 
 def _npy_target(output: Path, label: str) -> Path:
@@ -311,18 +331,18 @@ def run_bitmap(args: argparse.Namespace) -> int:
             raise CodecCommandError(f"{args.output}: the output must be a .png file")
         check_writable_folder(args.output.parent, "output")
         x, notes = read_image(args.image, args.max_pixels)
-        _check_aspect(x)
+        _check_size(args.image, x, args.max_pixels)
         codecs = _codecs(args)
         npy = {label: _npy_target(args.output, label) for label, _ in codecs} if args.npy else {}
         _check_targets(args, [args.output, *npy.values()])
         check_device(args.device)
-        classifier = _classifier(args) if args.classify else None
+        classifier = _fetch_weights(args, codecs)
         models = [
             (label, codec, load_codec(codec, args.adapter, args.device, args.base_checkpoint))
             for label, codec in codecs
         ]
         quality_map = None if args.roi_map is None else read_quality_map(args.roi_map, args.max_pixels)
-    except (CodecCommandError, ImageReadError, ValueError, OSError) as err:
+    except (CodecCommandError, ImageReadError, WeightsToFetchError, ChecksumMismatchError, ValueError, OSError) as err:
         return report_error(err)
     random = args.random_weights
     tag = RANDOM_TAG if random else ""

@@ -16,8 +16,9 @@ import logging
 import os
 import urllib.parse
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch.hub
 
@@ -25,7 +26,56 @@ from .trust import HashRecord, TrustStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChecksumMismatchError", "WeightsUnavailableError", "fetch_url", "sha256_of"]
+__all__ = [
+    "ChecksumMismatchError",
+    "FileToFetch",
+    "WeightsToFetchError",
+    "WeightsUnavailableError",
+    "fetch_url",
+    "sha256_of",
+]
+
+
+@dataclass(frozen=True)
+class FileToFetch:
+    """A weights file that is neither cached nor downloadable, as a user fetches it.
+
+    Args:
+        what: what the file holds, for humans (``tic q1``, ``ResNet50``).
+        url: where it is published.
+        path: where to put it, or ``None`` where only an explicit path can serve
+            (a task network's ``--task-weights PATH``).
+        reason: why the download failed.
+    """
+
+    what: str
+    url: str
+    path: Optional[Path]
+    reason: str = ""
+
+    def __str__(self) -> str:
+        where = self.path if self.path is not None else "any path, then pass it with --task-weights PATH"
+        return f"{self.what}: {self.url} -> {where}"
+
+
+class WeightsToFetchError(RuntimeError):
+    """Every weights file that a command needs and that is neither cached nor
+    downloadable, named in one message (URL -> path), so one visit to a machine with
+    network access fetches them all.
+
+    Args:
+        files: the files, in the order the command reads them.
+    """
+
+    def __init__(self, files: Sequence[FileToFetch]) -> None:
+        self.files = tuple(files)
+        lines = "\n".join(f"  {f}" for f in self.files)
+        reasons = "; ".join(dict.fromkeys(f.reason for f in self.files if f.reason))
+        super().__init__(
+            f"{len(self.files)} weights file(s) are neither cached nor downloadable; download each on a machine "
+            f"with network access and put it at its path (URL -> path; the torch hub cache is "
+            f"$TORCH_HOME/hub/checkpoints):\n{lines}" + (f"\n(the downloads failed: {reasons})" if reasons else "")
+        )
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -40,12 +90,17 @@ class WeightsUnavailableError(RuntimeError):
     def __init__(self, url: str, path: Path, reason: str = "") -> None:
         self.url = url
         self.path = Path(path)
+        self.reason = reason
         because = f" ({reason})" if reason else ""
         super().__init__(
             f"pretrained weights {self.path.name} are not in the cache and could not be "
             f"downloaded from {url}{because}. Download that file on a machine with network "
             f"access and put it at {self.path} (the torch hub cache: $TORCH_HOME/hub/checkpoints)."
         )
+
+    def to_fetch(self, what: str) -> FileToFetch:
+        """This file as one entry of a :class:`WeightsToFetchError`."""
+        return FileToFetch(what, self.url, self.path, self.reason)
 
 
 class ChecksumMismatchError(RuntimeError):

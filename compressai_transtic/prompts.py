@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -319,49 +319,17 @@ class PromptConfig:
                 entries disagree, or the settings they give are no valid configuration.
         """
         keys = weight_keys(state_dict)
+        tp, ip, counts, depths = _decoder_prompts(state_dict, keys)
         encoder = any(_ENCODER_PART.match(k) for k in keys)
-        tp, ip = [], []
-        counts: Dict[str, int] = {}
-        depths: Dict[str, str] = {}
-        for stb, mod in DECODER_STB_MODULES.items():
-            key = f"{mod}.residual_group.prompt_embeddings"
-            if key in state_dict:
-                emb = weight_tensor(state_dict, key, "decoder task prompts: blocks x prompts x channels", dims=3)
-                if int(emb.shape[1]) not in ENCODER_DOWNSAMPLE:
-                    raise CheckpointError(
-                        f"{key} holds {int(emb.shape[1])} prompts per block; TransTIC has 4, 16 or 64"
-                    )
-                tp.append(stb)
-                counts[key] = int(emb.shape[1])
-                depths[key] = "shallow" if emb.shape[0] == 1 else "deep"
-            if any(k.startswith((f"{mod}_prompt.", f"{mod}_prompt_layers.")) for k in keys):
-                ip.append(stb)
-        if len(set(counts.values())) > 1:
-            raise CheckpointError(f"the decoder prompt embeddings disagree on the prompt count: {counts}")
         width = None
         if encoder:
-            width = weight_channels(
-                state_dict, _WIDTH_KEY, "first convolution of the prompt generator", MAX_ADAPTER_SIZE
-            )
-            layers = {k.split(".")[1] for k in keys if k.startswith("g_a0_prompt_layers.")}
-            depths["g_a0_prompt_layers"] = "shallow" if len(layers) == 1 else "deep"
+            width, depths["g_a0_prompt_layers"] = _encoder_prompts(state_dict, keys)
         if len(set(depths.values())) > 1:
             raise CheckpointError(
                 f"the prompt entries disagree on the depth (deep: prompts for every block, shallow: for the "
                 f"first): {depths}"
             )
-        shown = next(iter(counts.values()), None)
-        implied = _implied_settings(shown if shown is not None else num_prompts, width)
-        settings: Dict[str, Any] = dict(zip(STORED_SETTINGS, implied))
-        if SETTINGS_KEY in state_dict:
-            settings = _read_settings(state_dict)
-            for name, value in (("num_prompts", shown), ("generator_width", width)):
-                if value is not None and settings[name] != value:
-                    raise CheckpointError(
-                        f"{SETTINGS_KEY} stores {name}={settings[name]}, but the weights' shapes show {value}"
-                    )
-        if num_prompts is not None and settings["num_prompts"] != num_prompts:
-            raise CheckpointError(f"the weights hold {settings['num_prompts']} prompts per window, not {num_prompts}")
+        settings = _weights_settings(state_dict, next(iter(counts.values()), None), width, num_prompts)
         try:
             return cls(
                 encoder_prompts=encoder,
@@ -372,6 +340,60 @@ class PromptConfig:
             )
         except ValueError as err:
             raise CheckpointError(f"the TransTIC settings of these weights are invalid: {err}") from None
+
+
+def _decoder_prompts(
+    state_dict: Mapping[str, Any], keys: Sequence[str]
+) -> Tuple[List[int], List[int], Dict[str, int], Dict[str, str]]:
+    """The decoder STBs with TP- and with IP-type prompts, and the prompt count and
+    depth that each TP prompt embedding shows (by key); refuses counts that disagree."""
+    tp, ip = [], []
+    counts: Dict[str, int] = {}
+    depths: Dict[str, str] = {}
+    for stb, mod in DECODER_STB_MODULES.items():
+        key = f"{mod}.residual_group.prompt_embeddings"
+        if key in state_dict:
+            emb = weight_tensor(state_dict, key, "decoder task prompts: blocks x prompts x channels", dims=3)
+            if int(emb.shape[1]) not in ENCODER_DOWNSAMPLE:
+                raise CheckpointError(f"{key} holds {int(emb.shape[1])} prompts per block; TransTIC has 4, 16 or 64")
+            tp.append(stb)
+            counts[key] = int(emb.shape[1])
+            depths[key] = "shallow" if emb.shape[0] == 1 else "deep"
+        if any(k.startswith((f"{mod}_prompt.", f"{mod}_prompt_layers.")) for k in keys):
+            ip.append(stb)
+    if len(set(counts.values())) > 1:
+        raise CheckpointError(f"the decoder prompt embeddings disagree on the prompt count: {counts}")
+    return tp, ip, counts, depths
+
+
+def _encoder_prompts(state_dict: Mapping[str, Any], keys: Sequence[str]) -> Tuple[int, str]:
+    """The generator width and the depth (one prompt convolution: shallow) that the
+    encoder prompt entries show."""
+    width = weight_channels(state_dict, _WIDTH_KEY, "first convolution of the prompt generator", MAX_ADAPTER_SIZE)
+    layers = {k.split(".")[1] for k in keys if k.startswith("g_a0_prompt_layers.")}
+    return width, "shallow" if len(layers) == 1 else "deep"
+
+
+def _weights_settings(
+    state_dict: Mapping[str, Any], shown: Optional[int], width: Optional[int], num_prompts: Optional[int]
+) -> Dict[str, Any]:
+    """The :data:`STORED_SETTINGS` of weights whose shapes show the prompt count
+    ``shown`` and generator width ``width`` (``None``: not shown): those stored under
+    :data:`SETTINGS_KEY`, else those implied; refuses stored or given (``num_prompts``)
+    settings that contradict the shapes."""
+    settings: Dict[str, Any] = dict(
+        zip(STORED_SETTINGS, _implied_settings(shown if shown is not None else num_prompts, width))
+    )
+    if SETTINGS_KEY in state_dict:
+        settings = _read_settings(state_dict)
+        for name, value in (("num_prompts", shown), ("generator_width", width)):
+            if value is not None and settings[name] != value:
+                raise CheckpointError(
+                    f"{SETTINGS_KEY} stores {name}={settings[name]}, but the weights' shapes show {value}"
+                )
+    if num_prompts is not None and settings["num_prompts"] != num_prompts:
+        raise CheckpointError(f"the weights hold {settings['num_prompts']} prompts per window, not {num_prompts}")
+    return settings
 
 
 def _implied_settings(num_prompts: Optional[int], generator_width: Optional[int]) -> Tuple[int, str, int]:

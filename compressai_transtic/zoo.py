@@ -31,13 +31,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch.hub
 from torch import nn
 
 from .checkpoint import load_state_dict, model_from_state_dict
-from .download import ChecksumMismatchError, WeightsUnavailableError, fetch_url
+from .download import ChecksumMismatchError, FileToFetch, WeightsUnavailableError, fetch_url
 from .jsonvalues import as_index
 from .models import ADAPTED_CODECS, TIC, TransTIC
 from .registration import ModelEntry
@@ -55,6 +55,7 @@ __all__ = [
     "channels",
     "fetch_url",
     "fetch_weights",
+    "files_to_fetch",
     "get_weights",
     "load_pretrained",
     "model_card",
@@ -123,6 +124,11 @@ class Weights:
     def name(self) -> str:
         """Zoo name this row is registered under (``tic`` or ``transtic-<task>``)."""
         return self.arch if self.task is None else f"{self.arch}-{self.task}"
+
+    @property
+    def title(self) -> str:
+        """The zoo name and quality, for humans (``transtic-cls q2``)."""
+        return f"{self.name} q{self.quality}"
 
     @property
     def cache_path(self) -> Path:
@@ -233,6 +239,27 @@ def fetch_weights(w: Weights, progress: bool = True) -> Path:
         model_from_state_dict(load_state_dict(path), w.arch, source=str(path))
 
     return fetch_url(w.url, filename=w.filename, sha256=w.sha256, progress=progress, check=check)
+
+
+def files_to_fetch(rows: Iterable[Weights], progress: bool = True) -> List[FileToFetch]:
+    """Fetch every file of ``rows`` (each once, in order) and return those that are
+    neither cached nor downloadable, for one :class:`~.download.WeightsToFetchError`
+    that names them all.
+
+    Raises:
+        ChecksumMismatchError, CheckpointError, ArchitectureMismatchError: as
+            :func:`fetch_weights`: a file that is there but wrong is refused, not listed.
+    """
+    missing, seen = [], set()
+    for w in rows:
+        if w.filename in seen:
+            continue
+        seen.add(w.filename)
+        try:
+            fetch_weights(w, progress=progress)
+        except WeightsUnavailableError as err:
+            missing.append(err.to_fetch(w.title))
+    return missing
 
 
 def load_pretrained(

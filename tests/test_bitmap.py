@@ -101,7 +101,39 @@ def test_an_image_too_elongated_to_draw_is_refused_before_coding(tmp_path, capsy
     Image.new("RGB", (1000, 20), (90, 60, 30)).save(tmp_path / "strip.png")
     argv = ["bitmap", str(tmp_path / "strip.png"), "-o", str(tmp_path / "o.png"), "--random-weights", "--models", "tic"]
     assert main(argv) == 2
-    assert "a 1000x20 image is more elongated than 16:1" in capsys.readouterr().err
+    assert f"{tmp_path / 'strip.png'}: a 1000x20 image is more elongated than 16:1" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_max_pixels_counts_the_image_as_encode_does_padded_to_multiples_of_64(tmp_path, capsys):
+    Image.new("RGB", (65, 64), (90, 60, 30)).save(tmp_path / "in.png")  # 4160 pixels, coded as 128 x 64
+    argv = ["bitmap", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"), "--random-weights", "--models", "tic"]
+    assert main([*argv, "--max-pixels", "8191"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'in.png'}: 65x64 pixels are coded as 8192" in err and "--max-pixels 8191" in err
+    assert not (tmp_path / "o.png").exists()
+    assert main(["encode", str(tmp_path / "in.png"), "-o", str(tmp_path), "--max-pixels", "8191"]) != 0
+    assert "coded as 8192" in capsys.readouterr().err
+    assert main([*argv, "--max-pixels", "8192"]) == 0
+
+
+def test_every_missing_weights_file_is_named_in_one_error(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    Image.fromarray(np.asarray(data.chelsea()[:40, :48])).save(tmp_path / "in.png")
+    assert main(["bitmap", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"), "--classify", "-q", "3"]) == 2
+    err = capsys.readouterr().err
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    assert err.count("error: ") == 1 and "3 weights file(s)" in err
+    for filename in ("base_codec_3.pth.tar", "cls_3.pth.tar", "resnet50-0676ba61.pth"):
+        assert f"-> {cache / filename}" in err, filename
     assert not (tmp_path / "o.png").exists()
 
 

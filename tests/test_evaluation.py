@@ -483,7 +483,9 @@ def test_eval_reports_missing_weights_in_one_message(classification_set, tmp_pat
     )
     err = capsys.readouterr().err
     assert status == 2
-    assert "resnet50-0676ba61.pth" in err and str(tmp_path / "torch" / "hub" / "checkpoints") in err
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    for filename in ("base_codec_1.pth.tar", "resnet50-0676ba61.pth"):  # every one, in one message
+        assert f"-> {cache / filename}" in err, filename
     assert "--random-weights" in err
     assert not (tmp_path / "out").exists()  # the weights are looked for before anything is written
 

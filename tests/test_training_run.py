@@ -329,6 +329,31 @@ def test_unreadable_images_are_named_before_training(files, tmp_path, no_trainin
         train(tiny_config(files, tmp_path / "out", dataset=str(images)))
 
 
+def test_missing_released_files_are_all_named_before_any_image_is_read(
+    files, tmp_path, monkeypatch, capsys, no_training
+):
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    status = training_cli.main(["--task", "cls", "-q", "2", "-d", str(images), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2 and "corrupt.png" not in err  # the weights are looked for first
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    assert "2 weights file(s) are neither cached nor downloadable" in err and "network is unreachable" in err
+    for filename in ("base_codec_2.pth.tar", "resnet50-0676ba61.pth"):
+        assert f"-> {cache / filename}" in err, filename
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_a_base_checkpoint_of_another_architecture_is_refused(files, tmp_path, no_training):
     transtic = TransTIC.from_base(
         torch.load(files["base"], weights_only=True)["state_dict"], PromptConfig(generator_width=4)

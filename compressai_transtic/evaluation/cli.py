@@ -17,13 +17,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .. import zoo
 from ..console import CommandError, print_error, printer, setup_logging
 from ..data.files import check_images
 from ..devices import check_device
+from ..download import WeightsToFetchError
 from ..fileio import OutputError, check_writable_folder
+from ..tasks import Task
 from ..tasks.weights import TaskWeightsUnavailableError
 from ..zoo import ChecksumMismatchError, WeightsUnavailableError
-from .codecs import ROI_MAP_SOURCES
+from .codecs import ROI_MAP_SOURCES, CodecSpec
 from .records import RecordsLockedError
 from .results import unit_words
 from .runner import Evaluation
@@ -121,7 +124,13 @@ def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
         "of stopping",
     )
     data.add_argument(
-        "--max-pixels", type=int, default=2**24, help="largest image accepted, width x height (default 2^24 = 16.8 MP)"
+        "--max-pixels",
+        type=int,
+        default=2**24,
+        help=(
+            "largest image accepted, in pixels: width x height as read and as resized by the protocol, and "
+            "padded to multiples of 64 as coded, as encode counts (default 2^24 = 16.8 MP)"
+        ),
     )
 
 
@@ -303,10 +312,8 @@ def _prepare(args: argparse.Namespace, random_weights: bool) -> Evaluation:
     specs = build_specs(args, [c.name for c in classes])
     tasks = build_tasks(args, dataset, classes, random_weights)
     items, skipped = _checked_images(dataset.subset(args.limit), args, tasks[0].protocol())
-    for task in tasks:
-        if task.has_network:
-            _ = task.network  # load the weights now: missing ones stop the run before any output
     _warn_if_not_the_papers_detectors(specs, args.backend)
+    _fetch_weights(specs, tasks, not args.no_progress)
     evaluated = len(items) + len(skipped)
     description = (
         dataset.describe()
@@ -444,6 +451,19 @@ def _checked_images(items: Any, args: argparse.Namespace, protocol: Any) -> Tupl
     return items.without([item for item, _ in failures]), failures
 
 
+def _fetch_weights(specs: Sequence[CodecSpec], tasks: Sequence[Task], progress: bool) -> None:
+    """Fetch the codecs' released weights and load the task networks now, so that
+    missing files stop the run before any output, all named in one error.
+
+    Raises:
+        WeightsToFetchError: files neither cached nor downloadable.
+    """
+    missing = zoo.files_to_fetch((w for spec in specs for w in spec.released_weights()), progress)
+    missing += [file for task in tasks for file in task.files_to_fetch()]
+    if missing:
+        raise WeightsToFetchError(missing)
+
+
 def _warn_if_not_the_papers_detectors(specs: Sequence[Any], backend: str) -> None:
     """Released det/seg prompts were tuned for detectron2's networks: say so under another backend."""
     tuned = sorted(
@@ -488,6 +508,7 @@ def _is_user_error(err: BaseException) -> bool:
             OutputError,
             TaskWeightsUnavailableError,
             WeightsUnavailableError,
+            WeightsToFetchError,
             ChecksumMismatchError,
             CodecUnavailableError,
             CodecFailedError,
@@ -499,6 +520,6 @@ def _is_user_error(err: BaseException) -> bool:
 def _error(err: BaseException, random_weights: bool) -> int:
     """Print a one-line error (labelled when results would be random) to stderr."""
     message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    if isinstance(err, (TaskWeightsUnavailableError, WeightsUnavailableError)):
+    if isinstance(err, (TaskWeightsUnavailableError, WeightsUnavailableError, WeightsToFetchError)):
         message += "\n(or run with --random-weights to test the pipeline without any weights)"
     return print_error(message, random_weights)

@@ -155,6 +155,15 @@ class CodecSpec:
             raise ValueError(f"{self.describe()}: a zoo model needs a quality (1..4)")
         return self.quality
 
+    def released_weights(self) -> List[zoo.Weights]:
+        """The rows of the weights manifest whose files :meth:`load` reads."""
+        if self.source == "pretrained":
+            task = None if self.architecture == "tic" else self.task or "cls"
+            return [zoo.get_weights(self.architecture or "", self.zoo_quality, task)]
+        if self.source == "adapter" and not self.base_path and not self.random_base:
+            return [zoo.get_weights("tic", self.zoo_quality)]
+        return []
+
     def load(self, device: Union[str, torch.device] = "cpu", progress: bool = True) -> Union[nn.Module, ExternalCodec]:
         """Build the codec in eval mode with its entropy tables ready.
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..console import RANDOM_TAG, print_error, setup_logging
 from ..data import labelled_samples, load_sample
 from ..devices import DeviceUnavailableError, check_device
+from ..download import FileToFetch
 from ..tasks import get_task
 from ..tasks.weights import TaskWeightsUnavailableError
 from ..trust import TrustStoreError
@@ -62,21 +63,21 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
 
 
-def _load_classifier(device: str, random_weights: bool, missing: List[str]) -> Any:
+def _load_classifier(device: str, random_weights: bool, missing: List[FileToFetch]) -> Any:
     if not random_weights:
         task = get_task("cls", weights="default", device=device)
         try:
             _ = task.network  # load the weights now
             return task
         except TaskWeightsUnavailableError as err:
-            missing.append(f"ResNet50: {err.url} -> {err.path}")
+            missing.append(err.to_fetch())
     task = get_task("cls", weights="random", device=device)
     _ = task.network
     return task
 
 
 def _load_codecs(
-    qualities: Sequence[int], device: str, random_weights: bool, missing: List[str]
+    qualities: Sequence[int], device: str, random_weights: bool, missing: List[FileToFetch]
 ) -> List[Tuple[CodecSpec, Any]]:
     out = []
     points = [(arch, q) for arch in ("tic", "transtic") for q in qualities]
@@ -87,7 +88,7 @@ def _load_codecs(
         try:
             model = spec.load(device)
         except WeightsUnavailableError as err:
-            missing.append(f"{arch} q{q}: {err.url} -> {err.path}")
+            missing.append(err.to_fetch(spec.released_weights()[0].title))
             spec = replace(spec, source="random")
             model = spec.load(device)
         out.append((spec, model))
@@ -98,7 +99,7 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
     """Run the demo; ``out`` receives every line (already labelled when random)."""
     setup_logging(args.verbose, args.random_weights)
     start = time.time()
-    missing: List[str] = []
+    missing: List[FileToFetch] = []
     try:
         check_device(args.device)
         classifier = _load_classifier(args.device, args.random_weights, missing)
@@ -119,11 +120,11 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
     return 0
 
 
-def _say_which_weights(say: Callable[[str], None], missing: Sequence[str], random_weights: bool) -> None:
+def _say_which_weights(say: Callable[[str], None], missing: Sequence[FileToFetch], random_weights: bool) -> None:
     if missing:
         say("some released weights are neither cached nor downloadable; fetch these files (URL -> cache path):")
-        for line in missing:
-            say("  " + line)
+        for file in missing:
+            say(f"  {file}")
         say("meanwhile the demo runs on RANDOM WEIGHTS: the numbers below test the pipeline and mean nothing")
     elif random_weights:
         say("--random-weights: the numbers below test the pipeline and mean nothing")

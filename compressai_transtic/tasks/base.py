@@ -10,10 +10,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..download import FileToFetch
 from ..evaluation.protocol import CodingProtocol
 from ..losses import CRITERIONS  # importing the losses registers the criteria
 from .features import FrozenFeatureExtractor
-from .weights import WeightsOption, is_random, normalize_weights_option
+from .weights import TaskWeightsUnavailableError, WeightsOption, is_random, normalize_weights_option
 
 __all__ = ["Task"]
 
@@ -137,6 +138,21 @@ class Task:
         if self._network is None:
             self._network = self.build_network()
         return self._network
+
+    def files_to_fetch(self) -> List[FileToFetch]:
+        """Load the network now (tasks that have one) and return its weights file when
+        that is neither cached nor downloadable, else nothing: for the one error of a
+        command that names every missing file. The network is built with the random
+        stream forked, so that a caller's stream is the same as when it is built later.
+        """
+        if not self.has_network:
+            return []
+        try:
+            with torch.random.fork_rng(devices=[]):
+                _ = self.network
+        except TaskWeightsUnavailableError as err:
+            return [err.to_fetch()]
+        return []
 
     def feature_extractor(self, network: Optional[nn.Module] = None) -> FrozenFeatureExtractor:
         """The frozen feature extractor of the perceptual loss.

@@ -27,6 +27,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 import torch.hub
 
+from ..download import FileToFetch
 from ..filekinds import regular_file_problem
 
 __all__ = [
@@ -53,6 +54,8 @@ class TaskWeightsUnavailableError(RuntimeError):
     """The weights of a recognition network are neither cached nor downloadable.
 
     Attributes:
+        description: what the network is, for humans.
+        reason: why the download failed.
         filename: the file's name (e.g. ``resnet50-0676ba61.pth``).
         url: where the file can be downloaded.
         path: where the file is looked for (put it there), or ``None`` where only an
@@ -60,6 +63,8 @@ class TaskWeightsUnavailableError(RuntimeError):
     """
 
     def __init__(self, description: str, filename: str, url: str, path: Optional[Path], reason: str) -> None:
+        self.description = description
+        self.reason = reason
         self.filename = filename
         self.url = url
         self.path = None if path is None else Path(path)
@@ -77,6 +82,10 @@ class TaskWeightsUnavailableError(RuntimeError):
             f"{description}: the weight file {filename!r} {where} could not be downloaded from "
             f"{url} ({reason}). {advice}"
         )
+
+    def to_fetch(self) -> FileToFetch:
+        """This file as one entry of a :class:`~compressai_transtic.download.WeightsToFetchError`."""
+        return FileToFetch(self.description, self.url, self.path, self.reason)
 
 
 @dataclass(frozen=True)
@@ -185,5 +194,6 @@ def resolve_torchvision_state_dict(
             spec.url, str(path), hash_prefix=match.group(1) if match else None, progress=progress
         )
     except (OSError, http.client.HTTPException) as err:  # URLError, HTTPError, socket and disk errors
-        raise TaskWeightsUnavailableError(spec.description, spec.filename, spec.url, path, str(err)) from err
+        reason = f"{type(err).__name__}: {err}"
+        raise TaskWeightsUnavailableError(spec.description, spec.filename, spec.url, path, reason) from err
     return load_state_dict_file(path)

@@ -22,8 +22,9 @@ import torch.nn as nn
 
 from ..adapter_files import AdapterMismatchError, read_adapter
 from ..checkpoint import load_state_dict, model_from_state_dict
+from ..download import WeightsToFetchError
 from ..tasks import PluginError, Task, get_task, get_task_class
-from ..zoo import load_pretrained
+from ..zoo import files_to_fetch, get_weights, load_pretrained
 from .adapters import AdapterKind, get_adapter_kind
 from .config import ConfigError, TrainConfig, check_type, given, option_ref
 from .data import GlobalBatchSampler, TrainingImages, ValidationImages
@@ -33,6 +34,7 @@ from .state import dataset_digest
 __all__ = [
     "RunImages",
     "build_criterion",
+    "fetch_released_files",
     "build_images",
     "build_model",
     "check_parameter_groups",
@@ -210,7 +212,23 @@ def check_parameter_groups(model: nn.Module, trainable: List[Tuple[str, nn.Param
         )
 
 
-def build_criterion(cfg: TrainConfig, device: torch.device) -> nn.Module:
-    """The task's loss with its frozen recognition network (which may be downloaded)."""
+def fetch_released_files(cfg: TrainConfig, device: torch.device) -> Task:
+    """The run's task with its recognition network loaded, and the released base codec
+    fetched (without ``cfg.base``): the files a run downloads, fetched before any image
+    is checked, and every missing one named in one error.
+
+    Raises:
+        WeightsToFetchError: files neither cached nor downloadable.
+    """
+    rows = [] if cfg.base is not None else [get_weights("tic", given(cfg.quality))]
+    missing = files_to_fetch(rows, progress=cfg.progress)
     task = get_task(given(cfg.task), weights=cfg.task_weights, device=device, seed=cfg.seed, **cfg.task_options)
-    return task.criterion(lmbda=cfg.lmbda, quality=cfg.quality).to(device)
+    missing += task.files_to_fetch()
+    if missing:
+        raise WeightsToFetchError(missing)
+    return task
+
+
+def build_criterion(cfg: TrainConfig, task: Task) -> nn.Module:
+    """The task's loss with its frozen recognition network (:func:`fetch_released_files`)."""
+    return task.criterion(lmbda=cfg.lmbda, quality=cfg.quality).to(task.device)

@@ -42,6 +42,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..adapter_files import AdapterError
 from ..checkpoint import ArchitectureMismatchError, CheckpointError
+from ..download import WeightsToFetchError
 from ..fileio import OutputError, check_writable_folder
 from ..tasks.weights import TaskWeightsUnavailableError
 from ..zoo import ChecksumMismatchError, WeightsUnavailableError
@@ -50,6 +51,7 @@ from .build import (
     build_images,
     build_model,
     check_parameter_groups,
+    fetch_released_files,
     load_adapter_state,
     resolve_settings,
     seed_everything,
@@ -91,6 +93,7 @@ USER_ERRORS: Tuple[Type[Exception], ...] = (
     AdapterError,
     TaskWeightsUnavailableError,
     WeightsUnavailableError,
+    WeightsToFetchError,
     ChecksumMismatchError,
     OutputError,
     FileNotFoundError,
@@ -163,6 +166,7 @@ class Trainer:
         resume = ctx.on_main(self._read_resume)  # rank 0 reads, everyone gets it
         self.resume_source = None if resume is None else resume["path"]
         ckpt = None if resume is None else resume["payload"]
+        task = ctx.collective(lambda: fetch_released_files(cfg, self.device), main_first=True)
 
         paths = ctx.collective(
             lambda: training_and_validation_images(
@@ -181,7 +185,7 @@ class Trainer:
         self.named_trainable = self.kind.trainable_parameters(self.model)
         check_parameter_groups(self.model, self.named_trainable, cfg.arch)
         self.base_hash = self.kind.base_hash(self.model)
-        criterion = ctx.collective(lambda: build_criterion(cfg, self.device), main_first=True)
+        criterion = ctx.collective(lambda: build_criterion(cfg, task))
 
         parameters = [p for _, p in self.named_trainable]
         self.optimisation = Optimisation.for_run(cfg, self.model, parameters, criterion, self.precision, ctx.wrap)
