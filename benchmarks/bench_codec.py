@@ -53,6 +53,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -145,6 +146,77 @@ def cpu_description() -> Dict[str, Any]:
     return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags], "cpus": os.cpu_count()}
 
 
+def build_model(model_name: str, threads: int, cpu_attention: Optional[str]) -> Any:
+    """The model of every worker: random weights from seed 0 (so that two processes build
+    the same codec), entropy tables built, in eval mode."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")
+    import torch
+
+    from compressai_transtic.models import TIC, TransTIC
+
+    torch.set_num_threads(threads)
+    set_attention(cpu_attention)
+    torch.manual_seed(0)
+    model = (TIC() if model_name == "tic" else TransTIC()).eval()
+    model.update(force=True)
+    return model
+
+
+def set_attention(choice: Optional[str]) -> None:
+    """``set_cpu_attention(choice)`` where the package under test has it (a baseline
+    revision may predate it)."""
+    try:
+        from compressai_transtic.layers import set_cpu_attention
+    except ImportError:
+        return
+    set_cpu_attention(choice)
+
+
+def attention_in_force() -> Dict[str, str]:
+    """The CPU attention setting and the implementation it runs ("unknown" where the
+    package under test does not say)."""
+    import torch
+
+    try:
+        from compressai_transtic.layers import cpu_attention
+        from compressai_transtic.layers.attention import attention_backend
+    except ImportError:
+        return {"cpu_attention": "unknown", "cpu_attention_backend": "unknown"}
+    return {
+        "cpu_attention": cpu_attention(),
+        "cpu_attention_backend": attention_backend(torch.device("cpu")).value,
+    }
+
+
+def input_batch(batch: int, height: int, width: int) -> Any:
+    """The images every worker codes: uniform noise from seed 1."""
+    import torch
+
+    return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(1))
+
+
+def write_strings(
+    model_name: str, height: int, width: int, threads: int, cpu_attention: Optional[str], batch: int, target: Path
+) -> None:
+    """Compress the benchmark's images and write the strings to ``target`` (hex, JSON),
+    for a decompress worker: its peak memory is then decompression's own. The same
+    package and attention setting as the worker, so that both compute the same scales."""
+    import torch
+
+    model = build_model(model_name, threads, cpu_attention)
+    with torch.no_grad():
+        enc = model.compress(input_batch(batch, height, width))
+    strings = [[s.hex() for s in level] for level in enc["strings"]]
+    target.write_text(json.dumps({"strings": strings, "shape": list(enc["shape"])}))
+
+
+def read_strings(source: Path) -> Dict[str, Any]:
+    data = json.loads(source.read_text())
+    return {"strings": [[bytes.fromhex(s) for s in level] for level in data["strings"]], "shape": data["shape"]}
+
+
 def worker(
     model_name: str,
     op: str,
@@ -154,29 +226,22 @@ def worker(
     repeat: int,
     cpu_attention: Optional[str] = None,
     batch: int = 1,
+    strings: Optional[Path] = None,
 ) -> Dict[str, Any]:
-    """Time one operation in this (fresh) process; returns timings, MACs and peak RSS."""
-    import warnings
-
-    warnings.filterwarnings("ignore")
+    """Time one operation in this (fresh) process; returns timings, MACs and peak RSS.
+    ``decompress`` decodes the strings that another process wrote to ``strings``."""
     import torch
 
     from compressai_transtic.complexity import count_macs
-    from compressai_transtic.layers import cpu_attention as attention_in_force
-    from compressai_transtic.layers import set_cpu_attention
-    from compressai_transtic.layers.attention import attention_backend
-    from compressai_transtic.models import TIC, TransTIC
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    set_cpu_attention(cpu_attention)
-    model = (TIC() if model_name == "tic" else TransTIC()).eval()
-    model.update(force=True)
-    x = torch.rand(batch, 3, height, width)
+    model = build_model(model_name, threads, cpu_attention)
+    x = input_batch(batch, height, width)
     rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with torch.no_grad():
         if op == "decompress":
-            enc = model.compress(x)
+            if strings is None:
+                raise ValueError("a decompress worker needs the strings of a compress worker")
+            enc = read_strings(strings)
             fn = lambda: model.decompress(enc["strings"], enc["shape"])  # noqa: E731
         elif op == "compress":
             fn = lambda: model.compress(x)  # noqa: E731
@@ -206,8 +271,7 @@ def worker(
         "size": [height, width],
         "batch": batch,
         "images_per_second": batch / statistics.median(times),
-        "cpu_attention": attention_in_force(),
-        "cpu_attention_backend": attention_backend(torch.device("cpu")).value,
+        **attention_in_force(),
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "seconds": statistics.median(times),
@@ -222,17 +286,30 @@ def worker(
     }
 
 
-def run_worker(args: argparse.Namespace, model: str, op: str, size: Sequence[int], batch: int) -> Dict[str, Any]:
-    """One measurement in a fresh interpreter (its peak memory is its own)."""
-    cmd = [sys.executable, __file__, "--worker", model, op, "--size", str(size[0]), str(size[1])]
+def run_worker(
+    args: argparse.Namespace, model: str, op: str, size: Sequence[int], batch: int, package: Path = ROOT
+) -> Dict[str, Any]:
+    """One measurement in a fresh interpreter (its peak memory is its own), of the package
+    in the checkout ``package``; a decompress measurement first has another fresh
+    interpreter compress its input."""
+    with tempfile.TemporaryDirectory() as folder:
+        strings = Path(folder) / "strings.json"
+        if op == "decompress":
+            _run(args, [model, "strings", "--strings", str(strings)], size, batch, package)
+        out = _run(args, [model, op, "--strings", str(strings)], size, batch, package)
+    row = json.loads(out.strip().splitlines()[-1])
+    row["gflops"] = 2 * row["macs"] / row["seconds"] / 1e9
+    return row
+
+
+def _run(args: argparse.Namespace, worker: List[str], size: Sequence[int], batch: int, package: Path) -> str:
+    """Run this script as a worker with the package of ``package``; returns its output."""
+    cmd = [sys.executable, __file__, "--worker", *worker, "--size", str(size[0]), str(size[1])]
     cmd += ["--threads", str(args.threads), "--repeat", str(args.repeat), "--cpu-attention", args.cpu_attention]
     cmd += ["--batch", str(batch)]
     env = dict(os.environ, **worker_environment(args))
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-    row = json.loads(out.stdout.strip().splitlines()[-1])
-    row["gflops"] = 2 * row["macs"] / row["seconds"] / 1e9
-    return row
+    env["PYTHONPATH"] = str(package) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
 
 
 def _backends(rows: List[Dict[str, Any]]) -> str:
@@ -242,6 +319,28 @@ def _backends(rows: List[Dict[str, Any]]) -> str:
 
 
 def print_table(rows: List[Dict[str, Any]], cpu: Dict[str, Any], args: argparse.Namespace) -> None:
+    _print_heading(rows, cpu, args)
+    header = (
+        f"{'code':<8} {'model':<9} {'op':<10} {'size':>10} {'batch':>5} {'seconds':>8} {'img/s':>7} {'x b1':>5} "
+        f"{'GMACs':>8} {'GFLOP/s':>8} {'peak':>6} {'% peak':>7} {'x base':>6} {'peak RSS MB':>12} {'faults/op':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        size = "x".join(str(v) for v in r["size"])
+        print(
+            f"{r['code']:<8.8} {r['model']:<9} {r['op']:<10} {size:>10} {r['batch']:>5} {r['seconds']:>8.2f} "
+            f"{r['images_per_second']:>7.2f} {_ratio(r.get('vs_batch_1')):>5} {r['macs'] / 1e9:>8.1f} "
+            f"{r['gflops']:>8.1f} {r['matmul_peak_gflops']:>6.1f} {100 * r['share_of_peak']:>6.1f}% "
+            f"{_ratio(r.get('speedup_vs_baseline')):>6} {r['peak_rss_mb']:>12.0f} {r['page_faults']:>10.0f}"
+        )
+
+
+def _ratio(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _print_heading(rows: List[Dict[str, Any]], cpu: Dict[str, Any], args: argparse.Namespace) -> None:
     isa = ", ".join(cpu["isa"]) or "none of " + ", ".join(ISA_FLAGS)
     print(f"CPU: {cpu['model']} ({cpu['cpus']} logical CPUs; {isa})")
     limits = isa_limits(args.isa)
@@ -259,23 +358,78 @@ def print_table(rows: List[Dict[str, Any]], cpu: Dict[str, Any], args: argparse.
         "peak = median fp32 2048^3 matmul GFLOP/s around each repetition; "
         "% peak = median of each repetition's share of its peak"
     )
-    header = (
-        f"{'model':<9} {'op':<10} {'size':>10} {'batch':>5} {'seconds':>8} {'img/s':>7} {'GMACs':>8} "
-        f"{'GFLOP/s':>8} {'peak':>6} {'% peak':>7} {'peak RSS MB':>12} {'faults/op':>10}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        size = "x".join(str(v) for v in r["size"])
+    print("x b1 = images/s against batch 1 of the same code, model, operation and size")
+    if args.baseline:
         print(
-            f"{r['model']:<9} {r['op']:<10} {size:>10} {r['batch']:>5} {r['seconds']:>8.2f} "
-            f"{r['images_per_second']:>7.2f} {r['macs'] / 1e9:>8.1f} {r['gflops']:>8.1f} "
-            f"{r['matmul_peak_gflops']:>6.1f} {100 * r['share_of_peak']:>6.1f}% {r['peak_rss_mb']:>12.0f} "
-            f"{r['page_faults']:>10.0f}"
+            f"baseline = the package of {args.baseline} ({commit_of(args.baseline)}), current = this checkout's; "
+            "x base = baseline seconds / current seconds (above 1: faster than the baseline)"
         )
 
 
-def main() -> int:
+def commit_of(revision: str) -> str:
+    """The commit that ``revision`` names in this repository (empty where git cannot say)."""
+    found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", revision], capture_output=True, text=True)
+    return found.stdout.strip()
+
+
+def checkout(revision: str, folder: Path) -> Path:
+    """The files of ``revision`` of this repository, extracted under ``folder`` (no
+    worktree is registered): the package of a baseline measurement.
+
+    Raises:
+        SystemExit: git cannot read the revision (the message says which).
+    """
+    target = folder / "baseline"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", revision], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        raise SystemExit(
+            f"--baseline {revision}: git cannot read it: {archive.stderr.decode(errors='replace').strip()}"
+        )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def measure(args: argparse.Namespace, sizes: Sequence[Sequence[int]], codes: Dict[str, Path]) -> List[Dict[str, Any]]:
+    """Every (size, model, operation, batch) for every code (baseline first, then this
+    checkout, one after the other so that both see the same phase of a drifting
+    machine), each row marked with its code and ratios."""
+    rows = []
+    for size in sizes:
+        for model in args.models:
+            for op in args.ops:
+                for batch in args.batch:
+                    for code, package in codes.items():
+                        row = dict(run_worker(args, model, op, size, batch, package), code=code)
+                        rows.append(row)
+                        print(
+                            f"  {code:<8.8} {model:<9} {op:<10} {size} x{batch} {row['seconds']:.2f} s", file=sys.stderr
+                        )
+    _add_ratios(rows)
+    return rows
+
+
+def _add_ratios(rows: List[Dict[str, Any]]) -> None:
+    """``vs_batch_1``: images/s against batch 1 of the same code, model, op and size;
+    ``speedup_vs_baseline``: the baseline's seconds over this checkout's."""
+
+    def key(r: Dict[str, Any], **changes: Any) -> tuple:
+        r = {**r, **changes}
+        return (r["code"], r["model"], r["op"], tuple(r["size"]), r["batch"])
+
+    by_key = {key(r): r for r in rows}
+    for r in rows:
+        single = by_key.get(key(r, batch=1))
+        if single is not None and r["batch"] != 1:
+            r["vs_batch_1"] = r["images_per_second"] / single["images_per_second"]
+        base = by_key.get(key(r, code="baseline"))
+        if base is not None and r["code"] != "baseline":
+            r["speedup_vs_baseline"] = base["seconds"] / r["seconds"]
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--size", type=int, nargs=2, action="append", metavar=("H", "W"), help="repeatable (default: 512 768)"
@@ -312,19 +466,39 @@ def main() -> int:
         help=f"run the workers with {HUGE_PAGES}=1: PyTorch's large CPU allocations on transparent huge pages",
     )
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure the package of this git revision (a commit, tag or branch of this checkout), each "
+        "measurement right before this checkout's, and show the speed-up against it",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         default=Path("benchmarks/results.json"),
         help="file to write the results to, relative to the current folder (default: benchmarks/results.json)",
     )
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "OP"), help=argparse.SUPPRESS)
+    parser.add_argument("--strings", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def run_as_worker(args: argparse.Namespace, size: Sequence[int]) -> None:
+    """``--worker MODEL OP``: one measurement (``OP`` ``strings``: the input of a
+    decompress measurement), printed as JSON."""
+    (h, w), (model, op) = size, args.worker
+    if op == "strings":
+        write_strings(model, h, w, args.threads, args.cpu_attention, args.batch[0], args.strings)
+    else:
+        row = worker(model, op, h, w, args.threads, args.repeat, args.cpu_attention, args.batch[0], args.strings)
+        print(json.dumps(row))
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     sizes = args.size or [(512, 768)]
-
     if args.worker:
-        h, w = sizes[0]
-        model, op = args.worker
-        print(json.dumps(worker(model, op, h, w, args.threads, args.repeat, args.cpu_attention, args.batch[0])))
+        run_as_worker(args, sizes[0])
         return 0
 
     cpu = cpu_description()
@@ -339,21 +513,17 @@ def main() -> int:
             args.cpu_attention = cpu_attention()
         except ValueError as err:
             parser.error(str(err))
-
     check_writable_folder(args.json.parent, "benchmark result")  # before a long run
-    rows = []
-    for size in sizes:
-        for model in args.models:
-            for op in args.ops:
-                for batch in args.batch:
-                    row = run_worker(args, model, op, size, batch)
-                    rows.append(row)
-                    print(f"  {model:<9} {op:<10} {size} x{batch} {row['seconds']:.2f} s", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as folder:
+        codes = {"baseline": checkout(args.baseline, Path(folder))} if args.baseline else {}
+        rows = measure(args, sizes, {**codes, "current": ROOT})
     print_table(rows, cpu, args)
     result = {
         "machine": {"platform": platform.platform(), "cpu": cpu},
         "threads": args.threads,
         "cpu_attention": args.cpu_attention,
+        "baseline": args.baseline,
+        "baseline_commit": commit_of(args.baseline) if args.baseline else None,
         "isa_limit": isa_limits(args.isa),
         "worker_environment": worker_environment(args),
         "kernel_huge_pages": kernel_huge_pages(),

@@ -3,7 +3,8 @@
 - TIC and TransTIC code and decode on the GPU: the decoded latents are those of
   ``forward`` and ``x_hat`` matches within 1e-4;
 - the GPU's fused attention (scaled-dot-product kernels) equals the reference path,
-  with shift and padding masks and with prompts;
+  with shift and padding masks and with prompts, and computes what the independent
+  reference of ``tests/swin_oracle.py`` says, in float32 and float64;
 - GPU and CPU transforms agree (TF32 convolutions allowed: relative error < 1e-2);
 - prompt training runs with bf16 and fp16 autocast: finite losses, prompts change,
   the base codec stays bit-identical;
@@ -15,11 +16,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Optional
 
 import pytest
+import swin_oracle as oracle
 import torch
 from codec_models import calibrated_tic, round_trip, sample_image, save_tiny_base
 from PIL import Image
+from test_swin_oracle import HEADS, TOLERANCE, block_input, make_block, make_prompts
 
 from compressai_transtic.layers import SwinBlock, WindowPrompts, reference_attention
 from compressai_transtic.models import TransTIC
@@ -77,6 +81,41 @@ def test_fused_gpu_attention_equals_the_reference(prompts, shift, h, w):
             ref = block(x, given)
     for a, r in zip(fast if isinstance(fast, tuple) else (fast,), ref if isinstance(ref, tuple) else (ref,)):
         torch.testing.assert_close(a, r, rtol=0, atol=1e-4)
+
+
+def block_against_the_oracle(kind: Optional[str], shift: int, h: int, w: int, dtype: torch.dtype, device) -> None:
+    """A Swin block with random parameters and ``kind`` prompts, run on ``device`` at
+    inference, against the independent reference (``tests/swin_oracle.py``) computed
+    in float64 on the CPU, to the tolerance of ``dtype`` (1e-4 float32, 1e-12 float64)."""
+    block = make_block(8, shift, dtype).eval()
+    x = block_input(2, h, w, dtype)
+    prompts, kwargs, _, _ = make_prompts(kind, 2, h, w, 8, dtype, False)
+    as64 = {k: v.double() if torch.is_tensor(v) else v for k, v in (kwargs or {}).items()}
+    params = {k: v.double() for k, v in block.state_dict().items()}
+    expected = oracle.swin_block(x.double(), params, num_heads=HEADS, window=8, shift=shift, **as64)
+    if prompts is not None:
+        moved = {f: getattr(prompts, f) for f in ("tokens", "prompt_map")}
+        prompts = dataclasses.replace(prompts, **{f: t.to(device) for f, t in moved.items() if t is not None})
+    with torch.no_grad():
+        out = block.to(device)(x.to(device), prompts)
+    outs = out if isinstance(out, tuple) else (out,)
+    wanted = expected if isinstance(expected, tuple) else (expected,)
+    assert len(outs) == len(wanted)
+    for a, e in zip(outs, wanted):
+        assert a.device.type == torch.device(device).type and a.dtype == dtype
+        torch.testing.assert_close(a.cpu(), e.to(dtype), rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("kind", [None, "tp-16", "tp-4", "ip-legacy-d2", "ip-aligned-d2", "full-map-d2", "full-tp-16"])
+@pytest.mark.parametrize("shift,h,w", [(0, 16, 24), (4, 16, 24), (4, 25, 41)])
+def test_gpu_block_matches_the_independent_reference(kind, shift, h, w, dtype):
+    """The GPU's fused attention, with shift and padding masks and every prompt kind,
+    computes what the independent reference says (not only what the package's own
+    reference path says)."""
+    if kind is not None and kind.startswith("ip") and (h % 8 or w % 8):
+        pytest.skip("per-window prompts need a map that is a multiple of the window")
+    block_against_the_oracle(kind, shift, h, w, dtype, CUDA)
 
 
 def test_gpu_and_cpu_transforms_agree():

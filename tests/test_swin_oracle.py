@@ -12,7 +12,8 @@ path of :class:`compressai_transtic.layers.SwinBlock` and
   not (padding, smaller than one window, non-square), batch 1 and 2, windows 8 and 4;
 * every prompt kind and mask layout (TP shared prompts, IP prompt maps with the
   released "legacy" and the "aligned" masks at strides 1, 2, 4, full-token prompts);
-* float32 and float64.
+* float32 and float64, and CPU autocast (bfloat16 products) against the float64
+  reference to bfloat16's precision.
 
 Outputs agree to 1e-4 (atol and rtol) in float32 and 1e-12 in float64. Gradients
 (input, parameters, prompts) use the same rtol and an atol of that figure times their
@@ -334,13 +335,23 @@ def test_prompted_swin_block_matches_the_independent_reference(kind, shifted, b,
     check_block(b, h, w, 8, 4 if shifted else 0, kind, route, dtype)
 
 
-PADDED_PROMPTED = [("tp-16", (True,)), ("full-map-d2", (True,)), ("full-tp-16", (True,))]
+PADDED_PROMPTED = [
+    ("tp-16", BOTH),
+    ("tp-4", (True,)),
+    ("tp-64", (True,)),
+    ("full-map-d2", (True,)),
+    ("full-tp-16", BOTH),
+]
 
 
 @DTYPES
-@pytest.mark.parametrize("kind,shifted,b,h,w,route", _prompted_cases(PADDED_PROMPTED, [(2, 12, 20), (1, 3, 5)]))
+@pytest.mark.parametrize(
+    "kind,shifted,b,h,w,route", _prompted_cases(PADDED_PROMPTED, [(2, 12, 20), (1, 3, 5), (1, 25, 41)])
+)
 def test_prompted_swin_block_on_a_padded_map_matches_the_independent_reference(kind, shifted, b, h, w, route, dtype):
-    """Shared and full-token prompts on maps that are not a multiple of the window."""
+    """Shared prompts of every count and full-token prompts on maps that are not a
+    multiple of the window (25x41: padding plus shift reach the second-to-last window
+    row and column)."""
     check_block(b, h, w, 8, 4 if shifted else 0, kind, route, dtype)
 
 
@@ -457,8 +468,14 @@ RSTB_CASES = [
     ("ip-aligned-d2", 1, 16, 24, 8, (32, 32)),
     ("full-tp-16", 1, 12, 20, 8, (32, 32)),
     ("full-map-d2", 2, 16, 24, 8, (32, 32)),
+    ("tp-4", 1, 16, 24, 8, (32, 32)),
+    ("tp-64", 1, 16, 24, 8, (32, 32)),
+    ("ip-aligned-d1", 1, 16, 24, 8, (32, 32)),
+    ("ip-legacy-d4", 2, 16, 24, 8, (32, 32)),
+    ("ip-aligned-d4", 1, 16, 24, 8, (32, 32)),
+    ("none", 2, 16, 24, 4, (8, 8)),  # window 4 with shifted blocks, as h_a1 and h_s2
 ]
-RSTB_ROUTES = ["inference-packed", "inference-sdpa", "inference-reference", "training"]
+RSTB_ROUTES = ["inference-packed", "inference-sdpa", "inference-reference", "training", "training-reference"]
 
 
 @DTYPES
@@ -506,3 +523,34 @@ def test_inplace_rstb_at_inference_matches_the_independent_reference(memory_form
     with on_route(route), torch.no_grad():
         out = module(x.clone(memory_format=memory_format))
     _record(torch.float32, "output", assert_matches(out, expected, torch.float32, "output"))
+
+
+# ---------------------------------------------------------------------------------------
+# CPU autocast: bfloat16 products, the function of the float64 reference
+# ---------------------------------------------------------------------------------------
+
+#: bfloat16 keeps 8 significant bits: through a block's products and peaked softmaxes the
+#: outputs differ from the float64 truth by about 1 % of their largest magnitude, while a
+#: wrong shift or prompt layout moves them by a large part of it
+BFLOAT16_TOLERANCE = 2e-2
+
+
+@pytest.mark.parametrize("kind", ["none", "tp-16", "ip-legacy-d2", "full-tp-16"])
+@pytest.mark.parametrize("cpu_attention", ["packed", "sdpa"])
+def test_block_under_cpu_autocast_computes_the_reference_function_to_bfloat16_precision(kind, cpu_attention):
+    """Under ``torch.autocast("cpu", torch.bfloat16)`` the packed products step aside
+    (their in-place sums need one dtype): whatever the CPU attention choice, the block
+    still computes the reference's function, in float32 out, to bfloat16's precision."""
+    block = make_block(8, 4, torch.float32).eval()
+    x = block_input(2, 16, 24, torch.float32)
+    prompts, kwargs, _, _ = make_prompts(None if kind == "none" else kind, 2, 16, 24, 8, torch.float32, False)
+    with on_route(f"inference-{cpu_attention}"), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = as_tuple(block(x.clone(), prompts))[0]
+    as64 = {k: v.double() if torch.is_tensor(v) else v for k, v in (kwargs or {}).items()}
+    params = {k: v.double() for k, v in block.state_dict().items()}
+    expected = as_tuple(oracle.swin_block(x.double(), params, num_heads=HEADS, window=8, shift=4, **as64))[0]
+    assert out.dtype == torch.float32
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(out.double(), expected, rtol=BFLOAT16_TOLERANCE, atol=BFLOAT16_TOLERANCE * scale)
+    unshifted = as_tuple(oracle.swin_block(x.double(), params, num_heads=HEADS, window=8, shift=0, **as64))[0]
+    assert (unshifted - expected).abs().max().item() > 10 * BFLOAT16_TOLERANCE * scale  # the check can fail
