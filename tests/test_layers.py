@@ -29,7 +29,13 @@ from compressai_transtic.layers import (
 from compressai_transtic.layers import cpu_attention as cpu_attention_in_force
 from compressai_transtic.layers.attention import pack_weights, packed_window_attention
 from compressai_transtic.layers.cache import LRUCache
-from compressai_transtic.layers.masks import PromptMode, attention_mask, legacy_prompt_mask, masked_windows
+from compressai_transtic.layers.masks import (
+    PromptLayout,
+    PromptMode,
+    attention_mask,
+    legacy_prompt_mask,
+    masked_windows,
+)
 from compressai_transtic.layers.workspace import scratch
 
 
@@ -106,17 +112,17 @@ _MASK_CASES = [
 @pytest.mark.parametrize("h,w,window,shift,mode,p,d", _MASK_CASES)
 def test_the_mask_of_some_windows_is_their_rows_of_the_whole_mask(h, w, window, shift, mode, p, d):
     geometry = WindowGeometry.cover(h, w, window, shift)
-    whole = attention_mask(geometry, mode, p, d)
+    whole = attention_mask(geometry, PromptLayout(mode, p, d))
     assert whole is not None
     windows = torch.tensor([geometry.num_windows - 1, 0, 3])
-    assert torch.equal(attention_mask(geometry, mode, p, d, windows), whole[windows])
+    assert torch.equal(attention_mask(geometry, PromptLayout(mode, p, d), windows), whole[windows])
 
 
 @pytest.mark.parametrize("h,w,window,shift,mode,p,d", _MASK_CASES)
 def test_every_window_with_a_mask_is_flagged_without_building_the_mask(h, w, window, shift, mode, p, d):
     geometry = WindowGeometry.cover(h, w, window, shift)
-    carries_mask = attention_mask(geometry, mode, p, d).flatten(1).ne(0).any(1)
-    flags = masked_windows(geometry, mode, d)
+    carries_mask = attention_mask(geometry, PromptLayout(mode, p, d)).flatten(1).ne(0).any(1)
+    flags = masked_windows(geometry, PromptLayout(mode, p, d))
     assert not (carries_mask & ~flags).any()
     assert torch.equal(flags, carries_mask)  # and, in these layouts, only those
 
@@ -397,11 +403,13 @@ def test_window_geometry_pads_to_whole_windows_and_scales_for_prompt_maps():
 
 def test_prompt_modes_follow_the_prompts_and_the_shift():
     tokens, pmap = torch.zeros(16, 8), torch.zeros(1, 4, 4, 8)
-    assert WindowPrompts(tokens=tokens).layout(8, shifted=True) == (PromptMode.SHARED, 16, 1)
-    assert WindowPrompts(tokens=tokens, full_tokens=True).layout(8, shifted=False) == (PromptMode.FULL, 16, 2)
+    assert WindowPrompts(tokens=tokens).layout(8, shifted=True) == PromptLayout(PromptMode.SHARED, 16, 1)
+    assert WindowPrompts(tokens=tokens, full_tokens=True).layout(8, shifted=False) == PromptLayout(
+        PromptMode.FULL, 16, 2
+    )
     legacy = WindowPrompts(prompt_map=pmap, downsample=2, legacy_mask=True)
-    assert legacy.layout(8, shifted=True) == (PromptMode.LEGACY, 16, 2)
-    assert legacy.layout(8, shifted=False) == (PromptMode.WINDOW, 16, 2)
+    assert legacy.layout(8, shifted=True) == PromptLayout(PromptMode.LEGACY, 16, 2)
+    assert legacy.layout(8, shifted=False) == PromptLayout(PromptMode.WINDOW, 16, 2)
     with pytest.raises(ValueError, match="cannot be tiled"):
         WindowPrompts(tokens=torch.zeros(15, 8), full_tokens=True).layout(8, shifted=False)
 

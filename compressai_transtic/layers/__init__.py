@@ -37,7 +37,7 @@ from .attention import (
 from .block import Mlp, SwinBlock
 from .convs import SubPixelConvTranspose2d, conv, deconv
 from .geometry import WindowGeometry, ceil_to, window_order, window_partition_index, window_unpartition_index
-from .masks import PAD_MASK_VALUE, SHIFT_MASK_VALUE, PromptMode, shifted_window_mask
+from .masks import PAD_MASK_VALUE, SHIFT_MASK_VALUE, PromptLayout, PromptMode, shifted_window_mask
 from .stage import RSTB, BasicLayer, drop_path_rates
 from .window_prompts import WindowPrompts
 from .workspace import release_workspace
@@ -56,6 +56,7 @@ __all__ = [
     "BasicLayer",
     "RSTB",
     "WindowPrompts",
+    "PromptLayout",
     "PromptMode",
     "reference_attention",
     "set_cpu_attention",

@@ -24,7 +24,9 @@ from .attention import AttentionBackend, WindowAttention, attention_backend, use
 from .cache import LRUCache, tensors_key
 from .geometry import WindowGeometry
 from .masks import (
+    NO_PROMPTS,
     BiasPart,
+    PromptLayout,
     PromptMode,
     attention_mask,
     prompt_bias,
@@ -70,9 +72,7 @@ class _Plan:
 
     Attributes:
         geometry: the windows of the block on the map.
-        mode: how prompts join the windows.
-        num_prompts: prompts per window ``P`` (0 without prompts).
-        downsample: stride ``d`` of the prompt map (1 without one).
+        prompts: how prompts join the windows.
         backend: the attention implementation in force.
         in_place: no autograd: residuals accumulate into the gathered tokens.
         windows_per_chunk: windows per chunk (all of them off the CPU).
@@ -81,9 +81,7 @@ class _Plan:
     """
 
     geometry: WindowGeometry
-    mode: PromptMode
-    num_prompts: int
-    downsample: int
+    prompts: PromptLayout
     backend: AttentionBackend
     in_place: bool
     windows_per_chunk: int
@@ -91,8 +89,12 @@ class _Plan:
     packed: bool
 
     @property
+    def mode(self) -> PromptMode:
+        return self.prompts.mode
+
+    @property
     def prompt_geometry(self) -> WindowGeometry:
-        return self.geometry.downsampled(self.downsample)
+        return self.geometry.downsampled(self.prompts.downsample)
 
 
 class _Keep(NamedTuple):
@@ -215,18 +217,17 @@ class SwinBlock(nn.Module):
 
     def _plan(self, tokens: Tensor, geometry: WindowGeometry, prompts: Optional[WindowPrompts]) -> _Plan:
         b, nw, n, _ = tokens.shape
-        no_prompts = (PromptMode.NONE, 0, 1)
-        mode, p, d = no_prompts if prompts is None else prompts.layout(self.window_size, self.shift_size > 0)
+        layout = NO_PROMPTS if prompts is None else prompts.layout(self.window_size, self.shift_size > 0)
         backend = attention_backend(tokens.device)
         # chunks keep a block's temporaries in the CPU's caches; a GPU wants whole maps
         chunked = tokens.device.type == "cpu" and backend is not AttentionBackend.REFERENCE
         stochastic_depth = self.training and not isinstance(self.drop_path, nn.Identity)
         in_place = not torch.is_grad_enabled()
         # the packed kernel takes prompts as keys and values (shared or per window), not as tokens
-        packable = mode is not PromptMode.FULL
+        packable = layout.mode is not PromptMode.FULL
         packed = backend is AttentionBackend.PACKED and in_place and not stochastic_depth and packable
-        step = chunk_windows(b, n + p) if chunked else nw
-        return _Plan(geometry, mode, p, d, backend, in_place, step, stochastic_depth, packed)
+        step = chunk_windows(b, n + layout.num_prompts) if chunked else nw
+        return _Plan(geometry, layout, backend, in_place, step, stochastic_depth, packed)
 
     # -- the three paths ----------------------------------------------------------------
     def _forward_packed(
@@ -267,7 +268,7 @@ class SwinBlock(nn.Module):
     def _forward_full(self, tokens: Tensor, prompt_tokens: Tensor, plan: _Plan, keep: _Keep) -> Tuple[Tensor, Tensor]:
         """Prompts as full tokens: they join the queries and get the attention
         sub-layer's update (with its residual), not the MLP's."""
-        p = plan.num_prompts
+        p = plan.prompts.num_prompts
         outs: List[Tensor] = []
         prompt_outs: List[Tensor] = []
         for start, end, bias in self._chunks(plan, tokens, plan.windows_per_chunk):
@@ -301,23 +302,23 @@ class SwinBlock(nn.Module):
         """Relative position bias plus masks of every window, cached per map size,
         prompt layout and version of the bias table, except while autograd tracks it."""
         if plan.backend is AttentionBackend.REFERENCE:
-            bias = prompt_bias(self.attn.relative_position_bias(), plan.mode, plan.num_prompts)
+            bias = prompt_bias(self.attn.relative_position_bias(), plan.prompts)
             return reference_biases(bias, self._mask(plan), plan.geometry, like)
         table = self.attn.relative_position_bias_table
         if torch.is_grad_enabled() and table.requires_grad:
             return self._build_window_biases(plan, like)
-        size = (plan.geometry, plan.mode, plan.num_prompts, plan.downsample)
+        size = (plan.geometry, plan.prompts)
         key = size + tensors_key([table]) + (like.dtype, like.device)
         # an entry holds the table's storage: no later table can take its address and pass for it
         _, biases = self._bias_cache.get_or_build(key, lambda: (table.detach(), self._build_window_biases(plan, like)))
         return biases
 
     def _build_window_biases(self, plan: _Plan, like: Tensor) -> List[BiasPart]:
-        bias = prompt_bias(self.attn.relative_position_bias(), plan.mode, plan.num_prompts).to(dtype=like.dtype)
-        return window_biases(bias, plan.geometry, plan.mode, plan.num_prompts, plan.downsample, like)
+        bias = prompt_bias(self.attn.relative_position_bias(), plan.prompts).to(dtype=like.dtype)
+        return window_biases(bias, plan.geometry, plan.prompts, like)
 
     def _mask(self, plan: _Plan) -> Optional[Tensor]:
-        return attention_mask(plan.geometry, plan.mode, plan.num_prompts, plan.downsample)
+        return attention_mask(plan.geometry, plan.prompts)
 
     def _draw_keep(self, plan: _Plan, like: Tensor) -> _Keep:
         """Stochastic depth: one per-sample draw per residual branch for the whole call."""
@@ -347,9 +348,11 @@ class SwinBlock(nn.Module):
         if prompts is None or not (plan.mode is PromptMode.FULL or plan.mode.per_window):
             return None
         if plan.mode is PromptMode.FULL:
-            tokens = self._partition(prompts.full_token_map(plan.geometry, plan.downsample, b), plan.prompt_geometry)
+            tokens = self._partition(
+                prompts.full_token_map(plan.geometry, plan.prompts.downsample, b), plan.prompt_geometry
+            )
         else:
-            tokens = self._partition(*prompts.window_prompt_map(plan.geometry, plan.downsample))
+            tokens = self._partition(*prompts.window_prompt_map(plan.geometry, plan.prompts.downsample))
         if tokens.shape[0] != b:
             raise ValueError(f"the prompt map holds {tokens.shape[0]} images, the feature map {b}")
         return tokens

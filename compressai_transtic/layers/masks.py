@@ -23,6 +23,8 @@ __all__ = [
     "SHIFT_MASK_VALUE",
     "PAD_MASK_VALUE",
     "PromptMode",
+    "PromptLayout",
+    "NO_PROMPTS",
     "BiasPart",
     "relative_position_index",
     "shifted_window_mask",
@@ -60,6 +62,25 @@ class PromptMode(enum.Enum):
     def per_window(self) -> bool:
         """Whether every window has prompts of its own (taken from a prompt map)."""
         return self in (PromptMode.WINDOW, PromptMode.LEGACY)
+
+
+class PromptLayout(NamedTuple):
+    """How the prompts of one block call join its windows.
+
+    Attributes:
+        mode: how they join (:class:`PromptMode`).
+        num_prompts: prompts per window ``P`` (0 without prompts).
+        downsample: the prompt map's stride ``d`` relative to the block's map (1 for
+            shared keys and values, and without prompts).
+    """
+
+    mode: PromptMode
+    num_prompts: int = 0
+    downsample: int = 1
+
+
+#: the layout of a block call without prompts
+NO_PROMPTS = PromptLayout(PromptMode.NONE)
 
 
 class BiasPart(NamedTuple):
@@ -167,9 +188,7 @@ def _padding_mask(geometry: WindowGeometry, windows: Optional[Tensor]) -> Tensor
     return _rows(padding_key_mask(geometry), windows)[:, None, :]  # nW, 1, N
 
 
-def _image_key_mask(
-    geometry: WindowGeometry, mode: PromptMode, num_prompts: int, windows: Optional[Tensor]
-) -> Optional[Tensor]:
+def _image_key_mask(geometry: WindowGeometry, layout: PromptLayout, windows: Optional[Tensor]) -> Optional[Tensor]:
     """The mask without prompts, or with shared prompt keys (which every token sees)."""
     n = geometry.window_tokens
     mask = None
@@ -179,8 +198,8 @@ def _image_key_mask(
     if geometry.padded:
         pad = _padding_mask(geometry, windows)
         mask = pad.expand(-1, n, -1) if mask is None else mask + pad
-    if mask is not None and mode is PromptMode.SHARED:
-        mask = torch.cat([mask.new_zeros(mask.shape[0], n, num_prompts), mask], dim=-1)
+    if mask is not None and layout.mode is PromptMode.SHARED:
+        mask = torch.cat([mask.new_zeros(mask.shape[0], n, layout.num_prompts), mask], dim=-1)
     return mask
 
 
@@ -206,36 +225,31 @@ def _check_prompt_geometry(geometry: WindowGeometry, mode: PromptMode) -> None:
 
 
 def attention_mask(
-    geometry: WindowGeometry,
-    mode: PromptMode,
-    num_prompts: int = 0,
-    downsample: int = 1,
-    windows: Optional[Tensor] = None,
+    geometry: WindowGeometry, layout: PromptLayout = NO_PROMPTS, windows: Optional[Tensor] = None
 ) -> Optional[Tensor]:
     """Additive mask ``(nW, Nq, K)`` in raster window order, or None if nothing is masked.
 
     ``K`` counts the prompt keys (first) then the window's tokens; ``Nq`` counts the
-    prompts too when they are full tokens. ``downsample`` is the stride of the prompt
-    map relative to the block's map (per-window and full-token prompts). ``windows``
-    (raster ids) builds the mask of those windows only, in that order: a mask of every
-    window of a large map takes hundreds of megabytes, of which only the boundary
-    windows' part is not zero.
+    prompts too when they are full tokens. ``windows`` (raster ids) builds the mask of
+    those windows only, in that order: a mask of every window of a large map takes
+    hundreds of megabytes, of which only the boundary windows' part is not zero.
     """
+    mode = layout.mode
     _check_prompt_geometry(geometry, mode)
     if mode in (PromptMode.NONE, PromptMode.SHARED):
-        return _image_key_mask(geometry, mode, num_prompts, windows)
+        return _image_key_mask(geometry, layout, windows)
     if not geometry.shift and not geometry.padded:
         return None
     image_labels = _geometry_labels(geometry, windows)
     if mode is PromptMode.LEGACY:
-        return legacy_prompt_mask(label_mask(image_labels, image_labels), num_prompts)
-    prompt_labels = _geometry_labels(geometry.downsampled(downsample), windows)
+        return legacy_prompt_mask(label_mask(image_labels, image_labels), layout.num_prompts)
+    prompt_labels = _geometry_labels(geometry.downsampled(layout.downsample), windows)
     if mode is PromptMode.WINDOW:
         return torch.cat([label_mask(image_labels, prompt_labels), label_mask(image_labels, image_labels)], dim=-1)
-    return _full_token_mask(geometry, prompt_labels, num_prompts, windows)
+    return _full_token_mask(geometry, prompt_labels, layout.num_prompts, windows)
 
 
-def masked_windows(geometry: WindowGeometry, mode: PromptMode, downsample: int = 1) -> Tensor:
+def masked_windows(geometry: WindowGeometry, layout: PromptLayout = NO_PROMPTS) -> Tensor:
     """``(nW,)`` booleans in raster window order: the windows whose :func:`attention_mask`
     may hold a non-zero entry, found without building it.
 
@@ -243,21 +257,23 @@ def masked_windows(geometry: WindowGeometry, mode: PromptMode, downsample: int =
     prompts, its prompts) carry more than one region label, or it holds padded keys.
     The flags may include a window whose mask turns out zero, never miss one that is not.
     """
+    mode = layout.mode
     _check_prompt_geometry(geometry, mode)
     flags = torch.zeros(geometry.num_windows, dtype=torch.bool)
     if geometry.shift:
         labels = _geometry_labels(geometry)
         if mode.per_window or mode is PromptMode.FULL:
-            labels = torch.cat([_geometry_labels(geometry.downsampled(downsample)), labels], dim=1)
+            labels = torch.cat([_geometry_labels(geometry.downsampled(layout.downsample)), labels], dim=1)
         flags |= labels.ne(labels[:, :1]).any(1)
     if geometry.padded:
         flags |= padding_key_mask(geometry).ne(0).any(1)
     return flags
 
 
-def prompt_bias(relative: Tensor, mode: PromptMode, num_prompts: int) -> Tensor:
+def prompt_bias(relative: Tensor, layout: PromptLayout) -> Tensor:
     """The relative position bias ``(heads, N, N)`` widened to ``(heads, Nq, K)`` with
     zeros for every pair that involves a prompt."""
+    mode, num_prompts = layout.mode, layout.num_prompts
     if mode is PromptMode.NONE:
         return relative
     heads, n = relative.shape[0], relative.shape[-1]
@@ -268,9 +284,7 @@ def prompt_bias(relative: Tensor, mode: PromptMode, num_prompts: int) -> Tensor:
     return torch.cat([relative.new_zeros(heads, n, num_prompts), relative], dim=-1)
 
 
-def window_biases(
-    bias: Tensor, geometry: WindowGeometry, mode: PromptMode, num_prompts: int, downsample: int, like: Tensor
-) -> List[BiasPart]:
+def window_biases(bias: Tensor, geometry: WindowGeometry, layout: PromptLayout, like: Tensor) -> List[BiasPart]:
     """The bias of every window in :func:`window_order`, in at most two parts.
 
     Windows before the first one that may carry a mask (:func:`masked_windows`) share
@@ -284,9 +298,9 @@ def window_biases(
     nw = geometry.num_windows
     bias = bias.contiguous()
     order = window_order(geometry.windows_h, geometry.windows_w)
-    flags = masked_windows(geometry, mode, downsample)[order].tolist()
+    flags = masked_windows(geometry, layout)[order].tolist()
     first = flags.index(True) if True in flags else nw
-    mask = attention_mask(geometry, mode, num_prompts, downsample, order[first:]) if first < nw else None
+    mask = attention_mask(geometry, layout, order[first:]) if first < nw else None
     if mask is None:
         return [BiasPart(0, nw, bias[None])]
     boundary = mask.to(device=like.device, dtype=like.dtype)

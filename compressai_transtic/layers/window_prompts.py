@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 from torch import Tensor
 
 from .geometry import WindowGeometry
-from .masks import PromptMode
+from .masks import PromptLayout, PromptMode
 
 __all__ = ["WindowPrompts"]
 
@@ -59,16 +59,16 @@ class WindowPrompts:
             return PromptMode.SHARED
         return PromptMode.LEGACY if self.legacy_mask and shifted else PromptMode.WINDOW
 
-    def layout(self, window: int, shifted: bool) -> Tuple[PromptMode, int, int]:
-        """``(mode, P, d)`` in a block with ``window`` (shifted or not): how the prompts
-        join the windows, prompts per window, and the prompt map's stride (1 for
-        shared keys/values)."""
+    def layout(self, window: int, shifted: bool) -> PromptLayout:
+        """How these prompts join the windows of a block with ``window`` (shifted or
+        not): the mode, prompts per window, and the prompt map's stride (1 for shared
+        keys/values)."""
         mode = self.mode(shifted)
         if mode is PromptMode.SHARED:
             assert self.tokens is not None
-            return mode, self.tokens.shape[-2], 1
+            return PromptLayout(mode, self.tokens.shape[-2], 1)
         d = self.stride(window)
-        return mode, (window // d) ** 2, d
+        return PromptLayout(mode, (window // d) ** 2, d)
 
     def stride(self, window: int) -> int:
         """The prompt map's stride ``d`` relative to the map of a block with ``window``.
