@@ -12,21 +12,46 @@ from typing import Any
 
 __version__ = "0.1.0.dev0"
 
+#: the message (a regular expression) of the FutureWarning that torch raises for every
+#: ``torch.jit.script`` call CompressAI 1.2.8 makes at import; the startup hook
+#: (:mod:`._autoregister`) and the command lines silence it
+_JIT_SCRIPT_WARNING = r"`torch\.jit\.script` is deprecated"
+
+#: every public submodule (module or subpackage), imported on first attribute access
 _LAZY_SUBMODULES = (
+    "adapter_files",
+    "bitmap",
+    "bitstream",
+    "checkpoint",
+    "cli",
+    "complexity",
+    "console",
+    "container",
+    "data",
+    "devices",
+    "download",
+    "entropy_coder",
+    "entropy_models",
+    "evaluation",
+    "filecodec",
+    "fileio",
+    "filekinds",
+    "imageio",
+    "integrity",
+    "jsonvalues",
     "layers",
+    "listing",
+    "losses",
     "models",
     "prompts",
-    "zoo",
-    "losses",
-    "tasks",
-    "evaluation",
-    "training",
+    "quality_maps",
     "registration",
-    "checkpoint",
-    "complexity",
-    "bitstream",
-    "data",
-    "cli",
+    "state_dicts",
+    "tasks",
+    "torchfile",
+    "training",
+    "trust",
+    "zoo",
 )
 
 

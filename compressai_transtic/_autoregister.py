@@ -7,7 +7,8 @@ CompressAI's unchanged tools (``python -m compressai.utils.eval_model``,
 ``tic``, ``transtic`` and ``transtic-{cls,det,seg}`` without the user
 importing this package.
 
-It must stay cheap: it imports only :mod:`sys` and installs a
+It must stay cheap: it imports only :mod:`sys` and :mod:`warnings` (and its
+parent package, itself import-light) and installs a
 ``sys.meta_path`` finder. When the ``compressai`` package has finished
 executing (it imports ``compressai.zoo`` itself), the finder's loader wrapper
 runs :func:`compressai_transtic.registration.register_models`. If one of
@@ -30,11 +31,13 @@ runs at once. Interpreters that skip ``.pth`` files (``python -S``) can call
 """
 
 import sys
+import warnings
+
+# the package itself: already imported, as this module's parent
+from compressai_transtic import _JIT_SCRIPT_WARNING as JIT_SCRIPT_WARNING
 
 _TARGET = "compressai"
 _OWN_PACKAGE = "compressai_transtic"
-#: the one warning silenced while CompressAI's package executes (see the module docstring)
-JIT_SCRIPT_WARNING = r"`torch\.jit\.script` is deprecated"
 
 
 class _State:
@@ -44,8 +47,6 @@ class _State:
 
 
 def _warn(message: str) -> None:
-    import warnings
-
     warnings.warn(message, RuntimeWarning, stacklevel=2)
 
 
@@ -88,8 +89,6 @@ def _maybe_register() -> None:
 
 def _exec_quietly(loader, module) -> None:
     """Execute CompressAI's package with :data:`JIT_SCRIPT_WARNING` ignored."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=JIT_SCRIPT_WARNING, category=FutureWarning)
         loader.exec_module(module)

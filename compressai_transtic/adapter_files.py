@@ -29,6 +29,7 @@ from .torchfile import load_torch_file
 
 __all__ = [
     "ADAPTER_FORMAT",
+    "MAX_ADAPTER_SIZE",
     "AdapterError",
     "AdapterMismatchError",
     "base_codec_hash",
@@ -41,7 +42,13 @@ logger = logging.getLogger(__name__)
 
 ADAPTER_FORMAT = 1
 
-#: the architecture of adapter files written before the ``arch`` entry was required
+#: the largest integer size (channels, prompts, levels) of an adapted codec's
+#: configuration: 16 x TransTIC's default generator width, 2 x the largest default width
+#: of the baselines; parameters and activations grow with its square. The trainer
+#: bounds ``--adapter-option`` sizes by it too.
+MAX_ADAPTER_SIZE = 512
+
+#: the architecture of adapter files without an ``arch`` entry
 _DEFAULT_ARCH = "transtic"
 
 # buffers derived from the parameters: left out of the base codec's hash

@@ -31,7 +31,7 @@ from torch import Tensor
 from torchvision.models import ResNet50_Weights
 
 from .adapter_files import read_adapter
-from .console import RANDOM_TAG, and_more
+from .console import and_more, printer, report_error
 from .devices import check_device
 from .download import ChecksumMismatchError, WeightsToFetchError
 from .entropy_coder import symbol_bits
@@ -45,7 +45,6 @@ from .filecodec import (
     existing_outputs_message,
     load_codec,
     read_quality_map,
-    report_error,
     seed_argument,
     size_problem,
 )
@@ -345,7 +344,7 @@ def run_bitmap(args: argparse.Namespace) -> int:
     except (CodecCommandError, ImageReadError, WeightsToFetchError, ChecksumMismatchError, ValueError, OSError) as err:
         return report_error(err)
     random = args.random_weights
-    tag = RANDOM_TAG if random else ""
+    out = printer(random)
     panels = []
     for label, _codec, model in models:
         maps = bit_maps(model, x.to(args.device), quality_map if isinstance(model, TICROI) else None)
@@ -355,11 +354,10 @@ def run_bitmap(args: argparse.Namespace) -> int:
             extra = f"ResNet50: {ResNet50_Weights.IMAGENET1K_V1.meta['categories'][top1]}"
         panels.append((label, maps, extra))
         share = maps.stream.sum() / max(maps.likelihood.sum(), 1e-9)
-        print(
-            f"{tag}{label}: {maps.bpp:.4f} bpp, {maps.psnr:.2f} dB, y bits from the stream's tables "
+        out(
+            f"{label}: {maps.bpp:.4f} bpp, {maps.psnr:.2f} dB, y bits from the stream's tables "
             f"{maps.stream.sum():.0f} (likelihoods {maps.likelihood.sum():.0f}, ratio {share:.4f})"
-            + (f", {extra}" if extra else ""),
-            flush=True,
+            + (f", {extra}" if extra else "")
         )
     rows, cols = image_positions(*x.shape[-2:])
     try:
@@ -371,5 +369,5 @@ def run_bitmap(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:  # OutputError names the file; ValueError: a figure matplotlib cannot draw
         return report_error(err)
     note = f" ({'; '.join(notes)})" if notes else ""
-    print(f"{tag}wrote {_written([args.output, *npy.values()])}{note}", flush=True)
+    out(f"wrote {_written([args.output, *npy.values()])}{note}")
     return 0

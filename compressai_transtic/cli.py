@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import __version__
+from . import _JIT_SCRIPT_WARNING, __version__
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
@@ -38,7 +38,7 @@ CODING_COMMANDS = ("demo", "encode", "decode", "bitmap", "eval")
 def _quiet_dependency_warnings() -> None:
     # CompressAI 1.2.8 scripts functions with torch.jit.script at import, which recent
     # torch versions deprecate with a FutureWarning on every run.
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=_JIT_SCRIPT_WARNING, category=FutureWarning)
 
 
 def _version_line() -> str:

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from .console import report_error
 from .fileio import atomic_write_text, check_writable_folder
 from .filekinds import output_problem
 from .imageio import DEFAULT_MAX_PIXELS
@@ -291,6 +292,10 @@ def measure(model: TIC, height: int = 256, width: int = 256) -> Dict[str, float]
     return out
 
 
+#: the figures of a Table A1 row, printed next to ours
+PAPER_FIGURES = ("enc_kmacs_per_px", "dec_kmacs_per_px", "enc_params_m", "dec_params_m")
+
+
 def _read_table_a1() -> List[Dict[str, Any]]:
     """The paper's Table A1 (figures reproduced from the supplementary material)."""
     rows = [
@@ -308,16 +313,12 @@ def _read_table_a1() -> List[Dict[str, Any]]:
         ("A3.5", "Enc IP + Dec none", 332.03, 188.52, 5.24, 3.86),
         ("A3.5", "Enc none + Dec TP", 142.54, 202.60, 3.65, 3.89),
     ]
-    keys = ("section", "variant", "enc_kmacs_per_px", "dec_kmacs_per_px", "enc_params_m", "dec_params_m")
+    keys = ("section", "variant", *PAPER_FIGURES)
     return [dict(zip(keys, r)) for r in rows]
 
 
 #: the paper's Table A1 as a list of dicts
 TABLE_A1: List[Dict[str, Any]] = _read_table_a1()
-
-
-#: the figures of a Table A1 row
-PAPER_FIGURES = ("enc_kmacs_per_px", "dec_kmacs_per_px", "enc_params_m", "dec_params_m")
 
 #: rows measured beyond Table A1: the paper's learned baselines (the table has no figures
 #: for them), as (section, label, architecture name)
@@ -388,9 +389,7 @@ def table_a1(
             bar.set_postfix_str(f"measuring {name}")
             cache[name] = measure(_build(name, N, M), height, width)
             logger.info("measured %s", name)
-        figures = {
-            k: row[k] for k in ("enc_kmacs_per_px", "dec_kmacs_per_px", "enc_params_m", "dec_params_m") if k in row
-        }
+        figures = {k: row[k] for k in PAPER_FIGURES if k in row}
         rows.append(ComplexityRow(row["section"], row["variant"], paper=figures or None, **cache[name]))
     return rows
 
@@ -475,8 +474,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _check_size(args.size)
         _check_outputs([p for p in (args.json, args.csv) if p is not None], args.force)
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_error(err)
     height, width = args.size
     rows = table_a1(height, width, progress=not args.no_progress, variants=args.variant)
     print(f"Table A1 at {args.size[0]}x{args.size[1]} (kMACs per input pixel, parameters in millions)")
@@ -494,8 +492,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 writer.writerow({k: v for k, v in asdict(r).items() if k != "paper"})
             atomic_write_text(args.csv, buffer.getvalue())
     except OSError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_error(err)
     return 0
 
 

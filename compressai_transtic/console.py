@@ -22,6 +22,7 @@ __all__ = [
     "print_error",
     "printable",
     "printer",
+    "report_error",
     "setup_logging",
     "shorten",
 ]
@@ -90,3 +91,9 @@ def print_error(message: str, random_weights: bool = False) -> int:
     for line in f"error: {message}".split("\n"):
         print((RANDOM_TAG if random_weights else "") + line, file=sys.stderr)
     return USER_ERROR
+
+
+def report_error(err: BaseException, random_weights: bool = False) -> int:
+    """Print ``err`` as :func:`print_error` does (its type when it has no message);
+    returns the exit status of a user error."""
+    return print_error(str(err) or type(err).__name__, random_weights)

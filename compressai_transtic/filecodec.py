@@ -26,8 +26,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from .adapter_files import AdapterMismatchError, base_codec_hash
-from .console import RANDOM_TAG, and_more, print_error, printable, shorten
+from .adapter_files import AdapterMismatchError, base_codec_hash, read_adapter
+from .console import and_more, printable, printer, report_error, shorten
 from .container import SUFFIX, CodedFile, ContainerError, pack, unpack, weights_fingerprint
 from .data.files import find_image_files
 from .devices import check_device
@@ -36,7 +36,6 @@ from .fileio import atomic_write_bytes, check_writable_folder
 from .filekinds import FileReadError, file_identity, read_regular_file, regular_file_problem
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_image, write_png
 from .models.tic import PAD_MULTIPLE, coded_pixels
-from .prompts import read_adapter
 from .state_dicts import ARCHITECTURES as CODEC_ARCHITECTURES
 from .zoo import ChecksumMismatchError, WeightsUnavailableError, get_weights
 
@@ -49,7 +48,6 @@ __all__ = [
     "add_decode_arguments",
     "add_encode_arguments",
     "load_codec",
-    "report_error",
     "run_decode",
     "run_encode",
 ]
@@ -268,7 +266,8 @@ class CodecChoice:
     ``base`` and ``base_sha256`` are set for an adapter on a base codec given with
     ``--base-checkpoint``: the checkpoint's file name and its
     :func:`~.adapter_files.base_codec_hash` (the hash adapter files record). They are
-    left out of the JSON otherwise, so such files are the bytes they always were.
+    left out of the JSON otherwise (not written as null): a file of any other codec
+    holds no base entries.
     """
 
     architecture: str
@@ -443,12 +442,6 @@ def _encoder_codec(args: argparse.Namespace) -> CodecChoice:
 # ----------------------------------------------------------------------------------------
 
 
-def report_error(err: BaseException) -> int:
-    """Print ``err`` as :func:`~.console.print_error` does (its type when it has no
-    message); returns the exit status of a user error."""
-    return print_error(str(err) or type(err).__name__)
-
-
 def _roi_map_files(
     location: Optional[Path], sources: Sequence[Path], arch: str, max_pixels: int
 ) -> Optional[Dict[Path, Path]]:
@@ -508,7 +501,7 @@ def run_encode(args: argparse.Namespace) -> int:
         _check_decodable(description, name, sha)
     except (CodecCommandError, ValueError, OSError) as err:
         return report_error(err)
-    tag = RANDOM_TAG if codec.source == "random" or codec.random_base else ""
+    out = printer(codec.source == "random" or codec.random_base)
     for source, target in tqdm(plan, desc="encoding", unit="img", disable=args.no_progress):
         try:
             x, notes = read_image(source, args.max_pixels)
@@ -522,10 +515,7 @@ def run_encode(args: argparse.Namespace) -> int:
             return report_error(ValueError(f"{source}: {err}; {target} was not written"))
         bpp = 8 * len(data) / (x.shape[-2] * x.shape[-1])
         note = f" ({'; '.join(notes)})" if notes else ""
-        print(
-            f"{tag}{source} -> {target}: {x.shape[-1]}x{x.shape[-2]}, {len(data)} bytes, {bpp:.4f} bpp{note}",
-            flush=True,
-        )
+        out(f"{source} -> {target}: {x.shape[-1]}x{x.shape[-2]}, {len(data)} bytes, {bpp:.4f} bpp{note}")
     return 0
 
 
@@ -744,6 +734,5 @@ def run_decode(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:  # BitstreamError and friends, an unwritable folder
             status = report_error(ValueError(f"{source}: {exc}"))
             continue
-        tag = RANDOM_TAG if codec.source == "random" or codec.random_base else ""
-        print(f"{tag}{source} -> {target}: {coded.width}x{coded.height}", flush=True)
+        printer(codec.source == "random" or codec.random_base)(f"{source} -> {target}: {coded.width}x{coded.height}")
     return status

@@ -17,7 +17,7 @@ from typing import Any, Dict, List
 import torch
 
 from . import zoo
-from .console import shorten
+from .console import report_error, shorten
 from .evaluation.traditional import TRADITIONAL_CODECS, CodecUnavailableError, check_available, codec_version
 from .trust import TrustStore
 
@@ -114,8 +114,7 @@ def run_models(args: argparse.Namespace) -> int:
             return 0
         models = model_rows()
     except (ValueError, OSError) as err:  # TrustStoreError, OutputError: the message names the file
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_error(err)
     codecs = _codec_rows()
     if args.json:
         json.dump({"cache": str(cache), "weights": models, "codecs": codecs}, sys.stdout, indent=1)

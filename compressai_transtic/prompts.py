@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .adapter_files import (
     ADAPTER_FORMAT,
+    MAX_ADAPTER_SIZE,
     AdapterError,
     AdapterMismatchError,
     base_codec_hash,
@@ -75,12 +76,6 @@ _DEFAULT_WIDTH = 32
 # keys of the encoder prompt parts (generator and per-block convolutions)
 _ENCODER_PART = re.compile(r"g_a[02]_prompt(_layers)?\.")
 _WIDTH_KEY = "g_a0_prompt.down1.0.weight"
-
-#: the largest integer size (channels, prompts, levels) of an adapted codec's
-#: configuration: 16 x TransTIC's default generator width, 2 x the largest default width
-#: of the baselines; parameters and activations grow with its square. The trainer
-#: bounds ``--adapter-option`` sizes by it too.
-MAX_ADAPTER_SIZE = 512
 
 
 def _check_stbs(name: str, value: Any) -> Tuple[int, ...]:
@@ -268,9 +263,9 @@ class PromptConfig:
     def fit_state_dict(self, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
         """``state_dict`` as a TransTIC of this configuration loads it: the settings it
         stores (:data:`SETTINGS_KEY`) must be this configuration's, and are dropped
-        where this configuration stores none; weights that store none (written before
-        settings were stored, or whose keys imply them) get this configuration's, so an
-        explicit configuration still states what such weights cannot. Anything but a
+        where this configuration stores none; weights that store none (no such entry, or
+        keys that imply them) get this configuration's, so an explicit configuration
+        still states what such weights cannot. Anything but a
         mapping is returned as it is (for the loader to refuse).
 
         Raises:
@@ -310,8 +305,7 @@ class PromptConfig:
         Args:
             state_dict: the weights.
             num_prompts: the prompt count of weights that show none and store none
-                (written before settings were stored); refused if they show or store
-                another.
+                (no :data:`SETTINGS_KEY` entry); refused if they show or store another.
 
         Raises:
             CheckpointError: an entry read is missing, not a tensor, of the wrong number

@@ -48,7 +48,7 @@ from importlib import metadata
 from types import ModuleType
 from typing import Any, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Tuple
 
-from .console import ascii_escaped
+from .console import ascii_escaped, print_error
 
 logger = logging.getLogger(__name__)
 
@@ -469,12 +469,11 @@ def main() -> int:
         register_models(entries)
     except RegistrationError as exc:
         problems += exc.problems
-    import compressai.zoo
-
-    known = [e.name for e in entries if compressai.zoo.image_models.get(e.name) is e.zoo_function]
+    image_models = _zoo_module().image_models
+    known = [e.name for e in entries if image_models.get(e.name) is e.zoo_function]
     print("registered with CompressAI: " + (", ".join(known) or "none"))
     for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+        print_error(problem)
     return 1 if problems else 0
 
 

@@ -387,7 +387,9 @@ def _baseline_function(arch: str, title: str) -> Callable[..., nn.Module]:
 BASELINES = {"tic-sft": "TIC+SFT", "tic-chsel": "TIC+channel selection", "tic-roi": "TIC+ROI"}
 #: architecture name -> zoo function of each baseline (``tic_sft`` ...)
 BASELINE_FUNCTIONS = {arch: _baseline_function(arch, title) for arch, title in BASELINES.items()}
-tic_sft, tic_chsel, tic_roi = (BASELINE_FUNCTIONS[arch] for arch in BASELINES)
+tic_sft = BASELINE_FUNCTIONS["tic-sft"]
+tic_chsel = BASELINE_FUNCTIONS["tic-chsel"]
+tic_roi = BASELINE_FUNCTIONS["tic-roi"]
 
 
 #: what each task's released prompts were trained for
@@ -413,7 +415,9 @@ def _transtic_for(task: str) -> Callable[..., nn.Module]:
 
 #: task -> its zoo function (``transtic_cls`` ...)
 TASK_FUNCTIONS = {task: _transtic_for(task) for task in TASKS}
-transtic_cls, transtic_det, transtic_seg = (TASK_FUNCTIONS[task] for task in TASKS)
+transtic_cls = TASK_FUNCTIONS["cls"]
+transtic_det = TASK_FUNCTIONS["det"]
+transtic_seg = TASK_FUNCTIONS["seg"]
 
 
 def _entry(name: str, zoo_function: Any, architecture: type) -> ModelEntry:

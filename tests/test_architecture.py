@@ -126,3 +126,19 @@ def test_the_graph_sees_function_local_imports_and_skips_type_checking_ones():
     assert "compressai_transtic.state_dicts" in graph["compressai_transtic.models.tic"]
     assert "compressai_transtic.models" in graph["compressai_transtic.checkpoint"]
     assert "compressai_transtic.models.transtic" not in graph["compressai_transtic.prompts"]  # type-only
+
+
+def test_the_package_root_lists_every_public_submodule_for_attribute_access():
+    tree = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))
+    lazy = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_LAZY_SUBMODULES" for t in node.targets)
+    )
+    public = {
+        path.stem if path.is_file() else path.name
+        for path in PACKAGE.iterdir()
+        if not path.name.startswith("_")
+        and ((path.is_file() and path.suffix == ".py") or (path / "__init__.py").is_file())
+    }
+    assert sorted(lazy) == sorted(public)

@@ -329,7 +329,7 @@ def test_unreadable_images_are_named_before_training(files, tmp_path, no_trainin
         train(tiny_config(files, tmp_path / "out", dataset=str(images)))
 
 
-def test_missing_released_files_are_all_named_before_any_image_is_read(
+def test_missing_released_files_are_all_named_before_any_image_is_decoded(
     files, tmp_path, monkeypatch, capsys, no_training
 ):
     import urllib.error
@@ -343,8 +343,11 @@ def test_missing_released_files_are_all_named_before_any_image_is_read(
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     images = tmp_path / "images"
     images.mkdir()
+    for p in sorted(files["images"].rglob("*.png"))[:2]:
+        (images / p.name).write_bytes(p.read_bytes())
     (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
-    status = training_cli.main(["--task", "cls", "-q", "2", "-d", str(images), "-o", str(tmp_path / "out")])
+    argv = ["--task", "cls", "-q", "2", "-d", str(images), "-o", str(tmp_path / "out"), "--batch-size", "2"]
+    status = training_cli.main(argv)
     err = capsys.readouterr().err
     assert status == 2 and "corrupt.png" not in err  # the weights are looked for first
     cache = tmp_path / "torch" / "hub" / "checkpoints"

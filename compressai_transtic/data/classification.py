@@ -15,12 +15,9 @@ from ..imageio import IMAGE_SUFFIXES
 from .files import ImageItem, find_image_files, is_alias_of
 from .subset import ImageList
 
-__all__ = ["IMAGENET_CLASSES", "IMAGE_EXTENSIONS", "ClassificationImages", "LabelledImage"]
+__all__ = ["IMAGENET_CLASSES", "ClassificationImages", "LabelledImage"]
 
 logger = logging.getLogger(__name__)
-
-#: file name endings of images (the formats :mod:`compressai_transtic.imageio` reads)
-IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 
 #: the classes labels may name, ``0 .. IMAGENET_CLASSES - 1``: the ImageNet categories of the
 #: classifier, torchvision's ResNet50 (``ResNet50_Weights.IMAGENET1K_V1.meta["categories"]``)
@@ -254,7 +251,7 @@ def _folder_items(root: Path, classes: Iterable[Tuple[int, Path]]) -> List[Label
     """The images of each ``(class index, folder)``, each file once (under its first class)."""
     items, seen, repeated = [], set(), []  # type: ignore[var-annotated]
     for index, class_dir in classes:
-        for path in find_image_files(class_dir, IMAGE_EXTENSIONS):
+        for path in find_image_files(class_dir, IMAGE_SUFFIXES):
             if _first_time(path, seen):
                 items.append(LabelledImage(path.relative_to(root).as_posix(), path, index))
             else:

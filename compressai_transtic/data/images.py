@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
 
-from .classification import IMAGE_EXTENSIONS
+from ..imageio import IMAGE_SUFFIXES
 from .files import ImageItem, find_image_files
 from .subset import ImageList
 
@@ -44,10 +44,10 @@ class ImageFiles(ImageList[ImageFile]):
             if not self.root.is_dir():
                 raise FileNotFoundError(f"image folder {self.root} does not exist")
             items = [
-                ImageFile(p.relative_to(self.root).as_posix(), p) for p in find_image_files(self.root, IMAGE_EXTENSIONS)
+                ImageFile(p.relative_to(self.root).as_posix(), p) for p in find_image_files(self.root, IMAGE_SUFFIXES)
             ]
         if not items:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {self.root}")
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
         self.items = list(items)
 
     def describe(self) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Tuple
 
+import skimage
 from PIL import Image
 
 __all__ = ["SAMPLES", "SampleImage", "labelled_samples", "load_sample", "sample_images"]
@@ -51,12 +52,6 @@ class SampleImage:
     @property
     def path(self) -> Path:
         """Location of the file in the installed scikit-image package."""
-        try:
-            import skimage
-        except ImportError as err:
-            raise ImportError(
-                "the sample images are read from scikit-image's package data: pip install scikit-image"
-            ) from err
         path = Path(skimage.__file__).parent / "data" / self.filename
         if not path.is_file():
             raise FileNotFoundError(

@@ -123,7 +123,7 @@ class CodecSpec:
         if self.traditional:  # a library upgrade changes the output: new records
             return fingerprint({**asdict(self), "version": codec_version(self.architecture or "")})
         fields = asdict(self)
-        if fields["roi_map"] is None:  # the fingerprints of codecs without maps stay as they were
+        if fields["roi_map"] is None:  # a codec without a map: fingerprinted without the field
             del fields["roi_map"]
         return fingerprint(fields)
 

@@ -127,7 +127,7 @@ def point_order(spec: CodecSpec, point: Dict[str, Any]) -> Tuple[Any, ...]:
 
 
 def _mean(values: Sequence[Any]) -> float:
-    """The mean; NaN when empty or when a value is missing (``None``: e.g. records of earlier versions)."""
+    """The mean; NaN when empty or when a value is missing (``None``: e.g. records without that field)."""
     if not values or any(v is None for v in values):
         return math.nan
     return float(sum(values) / len(values))

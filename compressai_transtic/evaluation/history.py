@@ -22,7 +22,7 @@ from ..console import shorten
 from ..fileio import atomic_write_text
 from .codecs import CodecSpec
 
-__all__ = ["curve_identity", "read_history", "remember"]
+__all__ = ["curve_identity", "remember"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +30,6 @@ logger = logging.getLogger(__name__)
 def _spec(entry: Any) -> CodecSpec:
     options = tuple((str(k), str(v)) for k, v in entry.pop("options", ()))
     return CodecSpec(**entry, options=options)
-
-
-def read_history(path: Path) -> List[CodecSpec]:
-    """The rate points recorded in ``path`` that this version reads (empty when missing
-    or unreadable)."""
-    return _read(path).specs
 
 
 class _History(NamedTuple):

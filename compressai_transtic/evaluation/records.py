@@ -104,7 +104,7 @@ def _coding_problem(record: Dict[str, Any]) -> Optional[str]:
     similarity = as_number(ms_ssim)
     if ms_ssim is not None and (similarity is None or not -1.0 <= similarity <= MS_SSIM_MAX):
         return f"'ms_ssim' is {ms_ssim!r}, not a number in [-1, 1] or null"
-    for field in ("encoding_time", "decoding_time"):  # absent from records of earlier versions
+    for field in ("encoding_time", "decoding_time"):  # optional: a record without them has no times
         seconds = record.get(field)
         value = as_number(seconds)
         if seconds is not None and (value is None or not (math.isnan(value) or 0.0 <= value < math.inf)):

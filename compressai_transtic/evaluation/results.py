@@ -99,8 +99,8 @@ def random_parts_of(codec: bool, task_network: bool, metrics: Iterable[str]) -> 
 def random_parts(curve: Mapping[str, Any], metrics: Iterable[str], coded: bool = True) -> List[str]:
     """:func:`random_parts_of` for a loaded curve file's values of ``metrics``
     (``coded=False``: its uncompressed reference, which no codec made). A file that
-    says ``random_weights`` but not which part (an earlier version's) gives ``["weights"]``:
-    randomness is never hidden."""
+    says ``random_weights`` without ``random_codec`` and ``random_task_network`` gives
+    ``["weights"]``: randomness is never hidden."""
     codec, network = curve.get("random_codec"), curve.get("random_task_network")
     if not isinstance(codec, bool) or not isinstance(network, bool) or (not codec and not network):
         return ["weights"] if curve.get("random_weights") else []

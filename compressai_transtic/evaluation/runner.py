@@ -35,11 +35,10 @@ from .outputs import SKIPPED_FILE
 from .records import REFERENCE_CODEC, RecordStore
 from .results import CODING_METRICS, RANDOM_LABEL, unit_words, write_json
 
-__all__ = ["Curve", "Evaluation", "RateAverage", "REFERENCE_KEY", "RANDOM_LABEL"]
+__all__ = ["Curve", "Evaluation", "RateAverage", "RANDOM_LABEL"]
 
 logger = logging.getLogger(__name__)
 
-REFERENCE_KEY = REFERENCE_CODEC
 #: the images without MS-SSIM named one by one; the others are counted
 _NAMED_IMAGES = 10
 
@@ -145,7 +144,14 @@ class Evaluation:
         self.object_boxes = object_boxes
         self.dataset = dataset
         if not len(self.dataset):
-            raise ValueError("the dataset is empty")
+            described = dataset_description or getattr(dataset, "describe", lambda: "")()
+            what = f"the dataset ({described})" if described else "the dataset"
+            todo = (
+                f"all {len(skipped)} of its images were left out as unreadable; fix or replace them"
+                if skipped
+                else "give images to evaluate (a folder of images, or COCO annotations with their image folder)"
+            )
+            raise ValueError(f"{what} holds no image to evaluate: {todo}")
         self.tasks = list(tasks)
         self.codecs = list(codecs)
         self.protocol = protocols.pop()
@@ -332,7 +338,7 @@ class Evaluation:
         return out
 
     def _run_reference(self, store: RecordStore) -> None:
-        todo = self._todo(store, REFERENCE_KEY, self.reference_tasks)
+        todo = self._todo(store, REFERENCE_CODEC, self.reference_tasks)
         if not todo:
             return
         random = any(t.random_weights for t in self.reference_tasks)
@@ -345,10 +351,10 @@ class Evaluation:
                 for task in tasks:
                     store.append(
                         {
-                            "codec": REFERENCE_KEY,
+                            "codec": REFERENCE_CODEC,
                             "task": self.task_key(task),
                             "image": item.image_id,
-                            "label": REFERENCE_KEY,
+                            "label": REFERENCE_CODEC,
                             "task_name": task.name,
                             "prediction": predicted[task.name],
                         }
@@ -435,14 +441,14 @@ class Evaluation:
                         spec.label, task, [], num_images=len(self.dataset), rate_average=self.rate_average
                     )
                 records = self._collect(store, self.codec_key(spec), task)
-                # measured, and too small (records of earlier versions have no "ms_ssim")
+                # null: measured, and too small; records without an "ms_ssim" field are not counted
                 without_ms_ssim.update((i, None) for i, r in records.items() if "ms_ssim" in r and r["ms_ssim"] is None)
                 point = coding_means(spec, list(records.values()), self.rate_average)
                 point.update(self._metrics(task, records))
                 curve.specs.append(spec)
                 curve.points.append(point)
         references = {
-            task.name: self._metrics(task, self._collect(store, REFERENCE_KEY, task)) for task in self.reference_tasks
+            task.name: self._metrics(task, self._collect(store, REFERENCE_CODEC, task)) for task in self.reference_tasks
         }
         self.without_ms_ssim = [item for item in self.dataset if str(item.image_id) in without_ms_ssim]
         self._warn_of_images_without_ms_ssim()

@@ -13,12 +13,13 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 
+from ..adapter_files import read_adapter
 from ..checkpoint import detect_architecture, load_state_dict
 from ..console import CommandError
 from ..data import ClassificationImages, CocoImages, ImageFiles
 from ..filekinds import regular_file_problem
-from ..prompts import read_adapter
 from ..tasks import PluginError, Task, available_tasks, get_task_class
+from ..tasks.weights import DEFAULT_WEIGHTS
 from .codecs import CodecSpec
 from .traditional import TRADITIONAL_CODECS, check_available
 
@@ -89,7 +90,7 @@ def build_tasks(
                 f"task 'seg' cannot score the masks of {args.annotations}:\n  {shown}\n"
                 "fix or remove these annotations, or evaluate --task det (box AP does not read them)"
             )
-        weights = args.task_weights or ("random" if random_weights else "default")
+        weights = args.task_weights or ("random" if random_weights else DEFAULT_WEIGHTS)
         options: Dict[str, Any] = {
             "weights": weights,
             "backend": args.backend,

@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..adapter_files import MAX_ADAPTER_SIZE
 from ..console import and_more
 from ..integrity import tensor_problems
-from ..prompts import MAX_ADAPTER_SIZE
 from ..state_dicts import ADAPTER_KEYWORDS, check_architecture, checkpoint_filter_fn, needs_entropy_update, tic_channels
 from .tic import TIC
 

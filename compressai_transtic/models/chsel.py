@@ -15,12 +15,12 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..adapter_files import MAX_ADAPTER_SIZE
 from ..bitstream import BitstreamError
 from ..layers import conv, deconv
-from ..prompts import MAX_ADAPTER_SIZE
 from ..state_dicts import CheckpointError, weight_channels
 from .adapted import AdaptedCodec, ConfigDict
-from .tic import CodingTerms, _channels_last, codes_in_eval_mode
+from .tic import CodingTerms, channels_last, codes_in_eval_mode
 
 __all__ = ["ChannelSelectionConfig", "TICChannelSelection", "FEATURE_ENTRY", "FEATURE_STRIDE"]
 
@@ -154,7 +154,7 @@ class TICChannelSelection(AdaptedCodec):
 
     def machine_features(self, y_hat: Tensor, size: Sequence[int]) -> Dict[str, Tensor]:
         """``{"res2": features}`` of a decoded latent, cropped to an image of ``size``."""
-        features = self.g_s_chsel_transform(_channels_last(y_hat))
+        features = self.g_s_chsel_transform(channels_last(y_hat))
         rows, cols = (math.ceil(int(s) / FEATURE_STRIDE) for s in size)
         return {FEATURE_ENTRY: features[..., :rows, :cols].contiguous()}
 

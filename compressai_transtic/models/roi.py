@@ -19,9 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..adapter_files import MAX_ADAPTER_SIZE
 from ..bitstream import BitstreamError
 from ..layers import conv
-from ..prompts import MAX_ADAPTER_SIZE
 from ..quality_maps import (
     CELL,
     QualityMapSampler,
@@ -34,7 +34,7 @@ from ..quality_maps import (
 from ..state_dicts import CheckpointError, weight_channels, weight_integer, weight_number
 from .adapted import AdaptedCodec, ConfigDict
 from .sft import LEAKY_SLOPE, SFTLayer, run_stages
-from .tic import PAD_MULTIPLE, CodingTerms, _channels_last, codes_in_eval_mode
+from .tic import PAD_MULTIPLE, CodingTerms, channels_last, codes_in_eval_mode
 
 __all__ = ["ROIConfig", "TICROI"]
 
@@ -175,9 +175,9 @@ class TICROI(AdaptedCodec):
     def _fit_stored_settings(self, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
         """``state_dict`` with ``roi_levels`` and ``roi_min_weight`` of the model's
         configuration, after checking that the stored ones (where present) are its:
-        ``roi_min_weight`` compared at the precision it was stored in (a model cast to
-        float32 by an earlier version stored a rounded value), and never copied, so the
-        buffer stays the configuration's float64 value.
+        ``roi_min_weight`` compared at the precision it was stored in (a float32 entry
+        holds a rounded value), and never copied, so the buffer stays the
+        configuration's float64 value.
 
         Raises:
             CheckpointError: stored settings that are unreadable (naming the key) or
@@ -272,7 +272,7 @@ class TICROI(AdaptedCodec):
         return run_stages(y, stages, self.h_a_roi, self._conditions(self.h_a_roi_condition, grid_map, sizes))
 
     def synthesis(self, y_hat: Tensor, grid_map: Optional[Tensor] = None) -> Tensor:
-        y_hat = _channels_last(y_hat)
+        y_hat = channels_last(y_hat)
         grid_map = self._default_grid(y_hat, CELL) if grid_map is None else grid_map
         h, w = y_hat.shape[-2:]
         sizes = [(h * s, w * s) for s in (1, 2, 4, 8)]

@@ -14,11 +14,11 @@ from typing import Any, List, Mapping, Optional, Sequence
 import torch.nn as nn
 from torch import Tensor
 
+from ..adapter_files import MAX_ADAPTER_SIZE
 from ..layers import conv, deconv
-from ..prompts import MAX_ADAPTER_SIZE
 from ..state_dicts import CheckpointError, weight_channels, weight_keys
 from .adapted import AdaptedCodec, ConfigDict
-from .tic import _channels_last
+from .tic import channels_last
 
 __all__ = ["SFTConfig", "SFTLayer", "TICSFT", "run_stages"]
 
@@ -213,6 +213,6 @@ class TICSFT(AdaptedCodec):
     def synthesis(self, y_hat: Tensor) -> Tensor:
         if not self.config.decoder:
             return super().synthesis(y_hat)
-        y_hat = _channels_last(y_hat)
+        y_hat = channels_last(y_hat)
         stages = [getattr(self, f"g_s{i}") for i in range(8)]
         return run_stages(y_hat, stages, self.g_s_sft, _levels(self.g_s_sft_condition, y_hat))

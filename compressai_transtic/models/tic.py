@@ -34,7 +34,15 @@ from ..state_dicts import (
     tic_channels,
 )
 
-__all__ = ["TIC", "CodingTerms", "PAD_MULTIPLE", "MAX_DECODE_PIXELS", "coded_pixels", "codes_in_eval_mode"]
+__all__ = [
+    "TIC",
+    "CodingTerms",
+    "PAD_MULTIPLE",
+    "MAX_DECODE_PIXELS",
+    "channels_last",
+    "coded_pixels",
+    "codes_in_eval_mode",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +137,8 @@ def codes_in_eval_mode(method: Method) -> Method:
     return coded  # type: ignore[return-value]
 
 
-def _channels_last(x: Tensor) -> Tensor:
+def channels_last(x: Tensor) -> Tensor:
+    """``x`` in the channels-last memory format (the same tensor when it already is)."""
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -258,7 +267,7 @@ class TIC(CompressionModel):
         self.g_s4 = rstb(N, 1, 8, 4, dec_dpr[4])
         self.g_s5 = deconv(N, N, 3, 2)
         self.g_s6 = rstb(N, 0, 8, 2, dec_dpr[5])
-        self.g_s7 = deconv(N, 3, 5, 2, subpixel=True)  # to 3 channels: the sub-pixel form is far faster on CPUs
+        self.g_s7 = deconv(N, 3, 5, 2, subpixel=True)  # to 3 channels: run as a sub-pixel convolution at CPU inference
 
         # typed loosely: its compress/decompress are CompressAI's EntropyBottleneck's (untyped)
         self.entropy_bottleneck: Any = LegacyEntropyBottleneck(N)
@@ -307,13 +316,13 @@ class TIC(CompressionModel):
         intra-op thread (the thread count is restored afterwards).
         """
         with _one_cpu_thread(z_hat):
-            params = self.h_s3(self.h_s2(self.h_s1(self.h_s0(_channels_last(z_hat)))))
+            params = self.h_s3(self.h_s2(self.h_s1(self.h_s0(channels_last(z_hat)))))
         scales, means = params.chunk(2, dim=1)
         return scales, means
 
     def g_s(self, y_hat: Tensor) -> Tensor:
         """Synthesis transform: ``y_hat`` -> padded reconstruction (not clamped)."""
-        x = self.g_s0(_channels_last(y_hat))
+        x = self.g_s0(channels_last(y_hat))
         x = self.g_s1(x)
         x = self.g_s2(x)
         x = self.g_s3(x)
@@ -376,7 +385,7 @@ class TIC(CompressionModel):
         hp, wp = ceil_to(h, PAD_MULTIPLE), ceil_to(w, PAD_MULTIPLE)
         if (hp, wp) != (h, w):
             x = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate")
-        return x.contiguous(memory_format=torch.channels_last)
+        return channels_last(x)
 
     @staticmethod
     def _crop(x: Tensor, size: Sequence[int]) -> Tensor:

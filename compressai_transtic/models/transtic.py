@@ -12,17 +12,13 @@ from torch import Tensor
 
 from ..layers import WindowPrompts, conv, deconv
 from ..prompts import SETTINGS_KEY, VARIANTS, PromptConfig
-from ..state_dicts import ADAPTER_KEYWORDS
 from .adapted import AdaptedCodec
 from .prompt_generator import PromptGenerator
-from .tic import _channels_last
+from .tic import channels_last
 
-__all__ = ["TransTIC", "PROMPT_KEYWORD"]
+__all__ = ["TransTIC"]
 
 logger = logging.getLogger(__name__)
-
-#: every prompt parameter and buffer has this in its name; nothing of the base codec does
-PROMPT_KEYWORD = ADAPTER_KEYWORDS["transtic"]
 
 
 def _nhwc(x: Tensor) -> Tensor:
@@ -129,8 +125,8 @@ class TransTIC(AdaptedCodec):
 
     def load_adapter_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
         """:meth:`AdaptedCodec.load_adapter_state_dict`, refusing prompts that store other
-        settings than the model's configuration; prompts saved before settings were
-        stored take the model's."""
+        settings than the model's configuration; prompts without a :data:`SETTINGS_KEY`
+        entry take the model's."""
         super().load_adapter_state_dict(self.config.fit_state_dict(state_dict))
 
     # ------------------------------------------------------------------------------
@@ -189,7 +185,7 @@ class TransTIC(AdaptedCodec):
 
     def synthesis(self, y_hat: Tensor) -> Tensor:
         cfg = self.config
-        x = _channels_last(y_hat)
+        x = channels_last(y_hat)
         ip_map: Optional[Tensor] = None
         stages = (("g_s0", self.g_s1), ("g_s2", self.g_s3), ("g_s4", self.g_s5), ("g_s6", self.g_s7))
         for name, upsample in stages:

@@ -13,8 +13,9 @@ from torch import Tensor
 from ..download import FileToFetch
 from ..evaluation.protocol import CodingProtocol
 from ..losses import CRITERIONS  # importing the losses registers the criteria
+from .detectron2_backend import require_detectron2
 from .features import FrozenFeatureExtractor
-from .weights import TaskWeightsUnavailableError, WeightsOption, is_random, normalize_weights_option
+from .weights import DEFAULT_WEIGHTS, TaskWeightsUnavailableError, WeightsOption, is_random, normalize_weights_option
 
 __all__ = ["Task"]
 
@@ -91,8 +92,6 @@ class Task:
         self.seed = int(seed)
         self._network: Optional[nn.Module] = None
         if backend == "detectron2":
-            from .detectron2_backend import require_detectron2
-
             require_detectron2()
 
     # ------------------------------------------------------------------ network
@@ -105,7 +104,7 @@ class Task:
         """Where the network's weights come from, for result descriptions."""
         if self.random_weights:
             return "RANDOM WEIGHTS"
-        if self.weights == "default":
+        if self.weights == DEFAULT_WEIGHTS:
             return f"{self.backend} default weights"
         return str(self.weights)
 

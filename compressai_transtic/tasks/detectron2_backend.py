@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .features import BGRPixelMean, FrozenFeatureExtractor
-from .weights import TaskWeightsUnavailableError, is_random
+from .weights import DEFAULT_WEIGHTS, TaskWeightsUnavailableError, is_random
 
 __all__ = [
     "DETECTRON2_CONFIGS",
@@ -83,7 +83,7 @@ def build_detectron2_model(task: str, weights: Any, short_edge: int, max_size: O
     model = build_model(cfg)
     if is_random(weights):
         return model.eval()
-    source = model_zoo.get_checkpoint_url(config_name) if weights == "default" else str(weights)
+    source = model_zoo.get_checkpoint_url(config_name) if weights == DEFAULT_WEIGHTS else str(weights)
     try:
         DetectionCheckpointer(model).load(source)
     except OSError as err:

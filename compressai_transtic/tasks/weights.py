@@ -31,6 +31,7 @@ from ..download import FileToFetch
 from ..filekinds import regular_file_problem
 
 __all__ = [
+    "DEFAULT_WEIGHTS",
     "TaskWeightsUnavailableError",
     "TorchvisionWeights",
     "WeightsOption",
@@ -47,7 +48,8 @@ logger = logging.getLogger(__name__)
 WeightsOption = Union[str, os.PathLike, None]
 
 _RANDOM = "random"
-_DEFAULT = "default"
+#: the ``weights`` option of the network's standard weight file
+DEFAULT_WEIGHTS = "default"
 
 
 class TaskWeightsUnavailableError(RuntimeError):
@@ -122,8 +124,8 @@ def normalize_weights_option(weights: WeightsOption) -> Union[str, Path]:
     """
     if is_random(weights):
         return _RANDOM
-    if isinstance(weights, str) and weights in (_DEFAULT, "pretrained"):
-        return _DEFAULT
+    if isinstance(weights, str) and weights in (DEFAULT_WEIGHTS, "pretrained"):
+        return DEFAULT_WEIGHTS
     path = Path(os.fspath(weights)).expanduser()  # type: ignore[arg-type]
     problem = regular_file_problem(path)
     if problem is not None:

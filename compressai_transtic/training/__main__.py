@@ -7,8 +7,9 @@ compressai_transtic.training --task det ...``.
 import sys
 import warnings
 
+from .. import _JIT_SCRIPT_WARNING
 from .cli import main
 
 if __name__ == "__main__":
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=_JIT_SCRIPT_WARNING, category=FutureWarning)
     sys.exit(main())

@@ -16,9 +16,15 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union
 import torch.nn as nn
 from torch import Tensor
 
-from ..adapter_files import AdapterMismatchError, adapter_config, base_codec_hash, load_adapter, save_adapter
+from ..adapter_files import (
+    MAX_ADAPTER_SIZE,
+    AdapterMismatchError,
+    adapter_config,
+    base_codec_hash,
+    load_adapter,
+    save_adapter,
+)
 from ..models import ADAPTED_CODECS, AdaptedCodec
-from ..prompts import MAX_ADAPTER_SIZE
 from .config import ConfigError, check_type, option_ref
 
 __all__ = ["ADAPTER_KINDS", "MAX_ADAPTER_SIZE", "AdapterKind", "get_adapter_kind"]

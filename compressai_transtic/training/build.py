@@ -214,8 +214,8 @@ def check_parameter_groups(model: nn.Module, trainable: List[Tuple[str, nn.Param
 
 def fetch_released_files(cfg: TrainConfig, device: torch.device) -> Task:
     """The run's task with its recognition network loaded, and the released base codec
-    fetched (without ``cfg.base``): the files a run downloads, fetched before any image
-    is checked, and every missing one named in one error.
+    fetched (without ``cfg.base``): the files a run downloads, fetched once the images
+    are counted and before any is decoded, and every missing one named in one error.
 
     Raises:
         WeightsToFetchError: files neither cached nor downloadable.

@@ -267,10 +267,6 @@ def _progress_checks(checkpoint: Mapping[str, Any]) -> List[_Check]:
     ]
 
 
-def _is_optional_number(value: Any) -> bool:
-    return value is None or is_finite_number(value)
-
-
 def _is_signature(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("arch"), str) and isinstance(value.get("config"), dict)
 

@@ -36,6 +36,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from ..console import report_error
 from .config import CROP_MODES, ConfigError, TrainConfig, command_line_messages, load_config_file, parse_nested
 
 __all__ = ["DESCRIPTION", "add_arguments", "config_from_args", "main", "run"]
@@ -364,8 +365,7 @@ def _run(args: argparse.Namespace) -> int:
             ctx.shutdown()
     except errors as exc:
         logger.debug("training stopped", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     if is_main:
         print(json.dumps(summary, indent=2))
     return 0

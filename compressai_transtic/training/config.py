@@ -329,7 +329,7 @@ class TrainConfig:
             filled["lmbda"] = float(default_lambda(self.quality) if self.lmbda is None else self.lmbda)
         except ValueError as exc:
             raise ConfigError(f"{exc}; pass {option_ref('lmbda')}") from None
-        if self.variant is None and self.arch == "transtic":  # TransTIC's default preset, named as before
+        if self.variant is None and self.arch == "transtic":  # TransTIC's default preset, named in the config
             filled["variant"] = "deep"
         if self.output is None:
             filled["output"] = default_output(self.task, self.quality, self.arch, self.variant)

@@ -31,11 +31,10 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import functional as TF
 
-from ..data.classification import IMAGE_EXTENSIONS
 from ..data.files import UnreadableFolderError, check_image, find_image_files
 from ..data.files import check_images as check_files
 from ..data.subset import evenly_spaced
-from ..imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_rgb8
+from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_rgb8
 from .config import option_ref
 from .distributed import DistributedContext
 from .randomness import mix_seed, sample_key, uniform01
@@ -109,13 +108,13 @@ def find_images(root: Union[str, os.PathLike], what: str = "training") -> List[P
     if not root.is_dir():
         raise DatasetError(f"{what} dataset {root} is not a folder; pass the folder that holds the images")
     try:
-        paths = find_image_files(root, IMAGE_EXTENSIONS)
+        paths = find_image_files(root, IMAGE_SUFFIXES)
     except UnreadableFolderError as exc:
         raise DatasetError(f"{what} dataset: {exc}") from None
     if not paths:
         raise DatasetError(
             f"{what} dataset folder {root} holds no images (looked recursively for files ending in "
-            f"{', '.join(IMAGE_EXTENSIONS)})"
+            f"{', '.join(IMAGE_SUFFIXES)})"
         )
     return paths
 

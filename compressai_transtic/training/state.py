@@ -404,7 +404,8 @@ def _position_problems(checkpoint: Mapping[str, Any], steps_per_epoch: int) -> L
 
 
 def _command_line_names(config: Mapping[str, Any]) -> Dict[str, Any]:
-    """Checkpoints written before the settings used ``lambda`` name it ``lmbda``."""
+    """``config`` with ``lmbda`` named ``lambda``, as the settings name it (a checkpoint's
+    config may hold either name)."""
     return {("lambda" if k == "lmbda" else k): v for k, v in config.items()}
 
 

@@ -166,15 +166,16 @@ class Trainer:
         resume = ctx.on_main(self._read_resume)  # rank 0 reads, everyone gets it
         self.resume_source = None if resume is None else resume["path"]
         ckpt = None if resume is None else resume["payload"]
-        task = ctx.collective(lambda: fetch_released_files(cfg, self.device), main_first=True)
 
         paths = ctx.collective(
             lambda: training_and_validation_images(
                 cfg.dataset, cfg.val_dataset, cfg.val_fraction, cfg.val_limit, cfg.seed
             )
         )
-        check_images_everywhere(paths[0] + paths[1], cfg.verify_images, ctx, cfg.progress, cfg.max_pixels)
         self.images = ctx.collective(lambda: build_images(cfg, ctx, *paths))
+        # the downloads, before the images are read: every missing file named at once
+        task = ctx.collective(lambda: fetch_released_files(cfg, self.device), main_first=True)
+        check_images_everywhere(paths[0] + paths[1], cfg.verify_images, ctx, cfg.progress, cfg.max_pixels)
         if ckpt is not None:
             ctx.collective(lambda: self._check_resume(ckpt))
 
