@@ -18,7 +18,9 @@ Measures, in one run:
   page faults of one call (fresh memory that the kernel maps in, page by page).
 
 * with ``--batch``: images per second of ``forward`` / ``compress`` on batches of equal-size
-  images (the ImageNet protocol codes 256x256 crops), against batch 1.
+  images (the ImageNet protocol codes 256x256 crops), against batch 1 (``x b1``);
+* with ``--baseline REV``: every measurement of the package of that git revision too,
+  right before this checkout's, and the speed-up against it (``x base``).
 
 The CPU's model name and vector extensions (AVX2, AVX-512, AMX) head the table:
 attention and GELU kernels, and so the share of peak, differ between CPU classes.
@@ -40,7 +42,8 @@ Prints a table and writes JSON::
     python benchmarks/bench_codec.py --size 1024 1536 --size 2160 3840 --repeat 1   # peak memory
     python benchmarks/bench_codec.py --size 256 256 --batch 1 8 32 --ops forward compress
 
-Every (model, operation, size, batch) runs in its own subprocess so that peak memory is its own.
+Every (model, operation, size, batch) runs in its own subprocess so that peak memory is its own;
+``decompress`` decodes strings that another subprocess coded.
 """
 
 from __future__ import annotations
@@ -151,7 +154,9 @@ def build_model(model_name: str, threads: int, cpu_attention: Optional[str]) -> 
     the same codec), entropy tables built, in eval mode."""
     import warnings
 
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")
+    # CompressAI's import-time jit warning, spelled here: a baseline revision may not
+    # define the package's own pattern
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     import torch
 
     from compressai_transtic.models import TIC, TransTIC
@@ -235,8 +240,8 @@ def worker(
     from compressai_transtic.complexity import count_macs
 
     model = build_model(model_name, threads, cpu_attention)
-    x = input_batch(batch, height, width)
     rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    x = input_batch(batch, height, width) if op != "decompress" else None
     with torch.no_grad():
         if op == "decompress":
             if strings is None:
@@ -309,7 +314,12 @@ def _run(args: argparse.Namespace, worker: List[str], size: Sequence[int], batch
     cmd += ["--batch", str(batch)]
     env = dict(os.environ, **worker_environment(args))
     env["PYTHONPATH"] = str(package) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        code = "this checkout" if package == ROOT else f"the baseline ({package})"
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise SystemExit(f"a worker of {code} failed, exit status {done.returncode}: {' '.join(worker)}\n{tail}")
+    return done.stdout
 
 
 def _backends(rows: List[Dict[str, Any]]) -> str:
@@ -367,9 +377,15 @@ def _print_heading(rows: List[Dict[str, Any]], cpu: Dict[str, Any], args: argpar
 
 
 def commit_of(revision: str) -> str:
-    """The commit that ``revision`` names in this repository (empty where git cannot say)."""
-    found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", revision], capture_output=True, text=True)
-    return found.stdout.strip()
+    """The commit that ``revision`` names in this repository ("unknown commit" where git
+    cannot say)."""
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", revision], capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown commit"
+    return found.stdout.strip() or "unknown commit"
 
 
 def checkout(revision: str, folder: Path) -> Path:
@@ -381,12 +397,14 @@ def checkout(revision: str, folder: Path) -> Path:
     """
     target = folder / "baseline"
     target.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", revision], capture_output=True, check=False
-    )
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", revision], capture_output=True)
+    except OSError as err:
+        raise SystemExit(f"--baseline needs git, which cannot run here: {err}") from None
     if archive.returncode != 0:
         raise SystemExit(
-            f"--baseline {revision}: git cannot read it: {archive.stderr.decode(errors='replace').strip()}"
+            f"--baseline {revision}: git cannot read it ({archive.stderr.decode(errors='replace').strip()}); name a "
+            "commit, tag or branch of this repository (git fetch it first if it is elsewhere)"
         )
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target

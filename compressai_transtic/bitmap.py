@@ -54,7 +54,8 @@ from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from .models import TICROI
 from .models.tic import PAD_MULTIPLE
 from .tasks import Task, get_task
-from .zoo import files_to_fetch
+from .tasks.weights import DEFAULT_WEIGHTS
+from .zoo import fetch_all
 
 __all__ = ["BitMaps", "bit_maps", "image_positions", "add_bitmap_arguments", "run_bitmap"]
 
@@ -193,19 +194,21 @@ def _codecs(args: argparse.Namespace) -> List[Tuple[str, CodecChoice]]:
 
 def _fetch_weights(args: argparse.Namespace, codecs: Sequence[Tuple[str, CodecChoice]]) -> Optional[Task]:
     """Fetch the codecs' released weights and load the classifier (``--classify``)
-    before any codec is built: every missing file is named in one error.
+    before any codec is built, and return the classifier: every missing file is named
+    in one error.
 
     Raises:
-        WeightsToFetchError: files neither cached nor downloadable.
+        CodecCommandError: files neither cached nor downloadable (all named).
     """
     specs = [codec.spec(args.adapter, args.base_checkpoint) for _, codec in codecs]
-    missing = files_to_fetch((w for spec in specs for w in spec.released_weights()), progress=False)
-    classifier = None
-    if args.classify:
-        classifier = get_task("cls", weights="random" if args.random_weights else "default", device=args.device)
-        missing += classifier.files_to_fetch()
-    if missing:
-        raise WeightsToFetchError(missing)
+    weights = "random" if args.random_weights else DEFAULT_WEIGHTS
+    classifier = get_task("cls", weights=weights, device=args.device) if args.classify else None
+    try:
+        fetch_all((w for spec in specs for w in spec.released_weights()), [classifier] if classifier else [])
+    except WeightsToFetchError as err:
+        raise CodecCommandError(
+            f"{err}\n(or run with --random-weights to test the command without any weights)"
+        ) from None
     return classifier
 
 
@@ -341,7 +344,7 @@ def run_bitmap(args: argparse.Namespace) -> int:
             for label, codec in codecs
         ]
         quality_map = None if args.roi_map is None else read_quality_map(args.roi_map, args.max_pixels)
-    except (CodecCommandError, ImageReadError, WeightsToFetchError, ChecksumMismatchError, ValueError, OSError) as err:
+    except (CodecCommandError, ImageReadError, ChecksumMismatchError, ValueError, OSError) as err:
         return report_error(err)
     random = args.random_weights
     out = printer(random)

@@ -54,7 +54,7 @@ class FileToFetch:
     reason: str = ""
 
     def __str__(self) -> str:
-        where = self.path if self.path is not None else "any path, then pass it with --task-weights PATH"
+        where = self.path if self.path is not None else "any path, then give that path as the task weights"
         return f"{self.what}: {self.url} -> {where}"
 
 
@@ -98,9 +98,10 @@ class WeightsUnavailableError(RuntimeError):
             f"access and put it at {self.path} (the torch hub cache: $TORCH_HOME/hub/checkpoints)."
         )
 
-    def to_fetch(self, what: str) -> FileToFetch:
-        """This file as one entry of a :class:`WeightsToFetchError`."""
-        return FileToFetch(what, self.url, self.path, self.reason)
+    def to_fetch(self, what: Optional[str] = None) -> FileToFetch:
+        """This file as one entry of a :class:`WeightsToFetchError` (``what``: what it
+        holds, by default its name)."""
+        return FileToFetch(what or self.path.name, self.url, self.path, self.reason)
 
 
 class ChecksumMismatchError(RuntimeError):

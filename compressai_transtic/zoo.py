@@ -31,13 +31,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Tuple
 
 import torch.hub
 from torch import nn
 
 from .checkpoint import load_state_dict, model_from_state_dict
-from .download import ChecksumMismatchError, FileToFetch, WeightsUnavailableError, fetch_url
+from .download import ChecksumMismatchError, FileToFetch, WeightsToFetchError, WeightsUnavailableError, fetch_url
 from .jsonvalues import as_index
 from .models import ADAPTED_CODECS, TIC, TransTIC
 from .registration import ModelEntry
@@ -55,7 +55,8 @@ __all__ = [
     "channels",
     "fetch_url",
     "fetch_weights",
-    "files_to_fetch",
+    "fetch_all",
+    "fetch_files",
     "get_weights",
     "load_pretrained",
     "model_card",
@@ -241,14 +242,20 @@ def fetch_weights(w: Weights, progress: bool = True) -> Path:
     return fetch_url(w.url, filename=w.filename, sha256=w.sha256, progress=progress, check=check)
 
 
-def files_to_fetch(rows: Iterable[Weights], progress: bool = True) -> List[FileToFetch]:
+class HasNetwork(Protocol):
+    """What :func:`fetch_all` asks of a task (:class:`~.tasks.Task`)."""
+
+    def prepare_network(self) -> List[FileToFetch]: ...
+
+
+def fetch_files(rows: Iterable[Weights], progress: bool = True) -> List[FileToFetch]:
     """Fetch every file of ``rows`` (each once, in order) and return those that are
-    neither cached nor downloadable, for one :class:`~.download.WeightsToFetchError`
-    that names them all.
+    neither cached nor downloadable.
 
     Raises:
-        ChecksumMismatchError, CheckpointError, ArchitectureMismatchError: as
-            :func:`fetch_weights`: a file that is there but wrong is refused, not listed.
+        ChecksumMismatchError, TrustStoreError, CheckpointError, ArchitectureMismatchError:
+            as :func:`fetch_weights`: a file that is there but wrong is refused, not
+            listed, and the files after it are not looked at.
     """
     missing, seen = [], set()
     for w in rows:
@@ -260,6 +267,20 @@ def files_to_fetch(rows: Iterable[Weights], progress: bool = True) -> List[FileT
         except WeightsUnavailableError as err:
             missing.append(err.to_fetch(w.title))
     return missing
+
+
+def fetch_all(rows: Iterable[Weights], tasks: Iterable[HasNetwork] = (), progress: bool = True) -> None:
+    """Fetch the released files of ``rows`` and load the networks of ``tasks`` now, so
+    that a command names every missing file in one error before it starts its work.
+
+    Raises:
+        WeightsToFetchError: files neither cached nor downloadable (each named once).
+        ChecksumMismatchError, TrustStoreError, CheckpointError, ArchitectureMismatchError:
+            as :func:`fetch_files`.
+    """
+    missing = fetch_files(rows, progress) + [file for task in tasks for file in task.prepare_network()]
+    if missing:
+        raise WeightsToFetchError(list(dict.fromkeys(missing)))
 
 
 def load_pretrained(

@@ -5,6 +5,7 @@
 - ``classification_set``: an ImageFolder tree with numeric class folders holding
   scikit-image's bundled CC0 photos (chelsea -> 281 tabby, coffee -> 967 espresso).
 - ``make_coco``: a factory writing a COCO-format annotation file for given objects.
+- ``offline_cache``: an empty torch hub cache on a machine without network.
 """
 
 from __future__ import annotations
@@ -23,6 +24,24 @@ def _default_cpu_attention(monkeypatch):
     """Every test starts from the package's default CPU attention, whatever the shell
     running the tests sets (tests that need the variable set it themselves)."""
     monkeypatch.delenv("COMPRESSAI_TRANSTIC_CPU_ATTENTION", raising=False)
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch) -> Path:
+    """An empty torch hub cache (``TORCH_HOME`` in ``tmp_path``) where every download
+    fails as it does without network; returns its ``checkpoints`` folder."""
+    import urllib.error
+
+    import torch.hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return tmp_path / "torch" / "hub" / "checkpoints"
 
 
 @dataclass

@@ -117,23 +117,13 @@ def test_max_pixels_counts_the_image_as_encode_does_padded_to_multiples_of_64(tm
     assert main([*argv, "--max-pixels", "8192"]) == 0
 
 
-def test_every_missing_weights_file_is_named_in_one_error(tmp_path, monkeypatch, capsys):
-    import urllib.error
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
-
-    def offline(url, dst, *args, **kwargs):
-        raise urllib.error.URLError("network is unreachable")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+def test_every_missing_weights_file_is_named_in_one_error(tmp_path, offline_cache, capsys):
     Image.fromarray(np.asarray(data.chelsea()[:40, :48])).save(tmp_path / "in.png")
     assert main(["bitmap", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"), "--classify", "-q", "3"]) == 2
     err = capsys.readouterr().err
-    cache = tmp_path / "torch" / "hub" / "checkpoints"
     assert err.count("error: ") == 1 and "3 weights file(s)" in err
     for filename in ("base_codec_3.pth.tar", "cls_3.pth.tar", "resnet50-0676ba61.pth"):
-        assert f"-> {cache / filename}" in err, filename
+        assert f"-> {offline_cache / filename}" in err, filename
     assert not (tmp_path / "o.png").exists()
 
 

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-import swin_oracle as oracle
 import torch
 from codec_models import calibrated_tic, round_trip, sample_image, save_tiny_base
 from PIL import Image
-from test_swin_oracle import HEADS, TOLERANCE, block_input, make_block, make_prompts
+from swin_cases import TOLERANCE, block_input, make_block, make_prompts, reference_in_float64
 
 from compressai_transtic.layers import SwinBlock, WindowPrompts, reference_attention
 from compressai_transtic.models import TransTIC
@@ -90,16 +89,13 @@ def block_against_the_oracle(kind: Optional[str], shift: int, h: int, w: int, dt
     block = make_block(8, shift, dtype).eval()
     x = block_input(2, h, w, dtype)
     prompts, kwargs, _, _ = make_prompts(kind, 2, h, w, 8, dtype, False)
-    as64 = {k: v.double() if torch.is_tensor(v) else v for k, v in (kwargs or {}).items()}
-    params = {k: v.double() for k, v in block.state_dict().items()}
-    expected = oracle.swin_block(x.double(), params, num_heads=HEADS, window=8, shift=shift, **as64)
+    wanted = reference_in_float64(block, x, kwargs, 8, shift)
     if prompts is not None:
         moved = {f: getattr(prompts, f) for f in ("tokens", "prompt_map")}
         prompts = dataclasses.replace(prompts, **{f: t.to(device) for f, t in moved.items() if t is not None})
     with torch.no_grad():
         out = block.to(device)(x.to(device), prompts)
     outs = out if isinstance(out, tuple) else (out,)
-    wanted = expected if isinstance(expected, tuple) else (expected,)
     assert len(outs) == len(wanted)
     for a, e in zip(outs, wanted):
         assert a.device.type == torch.device(device).type and a.dtype == dtype

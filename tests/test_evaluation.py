@@ -467,25 +467,16 @@ def test_train_subcommand_is_the_training_command_line(capsys):
     assert "compressai-transtic train" in capsys.readouterr().out
 
 
-def test_eval_reports_missing_weights_in_one_message(classification_set, tmp_path, monkeypatch, capsys):
-    import urllib.error
-
+def test_eval_reports_missing_weights_in_one_message(classification_set, tmp_path, offline_cache, capsys):
     from compressai_transtic.cli import main
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def offline(url, dst, *args, **kwargs):
-        raise urllib.error.URLError("network is unreachable")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     status = main(
         ["eval", str(classification_set), "-a", "tic", "-q", "1", "-o", str(tmp_path / "out"), "--no-progress"]
     )
     err = capsys.readouterr().err
     assert status == 2
-    cache = tmp_path / "torch" / "hub" / "checkpoints"
     for filename in ("base_codec_1.pth.tar", "resnet50-0676ba61.pth"):  # every one, in one message
-        assert f"-> {cache / filename}" in err, filename
+        assert f"-> {offline_cache / filename}" in err, filename
     assert "--random-weights" in err
     assert not (tmp_path / "out").exists()  # the weights are looked for before anything is written
 
@@ -505,6 +496,32 @@ def test_eval_reports_missing_weights_in_one_message(classification_set, tmp_pat
     )
     assert status == 2
     assert capsys.readouterr().err == f"error: --checkpoint {tmp_path / 'mine.pth.tar'}: no such file\n"
+
+
+def test_a_finished_evaluation_reports_again_without_its_codecs_weights(
+    classification_set, tmp_path, offline_cache, capsys
+):
+    """Only the rate points with images left to code need their weights: a finished
+    evaluation reports again offline; ``--fresh`` starts over and needs them all."""
+    from compressai_transtic.cli import main
+    from compressai_transtic.models import TIC
+
+    cached = offline_cache / "base_codec_1.pth.tar"
+    cached.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save({"state_dict": TIC().state_dict()}, cached)
+    out = tmp_path / "out"
+    argv = ["eval", str(classification_set), "-a", "tic", "-q", "1", "--task-weights", "random", "-o", str(out)]
+    assert main([*argv, "--no-progress"]) == 0
+    first = (out / "tic-cls.json").read_text()
+    cached.unlink()
+    capsys.readouterr()
+    assert main([*argv, "--no-progress"]) == 0
+    assert "neither cached nor downloadable" not in capsys.readouterr().err
+    assert (out / "tic-cls.json").read_text() == first
+    assert main([*argv, "--no-progress", "--fresh"]) == 2
+    err = capsys.readouterr().err
+    assert "1 weights file(s) are neither cached nor downloadable" in err and f"-> {cached}" in err
 
 
 def test_eval_rejects_tasks_that_do_not_fit_the_dataset(classification_set, tmp_path, capsys):

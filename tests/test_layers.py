@@ -403,7 +403,8 @@ def test_window_geometry_pads_to_whole_windows_and_scales_for_prompt_maps():
 
 def test_prompt_modes_follow_the_prompts_and_the_shift():
     tokens, pmap = torch.zeros(16, 8), torch.zeros(1, 4, 4, 8)
-    assert WindowPrompts(tokens=tokens).layout(8, shifted=True) == PromptLayout(PromptMode.SHARED, 16, 1)
+    shared = WindowPrompts(tokens=tokens).layout(8, shifted=True)
+    assert isinstance(shared, PromptLayout) and shared == PromptLayout(PromptMode.SHARED, 16, 1)
     assert WindowPrompts(tokens=tokens, full_tokens=True).layout(8, shifted=False) == PromptLayout(
         PromptMode.FULL, 16, 2
     )

@@ -30,17 +30,27 @@ result; ``test_the_reference_is_sensitive_to_*`` check that the comparison can f
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import swin_oracle as oracle
 import torch
+from swin_cases import (
+    DIM,
+    HEADS,
+    PROMPT_KINDS,
+    TOLERANCE,
+    as_tuple,
+    block_input,
+    leaf,
+    make_block,
+    make_prompts,
+    randomise_,
+    reference_in_float64,
+)
 
 from compressai_transtic.layers import RSTB, SwinBlock, WindowPrompts, reference_attention, set_cpu_attention
 
-DIM, HEADS = 16, 2
-TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-12}
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 
 # route -> (path, CPU attention). The CPU attention choice only matters at inference
@@ -73,96 +83,10 @@ def on_route(route: str) -> Iterator[str]:
         yield path
 
 
-def randomise_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Draw every parameter at random: unit-variance relative position bias (so the bias
-    matters), weights of ~1.5 / sqrt(fan_in) (peaked attention), norms around 1."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            r = torch.randn(p.shape, generator=g, dtype=torch.float64)
-            if name.endswith("relative_position_bias_table"):
-                value = r
-            elif ".norm" in name or name.startswith("norm"):
-                value = 1.0 + 0.2 * r if name.endswith("weight") else 0.2 * r
-            elif name.endswith("bias"):
-                value = 0.2 * r
-            else:
-                value = r * 1.5 / math.sqrt(p.shape[1])
-            p.copy_(value)
-    return module
-
-
-def make_block(window: int, shift: int, dtype: torch.dtype, seed: int = 0) -> SwinBlock:
-    block = SwinBlock(DIM, HEADS, window, shift, mask_resolution=(2 * window, 2 * window))
-    return randomise_(block, seed).to(dtype)
-
-
-def leaf(t: torch.Tensor, grad: bool) -> torch.Tensor:
-    return t.detach().clone().requires_grad_(grad)
-
-
 def oracle_params(module: torch.nn.Module, grad: bool) -> Dict[str, torch.Tensor]:
     """The module's parameters as plain tensors (fresh leaves when gradients are wanted)."""
     names = {n for n, _ in module.named_parameters()}
     return {k: leaf(v, grad and k in names) for k, v in module.state_dict().items()}
-
-
-# Prompt kinds, as the package names them (WindowPrompts) and as the oracle takes them.
-# tp: TransTIC's decoder task-specific prompts (deep); ip: encoder instance-specific
-# prompt maps at stride d with the released ("legacy") or the aligned mask layout;
-# full: the supplementary material's "Shallow" variant (prompts as full tokens).
-PROMPT_KINDS = {
-    "none": None,
-    "tp-16": ("tp", 16),
-    "tp-4": ("tp", 4),
-    "tp-64": ("tp", 64),
-    "ip-legacy-d2": ("ip-legacy", 2),
-    "ip-legacy-d4": ("ip-legacy", 4),
-    "ip-aligned-d1": ("ip-aligned", 1),
-    "ip-aligned-d2": ("ip-aligned", 2),
-    "ip-aligned-d4": ("ip-aligned", 4),
-    "full-map-d2": ("full-map", 2),
-    "full-map-d4": ("full-map", 4),
-    "full-tp-16": ("full-tp", 16),
-}
-
-
-def make_prompts(
-    kind: Optional[str], b: int, h: int, w: int, window: int, dtype: torch.dtype, grad: bool, seed: int = 1
-) -> Tuple[Optional[WindowPrompts], Optional[dict], List[torch.Tensor], List[torch.Tensor]]:
-    """Random prompts of one kind: the package's WindowPrompts, the oracle's keyword
-    arguments, and the leaf tensors of each (to compare their gradients)."""
-    spec = PROMPT_KINDS[kind] if kind is not None else None
-    if spec is None:
-        return None, None, [], []
-    g = torch.Generator().manual_seed(seed)
-    family, size = spec
-    hp, wp = -(-h // window) * window, -(-w // window) * window
-    if family in ("tp", "full-tp"):
-        tokens = torch.randn(size, DIM, generator=g, dtype=torch.float64).to(dtype)
-        mine, theirs = leaf(tokens, grad), leaf(tokens, grad)
-        full = family == "full-tp"
-        return (
-            WindowPrompts(tokens=mine, full_tokens=full),
-            {"shared_prompts": theirs, "full_tokens": full},
-            [mine],
-            [theirs],
-        )
-    d = size
-    pmap = torch.randn(b, hp // d, wp // d, DIM, generator=g, dtype=torch.float64).to(dtype)
-    mine, theirs = leaf(pmap, grad), leaf(pmap, grad)
-    legacy, full = family == "ip-legacy", family == "full-map"
-    package = WindowPrompts(prompt_map=mine, downsample=d, legacy_mask=legacy, full_tokens=full)
-    return (
-        package,
-        {"prompt_map": theirs, "downsample": d, "legacy_mask": legacy, "full_tokens": full},
-        [mine],
-        [theirs],
-    )
-
-
-def as_tuple(out) -> Tuple[torch.Tensor, ...]:
-    return out if isinstance(out, tuple) else (out,)
 
 
 def assert_matches(actual, expected, dtype: torch.dtype, what: str, scaled: bool = False) -> float:
@@ -238,10 +162,6 @@ def compare_with_oracle(
         diff = assert_matches(a.grad, expected, dtype, f"gradient of {name}", scaled=True)
         _record(dtype, "gradient", diff)
         _record(dtype, "gradient / its largest magnitude", diff / max(1.0, expected.abs().max().item()))
-
-
-def block_input(b: int, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
-    return torch.randn(b, h, w, DIM, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(dtype)
 
 
 def check_block(
@@ -546,11 +466,9 @@ def test_block_under_cpu_autocast_computes_the_reference_function_to_bfloat16_pr
     prompts, kwargs, _, _ = make_prompts(None if kind == "none" else kind, 2, 16, 24, 8, torch.float32, False)
     with on_route(f"inference-{cpu_attention}"), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = as_tuple(block(x.clone(), prompts))[0]
-    as64 = {k: v.double() if torch.is_tensor(v) else v for k, v in (kwargs or {}).items()}
-    params = {k: v.double() for k, v in block.state_dict().items()}
-    expected = as_tuple(oracle.swin_block(x.double(), params, num_heads=HEADS, window=8, shift=4, **as64))[0]
+    expected = reference_in_float64(block, x, kwargs, 8, 4)[0]
     assert out.dtype == torch.float32
     scale = expected.abs().max().item()
     torch.testing.assert_close(out.double(), expected, rtol=BFLOAT16_TOLERANCE, atol=BFLOAT16_TOLERANCE * scale)
-    unshifted = as_tuple(oracle.swin_block(x.double(), params, num_heads=HEADS, window=8, shift=0, **as64))[0]
+    unshifted = reference_in_float64(block, x, kwargs, 8, 0)[0]
     assert (unshifted - expected).abs().max().item() > 10 * BFLOAT16_TOLERANCE * scale  # the check can fail

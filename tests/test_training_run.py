@@ -330,17 +330,8 @@ def test_unreadable_images_are_named_before_training(files, tmp_path, no_trainin
 
 
 def test_missing_released_files_are_all_named_before_any_image_is_decoded(
-    files, tmp_path, monkeypatch, capsys, no_training
+    files, tmp_path, offline_cache, capsys, no_training
 ):
-    import urllib.error
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
-
-    def offline(url, dst, *args, **kwargs):
-        raise urllib.error.URLError("network is unreachable")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     images = tmp_path / "images"
     images.mkdir()
     for p in sorted(files["images"].rglob("*.png"))[:2]:
@@ -350,10 +341,9 @@ def test_missing_released_files_are_all_named_before_any_image_is_decoded(
     status = training_cli.main(argv)
     err = capsys.readouterr().err
     assert status == 2 and "corrupt.png" not in err  # the weights are looked for first
-    cache = tmp_path / "torch" / "hub" / "checkpoints"
     assert "2 weights file(s) are neither cached nor downloadable" in err and "network is unreachable" in err
     for filename in ("base_codec_2.pth.tar", "resnet50-0676ba61.pth"):
-        assert f"-> {cache / filename}" in err, filename
+        assert f"-> {offline_cache / filename}" in err, filename
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

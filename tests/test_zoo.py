@@ -12,7 +12,8 @@ import torch
 from codec_models import describe, read_tsv
 
 from compressai_transtic import zoo
-from compressai_transtic.checkpoint import ArchitectureMismatchError
+from compressai_transtic.checkpoint import ArchitectureMismatchError, CheckpointError
+from compressai_transtic.download import FileToFetch, WeightsToFetchError
 
 RELEASE = "https://github.com/NYCU-MAPL/TransTIC/releases/download/v1.0/"
 
@@ -163,6 +164,45 @@ def test_offline_without_cache_names_url_and_cache_path(hub_dir, offline, capsys
     assert offline == [error.url]
     assert list((hub_dir / "checkpoints").iterdir()) == []  # nothing partial left behind
     assert capsys.readouterr().out == ""
+
+
+class _TaskWithMissingNetwork:
+    """What fetch_all asks of a task, whose network's file is missing."""
+
+    def __init__(self, cache: Path) -> None:
+        self.file = FileToFetch("ResNet50", "https://example.org/resnet50.pth", cache / "resnet50.pth", "offline")
+
+    def prepare_network(self):
+        return [self.file]
+
+
+def test_fetch_all_names_every_missing_file_once_in_one_error(hub_dir, offline):
+    rows = [zoo.get_weights("tic", 1), zoo.get_weights("transtic", 1, "cls"), zoo.get_weights("tic", 1)]
+    cache = hub_dir / "checkpoints"
+    tasks = [_TaskWithMissingNetwork(cache), _TaskWithMissingNetwork(cache)]  # two tasks, one network file
+    with pytest.raises(WeightsToFetchError) as info:
+        zoo.fetch_all(rows, tasks, progress=False)
+    files = info.value.files
+    assert [(f.what, f.path) for f in files] == [
+        ("tic q1", cache / "base_codec_1.pth.tar"),
+        ("transtic-cls q1", cache / "cls_1.pth.tar"),
+        ("ResNet50", cache / "resnet50.pth"),
+    ]
+    assert offline == [RELEASE + "base_codec_1.pth.tar", RELEASE + "cls_1.pth.tar"]  # each looked for once
+    message = str(info.value)
+    assert message.startswith("3 weights file(s) are neither cached nor downloadable")
+    assert f"tic q1: {RELEASE}base_codec_1.pth.tar -> {cache / 'base_codec_1.pth.tar'}" in message
+    assert "Temporary failure in name resolution" in message and "offline" in message
+
+
+def test_fetch_all_refuses_a_damaged_cached_file_instead_of_listing_it(hub_dir, offline):
+    cache = hub_dir / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / "base_codec_1.pth.tar").write_bytes(b"\x80\x02not a checkpoint" * 10)
+    rows = [zoo.get_weights("tic", 1), zoo.get_weights("transtic", 1, "cls")]
+    with pytest.raises((CheckpointError, zoo.ChecksumMismatchError)) as info:
+        zoo.fetch_all(rows, progress=False)
+    assert "base_codec_1.pth.tar" in str(info.value)
 
 
 def test_cached_weights_load_without_network_and_can_code(hub_dir, offline, tic_state_dict, capsys):

@@ -23,10 +23,9 @@ from ..data.files import check_images
 from ..devices import check_device
 from ..download import WeightsToFetchError
 from ..fileio import OutputError, check_writable_folder
-from ..tasks import Task
 from ..tasks.weights import TaskWeightsUnavailableError
 from ..zoo import ChecksumMismatchError, WeightsUnavailableError
-from .codecs import ROI_MAP_SOURCES, CodecSpec
+from .codecs import ROI_MAP_SOURCES
 from .records import RecordsLockedError
 from .results import unit_words
 from .runner import Evaluation
@@ -313,14 +312,13 @@ def _prepare(args: argparse.Namespace, random_weights: bool) -> Evaluation:
     tasks = build_tasks(args, dataset, classes, random_weights)
     items, skipped = _checked_images(dataset.subset(args.limit), args, tasks[0].protocol())
     _warn_if_not_the_papers_detectors(specs, args.backend)
-    _fetch_weights(specs, tasks, not args.no_progress)
     evaluated = len(items) + len(skipped)
     description = (
         dataset.describe()
         + (f", {evaluated} evaluated (--limit)" if evaluated < len(dataset) else "")
         + (f", {len(skipped)} unreadable left out (--skip-bad)" if skipped else "")
     )
-    return Evaluation(
+    evaluation = Evaluation(
         items,
         tasks,
         specs,
@@ -336,6 +334,11 @@ def _prepare(args: argparse.Namespace, random_weights: bool) -> Evaluation:
         batch_size=args.batch_size,
         object_boxes=getattr(dataset, "boxes", None),
     )
+    # the weights of the rate points with work left, and the task networks, before any output
+    zoo.fetch_all(
+        (w for spec in evaluation.pending_codecs() for w in spec.released_weights()), tasks, evaluation.progress
+    )
+    return evaluation
 
 
 def _random_weights_line(evaluation: Evaluation) -> str:
@@ -449,19 +452,6 @@ def _checked_images(items: Any, args: argparse.Namespace, protocol: Any) -> Tupl
     for item, reason in failures:
         logger.warning("left out (--skip-bad): %s: %s", item.path, reason)
     return items.without([item for item, _ in failures]), failures
-
-
-def _fetch_weights(specs: Sequence[CodecSpec], tasks: Sequence[Task], progress: bool) -> None:
-    """Fetch the codecs' released weights and load the task networks now, so that
-    missing files stop the run before any output, all named in one error.
-
-    Raises:
-        WeightsToFetchError: files neither cached nor downloadable.
-    """
-    missing = zoo.files_to_fetch((w for spec in specs for w in spec.released_weights()), progress)
-    missing += [file for task in tasks for file in task.files_to_fetch()]
-    if missing:
-        raise WeightsToFetchError(missing)
 
 
 def _warn_if_not_the_papers_detectors(specs: Sequence[Any], backend: str) -> None:

@@ -29,7 +29,7 @@ from ..data import labelled_samples, load_sample
 from ..devices import DeviceUnavailableError, check_device
 from ..download import FileToFetch
 from ..tasks import get_task
-from ..tasks.weights import TaskWeightsUnavailableError
+from ..tasks.weights import DEFAULT_WEIGHTS, TaskWeightsUnavailableError
 from ..trust import TrustStoreError
 from ..zoo import ChecksumMismatchError, WeightsUnavailableError
 from .codecs import CodecSpec, code_image
@@ -65,7 +65,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_classifier(device: str, random_weights: bool, missing: List[FileToFetch]) -> Any:
     if not random_weights:
-        task = get_task("cls", weights="default", device=device)
+        task = get_task("cls", weights=DEFAULT_WEIGHTS, device=device)
         try:
             _ = task.network  # load the weights now
             return task

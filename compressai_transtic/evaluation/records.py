@@ -34,6 +34,7 @@ __all__ = [
     "RecordsLockedError",
     "as_number",
     "record_problem",
+    "stored_keys",
 ]
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,25 @@ def _coding_problem(record: Dict[str, Any]) -> Optional[str]:
     if quality is not None and (not isinstance(quality, int) or isinstance(quality, bool)):
         return f"'quality' is {quality!r}, not an integer"
     return None
+
+
+def stored_keys(path: Path) -> Set[RecordKey]:
+    """The keys of the well-formed records of ``path`` (none when it is missing), read
+    without taking the lock and without changing the file: damaged lines count as
+    missing, and are left for :class:`RecordStore` to set aside. For what an evaluation
+    has left to do before it starts."""
+    keys: Set[RecordKey] = set()
+    if not path.is_file():
+        return keys
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                record = json.loads(line) if line.endswith(b"\n") else None
+            except (ValueError, RecursionError):
+                continue
+            if record is not None and record_problem(record) is None:
+                keys.add(RecordStore.key(record["codec"], record["task"], record["image"]))
+    return keys
 
 
 class RecordStore:

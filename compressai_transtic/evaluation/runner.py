@@ -32,7 +32,7 @@ from .curves import Curve, RateAverage, coding_means
 from .history import curve_identity, remember
 from .metrics import MS_SSIM_MIN_SIDE, ms_ssim_size_problem
 from .outputs import SKIPPED_FILE
-from .records import REFERENCE_CODEC, RecordStore
+from .records import REFERENCE_CODEC, RecordStore, stored_keys
 from .results import CODING_METRICS, RANDOM_LABEL, unit_words, write_json
 
 __all__ = ["Curve", "Evaluation", "RateAverage", "RANDOM_LABEL"]
@@ -218,6 +218,23 @@ class Evaluation:
     def codec_key(self, spec: CodecSpec) -> str:
         """Fingerprint of a rate point under this protocol."""
         return fingerprint({"codec": spec.key(), "protocol": self.protocol.as_dict()})
+
+    def pending_codecs(self) -> List[CodecSpec]:
+        """The rate points with images left to code: every one with ``fresh``, else those
+        that the records on disk (read as they are: :func:`.records.stored_keys`) do
+        not hold for every image and task; their weights are needed, the others' not."""
+        if self.fresh:
+            return list(self.codecs)
+        done = stored_keys(self.records_path)
+        return [
+            spec
+            for spec in self.codecs
+            if any(
+                RecordStore.key(self.codec_key(spec), self.task_key(task), item.image_id) not in done
+                for item in self.dataset
+                for task in self.tasks_of(spec)
+            )
+        ]
 
     def tasks_of(self, spec: CodecSpec) -> List[Task]:
         return [t for t in self.tasks if spec.task is None or spec.task == t.name]

@@ -138,11 +138,11 @@ class Task:
             self._network = self.build_network()
         return self._network
 
-    def files_to_fetch(self) -> List[FileToFetch]:
-        """Load the network now (tasks that have one) and return its weights file when
-        that is neither cached nor downloadable, else nothing: for the one error of a
-        command that names every missing file. The network is built with the random
-        stream forked, so that a caller's stream is the same as when it is built later.
+    def prepare_network(self) -> List[FileToFetch]:
+        """Load the network now (tasks that have one); returns its weights file when
+        that is neither cached nor downloadable (else nothing), for the one error of a
+        command that names every missing file. The network is built with the CPU random
+        stream forked: the caller's stream is left as if it had not been built.
         """
         if not self.has_network:
             return []

@@ -85,9 +85,10 @@ class TaskWeightsUnavailableError(RuntimeError):
             f"{url} ({reason}). {advice}"
         )
 
-    def to_fetch(self) -> FileToFetch:
-        """This file as one entry of a :class:`~compressai_transtic.download.WeightsToFetchError`."""
-        return FileToFetch(self.description, self.url, self.path, self.reason)
+    def to_fetch(self, what: Optional[str] = None) -> FileToFetch:
+        """This file as one entry of a :class:`~compressai_transtic.download.WeightsToFetchError`
+        (``what``: what it holds, by default the network's description)."""
+        return FileToFetch(what or self.description, self.url, self.path, self.reason)
 
 
 @dataclass(frozen=True)

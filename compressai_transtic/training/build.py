@@ -22,9 +22,8 @@ import torch.nn as nn
 
 from ..adapter_files import AdapterMismatchError, read_adapter
 from ..checkpoint import load_state_dict, model_from_state_dict
-from ..download import WeightsToFetchError
 from ..tasks import PluginError, Task, get_task, get_task_class
-from ..zoo import files_to_fetch, get_weights, load_pretrained
+from ..zoo import fetch_all, get_weights, load_pretrained
 from .adapters import AdapterKind, get_adapter_kind
 from .config import ConfigError, TrainConfig, check_type, given, option_ref
 from .data import GlobalBatchSampler, TrainingImages, ValidationImages
@@ -34,11 +33,11 @@ from .state import dataset_digest
 __all__ = [
     "RunImages",
     "build_criterion",
-    "fetch_released_files",
     "build_images",
     "build_model",
     "check_parameter_groups",
     "check_task_options",
+    "fetch_released_files",
     "load_adapter_state",
     "resolve_settings",
     "seed_everything",
@@ -47,7 +46,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: the task constructor's arguments that are no task options: ``self`` and those that
-#: :func:`build_criterion` sets from other settings
+#: :func:`fetch_released_files` sets from other settings
 _RUN_TASK_ARGUMENTS = ("self", "weights", "device", "seed")
 
 
@@ -221,11 +220,8 @@ def fetch_released_files(cfg: TrainConfig, device: torch.device) -> Task:
         WeightsToFetchError: files neither cached nor downloadable.
     """
     rows = [] if cfg.base is not None else [get_weights("tic", given(cfg.quality))]
-    missing = files_to_fetch(rows, progress=cfg.progress)
     task = get_task(given(cfg.task), weights=cfg.task_weights, device=device, seed=cfg.seed, **cfg.task_options)
-    missing += task.files_to_fetch()
-    if missing:
-        raise WeightsToFetchError(missing)
+    fetch_all(rows, [task], progress=cfg.progress)
     return task
 
 

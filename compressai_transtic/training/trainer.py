@@ -138,6 +138,8 @@ def train(config: TrainConfig) -> TrainResult:
     Raises:
         ConfigError, DatasetError, CheckpointError, ArchitectureMismatchError,
         AdapterMismatchError, ResumeError: invalid input, before any training.
+        WeightsToFetchError: released weights neither cached nor downloadable (every
+            missing file named), before any image is decoded.
     """
     ctx = init_distributed(config.device)
     try:
@@ -173,11 +175,11 @@ class Trainer:
             )
         )
         self.images = ctx.collective(lambda: build_images(cfg, ctx, *paths))
+        if ckpt is not None:
+            ctx.collective(lambda: self._check_resume(ckpt))
         # the downloads, before the images are read: every missing file named at once
         task = ctx.collective(lambda: fetch_released_files(cfg, self.device), main_first=True)
         check_images_everywhere(paths[0] + paths[1], cfg.verify_images, ctx, cfg.progress, cfg.max_pixels)
-        if ckpt is not None:
-            ctx.collective(lambda: self._check_resume(ckpt))
 
         seed_everything(cfg.seed, cfg.deterministic)
         self.model = ctx.collective(lambda: build_model(cfg, self.kind), main_first=True)
