@@ -41,6 +41,7 @@ from .filecodec import (
     CodecChoice,
     CodecCommandError,
     add_base_checkpoint_argument,
+    add_max_pixels_argument,
     check_base_checkpoint,
     existing_outputs_message,
     load_codec,
@@ -50,9 +51,8 @@ from .filecodec import (
 )
 from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .filekinds import output_problem
-from .imageio import DEFAULT_MAX_PIXELS, ImageReadError, read_image
+from .imageio import ImageReadError, read_image
 from .models import TICROI
-from .models.tic import PAD_MULTIPLE
 from .tasks import Task, get_task
 from .tasks.weights import DEFAULT_WEIGHTS
 from .zoo import fetch_all
@@ -155,15 +155,7 @@ def add_bitmap_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="where the codecs run: cpu, cuda, cuda:1 ... (default cpu)")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT and its .npy files")
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        help=(
-            f"largest image accepted, in pixels as the codecs process it: its size padded to multiples of "
-            f"{PAD_MULTIPLE}; --roi-map is read up to as many pixels (default {DEFAULT_MAX_PIXELS})"
-        ),
-    )
+    add_max_pixels_argument(parser, also="; --roi-map is read up to as many pixels")
 
 
 def _codecs(args: argparse.Namespace) -> List[Tuple[str, CodecChoice]]:

@@ -96,16 +96,30 @@ def _common_arguments(parser: argparse.ArgumentParser, what: str, adapter: str) 
     parser.add_argument("--adapter", type=Path, metavar="PATH", help=adapter)
     parser.add_argument("--device", default="cpu", help="where the codec runs: cpu, cuda, cuda:1 ... (default cpu)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    add_max_pixels_argument(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def pixel_limit(text: str) -> int:
+    """``--max-pixels``: a positive integer."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is no pixel count: give a positive number")
+    return value
+
+
+def add_max_pixels_argument(parser: argparse.ArgumentParser, also: str = "") -> None:
+    """``--max-pixels N``: the largest image a coding command accepts, counted as the
+    codecs process it (:func:`size_problem`); ``also`` adds what else it bounds."""
     parser.add_argument(
         "--max-pixels",
-        type=int,
+        type=pixel_limit,
         default=DEFAULT_MAX_PIXELS,
         help=(
-            f"largest image accepted, in pixels as the codec processes them: its size padded to multiples of "
-            f"{PAD_MULTIPLE} (default {DEFAULT_MAX_PIXELS})"
+            f"largest image accepted, in pixels as the codecs process it: its size padded to multiples of "
+            f"{PAD_MULTIPLE}{also} (default {DEFAULT_MAX_PIXELS})"
         ),
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_base_checkpoint_argument(parser: argparse.ArgumentParser, use: str) -> None:

@@ -115,6 +115,11 @@ def test_max_pixels_counts_the_image_as_encode_does_padded_to_multiples_of_64(tm
     assert main(["encode", str(tmp_path / "in.png"), "-o", str(tmp_path), "--max-pixels", "8191"]) != 0
     assert "coded as 8192" in capsys.readouterr().err
     assert main([*argv, "--max-pixels", "8192"]) == 0
+    capsys.readouterr()
+    for command in (argv, ["encode", str(tmp_path / "in.png"), "-o", str(tmp_path)]):
+        with pytest.raises(SystemExit):
+            main([*command, "--max-pixels", "0"])
+        assert "argument --max-pixels: 0 is no pixel count: give a positive number" in capsys.readouterr().err
 
 
 def test_every_missing_weights_file_is_named_in_one_error(tmp_path, offline_cache, capsys):
