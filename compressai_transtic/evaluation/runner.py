@@ -226,15 +226,12 @@ class Evaluation:
         if self.fresh:
             return list(self.codecs)
         done = stored_keys(self.records_path)
-        return [
-            spec
-            for spec in self.codecs
-            if any(
-                RecordStore.key(self.codec_key(spec), self.task_key(task), item.image_id) not in done
-                for item in self.dataset
-                for task in self.tasks_of(spec)
-            )
-        ]
+
+        def complete(spec: CodecSpec) -> bool:
+            codec, tasks = self.codec_key(spec), [self.task_key(t) for t in self.tasks_of(spec)]
+            return all(RecordStore.key(codec, task, item.image_id) in done for item in self.dataset for task in tasks)
+
+        return [spec for spec in self.codecs if not complete(spec)]
 
     def tasks_of(self, spec: CodecSpec) -> List[Task]:
         return [t for t in self.tasks if spec.task is None or spec.task == t.name]
