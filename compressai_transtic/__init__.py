@@ -24,6 +24,7 @@ _LAZY_SUBMODULES = (
     "bitstream",
     "checkpoint",
     "cli",
+    "codec_choice",
     "complexity",
     "console",
     "container",

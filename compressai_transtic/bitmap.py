@@ -31,12 +31,7 @@ from torch import Tensor
 from torchvision.models import ResNet50_Weights
 
 from .adapter_files import read_adapter
-from .console import and_more, printer, report_error
-from .devices import check_device
-from .download import ChecksumMismatchError, WeightsToFetchError
-from .entropy_coder import symbol_bits
-from .evaluation.metrics import psnr
-from .filecodec import (
+from .codec_choice import (
     SHOWN_OUTPUTS,
     CodecChoice,
     CodecCommandError,
@@ -49,6 +44,11 @@ from .filecodec import (
     seed_argument,
     size_problem,
 )
+from .console import and_more, printer, report_error
+from .devices import check_device
+from .download import ChecksumMismatchError, WeightsToFetchError
+from .entropy_coder import symbol_bits
+from .evaluation.metrics import psnr
 from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .filekinds import output_problem
 from .imageio import ImageReadError, read_image

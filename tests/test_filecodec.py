@@ -840,7 +840,7 @@ def test_outputs_that_exist_are_named_every_one(images, tmp_path, capsys):
 
 
 def test_a_long_list_of_existing_outputs_is_cut_with_a_count():
-    from compressai_transtic.filecodec import SHOWN_OUTPUTS, existing_outputs_message
+    from compressai_transtic.codec_choice import SHOWN_OUTPUTS, existing_outputs_message
 
     paths = [Path(f"out/{i:02d}.png") for i in range(SHOWN_OUTPUTS + 3)]
     message = existing_outputs_message(paths)
