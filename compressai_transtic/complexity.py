@@ -65,27 +65,47 @@ def _prod(shape: Sequence[int]) -> int:
     return int(math.prod(int(s) for s in shape))
 
 
-def _formulas(delta: List[int]) -> Dict[Any, Callable[..., int]]:
+def _sdpa(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+    *batch, queries, e = q_shape
+    b, s, ev = _prod(batch), k_shape[-2], v_shape[-1]
+    return 2 * (b * queries * s * e + b * queries * s * ev)
+
+
+def _per_input(factor: int) -> Callable[..., int]:
+    def formula(x_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * factor * _prod(x_shape)
+
+    return formula
+
+
+def _per_output(x_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _prod(out_shape)
+
+
+class _Formulas:
     """FLOP formulas (2 per multiply-accumulate) for FlopCounterMode's custom_mapping.
 
-    They return the paper's convention and add ``true - paper`` to ``delta[0]``, so one
-    pass yields both conventions.
+    They return the paper's convention and add ``true - paper`` to :attr:`extra_true`,
+    so one pass yields both conventions.
     """
 
-    def addmm(bias_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    def __init__(self) -> None:
+        self.extra_true = 0
+
+    def addmm(self, bias_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
         m, k = a_shape
-        _, n = b_shape
+        n = b_shape[1]
         # the paper's figures leave out the bias adds of linear layers (conv biases are in)
-        delta[0] += 2 * m * n
+        self.extra_true += 2 * m * n
         return 2 * m * n * k
 
-    def baddbmm(bias_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    def baddbmm(self, bias_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
         b, m, k = a_shape
         n = b_shape[-1]
-        delta[0] += 2 * b * m * n  # the added input is a linear layer's bias (or residual)
+        self.extra_true += 2 * b * m * n  # the added input is a linear layer's bias (or residual)
         return 2 * b * m * n * k
 
-    def convolution(x_shape, w_shape, bias, stride, padding, dilation, transposed, *args, out_shape=None, **kw) -> int:
+    def convolution(self, x_shape, w_shape, bias, stride, padding, dilation, transposed, *args, out_shape=None, **kw):
         kernel = _prod(w_shape[2:])
         bias_macs = _prod(out_shape) if bias is not None else 0
         if not transposed:  # weight (Cout, Cin / groups, k, k)
@@ -93,49 +113,35 @@ def _formulas(delta: List[int]) -> Dict[Any, Callable[..., int]]:
         # weight (Cin, Cout / groups, k, k); the paper counts it on the output grid
         paper = _prod(out_shape) * w_shape[0] * kernel
         true = _prod(x_shape) * w_shape[1] * kernel
-        delta[0] += 2 * (true - paper)
+        self.extra_true += 2 * (true - paper)
         return 2 * (paper + bias_macs)
 
-    def sdpa(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
-        *batch, queries, e = q_shape
-        s = k_shape[-2]
-        ev = v_shape[-1]
-        b = _prod(batch)
-        return 2 * (b * queries * s * e + b * queries * s * ev)
-
-    def per_input(factor: int) -> Callable[..., int]:
-        def formula(x_shape, *args, out_shape=None, **kwargs) -> int:
-            return 2 * factor * _prod(x_shape)
-
-        return formula
-
-    def per_output(x_shape, *args, out_shape=None, **kwargs) -> int:
-        return 2 * _prod(out_shape)
-
-    mapping: Dict[Any, Callable[..., int]] = {
-        # the CPU inference path runs linear layers as batched products and
-        # accumulates their outputs in place (aten.addmm_ / baddbmm_)
-        aten.addmm: addmm,
-        aten.addmm_: addmm,
-        aten.baddbmm: baddbmm,
-        aten.baddbmm_: baddbmm,
-        aten.convolution: convolution,
-        aten._convolution: convolution,
-        aten.native_layer_norm: per_input(1),
-        aten.native_batch_norm: per_input(2),
-        aten._native_batch_norm_legit: per_input(2),
-        aten._native_batch_norm_legit_no_training: per_input(2),
-        aten.relu: per_input(1),
-        aten.relu_: per_input(1),
-        aten.leaky_relu: per_input(1),
-        aten.leaky_relu_: per_input(1),
-        aten.max_pool2d_with_indices: per_input(1),
-        aten.upsample_bilinear2d: per_output,
-    }
-    cpu_sdpa = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if cpu_sdpa is not None:
-        mapping[cpu_sdpa] = sdpa
-    return mapping
+    def mapping(self) -> Dict[Any, Callable[..., int]]:
+        """The formula of every counted operator."""
+        table: Dict[Any, Callable[..., int]] = {
+            # the CPU inference path runs linear layers as batched products and
+            # accumulates their outputs in place (aten.addmm_ / baddbmm_)
+            aten.addmm: self.addmm,
+            aten.addmm_: self.addmm,
+            aten.baddbmm: self.baddbmm,
+            aten.baddbmm_: self.baddbmm,
+            aten.convolution: self.convolution,
+            aten._convolution: self.convolution,
+            aten.native_layer_norm: _per_input(1),
+            aten.native_batch_norm: _per_input(2),
+            aten._native_batch_norm_legit: _per_input(2),
+            aten._native_batch_norm_legit_no_training: _per_input(2),
+            aten.relu: _per_input(1),
+            aten.relu_: _per_input(1),
+            aten.leaky_relu: _per_input(1),
+            aten.leaky_relu_: _per_input(1),
+            aten.max_pool2d_with_indices: _per_input(1),
+            aten.upsample_bilinear2d: _per_output,
+        }
+        cpu_sdpa = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+        if cpu_sdpa is not None:
+            table[cpu_sdpa] = _sdpa
+        return table
 
 
 @contextlib.contextmanager
@@ -207,12 +213,12 @@ def _layers_as_built(model: Optional[nn.Module]) -> Iterator[None]:
 
 def count_macs_both(fn: Callable[[], Any], model: Optional[nn.Module] = None) -> Tuple[int, int]:
     """``(paper, true)`` multiply-accumulates of ``fn()`` in one pass (see :func:`count_macs`)."""
-    delta = [0]
-    counter = FlopCounterMode(display=False, custom_mapping=_formulas(delta))
+    formulas = _Formulas()
+    counter = FlopCounterMode(display=False, custom_mapping=formulas.mapping())
     with _prompt_projection_adjustment(model) as adjustment, _layers_as_built(model), torch.no_grad(), counter:
         fn()
     flops = counter.get_total_flops()
-    return flops // 2 + adjustment(), (flops + delta[0]) // 2
+    return flops // 2 + adjustment(), (flops + formulas.extra_true) // 2
 
 
 def count_macs(fn: Callable[[], Any], convention: str = "paper", model: Optional[nn.Module] = None) -> int:
