@@ -37,8 +37,8 @@ __all__ = [
     "build_model",
     "check_parameter_groups",
     "check_task_options",
-    "fetch_released_files",
     "load_adapter_state",
+    "prepare_task",
     "resolve_settings",
     "seed_everything",
 ]
@@ -46,7 +46,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: the task constructor's arguments that are no task options: ``self`` and those that
-#: :func:`fetch_released_files` sets from other settings
+#: :func:`prepare_task` sets from other settings
 _RUN_TASK_ARGUMENTS = ("self", "weights", "device", "seed")
 
 
@@ -211,7 +211,7 @@ def check_parameter_groups(model: nn.Module, trainable: List[Tuple[str, nn.Param
         )
 
 
-def fetch_released_files(cfg: TrainConfig, device: torch.device) -> Task:
+def prepare_task(cfg: TrainConfig, device: torch.device) -> Task:
     """The run's task with its recognition network loaded, and the released base codec
     fetched (without ``cfg.base``): the files a run downloads, fetched once the images
     are counted and before any is decoded, and every missing one named in one error.
@@ -226,5 +226,5 @@ def fetch_released_files(cfg: TrainConfig, device: torch.device) -> Task:
 
 
 def build_criterion(cfg: TrainConfig, task: Task) -> nn.Module:
-    """The task's loss with its frozen recognition network (:func:`fetch_released_files`)."""
+    """The task's loss with its frozen recognition network (:func:`prepare_task`)."""
     return task.criterion(lmbda=cfg.lmbda, quality=cfg.quality).to(task.device)

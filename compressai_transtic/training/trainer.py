@@ -51,8 +51,8 @@ from .build import (
     build_images,
     build_model,
     check_parameter_groups,
-    fetch_released_files,
     load_adapter_state,
+    prepare_task,
     resolve_settings,
     seed_everything,
 )
@@ -178,7 +178,7 @@ class Trainer:
         if ckpt is not None:
             ctx.collective(lambda: self._check_resume(ckpt))
         # the downloads, before the images are read: every missing file named at once
-        task = ctx.collective(lambda: fetch_released_files(cfg, self.device), main_first=True)
+        task = ctx.collective(lambda: prepare_task(cfg, self.device), main_first=True)
         check_images_everywhere(paths[0] + paths[1], cfg.verify_images, ctx, cfg.progress, cfg.max_pixels)
 
         seed_everything(cfg.seed, cfg.deterministic)
