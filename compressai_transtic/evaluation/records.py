@@ -116,6 +116,19 @@ def _coding_problem(record: Dict[str, Any]) -> Optional[str]:
     return None
 
 
+def _read_line(line: bytes) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """One line of a records file: the record, or ``None`` and what is wrong with it
+    (cut short by an interrupted write, not JSON, not a valid record)."""
+    if not line.endswith(b"\n"):
+        return None, "incomplete last line (interrupted write)"
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError) as err:  # not JSON or UTF-8, nested too deep
+        return None, f"not JSON ({shorten(str(err))})"
+    problem = record_problem(record)
+    return (record, None) if problem is None else (None, problem)
+
+
 def stored_keys(path: Path) -> Set[RecordKey]:
     """The keys of the well-formed records of ``path`` (none when it is missing), read
     without taking the lock and without changing the file: damaged lines count as
@@ -126,11 +139,8 @@ def stored_keys(path: Path) -> Set[RecordKey]:
         return keys
     with open(path, "rb") as f:
         for line in f:
-            try:
-                record = json.loads(line) if line.endswith(b"\n") else None
-            except (ValueError, RecursionError):
-                continue
-            if record is not None and record_problem(record) is None:
+            record, _ = _read_line(line)
+            if record is not None:
                 keys.add(RecordStore.key(record["codec"], record["task"], record["image"]))
     return keys
 
@@ -232,14 +242,8 @@ class RecordStore:
         return set(self._curves)
 
     def _line_problem(self, line: bytes) -> Optional[str]:
-        if not line.endswith(b"\n"):
-            return "incomplete last line (interrupted write)"
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError) as err:  # not JSON or UTF-8, nested too deep
-            return f"not JSON ({shorten(str(err))})"
-        problem = record_problem(record)
-        if problem is None and self._prediction_problem is not None:
+        record, problem = _read_line(line)
+        if record is not None and self._prediction_problem is not None:
             problem = self._prediction_problem(record["task"], record["prediction"])
         return problem
 
