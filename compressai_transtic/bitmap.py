@@ -48,10 +48,10 @@ from .console import and_more, printer, report_error
 from .devices import check_device
 from .download import ChecksumMismatchError, WeightsToFetchError
 from .entropy_coder import symbol_bits
-from .evaluation.metrics import psnr
 from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .filekinds import output_problem
 from .imageio import ImageReadError, read_image
+from .metrics import psnr
 from .models import TICROI
 from .tasks import Task, get_task
 from .tasks.weights import DEFAULT_WEIGHTS

@@ -101,7 +101,7 @@ def test_a_valid_file_loads_with_its_images_in_id_order(image_dir):
 
 
 def test_pycocotools_scores_a_checked_file_as_before(image_dir):
-    from compressai_transtic.evaluation.metrics import coco_evaluate
+    from compressai_transtic.metrics import coco_evaluate
 
     dataset = CocoImages(image_dir, annotation_file(image_dir.parent, valid_document()))
     truth = [dict(ann, score=1.0, segmentation=dataset.coco.annToRLE(ann)) for ann in valid_document()["annotations"]]

@@ -15,14 +15,14 @@ import torch
 from PIL import Image
 
 from compressai_transtic.data import ClassificationImages, CocoImages, evenly_spaced, labelled_samples, load_sample
-from compressai_transtic.evaluation.protocol import (
+from compressai_transtic.evaluation.records import RecordStore
+from compressai_transtic.evaluation.results import load_curve, write_csv, write_json
+from compressai_transtic.protocol import (
     CodingProtocol,
     classification_protocol,
     detection_protocol,
     shortest_edge_size,
 )
-from compressai_transtic.evaluation.records import RecordStore
-from compressai_transtic.evaluation.results import load_curve, write_csv, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -492,7 +492,7 @@ def test_one_decode_call_is_bounded_however_often_a_small_stream_is_repeated():
 
 def test_the_evaluator_splits_its_decoding_by_the_pixels_the_decoder_synthesises():
     from compressai_transtic.evaluation.codecs import code_batch
-    from compressai_transtic.evaluation.protocol import CodingProtocol
+    from compressai_transtic.protocol import CodingProtocol
 
     model = CodecSpec("tic", "tic", 1, None, "random").load()
     model.max_decode_pixels = 2 * 64 * 64
@@ -520,7 +520,7 @@ def test_encode_and_decode_count_max_pixels_as_the_codec_does(images, tmp_path, 
 
 def test_a_batch_that_the_evaluator_coded_itself_decodes_past_the_limit_of_one_call():
     from compressai_transtic.evaluation.codecs import code_batch, code_image
-    from compressai_transtic.evaluation.protocol import CodingProtocol
+    from compressai_transtic.protocol import CodingProtocol
 
     model = CodecSpec("tic", "tic", 1, None, "random").load()
     model.max_decode_pixels = 2 * 64 * 64

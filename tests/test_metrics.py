@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from compressai_transtic.evaluation.metrics import COCO_STAT_NAMES, coco_evaluate, psnr, rle_encode, topk_accuracy
+from compressai_transtic.metrics import COCO_STAT_NAMES, coco_evaluate, psnr, rle_encode, topk_accuracy
 
 IOU_THRESHOLDS = [0.5 + 0.05 * i for i in range(10)]
 
@@ -61,7 +61,7 @@ def test_psnr_of_a_constant_error_of_one_eighth_is_10_log10_64_db():
 def test_ms_ssim_is_given_exactly_for_the_sizes_pytorch_msssim_accepts():
     from pytorch_msssim import ms_ssim  # what CompressAI's eval_model calls
 
-    from compressai_transtic.evaluation.metrics import MS_SSIM_MIN_SIDE, fidelity_metrics, ms_ssim_size_problem
+    from compressai_transtic.metrics import MS_SSIM_MIN_SIDE, fidelity_metrics, ms_ssim_size_problem
 
     torch.manual_seed(0)
     for height, width in ((161, 161), (400, 161), (160, 400), (128, 192)):

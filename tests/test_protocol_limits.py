@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from compressai_transtic.cli import main
-from compressai_transtic.evaluation.protocol import classification_protocol, detection_protocol
+from compressai_transtic.protocol import classification_protocol, detection_protocol
 
 
 def _eval(dataset, out, *extra: str) -> int:

@@ -78,7 +78,7 @@ def test_round_trip_large_sizes_and_real_rate_matches_likelihood(tic, height, wi
 def test_rate_counts_the_original_pixels(tic):
     """Padding adds latents but the rate is per original pixel: a 1x1 image costs its whole bitstream."""
     from compressai_transtic.evaluation.codecs import code_image
-    from compressai_transtic.evaluation.protocol import CodingProtocol
+    from compressai_transtic.protocol import CodingProtocol
 
     x = sample_image(1, 1)
     with torch.no_grad():

@@ -23,13 +23,13 @@ from PIL import Image
 
 from compressai_transtic.cli import main
 from compressai_transtic.evaluation.codecs import CodecSpec, code_image
-from compressai_transtic.evaluation.protocol import CodingProtocol
 from compressai_transtic.evaluation.traditional import (
     TRADITIONAL_CODECS,
     CodecUnavailableError,
     ExternalCodec,
     check_available,
 )
+from compressai_transtic.protocol import CodingProtocol
 from compressai_transtic.tasks.fidelity import fidelity_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -475,7 +475,7 @@ def train_tiny_tic(images: torch.Tensor, steps, folder: Path):
 def test_traditional_codecs_and_a_locally_trained_tic_compare_and_plot_on_a_classification_set(
     classification_set, tmp_path, capsys
 ):
-    from compressai_transtic.evaluation.protocol import classification_protocol
+    from compressai_transtic.protocol import classification_protocol
 
     protocol = classification_protocol(64)
     images = torch.stack([protocol.prepare(Image.open(p)) for p in sorted(classification_set.rglob("*.png"))])

@@ -1,9 +1,11 @@
-"""Rate-accuracy evaluation: protocols, metrics, BD-rate, the evaluator and plots.
+"""Rate-accuracy evaluation: BD-rate, the evaluator, its records and plots.
+
+The test protocols (:mod:`compressai_transtic.protocol`) and the metrics
+(:mod:`compressai_transtic.metrics`) sit below this package and the tasks, which
+both use them.
 
 Modules (imported on demand, so that ``import compressai_transtic.evaluation`` is cheap):
 
-- :mod:`.protocol`: the paper's test protocols (how images are prepared and coded);
-- :mod:`.metrics`: PSNR, top-k accuracy, COCO AP (pycocotools);
 - :mod:`.bd`: BD-rate and BD-metric;
 - :mod:`.codecs`: rate points (:class:`~.codecs.CodecSpec`) and real-bitstream coding;
 - :mod:`.runner`: the resumable evaluator (:class:`~.runner.Evaluation`);
@@ -31,10 +33,8 @@ __all__ = [
     "curve_commands",
     "curves",
     "demo",
-    "metrics",
     "outputs",
     "plot",
-    "protocol",
     "records",
     "results",
     "runner",

@@ -23,9 +23,9 @@ from torch import Tensor
 from .. import zoo
 from ..checkpoint import load_model, model_from_adapter
 from ..losses import likelihood_bits
+from ..metrics import fidelity_metrics, psnr
 from ..models.tic import coded_pixels
-from .metrics import fidelity_metrics, psnr
-from .protocol import CodingProtocol
+from ..protocol import CodingProtocol
 from .traditional import TRADITIONAL_CODECS, ExternalCodec, codec_version
 
 __all__ = ["ARCHITECTURES", "CodecSpec", "CodingResult", "code_batch", "code_image", "fingerprint", "count_bytes"]

@@ -28,13 +28,13 @@ from ..console import RANDOM_TAG, print_error, setup_logging
 from ..data import labelled_samples, load_sample
 from ..devices import DeviceUnavailableError, check_device
 from ..download import FileToFetch
+from ..metrics import topk_accuracy
+from ..protocol import classification_protocol
 from ..tasks import get_task
 from ..tasks.weights import DEFAULT_WEIGHTS, TaskWeightsUnavailableError
 from ..trust import TrustStoreError
 from ..zoo import ChecksumMismatchError, WeightsUnavailableError
 from .codecs import CodecSpec, code_image
-from .metrics import topk_accuracy
-from .protocol import classification_protocol
 
 __all__ = ["add_demo_arguments", "run_demo"]
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import IO, Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..console import shorten
+from ..metrics import MS_SSIM_MAX
 
 __all__ = [
-    "MS_SSIM_MAX",
     "REFERENCE_CODEC",
     "RecordKey",
     "RecordStore",
@@ -51,9 +51,6 @@ class RecordsLockedError(RuntimeError):
     """Another evaluation is writing to the same records file."""
 
 
-#: the largest MS-SSIM accepted: float32 arithmetic gives values a few ulps above 1
-#: for images almost identical to their originals
-MS_SSIM_MAX = 1.0 + 1e-5
 #: the largest byte or pixel count of a record (exact in a float, far above any image)
 _MAX_COUNT = 2**53
 

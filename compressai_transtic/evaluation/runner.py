@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..imageio import DEFAULT_MAX_PIXELS, open_image
+from ..metrics import MS_SSIM_MIN_SIDE, ms_ssim_size_problem
 from ..models import TICROI
 from ..quality_maps import box_map
 from ..tasks.base import Task
@@ -30,7 +31,6 @@ from . import outputs
 from .codecs import CodecSpec, code_batch, fingerprint
 from .curves import Curve, RateAverage, coding_means
 from .history import curve_identity, remember
-from .metrics import MS_SSIM_MIN_SIDE, ms_ssim_size_problem
 from .outputs import SKIPPED_FILE
 from .records import REFERENCE_CODEC, RecordStore, stored_keys
 from .results import CODING_METRICS, RANDOM_LABEL, unit_words, write_json

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..download import FileToFetch
-from ..evaluation.protocol import CodingProtocol
 from ..losses import CRITERIONS  # importing the losses registers the criteria
+from ..protocol import CodingProtocol
 from .detectron2_backend import require_detectron2
 from .features import FrozenFeatureExtractor
 from .weights import DEFAULT_WEIGHTS, TaskWeightsUnavailableError, WeightsOption, is_random, normalize_weights_option

@@ -10,9 +10,9 @@ from torch import Tensor
 from torchvision.models import resnet50
 
 from ..console import shorten
-from ..evaluation.metrics import topk_accuracy
-from ..evaluation.protocol import CodingProtocol, classification_protocol
 from ..jsonvalues import is_integer
+from ..metrics import topk_accuracy
+from ..protocol import CodingProtocol, classification_protocol
 from .base import Task
 from .features import FrozenFeatureExtractor, ImageNetNormalize, ResNetStages
 from .weights import TorchvisionWeights, WeightsOption, resolve_torchvision_state_dict

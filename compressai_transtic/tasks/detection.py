@@ -15,9 +15,9 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..evaluation.metrics import coco_evaluate, rle_encode
-from ..evaluation.protocol import CodingProtocol, detection_protocol
 from ..jsonvalues import is_finite_number, is_integer
+from ..metrics import coco_evaluate, rle_encode
+from ..protocol import CodingProtocol, detection_protocol
 from .base import Task
 from .detectron2_backend import build_detectron2_model, detectron2_detect, detectron2_feature_extractor
 from .features import FPNFromRes2, FrozenFeatureExtractor, ImageNetNormalize

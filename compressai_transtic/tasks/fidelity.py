@@ -19,11 +19,10 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..evaluation.metrics import MS_SSIM_MIN_SIDE, fidelity_metrics
-from ..evaluation.protocol import CodingProtocol
-from ..evaluation.records import MS_SSIM_MAX
 from ..imageio import DEFAULT_MAX_PIXELS
 from ..jsonvalues import is_finite_number
+from ..metrics import MS_SSIM_MAX, MS_SSIM_MIN_SIDE, fidelity_metrics
+from ..protocol import CodingProtocol
 from .base import Task
 
 __all__ = ["FidelityTask", "MS_SSIM_MIN_SIDE", "fidelity_metrics"]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from ..models.tic import coded_pixels
+from .models.tic import coded_pixels
 
 __all__ = [
     "CodingProtocol",

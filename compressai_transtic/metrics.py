@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "COCO_STAT_NAMES",
+    "MS_SSIM_MAX",
     "MS_SSIM_MIN_SIDE",
     "coco_evaluate",
     "fidelity_metrics",
@@ -62,6 +63,9 @@ def psnr(a: "torch.Tensor", b: "torch.Tensor", data_range: float = 1.0) -> float
 #: eval_model calls) refuses a shorter side of ``(11 - 1) * 2**4 = 160`` pixels or less
 #: for its 5 scales (4 halvings) of an 11x11 window; 161 is the smallest side it takes
 MS_SSIM_MIN_SIDE = 160
+#: the largest MS-SSIM accepted in stored records and predictions: float32 arithmetic
+#: gives values a few ulps above 1 for images almost identical to their originals
+MS_SSIM_MAX = 1.0 + 1e-5
 
 
 def ms_ssim_size_problem(height: int, width: int) -> Optional[str]:
