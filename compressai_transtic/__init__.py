@@ -50,6 +50,7 @@ _LAZY_SUBMODULES = (
     "quality_maps",
     "registration",
     "state_dicts",
+    "strenum",
     "tasks",
     "torchfile",
     "training",

@@ -48,6 +48,7 @@ from .console import and_more, printer, report_error
 from .devices import check_device
 from .download import ChecksumMismatchError, WeightsToFetchError
 from .entropy_coder import symbol_bits
+from .evaluation.codecs import WeightsSource
 from .fileio import atomic_write, atomic_write_bytes, check_writable_folder
 from .filekinds import output_problem
 from .imageio import ImageReadError, read_image
@@ -159,7 +160,7 @@ def add_bitmap_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _codecs(args: argparse.Namespace) -> List[Tuple[str, CodecChoice]]:
-    source = "random" if args.random_weights else "pretrained"
+    source = WeightsSource.zoo(args.random_weights)
     codecs = []
     for name in args.models:
         task = args.task if name == "transtic" else None
@@ -172,7 +173,7 @@ def _codecs(args: argparse.Namespace) -> List[Tuple[str, CodecChoice]]:
             arch,
             args.quality,
             None,
-            "adapter",
+            WeightsSource.ADAPTER,
             args.seed,
             args.adapter.name,
             args.random_weights and base is None,

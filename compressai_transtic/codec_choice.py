@@ -19,10 +19,11 @@ import torch
 
 from .adapter_files import AdapterMismatchError, base_codec_hash, read_adapter
 from .console import and_more, printable
-from .evaluation.codecs import CodecSpec
+from .evaluation.codecs import CodecSpec, WeightsSource
 from .filekinds import regular_file_problem
 from .imageio import DEFAULT_MAX_PIXELS, read_image
 from .models.tic import PAD_MULTIPLE, coded_pixels
+from .strenum import parse_choice
 from .zoo import ChecksumMismatchError, WeightsUnavailableError, get_weights
 
 __all__ = [
@@ -131,7 +132,8 @@ def existing_outputs_message(existing: Sequence[Path]) -> str:
     return f"{len(existing)} outputs exist: {named}; pass --force to overwrite them"
 
 
-SOURCES = ("pretrained", "random", "adapter")
+#: the codecs that a .ttic file may name: released or random weights, or an adapter
+SOURCES = (WeightsSource.PRETRAINED, WeightsSource.RANDOM, WeightsSource.ADAPTER)
 
 
 @dataclass(frozen=True)
@@ -148,12 +150,23 @@ class CodecChoice:
     architecture: str
     quality: int
     task: Optional[str]
-    source: str  # "pretrained", "random" or "adapter"
+    source: WeightsSource  # one of SOURCES (or its value)
     seed: int = 0
     adapter: Optional[str] = None
     random_base: bool = False
     base: Optional[str] = None
     base_sha256: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        source = parse_choice(WeightsSource, self.source, "codec source")
+        if source not in SOURCES:
+            raise ValueError(f"a coded file cannot name a {source} codec; expected one of {', '.join(SOURCES)}")
+        object.__setattr__(self, "source", source)
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether any part of the codec is randomly initialised."""
+        return self.source is WeightsSource.RANDOM or self.random_base
 
     def description(self) -> Dict[str, Any]:
         """The fields written to a file (``base`` and ``base_sha256`` only when set)."""
@@ -165,7 +178,7 @@ class CodecChoice:
 
     def check_adapter_given(self, adapter_path: Optional[Path]) -> None:
         """Refuse to build an adapter codec without its ``--adapter``."""
-        if self.source == "adapter" and adapter_path is None:
+        if self.source is WeightsSource.ADAPTER and adapter_path is None:
             if self.base is not None:
                 raise CodecCommandError(
                     f"coded with the adapter {printable(self.adapter)} on the base codec {printable(self.base)}: "
@@ -177,7 +190,7 @@ class CodecChoice:
         """The evaluator's rate point of this codec: ``adapter_path`` and ``base_path``
         (``--adapter``, ``--base-checkpoint``) are used by adapter codecs only."""
         self.check_adapter_given(adapter_path)
-        adapter = self.source == "adapter"
+        adapter = self.source is WeightsSource.ADAPTER
         return CodecSpec(
             label=self.architecture,
             architecture=self.architecture,
@@ -193,8 +206,8 @@ class CodecChoice:
     def base_spec(self, base_path: Optional[Path] = None) -> CodecSpec:
         """The base codec alone of an adapter codec, as :meth:`spec`'s loads it."""
         if base_path is not None:
-            return CodecSpec("base", "tic", self.quality, None, "checkpoint", str(base_path))
-        source = "random" if self.random_base else "pretrained"
+            return CodecSpec("base", "tic", self.quality, None, WeightsSource.CHECKPOINT, str(base_path))
+        source = WeightsSource.zoo(self.random_base)
         return CodecSpec("base", "tic", self.quality, None, source, seed=self.seed)
 
     def base_words(self, base_path: Optional[Path] = None) -> str:
@@ -206,9 +219,9 @@ class CodecChoice:
         return f"the released base codec base_codec_{self.quality}.pth.tar (quality {self.quality})"
 
     def weights_name(self) -> str:
-        if self.source == "random":
+        if self.source is WeightsSource.RANDOM:
             return f"random weights (seed {self.seed})"
-        if self.source == "adapter":
+        if self.source is WeightsSource.ADAPTER:
             if self.base is not None:
                 return f"adapter {self.adapter} on {self.base}"
             return f"adapter {self.adapter} on " + (

@@ -45,6 +45,7 @@ from .console import printable, printer, report_error, shorten
 from .container import SUFFIX, CodedFile, ContainerError, pack, unpack, weights_fingerprint
 from .data.files import find_image_files
 from .devices import check_device
+from .evaluation.codecs import WeightsSource
 from .fileio import atomic_write_bytes, check_writable_folder
 from .filekinds import FileReadError, file_identity, read_regular_file, regular_file_problem
 from .imageio import IMAGE_SUFFIXES, ImageReadError, read_image, write_png
@@ -202,7 +203,7 @@ def _encoder_codec(args: argparse.Namespace) -> CodecChoice:
         if model == "tic" and args.task:
             raise CodecCommandError("--task chooses transtic's released prompts; it is not for --model tic")
         task = (args.task or "cls") if model == "transtic" else None
-        return CodecChoice(model, args.quality, task, "random" if args.random_weights else "pretrained", args.seed)
+        return CodecChoice(model, args.quality, task, WeightsSource.zoo(args.random_weights), args.seed)
     header = read_adapter(args.adapter)
     arch, task = header["arch"], header.get("task")
     expected = MODEL_OF_ADAPTER.get(arch)
@@ -227,7 +228,7 @@ def _encoder_codec(args: argparse.Namespace) -> CodecChoice:
         arch,
         args.quality,
         task,
-        "adapter",
+        WeightsSource.ADAPTER,
         args.seed,
         args.adapter.name,
         args.random_weights,
@@ -294,7 +295,7 @@ def run_encode(args: argparse.Namespace) -> int:
         _check_decodable(description, name, sha)
     except (CodecCommandError, ValueError, OSError) as err:
         return report_error(err)
-    out = printer(codec.source == "random" or codec.random_base)
+    out = printer(codec.random_weights)
     for source, target in tqdm(plan, desc="encoding", unit="img", disable=args.no_progress):
         try:
             x, notes = read_image(source, args.max_pixels)
@@ -410,7 +411,7 @@ def _base_problem(fields: Dict[str, Any]) -> bool:
     base, sha = fields.get("base"), fields.get("base_sha256")
     if base is None and sha is None:
         return False
-    if base is None or sha is None or fields.get("source") != "adapter" or fields.get("random_base"):
+    if base is None or sha is None or fields.get("source") != WeightsSource.ADAPTER or fields.get("random_base"):
         return True
     return not isinstance(sha, str) or _SHA256.fullmatch(sha) is None
 
@@ -418,7 +419,7 @@ def _base_problem(fields: Dict[str, Any]) -> bool:
 def _decoding_base(source: Path, codec: CodecChoice, given: Optional[Path]) -> Optional[Path]:
     """The ``--base-checkpoint`` to decode ``source`` with: ``given`` for a file coded on
     one, ``None`` for the others; refused when the file and the option disagree."""
-    if codec.source != "adapter":
+    if codec.source is not WeightsSource.ADAPTER:
         return None  # --adapter and --base-checkpoint concern adapter-coded files only
     if codec.base is not None and given is None:
         raise CodecCommandError(
@@ -513,5 +514,5 @@ def run_decode(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:  # BitstreamError and friends, an unwritable folder
             status = report_error(ValueError(f"{source}: {exc}"))
             continue
-        printer(codec.source == "random" or codec.random_base)(f"{source} -> {target}: {coded.width}x{coded.height}")
+        printer(codec.random_weights)(f"{source} -> {target}: {coded.width}x{coded.height}")
     return status

@@ -25,9 +25,11 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from .models.tic import coded_pixels
+from .strenum import StrEnum, parse_choice
 
 __all__ = [
     "CodingProtocol",
+    "ResizeRule",
     "classification_protocol",
     "detection_protocol",
     "shortest_edge_size",
@@ -60,33 +62,42 @@ def shortest_edge_size(height: int, width: int, short_edge: int, max_size: Optio
     return int(new_h + 0.5), int(new_w + 0.5)
 
 
+class ResizeRule(StrEnum):
+    """How a protocol resizes an image before any crop."""
+
+    #: kept at its size
+    NONE = "none"
+    #: torchvision's ``Resize(short_edge)``: the shorter side to ``short_edge``, the
+    #: longer side scaled and truncated
+    SHORTER_SIDE = "shorter-side"
+    #: detectron2's ``ResizeShortestEdge(short_edge, max_size)`` (:func:`shortest_edge_size`)
+    SHORTEST_EDGE = "shortest-edge"
+
+
 @dataclass(frozen=True)
 class CodingProtocol:
     """How an evaluation image is prepared, coded and given back to a task network.
 
     Args:
-        resize: ``"shorter-side"`` (torchvision ``Resize(short_edge)``: shorter side to
-            ``short_edge``, longer side truncated), ``"shortest-edge"`` (detectron2's rule
-            with ``max_size``) or ``"none"``.
+        resize: a :class:`ResizeRule` (or its value).
         short_edge: target length of the shorter side.
-        max_size: bound of the longer side (``"shortest-edge"`` only).
+        max_size: bound of the longer side (:attr:`ResizeRule.SHORTEST_EDGE` only).
         center_crop: side of a centre crop applied after resizing (``None``: no crop).
         code_multiple: the image is resized to the next multiple of this before coding
             and resized back after decoding (``None``: coded at its size; the codecs pad
             internally).
     """
 
-    resize: str = "none"
+    resize: ResizeRule = ResizeRule.NONE
     short_edge: Optional[int] = None
     max_size: Optional[int] = None
     center_crop: Optional[int] = None
     code_multiple: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if self.resize not in ("none", "shorter-side", "shortest-edge"):
-            raise ValueError(f"unknown resize rule {self.resize!r}")
-        if self.resize != "none" and (self.short_edge is None or self.short_edge < 1):
-            raise ValueError(f"resize rule {self.resize!r} needs a positive short_edge")
+        object.__setattr__(self, "resize", parse_choice(ResizeRule, self.resize, "resize rule"))
+        if self.resize is not ResizeRule.NONE and (self.short_edge is None or self.short_edge < 1):
+            raise ValueError(f"resize rule {self.resize.value!r} needs a positive short_edge")
         for name in ("max_size", "center_crop", "code_multiple"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -105,12 +116,12 @@ class CodingProtocol:
 
     def resized_size(self, height: int, width: int) -> Tuple[int, int]:
         """Size of an input of this size after the resize rule (before any crop)."""
-        if self.resize == "shorter-side":
+        if self.resize is ResizeRule.SHORTER_SIDE:
             edge = int(self.short_edge)  # type: ignore[arg-type]  # set whenever resize is
             short, long_ = (height, width) if height <= width else (width, height)
             new_long = int(edge * long_ / short)
             height, width = (edge, new_long) if height <= width else (new_long, edge)
-        elif self.resize == "shortest-edge":
+        elif self.resize is ResizeRule.SHORTEST_EDGE:
             height, width = shortest_edge_size(height, width, self.short_edge, self.max_size)  # type: ignore[arg-type]
         return int(height), int(width)
 
@@ -142,9 +153,9 @@ class CodingProtocol:
         if problem is not None:
             raise ValueError(problem)
         image = image.convert("RGB")
-        if self.resize == "shorter-side":
+        if self.resize is ResizeRule.SHORTER_SIDE:
             image = TF.resize(image, self.short_edge, interpolation=TF.InterpolationMode.BILINEAR)
-        elif self.resize == "shortest-edge":
+        elif self.resize is ResizeRule.SHORTEST_EDGE:
             new_h, new_w = shortest_edge_size(image.height, image.width, self.short_edge, self.max_size)  # type: ignore[arg-type]
             if (new_h, new_w) != (image.height, image.width):
                 image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
@@ -179,7 +190,7 @@ def classification_protocol(crop: int = 256) -> CodingProtocol:
     Args:
         crop: side of the coded square crop (256 in the paper).
     """
-    return CodingProtocol(resize="shorter-side", short_edge=crop, center_crop=crop)
+    return CodingProtocol(resize=ResizeRule.SHORTER_SIDE, short_edge=crop, center_crop=crop)
 
 
 def detection_protocol(
@@ -192,4 +203,6 @@ def detection_protocol(
         max_size: bound of its longest edge (1333).
         code_multiple: coding size multiple (256: the authors' code needs it).
     """
-    return CodingProtocol(resize="shortest-edge", short_edge=short_edge, max_size=max_size, code_multiple=code_multiple)
+    return CodingProtocol(
+        resize=ResizeRule.SHORTEST_EDGE, short_edge=short_edge, max_size=max_size, code_multiple=code_multiple
+    )

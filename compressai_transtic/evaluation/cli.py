@@ -25,7 +25,7 @@ from ..download import WeightsToFetchError
 from ..fileio import OutputError, check_writable_folder
 from ..tasks.weights import TaskWeightsUnavailableError
 from ..zoo import ChecksumMismatchError, WeightsUnavailableError
-from .codecs import ROI_MAP_SOURCES
+from .codecs import ROI_MAP_SOURCES, WeightsSource
 from .records import RecordsLockedError
 from .results import unit_words
 from .runner import Evaluation
@@ -460,7 +460,7 @@ def _warn_if_not_the_papers_detectors(specs: Sequence[Any], backend: str) -> Non
         {
             s.task
             for s in specs
-            if s.source == "pretrained" and s.architecture == "transtic" and s.task in ("det", "seg")
+            if s.source is WeightsSource.PRETRAINED and s.architecture == "transtic" and s.task in ("det", "seg")
         }
     )
     if tuned and backend != "detectron2":

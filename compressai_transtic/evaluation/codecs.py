@@ -26,18 +26,58 @@ from ..losses import likelihood_bits
 from ..metrics import fidelity_metrics, psnr
 from ..models.tic import coded_pixels
 from ..protocol import CodingProtocol
+from ..strenum import StrEnum, parse_choice
 from .traditional import TRADITIONAL_CODECS, ExternalCodec, codec_version
 
-__all__ = ["ARCHITECTURES", "CodecSpec", "CodingResult", "code_batch", "code_image", "fingerprint", "count_bytes"]
+__all__ = [
+    "ARCHITECTURES",
+    "CodecSpec",
+    "CodingResult",
+    "QualityMapSource",
+    "WeightsSource",
+    "code_batch",
+    "code_image",
+    "fingerprint",
+    "count_bytes",
+]
 
 logger = logging.getLogger(__name__)
 
 #: architectures the evaluator builds from the zoo
 ARCHITECTURES = ("tic", "transtic")
-#: where an ROI codec's quality maps come from (``None``: full quality everywhere)
-ROI_MAP_SOURCES = ("saliency", "boxes")
-#: where a rate point's weights come from (``traditional``: a codec of :mod:`.traditional`)
-SOURCES = ("pretrained", "random", "checkpoint", "adapter", "traditional")
+
+
+class WeightsSource(StrEnum):
+    """Where a rate point's codec comes from."""
+
+    #: the released weights of the zoo
+    PRETRAINED = "pretrained"
+    #: seeded random initialisation (its results are meaningless)
+    RANDOM = "random"
+    #: a model file
+    CHECKPOINT = "checkpoint"
+    #: an adapter file (prompts or a baseline's layers) on a base codec
+    ADAPTER = "adapter"
+    #: a codec of :mod:`.traditional` (JPEG, VTM...): no weights
+    TRADITIONAL = "traditional"
+
+    @classmethod
+    def zoo(cls, random_weights: bool) -> WeightsSource:
+        """A zoo model's source: its released weights, or seeded random ones."""
+        return cls.RANDOM if random_weights else cls.PRETRAINED
+
+
+class QualityMapSource(StrEnum):
+    """Where a TIC+ROI codec's quality map of each image comes from."""
+
+    #: the task network's saliency (:meth:`~compressai_transtic.tasks.base.Task.saliency`)
+    SALIENCY = "saliency"
+    #: the annotated objects of a COCO dataset
+    BOXES = "boxes"
+
+
+#: the values of :class:`QualityMapSource` (``eval --roi-map``)
+ROI_MAP_SOURCES = QualityMapSource.values()
 
 
 def fingerprint(obj: Any) -> str:
@@ -54,15 +94,12 @@ class CodecSpec:
         label: the curve's name (``tic``, ``transtic``, ``jpeg``... or a user name).
         architecture: ``"tic"`` or ``"transtic"`` (``None`` for a checkpoint whose
             architecture is read from its keys), or a traditional codec's name
-            (``"jpeg"``, ``"vtm"``...) with ``source="traditional"``.
+            (``"jpeg"``, ``"vtm"``...) with ``source=WeightsSource.TRADITIONAL``.
         quality: quality level, or ``None`` when unknown (checkpoints); for
             traditional codecs their own quality parameter (JPEG quality, VTM QP...).
         task: for ``transtic`` from the zoo, the task whose prompts to load; ``None``:
             the point serves every evaluated task (a task-agnostic codec).
-        source: ``"pretrained"`` (released weights from the zoo), ``"random"``
-            (seeded random initialisation; results are meaningless),
-            ``"checkpoint"`` (a model file), ``"adapter"`` (prompt adapter on a base
-            codec) or ``"traditional"`` (JPEG, VTM...: no weights).
+        source: a :class:`WeightsSource` (or its value).
         path: the checkpoint or adapter file.
         base_path: for adapters, a base codec checkpoint (default: the released
             ``base_codec_<quality>`` or, with ``random`` bases, a seeded random TIC).
@@ -70,29 +107,27 @@ class CodecSpec:
         seed: seed of random initialisation.
         options: for traditional codecs, ``(key, value)`` pairs of
             :func:`~.traditional.resolve_options` (programs, configuration files).
-        roi_map: for TIC+ROI codecs, the source of each image's quality map:
-            ``"saliency"`` (the task network's, :meth:`Task.saliency`), ``"boxes"``
-            (the annotated objects of a COCO dataset); ``None``: full quality.
+        roi_map: for TIC+ROI codecs, a :class:`QualityMapSource` (or its value);
+            ``None``: full quality everywhere.
     """
 
     label: str
     architecture: Optional[str]
     quality: Optional[int]
     task: Optional[str] = None
-    source: str = "pretrained"
+    source: WeightsSource = WeightsSource.PRETRAINED
     path: Optional[str] = None
     base_path: Optional[str] = None
     random_base: bool = False
     seed: int = 0
     options: Tuple[Tuple[str, str], ...] = ()
-    roi_map: Optional[str] = None
+    roi_map: Optional[QualityMapSource] = None
 
     def __post_init__(self) -> None:
-        if self.roi_map is not None and self.roi_map not in ROI_MAP_SOURCES:
-            raise ValueError(f"unknown quality-map source {self.roi_map!r}; expected one of {ROI_MAP_SOURCES}")
-        if self.source not in SOURCES:
-            raise ValueError(f"unknown weights source {self.source!r}; expected one of {SOURCES}")
-        if self.source == "traditional":
+        if self.roi_map is not None:
+            object.__setattr__(self, "roi_map", parse_choice(QualityMapSource, self.roi_map, "quality-map source"))
+        object.__setattr__(self, "source", parse_choice(WeightsSource, self.source, "weights source"))
+        if self.source is WeightsSource.TRADITIONAL:
             if self.architecture not in TRADITIONAL_CODECS:
                 raise ValueError(
                     f"unknown codec {self.architecture!r}; traditional codecs: {', '.join(TRADITIONAL_CODECS)}"
@@ -101,22 +136,23 @@ class CodecSpec:
                 raise ValueError(f"{self.architecture} needs a quality parameter")
             TRADITIONAL_CODECS[self.architecture].check_quality(self.quality)
             return
-        if self.source in ("pretrained", "random") and self.architecture not in ARCHITECTURES:
+        zoo_model = self.source in (WeightsSource.PRETRAINED, WeightsSource.RANDOM)
+        if zoo_model and self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.architecture!r}; expected one of {ARCHITECTURES}")
-        if self.source in ("pretrained", "random") and self.quality is None:
+        if zoo_model and self.quality is None:
             raise ValueError("zoo models need a quality")
-        if self.source in ("checkpoint", "adapter") and not self.path:
-            raise ValueError(f"source {self.source!r} needs a path")
+        if self.source in (WeightsSource.CHECKPOINT, WeightsSource.ADAPTER) and not self.path:
+            raise ValueError(f"source {self.source.value!r} needs a path")
 
     @property
     def random_weights(self) -> bool:
         """Whether any part of the codec is randomly initialised."""
-        return self.source == "random" or (self.source == "adapter" and self.random_base)
+        return self.source is WeightsSource.RANDOM or (self.source is WeightsSource.ADAPTER and self.random_base)
 
     @property
     def traditional(self) -> bool:
         """Whether this point is a codec of :mod:`.traditional` (JPEG, VTM...)."""
-        return self.source == "traditional"
+        return self.source is WeightsSource.TRADITIONAL
 
     def key(self) -> str:
         """Fingerprint of everything that determines the codec's output."""
@@ -136,11 +172,11 @@ class CodecSpec:
         arch = self.architecture or "checkpoint"
         what = f"{arch}" + (f" ({self.task} prompts)" if self.task and arch == "transtic" else "")
         q = f" q{self.quality}" if self.quality is not None else ""
-        if self.source == "pretrained":
+        if self.source is WeightsSource.PRETRAINED:
             return f"{what}{q}, released weights"
-        if self.source == "random":
+        if self.source is WeightsSource.RANDOM:
             return f"{what}{q}, RANDOM WEIGHTS (seed {self.seed})"
-        if self.source == "checkpoint":
+        if self.source is WeightsSource.CHECKPOINT:
             return f"{what}{q} from {self.path}{self._map_note()}"
         base = "RANDOM base codec" if self.random_base else (self.base_path or "released base codec")
         return f"{arch}{q}, adapter {self.path} on {base}{self._map_note()}"
@@ -157,10 +193,10 @@ class CodecSpec:
 
     def released_weights(self) -> List[zoo.Weights]:
         """The rows of the weights manifest whose files :meth:`load` reads."""
-        if self.source == "pretrained":
+        if self.source is WeightsSource.PRETRAINED:
             task = None if self.architecture == "tic" else self.task or "cls"
             return [zoo.get_weights(self.architecture or "", self.zoo_quality, task)]
-        if self.source == "adapter" and not self.base_path and not self.random_base:
+        if self.source is WeightsSource.ADAPTER and not self.base_path and not self.random_base:
             return [zoo.get_weights("tic", self.zoo_quality)]
         return []
 
@@ -176,14 +212,14 @@ class CodecSpec:
         """
         if self.traditional:
             return ExternalCodec(self.architecture or "", self.quality or 0, dict(self.options))
-        if self.source == "pretrained":
+        if self.source is WeightsSource.PRETRAINED:
             if self.architecture == "tic":
                 model = zoo.tic(self.zoo_quality, pretrained=True, progress=progress)
             else:
                 model = zoo.transtic(self.zoo_quality, task=self.task or "cls", pretrained=True, progress=progress)
-        elif self.source == "random":
+        elif self.source is WeightsSource.RANDOM:
             model = self._random(self.architecture or "tic")
-        elif self.source == "checkpoint":
+        elif self.source is WeightsSource.CHECKPOINT:
             model = load_model(self.architecture, str(self.path), progress=progress)
         else:
             model = self._adapter_model(progress)

@@ -9,11 +9,11 @@ over total pixels (MPEG's common test conditions), which weights large images mo
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence, Tuple
 
+from ..strenum import StrEnum
 from ..tasks.base import Task
 from .codecs import CodecSpec
 from .results import random_parts_of
@@ -21,7 +21,7 @@ from .results import random_parts_of
 __all__ = ["Curve", "RateAverage", "coding_means", "point_order"]
 
 
-class RateAverage(str, enum.Enum):
+class RateAverage(StrEnum):
     """How the bpp of a curve point averages its images."""
 
     #: mean of the per-image bpp (CompressAI's eval_model, the authors' evaluation)

@@ -34,7 +34,7 @@ from ..tasks import get_task
 from ..tasks.weights import DEFAULT_WEIGHTS, TaskWeightsUnavailableError
 from ..trust import TrustStoreError
 from ..zoo import ChecksumMismatchError, WeightsUnavailableError
-from .codecs import CodecSpec, code_image
+from .codecs import CodecSpec, WeightsSource, code_image
 
 __all__ = ["add_demo_arguments", "run_demo"]
 
@@ -82,14 +82,13 @@ def _load_codecs(
     out = []
     points = [(arch, q) for arch in ("tic", "transtic") for q in qualities]
     for arch, q in tqdm(points, desc="loading codecs", unit="codec", leave=False):
-        spec = CodecSpec(
-            arch, arch, q, "cls" if arch == "transtic" else None, "random" if random_weights else "pretrained"
-        )
+        source = WeightsSource.zoo(random_weights)
+        spec = CodecSpec(arch, arch, q, "cls" if arch == "transtic" else None, source)
         try:
             model = spec.load(device)
         except WeightsUnavailableError as err:
             missing.append(err.to_fetch(spec.released_weights()[0].title))
-            spec = replace(spec, source="random")
+            spec = replace(spec, source=WeightsSource.RANDOM)
             model = spec.load(device)
         out.append((spec, model))
     return out

@@ -28,7 +28,7 @@ from ..models import TICROI
 from ..quality_maps import box_map
 from ..tasks.base import Task
 from . import outputs
-from .codecs import CodecSpec, code_batch, fingerprint
+from .codecs import CodecSpec, QualityMapSource, code_batch, fingerprint
 from .curves import Curve, RateAverage, coding_means
 from .history import curve_identity, remember
 from .outputs import SKIPPED_FILE
@@ -137,9 +137,9 @@ class Evaluation:
         for spec in codecs:
             if spec.task is not None and spec.task not in names:
                 raise ValueError(f"rate point {spec.describe()} is for task {spec.task!r}, which is not evaluated")
-            if spec.roi_map == "saliency" and spec.task is None and len(names) != 1:
+            if spec.roi_map is QualityMapSource.SALIENCY and spec.task is None and len(names) != 1:
                 raise ValueError(f"{spec.describe()}: saliency maps need one task; evaluate one --task at a time")
-            if spec.roi_map == "boxes" and object_boxes is None:
+            if spec.roi_map is QualityMapSource.BOXES and object_boxes is None:
                 raise ValueError(f"{spec.describe()}: box maps need a dataset with object boxes (COCO annotations)")
         self.object_boxes = object_boxes
         self.dataset = dataset
@@ -428,7 +428,7 @@ class Evaluation:
         if spec.roi_map is None:
             return None
         x = torch.cat(list(images))
-        if spec.roi_map == "saliency":
+        if spec.roi_map is QualityMapSource.SALIENCY:
             name = spec.task or self.tasks[0].name
             return next(t for t in self.tasks if t.name == name).saliency(x).cpu()
         assert self.object_boxes is not None

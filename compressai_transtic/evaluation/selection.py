@@ -20,7 +20,7 @@ from ..data import ClassificationImages, CocoImages, ImageFiles
 from ..filekinds import regular_file_problem
 from ..tasks import PluginError, Task, available_tasks, get_task_class
 from ..tasks.weights import DEFAULT_WEIGHTS
-from .codecs import CodecSpec
+from .codecs import CodecSpec, WeightsSource
 from .traditional import TRADITIONAL_CODECS, check_available
 
 __all__ = ["LEARNED", "build_specs", "build_tasks", "load_dataset", "task_classes", "zoo_qualities"]
@@ -164,7 +164,7 @@ def _traditional_specs(args: argparse.Namespace, entries: Sequence[Tuple[str, Op
         options = tuple(sorted(check_available(name, raw.get(name)).items()))
         for q in qualities or args.quality or list(info.default_qualities):
             info.check_quality(q)
-            specs.append(CodecSpec(name, name, q, None, "traditional", options=options))
+            specs.append(CodecSpec(name, name, q, None, WeightsSource.TRADITIONAL, options=options))
     return specs
 
 
@@ -208,7 +208,7 @@ def _checkpoint_specs(args: argparse.Namespace, architectures: Sequence[str]) ->
     qualities = _paired_qualities(args, args.checkpoint, "--checkpoint")
     label = args.name or (_file_label(args.checkpoint[0]) if len(args.checkpoint) == 1 else "checkpoint")
     return [
-        CodecSpec(label, arch, q, None, "checkpoint", str(p), seed=args.seed, roi_map=args.roi_map)
+        CodecSpec(label, arch, q, None, WeightsSource.CHECKPOINT, str(p), seed=args.seed, roi_map=args.roi_map)
         for p, q in zip(args.checkpoint, qualities)
     ]
 
@@ -246,7 +246,7 @@ def _adapter_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[
                 header["arch"],
                 q,
                 task,
-                "adapter",
+                WeightsSource.ADAPTER,
                 str(path),
                 base_path=base,
                 random_base=args.random_weights and not bases,
@@ -262,7 +262,7 @@ def _adapter_specs(args: argparse.Namespace, task_names: Sequence[str]) -> List[
 def _learned_specs(
     args: argparse.Namespace, entries: Sequence[Tuple[str, Optional[List[int]]]], task_names: Sequence[str]
 ) -> List[Any]:
-    source = "random" if args.random_weights else "pretrained"
+    source = WeightsSource.zoo(args.random_weights)
     architectures = [n for n, _ in entries]
     own = {n: q for n, q in entries if q is not None}
     _check_model_files(args)

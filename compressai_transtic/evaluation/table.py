@@ -8,11 +8,11 @@ the first metric, where the curves overlap. LaTeX output uses ``booktabs`` rules
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from typing import Any, List, Mapping, Optional, Sequence
 
+from ..strenum import StrEnum
 from .bd import curve_bd_rate, warn_of_falling_curves
 from .results import (
     axis_label,
@@ -30,7 +30,7 @@ __all__ = ["TableFormat", "cross_model_table", "random_caption", "render"]
 logger = logging.getLogger(__name__)
 
 
-class TableFormat(str, enum.Enum):
+class TableFormat(StrEnum):
     """Output syntax of :func:`render`."""
 
     MARKDOWN = "markdown"

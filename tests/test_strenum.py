@@ -1,0 +1,105 @@
+"""Typed settings as string enumerations: a member is its value wherever the setting is
+read or written (comparisons, messages, JSON), so files written with strings keep
+their meaning and the evaluation's record keys do not change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from compressai_transtic.codec_choice import CodecChoice
+from compressai_transtic.evaluation.codecs import CodecSpec, QualityMapSource, WeightsSource
+from compressai_transtic.protocol import CodingProtocol, ResizeRule, classification_protocol, detection_protocol
+from compressai_transtic.strenum import StrEnum, parse_choice
+
+
+class Colour(StrEnum):
+    DARK_RED = "dark-red"
+    BLUE = "blue"
+
+
+def test_a_member_prints_formats_compares_and_encodes_as_its_value():
+    assert str(Colour.DARK_RED) == "dark-red"
+    assert f"{Colour.DARK_RED}|{Colour.BLUE:>6}" == "dark-red|  blue"
+    assert Colour.DARK_RED == "dark-red" and "blue" == Colour.BLUE
+    assert json.dumps({"c": Colour.DARK_RED}) == '{"c": "dark-red"}'
+    assert json.dumps([Colour.BLUE], indent=1) == '[\n "blue"\n]'
+    assert {"blue": 1}[Colour.BLUE] == 1
+    assert Colour.values() == ("dark-red", "blue")
+
+
+def test_a_value_is_read_as_its_member_and_anything_else_is_refused_by_name():
+    assert parse_choice(Colour, "blue", "colour") is Colour.BLUE
+    assert parse_choice(Colour, Colour.BLUE, "colour") is Colour.BLUE
+    for wrong in ("Blue", "BLUE", "", None, 1, ["blue"]):
+        with pytest.raises(ValueError, match=r"unknown colour .*; expected one of dark-red, blue$"):
+            parse_choice(Colour, wrong, "colour")
+
+
+def _sha16(document: dict) -> str:  # the record key: sha256 of the sorted JSON, 16 hex digits
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_rate_points_hold_members_and_keep_the_record_keys_of_their_strings():
+    spec = CodecSpec("mine", "tic", 2, None, "checkpoint", "m.pth", seed=3, roi_map="boxes")
+    assert spec.source is WeightsSource.CHECKPOINT and spec.roi_map is QualityMapSource.BOXES
+    assert spec == CodecSpec("mine", "tic", 2, None, WeightsSource.CHECKPOINT, "m.pth", seed=3, roi_map="boxes")
+    plain = {
+        "label": "mine",
+        "architecture": "tic",
+        "quality": 2,
+        "task": None,
+        "source": "checkpoint",
+        "path": "m.pth",
+        "base_path": None,
+        "random_base": False,
+        "seed": 3,
+        "options": [],
+        "roi_map": "boxes",
+    }
+    assert spec.key() == _sha16(plain)
+    del plain["roi_map"]  # a point without quality maps is keyed without the field
+    assert CodecSpec("mine", "tic", 2, None, "checkpoint", "m.pth", seed=3).key() == _sha16(plain)
+    assert "quality maps from boxes" in spec.describe()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"source": "zoo"}, "unknown weights source 'zoo'; expected one of pretrained, random, checkpoint, adapter"),
+        ({"roi_map": "faces"}, "unknown quality-map source 'faces'; expected one of saliency, boxes"),
+        ({"source": "adapter"}, "source 'adapter' needs a path"),
+    ],
+)
+def test_a_rate_point_with_an_unknown_source_is_refused_naming_the_choices(changes, message):
+    with pytest.raises(ValueError, match=message):
+        CodecSpec(**{"label": "x", "architecture": "tic", "quality": 1, **changes})
+
+
+def test_a_coded_file_names_its_codec_source_by_value_and_only_a_codable_one():
+    choice = CodecChoice("transtic", 1, "cls", "random", 5)
+    assert choice.source is WeightsSource.RANDOM and choice.random_weights
+    assert '"source": "random"' in json.dumps(choice.description())
+    assert not CodecChoice("tic", 1, None, WeightsSource.PRETRAINED).random_weights
+    assert CodecChoice("tic", 1, None, "adapter", adapter="a.pt", random_base=True).random_weights
+    for source in ("checkpoint", "traditional"):
+        with pytest.raises(
+            ValueError, match=f"cannot name a {source} codec; expected one of pretrained, random, adapter"
+        ):
+            CodecChoice("tic", 1, None, source)
+
+
+def test_protocols_hold_their_resize_rule_and_describe_it_by_value():
+    assert classification_protocol().resize is ResizeRule.SHORTER_SIDE
+    assert detection_protocol().resize is ResizeRule.SHORTEST_EDGE
+    assert CodingProtocol().resize is ResizeRule.NONE
+    assert CodingProtocol("shorter-side", short_edge=256) == CodingProtocol(ResizeRule.SHORTER_SIDE, short_edge=256)
+    assert json.loads(json.dumps(detection_protocol().as_dict()))["resize"] == "shortest-edge"
+    with pytest.raises(
+        ValueError, match="unknown resize rule 'crop'; expected one of none, shorter-side, shortest-edge"
+    ):
+        CodingProtocol("crop")
+    with pytest.raises(ValueError, match="resize rule 'shorter-side' needs a positive short_edge"):
+        CodingProtocol(ResizeRule.SHORTER_SIDE)
