@@ -16,7 +16,30 @@ import os
 import stat
 from typing import Any, BinaryIO, Iterable, Optional, Tuple, Union
 
-__all__ = ["FileReadError", "file_identity", "mode_kind", "output_problem", "read_regular_file", "regular_file_problem"]
+from .strenum import StrEnum
+
+__all__ = [
+    "FileReadError",
+    "ImageCheck",
+    "file_identity",
+    "mode_kind",
+    "output_problem",
+    "read_regular_file",
+    "regular_file_problem",
+]
+
+
+class ImageCheck(StrEnum):
+    """How thoroughly the commands check their input images before they start
+    (``eval --check-images``, ``train --verify-images``)."""
+
+    #: open the file, read its size and let Pillow verify its structure
+    HEADER = "header"
+    #: decode every image
+    FULL = "full"
+    #: no check: a bad file stops the run when it is read
+    OFF = "off"
+
 
 #: how much :func:`read_regular_file` reads at a time of a file that grows while read
 _STEP = 1 << 20

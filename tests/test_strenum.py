@@ -8,11 +8,23 @@ import hashlib
 import json
 
 import pytest
+import torch
 
 from compressai_transtic.codec_choice import CodecChoice
+from compressai_transtic.data.files import check_image
 from compressai_transtic.evaluation.codecs import CodecSpec, QualityMapSource, WeightsSource
+from compressai_transtic.filekinds import ImageCheck
 from compressai_transtic.protocol import CodingProtocol, ResizeRule, classification_protocol, detection_protocol
 from compressai_transtic.strenum import StrEnum, parse_choice
+from compressai_transtic.training.config import (
+    ConfigError,
+    CropMode,
+    MixedPrecision,
+    SelectBy,
+    TrainConfig,
+    ValidationCrop,
+)
+from compressai_transtic.training.data import TrainingImages, ValidationImages
 
 
 class Colour(StrEnum):
@@ -103,3 +115,50 @@ def test_protocols_hold_their_resize_rule_and_describe_it_by_value():
         CodingProtocol("crop")
     with pytest.raises(ValueError, match="resize rule 'shorter-side' needs a positive short_edge"):
         CodingProtocol(ResizeRule.SHORTER_SIDE)
+
+
+def test_training_settings_hold_members_and_save_plain_strings(tmp_path):
+    values = {"crop": "center", "val_crop": "full", "amp": "off", "select_by": "task_loss", "verify_images": "full"}
+    cfg = TrainConfig(task="cls", dataset="images", **values)
+    assert (cfg.crop, cfg.val_crop, cfg.amp, cfg.select_by, cfg.verify_images) == (
+        CropMode.CENTER,
+        ValidationCrop.FULL,
+        MixedPrecision.OFF,
+        SelectBy.TASK_LOSS,
+        ImageCheck.FULL,
+    )
+    saved = cfg.to_dict()
+    assert {k: (type(saved[k]), saved[k]) for k in values} == {k: (str, v) for k, v in values.items()}
+    # checkpoints carry the settings and are read back with weights_only=True
+    torch.save({"config": saved}, tmp_path / "run.pt")
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["config"] == saved
+    assert TrainConfig.from_dict(saved) == cfg
+    assert TrainConfig(task="cls", dataset="images").crop is None  # the task's default fills it
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("amp", "fast", "amp must be one of auto, off, bf16, fp16 (got 'fast')"),
+        ("crop", 3, "crop must be one of center, random (got 3)"),
+        ("select_by", "Loss", "select_by must be one of loss, task_loss (got 'Loss')"),
+        ("verify_images", None, "verify_images must be one of header, full, off (got None)"),
+    ],
+)
+def test_a_training_setting_outside_its_choices_is_refused_naming_them(option, value, message):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({"task": "cls", "dataset": "images", option: value})
+    assert str(err.value).endswith(message)
+
+
+def test_image_checks_and_crops_take_members_or_values_and_refuse_others(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert check_image(empty, "header") == check_image(empty, ImageCheck.HEADER) == "the file is empty (0 bytes)"
+    assert check_image(empty, "off") is None
+    with pytest.raises(ValueError, match="unknown image check 'deep'; expected one of header, full, off"):
+        check_image(empty, "deep")
+    assert TrainingImages([], 64, "random", 0).crop is CropMode.RANDOM
+    assert ValidationImages([], 64, "full").crop is ValidationCrop.FULL
+    with pytest.raises(ValueError, match="unknown crop mode 'full'; expected one of center, random"):
+        TrainingImages([], 64, "full", 0)

@@ -151,7 +151,8 @@ def test_outputs_load_with_the_library_loaders(files, full_run):
     assert header["task"] == "cls" and header["metadata"]["epoch"] == 3
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, model.state_dict()[key])
-    assert (result.output / "adapter_best.pth").is_file()
+    best = load_adapter(fresh, result.output / "adapter_best.pth")  # every file reads with weights_only
+    assert best["metadata"]["selected_by"] == "loss" and type(best["metadata"]["selected_by"]) is str
     assert sorted(p.name for p in result.output.glob("adapter_epoch*.pth")) == [
         "adapter_epoch0001.pth",
         "adapter_epoch0002.pth",

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequ
 from tqdm.auto import tqdm
 
 from ..console import and_more
-from ..filekinds import mode_kind
+from ..filekinds import ImageCheck, mode_kind
 from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, frames_problem, open_image, read_rgb8
+from ..strenum import parse_choice
 
 if TYPE_CHECKING:  # pragma: no cover
     import PIL.Image
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 #: how thoroughly inputs are checked up front: ``header`` opens each file and verifies
 #: its structure and size, ``full`` decodes every pixel, ``off`` checks nothing
-CHECK_MODES = ("header", "full", "off")
+CHECK_MODES = ImageCheck.values()
 
 T = TypeVar("T")
 _Identity = Tuple[int, int]
@@ -164,7 +165,7 @@ def _log_skips(root: Path, skipped: Dict[str, List[str]], duplicates: int) -> No
 # ---------------------------------------------------------------------------- checks
 def check_image(
     path: Path,
-    mode: str = "header",
+    mode: ImageCheck = ImageCheck.HEADER,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     size_problem: Optional[Callable[[int, int], Optional[str]]] = None,
 ) -> Optional[str]:
@@ -172,19 +173,19 @@ def check_image(
 
     Args:
         path: the file.
-        mode: ``header`` (open, size against ``max_pixels``, Pillow's ``verify()``:
-            finds empty files, non-images, damaged headers and truncated PNGs) or
-            ``full`` (decode the whole image as the evaluator and trainer do).
+        mode: an :class:`~compressai_transtic.filekinds.ImageCheck` (or its value):
+            ``header`` (open, size against ``max_pixels``, Pillow's ``verify()``: finds
+            empty files, non-images, damaged headers and truncated PNGs), ``full``
+            (decode the whole image as the evaluator and trainer do) or ``off``.
         max_pixels: the largest accepted width x height.
         size_problem: what is wrong with an image of this ``(width, height)`` (e.g. not
             the annotated size), asked with the size the check read anyway.
     """
-    if mode not in CHECK_MODES:
-        raise ValueError(f"unknown check mode {mode!r}; choose from {', '.join(CHECK_MODES)}")
-    if mode == "off":
+    mode = parse_choice(ImageCheck, mode, "image check")
+    if mode is ImageCheck.OFF:
         return None
     try:
-        if mode == "full":
+        if mode is ImageCheck.FULL:
             width, height = read_rgb8(path, max_pixels).size
         else:
             status = os.stat(path)
@@ -246,7 +247,7 @@ class ImageItem:
 
     def problem(
         self,
-        mode: str = "header",
+        mode: ImageCheck = ImageCheck.HEADER,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         size_problem: Optional[Callable[[int, int], Optional[str]]] = None,
     ) -> Optional[str]:

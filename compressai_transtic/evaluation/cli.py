@@ -23,6 +23,7 @@ from ..data.files import check_images
 from ..devices import check_device
 from ..download import WeightsToFetchError
 from ..fileio import OutputError, check_writable_folder
+from ..filekinds import ImageCheck
 from ..tasks.weights import TaskWeightsUnavailableError
 from ..zoo import ChecksumMismatchError, WeightsUnavailableError
 from .codecs import ROI_MAP_SOURCES, WeightsSource
@@ -110,8 +111,8 @@ def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--limit", type=int, help="evaluate N images spread evenly over the dataset (quick runs)")
     data.add_argument(
         "--check-images",
-        choices=("header", "full", "off"),
-        default="header",
+        choices=ImageCheck.values(),
+        default=ImageCheck.HEADER.value,
         help="check every image before any model is built: header (open, size, structure; default), "
         "full (decode every image) or off",
     )

@@ -37,7 +37,18 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from ..console import report_error
-from .config import CROP_MODES, ConfigError, TrainConfig, command_line_messages, load_config_file, parse_nested
+from ..filekinds import ImageCheck
+from .config import (
+    CROP_MODES,
+    ConfigError,
+    MixedPrecision,
+    SelectBy,
+    TrainConfig,
+    ValidationCrop,
+    command_line_messages,
+    load_config_file,
+    parse_nested,
+)
 
 __all__ = ["DESCRIPTION", "add_arguments", "config_from_args", "main", "run"]
 
@@ -171,7 +182,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--val-limit", type=int, default=_S, help="validate on at most N images")
     g.add_argument(
         "--val-crop",
-        choices=("center", "full"),
+        choices=ValidationCrop.values(),
         default=_S,
         help="validation on central patches (default) or full images",
     )
@@ -190,7 +201,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--verify-images",
-        choices=("header", "full", "off"),
+        choices=ImageCheck.values(),
         default=_S,
         help="check every image before training (default header)",
     )
@@ -217,9 +228,7 @@ def _optimisation_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-max-norm", type=float, default=_S, help="gradient-norm clipping (default 1.0; 0: off)")
     g.add_argument("--seed", type=int, default=_S, help="seed of everything random (default 0)")
     g.add_argument("--device", default=_S, help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument(
-        "--amp", choices=("auto", "off", "bf16", "fp16"), default=_S, help="mixed precision on GPU (default auto)"
-    )
+    g.add_argument("--amp", choices=MixedPrecision.values(), default=_S, help="mixed precision on GPU (default auto)")
     g.add_argument("--deterministic", action="store_true", default=_S, help="deterministic GPU kernels (slower)")
 
 
@@ -245,7 +254,7 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--select-by",
-        choices=("loss", "task_loss"),
+        choices=SelectBy.values(),
         default=_S,
         help="validation metric of the best adapter (default loss)",
     )

@@ -25,10 +25,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Type, TypeVar, Union
 
-from ..filekinds import regular_file_problem
+from ..filekinds import ImageCheck, regular_file_problem
 from ..jsonvalues import is_finite_number, is_integer, nests_deeper
+from ..strenum import StrEnum
 
 __all__ = [
     "CROP_MODES",
@@ -37,7 +38,11 @@ __all__ = [
     "MAX_VALUES",
     "TASK_DEFAULT_KEYS",
     "ConfigError",
+    "CropMode",
+    "MixedPrecision",
+    "SelectBy",
     "TrainConfig",
+    "ValidationCrop",
     "check_type",
     "command_line_messages",
     "default_output",
@@ -46,9 +51,49 @@ __all__ = [
     "parse_nested",
 ]
 
-#: ``"center"``: Resize(patch) + CenterCrop(patch) (the paper's ImageNet setting);
-#: ``"random"``: RandomCrop(patch) + horizontal flip (the paper's COCO setting).
-CROP_MODES = ("center", "random")
+
+class CropMode(StrEnum):
+    """How a training image becomes a ``patch_size`` square."""
+
+    #: Resize(patch) + CenterCrop(patch) (the paper's ImageNet setting)
+    CENTER = "center"
+    #: RandomCrop(patch) + horizontal flip (the paper's COCO setting)
+    RANDOM = "random"
+
+
+class ValidationCrop(StrEnum):
+    """What of a validation image the validation sees."""
+
+    #: Resize + CenterCrop to ``patch_size``, in batches
+    CENTER = "center"
+    #: the whole image, one at a time
+    FULL = "full"
+
+
+class MixedPrecision(StrEnum):
+    """The ``amp`` setting: how the training forward runs on a GPU."""
+
+    #: bf16 on GPUs that support it, else fp16; off on the CPU
+    AUTO = "auto"
+    #: float32 throughout
+    OFF = "off"
+    #: bfloat16 autocast
+    BF16 = "bf16"
+    #: float16 autocast with loss scaling
+    FP16 = "fp16"
+
+
+class SelectBy(StrEnum):
+    """The validation metric that picks the best adapter."""
+
+    #: the rate-accuracy objective
+    LOSS = "loss"
+    #: the perceptual (task) distortion alone
+    TASK_LOSS = "task_loss"
+
+
+#: the values of :class:`CropMode` (``--crop``)
+CROP_MODES = CropMode.values()
 
 #: settings a task's ``training_defaults`` may provide, and the value used when neither
 #: the task nor the user gives one
@@ -56,7 +101,7 @@ FALLBACK_DEFAULTS: Dict[str, Any] = {
     "epochs": 40,
     "batch_size": 8,
     "patch_size": 256,
-    "crop": "random",
+    "crop": CropMode.RANDOM,
     "lr": 1e-4,
     # the authors' training scripts build MultiStepLR(milestones=[]): a constant rate
     "lr_milestones": (),
@@ -173,13 +218,12 @@ class TrainConfig:
         val_fraction: fraction of the training images held out for validation instead
             (deterministic split by ``seed``); 0 disables.
         val_limit: validate on at most this many images (evenly spaced).
-        val_crop: ``center`` (Resize + CenterCrop to ``patch_size``, batched) or
-            ``full`` (whole images, one at a time).
+        val_crop: a :class:`ValidationCrop` (or its value).
         epochs: training epochs.
         batch_size: GLOBAL batch size (split evenly over the processes of a
             distributed run, so results do not depend on the number of processes).
         patch_size: side of the training crops (at most 4096, see :data:`MAX_VALUES`).
-        crop: ``center`` or ``random`` (see :data:`CROP_MODES`).
+        crop: a :class:`CropMode` (or its value).
         lr: Adam learning rate.
         lr_milestones: epochs after which the rate is multiplied by ``lr_gamma``
             (``MultiStepLR``, stepped once per epoch).
@@ -190,18 +234,16 @@ class TrainConfig:
         workers: data-loading processes per training process (default min(4, CPUs);
             at most 256).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        amp: mixed precision: ``auto`` (bf16 on GPUs that support it, else fp16;
-            off on CPU), ``off``, ``bf16`` or ``fp16`` (with loss scaling).
+        amp: a :class:`MixedPrecision` (or its value).
         deterministic: ask PyTorch for deterministic kernels (slower on GPU).
         resume: ``last`` (the output directory's checkpoint, which must exist),
             ``auto`` (resume when it exists), or a checkpoint path.
-        select_by: validation metric that picks the best adapter: ``loss`` (the
-            rate-accuracy objective) or ``task_loss`` (the perceptual distortion).
+        select_by: a :class:`SelectBy` (or its value).
         save_every: also keep the adapter of every N-th epoch (0: only last/best/final).
         checkpoint_every: additionally checkpoint every N steps inside an epoch (0: off).
         log_every: steps between log lines / CSV rows / TensorBoard points.
-        verify_images: check of every image before training: ``header`` (open and
-            verify headers), ``full`` (decode every image), ``off``.
+        verify_images: the check of every image before training, an
+            :class:`~compressai_transtic.filekinds.ImageCheck` (or its value).
         max_pixels: the largest image accepted (width x height); larger ones are
             reported by the check (and refused when read).
         tensorboard: also log to TensorBoard (when it is installed).
@@ -223,11 +265,11 @@ class TrainConfig:
     val_dataset: Optional[str] = None
     val_fraction: float = 0.0
     val_limit: Optional[int] = None
-    val_crop: str = "center"
+    val_crop: ValidationCrop = ValidationCrop.CENTER
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     patch_size: Optional[int] = None
-    crop: Optional[str] = None
+    crop: Optional[CropMode] = None
     lr: Optional[float] = None
     lr_milestones: Optional[Tuple[int, ...]] = None
     lr_gamma: Optional[float] = None
@@ -236,14 +278,14 @@ class TrainConfig:
     seed: int = 0
     workers: Optional[int] = None
     device: str = "auto"
-    amp: str = "auto"
+    amp: MixedPrecision = MixedPrecision.AUTO
     deterministic: bool = False
     resume: Optional[str] = None
-    select_by: str = "loss"
+    select_by: SelectBy = SelectBy.LOSS
     save_every: int = 0
     checkpoint_every: int = 0
     log_every: int = 50
-    verify_images: str = "header"
+    verify_images: ImageCheck = ImageCheck.HEADER
     max_pixels: int = 2**24  # compressai_transtic.imageio.DEFAULT_MAX_PIXELS (not imported: it loads torch)
     tensorboard: bool = True
     progress: bool = True
@@ -256,7 +298,7 @@ class TrainConfig:
             ConfigError: naming the first option whose value is not of its field's type.
         """
         for f in fields(self):
-            value = _normalised(f.name, getattr(self, f.name))
+            value = _normalised(f.name, getattr(self, f.name), str(f.type).startswith("Optional["))
             check_type(_option_name(f.name), value, f.type)
             object.__setattr__(self, f.name, value)
 
@@ -300,7 +342,7 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         """JSON-serialisable form with the command line's names (``lambda``, not the
         field's ``lmbda``; tuples become lists), which :meth:`from_dict` reads back."""
-        d = {("lambda" if k == "lmbda" else k): v for k, v in asdict(self).items()}
+        d = {("lambda" if k == "lmbda" else k): _plain(v) for k, v in asdict(self).items()}
         if d["lr_milestones"] is not None:
             d["lr_milestones"] = list(d["lr_milestones"])
         return d
@@ -346,9 +388,6 @@ class TrainConfig:
             ConfigError: naming the first invalid option.
         """
         self._check_numbers()
-        for name, allowed in _CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
         if self.quality not in (1, 2, 3, 4) and self.base is None:
             raise ConfigError(f"quality must be 1..4 to pick a released base codec (got {self.quality})")
         if self.val_fraction and self.val_dataset:
@@ -380,12 +419,12 @@ class TrainConfig:
 
 
 #: the options with a fixed set of values
-_CHOICES = {
-    "crop": CROP_MODES,
-    "val_crop": ("center", "full"),
-    "amp": ("auto", "off", "bf16", "fp16"),
-    "select_by": ("loss", "task_loss"),
-    "verify_images": ("header", "full", "off"),
+_CHOICES: Dict[str, Type[StrEnum]] = {
+    "crop": CropMode,
+    "val_crop": ValidationCrop,
+    "amp": MixedPrecision,
+    "select_by": SelectBy,
+    "verify_images": ImageCheck,
 }
 
 
@@ -398,16 +437,33 @@ def _option_name(field_name: str) -> str:
     return "lambda" if field_name == "lmbda" else field_name
 
 
-def _normalised(name: str, value: Any) -> Any:
+def _normalised(name: str, value: Any, optional: bool) -> Any:
     """A value read from JSON/TOML/argparse/Python in the form of its field; a value of
-    another type is returned unchanged, for :func:`check_type` to name."""
+    another type is returned unchanged, for :func:`check_type` to name. A setting with a
+    fixed set of values becomes its member, refused outside them (``None`` only where the
+    field is ``optional``)."""
     if name == "lr_milestones":
         return _milestones(value)
+    if name in _CHOICES and not (optional and value is None):
+        return _choice(name, _CHOICES[name], value)
     if name in ("prompt_options", "task_options") and value is None:
         return {}
     if name in _PATH_OPTIONS and isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+def _choice(name: str, kind: Type[StrEnum], value: Any) -> StrEnum:
+    """``value`` as a member of ``kind``, or the error naming the option and its values."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be one of {', '.join(kind.values())} (got {_SHOWN.repr(value)})") from None
+
+
+def _plain(value: Any) -> Any:
+    """A setting as JSON and ``torch.load(weights_only=True)`` take it: members as their values."""
+    return value.value if isinstance(value, StrEnum) else value
 
 
 def _milestones(value: Any) -> Any:

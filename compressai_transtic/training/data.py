@@ -34,8 +34,10 @@ from torchvision.transforms import functional as TF
 from ..data.files import UnreadableFolderError, check_image, find_image_files
 from ..data.files import check_images as check_files
 from ..data.subset import evenly_spaced
+from ..filekinds import ImageCheck
 from ..imageio import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageReadError, read_rgb8
-from .config import option_ref
+from ..strenum import parse_choice
+from .config import CropMode, ValidationCrop, option_ref
 from .distributed import DistributedContext
 from .randomness import mix_seed, sample_key, uniform01
 
@@ -121,7 +123,7 @@ def find_images(root: Union[str, os.PathLike], what: str = "training") -> List[P
 
 def check_images(
     paths: Sequence[Path],
-    mode: str = "header",
+    mode: ImageCheck = ImageCheck.HEADER,
     threads: int = 8,
     progress: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -130,7 +132,8 @@ def check_images(
 
     Args:
         paths: image files.
-        mode: ``header``, ``full`` or ``off`` (:func:`~compressai_transtic.data.files.check_image`).
+        mode: an :class:`~compressai_transtic.filekinds.ImageCheck` (or its value; see
+            :func:`~compressai_transtic.data.files.check_image`).
         threads: parallel readers.
         progress: show a tqdm bar.
         max_pixels: the largest accepted image.
@@ -138,7 +141,8 @@ def check_images(
     Returns:
         ``(path, reason)`` of every unreadable file, in ``paths`` order.
     """
-    if mode == "off":
+    mode = parse_choice(ImageCheck, mode, "image check")
+    if mode is ImageCheck.OFF:
         return []
     return check_files(
         paths, lambda p: check_image(p, mode, max_pixels), threads, progress, desc=f"checking images ({mode})"
@@ -192,7 +196,7 @@ def training_and_validation_images(
 
 
 def check_images_everywhere(
-    paths: Sequence[Path], mode: str, ctx: DistributedContext, progress: bool, max_pixels: int
+    paths: Sequence[Path], mode: ImageCheck, ctx: DistributedContext, progress: bool, max_pixels: int
 ) -> None:
     """Every process checks its share of ``paths``; every process learns of every failure.
 
@@ -249,7 +253,7 @@ class TrainingImages(Dataset):
     Args:
         paths: image files.
         patch_size: side of the square crops.
-        crop: ``center`` or ``random``.
+        crop: a :class:`~.config.CropMode` (or its value).
         seed: seed of the crop positions and flips.
         max_pixels: the largest image read.
 
@@ -259,11 +263,11 @@ class TrainingImages(Dataset):
     """
 
     def __init__(
-        self, paths: Sequence[Path], patch_size: int, crop: str, seed: int, max_pixels: int = DEFAULT_MAX_PIXELS
+        self, paths: Sequence[Path], patch_size: int, crop: CropMode, seed: int, max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> None:
         self.paths = list(paths)
         self.patch_size = int(patch_size)
-        self.crop = crop
+        self.crop = parse_choice(CropMode, crop, "crop mode")
         self.seed = int(seed)
         self.max_pixels = int(max_pixels)
 
@@ -275,7 +279,7 @@ class TrainingImages(Dataset):
         key = sample_key(self.seed, epoch, index)
         img = load_rgb(self.paths[index], self.max_pixels)
         p = self.patch_size
-        if self.crop == "center":
+        if self.crop is CropMode.CENTER:
             img = _resize_center_crop(img, p)
         else:
             if min(img.size) < p:
@@ -290,21 +294,25 @@ class TrainingImages(Dataset):
 
 
 class ValidationImages(Dataset):
-    """Validation images: central crops of ``patch_size`` (``crop="center"``) or whole images.
+    """Validation images: central crops of ``patch_size`` or whole images.
 
     Args:
         paths: image files.
         patch_size: crop side for ``center``.
-        crop: ``center`` or ``full``.
+        crop: a :class:`~.config.ValidationCrop` (or its value).
         max_pixels: the largest image read.
     """
 
     def __init__(
-        self, paths: Sequence[Path], patch_size: int, crop: str = "center", max_pixels: int = DEFAULT_MAX_PIXELS
+        self,
+        paths: Sequence[Path],
+        patch_size: int,
+        crop: ValidationCrop = ValidationCrop.CENTER,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.paths = list(paths)
         self.patch_size = int(patch_size)
-        self.crop = crop
+        self.crop = parse_choice(ValidationCrop, crop, "validation crop")
         self.max_pixels = int(max_pixels)
 
     def __len__(self) -> int:
@@ -312,7 +320,7 @@ class ValidationImages(Dataset):
 
     def __getitem__(self, index: int) -> Tensor:
         img = load_rgb(self.paths[index], self.max_pixels)
-        if self.crop == "center":
+        if self.crop is ValidationCrop.CENTER:
             img = _resize_center_crop(img, self.patch_size)
         return _to_tensor(img)
 

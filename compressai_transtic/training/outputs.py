@@ -108,7 +108,7 @@ class RunOutputs:
 
     def consider_best(self, metrics: Mapping[str, float], epoch: int, global_step: int) -> bool:
         """Save ``adapter_best.pth`` when ``metrics`` beat the best validation so far."""
-        select_by = self.config.select_by
+        select_by = self.config.select_by.value  # a plain string: it is saved in the adapter file
         value = metrics[select_by]
         if self.best_value is not None and not value < self.best_value:  # NaN never wins
             return False

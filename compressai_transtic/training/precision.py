@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from compressai.entropy_models import EntropyModel
 
-from .config import option_ref
+from .config import MixedPrecision, option_ref
 
 __all__ = ["Precision", "entropy_models_in_float32", "resolve_precision"]
 
@@ -23,29 +23,29 @@ class Precision:
     """How the training forward runs.
 
     Args:
-        mode: ``off``, ``bf16`` or ``fp16``.
+        mode: ``OFF``, ``BF16`` or ``FP16`` (``AUTO`` is resolved by :func:`resolve_precision`).
         device_type: ``cpu`` or ``cuda``.
     """
 
-    mode: str
+    mode: MixedPrecision
     device_type: str
 
     @property
     def dtype(self) -> Optional[torch.dtype]:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.mode)
+        return {MixedPrecision.BF16: torch.bfloat16, MixedPrecision.FP16: torch.float16}.get(self.mode)
 
     def autocast(self) -> ContextManager[Any]:
         """The autocast context of the training forward (a no-op when off)."""
-        if self.mode == "off":
+        if self.mode is MixedPrecision.OFF:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
     def grad_scaler(self) -> "torch.amp.GradScaler":
         """A loss scaler, enabled for fp16 only (bf16 has float32's range)."""
-        return torch.amp.GradScaler(self.device_type, enabled=self.mode == "fp16")
+        return torch.amp.GradScaler(self.device_type, enabled=self.mode is MixedPrecision.FP16)
 
 
-def resolve_precision(option: str, device: torch.device) -> Precision:
+def resolve_precision(option: MixedPrecision, device: torch.device) -> Precision:
     """Turn the ``amp`` option into a :class:`Precision` for ``device``.
 
     ``auto``: bf16 on CUDA devices that support it, fp16 on older ones, off on CPU.
@@ -53,15 +53,16 @@ def resolve_precision(option: str, device: torch.device) -> Precision:
     Raises:
         ValueError: bf16/fp16 requested on the CPU (not supported for training here).
     """
+    option = MixedPrecision(option)
     if device.type != "cuda":
-        if option in ("bf16", "fp16"):
+        if option in (MixedPrecision.BF16, MixedPrecision.FP16):
             raise ValueError(
-                f"{option_ref('amp', option)} needs a CUDA device; training runs on {device} "
-                f"(use {option_ref('amp', 'off')})"
+                f"{option_ref('amp', option.value)} needs a CUDA device; training runs on {device} "
+                f"(use {option_ref('amp', MixedPrecision.OFF.value)})"
             )
-        return Precision("off", device.type)
-    if option == "auto":
-        option = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return Precision(MixedPrecision.OFF, device.type)
+    if option is MixedPrecision.AUTO:
+        option = MixedPrecision.BF16 if torch.cuda.is_bf16_supported() else MixedPrecision.FP16
     return Precision(option, device.type)
 
 

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import TrainConfig, given
+from .config import MixedPrecision, TrainConfig, given
 from .epoch_metrics import MetricSums
 from .precision import Precision, entropy_models_in_float32
 from .randomness import SampleKeyedRandomness
@@ -73,7 +73,7 @@ class Optimisation:
         """A run's optimisation as its settings say; ``wrap`` makes the module that trains
         (DDP in a job), after the model's random and entropy modules are patched."""
         randomness = SampleKeyedRandomness(model)
-        if precision.mode != "off":
+        if precision.mode is not MixedPrecision.OFF:
             entropy_models_in_float32(model, precision.device_type)
         lr, gamma, milestones = given(cfg.lr), given(cfg.lr_gamma), cfg.lr_milestones or ()
         return cls(

@@ -56,7 +56,7 @@ from .build import (
     resolve_settings,
     seed_everything,
 )
-from .config import ConfigError, TrainConfig, given, option_ref
+from .config import ConfigError, TrainConfig, ValidationCrop, given, option_ref
 from .data import check_images_everywhere, collate_training, shard, training_and_validation_images
 from .distributed import DistributedContext, PeerSetupError, init_distributed, resolve_device
 from .epoch_metrics import MetricSums
@@ -251,7 +251,7 @@ class Trainer:
         return {
             "world_size": self.ctx.world_size,
             "device": str(self.device),
-            "precision": self.precision.mode,
+            "precision": self.precision.mode.value,
             "num_train_images": len(self.images.train_paths),
             "num_val_images": len(self.images.val_paths),
             "steps_per_epoch": self.images.sampler.steps_per_epoch,
@@ -362,7 +362,7 @@ class Trainer:
         indices = shard(list(range(len(val_set))), self.ctx.rank, self.ctx.world_size)
         loader = DataLoader(
             Subset(val_set, indices),
-            batch_size=self.images.sampler.local_batch if self.config.val_crop == "center" else 1,
+            batch_size=self.images.sampler.local_batch if self.config.val_crop is ValidationCrop.CENTER else 1,
             num_workers=given(self.config.workers),
             pin_memory=self.device.type == "cuda",
         )
