@@ -126,19 +126,24 @@ def plot_curves(
     references = _draw_curves(ax, loaded, metric, bd_rate_against_first)
     if show_reference:
         _draw_references(ax, references)
-    ax.set_xlabel(_text(axis_label("bpp")))
-    ax.set_ylabel(_text(axis_label(metric, loaded[0])))
-    tasks = sorted({str(c["task"]) for c in loaded if c.get("task")})
-    default_title = f"{metric_title(metric)} vs rate" + (f" ({', '.join(tasks)})" if tasks else "")
-    ax.set_title(_text(title or default_title) + _random_note(loaded, metric, show_reference))
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    _label(ax, loaded, metric, title, show_reference)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt)
     path = atomic_write_bytes(output, buffer.getvalue())
     logger.info("wrote %s", path)
     return path
+
+
+def _label(ax: Any, curves: Sequence[Mapping[str, Any]], metric: str, title: Optional[str], reference: bool) -> None:
+    """Axis labels, the title (with what is random in the plotted values), grid and legend."""
+    ax.set_xlabel(_text(axis_label("bpp")))
+    ax.set_ylabel(_text(axis_label(metric, curves[0])))
+    tasks = sorted({str(c["task"]) for c in curves if c.get("task")})
+    default_title = f"{metric_title(metric)} vs rate" + (f" ({', '.join(tasks)})" if tasks else "")
+    ax.set_title(_text(title or default_title) + _random_note(curves, metric, reference))
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
 
 
 def default_metric(curves: Sequence[Mapping[str, Any]]) -> str:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..imageio import DEFAULT_MAX_PIXELS, open_image
 from ..metrics import MS_SSIM_MIN_SIDE, ms_ssim_size_problem
 from ..models import TICROI
+from ..protocol import CodingProtocol
 from ..quality_maps import box_map
 from ..tasks.base import Task
 from . import outputs
@@ -79,6 +80,39 @@ class DecodedFeatures:
     size: Tuple[int, ...]
 
 
+def _shared_protocol(tasks: Sequence[Task], codecs: Sequence[CodecSpec], with_boxes: bool) -> CodingProtocol:
+    """The one coding protocol of ``tasks``; refuses tasks that differ in it or repeat,
+    and rate points that need a task not evaluated, or quality maps nothing gives."""
+    if not tasks:
+        raise ValueError("no task to evaluate")
+    protocols = {t.protocol() for t in tasks}
+    if len(protocols) != 1:
+        raise ValueError(f"tasks {[t.name for t in tasks]} use different test protocols; evaluate them separately")
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task listed twice: {names}")
+    for spec in codecs:
+        if spec.task is not None and spec.task not in names:
+            raise ValueError(f"rate point {spec.describe()} is for task {spec.task!r}, which is not evaluated")
+        if spec.roi_map is QualityMapSource.SALIENCY and spec.task is None and len(names) != 1:
+            raise ValueError(f"{spec.describe()}: saliency maps need one task; evaluate one --task at a time")
+        if spec.roi_map is QualityMapSource.BOXES and not with_boxes:
+            raise ValueError(f"{spec.describe()}: box maps need a dataset with object boxes (COCO annotations)")
+    return protocols.pop()
+
+
+def _empty_dataset_error(dataset: Any, description: str, skipped: Sequence[Tuple[Any, str]]) -> ValueError:
+    """The refusal of a dataset without images: which one, and what to do."""
+    described = description or getattr(dataset, "describe", lambda: "")()
+    what = f"the dataset ({described})" if described else "the dataset"
+    todo = (
+        f"all {len(skipped)} of its images were left out as unreadable; fix or replace them"
+        if skipped
+        else "give images to evaluate (a folder of images, or COCO annotations with their image folder)"
+    )
+    return ValueError(f"{what} holds no image to evaluate: {todo}")
+
+
 class Evaluation:
     """Evaluate codecs on machine tasks over a dataset, resumably.
 
@@ -126,35 +160,13 @@ class Evaluation:
         batch_size: int = 1,
         object_boxes: Optional[Callable[[Any], List[List[float]]]] = None,
     ) -> None:
-        if not tasks:
-            raise ValueError("no task to evaluate")
-        protocols = {t.protocol() for t in tasks}
-        if len(protocols) != 1:
-            raise ValueError(f"tasks {[t.name for t in tasks]} use different test protocols; evaluate them separately")
-        names = [t.name for t in tasks]
-        if len(set(names)) != len(names):
-            raise ValueError(f"task listed twice: {names}")
-        for spec in codecs:
-            if spec.task is not None and spec.task not in names:
-                raise ValueError(f"rate point {spec.describe()} is for task {spec.task!r}, which is not evaluated")
-            if spec.roi_map is QualityMapSource.SALIENCY and spec.task is None and len(names) != 1:
-                raise ValueError(f"{spec.describe()}: saliency maps need one task; evaluate one --task at a time")
-            if spec.roi_map is QualityMapSource.BOXES and object_boxes is None:
-                raise ValueError(f"{spec.describe()}: box maps need a dataset with object boxes (COCO annotations)")
+        self.protocol = _shared_protocol(tasks, codecs, object_boxes is not None)
+        if not len(dataset):
+            raise _empty_dataset_error(dataset, dataset_description, skipped)
         self.object_boxes = object_boxes
         self.dataset = dataset
-        if not len(self.dataset):
-            described = dataset_description or getattr(dataset, "describe", lambda: "")()
-            what = f"the dataset ({described})" if described else "the dataset"
-            todo = (
-                f"all {len(skipped)} of its images were left out as unreadable; fix or replace them"
-                if skipped
-                else "give images to evaluate (a folder of images, or COCO annotations with their image folder)"
-            )
-            raise ValueError(f"{what} holds no image to evaluate: {todo}")
         self.tasks = list(tasks)
         self.codecs = list(codecs)
-        self.protocol = protocols.pop()
         self.output_dir = Path(output_dir)
         self.reference = reference
         self.device = torch.device(device)

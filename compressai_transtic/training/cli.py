@@ -104,6 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     """The codec, its adaptation and the task."""
     g = parser.add_argument_group("what to train")
+    _codec_arguments(g)
+    _adaptation_arguments(g)
+    _task_network_arguments(g)
+
+
+def _codec_arguments(g: Any) -> None:
+    """The task, the frozen base codec and the rate-accuracy trade-off."""
     g.add_argument("--task", default=_S, help="task plugin name: cls, det, seg or a registered plugin's")
     g.add_argument(
         "-q",
@@ -125,6 +132,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CKPT",
         help="base codec (TIC) checkpoint file or URL (default: released base_codec_<quality>)",
     )
+
+
+def _adaptation_arguments(g: Any) -> None:
+    """What is trained on the frozen codec."""
     g.add_argument(
         "--arch",
         default=_S,
@@ -149,6 +160,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         "encoder_mask=aligned or width=32 (repeatable)",
     )
     g.add_argument("--init-adapter", default=_S, metavar="FILE", help="start from these prompts instead of fresh ones")
+
+
+def _task_network_arguments(g: Any) -> None:
+    """The frozen recognition network of the task."""
     g.add_argument(
         "--task-weights",
         default=_S,
