@@ -52,13 +52,26 @@ from .layers import SubPixelConvTranspose2d, SwinBlock, WindowGeometry
 from .models import ADAPTED_CODECS, TIC, TransTIC
 from .models.prompt_generator import ConvBNReLU
 from .prompts import TABLE_A1_ROWS, PromptConfig
+from .strenum import StrEnum
 
-__all__ = ["count_macs", "count_macs_both", "ComplexityRow", "measure", "table_a1", "main", "TABLE_A1"]
+__all__ = ["MacConvention", "count_macs", "count_macs_both", "ComplexityRow", "measure", "table_a1", "main", "TABLE_A1"]
 
 logger = logging.getLogger(__name__)
 aten = torch.ops.aten
 
-CONVENTIONS = ("paper", "true")
+
+class MacConvention(StrEnum):
+    """How multiply-accumulates are counted."""
+
+    #: Table A1's convention: transposed convolutions on their output grid, linear layers
+    #: without bias adds, prompts projected as the authors' code does
+    PAPER = "paper"
+    #: what this implementation computes
+    TRUE = "true"
+
+
+#: the values of :class:`MacConvention`
+CONVENTIONS = MacConvention.values()
 
 
 def _prod(shape: Sequence[int]) -> int:
@@ -221,15 +234,15 @@ def count_macs_both(fn: Callable[[], Any], model: Optional[nn.Module] = None) ->
     return flops // 2 + adjustment(), (flops + formulas.extra_true) // 2
 
 
-def count_macs(fn: Callable[[], Any], convention: str = "paper", model: Optional[nn.Module] = None) -> int:
+def count_macs(
+    fn: Callable[[], Any], convention: MacConvention = MacConvention.PAPER, model: Optional[nn.Module] = None
+) -> int:
     """Multiply-accumulates of ``fn()`` under ``convention``.
 
     Args:
         fn: the computation to count (run once, without gradients).
-        convention: ``"true"``: what this implementation computes; ``"paper"``: Table
-            A1's convention (transposed convolutions on their output grid, linear
-            without bias adds, prompts projected as the authors' code does; the
-            latter needs ``model``).
+        convention: a :class:`MacConvention` (or its value); ``paper`` needs ``model``
+            to count prompts as the authors' code projects them.
         model: the model ``fn`` runs, to find its Swin blocks and to count its layers
             as built under both conventions: inference folds BatchNorms into the
             convolutions and runs :class:`~.layers.SubPixelConvTranspose2d` layers as
@@ -238,7 +251,7 @@ def count_macs(fn: Callable[[], Any], convention: str = "paper", model: Optional
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     paper, true = count_macs_both(fn, model)
-    return paper if convention == "paper" else true
+    return paper if convention == MacConvention.PAPER else true
 
 
 @dataclass

@@ -31,12 +31,15 @@ from .adapter_files import (
 )
 from .jsonvalues import as_index
 from .state_dicts import CheckpointError, weight_channels, weight_integers, weight_keys, weight_tensor
+from .strenum import StrEnum
 
 __all__ = [
     "MAX_ADAPTER_SIZE",
     "SETTINGS_KEY",
     "STORED_SETTINGS",
+    "EncoderMask",
     "PromptConfig",
+    "PromptDepth",
     "VARIANTS",
     "TABLE_A1_ROWS",
     "AdapterError",
@@ -65,8 +68,29 @@ SETTINGS_KEY = "prompt_settings"
 #: its index in :data:`ENCODER_MASKS`)
 STORED_SETTINGS = ("num_prompts", "encoder_mask", "generator_width")
 
+
+class PromptDepth(StrEnum):
+    """How prompts reach the blocks of a prompted Swin stage (Table A1, A3.1)."""
+
+    #: every block gets the prompts as extra keys and values
+    DEEP = "deep"
+    #: the prompts enter the stage's first block as full tokens and are carried, updated
+    #: by attention and MLP, through the following blocks
+    SHALLOW = "shallow"
+
+
+class EncoderMask(StrEnum):
+    """The attention-mask layout of the shifted prompted encoder blocks."""
+
+    #: the layout the released weights were trained with: mask columns misaligned with
+    #: the prompt/image key order (undefined for 64 prompts)
+    LEGACY = "legacy"
+    #: the corrected layout, for new training
+    ALIGNED = "aligned"
+
+
 #: values of ``PromptConfig.encoder_mask``, by their code in :data:`SETTINGS_KEY`
-ENCODER_MASKS = ("legacy", "aligned")
+ENCODER_MASKS = (EncoderMask.LEGACY, EncoderMask.ALIGNED)
 
 #: prompt count and generator width of weights that show neither (no decoder prompt
 #: embeddings, no prompt generator): the defaults
@@ -125,13 +149,14 @@ class PromptConfig:
             previous prompt map, and every block a 3x3 convolution of stride ``d``.
         num_prompts: prompts per 8 x 8 window: 4, 16 or 64 (encoder prompt-map stride
             4, 2, 1; decoder 4, 16, 64 learned tokens per block).
-        depth: ``"deep"``: prompts given to every block as extra keys/values;
-            ``"shallow"``: prompts enter the first block of an STB as full tokens and
-            are carried (updated by attention and MLP) through the following blocks.
-        encoder_mask: ``"legacy"`` reproduces the attention-mask layout that the
-            released weights were trained with (mask columns misaligned with the
-            prompt/image key order in shifted encoder blocks); ``"aligned"`` is the
-            corrected layout, for new training. Legacy is undefined for 64 prompts.
+        depth: a :class:`PromptDepth` (or its value): ``deep`` (prompts given to
+            every block as extra keys/values) or ``shallow`` (prompts enter the first
+            block of an STB as full tokens and are carried through the following blocks).
+        encoder_mask: an :class:`EncoderMask` (or its value): ``legacy`` reproduces
+            the attention-mask layout that the released weights were trained with (mask
+            columns misaligned with the prompt/image key order in shifted encoder
+            blocks); ``aligned`` is the corrected layout, for new training. Legacy is
+            undefined for 64 prompts.
         generator_width: channels of the first level of the prompt generator
             (1..:data:`MAX_ADAPTER_SIZE`).
 
@@ -151,12 +176,15 @@ class PromptConfig:
     decoder_tp_stbs: Tuple[int, ...] = (1, 2, 3, 4)
     decoder_ip_stbs: Tuple[int, ...] = ()
     num_prompts: int = 16
-    depth: str = "deep"
-    encoder_mask: str = "legacy"
+    depth: PromptDepth = PromptDepth.DEEP
+    encoder_mask: EncoderMask = EncoderMask.LEGACY
     generator_width: int = 32
 
     def __post_init__(self) -> None:
         _check_field_types(self)
+        for name, kind in (("depth", PromptDepth), ("encoder_mask", EncoderMask)):
+            if getattr(self, name) in kind.values():  # others are refused by validate()
+                object.__setattr__(self, name, kind(getattr(self, name)))
         for name in ("decoder_tp_stbs", "decoder_ip_stbs"):
             object.__setattr__(self, name, _check_stbs(name, getattr(self, name)))
         self.validate()
@@ -166,9 +194,9 @@ class PromptConfig:
         """Raise ``ValueError`` naming the offending option for invalid combinations."""
         if self.num_prompts not in ENCODER_DOWNSAMPLE:
             raise ValueError(f"num_prompts must be one of 4, 16, 64 (got {self.num_prompts})")
-        if self.depth not in ("deep", "shallow"):
+        if not isinstance(self.depth, PromptDepth):
             raise ValueError(f"depth must be 'deep' or 'shallow' (got {self.depth!r})")
-        if self.encoder_mask not in ("legacy", "aligned"):
+        if not isinstance(self.encoder_mask, EncoderMask):
             raise ValueError(f"encoder_mask must be 'legacy' or 'aligned' (got {self.encoder_mask!r})")
         for name in ("decoder_tp_stbs", "decoder_ip_stbs"):
             stbs = getattr(self, name)
@@ -183,11 +211,11 @@ class PromptConfig:
             raise ValueError(
                 f"decoder_ip_stbs must be consecutive STBs (the prompt map is upsampled stage by stage), got {ip}"
             )
-        if ip and self.depth == "shallow":
+        if ip and self.depth is PromptDepth.SHALLOW:
             raise ValueError("decoder IP-type prompts are only defined for depth='deep'")
         if not self.encoder_prompts and not self.decoder_tp_stbs and not self.decoder_ip_stbs:
             raise ValueError("this configuration has no prompts at all: use the 'tic' model instead")
-        if self.encoder_prompts and self.encoder_mask == "legacy" and self.num_prompts == 64:
+        if self.encoder_prompts and self.encoder_mask is EncoderMask.LEGACY and self.num_prompts == 64:
             raise ValueError(
                 "the legacy encoder mask layout is undefined for 64 prompts (the released code's "
                 "construction fails there); use encoder_mask='aligned'"
@@ -211,9 +239,11 @@ class PromptConfig:
         return tuple(DECODER_STB_MODULES[s] for s in sorted(self.decoder_ip_stbs, reverse=True))
 
     def to_dict(self) -> Dict[str, Any]:
+        """JSON and ``torch.load(weights_only=True)`` types: lists and plain strings."""
         d = asdict(self)
         d["decoder_tp_stbs"] = list(self.decoder_tp_stbs)
         d["decoder_ip_stbs"] = list(self.decoder_ip_stbs)
+        d["depth"], d["encoder_mask"] = self.depth.value, self.encoder_mask.value
         return d
 
     @classmethod
@@ -329,7 +359,7 @@ class PromptConfig:
                 encoder_prompts=encoder,
                 decoder_tp_stbs=tuple(tp),
                 decoder_ip_stbs=tuple(ip),
-                depth=next(iter(depths.values()), "deep"),
+                depth=next(iter(depths.values()), PromptDepth.DEEP),
                 **settings,
             )
         except ValueError as err:
@@ -338,12 +368,12 @@ class PromptConfig:
 
 def _decoder_prompts(
     state_dict: Mapping[str, Any], keys: Sequence[str]
-) -> Tuple[List[int], List[int], Dict[str, int], Dict[str, str]]:
+) -> Tuple[List[int], List[int], Dict[str, int], Dict[str, PromptDepth]]:
     """The decoder STBs with TP- and with IP-type prompts, and the prompt count and
     depth that each TP prompt embedding shows (by key); refuses counts that disagree."""
     tp, ip = [], []
     counts: Dict[str, int] = {}
-    depths: Dict[str, str] = {}
+    depths: Dict[str, PromptDepth] = {}
     for stb, mod in DECODER_STB_MODULES.items():
         key = f"{mod}.residual_group.prompt_embeddings"
         if key in state_dict:
@@ -352,7 +382,7 @@ def _decoder_prompts(
                 raise CheckpointError(f"{key} holds {int(emb.shape[1])} prompts per block; TransTIC has 4, 16 or 64")
             tp.append(stb)
             counts[key] = int(emb.shape[1])
-            depths[key] = "shallow" if emb.shape[0] == 1 else "deep"
+            depths[key] = PromptDepth.SHALLOW if emb.shape[0] == 1 else PromptDepth.DEEP
         if any(k.startswith((f"{mod}_prompt.", f"{mod}_prompt_layers.")) for k in keys):
             ip.append(stb)
     if len(set(counts.values())) > 1:
@@ -360,12 +390,12 @@ def _decoder_prompts(
     return tp, ip, counts, depths
 
 
-def _encoder_prompts(state_dict: Mapping[str, Any], keys: Sequence[str]) -> Tuple[int, str]:
+def _encoder_prompts(state_dict: Mapping[str, Any], keys: Sequence[str]) -> Tuple[int, PromptDepth]:
     """The generator width and the depth (one prompt convolution: shallow) that the
     encoder prompt entries show."""
     width = weight_channels(state_dict, _WIDTH_KEY, "first convolution of the prompt generator", MAX_ADAPTER_SIZE)
     layers = {k.split(".")[1] for k in keys if k.startswith("g_a0_prompt_layers.")}
-    return width, "shallow" if len(layers) == 1 else "deep"
+    return width, PromptDepth.SHALLOW if len(layers) == 1 else PromptDepth.DEEP
 
 
 def _weights_settings(
@@ -390,11 +420,11 @@ def _weights_settings(
     return settings
 
 
-def _implied_settings(num_prompts: Optional[int], generator_width: Optional[int]) -> Tuple[int, str, int]:
+def _implied_settings(num_prompts: Optional[int], generator_width: Optional[int]) -> Tuple[int, EncoderMask, int]:
     """The :data:`STORED_SETTINGS` that weights which store none are read with, given the
     prompt count and generator width their shapes show (``None``: not shown)."""
     count = _DEFAULT_PROMPTS if num_prompts is None else num_prompts
-    mask = "aligned" if count == 64 else "legacy"  # legacy is undefined for 64 prompts
+    mask = EncoderMask.ALIGNED if count == 64 else EncoderMask.LEGACY  # legacy is undefined for 64 prompts
     return count, mask, _DEFAULT_WIDTH if generator_width is None else generator_width
 
 
@@ -417,16 +447,17 @@ def _read_settings(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _describe(settings: Mapping[str, Any]) -> str:
-    return ", ".join(f"{name}={settings[name]!r}" for name in STORED_SETTINGS)
+    values = {name: settings[name] for name in STORED_SETTINGS}
+    return ", ".join(f"{name}={v.value if isinstance(v, StrEnum) else v!r}" for name, v in values.items())
 
 
 #: Table A1 variants of the supplementary material, by name.
 VARIANTS: Dict[str, PromptConfig] = {
     "deep": PromptConfig(),
-    "shallow": PromptConfig(depth="shallow"),
+    "shallow": PromptConfig(depth=PromptDepth.SHALLOW),
     "enc-ip-dec-ip": PromptConfig(decoder_tp_stbs=(3, 4), decoder_ip_stbs=(1, 2)),
     "prompts-4": PromptConfig(num_prompts=4),
-    "prompts-64": PromptConfig(num_prompts=64, encoder_mask="aligned"),
+    "prompts-64": PromptConfig(num_prompts=64, encoder_mask=EncoderMask.ALIGNED),
     "stb-12": PromptConfig(decoder_tp_stbs=(1, 2)),
     "stb-34": PromptConfig(decoder_tp_stbs=(3, 4)),
     "enc-only": PromptConfig(decoder_tp_stbs=()),

@@ -11,9 +11,12 @@ import pytest
 import torch
 
 from compressai_transtic.codec_choice import CodecChoice
+from compressai_transtic.complexity import MacConvention, count_macs
 from compressai_transtic.data.files import check_image
 from compressai_transtic.evaluation.codecs import CodecSpec, QualityMapSource, WeightsSource
 from compressai_transtic.filekinds import ImageCheck
+from compressai_transtic.layers import CPU_ATTENTION_ENV, CpuAttention, cpu_attention, set_cpu_attention
+from compressai_transtic.prompts import VARIANTS, EncoderMask, PromptConfig, PromptDepth
 from compressai_transtic.protocol import CodingProtocol, ResizeRule, classification_protocol, detection_protocol
 from compressai_transtic.strenum import StrEnum, parse_choice
 from compressai_transtic.training.config import (
@@ -162,3 +165,45 @@ def test_image_checks_and_crops_take_members_or_values_and_refuse_others(tmp_pat
     assert ValidationImages([], 64, "full").crop is ValidationCrop.FULL
     with pytest.raises(ValueError, match="unknown crop mode 'full'; expected one of center, random"):
         TrainingImages([], 64, "full", 0)
+
+
+def test_prompt_settings_hold_members_and_adapter_files_keep_their_strings(tmp_path):
+    cfg = PromptConfig(depth="shallow", encoder_mask="aligned")
+    assert cfg.depth is PromptDepth.SHALLOW and cfg.encoder_mask is EncoderMask.ALIGNED
+    assert cfg == PromptConfig(depth=PromptDepth.SHALLOW, encoder_mask=EncoderMask.ALIGNED)
+    assert VARIANTS["shallow"].depth is PromptDepth.SHALLOW and VARIANTS["prompts-64"].encoder_mask == "aligned"
+    saved = cfg.to_dict()  # adapter files and .ttic headers carry it
+    assert (type(saved["depth"]), type(saved["encoder_mask"])) == (str, str)
+    torch.save({"config": saved}, tmp_path / "adapter.pt")
+    assert PromptConfig.from_dict(torch.load(tmp_path / "adapter.pt", weights_only=True)["config"]) == cfg
+    with pytest.raises(ValueError, match=r"depth must be 'deep' or 'shallow' \(got 'Deep'\)"):
+        PromptConfig(depth="Deep")
+    with pytest.raises(
+        ValueError, match=r"PromptConfig.encoder_mask must be of type str, 'legacy' or 'aligned', got 1"
+    ):
+        PromptConfig(encoder_mask=1)
+
+
+def test_the_cpu_attention_choice_is_a_member_whether_code_or_the_environment_makes_it(monkeypatch):
+    monkeypatch.setenv(CPU_ATTENTION_ENV, "sdpa")
+    try:
+        set_cpu_attention(None)
+        assert cpu_attention() is CpuAttention.SDPA
+        set_cpu_attention("packed")
+        assert cpu_attention() is CpuAttention.PACKED
+        set_cpu_attention(CpuAttention.AUTO)
+        assert cpu_attention() is CpuAttention.AUTO and f"{cpu_attention()}" == "auto"
+        with pytest.raises(ValueError, match="cpu attention must be one of"):
+            set_cpu_attention("fused")
+        assert cpu_attention() is CpuAttention.AUTO  # a refused choice changes nothing
+    finally:
+        set_cpu_attention(None)
+
+
+def test_mac_conventions_are_taken_as_members_or_values():
+    layer = torch.nn.Linear(8, 4)
+    x = torch.zeros(10, 8)
+    assert count_macs(lambda: layer(x), MacConvention.TRUE) == count_macs(lambda: layer(x), "true") == 10 * 8 * 4 + 40
+    assert count_macs(lambda: layer(x), MacConvention.PAPER) == 10 * 8 * 4
+    with pytest.raises(ValueError, match="convention must be one of"):
+        count_macs(lambda: layer(x), "exact")

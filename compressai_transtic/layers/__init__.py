@@ -28,6 +28,7 @@ from __future__ import annotations
 from .attention import (
     CPU_ATTENTION_CHOICES,
     CPU_ATTENTION_ENV,
+    CpuAttention,
     WindowAttention,
     cpu_attention,
     packed_attention_is_faster,
@@ -47,6 +48,7 @@ __all__ = [
     "PAD_MASK_VALUE",
     "CPU_ATTENTION_CHOICES",
     "CPU_ATTENTION_ENV",
+    "CpuAttention",
     "conv",
     "deconv",
     "SubPixelConvTranspose2d",

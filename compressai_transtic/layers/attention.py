@@ -29,11 +29,13 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import Tensor
 
+from ..strenum import StrEnum
 from .cache import DerivedValue
 from .masks import relative_position_index
 
 __all__ = [
     "CPU_ATTENTION_CHOICES",
+    "CpuAttention",
     "CPU_ATTENTION_ENV",
     "AttentionBackend",
     "PackedWeights",
@@ -49,7 +51,20 @@ __all__ = [
     "use_reference",
 ]
 
-CPU_ATTENTION_CHOICES = ("auto", "packed", "sdpa")
+
+class CpuAttention(StrEnum):
+    """The CPU attention choice of :func:`set_cpu_attention` (and of :data:`CPU_ATTENTION_ENV`)."""
+
+    #: as :func:`packed_attention_is_faster` says for this CPU
+    AUTO = "auto"
+    #: batched matrix products over per-window, per-head matrices (:func:`packed_window_attention`)
+    PACKED = "packed"
+    #: PyTorch's fused scaled-dot-product attention
+    SDPA = "sdpa"
+
+
+#: the values of :class:`CpuAttention`
+CPU_ATTENTION_CHOICES = CpuAttention.values()
 #: environment variable that chooses the CPU attention where no code has called
 #: :func:`set_cpu_attention` (for programs that cannot call it, such as CompressAI's
 #: ``eval_model``)
@@ -64,8 +79,8 @@ class _Switches(threading.local):
 
 
 _switches = _Switches()
-#: one of :data:`CPU_ATTENTION_CHOICES` for every thread, or None: not set by code
-_cpu_attention: Optional[str] = None
+#: the choice of code for every thread, or None: not set by code
+_cpu_attention: Optional[CpuAttention] = None
 
 
 class AttentionBackend(enum.Enum):
@@ -97,17 +112,17 @@ def reference_attention(enabled: bool = True) -> Iterator[None]:
         _switches.reference = previous
 
 
-def set_cpu_attention(kind: Optional[str]) -> None:
+def set_cpu_attention(kind: Optional[CpuAttention]) -> None:
     """Choose how Swin blocks without prompts (or with prompts as keys and values)
     attend on the CPU at inference.
 
     Args:
-        kind: ``"packed"``: batched matrix products over per-window, per-head matrices
-            with in-place residual updates (:func:`packed_window_attention`);
-            ``"sdpa"``: PyTorch's fused scaled-dot-product attention; ``"auto"``:
-            as :func:`packed_attention_is_faster` says for this CPU; ``None``: back
-            to the default, the environment variable :data:`CPU_ATTENTION_ENV` where
-            it is set, else ``"auto"``.
+        kind: a :class:`CpuAttention` (or its value): ``packed``, batched matrix
+            products over per-window, per-head matrices with in-place residual updates
+            (:func:`packed_window_attention`); ``sdpa``, PyTorch's fused
+            scaled-dot-product attention; ``auto``, as :func:`packed_attention_is_faster`
+            says for this CPU. ``None``: back to the default, the environment variable
+            :data:`CPU_ATTENTION_ENV` where it is set, else ``auto``.
 
     Both compute the same function; results differ by float rounding only, so an
     encoder and its decoder should make the same choice.
@@ -115,10 +130,10 @@ def set_cpu_attention(kind: Optional[str]) -> None:
     global _cpu_attention
     if kind is not None and kind not in CPU_ATTENTION_CHOICES:
         raise ValueError(f"cpu attention must be one of {CPU_ATTENTION_CHOICES} or None, got {kind!r}")
-    _cpu_attention = kind
+    _cpu_attention = None if kind is None else CpuAttention(kind)
 
 
-def cpu_attention() -> str:
+def cpu_attention() -> CpuAttention:
     """The CPU attention choice in force: the one :func:`set_cpu_attention` made, else
     the environment variable :data:`CPU_ATTENTION_ENV`, else ``"auto"``.
 
@@ -131,13 +146,13 @@ def cpu_attention() -> str:
         return _cpu_attention
     kind = os.environ.get(CPU_ATTENTION_ENV, "").strip()
     if not kind:
-        return "auto"
+        return CpuAttention.AUTO
     if kind not in CPU_ATTENTION_CHOICES:
         raise ValueError(
             f"environment variable {CPU_ATTENTION_ENV}={kind!r} is not one of {', '.join(CPU_ATTENTION_CHOICES)}: "
             "set it to one of them, or unset it for 'auto'"
         )
-    return kind
+    return CpuAttention(kind)
 
 
 def _cpu_autocast() -> bool:
@@ -185,9 +200,9 @@ def cpu_vendor() -> str:
 
 def _packed_chosen() -> bool:
     kind = cpu_attention()
-    if kind == "auto":
+    if kind is CpuAttention.AUTO:
         return _auto_packed()
-    return kind == "packed"
+    return kind is CpuAttention.PACKED
 
 
 def attention_backend(device: torch.device) -> AttentionBackend:

@@ -11,7 +11,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..layers import WindowPrompts, conv, deconv
-from ..prompts import SETTINGS_KEY, VARIANTS, PromptConfig
+from ..prompts import SETTINGS_KEY, VARIANTS, EncoderMask, PromptConfig, PromptDepth
 from .adapted import AdaptedCodec
 from .prompt_generator import PromptGenerator
 from .tic import channels_last
@@ -74,7 +74,7 @@ class TransTIC(AdaptedCodec):
         super().__init__(config, N=N, M=M, **kwargs)
         cfg = self.config
         d = cfg.encoder_downsample
-        deep = cfg.depth == "deep"
+        deep = cfg.depth is PromptDepth.DEEP
 
         if cfg.encoder_prompts:
             self.g_a0_prompt = PromptGenerator(N, width=cfg.generator_width)
@@ -158,12 +158,12 @@ class TransTIC(AdaptedCodec):
     # ------------------------------------------------------------------------------
     def _encoder_prompts(self, maps: List[Tensor]) -> List[Optional[WindowPrompts]]:
         cfg = self.config
-        full = cfg.depth == "shallow"
+        full = cfg.depth is PromptDepth.SHALLOW
         return [
             WindowPrompts(
                 prompt_map=_nhwc(m),
                 downsample=cfg.encoder_downsample,
-                legacy_mask=cfg.encoder_mask == "legacy",
+                legacy_mask=cfg.encoder_mask is EncoderMask.LEGACY,
                 full_tokens=full,
             )
             for m in maps
@@ -193,7 +193,7 @@ class TransTIC(AdaptedCodec):
             prompts: Optional[List[Optional[WindowPrompts]]] = None
             if name in cfg.decoder_tp_modules:
                 emb = rstb.residual_group.prompt_embeddings.to(x.dtype)
-                if cfg.depth == "deep":
+                if cfg.depth is PromptDepth.DEEP:
                     prompts = [WindowPrompts(tokens=emb[i]) for i in range(emb.shape[0])]
                 else:
                     prompts = [WindowPrompts(tokens=emb[0], full_tokens=True)]
