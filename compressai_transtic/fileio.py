@@ -9,13 +9,16 @@ message names the file and says what to do, instead of a bare ``OSError``.
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Union
 
 __all__ = [
     "OutputError",
+    "UnreadableSaveError",
     "atomic_torch_save",
     "atomic_write",
     "atomic_write_bytes",
@@ -107,8 +110,25 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
+class UnreadableSaveError(TypeError):
+    """An object that ``torch.load(weights_only=True)`` would refuse to read back."""
+
+
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically."""
+    """``torch.save(obj)`` to ``path`` atomically, once the bytes are known to load
+    with ``torch.load(weights_only=True)``, as this package reads every file back:
+    an object of another type in ``obj`` (an enumeration member for its string, a
+    dataclass for its dict) raises :class:`UnreadableSaveError` and nothing is written.
+    """
     import torch  # only here: this module, and results/plot/table/trust that use it, import without torch
 
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    try:
+        torch.load(io.BytesIO(buffer.getbuffer()), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), str(exc))
+        raise UnreadableSaveError(
+            f"{path} was not written: it would not load with weights_only=True ({reason})"
+        ) from None
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -7,17 +7,25 @@ as root (root may write anywhere).
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from compressai_transtic import complexity
 from compressai_transtic.cli import main
-from compressai_transtic.fileio import OutputError, atomic_write_text, check_writable_folder
+from compressai_transtic.fileio import (
+    OutputError,
+    UnreadableSaveError,
+    atomic_torch_save,
+    atomic_write_text,
+    check_writable_folder,
+)
 
 
 @pytest.fixture
@@ -168,3 +176,18 @@ def test_complexity_keeps_existing_files_unless_forced(tmp_path, capsys):
     same = str(tmp_path / "c.json")
     assert complexity.main(["--variant", "tic", "--json", same, "--csv", same]) == 2
     assert "--json and --csv name the same file" in capsys.readouterr().err
+
+
+class Kind(enum.Enum):
+    A = "a"
+
+
+def test_a_torch_file_that_would_not_load_with_weights_only_is_not_written(tmp_path):
+    target = tmp_path / "adapter.pth"
+    target.write_bytes(b"the previous file")
+    with pytest.raises(UnreadableSaveError, match=r"adapter\.pth was not written: .*Kind"):
+        atomic_torch_save({"config": {"kind": Kind.A}, "w": torch.zeros(2)}, target)
+    assert target.read_bytes() == b"the previous file"
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter.pth"]  # no temporary file left
+    atomic_torch_save({"config": {"kind": "a"}, "w": torch.ones(2)}, target)
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(2))
