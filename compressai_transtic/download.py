@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 
 import torch.hub
 
-from .trust import HashRecord, TrustStore
+from .trust import HashRecord, HashSource, TrustStore
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class ChecksumMismatchError(RuntimeError):
                 "download a fresh copy."
             )
         else:
-            when = "you pinned" if record.source == "user" else f"it had when first used ({record.since})"
+            when = "you pinned" if record.source is HashSource.USER else f"it had when first used ({record.since})"
             found = f"sha256 {actual}, not the {expected}" if size is None else f"{size} bytes, not the {record.size}"
             message = (
                 f"{self.path}{origin} has {found} {when}, recorded in {store}. "

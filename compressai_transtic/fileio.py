@@ -131,4 +131,4 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
         raise UnreadableSaveError(
             f"{path} was not written: it would not load with weights_only=True ({reason})"
         ) from None
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()))

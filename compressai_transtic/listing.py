@@ -19,7 +19,7 @@ import torch
 from . import zoo
 from .console import report_error, shorten
 from .evaluation.traditional import TRADITIONAL_CODECS, CodecUnavailableError, check_available, codec_version
-from .trust import TrustStore
+from .trust import HashSource, TrustStore
 
 __all__ = ["add_models_arguments", "model_rows", "run_models"]
 
@@ -60,7 +60,9 @@ def model_rows() -> List[Dict[str, Any]]:
         elif record is None:
             check = "first use will record its sha256"
         else:
-            check = "pinned sha256" if record.source == "user" else f"sha256 of its first use {record.since[:10]}"
+            check = (
+                "pinned sha256" if record.source is HashSource.USER else f"sha256 of its first use {record.since[:10]}"
+            )
         rows.append(
             {
                 "name": w.name,
@@ -89,7 +91,7 @@ def _manage_hashes(args: argparse.Namespace, cache: Path) -> str:
     if args.forget is not None:
         forgotten = store.forget(name)
         return f"forgot the sha256 of {name}" if forgotten else f"no sha256 was recorded for {name}"
-    record = store.record(name, args.pin[1], source="user")
+    record = store.record(name, args.pin[1], source=HashSource.USER)
     return f"pinned {name} to sha256 {record.sha256} in {store.path}"
 
 

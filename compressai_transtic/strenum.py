@@ -2,9 +2,10 @@
 
 Python 3.11 has :class:`enum.StrEnum`; this package supports 3.9, whose ``(str, Enum)``
 members print as ``Class.MEMBER``. A :class:`StrEnum` member *is* its value: it
-compares equal to it, prints and formats as it, and JSON encodes it as that string, so
-settings read from files (JSON records, ``.ttic`` headers, TOML) keep their spelling
-and their fingerprints.
+compares equal to it, prints, formats and JSON encodes as that string, and its
+``repr`` is the string's, so the reprs of the settings dataclasses that messages show
+(``PromptConfig(depth='deep', ...)``) read the same. Settings read from files (JSON
+records, ``.ttic`` headers, TOML) keep their spelling and their fingerprints.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ class StrEnum(str, enum.Enum):
 
     def __str__(self) -> str:
         return str(self.value)
+
+    def __repr__(self) -> str:
+        return repr(str(self.value))
 
     @classmethod
     def values(cls) -> Tuple[str, ...]:

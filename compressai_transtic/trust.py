@@ -27,8 +27,9 @@ from typing import Any, Dict, Optional
 
 from .fileio import atomic_write_text
 from .jsonvalues import is_integer
+from .strenum import StrEnum
 
-__all__ = ["HashRecord", "TrustStore", "TrustStoreError", "STORE_NAME"]
+__all__ = ["HashRecord", "HashSource", "TrustStore", "TrustStoreError", "STORE_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +37,22 @@ STORE_NAME = "compressai-transtic-sha256.json"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
+class HashSource(StrEnum):
+    """Where a recorded hash comes from."""
+
+    #: the file itself, the first time it was used (trust on first use)
+    FIRST_USE = "first-use"
+    #: pinned by the user (``compressai-transtic weights --pin``)
+    USER = "user"
+
+
 def _is_record(entry: Any) -> bool:
     """A record as :meth:`TrustStore.record` writes it: a sha256, and a size if any."""
     if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not _HEX.fullmatch(entry["sha256"]):
         return False
     if not all(isinstance(entry.get(key, ""), str) for key in ("source", "url", "since")):
+        return False
+    if entry.get("source", HashSource.FIRST_USE) not in HashSource.values():
         return False
     size = entry.get("size")
     return size is None or (is_integer(size) and size >= 0)
@@ -56,7 +68,7 @@ class HashRecord:
 
     Args:
         sha256: hex digest.
-        source: ``first-use`` (recorded from the file itself) or ``user`` (pinned).
+        source: a :class:`HashSource` (or its value).
         url: where the file came from.
         since: UTC time of the record (ISO 8601).
         size: the file's size in bytes (records of first use; ``None`` in older stores
@@ -64,10 +76,13 @@ class HashRecord:
     """
 
     sha256: str
-    source: str
+    source: HashSource
     url: str = ""
     since: str = ""
     size: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", HashSource(self.source))
 
 
 class TrustStore:
@@ -110,7 +125,7 @@ class TrustStore:
         """Every file's record (one read of the store)."""
         return {
             name: HashRecord(
-                e["sha256"], e.get("source", "first-use"), e.get("url", ""), e.get("since", ""), e.get("size")
+                e["sha256"], e.get("source", HashSource.FIRST_USE), e.get("url", ""), e.get("since", ""), e.get("size")
             )
             for name, e in self._read().items()
         }
@@ -120,9 +135,14 @@ class TrustStore:
         return self.records().get(filename)
 
     def record(
-        self, filename: str, sha256: str, url: str = "", source: str = "first-use", size: Optional[int] = None
+        self,
+        filename: str,
+        sha256: str,
+        url: str = "",
+        source: HashSource = HashSource.FIRST_USE,
+        size: Optional[int] = None,
     ) -> HashRecord:
-        """Record (or pin, ``source="user"``) the hash of a file (and its ``size``, when known).
+        """Record (or pin, ``source=HashSource.USER``) the hash of a file (and its ``size``, when known).
 
         Raises:
             TrustStoreError: ``sha256`` is not 64 hex digits, or the store is damaged.
@@ -133,7 +153,7 @@ class TrustStore:
         files = self._read()
         entry: Dict[str, Any] = {
             "sha256": sha256,
-            "source": source,
+            "source": HashSource(source).value,
             "url": url,
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }

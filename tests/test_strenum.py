@@ -13,7 +13,10 @@ import torch
 from compressai_transtic.codec_choice import CodecChoice
 from compressai_transtic.complexity import MacConvention, count_macs
 from compressai_transtic.data.files import check_image
+from compressai_transtic.evaluation.bd import BDAxis, BDMethod, bd_rate, overlap_share
 from compressai_transtic.evaluation.codecs import CodecSpec, QualityMapSource, WeightsSource
+from compressai_transtic.evaluation.curves import Curve, RateAverage
+from compressai_transtic.evaluation.table import TableFormat, render
 from compressai_transtic.filekinds import ImageCheck
 from compressai_transtic.layers import CPU_ATTENTION_ENV, CpuAttention, cpu_attention, set_cpu_attention
 from compressai_transtic.prompts import VARIANTS, EncoderMask, PromptConfig, PromptDepth
@@ -28,6 +31,7 @@ from compressai_transtic.training.config import (
     ValidationCrop,
 )
 from compressai_transtic.training.data import TrainingImages, ValidationImages
+from compressai_transtic.training.precision import Precision, resolve_precision
 
 
 class Colour(StrEnum):
@@ -207,3 +211,44 @@ def test_mac_conventions_are_taken_as_members_or_values():
     assert count_macs(lambda: layer(x), MacConvention.PAPER) == 10 * 8 * 4
     with pytest.raises(ValueError, match="convention must be one of"):
         count_macs(lambda: layer(x), "exact")
+
+
+def test_a_precision_takes_a_resolved_mode_as_member_or_value():
+    assert Precision("off", "cpu").mode is MixedPrecision.OFF
+    assert Precision("bf16", "cuda").dtype is torch.bfloat16
+    assert resolve_precision(MixedPrecision.AUTO, torch.device("cpu")).mode is MixedPrecision.OFF
+    with pytest.raises(ValueError, match="resolve_precision"):
+        Precision(MixedPrecision.AUTO, "cuda")
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        Precision("half", "cuda")
+
+
+def test_settings_dataclasses_show_their_members_as_strings_in_messages():
+    assert repr(PromptDepth.DEEP) == "'deep'"
+    assert "depth='shallow', encoder_mask='legacy'" in repr(PromptConfig(depth="shallow"))
+    assert "source='random'" in repr(CodecSpec("x", "tic", 1, None, "random"))
+
+
+def test_table_formats_and_rate_averages_are_taken_as_members_or_values():
+    rows = [["model", "bpp"], ["tic", "0.5"]]
+    assert render(rows, "markdown") == render(rows, TableFormat.MARKDOWN) != render(rows, "latex")
+    with pytest.raises(ValueError):
+        render(rows, "html")
+    assert Curve("c", object(), [], rate_average="total").rate_average is RateAverage.TOTAL
+
+
+def test_bd_methods_and_axes_are_taken_as_members_or_values_and_others_are_refused():
+    anchor, test = ([0.1, 0.2, 0.4, 0.8], [30.0, 32.0, 34.0, 36.0]), ([0.1, 0.2, 0.4, 0.8], [31.0, 33.0, 35.0, 37.0])
+    assert bd_rate(*anchor, *test, method="cubic") == bd_rate(*anchor, *test, method=BDMethod.CUBIC)
+    assert overlap_share(*anchor, *test, axis="rate") == overlap_share(*anchor, *test, axis=BDAxis.RATE) == 1.0
+    with pytest.raises(ValueError, match=r"unknown BD method 'akima'"):
+        bd_rate(*anchor, *test, method="akima")
+    with pytest.raises(ValueError, match="unknown BD axis 'log-rate'; expected one of metric, rate"):
+        overlap_share(*anchor, *test, axis="log-rate")
+
+
+def test_a_task_default_that_leaves_a_choice_unset_is_refused_when_the_settings_are_resolved():
+    cfg = TrainConfig(task="cls", dataset="images")
+    with pytest.raises(ConfigError, match=r"crop must be one of center, random \(got None\)"):
+        cfg.resolve({"crop": None}, lambda q: 0.01)
+    assert cfg.resolve({"crop": "center"}, lambda q: 0.01).crop is CropMode.CENTER

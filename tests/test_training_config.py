@@ -235,6 +235,8 @@ def test_settings_that_size_memory_or_processes_are_bounded(changes, message):
         ),
         ("transtic", {"decoder_tp_stbs": [1.7]}, r"transtic option decoder_tp_stbs must be a list of 64-bit integers"),
         ("transtic", {"encoder_prompts": "yes"}, r"transtic option encoder_prompts must be true or false"),
+        ("transtic", {"depth": 5}, r"transtic option depth must be one of deep, shallow \(got 5\)"),
+        ("transtic", {"encoder_mask": "Aligned"}, r"encoder_mask must be one of legacy, aligned \(got 'Aligned'\)"),
         ("tic-sft", {"width": 10**6}, r"tic-sft option width must be at most 512 \(got 1000000\)"),
         ("tic-roi", {"min_weight": float("nan")}, r"tic-roi option min_weight must be a finite number \(got nan\)"),
     ],

@@ -476,8 +476,9 @@ def test_a_damaged_store_of_hashes_is_named_and_nothing_is_loaded(hub_dir, offli
         "[" * 100_000 + "]" * 100_000,
         json.dumps({"files": {"base_codec_1.pth.tar": {"sha256": "a" * 64, "since": 5}}}),
         json.dumps({"files": {"base_codec_1.pth.tar": {"sha256": "a" * 64 + "\n"}}}),
+        json.dumps({"files": {"base_codec_1.pth.tar": {"sha256": "a" * 64, "source": "friend"}}}),
     ],
-    ids=["nested", "since-number", "hash-newline"],
+    ids=["nested", "since-number", "hash-newline", "unknown-source"],
 )
 def test_a_damaged_trust_store_is_named_by_every_command(hub_dir, store, capsys):
     from compressai_transtic.cli import main

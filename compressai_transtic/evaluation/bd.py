@@ -44,9 +44,12 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from ..console import and_more
+from ..strenum import StrEnum, parse_choice
 from .results import curve_source, curve_values, missing_values, printable
 
 __all__ = [
+    "BDAxis",
+    "BDMethod",
     "LOW_OVERLAP",
     "METHODS",
     "bd_metric",
@@ -60,13 +63,33 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("pchip", "cubic")
+
+class BDMethod(StrEnum):
+    """How a BD delta interpolates the curves."""
+
+    #: piecewise cubic Hermite interpolation (monotone; the default)
+    PCHIP = "pchip"
+    #: Bjontegaard's cubic polynomial fit
+    CUBIC = "cubic"
+
+
+class BDAxis(StrEnum):
+    """The variable a BD delta integrates over."""
+
+    #: the metric (BD-rate: the rate difference at equal metric)
+    METRIC = "metric"
+    #: the log rate (BD-metric: the metric difference at equal rate)
+    RATE = "rate"
+
+
+#: the values of :class:`BDMethod`
+METHODS = BDMethod.values()
 #: below this overlap share a BD delta extrapolates most of a curve's range away
 LOW_OVERLAP = 0.5
 
 
 #: the fewest points per curve that each interpolation needs
-_MIN_POINTS = {"pchip": 2, "cubic": 4}
+_MIN_POINTS = {BDMethod.PCHIP: 2, BDMethod.CUBIC: 4}
 Names = Tuple[str, str]
 _NAMES: Names = ("the anchor curve", "the test curve")
 #: polyfit's warning of a rank-deficient fit (in numpy.exceptions from numpy 2)
@@ -79,7 +102,7 @@ def _curve(rate: Sequence[float], metric: Sequence[float], name: str, fewest: in
     if r.ndim != 1 or r.shape != m.shape:
         raise ValueError(f"{name}: rates and metrics must be 1-D sequences of the same length")
     if len(r) < fewest:
-        method = "the cubic BD fit needs" if fewest == _MIN_POINTS["cubic"] else "BD needs"
+        method = "the cubic BD fit needs" if fewest == _MIN_POINTS[BDMethod.CUBIC] else "BD needs"
         points = "1 point" if len(r) == 1 else f"{len(r)} points"
         raise ValueError(f"{name} has {points}; {method} at least {fewest} points per curve")
     if not (np.all(np.isfinite(r)) and np.all(np.isfinite(m))):
@@ -95,7 +118,7 @@ def _finite(value: float, what: str) -> float:
     return value
 
 
-def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str, what: str, axis: str) -> float:
+def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: BDMethod, what: str, axis: BDAxis) -> float:
     """Integral over [lo, hi] of the interpolation of y(x) (``x``: values of ``axis``)."""
     order = np.argsort(x, kind="stable")
     xs, ys = x[order], y[order]
@@ -107,7 +130,7 @@ def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str, w
             f"{what} has {quantity} {value:g}{unit} at two points; BD reads {other} as a function of "
             f"{quantity}, so it needs a different value at every point"
         )
-    if method == "cubic":
+    if method is BDMethod.CUBIC:
         with warnings.catch_warnings():
             warnings.simplefilter("error", _RankWarning)
             try:
@@ -126,20 +149,20 @@ def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str, w
 
 #: per interpolation variable: its name in messages, the quantity, the other one, how
 #: values are shown (from the variable) and their unit
-_AXES: Dict[str, Tuple[str, str, str, Callable[[float], float], str]] = {
-    "metric": ("metric", "the metric", "the rate", float, ""),
-    "log-rate": ("rate", "the rate", "the metric", math.exp, " bpp"),
+_AXES: Dict[BDAxis, Tuple[str, str, str, Callable[[float], float], str]] = {
+    BDAxis.METRIC: ("metric", "the metric", "the rate", float, ""),
+    BDAxis.RATE: ("rate", "the rate", "the metric", math.exp, " bpp"),
 }
 
 
-def _span(values: np.ndarray, axis: str) -> str:
+def _span(values: np.ndarray, axis: BDAxis) -> str:
     """``61 to 73.4`` (``0.12 to 0.66 bpp`` for log-rates), ``0 at every point`` when constant."""
     _, _, _, show, unit = _AXES[axis]
     low, high = show(values.min()), show(values.max())
     return f"{low:g}{unit} at every point" if low == high else f"{low:g} to {high:g}{unit}"
 
 
-def _check_varies(anchor: np.ndarray, test: np.ndarray, axis: str, names: Names, delta: str) -> None:
+def _check_varies(anchor: np.ndarray, test: np.ndarray, axis: BDAxis, names: Names, delta: str) -> None:
     """Refuse curves whose interpolation variable (``axis``) has one value at every point,
     naming each such curve with its value: a delta reads the other variable as a
     function of this one."""
@@ -154,7 +177,7 @@ def _check_varies(anchor: np.ndarray, test: np.ndarray, axis: str, names: Names,
     raise ValueError(f"{subject}: {delta} reads {other} as a function of {quantity}, which must vary between points")
 
 
-def _overlap(a: np.ndarray, b: np.ndarray, axis: str, names: Names) -> Tuple[float, float]:
+def _overlap(a: np.ndarray, b: np.ndarray, axis: BDAxis, names: Names) -> Tuple[float, float]:
     """The interval of ``axis`` that the anchor's values ``a`` and the test's ``b`` share.
 
     Raises:
@@ -175,13 +198,14 @@ def overlap_share(
     metric_anchor: Sequence[float],
     rate_test: Sequence[float],
     metric_test: Sequence[float],
-    axis: str = "metric",
+    axis: BDAxis = BDAxis.METRIC,
 ) -> float:
     """Share (0..1) of the curves that the interval of a BD delta covers.
 
     Args:
         rate_anchor, metric_anchor, rate_test, metric_test: the two curves.
-        axis: ``"metric"`` (the interval of BD-rate) or ``"rate"`` (log-rate, BD-metric).
+        axis: a :class:`BDAxis` (or its value): ``metric``, the interval of BD-rate, or
+            ``rate``, the (log-rate) interval of BD-metric.
 
     Returns:
         ``min(|I| / range(anchor), |I| / range(test))`` with ``I`` the shared interval;
@@ -189,7 +213,7 @@ def overlap_share(
     """
     la, ma = _curve(rate_anchor, metric_anchor, _NAMES[0])
     lt, mt = _curve(rate_test, metric_test, _NAMES[1])
-    a, b = (ma, mt) if axis == "metric" else (la, lt)
+    a, b = (ma, mt) if parse_choice(BDAxis, axis, "BD axis") is BDAxis.METRIC else (la, lt)
     with np.errstate(all="ignore"):
         shared = min(a.max(), b.max()) - max(a.min(), b.min())
         if shared <= 0:
@@ -201,8 +225,8 @@ def overlap_share(
 def _average_gap(
     anchor: Tuple[np.ndarray, np.ndarray],
     test: Tuple[np.ndarray, np.ndarray],
-    method: str,
-    axis: str,
+    method: BDMethod,
+    axis: BDAxis,
     names: Names,
     delta: str,
 ) -> float:
@@ -219,13 +243,18 @@ def _average_gap(
 def _curves(
     anchor: Tuple[Sequence[float], Sequence[float]],
     test: Tuple[Sequence[float], Sequence[float]],
-    method: str,
+    method: BDMethod,
     names: Names,
 ) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
-    if method not in METHODS:
-        raise ValueError(f"unknown BD method {method!r}; choose one of {METHODS}")
     fewest = _MIN_POINTS[method]
     return _curve(*anchor, names[0], fewest), _curve(*test, names[1], fewest)
+
+
+def _method(method: object) -> BDMethod:
+    """``method`` as a :class:`BDMethod`, or the error naming the methods."""
+    if method not in METHODS:
+        raise ValueError(f"unknown BD method {method!r}; choose one of {METHODS}")
+    return BDMethod(method)
 
 
 def bd_rate(
@@ -233,7 +262,7 @@ def bd_rate(
     metric_anchor: Sequence[float],
     rate_test: Sequence[float],
     metric_test: Sequence[float],
-    method: str = "pchip",
+    method: BDMethod = BDMethod.PCHIP,
     names: Names = _NAMES,
 ) -> float:
     """BD-rate of the test curve against the anchor, in percent.
@@ -243,7 +272,7 @@ def bd_rate(
         metric_anchor: anchor metric values (PSNR, top-1, AP, ...), higher is better.
         rate_test: test rates.
         metric_test: test metric values.
-        method: ``"pchip"`` (default) or ``"cubic"``.
+        method: a :class:`BDMethod` (or its value), ``pchip`` by default.
         names: what the messages call the anchor and the test curve (their files).
 
     Returns:
@@ -253,8 +282,9 @@ def bd_rate(
         ValueError: no BD-rate exists (too few, repeated or non-finite points, no
             overlap, a result beyond floating point); the message says why.
     """
+    method = _method(method)
     (la, ma), (lt, mt) = _curves((rate_anchor, metric_anchor), (rate_test, metric_test), method, names)
-    gap = _average_gap((ma, la), (mt, lt), method, "metric", names, "BD-rate")
+    gap = _average_gap((ma, la), (mt, lt), method, BDAxis.METRIC, names, "BD-rate")
     try:
         return _finite((math.exp(gap) - 1.0) * 100.0, "the BD-rate")
     except OverflowError:
@@ -269,7 +299,7 @@ def bd_metric(
     metric_anchor: Sequence[float],
     rate_test: Sequence[float],
     metric_test: Sequence[float],
-    method: str = "pchip",
+    method: BDMethod = BDMethod.PCHIP,
     names: Names = _NAMES,
 ) -> float:
     """BD-metric (e.g. BD-PSNR, BD-top-1) of the test curve against the anchor.
@@ -279,7 +309,7 @@ def bd_metric(
         metric_anchor: anchor metric values.
         rate_test: test rates.
         metric_test: test metric values.
-        method: ``"pchip"`` (default) or ``"cubic"``.
+        method: a :class:`BDMethod` (or its value), ``pchip`` by default.
         names: what the messages call the anchor and the test curve (their files).
 
     Returns:
@@ -288,8 +318,9 @@ def bd_metric(
     Raises:
         ValueError: no BD-metric exists; the message says why (as for :func:`bd_rate`).
     """
+    method = _method(method)
     (la, ma), (lt, mt) = _curves((rate_anchor, metric_anchor), (rate_test, metric_test), method, names)
-    return _average_gap((la, ma), (lt, mt), method, "log-rate", names, "BD-metric")
+    return _average_gap((la, ma), (lt, mt), method, BDAxis.RATE, names, "BD-metric")
 
 
 def falling_steps(rate: Sequence[float], metric: Sequence[float]) -> List[Tuple[float, float, float, float]]:
@@ -342,7 +373,9 @@ def curve_points(curve: Mapping[str, Any], metric: str) -> Tuple[List[float], Li
     return curve_values(curve, "bpp"), curve_values(curve, metric)
 
 
-def curve_bd_rate(anchor: Mapping[str, Any], test: Mapping[str, Any], metric: str, method: str = "pchip") -> float:
+def curve_bd_rate(
+    anchor: Mapping[str, Any], test: Mapping[str, Any], metric: str, method: BDMethod = BDMethod.PCHIP
+) -> float:
     """BD-rate (%) of two loaded curve files on ``metric``.
 
     Raises:

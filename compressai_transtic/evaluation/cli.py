@@ -27,6 +27,7 @@ from ..filekinds import ImageCheck
 from ..tasks.weights import TaskWeightsUnavailableError
 from ..zoo import ChecksumMismatchError, WeightsUnavailableError
 from .codecs import ROI_MAP_SOURCES, WeightsSource
+from .curves import RateAverage
 from .records import RecordsLockedError
 from .results import unit_words
 from .runner import Evaluation
@@ -248,7 +249,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-reference", action="store_true", help="skip the uncompressed reference accuracy")
     run.add_argument(
         "--rate-average",
-        choices=("image", "total"),
+        choices=RateAverage.values(),
         default="image",
         help="bpp of a point: mean of per-image bpp (image: CompressAI's eval_model and the paper; "
         "default) or total bits / total pixels (total: MPEG's common test conditions)",

@@ -17,7 +17,17 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 from ..console import and_more, print_error, printer, setup_logging
 from ..fileio import check_writable_folder
 from ..filekinds import output_problem, regular_file_problem
-from .bd import LOW_OVERLAP, bd_metric, bd_rate, curve_points, overlap_share, warn_of_falling_curves
+from .bd import (
+    LOW_OVERLAP,
+    METHODS,
+    BDAxis,
+    BDMethod,
+    bd_metric,
+    bd_rate,
+    curve_points,
+    overlap_share,
+    warn_of_falling_curves,
+)
 from .plot import DPI_RANGE, check_dpi, default_metric, plot_curves, plot_format
 from .results import (
     atomic_write_text,
@@ -71,7 +81,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", help="metric (default: the anchor's primary metric, else psnr-rgb)")
     parser.add_argument(
         "--method",
-        choices=("pchip", "cubic"),
+        choices=METHODS,
         default="pchip",
         help="interpolation: pchip (piecewise cubic, default) or cubic (polynomial fit, VCEG-M33)",
     )
@@ -139,7 +149,7 @@ def _compare_all(
 
 
 def _test_deltas(
-    anchor: Mapping[str, Any], test: Mapping[str, Any], ra: Any, ma: Any, metric: str, method: str
+    anchor: Mapping[str, Any], test: Mapping[str, Any], ra: Any, ma: Any, metric: str, method: BDMethod
 ) -> Dict[str, Any]:
     """:func:`_deltas` of one test curve, or both deltas ``None`` with the reason its
     points cannot be used (a point without a value)."""
@@ -150,12 +160,12 @@ def _test_deltas(
     return _deltas(ra, ma, rt, mt, method, names=(curve_source(anchor), curve_source(test)))
 
 
-def _deltas(ra: Any, ma: Any, rt: Any, mt: Any, method: str, names: Tuple[str, str]) -> Dict[str, Any]:
+def _deltas(ra: Any, ma: Any, rt: Any, mt: Any, method: BDMethod, names: Tuple[str, str]) -> Dict[str, Any]:
     """BD-rate and BD-metric of a test curve against the anchor, with the share of the
     range they have in common. BD-rate needs the curves to share metric values,
     BD-metric rates: each one that exists is given, the other as ``None`` with its reason."""
     deltas: Dict[str, Any] = {}
-    for key, delta_of, axis in (("bd_rate", bd_rate, "metric"), ("bd_metric", bd_metric, "rate")):
+    for key, delta_of, axis in (("bd_rate", bd_rate, BDAxis.METRIC), ("bd_metric", bd_metric, BDAxis.RATE)):
         try:
             deltas[key] = delta_of(ra, ma, rt, mt, method=method, names=names)
             deltas[f"{key}_overlap"] = overlap_share(ra, ma, rt, mt, axis)
@@ -262,7 +272,7 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("markdown", "latex"),
+        choices=TableFormat.values(),
         help="syntax (default: from the -o extension .md / .tex, else markdown)",
     )
     parser.add_argument("-o", "--output", type=Path, help="write the table to this file (default: print it)")

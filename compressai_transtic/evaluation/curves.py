@@ -69,6 +69,9 @@ class Curve:
     description: str = ""
     rate_average: RateAverage = RateAverage.IMAGE
 
+    def __post_init__(self) -> None:
+        self.rate_average = RateAverage(self.rate_average)
+
     @property
     def random_codec(self) -> bool:
         """Whether a codec of the curve has random weights: every value is meaningless."""
@@ -135,7 +138,7 @@ def _mean(values: Sequence[Any]) -> float:
 
 def coding_means(spec: CodecSpec, records: Sequence[Dict[str, Any]], rate_average: RateAverage) -> Dict[str, Any]:
     """Rate, fidelity and times of one rate point, averaged over its images' records."""
-    if rate_average is RateAverage.TOTAL:
+    if RateAverage(rate_average) is RateAverage.TOTAL:
         bpp = 8.0 * sum(r["bytes"] for r in records) / sum(r["pixels"] for r in records)
     else:
         bpp = _mean([r["bpp"] for r in records])

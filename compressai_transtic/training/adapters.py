@@ -25,6 +25,7 @@ from ..adapter_files import (
     save_adapter,
 )
 from ..models import ADAPTED_CODECS, AdaptedCodec
+from ..strenum import StrEnum
 from .config import ConfigError, check_type, option_ref
 
 __all__ = ["ADAPTER_KINDS", "MAX_ADAPTER_SIZE", "AdapterKind", "get_adapter_kind"]
@@ -69,6 +70,9 @@ class AdapterKind:
             raise ValueError(f"unknown {self.name} options {unknown}; known: {sorted(types)}")
         for name, value in options.items():
             option = f"{self.name} option {name}"
+            kind = type(getattr(config, name))
+            if issubclass(kind, StrEnum) and value not in kind.values():
+                raise ConfigError(f"{option} must be one of {', '.join(kind.values())} (got {value!r})")
             check_type(option, value, types[name])
             if types[name] in ("int", int) and value > MAX_ADAPTER_SIZE:
                 raise ConfigError(f"{option} must be at most {MAX_ADAPTER_SIZE} (got {value})")

@@ -388,6 +388,9 @@ class TrainConfig:
             ConfigError: naming the first invalid option.
         """
         self._check_numbers()
+        for name, kind in _CHOICES.items():  # unset ones (a task default of None) included
+            if getattr(self, name) is None:
+                raise ConfigError(f"{name} must be one of {', '.join(kind.values())} (got None)")
         if self.quality not in (1, 2, 3, 4) and self.base is None:
             raise ConfigError(f"quality must be 1..4 to pick a released base codec (got {self.quality})")
         if self.val_fraction and self.val_dataset:

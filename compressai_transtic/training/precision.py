@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from compressai.entropy_models import EntropyModel
 
+from ..strenum import parse_choice
 from .config import MixedPrecision, option_ref
 
 __all__ = ["Precision", "entropy_models_in_float32", "resolve_precision"]
@@ -29,6 +30,11 @@ class Precision:
 
     mode: MixedPrecision
     device_type: str
+
+    def __post_init__(self) -> None:
+        self.mode = parse_choice(MixedPrecision, self.mode, "precision")
+        if self.mode is MixedPrecision.AUTO:
+            raise ValueError("Precision takes off, bf16 or fp16; resolve_precision() turns auto into one of them")
 
     @property
     def dtype(self) -> Optional[torch.dtype]:
@@ -53,7 +59,7 @@ def resolve_precision(option: MixedPrecision, device: torch.device) -> Precision
     Raises:
         ValueError: bf16/fp16 requested on the CPU (not supported for training here).
     """
-    option = MixedPrecision(option)
+    option = parse_choice(MixedPrecision, option, "amp setting")
     if device.type != "cuda":
         if option in (MixedPrecision.BF16, MixedPrecision.FP16):
             raise ValueError(
