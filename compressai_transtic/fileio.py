@@ -14,7 +14,7 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 __all__ = [
     "OutputError",
@@ -110,6 +110,24 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
+#: the scalar types that ``torch.load(weights_only=True)`` reads (exactly these: not subclasses)
+_PLAIN_TYPES = (str, int, float, bool, bytes, type(None))
+
+
+def _foreign_value(obj: Any, where: str) -> Optional[str]:
+    """Where in ``obj`` (dicts, lists and tuples of plain scalars and torch objects) the
+    first value of another type is, in words, or ``None``."""
+    if type(obj) in _PLAIN_TYPES or type(obj).__module__.split(".")[0] == "torch":
+        return None
+    if isinstance(obj, dict):
+        items: Any = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}"
+    return next((found for k, v in items if (found := _foreign_value(v, f"{where}[{k!r}]"))), None)
+
+
 class UnreadableSaveError(TypeError):
     """An object that ``torch.load(weights_only=True)`` would refuse to read back."""
 
@@ -127,7 +145,8 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     try:
         torch.load(io.BytesIO(buffer.getbuffer()), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), str(exc))
+        torch_reason = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), str(exc))
+        reason = _foreign_value(obj, "the object") or torch_reason
         raise UnreadableSaveError(
             f"{path} was not written: it would not load with weights_only=True ({reason})"
         ) from None
