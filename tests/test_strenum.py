@@ -232,8 +232,10 @@ def test_settings_dataclasses_show_their_members_as_strings_in_messages():
 def test_table_formats_and_rate_averages_are_taken_as_members_or_values():
     rows = [["model", "bpp"], ["tic", "0.5"]]
     assert render(rows, "markdown") == render(rows, TableFormat.MARKDOWN) != render(rows, "latex")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown table format 'html'; expected one of markdown, latex"):
         render(rows, "html")
+    with pytest.raises(ValueError, match="unknown rate average 'mean'; expected one of image, total"):
+        Curve("c", object(), [], rate_average="mean")
     assert Curve("c", object(), [], rate_average="total").rate_average is RateAverage.TOTAL
 
 

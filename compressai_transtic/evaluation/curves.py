@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence, Tuple
 
-from ..strenum import StrEnum
+from ..strenum import StrEnum, parse_choice
 from ..tasks.base import Task
 from .codecs import CodecSpec
 from .results import random_parts_of
@@ -70,7 +70,7 @@ class Curve:
     rate_average: RateAverage = RateAverage.IMAGE
 
     def __post_init__(self) -> None:
-        self.rate_average = RateAverage(self.rate_average)
+        self.rate_average = parse_choice(RateAverage, self.rate_average, "rate average")
 
     @property
     def random_codec(self) -> bool:
@@ -138,7 +138,7 @@ def _mean(values: Sequence[Any]) -> float:
 
 def coding_means(spec: CodecSpec, records: Sequence[Dict[str, Any]], rate_average: RateAverage) -> Dict[str, Any]:
     """Rate, fidelity and times of one rate point, averaged over its images' records."""
-    if RateAverage(rate_average) is RateAverage.TOTAL:
+    if parse_choice(RateAverage, rate_average, "rate average") is RateAverage.TOTAL:
         bpp = 8.0 * sum(r["bytes"] for r in records) / sum(r["pixels"] for r in records)
     else:
         bpp = _mean([r["bpp"] for r in records])

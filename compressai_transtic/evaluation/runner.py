@@ -27,6 +27,7 @@ from ..metrics import MS_SSIM_MIN_SIDE, ms_ssim_size_problem
 from ..models import TICROI
 from ..protocol import CodingProtocol
 from ..quality_maps import box_map
+from ..strenum import parse_choice
 from ..tasks.base import Task
 from . import outputs
 from .codecs import CodecSpec, QualityMapSource, code_batch, fingerprint
@@ -176,7 +177,7 @@ class Evaluation:
         self.history_path = self.output_dir / "codecs.json"
         self.fresh = fresh
         self.max_pixels = int(max_pixels)
-        self.rate_average = RateAverage(rate_average)
+        self.rate_average = parse_choice(RateAverage, rate_average, "rate average")
         self.skipped = list(skipped)
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")

@@ -12,7 +12,7 @@ import logging
 import math
 from typing import Any, List, Mapping, Optional, Sequence
 
-from ..strenum import StrEnum
+from ..strenum import StrEnum, parse_choice
 from .bd import curve_bd_rate, warn_of_falling_curves
 from .results import (
     axis_label,
@@ -138,7 +138,7 @@ def render(rows: Sequence[Sequence[str]], fmt: TableFormat, caption: str = "") -
     """The rows of :func:`cross_model_table` as Markdown or LaTeX text; cells and caption
     are escaped (newlines and other control characters as ``\\n``, ``\\x1b``...)."""
     header, body = rows[0], rows[1:]
-    if TableFormat(fmt) is TableFormat.MARKDOWN:
+    if parse_choice(TableFormat, fmt, "table format") is TableFormat.MARKDOWN:
         lines = ["| " + " | ".join(map(_markdown, header)) + " |"]
         lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
         lines += ["| " + " | ".join(map(_markdown, row)) + " |" for row in body]
