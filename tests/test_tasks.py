@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import urllib.error
 from pathlib import Path
@@ -10,7 +11,10 @@ import pytest
 import torch
 
 from compressai_transtic import tasks
+from compressai_transtic.console import CommandError
+from compressai_transtic.evaluation.selection import dataset_kind, task_classes
 from compressai_transtic.tasks import Task, available_tasks, get_task, get_task_class
+from compressai_transtic.tasks.base import DatasetKind
 from compressai_transtic.tasks.weights import TaskWeightsUnavailableError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +69,27 @@ def test_a_third_party_task_is_found_through_the_entry_point_group(tmp_path, mon
     task = get_task("toy", weights="random")
     assert isinstance(task, Task) and task.name == "toy" and task.lmbda(1) == 0.5
     monkeypatch.delitem(sys.modules, "toyplugin_tasks", raising=False)
+
+
+def test_the_dataset_a_plugin_task_declares_is_read_as_its_kind_or_refused_naming_the_task(tmp_path, monkeypatch):
+    site = _install_fake_distribution(
+        tmp_path,
+        "kindplugin",
+        "[compressai_transtic.tasks]\ntoy = kindplugin_tasks:ToyTask\nclip = kindplugin_tasks:VideoTask\n",
+        TOY_TASK + "\n\nclass VideoTask(ToyTask):\n    name = 'clip'\n    dataset_kind = 'video'\n",
+    )
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        assert dataset_kind(get_task_class("toy")) is DatasetKind.CLASSIFICATION
+        with pytest.raises(
+            CommandError,
+            match=r"task 'clip' \(kindplugin_tasks.VideoTask\) declares dataset_kind "
+            r"'video'; expected one of classification, coco, images",
+        ):
+            task_classes(argparse.Namespace(task=["clip"], annotations=None, labels=None))
+    finally:
+        monkeypatch.delitem(sys.modules, "kindplugin_tasks", raising=False)
+    assert [dataset_kind(get_task_class(n)) for n in ("cls", "det", "fidelity")] == list(DatasetKind)
 
 
 def test_unknown_task_names_list_the_available_ones():

@@ -24,6 +24,7 @@ from ..devices import check_device
 from ..download import WeightsToFetchError
 from ..fileio import OutputError, check_writable_folder
 from ..filekinds import ImageCheck
+from ..tasks.base import DatasetKind
 from ..tasks.weights import TaskWeightsUnavailableError
 from ..zoo import ChecksumMismatchError, WeightsUnavailableError
 from .codecs import ROI_MAP_SOURCES, WeightsSource
@@ -31,7 +32,7 @@ from .curves import RateAverage
 from .records import RecordsLockedError
 from .results import unit_words
 from .runner import Evaluation
-from .selection import build_specs, build_tasks, load_dataset, task_classes
+from .selection import build_specs, build_tasks, dataset_kind, load_dataset, task_classes
 from .traditional import TRADITIONAL_CODECS, CodecFailedError, CodecUnavailableError
 
 __all__ = ["add_eval_arguments", "run_eval"]
@@ -308,8 +309,9 @@ def _prepare(args: argparse.Namespace, random_weights: bool) -> Evaluation:
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}")
     classes = task_classes(args)
-    _check_protocol_options(args, classes[0].dataset_kind)
-    dataset = load_dataset(args, classes[0].dataset_kind)
+    kind = dataset_kind(classes[0])
+    _check_protocol_options(args, kind)
+    dataset = load_dataset(args, kind)
     specs = build_specs(args, [c.name for c in classes])
     tasks = build_tasks(args, dataset, classes, random_weights)
     items, skipped = _checked_images(dataset.subset(args.limit), args, tasks[0].protocol())
@@ -407,15 +409,15 @@ def _report(
         out(f"{len(skipped)} unreadable image(s) left out: {args.output_dir / 'skipped-images.txt'}")
 
 
-def _check_protocol_options(args: argparse.Namespace, dataset_kind: str) -> None:
-    """The sizes of the protocol of ``dataset_kind``: positive, and no image of the
+def _check_protocol_options(args: argparse.Namespace, kind: DatasetKind) -> None:
+    """The sizes of the protocol of ``kind``: positive, and no image of the
     smallest size they make (their square) above ``--max-pixels``; each image is checked
     against the limit too, with what the protocol makes of its size. ``None`` is an
     option turned off (``--code-multiple 0``)."""
     sizes = {
-        "classification": {"--crop": args.crop},
-        "coco": {"--short-edge": args.short_edge, "--code-multiple": args.code_multiple},
-    }.get(dataset_kind, {})
+        DatasetKind.CLASSIFICATION: {"--crop": args.crop},
+        DatasetKind.COCO: {"--short-edge": args.short_edge, "--code-multiple": args.code_multiple},
+    }.get(kind, {})
     for option, value in sizes.items():
         if value is not None and value < 1:
             raise CommandError(f"{option} must be positive, got {value}")

@@ -19,11 +19,12 @@ from ..console import CommandError
 from ..data import ClassificationImages, CocoImages, ImageFiles
 from ..filekinds import regular_file_problem
 from ..tasks import PluginError, Task, available_tasks, get_task_class
+from ..tasks.base import DatasetKind
 from ..tasks.weights import DEFAULT_WEIGHTS
 from .codecs import CodecSpec, WeightsSource
 from .traditional import TRADITIONAL_CODECS, check_available
 
-__all__ = ["LEARNED", "build_specs", "build_tasks", "load_dataset", "task_classes", "zoo_qualities"]
+__all__ = ["LEARNED", "build_specs", "build_tasks", "dataset_kind", "load_dataset", "task_classes", "zoo_qualities"]
 
 #: the learned codecs of ``-a`` (the zoo's); the others are :mod:`.traditional`'s
 LEARNED = ("tic", "transtic")
@@ -40,31 +41,43 @@ def task_classes(args: argparse.Namespace) -> List[Type[Task]]:
             raise CommandError(f"unknown task {name!r}; available: {', '.join(available_tasks())}") from None
         except PluginError as err:  # a refused or broken plugin: the message names it
             raise CommandError(str(err)) from None
-    kinds = {cls.dataset_kind for cls in classes}
+    kinds = {dataset_kind(cls) for cls in classes}
     if len(kinds) > 1:
         raise CommandError(f"tasks {', '.join(names)} need different datasets; evaluate them separately")
     kind = kinds.pop()
     need = {
-        "coco": "--annotations FILE (COCO format)",
-        "classification": "an ImageFolder tree or --labels",
-        "images": "a plain image folder (no --annotations, no --labels)",
-    }.get(kind, kind)
+        DatasetKind.COCO: "--annotations FILE (COCO format)",
+        DatasetKind.CLASSIFICATION: "an ImageFolder tree or --labels",
+        DatasetKind.IMAGES: "a plain image folder (no --annotations, no --labels)",
+    }[kind]
     if args.annotations:
-        given = "coco"
+        given = DatasetKind.COCO
     elif args.labels:
-        given = "classification"
+        given = DatasetKind.CLASSIFICATION
     else:  # a folder: an ImageFolder tree or a plain image folder, as the task wants
-        given = kind if kind in ("classification", "images") else "classification"
-    if kind != given:
+        given = DatasetKind.CLASSIFICATION if kind is DatasetKind.COCO else kind
+    if kind is not given:
         raise CommandError(f"task {names[0]!r} needs {need}")
     return classes
 
 
-def load_dataset(args: argparse.Namespace, kind: str) -> Any:
+def dataset_kind(task: Type[Task]) -> DatasetKind:
+    """The :class:`~compressai_transtic.tasks.base.DatasetKind` a task class declares,
+    or the error naming the task (a plugin may declare anything)."""
+    try:
+        return DatasetKind(task.dataset_kind)
+    except ValueError:
+        raise CommandError(
+            f"task {task.name!r} ({task.__module__}.{task.__qualname__}) declares dataset_kind "
+            f"{task.dataset_kind!r}; expected one of {', '.join(DatasetKind.values())}"
+        ) from None
+
+
+def load_dataset(args: argparse.Namespace, kind: DatasetKind) -> Any:
     """The dataset of the command line, read as the tasks' ``kind`` wants it."""
     if args.annotations and args.labels:
         raise CommandError("--annotations (COCO) and --labels (classification) exclude each other")
-    if kind == "images":
+    if kind is DatasetKind.IMAGES:
         return ImageFiles(args.dataset)
     if args.annotations:
         return CocoImages(args.dataset, args.annotations)
@@ -81,7 +94,7 @@ def build_tasks(
     tasks = []
     for cls in classes:
         name = cls.name
-        kind = cls.dataset_kind
+        kind = dataset_kind(cls)
         if name == "seg" and not dataset.has_masks:
             raise CommandError(f"task 'seg' needs segmentation annotations; {args.annotations} has objects without")
         if name == "seg" and dataset.mask_problems:
@@ -98,11 +111,11 @@ def build_tasks(
             "progress": not args.no_progress,
             "seed": args.seed,
         }
-        if kind == "coco":
+        if kind is DatasetKind.COCO:
             options.update(short_edge=args.short_edge, max_size=args.max_size, code_multiple=args.code_multiple)
-        elif kind == "classification":
+        elif kind is DatasetKind.CLASSIFICATION:
             options.update(crop=args.crop)
-        elif kind == "images":
+        elif kind is DatasetKind.IMAGES:
             options.update(max_pixels=args.max_pixels)
         tasks.append(cls(**options))
     return tasks

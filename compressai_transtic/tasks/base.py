@@ -13,13 +13,25 @@ from torch import Tensor
 from ..download import FileToFetch
 from ..losses import CRITERIONS  # importing the losses registers the criteria
 from ..protocol import CodingProtocol
+from ..strenum import StrEnum
 from .detectron2_backend import require_detectron2
 from .features import FrozenFeatureExtractor
 from .weights import DEFAULT_WEIGHTS, TaskWeightsUnavailableError, WeightsOption, is_random, normalize_weights_option
 
-__all__ = ["Task"]
+__all__ = ["DatasetKind", "Task"]
 
 logger = logging.getLogger(__name__)
+
+
+class DatasetKind(StrEnum):
+    """What a task evaluates on: how the evaluator reads ``--dataset``."""
+
+    #: labelled images: an ImageFolder tree or a ``--labels`` list
+    CLASSIFICATION = "classification"
+    #: a COCO annotation file (``--annotations``) and its images
+    COCO = "coco"
+    #: a plain folder of images, without labels
+    IMAGES = "images"
 
 
 class Task:
@@ -41,7 +53,8 @@ class Task:
             (``"center"``: Resize + CenterCrop; ``"random"``: RandomCrop + horizontal flip)
             and further settings of the authors' configuration.
         backends: supported backends (``"torchvision"``, ``"detectron2"``).
-        dataset_kind: ``"classification"``, ``"coco"`` or ``"images"`` (a plain folder).
+        dataset_kind: a :class:`DatasetKind` (or its value): how the evaluator reads
+            its dataset.
         criterion_name: the ``compressai.registry`` name of the task's loss.
         trainable: whether prompts can be trained for it (it has a perceptual loss).
         has_reference: whether uncompressed images give a meaningful reference value
@@ -69,7 +82,7 @@ class Task:
     default_lambdas: ClassVar[Dict[int, float]] = {}
     training_defaults: ClassVar[Dict[str, Any]] = {}
     backends: ClassVar[Tuple[str, ...]] = ("torchvision",)
-    dataset_kind: ClassVar[str] = ""
+    dataset_kind: ClassVar[Union[DatasetKind, str]] = ""
     criterion_name: ClassVar[str] = ""
     trainable: ClassVar[bool] = True
     has_reference: ClassVar[bool] = True

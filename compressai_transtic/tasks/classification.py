@@ -13,7 +13,7 @@ from ..console import shorten
 from ..jsonvalues import is_integer
 from ..metrics import topk_accuracy
 from ..protocol import CodingProtocol, classification_protocol
-from .base import Task
+from .base import DatasetKind, Task
 from .features import FrozenFeatureExtractor, ImageNetNormalize, ResNetStages
 from .weights import TorchvisionWeights, WeightsOption, resolve_torchvision_state_dict
 
@@ -66,7 +66,7 @@ class ClassificationTask(Task):
         "crop": "center",
     }
     backends = ("torchvision",)
-    dataset_kind = "classification"
+    dataset_kind = DatasetKind.CLASSIFICATION
     criterion_name = "transtic-cls-perceptual"
 
     def __init__(

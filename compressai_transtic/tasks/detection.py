@@ -18,7 +18,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..jsonvalues import is_finite_number, is_integer
 from ..metrics import coco_evaluate, rle_encode
 from ..protocol import CodingProtocol, detection_protocol
-from .base import Task
+from .base import DatasetKind, Task
 from .detectron2_backend import build_detectron2_model, detectron2_detect, detectron2_feature_extractor
 from .features import FPNFromRes2, FrozenFeatureExtractor, ImageNetNormalize
 from .weights import TorchvisionWeights, WeightsOption, resolve_torchvision_state_dict
@@ -91,7 +91,7 @@ class DetectionTask(Task):
     default_lambdas = {1: 2.0, 2: 1.0, 3: 0.5, 4: 0.2}
     training_defaults = dict(_COCO_TRAINING_DEFAULTS)
     backends = ("torchvision", "detectron2")
-    dataset_kind = "coco"
+    dataset_kind = DatasetKind.COCO
     criterion_name = "transtic-det-perceptual"
     #: torchvision weights of the network
     torchvision_weights = FASTER_RCNN_WEIGHTS

@@ -23,7 +23,7 @@ from ..imageio import DEFAULT_MAX_PIXELS
 from ..jsonvalues import is_finite_number
 from ..metrics import MS_SSIM_MAX, MS_SSIM_MIN_SIDE, fidelity_metrics
 from ..protocol import CodingProtocol
-from .base import Task
+from .base import DatasetKind, Task
 
 __all__ = ["FidelityTask", "MS_SSIM_MIN_SIDE", "fidelity_metrics"]
 
@@ -44,7 +44,7 @@ class FidelityTask(Task):
     metric_names = ("psnr-rgb", "ms-ssim-rgb")
     metric_units = {"psnr-rgb": "dB", "ms-ssim-rgb": "1 (fraction)"}
     primary_metric = "psnr-rgb"
-    dataset_kind = "images"
+    dataset_kind = DatasetKind.IMAGES
     trainable = False
     has_reference = False
     has_network = False
