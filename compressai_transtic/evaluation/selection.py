@@ -77,7 +77,7 @@ def load_dataset(args: argparse.Namespace, kind: DatasetKind) -> Any:
     """The dataset of the command line, read as the tasks' ``kind`` wants it."""
     if args.annotations and args.labels:
         raise CommandError("--annotations (COCO) and --labels (classification) exclude each other")
-    if kind is DatasetKind.IMAGES:
+    if kind == DatasetKind.IMAGES:  # a member or its value
         return ImageFiles(args.dataset)
     if args.annotations:
         return CocoImages(args.dataset, args.annotations)
