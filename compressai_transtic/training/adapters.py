@@ -26,7 +26,7 @@ from ..adapter_files import (
 )
 from ..models import ADAPTED_CODECS, AdaptedCodec
 from ..strenum import StrEnum
-from .config import ConfigError, check_type, option_ref
+from .config import ConfigError, check_type, choice_of, option_ref
 
 __all__ = ["ADAPTER_KINDS", "MAX_ADAPTER_SIZE", "AdapterKind", "get_adapter_kind"]
 
@@ -71,8 +71,8 @@ class AdapterKind:
         for name, value in options.items():
             option = f"{self.name} option {name}"
             kind = type(getattr(config, name))
-            if issubclass(kind, StrEnum) and value not in kind.values():
-                raise ConfigError(f"{option} must be one of {', '.join(kind.values())} (got {value!r})")
+            if issubclass(kind, StrEnum):
+                choice_of(option, kind, value)
             check_type(option, value, types[name])
             if types[name] in ("int", int) and value > MAX_ADAPTER_SIZE:
                 raise ConfigError(f"{option} must be at most {MAX_ADAPTER_SIZE} (got {value})")

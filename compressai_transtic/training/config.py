@@ -44,6 +44,7 @@ __all__ = [
     "TrainConfig",
     "ValidationCrop",
     "check_type",
+    "choice_of",
     "command_line_messages",
     "default_output",
     "load_config_file",
@@ -390,7 +391,7 @@ class TrainConfig:
         self._check_numbers()
         for name, kind in _CHOICES.items():  # unset ones (a task default of None) included
             if getattr(self, name) is None:
-                raise ConfigError(f"{name} must be one of {', '.join(kind.values())} (got None)")
+                choice_of(name, kind, None)  # refuses it, naming the values
         if self.quality not in (1, 2, 3, 4) and self.base is None:
             raise ConfigError(f"quality must be 1..4 to pick a released base codec (got {self.quality})")
         if self.val_fraction and self.val_dataset:
@@ -448,7 +449,7 @@ def _normalised(name: str, value: Any, optional: bool) -> Any:
     if name == "lr_milestones":
         return _milestones(value)
     if name in _CHOICES and not (optional and value is None):
-        return _choice(name, _CHOICES[name], value)
+        return choice_of(name, _CHOICES[name], value)
     if name in ("prompt_options", "task_options") and value is None:
         return {}
     if name in _PATH_OPTIONS and isinstance(value, os.PathLike):
@@ -456,12 +457,13 @@ def _normalised(name: str, value: Any, optional: bool) -> Any:
     return value
 
 
-def _choice(name: str, kind: Type[StrEnum], value: Any) -> StrEnum:
-    """``value`` as a member of ``kind``, or the error naming the option and its values."""
+def choice_of(option: str, kind: Type[StrEnum], value: Any) -> StrEnum:
+    """``value`` as a member of ``kind``, or the :class:`ConfigError` naming ``option``
+    and the values it takes."""
     try:
         return kind(value)
     except ValueError:
-        raise ConfigError(f"{name} must be one of {', '.join(kind.values())} (got {_SHOWN.repr(value)})") from None
+        raise ConfigError(f"{option} must be one of {', '.join(kind.values())} (got {_SHOWN.repr(value)})") from None
 
 
 def _plain(value: Any) -> Any:
